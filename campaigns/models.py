@@ -1,0 +1,148 @@
+"""Audiences (contacts, lists), campaigns and the notification ledger.
+
+Models hold data only: every write with rules goes through campaigns.services, every status
+change through its one guarded function.
+"""
+
+from django.db import models
+
+
+class Contact(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        UNSUBSCRIBED = "unsubscribed"
+        BOUNCED = "bounced"  # hard bounce: the address does not exist
+        COMPLAINED = "complained"  # marked as spam
+
+    # Normalized by contact_normalize_email (trimmed, lower-cased): unique regardless of case.
+    email = models.EmailField(max_length=254, unique=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    # Custom fields for personalization: flat {name: value} (names as in templates).
+    attributes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Contact #{self.pk}"
+
+
+class ContactList(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    contacts = models.ManyToManyField(Contact, through="Membership", related_name="lists")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contact_list", "contact"], name="uniq_membership")
+        ]
+
+    def __str__(self) -> str:
+        return f"contact {self.contact_id} in list {self.contact_list_id}"
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        SCHEDULED = "scheduled"
+        SENDING = "sending"
+        PAUSED = "paused"
+        SENT = "sent"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    name = models.CharField(max_length=200)
+    template = models.ForeignKey("templates_app.Template", on_delete=models.PROTECT)
+    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT)
+    from_email = models.CharField(
+        max_length=254, blank=True, help_text="Leave empty for the default sender."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status_reason = models.CharField(max_length=500, blank=True)
+    # The SES stored template this campaign sends with, created when it starts (immutable name).
+    ses_template_name = models.CharField(max_length=64, blank=True)
+    recipient_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "scheduled_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignLink(models.Model):
+    """A tracked link of a campaign's HTML: click URLs carry its index, never the destination."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="links")
+    index = models.PositiveIntegerField()
+    url = models.URLField(max_length=2048)
+
+    class Meta:
+        ordering = ["campaign", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "index"], name="uniq_campaign_link")
+        ]
+
+    def __str__(self) -> str:
+        return f"link {self.index} of campaign {self.campaign_id}"
+
+
+class Notification(models.Model):
+    """The ledger: one row per recipient per send. Kept narrow; it grows by millions of rows."""
+
+    class Status(models.TextChoices):
+        CREATED = "created"  # frozen into the audience, not yet claimed
+        SENDING = "sending"  # claimed by a batch; its hand-off to SES is in progress
+        SENT = "sent"  # SES accepted it (message_id set)
+        DELIVERED = "delivered"
+        BOUNCED = "bounced"
+        COMPLAINED = "complained"
+        REJECTED = "rejected"  # refused by SES
+        FAILED = "failed"  # a definite failure before SES accepted it
+        UNKNOWN = "unknown"  # the hand-off's outcome is unknown: never re-sent automatically
+        SKIPPED = "skipped"  # suppressed or unsubscribed when its turn came
+
+    id = models.BigAutoField(primary_key=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="notifications")
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="notifications")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
+    message_id = models.CharField(max_length=100, null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # At most once per recipient per campaign, enforced by the database.
+            models.UniqueConstraint(fields=["campaign", "contact"], name="uniq_notification")
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "status"]),
+            models.Index(fields=["message_id"], name="notification_message_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Notification #{self.pk}"

@@ -1,0 +1,329 @@
+"""Writes with rules: contacts, lists and the campaign life cycle.
+
+Every campaign status change goes through campaign_transition, a guarded UPDATE. Celery tasks
+are enqueued with transaction.on_commit, so a worker never looks for a row that isn't there.
+"""
+
+import logging
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.validators import validate_email
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from campaigns import ledger
+from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Membership, Notification
+from campaigns.ses import ses_template_ensure
+from templates_app.language import TemplateSyntaxError, merge_value
+from templates_app.services import template_compile
+
+logger = logging.getLogger(__name__)
+
+C = Campaign.Status
+N = Notification.Status
+
+# The campaign state machine: status → statuses it may move to.
+TRANSITIONS: dict[str, set[str]] = {
+    C.DRAFT: {C.SCHEDULED, C.CANCELLED},
+    C.SCHEDULED: {C.DRAFT, C.SENDING, C.CANCELLED, C.FAILED},
+    C.SENDING: {C.PAUSED, C.SENT, C.CANCELLED, C.FAILED},
+    C.PAUSED: {C.SENDING, C.CANCELLED},
+}
+
+# A batch is this many notifications: 10 SendBulkEmail calls of 50, a few seconds of work, so
+# pausing takes effect quickly and a crashed batch strands few rows.
+BATCH_SIZE = 500
+# A row still `sending` this long after its claim belongs to a batch that died mid-hand-off:
+# its fate is unknown (a batch takes seconds; the SES read timeout is 30 s).
+SENDING_LEASE = timedelta(minutes=10)
+# `created` rows untouched this long have lost their batch (a crash between commit and enqueue,
+# a purged queue): enqueue them again. Claims are guarded, so a duplicate batch is harmless.
+CREATED_GRACE = timedelta(minutes=5)
+
+
+class CampaignError(Exception):
+    """A campaign action that cannot be done; the message is for the marketer."""
+
+
+# -- contacts ---------------------------------------------------------------------------------
+
+_ATTRIBUTE_NAME = re.compile(r"[^a-z0-9]+")
+
+
+def contact_normalize_email(email: str) -> str:
+    """Trimmed and lower-cased (one contact per mailbox, whatever the case); raises
+    ValidationError for an address that is not valid."""
+    normalized = (email or "").strip().lower()
+    validate_email(normalized)
+    return normalized
+
+
+def contact_attribute_name(column: str) -> str | None:
+    """A CSV column name as a template field name ("First Name" → first_name), or None."""
+    name = _ATTRIBUTE_NAME.sub("_", column.strip().lower()).strip("_")
+    return name if name and name[0].isalpha() else None
+
+
+def contact_merge_data(
+    *, email: str, first_name: str, last_name: str, attributes: dict, fields: Iterable[str]
+) -> dict[str, str]:
+    """The template data of one contact, limited to the fields the template reads."""
+    known = {"email": email, "first_name": first_name, "last_name": last_name}
+    data = {}
+    for field in fields:
+        value = known[field] if field in known else attributes.get(field)
+        data[field] = merge_value(value)
+    return data
+
+
+def contact_list_add(*, contact_list: ContactList, contact_ids: Iterable[int]) -> None:
+    Membership.objects.bulk_create(
+        [Membership(contact_list=contact_list, contact_id=cid) for cid in contact_ids],
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
+
+
+# -- campaign life cycle ----------------------------------------------------------------------
+
+
+def campaign_transition(
+    *,
+    campaign_id: int,
+    from_statuses: Iterable[str],
+    to: str,
+    reason: str = "",
+    when: Q | None = None,
+    **fields,
+) -> bool:
+    """Move the campaign to `to` if it is in one of `from_statuses` (and matches `when`), in one
+    guarded UPDATE; True if it moved. The only writer of Campaign.status."""
+    from_statuses = set(from_statuses)
+    for status in from_statuses:
+        if to not in TRANSITIONS.get(status, ()):
+            raise ValueError(f"campaign transition {status} → {to} is not allowed")
+    rows = Campaign.objects.filter(pk=campaign_id, status__in=from_statuses)
+    if when is not None:
+        rows = rows.filter(when)
+    moved = rows.update(status=to, status_reason=reason[:500], updated_at=timezone.now(), **fields)
+    if moved:
+        logger.info("campaign %s → %s", campaign_id, to)
+    return bool(moved)
+
+
+def campaign_check_sendable(*, campaign: Campaign) -> None:
+    """Raise CampaignError with a reason if the campaign cannot be sent as it stands."""
+    try:
+        template_compile(template=campaign.template, tracking_base_url=None)
+    except TemplateSyntaxError as err:
+        raise CampaignError(f"The template “{campaign.template}” does not parse: {err}") from err
+    active = Contact.objects.filter(
+        status=Contact.Status.ACTIVE,
+        id__in=Membership.objects.filter(contact_list=campaign.contact_list).values("contact_id"),
+    )
+    if not active.exists():
+        raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
+
+
+def campaign_schedule(*, campaign: Campaign, send_at: datetime) -> None:
+    """Schedule a draft for `send_at` (aware); beat starts it within seconds of that time."""
+    if timezone.is_naive(send_at):
+        raise CampaignError("The time to send must include a time zone.")
+    campaign_check_sendable(campaign=campaign)
+    if not campaign_transition(
+        campaign_id=campaign.pk, from_statuses={C.DRAFT}, to=C.SCHEDULED, scheduled_at=send_at
+    ):
+        raise CampaignError(f"Only a draft can be scheduled; this campaign is {campaign.status}.")
+    if send_at <= timezone.now():
+        _enqueue_start(campaign.pk)
+
+
+def campaign_send_now(*, campaign: Campaign) -> None:
+    campaign_schedule(campaign=campaign, send_at=timezone.now())
+
+
+def campaign_unschedule(*, campaign: Campaign) -> None:
+    if not campaign_transition(
+        campaign_id=campaign.pk, from_statuses={C.SCHEDULED}, to=C.DRAFT, scheduled_at=None
+    ):
+        raise CampaignError("Only a scheduled campaign that has not started can be unscheduled.")
+
+
+def campaign_pause(*, campaign: Campaign) -> None:
+    """Stop new claims: batches check the status before claiming; claimed rows finish."""
+    if not campaign_transition(campaign_id=campaign.pk, from_statuses={C.SENDING}, to=C.PAUSED):
+        raise CampaignError("Only a sending campaign can be paused.")
+
+
+def campaign_resume(*, campaign: Campaign) -> None:
+    with transaction.atomic():
+        if not campaign_transition(campaign_id=campaign.pk, from_statuses={C.PAUSED}, to=C.SENDING):
+            raise CampaignError("Only a paused campaign can be resumed.")
+        campaign_fan_out(campaign_id=campaign.pk)
+
+
+def campaign_cancel(*, campaign: Campaign) -> None:
+    """Cancel: nothing more is claimed; unclaimed recipients are recorded as skipped."""
+    with transaction.atomic():
+        if not campaign_transition(
+            campaign_id=campaign.pk,
+            from_statuses={C.DRAFT, C.SCHEDULED, C.SENDING, C.PAUSED},
+            to=C.CANCELLED,
+            finished_at=timezone.now(),
+        ):
+            raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
+        created = Notification.objects.filter(campaign_id=campaign.pk, status=N.CREATED)
+        ledger.ledger_transition(
+            ids=list(created.values_list("id", flat=True)),
+            from_statuses={N.CREATED},
+            to=N.SKIPPED,
+            reason="campaign cancelled",
+        )
+
+
+def campaign_start(*, campaign_id: int) -> None:
+    """Start a due scheduled campaign: compile, freeze the audience, fan out.
+
+    The stored template is created first (idempotent, outside the transaction: it is an HTTP
+    call); then one transaction moves the campaign to sending, records its links and writes one
+    `created` notification per active member. A crash before the commit leaves it scheduled,
+    so the next start attempt redoes everything; after it, the sweeper re-enqueues batches.
+    """
+    campaign = Campaign.objects.select_related("template").get(pk=campaign_id)
+    if campaign.status != C.SCHEDULED:
+        return
+    try:
+        compiled = template_compile(
+            template=campaign.template, tracking_base_url=settings.TRACKING_BASE_URL
+        )
+    except TemplateSyntaxError as err:
+        campaign_transition(
+            campaign_id=campaign_id,
+            from_statuses={C.SCHEDULED},
+            to=C.FAILED,
+            reason=f"The template does not parse: {err}",
+        )
+        return
+    name = compiled.ses_template_name(prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=campaign_id)
+    ses_template_ensure(name=name, **{k.lower(): v for k, v in compiled.handlebars().items()})
+
+    with transaction.atomic():
+        if not campaign_transition(
+            campaign_id=campaign_id,
+            from_statuses={C.SCHEDULED},
+            to=C.SENDING,
+            started_at=timezone.now(),
+            ses_template_name=name,
+        ):
+            return
+        CampaignLink.objects.bulk_create(
+            [
+                CampaignLink(campaign_id=campaign_id, index=i, url=url)
+                for i, url in enumerate(compiled.links)
+            ]
+        )
+        count = _freeze_audience(campaign_id=campaign_id, contact_list_id=campaign.contact_list_id)
+        Campaign.objects.filter(pk=campaign_id).update(recipient_count=count)
+        logger.info("campaign %s frozen recipients=%s", campaign_id, count)
+        campaign_fan_out(campaign_id=campaign_id)
+
+
+def _freeze_audience(*, campaign_id: int, contact_list_id: int) -> int:
+    """One INSERT … SELECT: a `created` row per active member (no Python loop over contacts)."""
+    n, m, c = (Notification._meta.db_table, Membership._meta.db_table, Contact._meta.db_table)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {n} (campaign_id, contact_id, status, reason, created_at, updated_at) "  # noqa: S608
+            f"SELECT %s, m.contact_id, %s, '', %s, %s FROM {m} m JOIN {c} c ON c.id = m.contact_id "
+            "WHERE m.contact_list_id = %s AND c.status = %s ORDER BY m.contact_id "
+            "ON CONFLICT DO NOTHING",
+            [campaign_id, N.CREATED, now, now, contact_list_id, Contact.Status.ACTIVE],
+        )
+        return cursor.rowcount
+
+
+def campaign_fan_out(*, campaign_id: int) -> int:
+    """Enqueue a deliver_batch per BATCH_SIZE `created` rows, by id range; returns how many."""
+    table = Notification._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MIN(id), MAX(id) FROM ("  # noqa: S608
+            f"  SELECT id, (ROW_NUMBER() OVER (ORDER BY id) - 1) / %s AS bucket FROM {table}"
+            "   WHERE campaign_id = %s AND status = %s"
+            ") AS numbered GROUP BY bucket ORDER BY 1",
+            [BATCH_SIZE, campaign_id, N.CREATED],
+        )
+        ranges = cursor.fetchall()
+
+    from campaigns.tasks import deliver_batch
+
+    def enqueue() -> None:
+        for first_id, last_id in ranges:
+            deliver_batch.delay(campaign_id, first_id, last_id)
+
+    transaction.on_commit(enqueue)
+    return len(ranges)
+
+
+def _enqueue_start(campaign_id: int) -> None:
+    from campaigns.tasks import campaign_start as campaign_start_task
+
+    transaction.on_commit(lambda: campaign_start_task.delay(campaign_id))
+
+
+def campaigns_start_due() -> list[int]:
+    """Enqueue the start of every scheduled campaign whose time has come (beat, every 10 s)."""
+    due = list(
+        Campaign.objects.filter(status=C.SCHEDULED, scheduled_at__lte=timezone.now())
+        .order_by("scheduled_at")
+        .values_list("id", flat=True)
+    )
+    for campaign_id in due:
+        _enqueue_start(campaign_id)
+    return due
+
+
+def campaigns_sweep() -> None:
+    """Find stuck work (beat): rows whose batch died, lost batches, finished campaigns."""
+    now = timezone.now()
+    for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
+        rows = Notification.objects.filter(campaign_id=campaign_id)
+        stale = rows.filter(status=N.SENDING, updated_at__lt=now - SENDING_LEASE)
+        flagged = ledger.ledger_transition(
+            ids=list(stale.values_list("id", flat=True)),
+            from_statuses={N.SENDING},
+            to=N.UNKNOWN,
+            reason="batch died during the hand-off to SES",
+        )
+        if flagged:
+            logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
+        # Batches are alive while any row moves; a campaign whose rows all sat still for the
+        # grace period while some are `created` has lost its batches.
+        with transaction.atomic():
+            stalled = not rows.filter(updated_at__gte=now - CREATED_GRACE).exists()
+            if stalled and rows.filter(status=N.CREATED).exists():
+                logger.warning("campaign %s stalled: enqueueing its batches again", campaign_id)
+                campaign_fan_out(campaign_id=campaign_id)
+        campaign_finish_if_done(campaign_id=campaign_id)
+
+
+def campaign_finish_if_done(*, campaign_id: int) -> bool:
+    """Mark a sending campaign sent once no row is created or sending; True if it finished.
+
+    Never earlier: a campaign is finished by what its ledger says, not by counting batches.
+    """
+    pending = Notification.objects.filter(
+        campaign_id=OuterRef("pk"), status__in=[N.CREATED, N.SENDING]
+    )
+    return campaign_transition(
+        campaign_id=campaign_id,
+        from_statuses={C.SENDING},
+        to=C.SENT,
+        when=~Q(Exists(pending)),
+        finished_at=timezone.now(),
+    )

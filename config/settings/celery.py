@@ -1,0 +1,62 @@
+"""Celery: broker, queues, routing and the beat schedule."""
+
+from datetime import timedelta
+
+from kombu import Queue
+
+from config.env import VAR_DIR, env_int, env_str
+
+# Embedded default: kombu's file-system transport needs no server, so `make demo` runs with
+# nothing installed. It polls a folder (one process per machine, no visibility timeout): fine
+# for a demo, not for production, where CELERY_BROKER_URL=redis://… is set.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis re-delivers an unacknowledged message after this many seconds. It must exceed
+        # the longest task plus any countdown, or a slow task runs twice: 1 hour is far above
+        # a batch (seconds) and the longest retry backoff (10 minutes).
+        "visibility_timeout": 3600,
+    }
+
+# Results are never read: tasks report through the database.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+
+# Queues: campaigns never starve transactional mail because each has its own queue (and, in
+# production, its own workers); "periodic" carries beat's sweeps.
+CELERY_TASK_QUEUES = [Queue("transactional"), Queue("bulk"), Queue("periodic")]
+CELERY_TASK_DEFAULT_QUEUE = "periodic"
+CELERY_TASK_ROUTES = {
+    "campaigns.tasks.campaign_start": {"queue": "bulk"},
+    "campaigns.tasks.deliver_batch": {"queue": "bulk"},
+    "campaigns.tasks.*": {"queue": "periodic"},
+}
+
+# Tasks are acknowledged when they start (acks_late off): a batch that dies mid-way is not
+# re-delivered by the broker, because re-running a hand-off could send twice. Rows left behind
+# are found by the sweepers instead (at most once).
+CELERY_TASK_ACKS_LATE = False
+# One message in hand per process: a long campaign batch must not hold back messages that
+# another idle process could take.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    # Scheduled campaigns start within this interval of their time.
+    "campaigns-start-due": {
+        "task": "campaigns.tasks.campaigns_start_due",
+        "schedule": timedelta(seconds=env_int("CAMPAIGN_START_POLL_SECONDS", 10)),
+    },
+    "campaigns-sweep": {
+        "task": "campaigns.tasks.campaigns_sweep",
+        "schedule": timedelta(seconds=30),
+    },
+}

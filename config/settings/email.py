@@ -1,0 +1,42 @@
+"""Email: django-anymail's Amazon SES (v2) backend.
+
+The SES endpoint is boto3's business: set AWS_ENDPOINT_URL_SESV2 to point every SES call
+(sends, stored templates, account quota) at any SES-compatible endpoint, such as the local one
+`make demo` starts. Credentials come from boto3's usual chain (environment, profile, role).
+"""
+
+from config.env import env_int, env_str
+
+# Campaigns need SES itself (stored templates, SendBulkEmail), so the send pipeline names this
+# backend explicitly; EMAIL_BACKEND is for Django's own mail (password resets, admins' errors).
+SES_EMAIL_BACKEND = "anymail.backends.amazon_ses.EmailBackend"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", SES_EMAIL_BACKEND)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Mailwright Demo <news@example.com>")
+
+AWS_SES_REGION = env_str("AWS_SES_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+SES_CONFIGURATION_SET = env_str("SES_CONFIGURATION_SET", "") or None
+
+# botocore retries throttling and 5xx answers by itself (up to 3 retries in "legacy" mode).
+# A retried 5xx may be a message SES already accepted, so a retry could send twice: one
+# attempt only, and the send pipeline decides what to do with each answer (at most once).
+SES_CLIENT_CONFIG = {
+    "retries": {"total_max_attempts": 1, "mode": "standard"},
+    "connect_timeout": env_int("SES_CONNECT_TIMEOUT_SECONDS", 5),
+    "read_timeout": env_int("SES_READ_TIMEOUT_SECONDS", 30),
+    "max_pool_connections": 20,
+}
+
+ANYMAIL = {
+    "AMAZON_SES_SESSION_PARAMS": {"region_name": AWS_SES_REGION},
+    "AMAZON_SES_CLIENT_PARAMS": {"config": SES_CLIENT_CONFIG},
+    "AMAZON_SES_CONFIGURATION_SET_NAME": SES_CONFIGURATION_SET,
+    # Basic-auth credentials ("user:password") that SNS must present on the tracking webhook.
+    "WEBHOOK_SECRET": env_str("ANYMAIL_WEBHOOK_SECRET", "") or None,
+    # SNS subscription confirmations (only ever accepted with the basic-auth secret above)
+    # are confirmed by calling SNS, so pointing a topic at the webhook is the whole set-up.
+    "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": True,
+}
+
+# Prefix of the SES stored-template names this installation creates ("<prefix>-c<id>-<hash>"),
+# so several installations can share one SES account.
+SES_TEMPLATE_PREFIX = env_str("SES_TEMPLATE_PREFIX", "mailwright")

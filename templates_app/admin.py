@@ -1,0 +1,95 @@
+"""Templates in the admin: refused with the line and reason when they do not parse; previewed
+rendered for a real contact."""
+
+from django import forms
+from django.contrib import admin
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from campaigns.models import Contact
+from campaigns.services import contact_merge_data
+from templates_app.language import TemplateSyntaxError
+from templates_app.models import Template
+from templates_app.services import template_compile, template_errors
+
+
+class TemplateForm(forms.ModelForm):
+    class Meta:
+        model = Template
+        fields = ("name", "subject", "html", "text")
+        widgets = {
+            "html": forms.Textarea(attrs={"rows": 24, "class": "vLargeTextField code"}),
+            "text": forms.Textarea(attrs={"rows": 12, "class": "vLargeTextField code"}),
+        }
+        help_texts = {
+            "subject": 'Personalize: {{ first_name | default: "there" }} (see docs/TEMPLATES.md).',
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        errors = template_errors(
+            subject=cleaned.get("subject", ""),
+            html=cleaned.get("html", ""),
+            text=cleaned.get("text", ""),
+        )
+        for part, message in errors.items():
+            self.add_error(part, f"This does not parse: {message}")
+        return cleaned
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    form = TemplateForm
+    list_display = ("name", "subject", "updated_at", "preview_link")
+    search_fields = ("name", "subject")
+
+    @admin.display(description="Preview")
+    def preview_link(self, obj) -> str:
+        url = reverse("admin:templates_app_template_preview", args=[obj.pk])
+        return format_html('<a href="{}">Preview</a>', url)
+
+    def get_urls(self):
+        preview = path(
+            "<int:pk>/preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="templates_app_template_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request, pk: int):
+        """The template rendered for one contact (?contact=<id or email>; default: the first)."""
+        template = get_object_or_404(Template, pk=pk)
+        if not self.has_view_permission(request, template):
+            return self.admin_site.login(request)
+        wanted = request.GET.get("contact", "").strip()
+        contacts = Contact.objects.order_by("id")
+        if wanted.isdigit():
+            contact = contacts.filter(pk=int(wanted)).first()
+        elif wanted:
+            contact = contacts.filter(email=wanted.lower()).first()
+        else:
+            contact = contacts.first()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": template,
+            "title": f"Preview of “{template}”",
+            "contact": contact,
+            "wanted": wanted,
+        }
+        try:
+            compiled = template_compile(template=template, tracking_base_url=None)
+        except TemplateSyntaxError as err:
+            context["error"] = str(err)
+        else:
+            data = contact_merge_data(
+                email=contact.email if contact else "",
+                first_name=contact.first_name if contact else "",
+                last_name=contact.last_name if contact else "",
+                attributes=contact.attributes if contact else {},
+                fields=compiled.fields,
+            )
+            context["message"] = compiled.render(data)
+        return TemplateResponse(request, "admin/templates_app/template/preview.html", context)

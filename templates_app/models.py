@@ -1,0 +1,23 @@
+from django.db import models
+
+
+class Template(models.Model):
+    """An email template in the sandboxed language (docs/TEMPLATES.md): subject, HTML and text.
+
+    The parts are validated on save through the admin form (templates_app.services.template_errors);
+    a campaign compiles its own frozen copy when it starts, so editing a template never changes
+    what a running campaign sends.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    subject = models.CharField(max_length=998)  # RFC 5322's line limit
+    html = models.TextField("HTML body")
+    text = models.TextField("Text body", blank=True, help_text="Leave empty to send HTML only.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,197 @@
+"""The marketer's path through the admin: import, template, preview, send."""
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from campaigns.models import Campaign, Contact, ContactList, Notification
+from templates_app.models import Template
+from tests.factories import CampaignFactory, ContactListFactory, TemplateFactory, list_with_contacts
+
+pytestmark = pytest.mark.django_db
+
+IMPORT_URL = "/admin/campaigns/contact/import/"
+CONFIRM_URL = "/admin/campaigns/contact/process_import/"
+
+
+def _csv_format(admin_client) -> str:
+    page = admin_client.get(IMPORT_URL).content.decode()
+    return re.search(r'<option value="(\d+)"[^>]*>csv</option>', page).group(1)
+
+
+def _upload(admin_client, content: str, contact_list: ContactList | None = None):
+    data = {
+        "format": _csv_format(admin_client),
+        "import_file": SimpleUploadedFile("contacts.csv", content.encode(), "text/csv"),
+    }
+    if contact_list is not None:
+        data["contact_list"] = contact_list.pk
+    return admin_client.post(IMPORT_URL, data)
+
+
+def _hidden_inputs(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
+
+
+def test_csv_import_previews_then_confirms_into_a_list(admin_client):
+    contact_list = ContactListFactory(name="Newsletter")
+    csv = (
+        "email,first_name,last_name,City,Favourite Colour\n"
+        " Ada@Example.COM ,Ada,Lovelace,London,green\n"
+        "grace@example.com,Grace,Hopper,,blue\n"
+    )
+    preview = _upload(admin_client, csv, contact_list)
+
+    assert preview.status_code == 200
+    page = preview.content.decode()
+    assert "ada@example.com" in page and "Confirm import" in page
+    assert not Contact.objects.exists()  # the preview wrote nothing
+
+    fields = _hidden_inputs(page)
+    assert fields["contact_list"] == str(contact_list.pk)
+    response = admin_client.post(CONFIRM_URL, fields)
+    assert response.status_code == 302
+
+    ada = Contact.objects.get(email="ada@example.com")
+    assert (ada.first_name, ada.attributes) == (
+        "Ada",
+        {"city": "London", "favourite_colour": "green"},
+    )
+    assert Contact.objects.get(email="grace@example.com").attributes == {"favourite_colour": "blue"}
+    assert set(contact_list.contacts.values_list("email", flat=True)) == {
+        "ada@example.com",
+        "grace@example.com",
+    }
+
+
+def test_csv_import_updates_existing_contacts_instead_of_duplicating(admin_client):
+    Contact.objects.create(email="ada@example.com", first_name="Old")
+    preview = _upload(admin_client, "email,first_name\nADA@example.com,Ada\n")
+    admin_client.post(CONFIRM_URL, _hidden_inputs(preview.content.decode()))
+    assert list(Contact.objects.values_list("email", "first_name")) == [("ada@example.com", "Ada")]
+
+
+def test_csv_import_reports_bad_rows_with_line_numbers_and_writes_nothing(admin_client):
+    csv = "email,first_name\nok@example.com,Ok\nnot-an-email,Bad\n,Empty\n"
+    response = _upload(admin_client, csv, ContactListFactory())
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "This is not a valid email address." in page
+    assert re.search(r"Row\s*2|Line number:\s*2|<td>\s*2\s*</td>", page)
+    assert "Confirm import" not in page
+    assert not Contact.objects.exists()
+
+
+def test_csv_without_an_email_column_is_refused_with_a_reason(admin_client):
+    response = _upload(admin_client, "name,city\nAda,London\n")
+    assert response.status_code == 200
+    assert "no “email” column" in response.content.decode()
+    assert not Contact.objects.exists()
+
+
+def test_template_that_does_not_parse_is_refused_with_line_and_reason(admin_client):
+    response = admin_client.post(
+        "/admin/templates_app/template/add/",
+        {
+            "name": "Broken",
+            "subject": "Hello",
+            "html": "<p>Hi</p>\n{% if vip %}\n<p>VIP</p>\n",
+            "text": "",
+        },
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "This does not parse: line 2" in page
+    assert not Template.objects.exists()
+
+
+def test_template_preview_renders_for_a_real_contact(admin_client):
+    template = TemplateFactory(
+        subject='Hi {{ first_name | default: "there" }}',
+        html="<p>{% if city %}From {{ city }}{% else %}From nowhere{% endif %}</p>"
+        "<script>alert(1)</script>",
+    )
+    contact = Contact.objects.create(
+        email="ada@example.com", first_name="Ada", attributes={"city": "London"}
+    )
+    nameless = Contact.objects.create(email="anon@example.com")
+
+    page = admin_client.get(
+        f"/admin/templates_app/template/{template.pk}/preview/?contact={contact.pk}"
+    ).content.decode()
+    assert '<p class="preview-subject">Hi Ada</p>' in page
+    assert "From London" in page
+    assert '<iframe class="preview-html" sandbox srcdoc=' in page  # no scripts from the HTML
+
+    page = admin_client.get(
+        f"/admin/templates_app/template/{template.pk}/preview/?contact={nameless.email}"
+    ).content.decode()
+    assert '<p class="preview-subject">Hi there</p>' in page
+    assert "From nowhere" in page
+
+
+def test_template_cannot_reach_server_objects(admin_client, settings):
+    for source in ["{{ settings.SECRET_KEY }}", "{{ __class__ }}", "{% load static %}"]:
+        response = admin_client.post(
+            "/admin/templates_app/template/add/",
+            {"name": "Probe", "subject": "Hi", "html": source, "text": ""},
+        )
+        assert "This does not parse" in response.content.decode(), source
+    template = TemplateFactory(html="<p>{{ SECRET_KEY }}{{ settings }}{{ request }}</p>")
+    page = admin_client.get(f"/admin/templates_app/template/{template.pk}/preview/").content
+    assert settings.SECRET_KEY.encode() not in page
+
+
+def test_send_now_sends_the_campaign(
+    admin_client, eager_celery, ses, django_capture_on_commit_callbacks
+):
+    campaign = CampaignFactory(contact_list=list_with_contacts(60))
+    page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "Send now" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/")
+
+    assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENT
+    assert Notification.objects.filter(campaign=campaign, status="sent").count() == 60
+    assert ses.stats()["distinct_recipients"] == 60
+    page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert re.search(r"<th>Sent</th><td>60</td>", page)
+
+
+def test_send_now_with_an_empty_list_is_refused_with_a_reason(admin_client):
+    campaign = CampaignFactory()
+    response = admin_client.post(
+        f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/", follow=True
+    )
+    assert "has no active contacts" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_schedule_then_beat_starts_it_when_due(
+    admin_client, eager_celery, ses, django_capture_on_commit_callbacks
+):
+    from campaigns.services import campaigns_start_due
+
+    campaign = CampaignFactory(contact_list=list_with_contacts(3))
+    with django_capture_on_commit_callbacks(execute=True) as enqueued:
+        admin_client.post(
+            f"/admin/campaigns/campaign/{campaign.pk}/schedule/", {"send_at": "2999-01-01T09:00"}
+        )
+        assert campaigns_start_due() == []
+    assert enqueued == []
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.scheduled_at.year == 2999
+
+    Campaign.objects.filter(pk=campaign.pk).update(scheduled_at="2000-01-01T00:00Z")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert campaigns_start_due() == [campaign.pk]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENT
+    assert ses.stats()["distinct_recipients"] == 3

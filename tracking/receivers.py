@@ -1,0 +1,12 @@
+"""anymail's `tracking` signal (the library's edge) → our service."""
+
+from anymail.signals import tracking
+from django.dispatch import receiver
+
+from tracking.services import esp_event_record
+
+
+@receiver(tracking, dispatch_uid="tracking.esp_event_record")
+def record_esp_event(sender, event, esp_name, **kwargs) -> None:
+    if esp_name == "Amazon SES":
+        esp_event_record(event=event)

@@ -1,0 +1,47 @@
+"""Opaque signed tracking tokens.
+
+A token names one notification: base36(id) + "." + 16 chars of HMAC-SHA256 (96 bits) keyed by
+SECRET_KEY. It carries no address and cannot be forged or walked; click URLs add only a link
+index, and the destination is looked up server-side from the campaign's links.
+Alphabet: [0-9a-z._-], so it survives URLs and Handlebars' HTML escaping unchanged.
+"""
+
+import base64
+
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+_SALT = "tracking.token"
+_SIGNATURE_CHARS = 16
+
+
+def _signature(notification_id: int) -> str:
+    digest = salted_hmac(_SALT, str(notification_id), algorithm="sha256").digest()
+    return base64.urlsafe_b64encode(digest).decode()[:_SIGNATURE_CHARS]
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+def token_for(notification_id: int) -> str:
+    return f"{_base36(notification_id)}.{_signature(notification_id)}"
+
+
+def notification_id_from(token: str) -> int | None:
+    """The notification id a token names, or None if it is malformed or not ours."""
+    head, dot, signature = token.partition(".")
+    if not dot or not head or len(head) > 13:  # 13 base36 digits cover a 64-bit id
+        return None
+    try:
+        notification_id = int(head, 36)
+    except ValueError:
+        return None
+    if not constant_time_compare(signature, _signature(notification_id)):
+        return None
+    return notification_id
