@@ -24,7 +24,9 @@ DEMO_ENV = {
 
 
 def main() -> int:
-    VAR.mkdir(exist_ok=True)
+    # kombu's file-system broker does not create its folder.
+    for folder in ("processed", "control"):
+        (VAR / "broker" / folder).mkdir(parents=True, exist_ok=True)
     env = {**DEMO_ENV, **os.environ}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     manage = [sys.executable, str(ROOT / "manage.py")]
