@@ -11,7 +11,12 @@ from import_export.forms import ConfirmImportForm, ImportForm
 
 from campaigns import services
 from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Notification
-from campaigns.resources import ContactResource
+from campaigns.resources import (
+    ContactCSV,
+    ContactFileError,
+    ContactResource,
+    unreadable_text_message,
+)
 from tracking.selectors import campaign_report
 
 
@@ -29,11 +34,23 @@ class ContactConfirmImportForm(ConfirmImportForm):
     )
 
 
+class ContactForm(forms.ModelForm):
+    class Meta:
+        model = Contact
+        fields = ("email", "first_name", "last_name", "attributes", "status")
+
+    def clean_email(self) -> str:
+        # Normalized before the unique check, so "Ada@Example.com" meets "ada@example.com".
+        return services.contact_normalize_email(self.cleaned_data["email"])
+
+
 @admin.register(Contact)
 class ContactAdmin(ImportExportModelAdmin):
+    form = ContactForm
     resource_classes = [ContactResource]
     import_form_class = ContactImportForm
     confirm_form_class = ContactConfirmImportForm
+    import_formats = [ContactCSV]
     list_display = ("email", "first_name", "last_name", "status", "created_at")
     list_filter = ("status", "lists")
     search_fields = ("email", "first_name", "last_name")
@@ -49,15 +66,19 @@ class ContactAdmin(ImportExportModelAdmin):
             "contact_list": contact_list,
         }
 
+    def add_data_read_fail_error_to_form(self, form, e):
+        if isinstance(e, ContactFileError):
+            form.add_error("import_file", str(e))
+        elif isinstance(e, UnicodeDecodeError):
+            form.add_error("import_file", unreadable_text_message(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
+
     def get_confirm_form_initial(self, request, import_form):
         initial = super().get_confirm_form_initial(request, import_form)
         if import_form is not None and import_form.cleaned_data.get("contact_list"):
             initial["contact_list"] = import_form.cleaned_data["contact_list"].pk
         return initial
-
-    def save_model(self, request, obj, form, change):
-        obj.email = services.contact_normalize_email(obj.email)
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(ContactList)
