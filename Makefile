@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 N ?= 1000
 
-.PHONY: demo test lint format clean
+.PHONY: install demo test lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python scripts/demo.py
 
-## test: the suite on a throwaway PostgreSQL and Redis (installed from Debian if missing)
-test: $(BIN)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh $(BIN)/pytest -q
+# handlebars.js, so the template parity tests also run against the engine SES templates are
+# written for (they are skipped, with a reason, where node or npm is missing).
+HANDLEBARS_JS := .cache/js/node_modules/handlebars/package.json
+$(HANDLEBARS_JS):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix .cache/js handlebars@4.7 >/dev/null \
+	  || echo "handlebars.js could not be installed: its parity tests will be skipped"; \
+	else echo "npm not found: the handlebars.js parity tests will be skipped"; fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -32,3 +37,8 @@ format: $(BIN)/.installed
 
 clean:
 	rm -rf var staticfiles
+
+## test: the suite on a throwaway PostgreSQL and Redis (installed from Debian if missing)
+test: $(BIN)/.installed $(HANDLEBARS_JS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" NODE_PATH="$(CURDIR)/.cache/js/node_modules" \
+	  scripts/with-services.sh $(BIN)/pytest -q

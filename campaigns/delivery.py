@@ -26,6 +26,7 @@ from django.db import transaction
 from campaigns.ledger import ledger_claim, ledger_transition
 from campaigns.models import Campaign, Contact, Notification
 from campaigns.services import contact_merge_data
+from templates_app.services import template_compile
 from tracking.tokens import token_for
 
 logger = logging.getLogger(__name__)
@@ -117,8 +118,6 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
 
 
 def _template_fields(campaign: Campaign) -> frozenset[str]:
-    from templates_app.services import template_compile
-
     compiled = template_compile(template=campaign.template, tracking_base_url=None)
     return compiled.fields - {TOKEN_FIELD}
 

@@ -209,7 +209,10 @@ def campaign_start(*, campaign_id: int) -> None:
         )
         return
     name = compiled.ses_template_name(prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=campaign_id)
-    ses_template_ensure(name=name, **{k.lower(): v for k, v in compiled.handlebars().items()})
+    content = compiled.handlebars()
+    ses_template_ensure(
+        name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
+    )
 
     with transaction.atomic():
         if not campaign_transition(

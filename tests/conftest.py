@@ -166,3 +166,12 @@ def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting: {message}")
         time.sleep(interval)
+
+
+# Generated (hypothesis) tests run the same examples on every run, so CI cannot flake on a
+# new example; `--hypothesis-profile=explore` searches further by hand.
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("default", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile("default")

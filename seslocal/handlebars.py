@@ -1,0 +1,438 @@
+"""Handlebars rendering for SES templates, on top of pybars3.
+
+pybars3 differs from handlebars.js (which SES templates are written for) in a few ways
+that matter for email, and this module papers over them without touching site-packages:
+
+* ``{{var}}`` escaping: handlebars.js escapes ``& < > " ' ` =``; pybars3 forgets ``=``.
+  Each compiled template gets its own ``prepare``/``escape`` globals, so the fix is local
+  to templates compiled here (no global monkey-patching, nothing shared between threads).
+* Value stringification follows JavaScript: ``1.0`` renders as ``1``, ``[1, 2]`` as ``1,2``
+  and objects as ``[object Object]``.
+* pybars3 falls back to *attribute* lookup on dicts, so a missing ``{{items}}`` would
+  resolve to ``dict.items``. Template data is therefore parsed into :class:`JsObject`,
+  a dict that hides its methods from attribute lookup.
+* pybars3 silently accepts unbalanced blocks (``{{#if a}}`` without ``{{/if}}``) and
+  unterminated mustaches; :func:`check_syntax` refuses them like handlebars.js does.
+* pybars3's parser is slow on long literal text (a 50 kB HTML template takes ~1 s), so
+  long text runs are swapped for helper calls before compiling (see :func:`_skeleton`).
+
+Compiling is serialised with a lock because pybars3's code builder is per class, not
+per instance (this module uses its own subclass, so other pybars users in the process
+are not affected). Rendering is thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "CompiledTemplate",
+    "JsObject",
+    "TemplateCache",
+    "TemplateError",
+    "check_syntax",
+    "compile_template",
+    "escape_html",
+    "merge_data",
+    "parse_data",
+]
+
+
+class TemplateError(ValueError):
+    """A template does not parse, or failed to render."""
+
+
+# --- escaping and JavaScript-like stringification -------------------------------------
+
+_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "'": "&#x27;",
+    "`": "&#x60;",
+    "=": "&#x3D;",
+}
+_ESCAPE_RE = re.compile(r"[&<>\"'`=]")
+
+
+def escape_html(text: str) -> str:
+    """Escape exactly like handlebars.js ``escapeExpression``."""
+    if not _ESCAPE_RE.search(text):
+        return text
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], text)
+
+
+def js_string(value: Any) -> str:
+    """Convert a JSON value to text the way JavaScript's ``String(value)`` would."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    if isinstance(value, list | tuple):
+        # Array.prototype.join renders null/undefined members as empty strings.
+        return ",".join("" if v is None else js_string(v) for v in value)
+    return str(value)
+
+
+def _prepare(value: Any, should_escape: bool) -> Any:
+    """Replacement for pybars' ``prepare`` used by ``{{var}}`` and ``{{{var}}}``."""
+    if value is None:
+        return ""
+    if type(value) is _pybars.strlist:  # already-rendered block output: never re-escaped
+        return value
+    text = value if type(value) is str else js_string(value)
+    return escape_html(text) if should_escape else text
+
+
+# --- template data ---------------------------------------------------------------------
+
+
+class JsObject(dict):
+    """A JSON object for pybars: item lookup only, no ``dict`` methods as attributes.
+
+    pybars' ``pick`` tries ``context[name]`` and then ``getattr(context, name)``; with a
+    plain dict, ``{{items}}``/``{{values}}``/``{{#if copy}}`` would find dict methods.
+    ``keys`` must still *exist* because pybars' ``each`` uses ``hasattr(x, "keys")`` to
+    tell objects from arrays; it is shadowed with ``None`` so it renders as empty.
+    """
+
+    __slots__ = ()
+    keys = None  # type: ignore[assignment]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "keys" or (name.startswith("__") and name.endswith("__")):
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=JsObject)
+
+
+def parse_data(text: str | None) -> JsObject:
+    """Parse SES ``TemplateData`` (a JSON object in a string). Raises ``ValueError``."""
+    if text is None or text == "":
+        return JsObject()
+    data = _DECODER.decode(text)
+    if not isinstance(data, JsObject):
+        raise ValueError("template data must be a JSON object")
+    return data
+
+
+def merge_data(default: JsObject, replacement: JsObject) -> JsObject:
+    """Merge per-entry replacement data over the default data.
+
+    Real SES v2 merges key by key (recursively for nested objects; arrays and scalars are
+    replaced), rather than using the replacement object wholesale.
+    """
+    if not default:
+        return replacement
+    if not replacement:
+        return default
+    merged = JsObject()
+    for key, value in dict.items(default):
+        merged[key] = value
+    for key, value in dict.items(replacement):
+        old = dict.get(merged, key)
+        if isinstance(old, JsObject) and isinstance(value, JsObject):
+            merged[key] = merge_data(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# --- scanning and syntax check -----------------------------------------------------------
+
+_BLOCK_OPEN_RE = re.compile(r"^[#^]\s*\*?\s*([^\s}]+)")
+_BLOCK_CLOSE_RE = re.compile(r"^/\s*([^\s}]+)")
+_TRIPLE_END_RE = re.compile(r"\}~?\}\}")
+_LONG_COMMENT_END_RE = re.compile(r"--~?\}\}")
+
+
+def _line_col(source: str, pos: int) -> str:
+    line = source.count("\n", 0, pos) + 1
+    col = pos - (source.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {col}"
+
+
+def _scan(source: str) -> list[tuple[bool, str, int]]:
+    """Split a source into ``(is_tag, text, position)`` pieces.
+
+    A tag starts at every ``{{`` (as in pybars' grammar) and ends at ``}}``, at ``}}}``
+    for triple-stashes and at ``--}}`` for ``{{!-- long comments --}}``.
+    """
+    pieces: list[tuple[bool, str, int]] = []
+    pos = 0
+    while pos < len(source):
+        start = source.find("{{", pos)
+        if start < 0:
+            pieces.append((False, source[pos:], pos))
+            break
+        if start > pos:
+            pieces.append((False, source[pos:start], pos))
+        inner = start + 3 if source.startswith("~", start + 2) else start + 2
+        if source.startswith("{", inner):
+            match = _TRIPLE_END_RE.search(source, inner + 1)
+            end = match.end() if match else -1
+        elif source.startswith("!--", inner):
+            match = _LONG_COMMENT_END_RE.search(source, inner + 3)
+            end = match.end() if match else -1
+        else:
+            found = source.find("}}", inner)
+            end = found + 2 if found >= 0 else -1
+        if end < 0:
+            raise TemplateError(f"unterminated '{{{{' at {_line_col(source, start)}")
+        pieces.append((True, source[start:end], start))
+        pos = end
+    return pieces
+
+
+def _tag_inner(tag: str) -> str:
+    return tag[2:-2].strip("~{} \t\r\n")
+
+
+def _check_blocks(source: str, pieces: list[tuple[bool, str, int]]) -> None:
+    stack: list[tuple[str, int]] = []
+    for is_tag, text, start in pieces:
+        if not is_tag or text.startswith("{{{") or text.startswith("{{~{"):
+            continue
+        inner = _tag_inner(text)
+        if inner.startswith("!"):
+            continue
+        opened = _BLOCK_OPEN_RE.match(inner)
+        if opened:
+            stack.append((opened.group(1), start))
+            continue
+        closed = _BLOCK_CLOSE_RE.match(inner)
+        if not closed:
+            continue
+        name = closed.group(1)
+        if not stack:
+            where = _line_col(source, start)
+            raise TemplateError(f"'{{{{/{name}}}}}' without an open block at {where}")
+        open_name, open_pos = stack.pop()
+        if open_name != name:
+            raise TemplateError(
+                f"'{{{{#{open_name}}}}}' at {_line_col(source, open_pos)} is closed by "
+                f"'{{{{/{name}}}}}' at {_line_col(source, start)}"
+            )
+    if stack:
+        name, open_pos = stack[-1]
+        raise TemplateError(f"'{{{{#{name}}}}}' at {_line_col(source, open_pos)} is never closed")
+
+
+def check_syntax(source: str) -> None:
+    """Refuse what handlebars.js refuses but pybars3 lets through: unterminated mustaches
+    and unbalanced or badly nested blocks. Anything subtler is left to pybars' parser."""
+    _check_blocks(source, _scan(source))
+
+
+# --- compiling and caching -------------------------------------------------------------
+
+# pybars drops the "\r" of a CRLF that starts a text run (``('\r'?'\n'):char`` keeps the
+# last character only); handlebars.js keeps it.
+_CRLF_BUG = "newline_text ::= (~(<start>) ('\\r'?'\\n'):char) => ('newline', u'' + char)"
+_CRLF_FIX = (
+    "newline_text ::= ~(<start>) <line_break>:char => ('newline', char)\n"
+    "line_break ::= '\\r' '\\n' => u'\\r\\n'\n"
+    "    | '\\n' => u'\\n'"
+)
+
+
+class _Pybars:
+    """pybars3, loaded on first use: importing it builds its PEG grammars (~1 s), which
+    would otherwise delay the server's start for every run."""
+
+    strlist: type = type(None)  # placeholder until loaded; nothing renders before that
+    error: type[Exception] = Exception
+    compiler: Any = None
+
+    def load(self) -> None:
+        if self.compiler is not None:
+            return
+        from pybars import Compiler, PybarsError, strlist
+        from pybars._compiler import CodeBuilder, compile_grammar, handlebars_grammar
+        from pymeta.grammar import OMeta
+
+        class SeslocalCompiler(Compiler):
+            """pybars' Compiler with a private code builder and the CRLF fix.
+
+            The stock code builder is a class attribute shared by every ``Compiler`` in the
+            process; with our own, compiling here cannot race with other pybars users (the
+            Django app may use pybars in the same process when seslocal runs in a thread).
+            """
+
+            _handlebars = OMeta.makeGrammar(
+                handlebars_grammar.replace(_CRLF_BUG, _CRLF_FIX), {}, "seslocal_handlebars"
+            )
+            _builder = CodeBuilder()
+            _compiler = OMeta.makeGrammar(
+                compile_grammar, {"builder": _builder}, "seslocal_compile"
+            )
+
+        self.strlist, self.error = strlist, PybarsError
+        self.compiler = SeslocalCompiler()
+
+
+_pybars = _Pybars()
+_compile_lock = threading.Lock()
+_LITERAL_PREFIX = "__seslocal_literal_"
+_MIN_LITERAL = 32  # shorter text runs are not worth a helper call
+
+Renderer = Callable[[Any], str]
+
+
+def _skeleton(pieces: list[tuple[bool, str, int]]) -> tuple[str, dict[str, Any]] | None:
+    """Replace long literal text by ``{{{__seslocal_literal_N}}}`` helper calls.
+
+    pybars' parser is a backtracking PEG that costs ~20 us per character, so a 50 kB HTML
+    template takes a second to compile. Literal text is opaque to it, so each run's inner
+    part is swapped for a helper returning that text; leading and trailing whitespace
+    stays in place so Handlebars' standalone-line and ``~`` whitespace rules see exactly
+    the same neighbourhood. Also normalises ``{{!-- long comments --}}`` (pybars would end
+    them at the first ``}}``). Returns None when the source is too odd to rewrite safely.
+    """
+    parts: list[str] = []
+    literals: dict[str, Any] = {}
+    for is_tag, text, _ in pieces:
+        if is_tag:
+            if text.startswith("{{{{"):
+                return None  # raw blocks: leave them to pybars
+            inner = text[2:-2]
+            if inner.lstrip("~").startswith("!--"):
+                text = "{{" + ("~" if inner.startswith("~") else "") + "!c"
+                text += ("~" if inner.endswith("~") else "") + "}}"
+            elif inner.count('"') % 2 or inner.count("'") % 2:
+                return None  # a quoted "}}" may have fooled the scanner
+            parts.append(text)
+            continue
+        core = text.strip()
+        if len(core) < _MIN_LITERAL or "}}" in core:
+            parts.append(text)
+            continue
+        name = f"{_LITERAL_PREFIX}{len(literals)}"
+        literals[name] = lambda _this, _text=core: _text
+        lead = text[: len(text) - len(text.lstrip())]
+        trail = text[len(text.rstrip()) :]
+        parts.append(f"{lead}{{{{{{{name}}}}}}}{trail}")
+    return "".join(parts), literals
+
+
+def _precompile(source: str) -> str:
+    with _compile_lock:
+        _pybars.load()
+        try:
+            return _pybars.compiler.precompile(source)
+        except _pybars.error as exc:
+            raise TemplateError(str(exc)) from None
+        except Exception as exc:  # pymeta parse errors and friends
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def compile_template(source: str, fast: bool = True) -> Renderer:
+    """Compile one Handlebars source into a thread-safe ``render(data) -> str``.
+
+    ``fast=False`` compiles the source as is (used by tests to check the rewrite)."""
+    pieces = _scan(source)
+    _check_blocks(source, pieces)
+    rewritten = _skeleton(pieces) if fast else None
+    to_compile, literals = rewritten if rewritten else (source, {})
+    code = _precompile(to_compile)
+    # Executed in a private namespace (pybars' own compile() would register a module in
+    # sys.modules per template, which leaks when templates change often).
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "<seslocal-template>", "exec"), namespace)  # noqa: S102
+    namespace["prepare"] = _prepare
+    namespace["escape"] = escape_html
+    render = namespace["render"]
+    helpers = literals or None
+
+    def run(data: Any) -> str:
+        try:
+            return str(render(data, helpers=helpers))
+        except _pybars.error as exc:
+            raise TemplateError(str(exc)) from None
+        except Exception as exc:  # a helper blowing up on odd data
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+    return run
+
+
+def _empty(_data: Any) -> str:
+    return ""
+
+
+class CompiledTemplate:
+    """The three compiled parts of an SES template."""
+
+    __slots__ = ("subject", "text", "html", "has_text", "has_html")
+
+    def __init__(self, subject: str | None, text: str | None, html: str | None) -> None:
+        errors = []
+        compiled: list[Renderer] = []
+        for part, source in (("Subject", subject), ("Text", text), ("Html", html)):
+            if not source:
+                compiled.append(_empty)
+                continue
+            try:
+                compiled.append(compile_template(source))
+            except TemplateError as exc:
+                errors.append(f"{part}: {exc}")
+        if errors:
+            raise TemplateError("; ".join(errors))
+        self.subject, self.text, self.html = compiled
+        self.has_text = bool(text)
+        self.has_html = bool(html)
+
+
+class TemplateCache:
+    """A small thread-safe LRU of compiled templates keyed by (name, version)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str], CompiledTemplate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: tuple[str, str], parts: Callable[[], tuple[str | None, str | None, str | None]]
+    ) -> CompiledTemplate:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        compiled = CompiledTemplate(*parts())  # compiled outside our lock; may race, harmless
+        self.put(key, compiled)
+        return compiled
+
+    def put(self, key: tuple[str, str], compiled: CompiledTemplate) -> None:
+        with self._lock:
+            self._items[key] = compiled
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,256 @@
+"""Click and open tracking for HTML templates, done on the parsed template.
+
+:func:`instrument_html` rewrites static links to go through the click
+tracker and adds the open pixel.  It works on the AST from
+:mod:`templates_app.language`, so the result renders locally and compiles to
+the SES template exactly like any other template (the tracking token is just
+the reserved field ``_t``).  No Django imports.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import re
+from collections.abc import Iterable
+from html.entities import html5 as _HTML5_ENTITIES
+
+from templates_app.language import If, Node, Text, Var
+
+__all__ = ["instrument_html"]
+
+# In the "masked" text of a sequence of sibling nodes, every Var becomes _VAR and
+# every If becomes _IF (one character each), so offsets map back to Text nodes.
+_VAR = "\x00"
+_IF = "\x01"
+_MASK = str.maketrans({_VAR: "\ufffd", _IF: "\ufffd"})
+
+_A_START = re.compile(r"<a(?=[\s/>])", re.IGNORECASE)
+_SPACE_OR_SLASH = re.compile(r"[\s/]*")
+_ATTR_NAME = re.compile(r"[^\s/>][^\s/>=]*")
+_EQUALS = re.compile(r"\s*=\s*")
+_UNQUOTED = re.compile(r"[^\s>]*")
+_BODY_END = re.compile(r"</body(?=[\s/>])", re.IGNORECASE)
+_HTTP = re.compile(r"https?://", re.IGNORECASE)
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+
+
+def _decode_attribute(value: str) -> str:
+    """Decode character references the way a browser does *in an attribute*.
+
+    Like :func:`html.unescape`, except for the HTML "historical" rule: a named
+    reference without ``;`` followed by ``=`` or an alphanumeric is left
+    alone, so ``?a=1&reg=us`` stays ``&reg=us`` (``html.unescape`` would make
+    it ``®=us`` and break the link).
+    """
+    if "&" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        ref = match.group(1)
+        if ref[0] == "#":
+            return html.unescape(match.group(0))
+        if ref in _HTML5_ENTITIES:
+            return _HTML5_ENTITIES[ref]
+        for end in range(len(ref) - 1, 1, -1):
+            prefix = ref[:end]
+            if prefix in _HTML5_ENTITIES:
+                rest = ref[end:]
+                if rest[0] == "=" or rest[0].isalnum():
+                    return match.group(0)
+                return _HTML5_ENTITIES[prefix] + rest
+        return match.group(0)
+
+    return _CHARREF.sub(replace, value)
+
+
+def _parse_start_tag(text: str, pos: int):
+    """Parse the attributes of a start tag beginning at ``pos`` (after ``<a``).
+
+    Returns ``(end, attrs)`` where ``end`` is the index after ``>`` and attrs
+    is a list of ``(name, value_start, value_end, quoted)``; ``None`` if the
+    tag is not closed in ``text``.  Follows the HTML tokenizer's attribute
+    states closely enough for real-world email HTML.
+    """
+    attrs = []
+    n = len(text)
+    while True:
+        pos = _SPACE_OR_SLASH.match(text, pos).end()
+        if pos >= n:
+            return None
+        if text[pos] == ">":
+            return pos + 1, attrs
+        name_match = _ATTR_NAME.match(text, pos)
+        name = name_match.group().lower()
+        pos = name_match.end()
+        eq = _EQUALS.match(text, pos)
+        if eq is None:
+            attrs.append((name, pos, pos, True))
+            continue
+        pos = eq.end()
+        if pos >= n:
+            return None
+        quote = text[pos]
+        if quote in "\"'":
+            close = text.find(quote, pos + 1)
+            if close < 0:
+                return None
+            attrs.append((name, pos + 1, close, True))
+            pos = close + 1
+        else:
+            end = _UNQUOTED.match(text, pos).end()
+            attrs.append((name, pos, end, False))
+            pos = end
+
+
+class _Context:
+    def __init__(self, base_url: str, token_var: str) -> None:
+        self.prefix = html.escape(base_url, quote=True) + "/t/c/"
+        self.token_var = token_var
+        self.index: dict[str, int] = {}
+        self.urls: list[str] = []
+
+    def link_index(self, url: str) -> int:
+        index = self.index.get(url)
+        if index is None:
+            index = self.index[url] = len(self.urls)
+            self.urls.append(url)
+        return index
+
+
+def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool, str]]]:
+    """Trackable hrefs among sibling ``nodes``: node index → [(start, end, quoted, url)]."""
+    pieces = []
+    starts = []  # flat offset of each Text node
+    text_indexes = []
+    offset = 0
+    for i, node in enumerate(nodes):
+        if isinstance(node, Text):
+            starts.append(offset)
+            text_indexes.append(i)
+            piece = node.value.translate(_MASK)
+        else:
+            piece = _VAR if isinstance(node, Var) else _IF
+        pieces.append(piece)
+        offset += len(piece)
+    flat = "".join(pieces)
+
+    found: dict[int, list[tuple[int, int, bool, str]]] = {}
+    pos = 0
+    while True:
+        match = _A_START.search(flat, pos)
+        if match is None:
+            break
+        pos = match.end()
+        parsed = _parse_start_tag(flat, match.end())
+        if parsed is None:
+            continue
+        end, attrs = parsed
+        pos = end
+        tag = flat[match.start() : end]
+        if _IF in tag:
+            continue  # attributes depend on a condition: leave the link alone
+        names = [attr[0] for attr in attrs]
+        if "data-notrack" in names or "href" not in names:
+            continue
+        _, vstart, vend, quoted = attrs[names.index("href")]  # browsers use the first href
+        raw = flat[vstart:vend]
+        if _VAR in raw:
+            continue  # template tags inside the href: not a static URL
+        url = _decode_attribute(raw).strip()
+        if not _HTTP.match(url):
+            continue  # mailto:, tel:, #anchors, relative links, javascript:, …
+        k = bisect.bisect_right(starts, vstart) - 1
+        base = starts[k]
+        found.setdefault(text_indexes[k], []).append((vstart - base, vend - base, quoted, url))
+    return found
+
+
+def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
+    links = _find_links(nodes)
+    out: list[Node] = []
+    for i, node in enumerate(nodes):
+        if isinstance(node, If):
+            out.append(
+                If(
+                    node.name,
+                    tuple(_instrument(node.body, ctx)),
+                    tuple(_instrument(node.orelse, ctx)),
+                    node.negate,
+                )
+            )
+            continue
+        spans = links.get(i)
+        if not spans:
+            out.append(node)
+            continue
+        assert isinstance(node, Text)
+        text = node.value
+        last = 0
+        for start, end, quoted, url in spans:
+            quote = "" if quoted else '"'
+            out.append(Text(text[last:start] + quote + ctx.prefix))
+            out.append(Var(ctx.token_var))
+            text_after = f"/{ctx.link_index(url)}{quote}"
+            last = end
+            out.append(Text(text_after))
+        out.append(Text(text[last:]))
+    # Merge the adjacent Text nodes we produced.
+    merged: list[Node] = []
+    for node in out:
+        if isinstance(node, Text):
+            if not node.value:
+                continue
+            if merged and isinstance(merged[-1], Text):
+                merged[-1] = Text(merged[-1].value + node.value)
+                continue
+        merged.append(node)
+    return merged
+
+
+def _pixel(nodes: list[Node], base_url: str, token_var: str) -> list[Node]:
+    before = f'<img src="{html.escape(base_url, quote=True)}/t/o/'
+    after = '.gif" width="1" height="1" alt="" style="display:none">'
+    for i in range(len(nodes) - 1, -1, -1):
+        node = nodes[i]
+        if not isinstance(node, Text):
+            continue
+        matches = list(_BODY_END.finditer(node.value))
+        if not matches:
+            continue
+        cut = matches[-1].start()
+        head, tail = node.value[:cut], node.value[cut:]
+        return [
+            *nodes[:i],
+            Text(head + before),
+            Var(token_var),
+            Text(after + tail),
+            *nodes[i + 1 :],
+        ]
+    if nodes and isinstance(nodes[-1], Text):
+        return [*nodes[:-1], Text(nodes[-1].value + before), Var(token_var), Text(after)]
+    return [*nodes, Text(before), Var(token_var), Text(after)]
+
+
+def instrument_html(
+    nodes: Iterable[Node],
+    *,
+    base_url: str,
+    token_var: str = "_t",  # noqa: S107 (a field name, not a secret)
+) -> tuple[tuple[Node, ...], list[str]]:
+    """Add click and open tracking to a parsed HTML template.
+
+    * Every ``<a>`` whose ``href`` is a static ``http(s)://`` URL (no template
+      tags in it) gets ``href="{base_url}/t/c/{{_t}}/{index}"``.  ``index`` is
+      0-based per distinct URL, in order of first appearance; the returned list
+      holds the original URLs (character references decoded) by index.
+    * Left alone: ``mailto:``, ``tel:``, ``#anchors``, relative URLs, hrefs
+      with template tags, ``<a data-notrack …>``, and ``<a>`` tags whose
+      attributes are inside an ``{% if %}``.
+    * The open pixel ``<img src="{base_url}/t/o/{{_t}}.gif" …>`` goes right
+      before the last ``</body>`` of a top-level text, or at the end.
+    """
+    base_url = base_url.rstrip("/")
+    ctx = _Context(base_url, token_var)
+    instrumented = _instrument(tuple(nodes), ctx)
+    return tuple(_pixel(instrumented, base_url, token_var)), ctx.urls

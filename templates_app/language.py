@@ -1,0 +1,961 @@
+"""The template language marketers write: a small, sandboxed subset of Liquid.
+
+Marketers write ``{{ first_name | default: "there" }}`` for personalisation and
+``{% if vip %}…{% elsif city %}…{% else %}…{% endif %}`` /
+``{% unless vip %}…{% endunless %}`` for conditional content.  See
+``docs/TEMPLATES.md`` for the user-facing description.
+
+Design constraints (why this module looks the way it does):
+
+* **Sandboxed by construction.**  A template is parsed into a tiny AST of
+  three frozen node types (:class:`Text`, :class:`Var`, :class:`If`).  Rendering
+  only ever looks up *flat string keys* in a mapping of strings; there is no
+  attribute access, no method call, no filter other than ``default``, no
+  access to settings or to Django's template engine.  Nothing a marketer types
+  can reach a Python object.
+* **Two renderers, one output.**  :func:`render` renders locally (per
+  recipient, for previews/tests and the "rendered" send path);
+  :func:`to_handlebars` compiles the same AST to an Amazon SES stored template
+  (SES renders Handlebars).  The compiled Handlebars source is written so that
+  handlebars.js, pybars3 and our renderer produce byte-identical output: it
+  avoids every construct whose meaning differs between those engines
+  (standalone-line stripping, ``\\{{`` escapes, ``{{{`` / ``}}}`` lexing,
+  ``{{#unless}}…{{else}}``, ``~}}`` …).  Anything that *cannot* be expressed
+  identically is refused when parsing, with a reason a marketer understands.
+* **No Django imports**, so the module is fast to import and easy to test.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "If",
+    "Node",
+    "TemplateSyntaxError",
+    "Text",
+    "Var",
+    "escape_html",
+    "field_names",
+    "merge_data",
+    "merge_value",
+    "parse",
+    "render",
+    "renderer",
+    "to_handlebars",
+]
+
+
+# ---------------------------------------------------------------------------
+# Errors and AST
+# ---------------------------------------------------------------------------
+
+
+class TemplateSyntaxError(ValueError):
+    """A template the marketer wrote cannot be used.
+
+    ``line`` is 1-based and points at the line where the problem starts;
+    ``reason`` is a sentence a marketer can act on.
+    """
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}")
+
+
+#: Names (field names) as the AST accepts them.  Names starting with ``_`` are
+#: allowed here because the system builds nodes such as ``Var("_t")`` (the
+#: tracking token); the *parser* refuses them from marketers.
+_NODE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: Names that mean something else in Handlebars (keywords, literals, built-in
+#: helpers) or that resolve to JavaScript prototype members in older
+#: handlebars.js releases.  ``{{log}}`` would call the ``log`` helper instead of
+#: reading a field, ``{{this}}`` prints the whole data object, ``{{#if true}}``
+#: is always true, and so on: such names could not render identically on SES,
+#: so they are not valid field names at all.
+RESERVED_NAMES = frozenset(
+    {
+        # Handlebars keywords and literals
+        "this",
+        "else",
+        "true",
+        "false",
+        "null",
+        "undefined",
+        # Handlebars built-in helpers
+        "if",
+        "unless",
+        "each",
+        "with",
+        "lookup",
+        "log",
+        "helperMissing",
+        "blockHelperMissing",
+        # Object.prototype members (looked up as helpers by old handlebars.js)
+        "constructor",
+        "hasOwnProperty",
+        "isPrototypeOf",
+        "propertyIsEnumerable",
+        "toLocaleString",
+        "toString",
+        "valueOf",
+    }
+)
+
+
+def _check_node_name(name: object) -> None:
+    if not isinstance(name, str) or not _NODE_NAME_RE.match(name):
+        raise ValueError(f"invalid field name {name!r}")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"field name {name!r} is reserved")
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Literal template text, emitted verbatim (never escaped)."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, str):
+            raise TypeError("Text.value must be a str")
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """``{{ name }}`` or ``{{ name | default: "fallback" }}``."""
+
+    name: str
+    default: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_node_name(self.name)
+        if self.default is not None and not isinstance(self.default, str):
+            raise TypeError("Var.default must be a str or None")
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """``{% if name %}body{% else %}orelse{% endif %}``.
+
+    ``negate=True`` is ``{% unless %}``; ``{% elsif %}`` is a nested ``If`` as
+    the only element of ``orelse``.
+    """
+
+    name: str
+    body: tuple[Node, ...]
+    orelse: tuple[Node, ...] = ()
+    negate: bool = False
+
+    def __post_init__(self) -> None:
+        _check_node_name(self.name)
+        for attr in ("body", "orelse"):
+            value = getattr(self, attr)
+            if not isinstance(value, tuple):
+                value = tuple(value)
+                object.__setattr__(self, attr, value)
+            for node in value:
+                if not isinstance(node, Text | Var | If):
+                    raise TypeError(f"If.{attr} must contain Text, Var or If nodes")
+        if not isinstance(self.negate, bool):
+            raise TypeError("If.negate must be a bool")
+
+
+Node = Text | Var | If
+
+
+# ---------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------
+
+_TAG_START_RE = re.compile(r"\{[{%]")
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<word>\w+)
+  | (?P<string>"(?:[^"\\\n]|\\[^\n])*"|'(?:[^'\\\n]|\\[^\n])*')
+  | (?P<badstring>["'])
+  | (?P<op>==|!=|<>|<=|>=|\.\.|[^\w\s])
+    """,
+    re.VERBOSE,
+)
+
+_MARKETER_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+_SUPPORTED_TAGS = "if, elsif, else, endif, unless and endunless"
+
+_TAG_HINTS = {
+    "for": "loops are not supported",
+    "endfor": "loops are not supported",
+    "tablerow": "loops are not supported",
+    "cycle": "loops are not supported",
+    "break": "loops are not supported",
+    "continue": "loops are not supported",
+    "case": 'tag "case" is not supported; use {% if %} and {% elsif %}',
+    "when": 'tag "when" is not supported; use {% if %} and {% elsif %}',
+    "assign": "variables can't be created in email templates",
+    "capture": "variables can't be created in email templates",
+    "increment": "variables can't be created in email templates",
+    "decrement": "variables can't be created in email templates",
+    "elseif": "use {% elsif name %}",
+    "elif": "use {% elsif name %}",
+}
+
+_CONDITION_OPERATORS = {"==", "!=", "<>", "<", ">", "<=", ">=", "contains", "and", "or", "not"}
+
+
+class _Tok:
+    __slots__ = ("kind", "text")
+
+    def __init__(self, kind: str, text: str) -> None:
+        self.kind = kind
+        self.text = text
+
+
+def _unquote(literal: str) -> str:
+    """Decode a quoted string: ``\\"``, ``\\'`` and ``\\\\`` are escapes; any
+    other backslash is kept as is (so ``"C:\\temp"`` means ``C:\\temp``)."""
+    body = literal[1:-1]
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body) and body[i + 1] in "\"'\\":
+            out.append(body[i + 1])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _tokenize(inner: str, line: int) -> list[_Tok]:
+    tokens = []
+    pos = 0
+    while pos < len(inner):
+        m = _TOKEN_RE.match(inner, pos)
+        assert m is not None  # the last alternative matches any character
+        kind = m.lastgroup
+        assert kind is not None
+        if kind == "badstring":
+            raise TemplateSyntaxError(line, "a quoted text is not closed")
+        if kind != "ws":
+            tokens.append(_Tok(kind, m.group()))
+        pos = m.end()
+    return tokens
+
+
+def _check_marketer_name(tok: _Tok | None, line: int, what: str) -> str:
+    if tok is None:
+        raise TemplateSyntaxError(line, f"{what} needs a field name, like first_name")
+    if tok.kind == "string":
+        raise TemplateSyntaxError(line, f"{what} needs a field name, not a quoted text")
+    if tok.kind != "word":
+        raise TemplateSyntaxError(line, f'{what} needs a field name, found "{tok.text}"')
+    name = tok.text
+    if name.startswith("_"):
+        raise TemplateSyntaxError(line, "names starting with _ are reserved")
+    if not _MARKETER_NAME_RE.match(name):
+        if name[0].isdigit():
+            raise TemplateSyntaxError(line, f'field name "{name}" must start with a letter')
+        raise TemplateSyntaxError(
+            line,
+            f'field name "{name}" may only contain the letters A-Z and a-z, digits and _',
+        )
+    if name in RESERVED_NAMES:
+        raise TemplateSyntaxError(
+            line, f'"{name}" is a reserved word and can\'t be used as a field name'
+        )
+    return name
+
+
+def _check_after_name(tokens: list[_Tok], i: int, line: int) -> None:
+    """Explain the most likely mistake when something follows a field name."""
+    if i >= len(tokens):
+        return
+    tok = tokens[i]
+    if tok.text in (".", "[", "]", "(", ")") or tok.text == "..":
+        raise TemplateSyntaxError(
+            line, "use a plain field name like first_name; dots and attributes are not allowed"
+        )
+
+
+def _parse_output(inner: str, line: int) -> Var:
+    if inner.startswith("-") or inner.endswith("-"):
+        raise TemplateSyntaxError(line, "whitespace control ({{- and -}}) is not supported")
+    if inner[:1] in ("#", "/", ">", "!", "^", "&"):
+        raise TemplateSyntaxError(
+            line,
+            '"{{' + inner[0] + "\" is Handlebars syntax, which email templates don't use; "
+            "write {{ name }} for a field and {% if name %} … {% endif %} for conditions",
+        )
+    tokens = _tokenize(inner, line)
+    if not tokens:
+        raise TemplateSyntaxError(
+            line, "empty {{ }}; put a field name inside, like {{ first_name }}"
+        )
+    name = _check_marketer_name(tokens[0], line, "{{ }}")
+    _check_after_name(tokens, 1, line)
+    default: str | None = None
+    i = 1
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.text != "|":
+            raise TemplateSyntaxError(line, f'unexpected "{tok.text}" after {name}')
+        i += 1
+        if i >= len(tokens):
+            raise TemplateSyntaxError(
+                line, 'a filter name must follow "|"; only default is supported'
+            )
+        filt = tokens[i]
+        if filt.kind != "word":
+            raise TemplateSyntaxError(line, f'unexpected "{filt.text}" after "|"')
+        if filt.text != "default":
+            raise TemplateSyntaxError(line, f'filter "{filt.text}" is not supported (only default)')
+        if default is not None:
+            raise TemplateSyntaxError(line, "only one default filter is allowed")
+        i += 1
+        if i >= len(tokens) or tokens[i].text != ":":
+            raise TemplateSyntaxError(
+                line, 'default needs a fallback text in quotes, like default: "there"'
+            )
+        i += 1
+        if i >= len(tokens) or tokens[i].kind != "string":
+            raise TemplateSyntaxError(
+                line, 'the fallback after default: must be a text in quotes, like "there"'
+            )
+        default = _unquote(tokens[i].text)
+        _check_fallback(default, line)
+        i += 1
+    return Var(name, default)
+
+
+def _check_fallback(default: str, line: int) -> None:
+    if "{{" in default:
+        raise TemplateSyntaxError(line, 'the fallback text can\'t contain "{{"')
+    if default.endswith("{"):
+        raise TemplateSyntaxError(line, 'the fallback text can\'t end with "{"')
+    if "\x00" in default:
+        raise TemplateSyntaxError(line, "the fallback text contains a NUL character")
+
+
+def _parse_tag(inner: str, line: int) -> tuple[str, str | None]:
+    """Return ``(tag, name)`` for a ``{% … %}`` tag."""
+    if inner.startswith("-") or inner.endswith("-"):
+        raise TemplateSyntaxError(line, "whitespace control ({%- and -%}) is not supported")
+    tokens = _tokenize(inner, line)
+    if not tokens:
+        raise TemplateSyntaxError(line, "empty {% %} tag")
+    head = tokens[0]
+    if head.kind != "word":
+        raise TemplateSyntaxError(line, f'unexpected "{head.text}" at the start of a {{% %}} tag')
+    tag = head.text
+    if tag in ("if", "elsif", "unless"):
+        name = _check_marketer_name(tokens[1] if len(tokens) > 1 else None, line, f"{{% {tag} %}}")
+        _check_after_name(tokens, 2, line)
+        if len(tokens) > 2:
+            extra = tokens[2].text
+            if extra in _CONDITION_OPERATORS:
+                raise TemplateSyntaxError(
+                    line,
+                    f'"{extra}" is not supported in conditions; {{% {tag} name %}} only checks '
+                    "whether a field has a value",
+                )
+            raise TemplateSyntaxError(line, f'unexpected "{extra}" in {{% {tag} %}}')
+        return tag, name
+    if tag in ("else", "endif", "endunless"):
+        if len(tokens) > 1:
+            if tag == "else" and tokens[1].text == "if":
+                raise TemplateSyntaxError(line, "use {% elsif name %} instead of {% else if %}")
+            raise TemplateSyntaxError(line, f"{{% {tag} %}} takes nothing else")
+        return tag, None
+    reason = _TAG_HINTS.get(tag, f'tag "{tag}" is not supported (only {_SUPPORTED_TAGS})')
+    raise TemplateSyntaxError(line, reason)
+
+
+class _Block:
+    """An open ``{% if %}`` / ``{% unless %}`` while parsing."""
+
+    __slots__ = ("kind", "line", "clauses", "else_body", "else_line")
+
+    def __init__(self, kind: str, name: str, line: int) -> None:
+        self.kind = kind
+        self.line = line
+        # (name, negate, body)
+        self.clauses: list[tuple[str, bool, list[Node]]] = [(name, kind == "unless", [])]
+        self.else_body: list[Node] | None = None
+        self.else_line = 0
+
+    def current(self) -> list[Node]:
+        return self.else_body if self.else_body is not None else self.clauses[-1][2]
+
+    def build(self) -> If:
+        orelse: tuple[Node, ...] = tuple(self.else_body or ())
+        node: If | None = None
+        for name, negate, body in reversed(self.clauses):
+            node = If(name, tuple(body), orelse, negate)
+            orelse = (node,)
+        assert node is not None
+        return node
+
+
+def parse(source: str) -> tuple[Node, ...]:
+    """Parse a marketer's template into nodes; raises :class:`TemplateSyntaxError`."""
+    if not isinstance(source, str):
+        raise TypeError("template source must be a str")
+    root: list[Node] = []
+    stack: list[_Block] = []
+    pos = 0
+    line = 1
+    n = len(source)
+
+    def out() -> list[Node]:
+        return stack[-1].current() if stack else root
+
+    def add_text(start: int, end: int, line: int) -> None:
+        if start >= end:
+            return
+        text = source[start:end]
+        nul = text.find("\x00")
+        if nul >= 0:
+            raise TemplateSyntaxError(
+                line + text.count("\n", 0, nul), "the template contains a NUL character"
+            )
+        out().append(Text(text))
+
+    while pos < n:
+        m = _TAG_START_RE.search(source, pos)
+        if m is None:
+            add_text(pos, n, line)
+            break
+        start = m.start()
+        add_text(pos, start, line)
+        line += source.count("\n", pos, start)
+        tag_line = line
+        is_output = m.group() == "{{"
+        closer = "}}" if is_output else "%}"
+        body_start = m.end()
+        if is_output and body_start < n and source[body_start] in "{%":
+            if source[body_start] == "{":
+                raise TemplateSyntaxError(
+                    tag_line,
+                    'triple braces "{{{" are not supported; write {{ name }} '
+                    "(values are escaped for HTML automatically)",
+                )
+            raise TemplateSyntaxError(
+                tag_line, 'a "{" right before a {% tag is not allowed; put a space between them'
+            )
+        # Find the closer, skipping over quoted strings.
+        i = body_start
+        end = -1
+        while i < n:
+            ch = source[i]
+            if ch == "\n":
+                line += 1
+            elif ch in "\"'":
+                j = i + 1
+                while j < n and source[j] != ch and source[j] != "\n":
+                    j += 2 if source[j] == "\\" and source[j + 1 : j + 2] not in ("", "\n") else 1
+                if j >= n or source[j] != ch:
+                    opener = "{{" if is_output else "{%"
+                    raise TemplateSyntaxError(
+                        tag_line,
+                        f'"{opener}" is not closed with "{closer}", '
+                        "or a quoted text inside it is not closed",
+                    )
+                i = j
+            elif source.startswith(closer, i):
+                end = i
+                break
+            elif ch == "{" and source[i + 1 : i + 2] in ("{", "%"):
+                break
+            i += 1
+        if end < 0:
+            opener = "{{" if is_output else "{%"
+            raise TemplateSyntaxError(tag_line, f'"{opener}" is not closed with "{closer}"')
+        inner = source[body_start:end].strip()
+        pos = end + 2
+        if is_output:
+            out().append(_parse_output(inner, tag_line))
+            continue
+        tag, name = _parse_tag(inner, tag_line)
+        if tag in ("if", "unless"):
+            assert name is not None
+            stack.append(_Block(tag, name, tag_line))
+        elif tag == "elsif":
+            assert name is not None
+            if not stack:
+                raise TemplateSyntaxError(tag_line, "{% elsif %} without a matching {% if %}")
+            block = stack[-1]
+            if block.else_body is not None:
+                raise TemplateSyntaxError(
+                    tag_line, f"{{% elsif %}} after {{% else %}} (line {block.else_line})"
+                )
+            block.clauses.append((name, False, []))
+        elif tag == "else":
+            if not stack:
+                raise TemplateSyntaxError(tag_line, "{% else %} without a matching {% if %}")
+            block = stack[-1]
+            if block.else_body is not None:
+                raise TemplateSyntaxError(
+                    tag_line,
+                    f"{{% else %}} appears twice in the same {{% {block.kind} %}} "
+                    f"(first on line {block.else_line})",
+                )
+            block.else_body = []
+            block.else_line = tag_line
+        else:  # endif / endunless
+            kind = tag[3:]
+            if not stack:
+                raise TemplateSyntaxError(
+                    tag_line, f"{{% {tag} %}} without a matching {{% {kind} %}}"
+                )
+            block = stack.pop()
+            if block.kind != kind:
+                raise TemplateSyntaxError(
+                    tag_line,
+                    f"{{% {tag} %}} does not match {{% {block.kind} %}} from line {block.line}; "
+                    f"close it with {{% end{block.kind} %}}",
+                )
+            out().append(block.build())
+    if stack:
+        block = stack[-1]
+        raise TemplateSyntaxError(
+            block.line, f"{{% {block.kind} %}} is never closed; add {{% end{block.kind} %}}"
+        )
+    return tuple(root)
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+
+def merge_value(value: object) -> str:
+    """Normalise a contact attribute to the string both renderers see.
+
+    Templates only ever see strings, so what a field "is" must be decided
+    once, here, for the local renderer and SES alike:
+
+    * ``None`` and ``False`` → ``""`` (so they are false in ``{% if %}``)
+    * ``True`` → ``"true"``
+    * ``int`` → decimal digits (``42``)
+    * ``float`` → shortest round-trip form; integral values without a
+      fraction (``3.0`` → ``"3"``, ``0.1`` → ``"0.1"``, ``1e+20`` → ``"1e+20"``);
+      NaN and infinities → ``""``
+    * ``Decimal`` → ``str()``; ``date`` / ``datetime`` → ISO 8601
+    * ``str`` → unchanged
+    * anything else (lists, dicts, objects) → ``""``: not supported
+    """
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "true"
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return float.__repr__(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value) if value.is_finite() else ""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return ""
+
+
+def merge_data(nodes: Iterable[Node], values: Mapping[str, object]) -> dict[str, str]:
+    """The merge data for ``nodes``: every field the template uses, as a string.
+
+    Missing fields become ``""``.  Always send SES *all* field names (this
+    function does): the lookup then finds an own property in every Handlebars
+    implementation, never an inherited one.
+    """
+    return {name: merge_value(values.get(name)) for name in sorted(field_names(nodes))}
+
+
+def field_names(nodes: Iterable[Node]) -> set[str]:
+    """All field names used by ``nodes`` (outputs and conditions)."""
+    names: set[str] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Var):
+            names.add(node.name)
+        elif isinstance(node, If):
+            names.add(node.name)
+            stack.extend(node.body)
+            stack.extend(node.orelse)
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Local renderer
+# ---------------------------------------------------------------------------
+
+#: handlebars.js ``escapeExpression`` table (pybars3 lacks the ``=`` entry).
+_HTML_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "'": "&#x27;",
+    "`": "&#x60;",
+    "=": "&#x3D;",
+}
+_ESCAPE_TABLE = str.maketrans(_HTML_ESCAPES)
+_NEEDS_ESCAPE = re.compile(r"[&<>\"'`=]").search
+
+
+def escape_html(value: str) -> str:
+    """Escape exactly like handlebars.js ``{{ }}`` (and thus SES) does."""
+    if _NEEDS_ESCAPE(value) is None:
+        return value
+    return value.translate(_ESCAPE_TABLE)
+
+
+def _lookup(data: Mapping[str, str], name: str) -> str:
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"merge data for {name!r} is {type(value).__name__}, not str; "
+            "convert values with merge_value()"
+        )
+    return value
+
+
+_Op = Callable[[Mapping[str, str]], str]
+
+
+def _compile(nodes: Iterable[Node], html: bool) -> list[str | _Op]:
+    """Compile nodes to a flat list of constant strings and closures."""
+    ops: list[str | _Op] = []
+    for node in nodes:
+        if isinstance(node, Text):
+            if not node.value:
+                continue
+            if ops and isinstance(ops[-1], str):
+                ops[-1] += node.value
+            else:
+                ops.append(node.value)
+        elif isinstance(node, Var):
+            ops.append(_compile_var(node, html))
+        else:
+            ops.append(_compile_if(node, html))
+    return ops
+
+
+def _compile_var(node: Var, html: bool) -> _Op:
+    name = node.name
+    if node.default:
+        fallback = escape_html(node.default) if html else node.default
+        if html:
+
+            def var_default_html(data: Mapping[str, str]) -> str:
+                value = _lookup(data, name)
+                return escape_html(value) if value else fallback
+
+            return var_default_html
+
+        def var_default_raw(data: Mapping[str, str]) -> str:
+            return _lookup(data, name) or fallback
+
+        return var_default_raw
+    if html:
+
+        def var_html(data: Mapping[str, str]) -> str:
+            return escape_html(_lookup(data, name))
+
+        return var_html
+
+    def var_raw(data: Mapping[str, str]) -> str:
+        return _lookup(data, name)
+
+    return var_raw
+
+
+def _sequence(ops: list[str | _Op]) -> _Op:
+    if not ops:
+        return lambda data: ""
+    if len(ops) == 1:
+        only = ops[0]
+        if isinstance(only, str):
+            return lambda data: only
+        return only
+
+    def run(data: Mapping[str, str]) -> str:
+        return "".join([op if op.__class__ is str else op(data) for op in ops])  # type: ignore[operator]
+
+    return run
+
+
+def _compile_if(node: If, html: bool) -> _Op:
+    name = node.name
+    then = _sequence(_compile(node.body, html))
+    orelse = _sequence(_compile(node.orelse, html))
+    if node.negate:
+        then, orelse = orelse, then
+
+    def branch(data: Mapping[str, str]) -> str:
+        return then(data) if _lookup(data, name) else orelse(data)
+
+    return branch
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_renderer(nodes: tuple[Node, ...], html: bool) -> _Op:
+    return _sequence(_compile(nodes, html))
+
+
+def renderer(nodes: Iterable[Node], *, html: bool) -> Callable[[Mapping[str, str]], str]:
+    """Compile ``nodes`` once; the returned function renders one recipient.
+
+    Use this in loops; :func:`render` does the same with a small cache.
+    """
+    return _cached_renderer(tuple(nodes), bool(html))
+
+
+def render(nodes: Iterable[Node], data: Mapping[str, str], *, html: bool) -> str:
+    """Render ``nodes`` with ``data`` (a flat mapping of field name → str).
+
+    ``html=True`` escapes values and fallbacks with the handlebars.js table;
+    ``html=False`` (subject, text part) inserts them raw.  Text is emitted
+    verbatim in both modes.  Missing names (or ``None``) render as ``""``;
+    any other non-``str`` value is a :class:`TypeError` (use
+    :func:`merge_value`).
+    """
+    return renderer(nodes, html=html)(data)
+
+
+# ---------------------------------------------------------------------------
+# Handlebars (SES) compiler
+# ---------------------------------------------------------------------------
+#
+# The compiled source is built as a list of pieces, then made engine-neutral:
+#
+# 1. Standalone lines.  handlebars.js (and pybars3, with different rules)
+#    delete a line that holds nothing but block tags ({{#if}}, {{else}},
+#    {{/if}}) and whitespace.  We never want that (Text is verbatim), so any
+#    block tag that *could* be standalone gets an empty comment "{{!}}" next
+#    to it, inside the block.  A comment is not text, so no engine considers
+#    the line standalone any more, and the comment itself is never
+#    standalone because its neighbour is a tag.
+# 2. "}" right after a tag would lex as "}}}" (a parse error in handlebars.js
+#    after {{x}}, {{#if}}, {{/if}} and even {{{x}}}): a "{{!}}" goes between.
+# 3. "~}}" in text: pybars3 applies whitespace control ("~}}") to the raw
+#    source, even in text; "~{{!}}}}" renders "~}}" everywhere.
+# 4. A backslash right before a tag: handlebars.js reads "\{{" as an escaped
+#    (literal) mustache, pybars3 does not know that escape at all.  We emit
+#    "\ {{~tag}}": the space stops the escape, and the "~" strips exactly
+#    that space again, in both engines.
+# 5. "{" right before a tag can't be expressed ("{{{" is a triple-stash in
+#    every engine): the parser refuses it; to_handlebars raises ValueError
+#    for hand-built nodes.
+# 6. pybars3 tokenises the start of each text as runs of [ \t] and "\r?\n"
+#    and keeps only the "\n" of a "\r\n" there.  Such a CRLF is split as
+#    "\r{{!}}{{!}}\n" (two comments: a lone comment between two blank texts
+#    could itself be "standalone" in handlebars.js and eat the newline).
+#
+# Names that pybars3 would lex as a literal in a block parameter (true…,
+# false…, null…, undefined…: "{{#if nullable}}" is a pybars parse error) are
+# written as a bracketed segment "[nullable]", which means the same in all
+# engines.  {{#unless}} is only used without {{else}} (pybars3 ignores the
+# else branch of unless); unless-with-else compiles to {{#if}} with the
+# branches swapped.
+
+_T, _VAR, _OPEN, _ELSE, _CLOSE, _COMMENT = range(6)
+_GUARD = (_COMMENT, "!")
+_BLOCK_KINDS = (_OPEN, _ELSE, _CLOSE)
+_PYBARS_LITERAL_PREFIX = re.compile(r"(?:true|false|null|undefined)")
+
+
+def _hbs_param(name: str) -> str:
+    return f"[{name}]" if _PYBARS_LITERAL_PREFIX.match(name) else name
+
+
+def _hbs_pieces(nodes: Iterable[Node], html: bool, out: list[tuple[int, str]]) -> None:
+    for node in nodes:
+        if isinstance(node, Text):
+            out.append((_T, node.value))
+        elif isinstance(node, Var):
+            expr = (_VAR, node.name) if html else (_VAR, "{" + node.name + "}")
+            if node.default:
+                fallback = escape_html(node.default) if html else node.default
+                out.append((_OPEN, f"#if {_hbs_param(node.name)}"))
+                out.append(expr)
+                out.append((_ELSE, "else"))
+                out.append((_T, fallback))
+                out.append((_CLOSE, "/if"))
+            else:
+                out.append(expr)
+        else:
+            param = _hbs_param(node.name)
+            if node.negate and not node.orelse:
+                out.append((_OPEN, f"#unless {param}"))
+                _hbs_pieces(node.body, html, out)
+                out.append((_CLOSE, "/unless"))
+                continue
+            first, second = (node.orelse, node.body) if node.negate else (node.body, node.orelse)
+            out.append((_OPEN, f"#if {param}"))
+            _hbs_pieces(first, html, out)
+            if second:
+                out.append((_ELSE, "else"))
+                _hbs_pieces(second, html, out)
+            out.append((_CLOSE, "/if"))
+
+
+def _is_space(ch: str) -> bool:
+    # Python's isspace() is a superset of JavaScript's \s except for U+FEFF.
+    return ch.isspace() or ch == "\ufeff"
+
+
+def _line_side_blank(pieces: list[tuple[int, str]], start: int, step: int) -> bool:
+    """Walk from ``pieces[start]`` in direction ``step`` to the line boundary.
+
+    True if only whitespace text and block tags lie between the tag and the
+    boundary (a newline or the start/end of the template): the tag could be
+    "standalone" in some engine.
+    """
+    i = start
+    while 0 <= i < len(pieces):
+        kind, value = pieces[i]
+        if kind == _T:
+            chars = reversed(value) if step < 0 else value
+            for ch in chars:
+                if ch == "\n":
+                    return True
+                if not _is_space(ch):
+                    return False
+        elif kind not in _BLOCK_KINDS:
+            return False
+        i += step
+    return True
+
+
+_PYBARS_LEADING_SPACE = re.compile(r"(?:[ \t]+|\r?\n)*")
+
+
+def _split_leading_crlf(value: str) -> list[str]:
+    """Split ``value`` between "\r" and "\n" of each CRLF in its leading blank run."""
+    run = _PYBARS_LEADING_SPACE.match(value).end()  # type: ignore[union-attr]
+    chunks = []
+    start = 0
+    i = value.find("\r\n", 0, run)
+    while i >= 0:
+        chunks.append(value[start : i + 1])
+        start = i + 1
+        i = value.find("\r\n", start, run)
+    chunks.append(value[start:])
+    return chunks
+
+
+def to_handlebars(nodes: Iterable[Node], *, html: bool) -> str:
+    """Compile nodes to Handlebars source for an SES stored template.
+
+    ``html=True``: outputs are ``{{name}}`` (SES escapes); ``html=False``
+    (subject and text part): ``{{{name}}}`` (no escaping).  Rendering the
+    result with the same data gives exactly :func:`render`'s output.
+    Raises :class:`ValueError` for (hand-built) nodes that cannot be
+    expressed identically in Handlebars.
+    """
+    raw: list[tuple[int, str]] = []
+    _hbs_pieces(nodes, bool(html), raw)
+
+    # Merge adjacent text, drop empty text, validate.
+    pieces: list[tuple[int, str]] = []
+    for kind, value in raw:
+        if kind == _T:
+            if not value:
+                continue
+            if pieces and pieces[-1][0] == _T:
+                pieces[-1] = (_T, pieces[-1][1] + value)
+                continue
+        pieces.append((kind, value))
+    for i, (kind, value) in enumerate(pieces):
+        if kind != _T:
+            continue
+        if "{{" in value:
+            raise ValueError('text contains "{{", which Handlebars would read as a tag')
+        if "\x00" in value:
+            raise ValueError("text contains a NUL character, which Handlebars refuses")
+        if value.endswith("{") and i + 1 < len(pieces):
+            raise ValueError('text ends with "{" right before a tag; Handlebars would read "{{{"')
+
+    # 1. Guard block tags that could be standalone.
+    guarded: list[tuple[int, str]] = []
+    for i, piece in enumerate(pieces):
+        kind = piece[0]
+        if kind in _BLOCK_KINDS:
+            at_risk = _line_side_blank(guarded, len(guarded) - 1, -1) and _line_side_blank(
+                pieces, i + 1, 1
+            )
+            if at_risk and kind == _CLOSE:
+                guarded.append(_GUARD)
+            guarded.append(piece)
+            if at_risk and kind != _CLOSE:
+                guarded.append(_GUARD)
+        else:
+            guarded.append(piece)
+
+    # 2 + 3. "}" after a tag, "~}}" in text.
+    final: list[tuple[int, str]] = []
+    for kind, value in guarded:
+        if kind != _T:
+            final.append((kind, value))
+            continue
+        if value.startswith("}") and final and final[-1][0] != _COMMENT:
+            final.append(_GUARD)
+        chunks = value.split("~}}")
+        for k, chunk in enumerate(chunks):
+            if k:
+                final.append(_GUARD)
+                chunk = "}}" + chunk
+            if k < len(chunks) - 1:
+                chunk += "~"
+            final.append((_T, chunk))
+
+    # 6. pybars3 drops the "\r" of a "\r\n" in the leading [ \t\r\n] run of a text.
+    crlf_safe: list[tuple[int, str]] = []
+    for kind, value in final:
+        if kind == _T:
+            for k, chunk in enumerate(_split_leading_crlf(value)):
+                if k:
+                    crlf_safe.extend((_GUARD, _GUARD))
+                crlf_safe.append((_T, chunk))
+        else:
+            crlf_safe.append((kind, value))
+    final = crlf_safe
+
+    # 4. Serialise; "\ {{~" after a trailing backslash.
+    parts: list[str] = []
+    strip_next = False
+    for i, (kind, value) in enumerate(final):
+        if kind == _T:
+            if value.endswith("\\") and i + 1 < len(final):
+                parts.append(value + " ")
+                strip_next = True
+            else:
+                parts.append(value)
+            continue
+        parts.append("{{~" if strip_next else "{{")
+        strip_next = False
+        parts.append(value)
+        parts.append("}}")
+    return "".join(parts)
