@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs a command with a throwaway PostgreSQL cluster and Redis server on free local ports,
 # exporting DATABASE_URL, REDIS_URL and CELERY_BROKER_URL for it, and stops both afterwards.
-# Installs Debian's redis-server / postgresql first if they are missing (needs root).
+# Installs Debian's redis-server, postgresql and chromium first if they are missing (needs root).
 set -euo pipefail
 
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_install+=(chromium)  # the browser tests (Playwright)
 command -v pg_ctl >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_install+=(postgresql)
 if [ ${#need_install[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
