@@ -2,9 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-N ?= 1000
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +41,10 @@ clean:
 test: $(BIN)/.installed $(HANDLEBARS_JS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" NODE_PATH="$(CURDIR)/.cache/js/node_modules" \
 	  scripts/with-services.sh $(BIN)/pytest -q
+
+## bench: the send benchmark (N recipients, default 1,000,000; SEND_PATH=bulk|rendered)
+N ?= 1000000
+SEND_PATH ?= bulk
+bench: $(BIN)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
+	  $(BIN)/python bench/send.py --n $(N) --path $(SEND_PATH)

@@ -1,0 +1,289 @@
+"""Send benchmark: N recipients through the real stack, measured.
+
+Runs PostgreSQL and Redis (from `make bench`, via scripts/with-services.sh), Celery worker
+processes, and the local SES endpoint (or any endpoint named by AWS_ENDPOINT_URL_SESV2);
+creates N contacts and a campaign with a ~50 kB HTML template (10 links, 2 merge fields),
+presses "Send now", and prints throughput from Send now to the last recipient handed to SES,
+worker CPU seconds per 1,000 recipients, peak RSS per worker process, and the duplicates and
+missing recipients counted by the SES endpoint. The last line is one JSON object.
+
+    make bench                      # N=1000000, the bulk path
+    make bench N=100000 SEND_PATH=rendered
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=int(os.environ.get("N", 1_000_000)))
+    parser.add_argument("--path", choices=["bulk", "rendered"], default="bulk")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WORKERS", 2)),
+        help="worker processes (Celery prefork children)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800)
+    return parser.parse_args()  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_database() -> None:
+    """Create the database named by DATABASE_URL if it does not exist, then migrate."""
+    import psycopg
+
+    url = os.environ["DATABASE_URL"]
+    base, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
+
+
+def start_ses(tmp: Path) -> tuple[subprocess.Popen | None, str]:
+    if os.environ.get("AWS_ENDPOINT_URL_SESV2"):
+        return None, os.environ["AWS_ENDPOINT_URL_SESV2"]
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seslocal", "--port", str(port), "--db", str(tmp / "ses.sqlite3"),
+         "--no-bodies", "--max-send-rate", "100000", "--log-level", "WARNING"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "listening" in process.stdout.readline()
+    return process, f"http://127.0.0.1:{port}"
+
+
+def bench_template_html() -> str:
+    """~50 kB of HTML, 10 distinct links, 2 merge fields (one with a fallback)."""
+    paragraph = (
+        '<p style="font-family:Helvetica,Arial,sans-serif;font-size:16px;line-height:24px;'
+        'color:#333333;margin:0 0 16px 0">Lorem ipsum dolor sit amet, consectetur adipiscing '
+        "elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim "
+        "veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo.</p>\n"
+    )
+    links = "".join(
+        f'<p><a href="https://shop.example.com/product/{i}?utm_source=newsletter&amp;'
+        f'utm_campaign=bench">Product {i}</a></p>\n'
+        for i in range(10)
+    )
+    body = paragraph * 170
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Bench</title></head><body>'
+        '<h1>Hello {{ first_name | default: "there" }}</h1>'
+        "<p>Offers for {{ city }}.</p>" + body + links + "</body></html>"
+    )
+
+
+def create_audience(n: int) -> int:
+    """N contacts in one list, written with COPY (seconds for a million)."""
+    from django.db import connection
+
+    from campaigns.models import Campaign, ContactList
+    from templates_app.models import Template
+
+    contact_list = ContactList.objects.create(name=f"bench-{time.time_ns()}")
+    cities = ["Leeds", "Lyon", "Lisbon", "Lagos", "Lima"]
+    tag = contact_list.pk
+    with connection.cursor() as cursor:
+        with cursor.copy(
+            "COPY campaigns_contact (email, first_name, last_name, attributes, status, "
+            "created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for i in range(n):
+                attributes = json.dumps({"city": cities[i % 5]})
+                copy.write_row(
+                    (f"r{i}.l{tag}@bench.example", f"Name{i % 997}", "", attributes, "active",
+                     "now()", "now()")
+                )  # fmt: skip
+        cursor.execute(
+            "INSERT INTO campaigns_membership (contact_list_id, contact_id, created_at) "
+            "SELECT %s, id, now() FROM campaigns_contact WHERE email LIKE %s",
+            [contact_list.pk, f"%.l{tag}@bench.example"],
+        )
+    template = Template.objects.create(
+        name=f"bench-{tag}", subject='Hi {{ first_name | default: "there" }}',
+        html=bench_template_html(), text="Hi {{ first_name }}, offers for {{ city }}.",
+    )  # fmt: skip
+    campaign = Campaign.objects.create(
+        name=f"bench-{tag}", template=template, contact_list=contact_list,
+        from_email="bench@example.com",
+    )  # fmt: skip
+    return campaign.pk
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children)
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / TICKS
+
+
+def pids_named(name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by the whole machine (all cores) not idle, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS  # minus idle and iowait
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ["CAMPAIGN_SEND_PATH"] = args.path
+    tmp = Path(tempfile.mkdtemp(prefix="mailwright-bench-"))
+    prepare_database()
+    ses_process, ses_url = start_ses(tmp)
+    os.environ["AWS_ENDPOINT_URL_SESV2"] = ses_url
+
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.db.models import Count
+
+    from campaigns.models import Campaign, Notification
+    from campaigns.services import campaign_send_now
+
+    started = time.monotonic()
+    campaign_id = create_audience(args.n)
+    print(f"audience: {args.n} contacts in {time.monotonic() - started:.1f} s", flush=True)
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q",
+         "transactional,bulk,periodic", "--concurrency", str(args.workers), "--loglevel",
+         "WARNING", "--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "worker.log").open("w"),
+    )  # fmt: skip
+    time.sleep(3)  # worker start-up is not part of a send
+    pids = process_tree(worker.pid)
+    others = {
+        "ses": process_tree(ses_process.pid) if ses_process else [],
+        "postgres": pids_named("postgres"),
+    }
+    cpu_before = cpu_seconds(pids)
+    others_before = {name: cpu_seconds(group) for name, group in others.items()}
+    machine_before = machine_busy_seconds()
+
+    connection.close()
+    sent_at = time.monotonic()
+    sent_wall = time.time()
+    campaign_send_now(campaign=Campaign.objects.get(pk=campaign_id))
+    while True:
+        status = Campaign.objects.filter(pk=campaign_id).values_list("status", flat=True).get()
+        if status not in (Campaign.Status.SCHEDULED, Campaign.Status.SENDING):
+            break
+        if time.monotonic() - sent_at > args.timeout:
+            print("timed out", file=sys.stderr)
+            break
+        time.sleep(0.25)
+    pids = process_tree(worker.pid)
+    cpu = cpu_seconds(pids) - cpu_before
+    machine = machine_busy_seconds() - machine_before
+    others_cpu = {name: cpu_seconds(group) - others_before[name] for name, group in others.items()}
+    rss = peak_rss_mb(pids[1:] or pids)  # the pool's children do the work
+    last = (
+        Notification.objects.filter(campaign_id=campaign_id)
+        .order_by("-updated_at")
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    seconds = last.timestamp() - sent_wall
+    with urllib.request.urlopen(f"{ses_url}/_local/stats?header=X-Campaign:{campaign_id}") as r:  # noqa: S310
+        stats = json.loads(r.read())
+    statuses = dict(
+        Notification.objects.filter(campaign_id=campaign_id)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    if ses_process:
+        ses_process.terminate()
+    result = {
+        "recipients": args.n,
+        "path": args.path,
+        "workers": args.workers,
+        "seconds": round(seconds, 2),
+        "recipients_per_s": round(args.n / seconds),
+        "cpu_s_per_1000": round(1000 * cpu / args.n, 3),
+        "peak_rss_mb": round(rss, 1),
+        "cpu_s_per_1000_ses_endpoint": round(1000 * others_cpu["ses"] / args.n, 3),
+        "cpu_s_per_1000_postgres": round(1000 * others_cpu["postgres"] / args.n, 3),
+        "cpu_s_per_1000_machine": round(1000 * machine / args.n, 3),
+        "duplicates": stats["duplicate_deliveries"],
+        "missing": args.n - stats["distinct_recipients"],
+        "statuses": statuses,
+    }
+    print(f"{result['recipients_per_s']} recipients/s; {result['cpu_s_per_1000']} worker CPU s "
+          f"per 1,000; peak RSS {result['peak_rss_mb']} MB per worker process")  # fmt: skip
+    print(json.dumps(result))
+    return 0 if result["duplicates"] == 0 and result["missing"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
