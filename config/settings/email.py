@@ -9,8 +9,9 @@ from config.env import env_int, env_str
 
 # Campaigns need SES itself (stored templates, SendBulkEmail), so the send pipeline names this
 # backend explicitly; EMAIL_BACKEND is for Django's own mail (password resets, admins' errors).
-SES_EMAIL_BACKEND = "anymail.backends.amazon_ses.EmailBackend"
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", SES_EMAIL_BACKEND)
+# (anymail's Amazon SES backend, with a fast path for already-validated campaign addresses.)
+SES_EMAIL_BACKEND = "campaigns.ses_backend.CampaignSESBackend"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "anymail.backends.amazon_ses.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Mailwright Demo <news@example.com>")
 
 AWS_SES_REGION = env_str("AWS_SES_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
