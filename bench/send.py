@@ -126,7 +126,7 @@ def create_audience(n: int) -> int:
     )  # fmt: skip
     campaign = Campaign.objects.create(
         name=f"bench-{tag}", template=template, contact_list=contact_list,
-        from_email="bench@example.com",
+        from_email="bench@example.com", send_path=os.environ["CAMPAIGN_SEND_PATH"],
     )  # fmt: skip
     return campaign.pk
 

@@ -79,6 +79,15 @@ class Campaign(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     status_reason = models.CharField(max_length=500, blank=True)
+
+    class SendPath(models.TextChoices):
+        BULK = "bulk", "Bulk (SES stored template, 50 recipients per call)"
+        RENDERED = "rendered", "Rendered (each message rendered here, one call each)"
+
+    send_path = models.CharField(max_length=10, choices=SendPath.choices, default=SendPath.BULK)
+    # The template's source as it was when the campaign started: both send paths compile this,
+    # so editing the template later never changes what a running campaign sends.
+    template_snapshot = models.JSONField(null=True, blank=True, editable=False)
     # The SES stored template this campaign sends with, created when it starts (immutable name).
     ses_template_name = models.CharField(max_length=64, blank=True)
     recipient_count = models.PositiveIntegerField(default=0)

@@ -19,7 +19,7 @@ from campaigns import ledger
 from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Membership, Notification
 from campaigns.ses import ses_template_ensure
 from templates_app.language import TemplateSyntaxError, merge_value
-from templates_app.services import template_compile
+from templates_app.services import template_compile, template_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +196,9 @@ def campaign_start(*, campaign_id: int) -> None:
     campaign = Campaign.objects.select_related("template").get(pk=campaign_id)
     if campaign.status != C.SCHEDULED:
         return
+    snapshot = template_snapshot(template=campaign.template)
     try:
-        compiled = template_compile(
-            template=campaign.template, tracking_base_url=settings.TRACKING_BASE_URL
-        )
+        compiled = template_compile(template=snapshot, tracking_base_url=settings.TRACKING_BASE_URL)
     except TemplateSyntaxError as err:
         campaign_transition(
             campaign_id=campaign_id,
@@ -221,6 +220,7 @@ def campaign_start(*, campaign_id: int) -> None:
             to=C.SENDING,
             started_at=timezone.now(),
             ses_template_name=name,
+            template_snapshot=snapshot,
         ):
             return
         CampaignLink.objects.bulk_create(

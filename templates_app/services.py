@@ -75,15 +75,24 @@ def template_errors(*, subject: str, html: str, text: str) -> dict[str, str]:
     return errors
 
 
-def template_compile(*, template: Template, tracking_base_url: str | None) -> CompiledTemplate:
-    """Parse all parts; with a tracking base URL, rewrite links and add the open pixel.
+def template_snapshot(*, template: Template) -> dict[str, str]:
+    """The template's source parts, to freeze into a campaign when it starts."""
+    return {part: getattr(template, part) for part in PARTS}
+
+
+def template_compile(
+    *, template: Template | Mapping[str, str], tracking_base_url: str | None
+) -> CompiledTemplate:
+    """Parse all parts (of a Template or a snapshot of one); with a tracking base URL, rewrite
+    links and add the open pixel.
 
     Raises TemplateSyntaxError (its message names the part) for a template that does not parse.
     """
+    source = template if isinstance(template, Mapping) else template_snapshot(template=template)
     parsed = {}
     for part in PARTS:
         try:
-            parsed[part] = parse(getattr(template, part))
+            parsed[part] = parse(source[part])
         except TemplateSyntaxError as err:
             raise TemplateSyntaxError(err.line, f"{part}: {err.reason}") from err
     links: list[str] = []

@@ -150,3 +150,107 @@ def test_campaign_is_never_finished_while_rows_are_pending(started):
     assert not services.campaign_finish_if_done(campaign_id=started.pk)
     started.refresh_from_db()
     assert started.status == Campaign.Status.SENDING
+
+
+def _start(campaign, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=False):
+        services.campaign_send_now(campaign=campaign)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.campaign_start(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+
+
+@pytest.fixture
+def rendered(started):
+    Campaign.objects.filter(pk=started.pk).update(send_path=Campaign.SendPath.RENDERED)
+    started.refresh_from_db()
+    return started
+
+
+def test_rendered_path_sends_each_recipient_once_with_sendemail(rendered, ses):
+    result = _deliver(rendered)
+    assert (result.claimed, result.sent) == (120, 120)
+    stats = ses.stats()
+    assert stats["calls"].get("SendEmail") == 120 and "SendBulkEmail" not in stats["calls"]
+    assert stats["duplicate_recipients"] == 0
+    message_ids = {m["message_id"] for m in ses.messages()}
+    assert (
+        set(Notification.objects.filter(campaign=rendered).values_list("message_id", flat=True))
+        == message_ids
+    )
+
+
+def test_rendered_path_throttling_and_5xx(rendered, ses):
+    ses.faults(throttle=1.0)
+    result = _deliver(rendered)
+    assert result.retry and _statuses(rendered) == {N.CREATED: 120}
+    ses.faults(error_5xx=1.0)
+    assert _deliver(rendered).unknown == 120
+    assert _statuses(rendered) == {N.UNKNOWN: 120}
+
+
+def test_bulk_and_rendered_paths_send_the_same_message(ses, django_capture_on_commit_callbacks):
+    import re
+
+    contact_list = list_with_contacts(3)
+    first = Contact.objects.filter(lists=contact_list).first()
+    first.attributes = {"city": "Zürich & <Co>"}
+    first.first_name = 'Ada "Q" O\'Neil'
+    first.save()
+    template_kwargs = {
+        "subject": 'Hi {{ first_name | default: "there" }} & co',
+        "html": '<p>{% if city %}{{ city }}{% else %}nowhere{% endif %} <a href="https://e.x/?a=1&amp;b=2">x</a></p>',
+        "text": "{{ first_name }} in {{ city | default: \"?\" }}",
+    }  # fmt: skip
+    from tests.factories import TemplateFactory
+
+    template = TemplateFactory(**template_kwargs)
+    bulk = CampaignFactory(contact_list=contact_list, template=template)
+    rendered = CampaignFactory(
+        contact_list=contact_list, template=template, send_path=Campaign.SendPath.RENDERED
+    )
+    for campaign in (bulk, rendered):
+        _start(campaign, django_capture_on_commit_callbacks)
+        assert _deliver(campaign).sent == 3
+
+    def messages(campaign) -> dict:
+        token = re.compile(r"/t/([oc])/[0-9a-z]+\.[A-Za-z0-9_-]+")
+        parts = ("subject", "html", "text")
+        return {
+            m["to"][0]: tuple(token.sub(r"/t/\1/TOKEN", m[part] or "") for part in parts)
+            for m in ses.messages(header=f"X-Campaign:{campaign.pk}")
+        }
+
+    assert messages(bulk) == messages(rendered)
+    assert len(messages(bulk)) == 3
+    subject, html, text = messages(bulk)[first.email]
+    assert subject == 'Hi Ada "Q" O\'Neil & co'
+    assert "Zürich &amp; &lt;Co&gt;" in html
+    assert text == 'Ada "Q" O\'Neil in Zürich & <Co>'
+
+
+def test_editing_the_template_mid_send_changes_nothing(started, ses):
+    started.template.subject = "Edited after the start"
+    started.template.html = "<p>edited</p>"
+    started.template.save()
+    Campaign.objects.filter(pk=started.pk).update(send_path=Campaign.SendPath.RENDERED)
+    started.refresh_from_db()
+    assert _deliver(started).sent == 120
+    assert not any("Edited" in m["subject"] for m in ses.messages())
+
+
+def test_sending_is_paced_by_the_shared_rate_limit(started, ses, settings):
+    import time
+
+    from campaigns.ratelimit import ses_rate_limiter_reset
+
+    settings.SES_MAX_SEND_RATE = 100  # × 0.95 → 95 recipients/s, bursts of 50
+    ses_rate_limiter_reset()
+    try:
+        began = time.monotonic()
+        assert _deliver(started).sent == 120
+        # The first 50 go at once; the other 70 need 70 / 95 s of slots at least.
+        assert time.monotonic() - began >= 70 / 95 - 0.05
+    finally:
+        settings.SES_MAX_SEND_RATE = 0
+        ses_rate_limiter_reset()

@@ -27,6 +27,10 @@ else:
         "visibility_timeout": 3600,
     }
 
+# Redis for state all workers share (the SES send-rate limit). Empty: CELERY_BROKER_URL if it
+# is redis://…, else each process paces itself alone (the demo, which has no Redis).
+REDIS_URL = env_str("REDIS_URL", "")
+
 # Results are never read: tasks report through the database.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"

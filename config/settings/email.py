@@ -42,6 +42,15 @@ ANYMAIL = {
     "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": True,
 }
 
+# Campaign pacing (campaigns.ratelimit): one limit for all workers, through Redis.
+# SES MaxSendRate in recipients/s; 0 = read it from SES GetAccount (cached 5 minutes).
+SES_MAX_SEND_RATE = float(env_str("SES_MAX_SEND_RATE", "0"))
+# Share of MaxSendRate campaigns use; the rest is for Django's own mail and network jitter.
+SES_SEND_RATE_FRACTION = float(env_str("SES_SEND_RATE_FRACTION", "0.95"))
+# Longest a batch waits for a send slot before giving its rows back and retrying the task.
+# 4 bulk processes at 14/s hold at most 4 × 50 / 13.3 ≈ 15 s of reservations; 30 s covers it.
+SES_SEND_RATE_MAX_WAIT_SECONDS = env_int("SES_SEND_RATE_MAX_WAIT_SECONDS", 30)
+
 # Prefix of the SES stored-template names this installation creates ("<prefix>-c<id>-<hash>"),
 # so several installations can share one SES account.
 SES_TEMPLATE_PREFIX = env_str("SES_TEMPLATE_PREFIX", "mailwright")

@@ -1,0 +1,330 @@
+"""One global send-rate limit for SES, shared by every worker process through Redis.
+
+SES enforces a per-account MaxSendRate (recipients per second; GetAccount's
+`SendQuota.MaxSendRate`) and answers 429 above it. Celery workers on several machines send
+SendBulkEmail calls of up to 50 recipients each, so the limit has to be global: each call first
+reserves its recipients here, then sleeps until its slot.
+
+Algorithm: GCRA (the generic cell rate algorithm, i.e. a token bucket written as one timestamp).
+The state is one number per limiter, the theoretical arrival time (TAT): the instant at which
+every reservation made so far is paid for at `rate`. Reserving n tokens at time `now`:
+
+    tat     = max(TAT, now) + n / rate        (stored)
+    send at = tat - burst / rate              (wait = max(0, send at - now))
+
+Why GCRA rather than a two-field token bucket or a sliding-window log:
+- one key holding one integer (GET + SET PX in one Lua script = one round-trip: ~0.25 ms from
+  Python on a 2-core VM whose bare PING takes ~0.15 ms, 28 µs of it inside Redis), where a
+  bucket needs a hash of (tokens, stamp) and a log needs a sorted-set entry per send;
+- a TAT ahead of `now` *is* the queue of promised slots, so a reservation is simply a slot in
+  the future: callers are told exactly how long to wait, slots are handed out in order, and the
+  recipients sent in any window [a, a + w] never exceed rate * w + max(burst, n);
+- n may exceed burst (50 recipients at 14/s): the caller just waits (n - burst) / rate longer,
+  nothing ever blocks forever, and an idle key is equivalent to a missing one, so it expires.
+
+Time is Redis server time (TIME inside the script), so the clocks of the workers' machines do
+not matter. Needs Redis >= 5 (scripts replicate their effects; 3.2-4.x are asked to).
+
+Without Redis (the demo: file-system broker and SQLite) `ses_rate_limiter()` returns a
+`LocalRateLimiter`: same algorithm and interface, but per process only, so N worker processes
+may together send N times the rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+
+import redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+# A burst of 0.1 s of rate: after idle, any 1 s window holds at most 1.1 x rate, which with the
+# 0.95 safety fraction is 1.045 x MaxSendRate, inside SES's "short bursts" (and inside a 1 s
+# token bucket of MaxSendRate, as seslocal enforces). At 10,000/s it is 1,000 recipients =
+# 20 calls in flight, which ~20 concurrent senders at ~100 ms of SES latency need anyway.
+DEFAULT_BURST_SECONDS = 0.1
+# SendBulkEmail takes up to 50 destinations; a burst below one call only delays every call.
+SES_BULK_MAX_RECIPIENTS = 50
+# Used when GetAccount fails: 1/s is the SES sandbox's rate, the lowest any account has.
+FALLBACK_MAX_SEND_RATE = 1.0
+# GetAccount's answer is shared through Redis for 5 minutes (quota raises are rare and take
+# effect within that); a failure is remembered for 30 s so ~200 calls/s never hammer it.
+RATE_CACHE_SECONDS = 300
+RATE_FAILURE_CACHE_SECONDS = 30
+# Each process re-reads the rate (one Redis GET) at most every 30 s, so the per-call cost
+# stays at the one EVALSHA.
+RATE_REFRESH_SECONDS = 30.0
+# Campaigns use 95% of MaxSendRate: the other 5% is for mail that does not pass through here
+# (Django's own mail on the same SES account) and for network jitter that bunches calls on the
+# way to SES. A throttled group costs a Celery retry (5 s backoff, doubling); 5% headroom costs
+# 5% of throughput (at 14/s: 0.7/s; at 1,000/s: 50/s).
+DEFAULT_SEND_RATE_FRACTION = 0.95
+
+# KEYS[1]: TAT in µs of Redis server time. ARGV: n, rate (tokens/s), burst (tokens), max wait
+# (µs; negative: no limit). Returns {granted 1/0, wait µs}; a refused reservation writes nothing.
+# µs since 1970 (~1.8e15) stay exact in Lua's doubles (2^53 ~ 9e15); costs round up, so
+# rounding never lets a reservation in early. The key lives until the TAT passes, plus 1 s.
+_GCRA_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+tat = tat + math.ceil(n * 1000000 / rate)
+local wait = math.ceil(tat - now - burst * 1000000 / rate)
+if wait < 0 then wait = 0 end
+if max_wait >= 0 and wait > max_wait then return {0, wait} end
+local ttl_ms = math.ceil((tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl_ms))
+return {1, wait}
+"""
+
+
+class BaseRateLimiter:
+    """Reservations of tokens (here: recipients) at `rate` per second with `burst` tolerance."""
+
+    def __init__(self, *, name: str, rate: float, burst: float | None = None) -> None:
+        self.name = name
+        self.configure(rate=rate, burst=burst)
+
+    def configure(self, *, rate: float, burst: float | None = None) -> None:
+        """Change the rate; slots already handed out stay as they are."""
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0, not {rate!r}")
+        burst = max(rate * DEFAULT_BURST_SECONDS, 1.0) if burst is None else burst
+        if not burst > 0:
+            raise ValueError(f"burst must be > 0, not {burst!r}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+
+    def reserve(self, n: int) -> float:
+        """Take n tokens now; the seconds to wait before using them (0.0: use them now).
+
+        Always granted: a large n, or many callers ahead, just means a longer wait.
+        """
+        _, wait = self._reserve(_check(n), max_wait=None)
+        return wait
+
+    def acquire(self, n: int, *, timeout: float | None = None) -> bool:
+        """Reserve n tokens and sleep until they may be used. False, having taken nothing, if
+        the wait would exceed `timeout` seconds (None: wait as long as it takes).
+
+        A timeout below (n - burst) / rate can never succeed: keep burst >= n.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        granted, wait = self._reserve(_check(n), max_wait=timeout)
+        if granted and wait > 0:
+            time.sleep(wait)
+        return granted
+
+    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
+        raise NotImplementedError
+
+
+def _check(n: int) -> int:
+    if n < 0:
+        raise ValueError(f"n must be >= 0, not {n!r}")
+    return n
+
+
+class RateLimiter(BaseRateLimiter):
+    """The limit shared by every process using the same Redis and name (key `ratelimit:<name>`).
+
+    One round-trip per call (EVALSHA; redis-py loads the script on NOSCRIPT and retries).
+    """
+
+    def __init__(
+        self, redis_client: redis.Redis, *, name: str, rate: float, burst: float | None = None
+    ) -> None:
+        super().__init__(name=name, rate=rate, burst=burst)
+        self.key = f"ratelimit:{name}"
+        self._script = redis_client.register_script(_GCRA_LUA)
+
+    def acquire(self, n: int, *, timeout: float | None = None) -> bool:
+        """As `BaseRateLimiter.acquire`; also False when Redis cannot be reached, so a caller
+        treats an unreachable limiter like throttling (give the rows back, retry later)."""
+        try:
+            return super().acquire(n, timeout=timeout)
+        except redis.RedisError as err:
+            # The class only: a message could carry the server's address.
+            logger.warning("ratelimit %s unavailable: %s", self.name, type(err).__name__)
+            return False
+
+    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
+        if n == 0:
+            return True, 0.0
+        max_wait_us = -1 if max_wait is None else math.floor(max_wait * 1e6)
+        granted, wait_us = self._script(
+            keys=[self.key], args=[n, self.rate, self.burst, max_wait_us]
+        )
+        return bool(granted), wait_us / 1e6
+
+
+class LocalRateLimiter(BaseRateLimiter):
+    """The same contract within one process (threads), for setups without Redis."""
+
+    def __init__(self, *, name: str, rate: float, burst: float | None = None) -> None:
+        super().__init__(name=name, rate=rate, burst=burst)
+        self._lock = threading.Lock()
+        self._tat = 0.0  # time.monotonic() seconds
+
+    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
+        with self._lock:
+            now = time.monotonic()
+            tat = max(self._tat, now) + n / self.rate
+            wait = max(0.0, tat - now - self.burst / self.rate)
+            if max_wait is not None and wait > max_wait:
+                return False, wait
+            self._tat = tat
+            return True, wait
+
+
+# --- the SES limiter --------------------------------------------------------------------------
+
+
+def redis_url() -> str | None:
+    """REDIS_URL, else CELERY_BROKER_URL when that is Redis; None without Redis (the demo)."""
+    url = getattr(settings, "REDIS_URL", "") or ""
+    if url:
+        return url
+    broker = getattr(settings, "CELERY_BROKER_URL", "") or ""
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+_clients: dict[str, redis.Redis] = {}
+
+
+def _redis_client() -> redis.Redis | None:
+    url = redis_url()
+    if url is None:
+        return None
+    client = _clients.get(url)
+    if client is None:
+        # Redis answers in µs; 5 s only bounds a hung server (acquire then says False).
+        # redis-py rebuilds its pool after a fork, so a client made before prefork is safe.
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        _clients[url] = client
+    return client
+
+
+def _send_rate_fraction() -> float:
+    fraction = float(getattr(settings, "SES_SEND_RATE_FRACTION", DEFAULT_SEND_RATE_FRACTION))
+    if not 0 < fraction <= 1:
+        raise ImproperlyConfigured(f"SES_SEND_RATE_FRACTION must be in (0, 1], not {fraction}.")
+    return fraction
+
+
+_local_rate: tuple[float, float] | None = None  # (MaxSendRate, monotonic expiry), no Redis
+
+
+def ses_max_send_rate() -> float:
+    """The account's MaxSendRate: the SES_MAX_SEND_RATE setting if > 0, else GetAccount's,
+    shared through Redis for RATE_CACHE_SECONDS; FALLBACK_MAX_SEND_RATE if GetAccount fails."""
+    global _local_rate
+    override = float(getattr(settings, "SES_MAX_SEND_RATE", 0) or 0)
+    if override > 0:
+        return override
+    client = _redis_client()
+    key = f"ratelimit:ses-max-send-rate:{settings.AWS_SES_REGION}"
+    if client is None:
+        if _local_rate is not None and time.monotonic() < _local_rate[1]:
+            return _local_rate[0]
+    else:
+        try:
+            cached = client.get(key)
+        except redis.RedisError:
+            cached = None  # the limiter itself will report Redis; still answer a rate
+        if cached is not None:
+            return float(cached)
+
+    rate, ttl = _get_account_max_send_rate()
+    if client is None:
+        _local_rate = (rate, time.monotonic() + ttl)
+    else:
+        with contextlib.suppress(redis.RedisError):  # uncached: asked again next time
+            client.set(key, repr(rate), ex=ttl)
+    return rate
+
+
+def _get_account_max_send_rate() -> tuple[float, int]:
+    """(MaxSendRate, seconds to cache it) from SES GetAccount, or the fallback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from campaigns.ses import ses_client
+
+    try:
+        quota = ses_client().get_account().get("SendQuota") or {}
+        rate = float(quota.get("MaxSendRate") or 0)
+    except (BotoCoreError, ClientError) as err:
+        # The error code only: messages can carry the account id and the IAM principal.
+        reason = (
+            err.response.get("Error", {}).get("Code", "ClientError")
+            if isinstance(err, ClientError)
+            else type(err).__name__
+        )
+        rate = 0.0
+    else:
+        reason = "no SendQuota.MaxSendRate"
+    if rate > 0:
+        logger.info("ses max send rate %s/s from GetAccount", rate)
+        return rate, RATE_CACHE_SECONDS
+    logger.warning(
+        "ses GetAccount failed (%s): pacing at %s/s for %s s; set SES_MAX_SEND_RATE to skip it",
+        reason, FALLBACK_MAX_SEND_RATE, RATE_FAILURE_CACHE_SECONDS,
+    )  # fmt: skip
+    return FALLBACK_MAX_SEND_RATE, RATE_FAILURE_CACHE_SECONDS
+
+
+def ses_send_rate() -> float:
+    """The rate campaign sends are held to: MaxSendRate x SES_SEND_RATE_FRACTION."""
+    return ses_max_send_rate() * _send_rate_fraction()
+
+
+_lock = threading.Lock()
+_limiter: BaseRateLimiter | None = None
+_limiter_url: str | None = None
+_limiter_checked = 0.0
+
+
+def ses_rate_limiter() -> BaseRateLimiter:
+    """The process's limiter for SES sends (one per Redis URL), its rate re-read every
+    RATE_REFRESH_SECONDS. Shared through Redis when there is one, else per process."""
+    global _limiter, _limiter_url, _limiter_checked
+    limiter, now = _limiter, time.monotonic()
+    if limiter is not None and now - _limiter_checked < RATE_REFRESH_SECONDS:
+        return limiter
+    with _lock:
+        url = redis_url()
+        rate = ses_send_rate()
+        burst = max(rate * DEFAULT_BURST_SECONDS, SES_BULK_MAX_RECIPIENTS)
+        if _limiter is None or url != _limiter_url:
+            # Per region: SES quotas are per account and region.
+            name = f"ses-send:{settings.AWS_SES_REGION}"
+            client = _redis_client()
+            _limiter = (
+                LocalRateLimiter(name=name, rate=rate, burst=burst)
+                if client is None
+                else RateLimiter(client, name=name, rate=rate, burst=burst)
+            )
+            _limiter_url = url
+        else:
+            _limiter.configure(rate=rate, burst=burst)
+        _limiter_checked = now
+        return _limiter
+
+
+def ses_rate_limiter_reset() -> None:
+    """Forget the process's limiter, clients and cached rate (tests, changed settings)."""
+    global _limiter, _limiter_url, _local_rate
+    with _lock:
+        _limiter, _limiter_url, _local_rate = None, None, None
+        _clients.clear()

@@ -1,0 +1,255 @@
+"""The global SES rate limit: real Redis, several real processes, the local SES endpoint."""
+
+import bisect
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from campaigns import ratelimit
+from campaigns.ratelimit import LocalRateLimiter, RateLimiter, ses_rate_limiter, ses_send_rate
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+needs_redis = pytest.mark.skipif(
+    not REDIS_URL, reason="REDIS_URL is unset: run under scripts/with-services.sh (make test)"
+)
+
+
+@pytest.fixture
+def client():
+    if not REDIS_URL:
+        pytest.skip("REDIS_URL is unset: run under scripts/with-services.sh (make test)")
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def name(client):
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    client.delete(f"ratelimit:{name}")
+
+
+@pytest.fixture
+def fresh_state(settings):
+    """No limiter, client or rate cached from another test, before or after this one."""
+    settings.SES_SEND_RATE_FRACTION = 1.0
+    ratelimit.ses_rate_limiter_reset()
+    if REDIS_URL:
+        redis.Redis.from_url(REDIS_URL).delete(_rate_cache_key(settings))
+    yield
+    ratelimit.ses_rate_limiter_reset()
+    if REDIS_URL:
+        redis.Redis.from_url(REDIS_URL).delete(_rate_cache_key(settings))
+
+
+def _rate_cache_key(settings) -> str:
+    return f"ratelimit:ses-max-send-rate:{settings.AWS_SES_REGION}"
+
+
+def _max_in_window(stamps: list[float], window: float = 1.0) -> int:
+    """The most sends in any [t, t + window) starting at a send (where maxima start)."""
+    stamps = sorted(stamps)
+    return max(bisect.bisect_left(stamps, t + window) - i for i, t in enumerate(stamps))
+
+
+def _assert_paced(stamps, *, n, rate, burst, duration):
+    sent = len(stamps) * n
+    peak = _max_in_window(stamps) * n
+    assert peak <= rate + burst, f"{peak} recipients in one second (rate {rate}, burst {burst})"
+    assert sent >= 0.8 * rate * duration, f"starved: {sent} in {duration} s at {rate}/s"
+
+
+# --- the Redis limiter --------------------------------------------------------------------
+
+
+def _hammer(url, name, rate, burst, n, duration, barrier, results):
+    """One worker process: acquire n, note the time (the send), again, for `duration`."""
+    client = redis.Redis.from_url(url)
+    limiter = RateLimiter(client, name=f"warm-{name}", rate=1e9)
+    limiter.reserve(1)  # connection and script loaded before the start
+    client.delete(limiter.key)
+    limiter = RateLimiter(client, name=name, rate=rate, burst=burst)
+    barrier.wait()
+    stamps, end = [], time.monotonic() + duration
+    while limiter.acquire(n):
+        now = time.monotonic()  # system-wide clock: comparable across processes
+        if now >= end:
+            break
+        stamps.append(now)
+    results.put(stamps)
+
+
+@needs_redis
+def test_processes_share_one_rate(client, name):
+    rate, burst, n, duration, workers = 2000.0, 200.0, 50, 2.0, 4
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with Django and threads
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    processes = [
+        ctx.Process(
+            target=_hammer, args=(REDIS_URL, name, rate, burst, n, duration, barrier, results)
+        )
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    per_worker = [results.get(timeout=30) for _ in processes]
+    for process in processes:
+        process.join(timeout=10)
+        assert process.exitcode == 0
+    assert all(per_worker), "every process got slots"
+    _assert_paced(sum(per_worker, []), n=n, rate=rate, burst=burst, duration=duration)
+
+
+@needs_redis
+def test_reservations_queue_in_order_and_n_may_exceed_burst(client, name):
+    limiter = RateLimiter(client, name=name, rate=100, burst=10)
+    # 50 > burst 10: the first waits (50 - 10) / 100 = 0.4 s, the next one 0.5 s more.
+    first, second = limiter.reserve(50), limiter.reserve(50)
+    assert first == pytest.approx(0.4, abs=0.005)
+    assert second == pytest.approx(0.9, abs=0.02)
+    assert 0 < client.pttl(limiter.key) <= 2000  # idle keys go: TAT (~1 s ahead) + 1 s
+
+
+@needs_redis
+def test_acquire_beyond_timeout_takes_nothing(client, name):
+    limiter = RateLimiter(client, name=name, rate=100, burst=10)
+    limiter.reserve(60)  # the next slot is 0.5 s away
+    started = time.monotonic()
+    assert limiter.acquire(50, timeout=0.5) is False  # needs 1.0 s
+    assert time.monotonic() - started < 0.1, "a refusal does not sleep"
+    # Had the refused 50 been taken, this would wait 0.51 + 0.5 s.
+    assert limiter.reserve(1) == pytest.approx(0.51, abs=0.02)
+
+
+@needs_redis
+def test_acquire_sleeps_until_the_slot(client, name):
+    limiter = RateLimiter(client, name=name, rate=100, burst=10)
+    assert limiter.acquire(10, timeout=0) is True  # within the burst: now
+    started = time.monotonic()
+    assert limiter.acquire(5, timeout=1) is True
+    assert time.monotonic() - started >= 0.045  # 5 / 100 s, less Redis-vs-local rounding
+    assert limiter.reserve(0) == 0.0
+
+
+@needs_redis
+def test_rate_change_applies_to_the_next_reservation(client, name):
+    limiter = RateLimiter(client, name=name, rate=100, burst=10)
+    limiter.reserve(10)
+    limiter.configure(rate=10, burst=1)
+    assert limiter.reserve(1) == pytest.approx(0.1, abs=0.01)  # 10 @100/s + 1 @10/s - 1 @10/s
+
+
+def test_unreachable_redis_refuses_instead_of_raising(caplog):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = redis.Redis(port=port, socket_connect_timeout=1, retry=None)
+    limiter = RateLimiter(client, name="nowhere", rate=10)
+    with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
+        assert limiter.acquire(5, timeout=1) is False
+    assert "ratelimit nowhere unavailable: ConnectionError" in caplog.text
+    with pytest.raises(redis.ConnectionError):
+        limiter.reserve(5)
+
+
+# --- the in-process limiter ---------------------------------------------------------------
+
+
+def test_local_limiter_same_contract_across_threads():
+    rate, burst, n, duration = 2000.0, 200.0, 50, 1.0
+    limiter = LocalRateLimiter(name="local", rate=rate, burst=burst)
+    stamps, lock, start = [], threading.Lock(), threading.Barrier(4)
+
+    def worker():
+        start.wait()
+        end = time.monotonic() + duration
+        while limiter.acquire(n):
+            now = time.monotonic()
+            if now >= end:
+                return
+            with lock:
+                stamps.append(now)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    _assert_paced(stamps, n=n, rate=rate, burst=burst, duration=duration)
+
+    slow = LocalRateLimiter(name="slow", rate=100, burst=10)
+    assert slow.reserve(50) == pytest.approx(0.4, abs=0.005)
+    assert slow.acquire(50, timeout=0.5) is False
+    assert slow.reserve(1) == pytest.approx(0.41, abs=0.01)  # the refusal took nothing
+
+
+# --- the rate and the accessor ------------------------------------------------------------
+
+
+def test_send_rate_override_skips_get_account(ses, settings, fresh_state):
+    settings.SES_MAX_SEND_RATE = 500
+    settings.SES_SEND_RATE_FRACTION = 0.9
+    assert ses_send_rate() == pytest.approx(450)
+    assert "GetAccount" not in ses.stats()["calls"]
+
+
+@needs_redis
+def test_send_rate_from_get_account_cached_in_redis(ses, settings, fresh_state, client):
+    settings.SES_MAX_SEND_RATE = 0
+    assert ses_send_rate() == 1000.0  # seslocal's default MaxSendRate
+    assert ses_send_rate() == 1000.0
+    assert ses.stats()["calls"]["GetAccount"] == 1, "the second answer came from Redis"
+    key = _rate_cache_key(settings)
+    assert 0 < client.ttl(key) <= ratelimit.RATE_CACHE_SECONDS
+    client.set(key, "700.0")  # what another process cached
+    settings.SES_SEND_RATE_FRACTION = 0.5
+    assert ses_send_rate() == 350.0  # the fraction applies on top of the cached quota
+
+
+@needs_redis
+def test_send_rate_falls_back_when_get_account_fails(
+    settings, fresh_state, client, monkeypatch, caplog
+):
+    from campaigns.ses import ses_client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
+    ses_client.cache_clear()
+    settings.SES_MAX_SEND_RATE = 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
+            assert ses_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
+    finally:
+        ses_client.cache_clear()
+    assert "ses GetAccount failed (EndpointConnectionError)" in caplog.text
+    assert "127.0.0.1" not in caplog.text
+    # Remembered briefly, so the failure is retried soon but not on every send.
+    assert 0 < client.ttl(_rate_cache_key(settings)) <= ratelimit.RATE_FAILURE_CACHE_SECONDS
+
+
+@needs_redis
+def test_accessor_shares_redis_and_falls_back_to_process_memory(settings, fresh_state):
+    settings.SES_MAX_SEND_RATE = 400
+    settings.REDIS_URL = REDIS_URL
+    limiter = ses_rate_limiter()
+    assert isinstance(limiter, RateLimiter)
+    assert limiter.key == f"ratelimit:ses-send:{settings.AWS_SES_REGION}"
+    assert (limiter.rate, limiter.burst) == (400, 50)  # burst: at least one SendBulkEmail
+    assert ses_rate_limiter() is limiter
+
+    ratelimit.ses_rate_limiter_reset()
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "filesystem://"  # the demo
+    local = ses_rate_limiter()
+    assert isinstance(local, LocalRateLimiter)
+    assert local.acquire(50, timeout=0) is True
