@@ -66,3 +66,27 @@ def test_schedule_button_schedules_at_the_chosen_time(page, live_server):
     page.wait_for_selector("text=Unschedule: done.")
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_progress_updates_live_with_rate_and_eta(page, live_server):
+    from campaigns.models import Notification
+
+    campaign = CampaignFactory(contact_list=list_with_contacts(100))
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    Notification.objects.bulk_create(
+        [Notification(campaign=campaign, contact=c) for c in campaign.contact_list.contacts.all()]
+    )
+    page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
+    page.wait_for_timeout(2500)  # the first poll: the baseline of the rate
+
+    ids = list(Notification.objects.filter(campaign=campaign).values_list("id", flat=True)[:40])
+    Notification.objects.filter(id__in=ids).update(status="sent", message_id="m")
+
+    page.wait_for_function(
+        "document.querySelector('[data-field=done]').textContent === '40'", timeout=10_000
+    )
+    page.wait_for_function(
+        "document.querySelector('[data-field=rate]').textContent.includes('left')",
+        timeout=10_000,
+    )
+    assert "/s" in page.inner_text("[data-field=rate]")
