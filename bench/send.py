@@ -251,6 +251,13 @@ def main() -> int:
         .first()
     )
     seconds = last.timestamp() - sent_wall
+    first = (
+        Notification.objects.filter(campaign_id=campaign_id, status="sent")
+        .order_by("updated_at")
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    first_after = first.timestamp() - sent_wall if first else None
     with urllib.request.urlopen(f"{ses_url}/_local/stats?header=X-Campaign:{campaign_id}") as r:  # noqa: S310
         stats = json.loads(r.read())
     statuses = dict(
@@ -269,6 +276,7 @@ def main() -> int:
         "path": args.path,
         "workers": args.workers,
         "seconds": round(seconds, 2),
+        "first_sent_after_s": round(first_after, 2) if first_after is not None else None,
         "recipients_per_s": round(args.n / seconds),
         "cpu_s_per_1000": round(1000 * cpu / args.n, 3),
         "peak_rss_mb": round(rss, 1),

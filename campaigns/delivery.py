@@ -16,8 +16,9 @@ import functools
 import json
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from anymail.exceptions import AnymailAPIError
 from anymail.message import AnymailMessage
@@ -39,7 +40,9 @@ N = Notification.Status
 # SES SendBulkEmail takes at most 50 entries per call.
 GROUP_SIZE = 50
 TOKEN_FIELD = "_t"  # noqa: S105 (a template field name, not a secret)
-# SendEmail calls in flight at once per worker process on the rendered path.
+# SES calls in flight at once per worker process: SendBulkEmail groups on the bulk path,
+# SendEmail messages on the rendered path.
+BULK_IN_FLIGHT = 4
 RENDERED_CONCURRENCY = 8
 THROTTLE_CODES = {"TooManyRequestsException", "Throttling", "ThrottlingException"}
 
@@ -100,21 +103,34 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     sendable = [(nid, contacts[cid]) for nid, cid in claimed if nid not in skipped_ids]
 
     compiled = campaign_compiled_template(campaign)
-    send = _send_rendered if campaign.send_path == Campaign.SendPath.RENDERED else _send_bulk
+    rendered = campaign.send_path == Campaign.SendPath.RENDERED
     # Below 50 recipients/s (new SES accounts: 1 to 14), a group of 50 would be several
     # seconds' worth in one call: send at most one second's worth per call.
     group_size = min(GROUP_SIZE, max(1, int(ses_send_rate())))
+    in_flight: deque[Future] = deque()
+    throttled = False
     for start in range(0, len(sendable), group_size):
         group = sendable[start : start + group_size]
         # One Redis round-trip, then a sleep until this group's slot (one rate for all
         # workers). No slot within the max wait, or no Redis: handled like SES throttling.
-        paced = limiter.acquire(len(group), timeout=settings.SES_SEND_RATE_MAX_WAIT_SECONDS)
-        if not paced or not send(campaign, compiled, group, result):
-            # Throttled: give back every row of the batch not yet answered, and stop.
-            rest = [nid for nid, _ in sendable[start:]]
-            result.released = ledger_transition(ids=rest, from_statuses={N.SENDING}, to=N.CREATED)
-            result.retry = True
+        if not limiter.acquire(len(group), timeout=settings.SES_SEND_RATE_MAX_WAIT_SECONDS):
+            throttled = True
             break
+        if rendered:  # its messages are already sent in parallel, group by group
+            throttled = _record(campaign, _send_rendered(campaign, compiled, group), result)
+        else:
+            in_flight.append(_group_pool().submit(_send_bulk, campaign, compiled, group))
+            while len(in_flight) >= BULK_IN_FLIGHT or (in_flight and in_flight[0].done()):
+                throttled |= _record(campaign, in_flight.popleft().result(), result)
+        if throttled:
+            break
+    while in_flight:  # every call made is answered and recorded, throttled or not
+        throttled |= _record(campaign, in_flight.popleft().result(), result)
+    if throttled:
+        # Give back every row of the batch not yet answered; the task retries later.
+        rest = [nid for nid, _ in sendable]
+        result.released = ledger_transition(ids=rest, from_statuses={N.SENDING}, to=N.CREATED)
+        result.retry = True
     logger.info(
         "batch campaign=%s path=%s ids=%s-%s claimed=%s sent=%s failed=%s unknown=%s "
         "skipped=%s released=%s",
@@ -132,6 +148,13 @@ def ses_connection():
     connection = get_connection(settings.SES_EMAIL_BACKEND)
     connection.open()
     return connection
+
+
+@functools.cache
+def _group_pool() -> ThreadPoolExecutor:
+    # Bulk path: a few SendBulkEmail calls in flight per process, so the wait for one answer
+    # (~10 ms for 50 entries) overlaps with preparing the next group.
+    return ThreadPoolExecutor(max_workers=BULK_IN_FLIGHT, thread_name_prefix="ses-bulk")
 
 
 @functools.cache
@@ -165,8 +188,17 @@ def _merge_data(nid: int, contact: dict, fields: frozenset[str]) -> dict[str, st
     }
 
 
-def _send_bulk(campaign, compiled: CompiledTemplate, group, result: BatchResult) -> bool:
-    """One SendBulkEmail with the stored template; record each answer. False if throttled."""
+@dataclass
+class GroupOutcome:
+    """What SES answered for one group: {id: MessageId}, {id: (verdict, reason)}, throttled."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    throttled: bool = False
+
+
+def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
+    """One SendBulkEmail with the stored template. Runs in a pool thread: no database."""
     fields = compiled.fields - {TOKEN_FIELD}
     by_email = {contact["email"]: nid for nid, contact in group}
     message = AnymailMessage(
@@ -180,30 +212,26 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group, result: BatchResult)
         contact["email"]: _merge_data(nid, contact, fields) for nid, contact in group
     }
     message.extra_headers = {"X-Campaign": str(campaign.pk)}
-    ids = list(by_email.values())
     try:
         message.send()
     except AnymailAPIError as err:
         verdict = classify_send_error(err)
         if verdict == "retry":
-            return False
-        _record_errors(campaign, {nid: (verdict, _reason(err)) for nid in ids}, result)
-        return True
+            return GroupOutcome(throttled=True)
+        return GroupOutcome(errors={nid: (verdict, _reason(err)) for nid in by_email.values()})
 
-    accepted, refused = {}, []
+    outcome = GroupOutcome()
     for email, status in message.anymail_status.recipients.items():
         nid = by_email[email]
         if status.status == "queued" and status.message_id:
-            accepted[nid] = status.message_id
+            outcome.accepted[nid] = status.message_id
         else:
-            refused.append(nid)
-    _record_accepted(accepted, result)
-    _record_errors(campaign, {nid: ("failed", "refused by SES") for nid in refused}, result)
-    return True
+            outcome.errors[nid] = ("failed", "refused by SES")
+    return outcome
 
 
-def _send_rendered(campaign, compiled: CompiledTemplate, group, result: BatchResult) -> bool:
-    """One SendEmail per recipient, rendered here; record each answer. False if throttled."""
+def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
+    """One SendEmail per recipient, rendered here, several in flight. No database."""
     fields = compiled.fields - {TOKEN_FIELD}
     from_email = campaign.from_email or settings.DEFAULT_FROM_EMAIL
 
@@ -225,32 +253,28 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group, result: BatchRes
             return nid, classify_send_error(err), _reason(err)
         return nid, "sent", message.anymail_status.message_id
 
-    outcomes = list(_rendered_pool().map(lambda item: send_one(*item), group))
-    accepted = {nid: value for nid, verdict, value in outcomes if verdict == "sent"}
-    _record_accepted(accepted, result)
-    _record_errors(
-        campaign,
-        {
-            nid: (verdict, value)
-            for nid, verdict, value in outcomes
-            if verdict in ("failed", "unknown")
-        },
-        result,
-    )
-    return not any(verdict == "retry" for _, verdict, _ in outcomes)
+    outcome = GroupOutcome()
+    for nid, verdict, value in _rendered_pool().map(lambda item: send_one(*item), group):
+        if verdict == "sent":
+            outcome.accepted[nid] = value
+        elif verdict == "retry":
+            outcome.throttled = True  # this row stays `sending` until the batch releases it
+        else:
+            outcome.errors[nid] = (verdict, value)
+    return outcome
 
 
-def _record_accepted(accepted: dict[int, str], result: BatchResult) -> None:
+def _record(campaign, outcome: GroupOutcome, result: BatchResult) -> bool:
+    """Write one group's answers to the ledger; True if SES throttled (part of) it."""
     result.sent += ledger_transition(
-        ids=list(accepted), from_statuses={N.SENDING}, to=N.SENT, message_ids=accepted
+        ids=list(outcome.accepted),
+        from_statuses={N.SENDING},
+        to=N.SENT,
+        message_ids=outcome.accepted,
     )
-
-
-def _record_errors(campaign, errors: dict[int, tuple[str, str]], result: BatchResult) -> None:
-    """errors: {notification id: ("failed" | "unknown", reason)}, recorded per reason."""
     by_outcome: dict[tuple[str, str], list[int]] = {}
-    for nid, outcome in errors.items():
-        by_outcome.setdefault(outcome, []).append(nid)
+    for nid, verdict_reason in outcome.errors.items():
+        by_outcome.setdefault(verdict_reason, []).append(nid)
     for (verdict, reason), ids in by_outcome.items():
         to = N.FAILED if verdict == "failed" else N.UNKNOWN
         moved = ledger_transition(ids=ids, from_statuses={N.SENDING}, to=to, reason=reason)
@@ -259,6 +283,7 @@ def _record_errors(campaign, errors: dict[int, tuple[str, str]], result: BatchRe
         else:
             result.unknown += moved
         logger.warning("send %s campaign=%s rows=%s reason=%s", to, campaign.pk, moved, reason)
+    return outcome.throttled
 
 
 _ADDRESS = re.compile(r"[^\s<>(),;:\"']+@[^\s<>(),;:\"']+")
