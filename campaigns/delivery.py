@@ -127,10 +127,16 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     while in_flight:  # every call made is answered and recorded, throttled or not
         throttled |= _record(campaign, in_flight.popleft().result(), result)
     if throttled:
-        # Give back every row of the batch not yet answered; the task retries later.
+        # Give back every row of the batch not yet answered; the task retries later. If the
+        # campaign was cancelled meanwhile, nothing will retry: record them as skipped.
         rest = [nid for nid, _ in sendable]
-        result.released = ledger_transition(ids=rest, from_statuses={N.SENDING}, to=N.CREATED)
-        result.retry = True
+        if Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.CANCELLED).exists():
+            result.skipped += ledger_transition(
+                ids=rest, from_statuses={N.SENDING}, to=N.SKIPPED, reason="campaign cancelled"
+            )
+        else:
+            result.released = ledger_transition(ids=rest, from_statuses={N.SENDING}, to=N.CREATED)
+            result.retry = True
     logger.info(
         "batch campaign=%s path=%s ids=%s-%s claimed=%s sent=%s failed=%s unknown=%s "
         "skipped=%s released=%s",

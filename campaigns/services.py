@@ -292,8 +292,18 @@ def campaigns_start_due() -> list[int]:
 
 
 def campaigns_sweep() -> None:
-    """Find stuck work (beat): rows whose batch died, lost batches, finished campaigns."""
+    """Find stuck work (beat): rows whose batch died, lost batches, finished campaigns, and
+    rows a throttled batch gave back just as its campaign was cancelled."""
     now = timezone.now()
+    leftovers = Notification.objects.filter(
+        campaign__status=C.CANCELLED, status=N.CREATED
+    ).values_list("id", flat=True)
+    ledger.ledger_transition(
+        ids=list(leftovers[:10_000]),
+        from_statuses={N.CREATED},
+        to=N.SKIPPED,
+        reason="campaign cancelled",
+    )
     for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
         rows = Notification.objects.filter(campaign_id=campaign_id)
         stale = rows.filter(status=N.SENDING, updated_at__lt=now - SENDING_LEASE)

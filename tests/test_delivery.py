@@ -254,3 +254,23 @@ def test_sending_is_paced_by_the_shared_rate_limit(started, ses, settings):
     finally:
         settings.SES_MAX_SEND_RATE = 0
         ses_rate_limiter_reset()
+
+
+def test_rows_given_back_after_a_cancel_are_skipped_not_stranded(started, ses, monkeypatch):
+    ses.faults(throttle=1.0)
+    record = delivery._record
+
+    def cancelled_while_in_flight(campaign, outcome, result):
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.CANCELLED)
+        return record(campaign, outcome, result)
+
+    monkeypatch.setattr(delivery, "_record", cancelled_while_in_flight)
+    result = _deliver(started)
+    assert not result.retry  # nothing would ever run the retry of a cancelled campaign
+    assert _statuses(started) == {N.SKIPPED: 120}
+
+
+def test_sweeper_skips_created_rows_left_in_a_cancelled_campaign(started):
+    Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.CANCELLED)
+    services.campaigns_sweep()
+    assert _statuses(started) == {N.SKIPPED: 120}
