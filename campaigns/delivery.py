@@ -111,15 +111,13 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     throttled = False
     for start in range(0, len(sendable), group_size):
         group = sendable[start : start + group_size]
-        # One Redis round-trip, then a sleep until this group's slot (one rate for all
-        # workers). No slot within the max wait, or no Redis: handled like SES throttling.
-        if not limiter.acquire(len(group), timeout=settings.SES_SEND_RATE_MAX_WAIT_SECONDS):
-            throttled = True
-            break
         if rendered:  # its messages are already sent in parallel, group by group
-            throttled = _record(campaign, _send_rendered(campaign, compiled, group), result)
+            outcome = _paced(limiter, _send_rendered, campaign, compiled, group)
+            throttled = _record(campaign, outcome, result)
         else:
-            in_flight.append(_group_pool().submit(_send_bulk, campaign, compiled, group))
+            in_flight.append(
+                _group_pool().submit(_paced, limiter, _send_bulk, campaign, compiled, group)
+            )
             while len(in_flight) >= BULK_IN_FLIGHT or (in_flight and in_flight[0].done()):
                 throttled |= _record(campaign, in_flight.popleft().result(), result)
         if throttled:
@@ -192,6 +190,16 @@ def _merge_data(nid: int, contact: dict, fields: frozenset[str]) -> dict[str, st
         ),
         TOKEN_FIELD: token_for(nid),
     }
+
+
+def _paced(limiter, send, campaign, compiled, group) -> "GroupOutcome":
+    """Wait for the group's send slot, then send it. The slot is taken right before the call,
+    on the thread that makes it, so calls reach SES in slot order and at slot time (taken
+    earlier, a call queued behind others would arrive late and bunch up with later ones).
+    One Redis round-trip; no slot within the max wait, or no Redis: like SES throttling."""
+    if not limiter.acquire(len(group), timeout=settings.SES_SEND_RATE_MAX_WAIT_SECONDS):
+        return GroupOutcome(throttled=True)
+    return send(campaign, compiled, group)
 
 
 @dataclass
