@@ -1,6 +1,8 @@
 """Fixtures for real components: the local SES endpoint as a process, a real Celery worker
 process, and Celery in eager mode for in-process tests that want the whole send path."""
 
+import contextlib
+import itertools
 import json
 import os
 import signal
@@ -175,3 +177,219 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 hypothesis_settings.register_profile("default", derandomize=True, deadline=None)
 hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
 hypothesis_settings.load_profile("default")
+
+
+# -- fault injection: several worker processes that can be killed, and a restartable Redis ----
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The direct children of `pid` (the prefork pool's processes, for a worker), from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid …": comm may hold spaces or parentheses, so split after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+class KillableWorker(WorkerProcess):
+    """A `celery worker` in its own session (process group), so all of it can be SIGKILLed."""
+
+    def __init__(self, process: subprocess.Popen, log: Path, name: str):
+        super().__init__(process, log)
+        self.name = name
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def pool_pids(self) -> list[int]:
+        return _child_pids(self.process.pid)
+
+    def _inspect(self, method: str) -> list[dict] | None:
+        """Its answer to a Celery control query; None if it did not answer (not connected)."""
+        from config.celery import app
+
+        inspector = app.control.inspect(destination=[self.name], timeout=2.0, limit=1)
+        return (getattr(inspector, method)() or {}).get(self.name)
+
+    def active(self) -> list[dict]:
+        """The tasks its pool processes are running (with `worker_pid` and `args`)."""
+        return self._inspect("active") or []
+
+    def idle(self) -> bool:
+        """Answering, and nothing running, nothing reserved, no retry waiting for its
+        countdown."""
+        return all(self._inspect(method) == [] for method in ("active", "reserved", "scheduled"))
+
+    def kill_pids(self, pids) -> None:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker, main process and pool alike (a machine dying)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if not self.alive:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+_worker_names = itertools.count(1)
+
+
+class CeleryWorkers:
+    """Starts real worker processes on the test database, Redis and `ses` (each may be killed)."""
+
+    def __init__(self, ses_url: str, tmp_path: Path):
+        self.ses_url = ses_url
+        self.tmp_path = tmp_path
+        self.workers: list[KillableWorker] = []
+
+    def start(self, *, concurrency: int = 2, env: dict | None = None) -> KillableWorker:
+        index = len(self.workers) + 1
+        name = f"fault{next(_worker_names)}-{os.getpid()}@test"  # unique in the session
+        log = self.tmp_path / f"worker{index}.log"
+        worker_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": _test_database_url(),
+            "AWS_ENDPOINT_URL_SESV2": self.ses_url,
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q",
+                 "transactional,bulk,periodic", "--concurrency", str(concurrency),
+                 "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", name],
+                cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        worker = KillableWorker(process, log, name)
+        self.workers.append(worker)
+        wait_for(
+            lambda: "ready." in worker.output() or not worker.alive,
+            timeout=60,
+            interval=0.1,
+            message=f"worker {name} ready",
+        )
+        assert worker.alive, f"worker died:\n{worker.output()}"
+        return worker
+
+    def live(self) -> list[KillableWorker]:
+        return [worker for worker in self.workers if worker.alive]
+
+    def quiescent(self) -> bool:
+        """No task queued, running, reserved or waiting for a retry countdown, in any live
+        worker: whatever is still `created` or `sending` now has no batch that will touch it."""
+        return _queued("bulk") == 0 and all(worker.idle() for worker in self.live())
+
+    def wait_quiescent(self, *, timeout: float = 60) -> None:
+        # Twice in a row: a message can be between the queue and a worker for an instant.
+        wait_for(
+            lambda: self.quiescent() and self.quiescent(),
+            timeout=timeout,
+            interval=0.5,
+            message="workers idle\n" + "\n".join(w.output()[-3000:] for w in self.live()),
+        )
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.output()[-5000:]}" for w in self.workers)
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.alive:
+                worker.stop()
+
+
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5)
+
+
+def _queued(queue: str) -> int:
+    return _redis().llen(queue)
+
+
+def _forget_broker_state() -> None:
+    """Empty the queues, the messages killed workers had taken (kombu keeps them `unacked` for
+    the visibility timeout, an hour) and the send-rate state: nothing carries over."""
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("transactional", "bulk", "periodic"):
+            conn.default_channel.queue_purge(queue)
+    client = _redis()
+    stale = ["unacked", "unacked_index", *client.scan_iter("ratelimit:*")]
+    client.delete(*stale)
+
+
+@pytest.fixture
+def celery_workers(ses, tmp_path, transactional_db):
+    """A factory of real worker processes (`celery_workers.start(concurrency=…, env=…)`), all
+    stopped at the end; each can be SIGKILLed whole or pool process by pool process."""
+    _forget_broker_state()
+    workers = CeleryWorkers(ses.url, tmp_path)
+    yield workers
+    workers.stop_all()
+    _forget_broker_state()
+
+
+class RedisServer:
+    """The Redis scripts/with-services.sh started, stopped and started again on the same port
+    with the same settings (no persistence: a restart loses every queued message)."""
+
+    def __init__(self):
+        self.client = _redis()
+        config = {}
+        for key in ("port", "bind", "dir", "pidfile", "logfile"):
+            config.update(self.client.config_get(key))
+        self.config = config
+
+    def running(self) -> bool:
+        try:
+            return bool(_redis().ping())
+        except Exception:  # noqa: BLE001 (any failure means not answering)
+            return False
+
+    def stop(self) -> None:
+        import redis
+
+        # The server closes the connection as it goes.
+        with contextlib.suppress(redis.ConnectionError):
+            self.client.shutdown(nosave=True)
+        wait_for(lambda: not self.running(), timeout=10, message="redis stopped")
+
+    def start(self) -> None:
+        config = self.config
+        subprocess.run(
+            ["redis-server", "--port", config["port"], "--bind", config["bind"] or "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "yes",
+             "--pidfile", config["pidfile"], "--dir", config["dir"],
+             "--logfile", config["logfile"]],
+            check=True,
+        )  # fmt: skip
+        wait_for(self.running, timeout=10, message="redis started")
+
+
+@pytest.fixture
+def redis_server():
+    """The test session's Redis, restartable; left running whatever the test did."""
+    server = RedisServer()
+    yield server
+    if not server.running():
+        server.start()
