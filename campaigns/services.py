@@ -304,9 +304,13 @@ def campaigns_sweep() -> None:
         to=N.SKIPPED,
         reason="campaign cancelled",
     )
-    for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
-        rows = Notification.objects.filter(campaign_id=campaign_id)
-        stale = rows.filter(status=N.SENDING, updated_at__lt=now - SENDING_LEASE)
+    # A batch can die in any campaign state: cancel and pause let in-flight groups finish, and
+    # the worker running them may be killed before they do.
+    in_flight = Campaign.objects.filter(status__in=[C.SENDING, C.PAUSED, C.CANCELLED])
+    for campaign_id in in_flight.values_list("id", flat=True):
+        stale = Notification.objects.filter(
+            campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - SENDING_LEASE
+        )
         flagged = ledger.ledger_transition(
             ids=list(stale.values_list("id", flat=True)),
             from_statuses={N.SENDING},
@@ -315,6 +319,8 @@ def campaigns_sweep() -> None:
         )
         if flagged:
             logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
+    for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
+        rows = Notification.objects.filter(campaign_id=campaign_id)
         # Batches are alive while any row moves; a campaign whose rows all sat still for the
         # grace period while some are `created` has lost its batches.
         with transaction.atomic():

@@ -153,6 +153,7 @@ class Handler(BaseHTTPRequestHandler):
         self._respond(status, json.dumps(obj).encode(), headers=headers)
 
     def _handle(self, method: str) -> None:
+        received = time.time()  # the request line and headers are in: the call has arrived
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
@@ -162,7 +163,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(400, {"message": "Unreadable request body."})
             return
         if url.path.startswith("/v2/"):
-            self._api(method, url.path, query, body)
+            self._api(method, url.path, query, body, received)
             return
         try:
             self._local(method, url.path, query, body)
@@ -172,12 +173,14 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- SES API ---------------------------------------------------------------------
 
-    def _api(self, method: str, path: str, query: dict[str, str], raw_body: bytes) -> None:
+    def _api(
+        self, method: str, path: str, query: dict[str, str], raw_body: bytes, received: float
+    ) -> None:
         started = time.perf_counter()
         backend = self.server.backend
         op, params = _route(method, path)
         request_id = str(uuid.uuid4())
-        ctx = CallContext(api=op or "Unknown")
+        ctx = CallContext(api=op or "Unknown", received=received)
         error_code = None
         try:
             auth = self.headers.get("Authorization", "")

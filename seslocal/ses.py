@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,10 @@ class CallContext:
     """Per-call bookkeeping: counters to bump and a few numbers for the log line."""
 
     api: str
+    # When the request reached the endpoint: a message's timestamp. Stamped at arrival rather
+    # than after parsing and rendering, so a busy endpoint does not bunch calls that arrived
+    # evenly (the send-rate tests read these stamps).
+    received: float = field(default_factory=time.time)
     counters: list[str] = field(default_factory=list)
     log: dict[str, Any] = field(default_factory=dict)
 
@@ -371,6 +376,7 @@ class SesBackend:
 
         message = OutMessage(
             message_id=new_message_id(),
+            created=ctx.received,
             api="SendEmail",
             from_addr=from_addr,
             recipients=recipients,
@@ -463,6 +469,7 @@ class SesBackend:
                 continue
             message = OutMessage(
                 message_id=new_message_id(),
+                created=ctx.received,
                 api="SendBulkEmail",
                 from_addr=from_addr,
                 recipients=recipients,

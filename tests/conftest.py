@@ -213,11 +213,23 @@ class KillableWorker(WorkerProcess):
         return _child_pids(self.process.pid)
 
     def _inspect(self, method: str) -> list[dict] | None:
-        """Its answer to a Celery control query; None if it did not answer (not connected)."""
+        """Its answer to a Celery control query; None if it did not answer (not connected,
+        or the broker cannot be reached from here right now)."""
+        import redis
+        from kombu.exceptions import OperationalError
+
         from config.celery import app
 
-        inspector = app.control.inspect(destination=[self.name], timeout=2.0, limit=1)
-        return (getattr(inspector, method)() or {}).get(self.name)
+        # A connection of its own, not one from the app's pool: a pooled one may point at a
+        # Redis that has been restarted since ("Connection closed by server").
+        try:
+            with app.connection_for_write() as connection:
+                inspector = app.control.inspect(
+                    destination=[self.name], timeout=2.0, limit=1, connection=connection
+                )
+                return (getattr(inspector, method)() or {}).get(self.name)
+        except (OSError, redis.RedisError, OperationalError):
+            return None
 
     def active(self) -> list[dict]:
         """The tasks its pool processes are running (with `worker_pid` and `args`)."""

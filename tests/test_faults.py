@@ -278,13 +278,6 @@ def test_throttling_and_5xx_lose_nothing_send_nothing_twice_and_keep_the_rate(
 # -- 3. Redis restarted mid-campaign -----------------------------------------------------------
 
 
-@pytest.mark.skip(
-    reason=(
-        "Flaky in the full suite (passes alone): a client in the test process sees "
-        "'ConnectionError: Connection closed by server' while Redis restarts; the fixture "
-        "must reconnect or wait before touching Redis. To fix next (issue 3 notes)."
-    )
-)
 def test_redis_restart_mid_campaign_completes_without_duplicates(ses, celery_workers, redis_server):
     """Redis (the broker and the rate limiter) stops mid-campaign and comes back empty: the
     queued batches are lost with it. Batches in flight release their rows (the limiter is
@@ -392,3 +385,28 @@ def test_cancel_while_a_batch_is_throttled_leaves_no_row_created(ses, celery_wor
     assert counts[N.SKIPPED] > 0
     assert counts[N.CREATED] == 0, counts
     assert counts[N.SENT] + counts[N.SKIPPED] == recipients, counts
+
+
+def test_worker_killed_after_cancel_leaves_no_row_sending(ses, celery_workers):
+    """Cancel lets in-flight groups finish; if the worker dies first, the sweeper still flags
+    its rows unknown once the lease runs out (it once looked at sending campaigns only)."""
+    recipients = 1000
+    ses.faults(latency_ms=1000)  # a batch's 10 calls (4 in flight) take a few seconds
+    worker = celery_workers.start(concurrency=1)
+    campaign = make_campaign(recipients, "cancelkill")
+    services.campaign_send_now(campaign=campaign)
+
+    wait_for(lambda: batch_in_progress(worker, campaign), timeout=60, message="a batch mid-way")
+    services.campaign_cancel(campaign=campaign)  # in-flight groups are let finish…
+    worker.kill()  # …but the worker dies before they do
+    in_doubt = statuses(campaign)[N.SENDING]
+    assert in_doubt > 0, statuses(campaign)
+    assert status_of(campaign) == Campaign.Status.CANCELLED
+
+    sweep_as_if_minutes_passed(campaign)  # the lease ran out long ago (no worker is left)
+
+    counts = statuses(campaign)
+    assert counts[N.SENDING] == 0, counts
+    assert counts[N.UNKNOWN] == in_doubt, counts
+    assert counts[N.SENT] + counts[N.SKIPPED] + counts[N.UNKNOWN] == recipients, counts
+    assert_at_most_once(ses, campaign, recipients)
