@@ -48,6 +48,9 @@ class Membership(models.Model):
     contact_list = models.ForeignKey(ContactList, on_delete=models.CASCADE)
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Unsubscribed from this list only (from all mail: Contact.status). Kept, not deleted, so
+    # a re-import of the same CSV cannot subscribe them again.
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

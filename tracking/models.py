@@ -14,11 +14,26 @@ class Event(models.Model):
         FAILED = "failed"
         OPENED = "opened"
         CLICKED = "clicked"
+        UNSUBSCRIBED = "unsubscribed"
+        RENDERING_FAILED = "render_fail"  # SES could not render a stored template
+        SUBSCRIPTION = "subscription"  # SES subscription-management event
         UNKNOWN = "unknown"
 
     class Source(models.TextChoices):
         TRACKING = "tracking"  # our pixel and redirect views
         SES = "ses"  # SES event publishing through SNS
+        SES_FILE = "ses_file"  # SES events imported from files (Firehose to S3, JSON lines)
+        RECIPIENT = "recipient"  # the recipient's own action on our pages (unsubscribe)
+
+    class Verdict(models.TextChoices):
+        """For opens and clicks: was it a person, or software fetching on their behalf?"""
+
+        HUMAN = "human"
+        MACHINE = "machine"
+
+    class BounceType(models.TextChoices):
+        HARD = "hard"  # SES Permanent: the address does not work
+        SOFT = "soft"  # SES Transient / Undetermined: it may work later
 
     id = models.BigAutoField(primary_key=True)
     type = models.CharField(max_length=12, choices=Type.choices)
@@ -35,6 +50,10 @@ class Event(models.Model):
     # SNS MessageId (+ recipient) for SES events: a redelivered notification is recorded once.
     esp_event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
     description = models.CharField(max_length=300, blank=True)
+    # Opens and clicks: the verdict and the rule that gave it (e.g. "apple-mpp", "scanner-ua").
+    verdict = models.CharField(max_length=8, choices=Verdict.choices, blank=True)
+    verdict_reason = models.CharField(max_length=40, blank=True)
+    bounce_type = models.CharField(max_length=4, choices=BounceType.choices, blank=True)
     payload = models.JSONField(null=True, blank=True)  # the raw SES event, where it came from SES
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -43,3 +62,62 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} event #{self.pk}"
+
+
+class PendingEspEvent(models.Model):
+    """An SES event that names a message we have not recorded yet (the event outran the send's
+    own bookkeeping, or came from a file first): kept and retried, never dropped."""
+
+    esp_event_id = models.CharField(max_length=200, unique=True)
+    message_id = models.CharField(max_length=100, db_index=True)
+    source = models.CharField(max_length=10, choices=Event.Source.choices)
+    payload = models.JSONField()  # the raw SES event
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"pending SES event #{self.pk}"
+
+
+class CampaignCounter(models.Model):
+    """Report counts kept incrementally (one row per campaign and name, added to with an
+    upsert), so a report never scans a million-row ledger or event table."""
+
+    campaign = models.ForeignKey(
+        "campaigns.Campaign", on_delete=models.CASCADE, related_name="counters"
+    )
+    name = models.CharField(max_length=40)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "name"], name="uniq_campaign_counter")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} (campaign {self.campaign_id})"
+
+
+class FirstEngagement(models.Model):
+    """The first open / click (all, and human only) of a notification: inserting with ON
+    CONFLICT DO NOTHING tells whether an event is the first of its kind, which is what the
+    unique counters count."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open"
+        CLICK = "click"
+        HUMAN_OPEN = "human_open"
+        HUMAN_CLICK = "human_click"
+
+    notification = models.ForeignKey("campaigns.Notification", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "kind"], name="uniq_first_engagement")
+        ]
+
+    def __str__(self) -> str:
+        return f"first {self.kind} of notification {self.notification_id}"
