@@ -12,6 +12,8 @@ Names (one row per campaign and name):
   human_opens, human_clicks, unique_human_opens, unique_human_clicks
   unsubscribed
   link:<index>:clicks, link:<index>:unique_clicks, link:<index>:human_clicks
+  opens@<YYYY-MM-DDTHH>, clicks@<…>, human_opens@<…>, human_clicks@<…>   per UTC hour (the
+                                            report's timeline chart)
 """
 
 from collections.abc import Mapping

@@ -3,7 +3,7 @@
 from anymail.signals import tracking
 from django.dispatch import receiver
 
-from tracking.services import esp_event_record
+from tracking.esp_events import esp_event_record
 
 
 @receiver(tracking, dispatch_uid="tracking.esp_event_record")
