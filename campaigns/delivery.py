@@ -27,11 +27,12 @@ from django.conf import settings
 from django.core.mail import get_connection
 from django.db import transaction
 
-from campaigns.ledger import ledger_claim, ledger_transition
-from campaigns.models import Campaign, Contact, Notification
+from campaigns.ledger import ClaimedRow, ledger_claim, ledger_transition
+from campaigns.models import Campaign, Notification
 from campaigns.ratelimit import ses_rate_limiter, ses_send_rate
 from campaigns.services import contact_merge_data
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
+from tracking.counters import counters_add
 from tracking.tokens import token_for
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ N = Notification.Status
 # SES SendBulkEmail takes at most 50 entries per call.
 GROUP_SIZE = 50
 TOKEN_FIELD = "_t"  # noqa: S105 (a template field name, not a secret)
+# Template fields that are contact columns; any other field is read from `attributes`.
+CONTACT_FIELDS = frozenset({"email", "first_name", "last_name"})
 # SES calls in flight at once per worker process: SendBulkEmail groups on the bulk path,
 # SendEmail messages on the rendered path.
 BULK_IN_FLIGHT = 4
@@ -83,26 +86,33 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
         return result  # paused or cancelled: leave the rows; resume enqueues them again
     limiter = ses_rate_limiter()  # before the claim: a bad setting fails with nothing claimed
 
+    compiled = campaign_compiled_template(campaign)
+    fields = compiled.fields - {TOKEN_FIELD}
     with transaction.atomic():
-        claimed = ledger_claim(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
+        claimed = ledger_claim(
+            campaign_id=campaign_id,
+            contact_list_id=campaign.contact_list_id,
+            first_id=first_id,
+            last_id=last_id,
+            attributes=sorted(fields - CONTACT_FIELDS),
+        )
     result.claimed = len(claimed)
     if not claimed:
         return result
 
-    contacts = {
-        row["id"]: row
-        for row in Contact.objects.filter(id__in=[cid for _, cid in claimed]).values(
-            "id", "email", "first_name", "last_name", "attributes", "status"
-        )
-    }
-    skipped = [nid for nid, cid in claimed if contacts[cid]["status"] != Contact.Status.ACTIVE]
-    result.skipped = ledger_transition(
-        ids=skipped, from_statuses={N.SENDING}, to=N.SKIPPED, reason="contact not active"
-    )
-    skipped_ids = set(skipped)
-    sendable = [(nid, contacts[cid]) for nid, cid in claimed if nid not in skipped_ids]
+    by_reason: dict[str, list[int]] = {}
+    for row in claimed:
+        if row.skip_reason:
+            by_reason.setdefault(row.skip_reason, []).append(row.id)
+    for reason, ids in by_reason.items():
+        with transaction.atomic():
+            moved = ledger_transition(
+                ids=ids, from_statuses={N.SENDING}, to=N.SKIPPED, reason=reason
+            )
+            counters_add(campaign_id=campaign_id, deltas={"skipped": moved})
+        result.skipped += moved
+    sendable = [row for row in claimed if not row.skip_reason]
 
-    compiled = campaign_compiled_template(campaign)
     rendered = campaign.send_path == Campaign.SendPath.RENDERED
     # Below 50 recipients/s (new SES accounts: 1 to 14), a group of 50 would be several
     # seconds' worth in one call: send at most one second's worth per call.
@@ -127,11 +137,14 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     if throttled:
         # Give back every row of the batch not yet answered; the task retries later. If the
         # campaign was cancelled meanwhile, nothing will retry: record them as skipped.
-        rest = [nid for nid, _ in sendable]
+        rest = [row.id for row in sendable]
         if Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.CANCELLED).exists():
-            result.skipped += ledger_transition(
-                ids=rest, from_statuses={N.SENDING}, to=N.SKIPPED, reason="campaign cancelled"
-            )
+            with transaction.atomic():
+                moved = ledger_transition(
+                    ids=rest, from_statuses={N.SENDING}, to=N.SKIPPED, reason="campaign cancelled"
+                )
+                counters_add(campaign_id=campaign_id, deltas={"skipped": moved})
+            result.skipped += moved
         else:
             result.released = ledger_transition(ids=rest, from_statuses={N.SENDING}, to=N.CREATED)
             result.retry = True
@@ -179,16 +192,16 @@ def _compile_snapshot(snapshot_json: str, tracking_base_url: str) -> CompiledTem
     return template_compile(template=json.loads(snapshot_json), tracking_base_url=tracking_base_url)
 
 
-def _merge_data(nid: int, contact: dict, fields: frozenset[str]) -> dict[str, str]:
+def _merge_data(row: ClaimedRow, fields: frozenset[str]) -> dict[str, str]:
     return {
         **contact_merge_data(
-            email=contact["email"],
-            first_name=contact["first_name"],
-            last_name=contact["last_name"],
-            attributes=contact["attributes"],
+            email=row.email,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            attributes=row.attributes,
             fields=fields,
         ),
-        TOKEN_FIELD: token_for(nid),
+        TOKEN_FIELD: token_for(row.id),
     }
 
 
@@ -214,7 +227,7 @@ class GroupOutcome:
 def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     """One SendBulkEmail with the stored template. Runs in a pool thread: no database."""
     fields = compiled.fields - {TOKEN_FIELD}
-    by_email = {contact["email"]: nid for nid, contact in group}
+    by_email = {row.email: row.id for row in group}
     message = AnymailMessage(
         from_email=campaign.from_email or settings.DEFAULT_FROM_EMAIL,
         to=list(by_email),
@@ -222,9 +235,7 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     )
     message.template_id = campaign.ses_template_name
     message.merge_global_data = {}
-    message.merge_data = {
-        contact["email"]: _merge_data(nid, contact, fields) for nid, contact in group
-    }
+    message.merge_data = {row.email: _merge_data(row, fields) for row in group}
     message.extra_headers = {"X-Campaign": str(campaign.pk)}
     try:
         message.send()
@@ -249,13 +260,14 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     fields = compiled.fields - {TOKEN_FIELD}
     from_email = campaign.from_email or settings.DEFAULT_FROM_EMAIL
 
-    def send_one(nid: int, contact: dict) -> tuple[int, str, str]:
-        rendered = compiled.render(_merge_data(nid, contact, fields))
+    def send_one(row: ClaimedRow) -> tuple[int, str, str]:
+        nid = row.id
+        rendered = compiled.render(_merge_data(row, fields))
         message = AnymailMessage(
             subject=rendered.subject,
             body=rendered.text,
             from_email=from_email,
-            to=[contact["email"]],
+            to=[row.email],
             headers={"X-Campaign": str(campaign.pk)},
             connection=ses_connection(),
         )
@@ -268,7 +280,7 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
         return nid, "sent", message.anymail_status.message_id
 
     outcome = GroupOutcome()
-    for nid, verdict, value in _rendered_pool().map(lambda item: send_one(*item), group):
+    for nid, verdict, value in _rendered_pool().map(send_one, group):
         if verdict == "sent":
             outcome.accepted[nid] = value
         elif verdict == "retry":
@@ -279,24 +291,28 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
 
 
 def _record(campaign, outcome: GroupOutcome, result: BatchResult) -> bool:
-    """Write one group's answers to the ledger; True if SES throttled (part of) it."""
-    result.sent += ledger_transition(
-        ids=list(outcome.accepted),
-        from_statuses={N.SENDING},
-        to=N.SENT,
-        message_ids=outcome.accepted,
-    )
+    """Write one group's answers to the ledger, and the report's counters with them (one
+    transaction); True if SES throttled (part of) it."""
     by_outcome: dict[tuple[str, str], list[int]] = {}
     for nid, verdict_reason in outcome.errors.items():
         by_outcome.setdefault(verdict_reason, []).append(nid)
-    for (verdict, reason), ids in by_outcome.items():
-        to = N.FAILED if verdict == "failed" else N.UNKNOWN
-        moved = ledger_transition(ids=ids, from_statuses={N.SENDING}, to=to, reason=reason)
-        if to == N.FAILED:
-            result.failed += moved
-        else:
-            result.unknown += moved
-        logger.warning("send %s campaign=%s rows=%s reason=%s", to, campaign.pk, moved, reason)
+    with transaction.atomic():
+        sent = ledger_transition(
+            ids=list(outcome.accepted),
+            from_statuses={N.SENDING},
+            to=N.SENT,
+            message_ids=outcome.accepted,
+        )
+        counts = {"sent": sent, "failed": 0, "unknown": 0}
+        for (verdict, reason), ids in by_outcome.items():
+            to = N.FAILED if verdict == "failed" else N.UNKNOWN
+            moved = ledger_transition(ids=ids, from_statuses={N.SENDING}, to=to, reason=reason)
+            counts[to] += moved
+            logger.warning("send %s campaign=%s rows=%s reason=%s", to, campaign.pk, moved, reason)
+        counters_add(campaign_id=campaign.pk, deltas=counts)
+    result.sent += counts["sent"]
+    result.failed += counts["failed"]
+    result.unknown += counts["unknown"]
     return outcome.throttled
 
 

@@ -4,13 +4,15 @@ Each write is guarded by the statuses it may move from, in the UPDATE's WHERE cl
 workers racing for a row cannot both win, and a late event cannot drag a row backwards.
 """
 
-from collections.abc import Collection, Mapping
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
-from campaigns.models import Notification
+from campaigns.models import Contact, Membership, Notification
 
 S = Notification.Status
 
@@ -34,21 +36,99 @@ def statuses_before(status: str) -> set[str]:
     return {s for s, rank in RANK.items() if RANK[S.SENT] <= rank < RANK[status]}
 
 
-def ledger_claim(*, campaign_id: int, first_id: int, last_id: int) -> list[tuple[int, int]]:
-    """Claim the `created` rows of an id range (created → sending); returns (id, contact_id).
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A claimed notification and what sending it needs from its contact."""
+
+    id: int
+    contact_id: int
+    email: str
+    first_name: str
+    last_name: str
+    attributes: dict[str, object]  # only the attributes asked for
+    # Why it must not be sent after all ("" = send it): the contact's status is not active,
+    # or they left the campaign's list after the audience was frozen.
+    skip_reason: str
+
+
+def ledger_claim(
+    *,
+    campaign_id: int,
+    contact_list_id: int,
+    first_id: int,
+    last_id: int,
+    attributes: Sequence[str] = (),
+) -> list[ClaimedRow]:
+    """Claim the `created` rows of an id range (created → sending), with their contacts.
 
     One statement, committed by the caller before any hand-off: a row is claimed by exactly one
-    batch, and a claimed row is never handed to SES twice (at most once).
+    batch, and a claimed row is never handed to SES twice (at most once). The contact columns
+    come back from the same statement (no second query with a 500-id IN list: that and the
+    ORM's row building were ~20% of a send worker's CPU), and of `attributes` only the
+    template's fields, each extracted by PostgreSQL (no JSON document parsed per contact).
     """
-    table = Notification._meta.db_table
+    n, c, m = (
+        Notification._meta.db_table,
+        Contact._meta.db_table,
+        Membership._meta.db_table,
+    )
+    extract = "".join(", c.attributes -> %s" for _ in attributes)
+    columns = (
+        "c.id, c.email, c.first_name, c.last_name, c.status, "
+        f"m.unsubscribed_at IS NOT NULL{extract}"
+    )
+    joins = (
+        f"JOIN {c} c ON c.id = claimed.contact_id "
+        f"LEFT JOIN {m} m ON m.contact_id = c.id AND m.contact_list_id = %s"
+    )
+    claim = (
+        f"UPDATE {n} SET status = %s, updated_at = %s "  # noqa: S608 (table names are ours)
+        "WHERE campaign_id = %s AND id BETWEEN %s AND %s AND status = %s "
+        "RETURNING id, contact_id"
+    )
+    claim_params = [S.SENDING, timezone.now(), campaign_id, first_id, last_id, S.CREATED]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET status = %s, updated_at = %s "  # noqa: S608 (table name is ours)
-            "WHERE campaign_id = %s AND id BETWEEN %s AND %s AND status = %s "
-            "RETURNING id, contact_id",
-            [S.SENDING, timezone.now(), campaign_id, first_id, last_id, S.CREATED],
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH claimed AS ({claim}) SELECT claimed.id, {columns} FROM claimed {joins} "  # noqa: S608 (table names are ours)
+                "ORDER BY claimed.id",
+                [*claim_params, *attributes, contact_list_id],
+            )
+            rows = cursor.fetchall()
+        else:  # SQLite (the demo) has no UPDATE inside WITH: two statements, same answer
+            cursor.execute(claim, claim_params)
+            claimed = dict(cursor.fetchall())
+            rows = []
+            if claimed:
+                cursor.execute(
+                    f"SELECT claimed.id, {columns} FROM {n} claimed {joins} "  # noqa: S608
+                    f"WHERE claimed.id IN ({', '.join(['%s'] * len(claimed))}) ORDER BY claimed.id",
+                    [*attributes, contact_list_id, *claimed],
+                )
+                rows = cursor.fetchall()
+    return [
+        ClaimedRow(
+            id=nid,
+            contact_id=contact_id,
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            attributes={name: _json(value) for name, value in zip(attributes, values, strict=True)},
+            skip_reason=(
+                "contact not active"
+                if status != Contact.Status.ACTIVE
+                else "unsubscribed from the list"
+                if left_list
+                else ""
+            ),
         )
-        return sorted(cursor.fetchall())
+        for nid, contact_id, email, first_name, last_name, status, left_list, *values in rows
+    ]
+
+
+def _json(value: object) -> object:
+    # Django has psycopg hand jsonb over as text (JSONField parses it): parse the one value.
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def ledger_transition(

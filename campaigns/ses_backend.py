@@ -18,6 +18,7 @@ content refuses, ...) gets anymail's own raw payload, unchanged.
 import functools
 import re
 
+import boto3
 from anymail.backends.amazon_ses import (
     AmazonSESBasePayload,
     AmazonSESV2SendBulkEmailPayload,
@@ -27,6 +28,8 @@ from anymail.backends.amazon_ses import (
 from anymail.backends.base import BasePayload
 from anymail.utils import UNSET, parse_address_list
 from django.conf import settings
+
+from campaigns.ses_http import SesV2HttpClient
 
 # Dot-atom local part and an ASCII domain, no display name: formats to itself.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
@@ -223,6 +226,24 @@ class CampaignSimplePayload(AmazonSESV2SendEmailPayload):
 
 
 class CampaignSESBackend(EmailBackend):
+    """anymail's SES backend with the fast payloads above, sending through SesV2HttpClient
+    (campaigns.ses_http): boto3's client configures it, then sends go over a lean path."""
+
+    def open(self):
+        if self.client:
+            return False
+        try:
+            session = boto3.session.Session(**self.session_params)
+            boto3_client = session.client("sesv2", **self.client_params)
+            self.client = SesV2HttpClient(
+                boto3_client=boto3_client, credentials=session.get_credentials()
+            )
+        except Exception:
+            if not self.fail_silently:
+                raise
+            return False
+        return True
+
     def build_message_payload(self, message, defaults):
         if getattr(message, "template_id", UNSET) is not UNSET:
             return CampaignBulkPayload(message, defaults, self)

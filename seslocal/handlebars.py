@@ -340,6 +340,14 @@ def _skeleton(pieces: list[tuple[bool, str, int]]) -> tuple[str, dict[str, Any]]
     return "".join(parts), literals
 
 
+def preload() -> None:
+    """Load pybars now (the server calls it in a background thread once it is listening), so
+    the first CreateEmailTemplate does not wait ~1 s for the grammars; a compile arriving
+    meanwhile waits on the lock instead."""
+    with _compile_lock:
+        _pybars.load()
+
+
 def _precompile(source: str) -> str:
     with _compile_lock:
         _pybars.load()

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import pages
+from . import handlebars, pages
 from .errors import SesError
 from .faults import FaultConfig
 from .ses import CallContext, SesBackend, Settings
@@ -462,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.thread = threading.Thread(target=server.serve_forever, name="seslocal", daemon=True)
     server.thread.start()
     print(f"seslocal listening on {server.url}", flush=True)
+    threading.Thread(target=handlebars.preload, name="seslocal-preload", daemon=True).start()
     while not stop.wait(1.0):
         pass
     server.stop()

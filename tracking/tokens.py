@@ -7,15 +7,28 @@ Alphabet: [0-9a-z._-], so it survives URLs and Handlebars' HTML escaping unchang
 """
 
 import base64
+import functools
+import hashlib
+import hmac
 
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.conf import settings
+from django.utils.crypto import constant_time_compare
 
 _SALT = "tracking.token"
 _SIGNATURE_CHARS = 16
 
 
+@functools.lru_cache(maxsize=4)
+def _key(secret: str) -> bytes:
+    # Django's salted_hmac key derivation, done once per secret instead of per token (a
+    # campaign signs a token per recipient: salted_hmac was 10% of a send worker's CPU).
+    return hashlib.sha256((_SALT + secret).encode()).digest()
+
+
 def _signature(notification_id: int) -> str:
-    digest = salted_hmac(_SALT, str(notification_id), algorithm="sha256").digest()
+    """Equal to django.utils.crypto.salted_hmac(_SALT, str(id), algorithm="sha256")."""
+    key = _key(settings.SECRET_KEY)
+    digest = hmac.digest(key, str(notification_id).encode(), "sha256")  # one C call
     return base64.urlsafe_b64encode(digest).decode()[:_SIGNATURE_CHARS]
 
 

@@ -196,11 +196,11 @@ def test_long_comments_are_not_cut_at_the_first_closing_braces():
     assert compile_template("a{{!-- x }} y --}}b")({}) == "ab"
 
 
-def test_big_templates_compile_quickly():
-    import time
-
+def test_big_templates_render_the_same_through_the_literal_rewrite():
+    # (Speed is the bench's business; here: the rewrite that makes 50 kB compile in ms
+    # instead of ~1 s renders exactly what pybars renders from the source as is.)
     html = (f"<tr><td>{LONG}</td></tr>\n" * 15 + "<a href='{{{link}}}'>{{name}}</a>\n") * 25
-    started = time.perf_counter()
+    data = {"name": "N", "link": "L"}
     render = compile_template(html)
-    assert time.perf_counter() - started < 0.5  # plain pybars3: ~1 s for these ~50 kB
-    assert render({"name": "N", "link": "L"}).count("<a href='L'>N</a>") == 25
+    assert render(data) == compile_template(html, fast=False)(data)
+    assert render(data).count("<a href='L'>N</a>") == 25
