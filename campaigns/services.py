@@ -20,6 +20,7 @@ from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Membe
 from campaigns.ses import ses_template_ensure
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import template_compile, template_snapshot
+from tracking.counters import counters_add
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +178,13 @@ def campaign_cancel(*, campaign: Campaign) -> None:
         ):
             raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
         created = Notification.objects.filter(campaign_id=campaign.pk, status=N.CREATED)
-        ledger.ledger_transition(
+        skipped = ledger.ledger_transition(
             ids=list(created.values_list("id", flat=True)),
             from_statuses={N.CREATED},
             to=N.SKIPPED,
             reason="campaign cancelled",
         )
+        counters_add(campaign_id=campaign.pk, deltas={"skipped": skipped})
 
 
 def campaign_start(*, campaign_id: int) -> None:
@@ -236,15 +238,19 @@ def campaign_start(*, campaign_id: int) -> None:
 
 
 def _freeze_audience(*, campaign_id: int, contact_list_id: int) -> int:
-    """One INSERT … SELECT: a `created` row per active member (no Python loop over contacts)."""
+    """One INSERT … SELECT: a `created` row per active member (no Python loop over contacts).
+
+    Left out: members who unsubscribed from this list (Membership.unsubscribed_at) and contacts
+    who are not active (unsubscribed from all mail, bounced, complained).
+    """
     n, m, c = (Notification._meta.db_table, Membership._meta.db_table, Contact._meta.db_table)
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {n} (campaign_id, contact_id, status, reason, created_at, updated_at) "  # noqa: S608
             f"SELECT %s, m.contact_id, %s, '', %s, %s FROM {m} m JOIN {c} c ON c.id = m.contact_id "
-            "WHERE m.contact_list_id = %s AND c.status = %s ORDER BY m.contact_id "
-            "ON CONFLICT DO NOTHING",
+            "WHERE m.contact_list_id = %s AND m.unsubscribed_at IS NULL AND c.status = %s "
+            "ORDER BY m.contact_id ON CONFLICT DO NOTHING",
             [campaign_id, N.CREATED, now, now, contact_list_id, Contact.Status.ACTIVE],
         )
         return cursor.rowcount
@@ -295,15 +301,17 @@ def campaigns_sweep() -> None:
     """Find stuck work (beat): rows whose batch died, lost batches, finished campaigns, and
     rows a throttled batch gave back just as its campaign was cancelled."""
     now = timezone.now()
-    leftovers = Notification.objects.filter(
+    leftovers: dict[int, list[int]] = {}
+    for nid, campaign_id in Notification.objects.filter(
         campaign__status=C.CANCELLED, status=N.CREATED
-    ).values_list("id", flat=True)
-    ledger.ledger_transition(
-        ids=list(leftovers[:10_000]),
-        from_statuses={N.CREATED},
-        to=N.SKIPPED,
-        reason="campaign cancelled",
-    )
+    ).values_list("id", "campaign_id")[:10_000]:
+        leftovers.setdefault(campaign_id, []).append(nid)
+    for campaign_id, ids in leftovers.items():
+        with transaction.atomic():
+            skipped = ledger.ledger_transition(
+                ids=ids, from_statuses={N.CREATED}, to=N.SKIPPED, reason="campaign cancelled"
+            )
+            counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
     # A batch can die in any campaign state: cancel and pause let in-flight groups finish, and
     # the worker running them may be killed before they do.
     in_flight = Campaign.objects.filter(status__in=[C.SENDING, C.PAUSED, C.CANCELLED])
@@ -311,12 +319,14 @@ def campaigns_sweep() -> None:
         stale = Notification.objects.filter(
             campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - SENDING_LEASE
         )
-        flagged = ledger.ledger_transition(
-            ids=list(stale.values_list("id", flat=True)),
-            from_statuses={N.SENDING},
-            to=N.UNKNOWN,
-            reason="batch died during the hand-off to SES",
-        )
+        with transaction.atomic():
+            flagged = ledger.ledger_transition(
+                ids=list(stale.values_list("id", flat=True)),
+                from_statuses={N.SENDING},
+                to=N.UNKNOWN,
+                reason="batch died during the hand-off to SES",
+            )
+            counters_add(campaign_id=campaign_id, deltas={"unknown": flagged})
         if flagged:
             logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
     for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):

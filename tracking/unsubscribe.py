@@ -1,0 +1,234 @@
+"""Unsubscribes: the List-Unsubscribe headers (RFC 2369, RFC 8058 one-click), the footer link,
+and the one service that records a recipient's unsubscribe.
+
+**Tokens.** The unsubscribe URL carries the message's own tracking token (tracking.tokens:
+base36(notification id) + 96-bit HMAC, the `_t` of the bulk path's merge data), not a token of
+a separate purpose. Why:
+
+- a separate salt would protect nothing: both tokens would travel in the same message to the
+  same reader, so whoever holds one (a forwarded message) holds the other. Holding the message
+  is what entitles one to unsubscribe its recipient, as in every one-click scheme;
+- on the bulk path SES renders the message from merge data: with the same token, the footer
+  link and the List-Unsubscribe header are built from `_t` with no second HMAC and no second
+  merge field per recipient (1M recipients = 1M SendBulkEmail entries);
+- the token carries no address and cannot be walked or forged (96 bits).
+
+**Scopes.** "list" sets Membership.unsubscribed_at (that list only; the row is kept, so a
+re-import cannot subscribe them again); "all" sets Contact.status = unsubscribed (no mail at
+all) and never overwrites bounced / complained, which already stop all mail.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Contact, Membership, Notification
+from tracking.counters import counters_add
+from tracking.models import Event
+from tracking.tokens import token_for
+
+logger = logging.getLogger(__name__)
+
+# Where tracking/urls.py's unsubscribe route answers, below config/urls.py's "t/" (a test
+# checks it against reverse()). Spelled out rather than reversed: URLs are built in workers,
+# for the public TRACKING_BASE_URL, 1M times per campaign.
+UNSUBSCRIBE_PATH = "/t/u/"
+# RFC 8058 §3.1: the List-Unsubscribe-Post value, and the POST body a mail provider sends.
+ONE_CLICK = "List-Unsubscribe=One-Click"
+SCOPE_LIST = "list"
+SCOPE_ALL = "all"
+SCOPES = (SCOPE_LIST, SCOPE_ALL)
+
+# A tracking token as tracking.tokens makes them: ≤ 13 base36 digits (a 64-bit id), a dot, 16
+# URL-safe base64 characters. Checked (not verified: no HMAC, no database) so a wrong string
+# fails loudly instead of going out in a million messages.
+_TOKEN = re.compile(r"[0-9a-z]{1,13}\.[A-Za-z0-9_-]{16}\Z")
+
+
+# -- URLs and headers (no database) -----------------------------------------------------------
+
+
+def unsubscribe_url_for_token(token: str) -> str:
+    """The absolute unsubscribe URL for a tracking token (`_t` of the merge data)."""
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        raise ValueError("not a tracking token (tracking.tokens.token_for)")
+    return f"{settings.TRACKING_BASE_URL}{UNSUBSCRIBE_PATH}{token}"
+
+
+def unsubscribe_url(*, notification_id: int) -> str:
+    """The absolute unsubscribe URL of one message (the footer link, the header's URI)."""
+    return unsubscribe_url_for_token(token_for(notification_id))
+
+
+def list_unsubscribe_headers_for_token(token: str) -> dict[str, str]:
+    """Both RFC 8058 headers for a tracking token: `List-Unsubscribe: <https://…/t/u/TOKEN>`
+    (one URI in angle brackets, RFC 2369) and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+
+    RFC 8058 wants an https URI (TRACKING_BASE_URL is https in production; the demo's http
+    still gives a working RFC 2369 link), and both headers covered by the DKIM signature.
+    """
+    return {
+        "List-Unsubscribe": f"<{unsubscribe_url_for_token(token)}>",
+        "List-Unsubscribe-Post": ONE_CLICK,
+    }
+
+
+def list_unsubscribe_headers(*, notification_id: int) -> dict[str, str]:
+    return list_unsubscribe_headers_for_token(token_for(notification_id))
+
+
+# -- reading (the confirmation page) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubscribeState:
+    """What the page shows before anything changes."""
+
+    list_name: str
+    masked_email: str  # "p•••@example.org": enough to recognise, not to harvest
+    list_unsubscribed: bool  # already off this list
+    no_mail: bool  # the contact gets no mail at all (unsubscribed, bounced or complained)
+
+
+def notification_unsubscribe_state(*, notification_id: int) -> UnsubscribeState | None:
+    """The unsubscribe state of a message's recipient; None for an unknown notification."""
+    row = (
+        Notification.objects.filter(pk=notification_id)
+        .values(
+            "contact_id",
+            "contact__email",
+            "contact__status",
+            "campaign__contact_list_id",
+            "campaign__contact_list__name",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    list_unsubscribed = Membership.objects.filter(
+        contact_list_id=row["campaign__contact_list_id"],
+        contact_id=row["contact_id"],
+        unsubscribed_at__isnull=False,
+    ).exists()
+    return UnsubscribeState(
+        list_name=row["campaign__contact_list__name"],
+        masked_email=_mask(row["contact__email"]),
+        list_unsubscribed=list_unsubscribed,
+        no_mail=row["contact__status"] != Contact.Status.ACTIVE,
+    )
+
+
+def _mask(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubscribeOutcome:
+    changed: bool  # False: the recipient was already unsubscribed (or suppressed) that way
+    scope: str
+    list_name: str
+
+
+def contact_unsubscribe(
+    *,
+    notification_id: int,
+    scope: str,
+    source: str,
+    via: str = "",
+    user_agent: str = "",
+    ip: str | None = None,
+) -> UnsubscribeOutcome | None:
+    """Unsubscribe the recipient of a message from its campaign's list ("list") or from all
+    mail ("all"); None for an unknown notification.
+
+    Effective at once (committed before returning; the freeze and the claim read the same
+    columns) and idempotent: a repeat changes nothing and writes nothing. Each actual change
+    writes one UNSUBSCRIBED event; the campaign's `unsubscribed` counter counts recipients,
+    so it gains 1 on the first change through a message only (a "list" then an "all" through
+    the same message is one unsubscribed recipient, two events).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    if source not in Event.Source.values:
+        raise ValueError(f"unknown event source {source!r}")
+    now = timezone.now()
+    with transaction.atomic():
+        # Locking the notification row serializes unsubscribes through the same message (two
+        # tabs, a provider's one-click racing the page), so the counter's "first change" test
+        # below is exact. NO KEY: events of that message (opens, clicks) can still be inserted.
+        row = (
+            Notification.objects.select_for_update(no_key=True, of=("self",))
+            .filter(pk=notification_id)
+            .values(
+                "campaign_id",
+                "contact_id",
+                "campaign__contact_list_id",
+                "campaign__contact_list__name",
+            )
+            .first()
+        )
+        if row is None:
+            return None
+        contact_id, list_id = row["contact_id"], row["campaign__contact_list_id"]
+        if scope == SCOPE_LIST:
+            changed = _membership_unsubscribe(list_id=list_id, contact_id=contact_id, now=now)
+        else:
+            changed = bool(
+                Contact.objects.filter(pk=contact_id, status=Contact.Status.ACTIVE).update(
+                    status=Contact.Status.UNSUBSCRIBED, updated_at=now
+                )
+            )
+        if changed:
+            unsubscribes = Event.objects.filter(
+                notification_id=notification_id, type=Event.Type.UNSUBSCRIBED
+            )
+            first = not unsubscribes.exists()
+            what = f"list {list_id}" if scope == SCOPE_LIST else "all mail"
+            Event.objects.create(
+                type=Event.Type.UNSUBSCRIBED,
+                source=source,
+                occurred_at=now,
+                notification_id=notification_id,
+                description=f"{what} ({via})" if via else what,
+                user_agent=user_agent[:500],
+                ip=ip,
+            )
+            if first:
+                counters_add(campaign_id=row["campaign_id"], deltas={"unsubscribed": 1})
+    logger.info(
+        "unsubscribe notification=%s campaign=%s contact=%s list=%s scope=%s via=%s changed=%s",
+        notification_id, row["campaign_id"], contact_id, list_id, scope, via or "-", changed,
+    )  # fmt: skip
+    return UnsubscribeOutcome(
+        changed=changed, scope=scope, list_name=row["campaign__contact_list__name"]
+    )
+
+
+def _membership_unsubscribe(*, list_id: int, contact_id: int, now) -> bool:
+    """Set unsubscribed_at on the membership; True if it changed. A recipient no longer on the
+    list (removed since the send) gets a membership that records the unsubscribe, so adding
+    them back (an import, the admin) cannot subscribe them again."""
+    updated = Membership.objects.filter(
+        contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
+    ).update(unsubscribed_at=now)
+    if updated:
+        return True
+    _, created = Membership.objects.get_or_create(
+        contact_list_id=list_id, contact_id=contact_id, defaults={"unsubscribed_at": now}
+    )
+    if created:
+        return True
+    # Already unsubscribed, or a membership added meanwhile (an import racing us): set it.
+    return bool(
+        Membership.objects.filter(
+            contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
+        ).update(unsubscribed_at=now)
+    )
