@@ -34,6 +34,7 @@ from campaigns.services import contact_merge_data
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 from tracking.counters import counters_add
 from tracking.tokens import token_for
+from tracking.unsubscribe import list_unsubscribe_headers_for_token, unsubscribe_url_for_token
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ N = Notification.Status
 # SES SendBulkEmail takes at most 50 entries per call.
 GROUP_SIZE = 50
 TOKEN_FIELD = "_t"  # noqa: S105 (a template field name, not a secret)
+# A footer's {{ unsubscribe_url }}: filled in per recipient, never read from the contact.
+UNSUBSCRIBE_FIELD = "unsubscribe_url"
+BUILTIN_FIELDS = frozenset({TOKEN_FIELD, UNSUBSCRIBE_FIELD})
 # Template fields that are contact columns; any other field is read from `attributes`.
 CONTACT_FIELDS = frozenset({"email", "first_name", "last_name"})
 # SES calls in flight at once per worker process: SendBulkEmail groups on the bulk path,
@@ -87,7 +91,7 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     limiter = ses_rate_limiter()  # before the claim: a bad setting fails with nothing claimed
 
     compiled = campaign_compiled_template(campaign)
-    fields = compiled.fields - {TOKEN_FIELD}
+    fields = compiled.fields - BUILTIN_FIELDS
     with transaction.atomic():
         claimed = ledger_claim(
             campaign_id=campaign_id,
@@ -192,17 +196,27 @@ def _compile_snapshot(snapshot_json: str, tracking_base_url: str) -> CompiledTem
     return template_compile(template=json.loads(snapshot_json), tracking_base_url=tracking_base_url)
 
 
-def _merge_data(row: ClaimedRow, fields: frozenset[str]) -> dict[str, str]:
-    return {
-        **contact_merge_data(
-            email=row.email,
-            first_name=row.first_name,
-            last_name=row.last_name,
-            attributes=row.attributes,
-            fields=fields,
-        ),
-        TOKEN_FIELD: token_for(row.id),
-    }
+def _merge_data(row: ClaimedRow, compiled: CompiledTemplate, token: str) -> dict[str, str]:
+    """One recipient's template data: the contact's fields, their tracking token, and their
+    unsubscribe URL where the template shows it (built-ins last: a contact attribute of the
+    same name cannot replace them)."""
+    data = contact_merge_data(
+        email=row.email,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        attributes=row.attributes,
+        fields=compiled.fields - BUILTIN_FIELDS,
+    )
+    data[TOKEN_FIELD] = token
+    if UNSUBSCRIBE_FIELD in compiled.fields:
+        data[UNSUBSCRIBE_FIELD] = unsubscribe_url_for_token(token)
+    return data
+
+
+def _headers(campaign, token: str) -> dict[str, str]:
+    """Every campaign message's own headers: the campaign id (for SES event routing and the
+    local endpoint's counts) and RFC 8058 one-click List-Unsubscribe."""
+    return {"X-Campaign": str(campaign.pk), **list_unsubscribe_headers_for_token(token)}
 
 
 def _paced(limiter, send, campaign, compiled, group) -> "GroupOutcome":
@@ -226,7 +240,6 @@ class GroupOutcome:
 
 def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     """One SendBulkEmail with the stored template. Runs in a pool thread: no database."""
-    fields = compiled.fields - {TOKEN_FIELD}
     by_email = {row.email: row.id for row in group}
     message = AnymailMessage(
         from_email=campaign.from_email or settings.DEFAULT_FROM_EMAIL,
@@ -235,8 +248,12 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     )
     message.template_id = campaign.ses_template_name
     message.merge_global_data = {}
-    message.merge_data = {row.email: _merge_data(row, fields) for row in group}
-    message.extra_headers = {"X-Campaign": str(campaign.pk)}
+    message.merge_data = {}
+    message.merge_headers = {}  # per recipient: SES ReplacementHeaders
+    for row in group:
+        token = token_for(row.id)
+        message.merge_data[row.email] = _merge_data(row, compiled, token)
+        message.merge_headers[row.email] = _headers(campaign, token)
     try:
         message.send()
     except AnymailAPIError as err:
@@ -257,18 +274,18 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
 
 def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     """One SendEmail per recipient, rendered here, several in flight. No database."""
-    fields = compiled.fields - {TOKEN_FIELD}
     from_email = campaign.from_email or settings.DEFAULT_FROM_EMAIL
 
     def send_one(row: ClaimedRow) -> tuple[int, str, str]:
         nid = row.id
-        rendered = compiled.render(_merge_data(row, fields))
+        token = token_for(nid)
+        rendered = compiled.render(_merge_data(row, compiled, token))
         message = AnymailMessage(
             subject=rendered.subject,
             body=rendered.text,
             from_email=from_email,
             to=[row.email],
-            headers={"X-Campaign": str(campaign.pk)},
+            headers=_headers(campaign, token),
             connection=ses_connection(),
         )
         if rendered.html:

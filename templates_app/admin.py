@@ -91,5 +91,7 @@ class TemplateAdmin(admin.ModelAdmin):
                 attributes=contact.attributes if contact else {},
                 fields=compiled.fields,
             )
+            if "unsubscribe_url" in compiled.fields:  # each recipient's own link, when sent
+                data["unsubscribe_url"] = "#unsubscribe-link-of-the-recipient"
             context["message"] = compiled.render(data)
         return TemplateResponse(request, "admin/templates_app/template/preview.html", context)

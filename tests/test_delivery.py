@@ -3,11 +3,13 @@
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from campaigns import delivery, services
 from campaigns.models import Campaign, Contact, Notification
 from tests.factories import CampaignFactory, list_with_contacts
+from tracking.tokens import token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -199,7 +201,8 @@ def test_bulk_and_rendered_paths_send_the_same_message(ses, django_capture_on_co
     first.save()
     template_kwargs = {
         "subject": 'Hi {{ first_name | default: "there" }} & co',
-        "html": '<p>{% if city %}{{ city }}{% else %}nowhere{% endif %} <a href="https://e.x/?a=1&amp;b=2">x</a></p>',
+        "html": '<p>{% if city %}{{ city }}{% else %}nowhere{% endif %} <a href="https://e.x/?a=1&amp;b=2">x</a></p>'
+                '<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
         "text": "{{ first_name }} in {{ city | default: \"?\" }}",
     }  # fmt: skip
     from tests.factories import TemplateFactory
@@ -214,12 +217,19 @@ def test_bulk_and_rendered_paths_send_the_same_message(ses, django_capture_on_co
         assert _deliver(campaign).sent == 3
 
     def messages(campaign) -> dict:
-        token = re.compile(r"/t/([oc])/[0-9a-z]+\.[A-Za-z0-9_-]+")
+        token = re.compile(r"/t/([ocu])/[0-9a-z]+\.[A-Za-z0-9_-]+")
         parts = ("subject", "html", "text")
-        return {
-            m["to"][0]: tuple(token.sub(r"/t/\1/TOKEN", m[part] or "") for part in parts)
-            for m in ses.messages(header=f"X-Campaign:{campaign.pk}")
-        }
+        out = {}
+        for m in ses.messages(header=f"X-Campaign:{campaign.pk}"):
+            # Each message's own token: in its unsubscribe header, its footer, its links.
+            nid = Notification.objects.get(campaign=campaign, contact__email=m["to"][0]).pk
+            headers = {h["name"].lower(): h["value"] for h in m["headers"]}
+            unsubscribe = f"{settings.TRACKING_BASE_URL}/t/u/{token_for(nid)}"
+            assert headers["list-unsubscribe"] == f"<{unsubscribe}>"
+            assert headers["list-unsubscribe-post"] == "List-Unsubscribe=One-Click"
+            assert f'href="{unsubscribe}"' in m["html"]
+            out[m["to"][0]] = tuple(token.sub(r"/t/\1/TOKEN", m[part] or "") for part in parts)
+        return out
 
     assert messages(bulk) == messages(rendered)
     assert len(messages(bulk)) == 3
