@@ -26,7 +26,7 @@ from anymail.backends.amazon_ses import (
     EmailBackend,
 )
 from anymail.backends.base import BasePayload
-from anymail.utils import UNSET, parse_address_list
+from anymail.utils import UNSET, force_non_lazy_dict, parse_address_list
 from django.conf import settings
 
 from campaigns.ses_http import SesV2HttpClient
@@ -64,11 +64,76 @@ def parse_recipients(addresses):
     return parse_address_list(addresses, field="to")
 
 
+def _plain_merge_data(merge_data):
+    """merge_data as it is when it is {address: {field: str}} (what campaigns.delivery builds
+    with merge_value); anything else through anymail's lazy-string forcing."""
+    if all(
+        type(data) is dict and all(type(value) is str for value in data.values())
+        for data in merge_data.values()
+    ):
+        return merge_data
+    return force_non_lazy_dict(merge_data)
+
+
 class CampaignBulkPayload(AmazonSESV2SendBulkEmailPayload):
+    """anymail's SendBulkEmail payload, building the same request with less work per entry.
+
+    Measured per 50-entry call: anymail's generic code (a lazy-string pass over every merge
+    value, a CaseInsensitiveDict per entry for its headers) was ~1/3 of a send worker's CPU.
+    For a campaign's groups (To recipients with merge data and per-recipient headers only)
+    the entries are built directly; anything else is left to anymail. Same params: tested
+    against anymail's own payload.
+    """
+
     base_message_attrs = tuple(
         (attr, combiner, parse_recipients if attr == "to" else converter)
         for attr, combiner, converter in AmazonSESV2SendBulkEmailPayload.base_message_attrs
     )
+    anymail_message_attrs = tuple(
+        (attr, combiner, _plain_merge_data if attr == "merge_data" else converter)
+        for attr, combiner, converter in AmazonSESV2SendBulkEmailPayload.anymail_message_attrs
+    )
+
+    def finalize_payload(self):
+        merge_headers = self.merge_headers
+        if (
+            self.recipients["cc"]
+            or self.recipients["bcc"]
+            or self.headers
+            or self.metadata
+            or self.merge_metadata
+            or self.tags
+            or not all(_distinct_names(headers) for headers in merge_headers.values())
+        ):
+            return super().finalize_payload()
+        idna_encode = self.backend.idna_encode
+        serialize = self.serialize_json
+        entries = []
+        for to in self.recipients["to"]:
+            address = to.addr_spec
+            entry = {
+                "Destination": {
+                    "ToAddresses": [to.format(use_rfc2047=True, idna_encode=idna_encode)]
+                },
+                "ReplacementEmailContent": {
+                    "ReplacementTemplate": {
+                        "ReplacementTemplateData": serialize(self.merge_data.get(address, {}))
+                    }
+                },
+            }
+            headers = merge_headers.get(address)
+            if headers:
+                entry["ReplacementHeaders"] = [
+                    {"Name": name, "Value": value} for name, value in headers.items()
+                ]
+            entries.append(entry)
+        self.params["BulkEmailEntries"] = entries
+        return None
+
+
+def _distinct_names(headers: dict) -> bool:
+    # (anymail merges headers case-insensitively; names that differ only in case take its path)
+    return len({name.lower() for name in headers}) == len(headers)
 
 
 def parse_from(value):

@@ -18,12 +18,17 @@ from campaigns.ses_backend import (
 )
 
 
-def _params(payload_class, to: list[str]) -> dict:
+def _params(payload_class, to: list[str], **attrs) -> dict:
     message = AnymailMessage(from_email="News <news@example.com>", to=to)
     message.template_id = "tpl"
     message.merge_global_data = {}
     message.merge_data = {address: {"first_name": f"n{i}"} for i, address in enumerate(to)}
-    message.extra_headers = {"X-Campaign": "7"}
+    message.merge_headers = {
+        address: {"X-Campaign": "7", "List-Unsubscribe": f"<https://t.example/u/{i}>"}
+        for i, address in enumerate(to)
+    }
+    for name, value in attrs.items():
+        setattr(message, name, value)
     payload = payload_class(message, {}, CampaignSESBackend())
     payload.finalize_payload()
     return payload.params
@@ -32,6 +37,23 @@ def _params(payload_class, to: list[str]) -> dict:
 def test_plain_addresses_give_the_same_request_as_anymail():
     to = ["a@example.com", "first.last+tag@sub.example.org", "o'neil@example.ie"]
     assert _params(CampaignBulkPayload, to) == _params(AmazonSESV2SendBulkEmailPayload, to)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"extra_headers": {"X-Global": "1"}},
+        {"cc": ["cc@example.com"]},
+        {"tags": ["t"], "metadata": {"k": "v"}},
+        {"merge_data": {"a@example.com": {"n": 1.5}}},  # not plain strings: anymail forces them
+    ],
+    ids=["global-headers", "cc", "tags-metadata", "non-str-merge-data"],
+)
+def test_what_the_lean_entries_do_not_cover_gets_anymails_result(attrs):
+    to = ["a@example.com", "b@example.com"]
+    assert _params(CampaignBulkPayload, to, **attrs) == _params(
+        AmazonSESV2SendBulkEmailPayload, to, **attrs
+    )
 
 
 def test_other_addresses_go_through_anymails_parser():
