@@ -128,7 +128,13 @@ def ledger_claim(
 
 def _json(value: object) -> object:
     # Django has psycopg hand jsonb over as text (JSONField parses it): parse the one value.
-    return json.loads(value) if isinstance(value, str) else value
+    # Most are plain strings ("Leeds"): without a backslash, the text between the quotes is
+    # the value (PostgreSQL writes jsonb strings with escapes only where JSON needs them).
+    if not isinstance(value, str):
+        return value
+    if len(value) >= 2 and value[0] == '"' and "\\" not in value:
+        return value[1:-1]
+    return json.loads(value)
 
 
 def ledger_transition(

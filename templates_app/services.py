@@ -5,6 +5,7 @@ stored template for the bulk path (to_handlebars) and the local rendering for pr
 rendered path, so both paths produce the same message for the same merge data.
 """
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -38,9 +39,10 @@ class CompiledTemplate:
     text: tuple[Node, ...]
     links: tuple[str, ...] = ()  # tracked destinations, by index
 
-    @property
+    @functools.cached_property
     def fields(self) -> frozenset[str]:
-        """The merge fields the template reads (so merge data carries only these)."""
+        """The merge fields the template reads (so merge data carries only these). Cached:
+        the send asks once per recipient, and walking a 50 kB template's nodes is ~0.2 ms."""
         return frozenset(field_names(self.subject + self.html + self.text))
 
     def render(self, data: Mapping[str, str]) -> RenderedMessage:
