@@ -111,6 +111,24 @@ def test_paused_campaign_claims_nothing_until_resumed(
     assert _deliver(started).sent == 120
 
 
+def test_pause_mid_batch_stops_it_between_groups(rendered, ses, monkeypatch):
+    """A batch re-reads its campaign's status between groups: paused after its first group,
+    it gives the rest back (created, for the resume) and asks to be retried."""
+    monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
+    send = delivery._send_rendered
+
+    def send_then_pause(campaign, compiled, group):
+        outcome = send(campaign, compiled, group)
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+        return outcome
+
+    monkeypatch.setattr(delivery, "_send_rendered", send_then_pause)
+    result = _deliver(rendered)
+    assert (result.sent, result.released, result.retry) == (50, 70, True)
+    assert _statuses(rendered) == {N.SENT: 50, N.CREATED: 70}
+    assert ses.stats()["recipients"] == 50
+
+
 def test_cancel_skips_unclaimed_rows_and_counts_add_up(started, ses):
     ids = list(
         Notification.objects.filter(campaign=started).order_by("id").values_list("id", flat=True)
