@@ -8,6 +8,7 @@ import pytest
 
 from campaigns.models import Campaign
 from tests.factories import CampaignFactory, list_with_contacts
+from tracking.counters import counters_add
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,9 @@ def test_progress_updates_live_with_rate_and_eta(page, live_server):
     from campaigns.models import Notification
 
     campaign = CampaignFactory(contact_list=list_with_contacts(100))
-    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status=Campaign.Status.SENDING, recipient_count=100
+    )
     Notification.objects.bulk_create(
         [Notification(campaign=campaign, contact=c) for c in campaign.contact_list.contacts.all()]
     )
@@ -81,6 +84,7 @@ def test_progress_updates_live_with_rate_and_eta(page, live_server):
 
     ids = list(Notification.objects.filter(campaign=campaign).values_list("id", flat=True)[:40])
     Notification.objects.filter(id__in=ids).update(status="sent", message_id="m")
+    counters_add(campaign_id=campaign.pk, deltas={"sent": 40})  # as the send path does
 
     page.wait_for_function(
         "document.querySelector('[data-field=done]').textContent === '40'", timeout=10_000
