@@ -94,6 +94,10 @@ class Campaign(models.Model):
     # The SES stored template this campaign sends with, created when it starts (immutable name).
     ses_template_name = models.CharField(max_length=64, blank=True)
     recipient_count = models.PositiveIntegerField(default=0)
+    # When the audience was completely frozen into the ledger. It is frozen in chunks, each
+    # chunk's batches sent while the next is written; until this is set the campaign cannot
+    # be finished (an empty ledger is not a sent campaign).
+    frozen_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,6 +16,11 @@ def campaign_start(campaign_id: int) -> None:
     services.campaign_start(campaign_id=campaign_id)
 
 
+@shared_task(name="campaigns.tasks.campaign_freeze")
+def campaign_freeze(campaign_id: int) -> None:
+    services.campaign_freeze(campaign_id=campaign_id)
+
+
 @shared_task(bind=True, name="campaigns.tasks.deliver_batch", max_retries=20)
 def deliver_batch(self, campaign_id: int, first_id: int, last_id: int) -> None:
     result = delivery.deliver_batch(campaign_id=campaign_id, first_id=first_id, last_id=last_id)

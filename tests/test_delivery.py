@@ -302,3 +302,65 @@ def test_sweeper_skips_created_rows_left_in_a_cancelled_campaign(started):
     Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.CANCELLED)
     services.campaigns_sweep()
     assert _statuses(started) == {N.SKIPPED: 120}
+
+
+def test_audience_is_frozen_in_chunks_each_enqueued_as_it_commits(
+    ses, django_capture_on_commit_callbacks, monkeypatch
+):
+    from campaigns import tasks
+
+    monkeypatch.setattr(services, "FREEZE_CHUNK", 7)
+    monkeypatch.setattr(services, "BATCH_SIZE", 5)
+    campaign = CampaignFactory(contact_list=list_with_contacts(20))
+    inactive = Contact.objects.filter(lists=campaign.contact_list).order_by("id")[:3]
+    Contact.objects.filter(pk__in=[c.pk for c in inactive]).update(status=Contact.Status.BOUNCED)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.campaign_send_now(campaign=campaign)
+    enqueued = []
+    monkeypatch.setattr(tasks.deliver_batch, "delay", lambda *args: enqueued.append(args))
+    with django_capture_on_commit_callbacks(execute=True) as chunks:
+        services.campaign_start(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    ids = sorted(Notification.objects.filter(campaign=campaign).values_list("id", flat=True))
+    assert (len(ids), campaign.recipient_count) == (17, 17)
+    assert campaign.frozen_at is not None
+    assert len(chunks) == 3  # 20 members in chunks of 7: one commit (and enqueue) each
+    covered = [i for _, first, last in enqueued for i in ids if first <= i <= last]
+    assert covered == ids  # every row in exactly one batch
+
+    # Run again (as the sweeper would after a crash): nothing new, nothing enqueued.
+    enqueued.clear()
+    assert services.campaign_freeze(campaign_id=campaign.pk) == 17
+    assert enqueued == [] and Notification.objects.filter(campaign=campaign).count() == 17
+
+
+def test_a_campaign_is_not_finished_before_its_audience_is_frozen(
+    started, ses, eager_celery, django_capture_on_commit_callbacks
+):
+    Campaign.objects.filter(pk=started.pk).update(frozen_at=None)
+    assert _deliver(started).sent == 120
+    assert not services.campaign_finish_if_done(campaign_id=started.pk)
+    Campaign.objects.filter(pk=started.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaigns_sweep()  # the freeze looks dead: the sweeper has it finished
+    services.campaigns_sweep()  # …and the next sweep finds the campaign done
+    started.refresh_from_db()
+    assert started.frozen_at is not None and started.status == Campaign.Status.SENT
+
+
+def test_cancel_during_the_freeze_stops_it(ses, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr(services, "FREEZE_CHUNK", 5)
+    campaign = CampaignFactory(contact_list=list_with_contacts(20))
+    with django_capture_on_commit_callbacks(execute=False):
+        services.campaign_send_now(campaign=campaign)
+    freeze = services._freeze_audience
+
+    def freeze_then_cancel(**kwargs):
+        ids = freeze(**kwargs)
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.CANCELLED)
+        return ids
+
+    monkeypatch.setattr(services, "_freeze_audience", freeze_then_cancel)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.campaign_start(campaign_id=campaign.pk)
+    assert Notification.objects.filter(campaign=campaign).count() == 5  # the first chunk only

@@ -223,7 +223,9 @@ def test_page_post_all_suppresses_all_mail(strict_client, notification):
     other_list = ContactListFactory()
     Membership.objects.create(contact_list=other_list, contact=notification.contact)
     services._freeze_audience(
-        campaign_id=CampaignFactory(contact_list=other_list).pk, contact_list_id=other_list.pk
+        campaign_id=CampaignFactory(contact_list=other_list).pk,
+        contact_list_id=other_list.pk,
+        contact_ids=(0, None),
     )
     assert Notification.objects.filter(contact=notification.contact).count() == 1
 

@@ -41,6 +41,7 @@ CELERY_TASK_QUEUES = [Queue("transactional"), Queue("bulk"), Queue("periodic")]
 CELERY_TASK_DEFAULT_QUEUE = "periodic"
 CELERY_TASK_ROUTES = {
     "campaigns.tasks.campaign_start": {"queue": "bulk"},
+    "campaigns.tasks.campaign_freeze": {"queue": "bulk"},
     "campaigns.tasks.deliver_batch": {"queue": "bulk"},
     "campaigns.tasks.*": {"queue": "periodic"},
 }
