@@ -1,14 +1,18 @@
-"""SES events, as AWS documents them, in SNS envelopes, posted to anymail's SES webhook."""
+"""SES events, as AWS documents them, in signed SNS envelopes, posted to the SES webhook
+(anymail's view behind tracking.webhooks' signature check). Signature checks: test_sns.py."""
 
 import base64
 import json
-import uuid
+import logging
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from campaigns.models import Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory
-from tracking.models import Event
+from tests.sns_signing import default_signer, ses_sample, sns_headers
+from tracking.models import CampaignCounter, Event, PendingEspEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -97,25 +101,15 @@ def ses_event(event_type: str, message_id: str, recipient: str) -> dict:
 
 
 def sns_envelope(message: dict, sns_id: str | None = None) -> dict:
-    return {
-        "Type": "Notification",
-        "MessageId": sns_id or str(uuid.uuid4()),
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
-        "Subject": "Amazon SES Email Event Notification",
-        "Message": json.dumps(message),
-        "Timestamp": "2026-11-20T10:00:06.000Z",
-        "SignatureVersion": "1",
-        "Signature": "EXAMPLEpH+..",
-        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem",
-        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
-    }
+    """An SNS Notification carrying `message`, signed with the test certificate (which is put in
+    the SNS certificate cache for its URL, so the webhook's signature check passes)."""
+    signer = default_signer()
+    signer.seed()
+    return signer.notification(message, sns_id=sns_id)
 
 
 def post(client, envelope: dict, auth: str | None = AUTH):
-    headers = {
-        "HTTP_X_AMZ_SNS_MESSAGE_TYPE": envelope["Type"],
-        "HTTP_X_AMZ_SNS_MESSAGE_ID": envelope["MessageId"],
-    }
+    headers = sns_headers(envelope)
     if auth:
         headers["HTTP_AUTHORIZATION"] = auth
     return client.post(WEBHOOK, data=json.dumps(envelope), content_type="text/plain", **headers)
@@ -189,10 +183,13 @@ def test_unknown_status_is_resolved_by_a_delivery(client, sent):
     assert sent.status == "delivered"
 
 
-def test_event_for_unknown_message_writes_nothing(client, sent):
+def test_event_for_unknown_message_is_kept_pending(client, sent):
     response = post(client, sns_envelope(ses_event("Delivery", "no-such-message", "x@example.org")))
     assert response.status_code == 200
     assert not Event.objects.exists()
+    pending = PendingEspEvent.objects.get()
+    assert (pending.message_id, pending.source, pending.attempts) == ("no-such-message", "ses", 0)
+    assert pending.payload["eventType"] == "Delivery"
 
 
 def test_webhook_without_credentials_is_refused(client, sent):
@@ -203,3 +200,327 @@ def test_webhook_without_credentials_is_refused(client, sent):
     assert not Event.objects.exists()
     sent.refresh_from_db()
     assert sent.status == "sent"
+
+
+# -- every SES event type, from the samples AWS documents (tests/data/ses_events) ---------------
+
+
+def counters(campaign_id: int) -> dict[str, int]:
+    return dict(
+        CampaignCounter.objects.filter(campaign_id=campaign_id).values_list("name", "value")
+    )
+
+
+@pytest.mark.parametrize(
+    ("sample", "event_type", "bounce_type", "status", "contact_status", "counter"),
+    [
+        ("send", "sent", "", "sent", "active", None),
+        ("delivery", "delivered", "", "delivered", "active", "delivered"),
+        ("bounce", "bounced", "hard", "bounced", "bounced", "bounced_hard"),
+        ("bounce_transient", "bounced", "soft", "sent", "active", "bounced_soft"),
+        ("notification_bounce", "bounced", "hard", "bounced", "bounced", "bounced_hard"),
+        ("complaint", "complained", "", "complained", "complained", "complained"),
+        ("reject", "rejected", "", "rejected", "active", "rejected"),
+        ("open", "opened", "", "sent", "active", None),
+        ("click", "clicked", "", "sent", "active", None),
+        ("rendering_failure", "render_fail", "", "failed", "active", "rendering_failed"),
+        ("delivery_delay", "deferred", "", "sent", "active", "delayed"),
+        ("subscription", "subscription", "", "sent", "active", None),
+    ],
+)
+def test_each_ses_event_type(
+    client, sent, sample, event_type, bounce_type, status, contact_status, counter
+):
+    record = ses_sample(sample, message_id=MESSAGE_ID, recipient=sent.contact.email)
+    assert post(client, sns_envelope(record)).status_code == 200
+
+    event = Event.objects.get(notification=sent)
+    assert (event.type, event.bounce_type, event.source) == (event_type, bounce_type, "ses")
+    assert event.payload == record
+    assert event.esp_event_id.startswith("ses:")
+    sent.refresh_from_db()
+    assert sent.status == status
+    assert Contact.objects.get(pk=sent.contact_id).status == contact_status
+    # SES opens and clicks are recorded, but counted only from our own pixel and redirect.
+    assert counters(sent.campaign_id) == ({counter: 1} if counter else {})
+
+
+def test_event_times_are_the_ses_event_times(client, sent):
+    post(client, sns_envelope(ses_sample("bounce", message_id=MESSAGE_ID, recipient="a@x.org")))
+    event = Event.objects.get()
+    assert event.occurred_at.isoformat() == "2017-08-05T00:41:02.669000+00:00"
+    assert event.description == "Permanent: General"
+
+
+def test_undetermined_bounce_is_soft(client, sent):
+    record = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    record["bounce"]["bounceType"] = "Undetermined"
+    record["bounce"]["bounceSubType"] = "Undetermined"
+    post(client, sns_envelope(record))
+    assert Event.objects.get().bounce_type == "soft"
+    sent.refresh_from_db()
+    assert sent.status == "sent"
+
+
+def test_duplicates_are_recorded_and_counted_once(client, sent):
+    record = ses_sample("delivery", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    envelope = sns_envelope(record)
+    for _ in range(3):  # SNS redelivers the same message (same SNS MessageId)
+        assert post(client, envelope).status_code == 200
+    # The same SES event published again (another topic, another SNS MessageId).
+    assert post(client, sns_envelope(record)).status_code == 200
+    assert Event.objects.count() == 1
+    assert counters(sent.campaign_id) == {"delivered": 1}
+
+
+def test_out_of_order_events_never_move_a_notification_back(client, sent):
+    email = sent.contact.email
+    post(client, sns_envelope(ses_sample("complaint", message_id=MESSAGE_ID, recipient=email)))
+    post(client, sns_envelope(ses_sample("bounce", message_id=MESSAGE_ID, recipient=email)))
+    post(client, sns_envelope(ses_sample("delivery", message_id=MESSAGE_ID, recipient=email)))
+    sent.refresh_from_db()
+    assert sent.status == "complained"
+    assert Event.objects.count() == 3
+    # Counters count events, each once, whatever their order.
+    assert counters(sent.campaign_id) == {"complained": 1, "bounced_hard": 1, "delivered": 1}
+
+
+# -- pending events: an event that outran the send's bookkeeping --------------------------------
+
+
+def test_pending_event_is_recorded_by_the_retry_once_the_message_id_is_known(client, sent):
+    from tracking.esp_events import esp_events_retry_pending
+
+    Notification.objects.filter(pk=sent.pk).update(message_id=None)  # not recorded yet
+    record = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    envelope = sns_envelope(record)
+    assert post(client, envelope).status_code == 200
+    assert post(client, envelope).status_code == 200  # redelivered while pending: one row
+    pending = PendingEspEvent.objects.get()
+    assert not Event.objects.exists()
+
+    # Not due yet: the first retry is 30 s later.
+    assert esp_events_retry_pending().total == 0
+    # Due, still unknown: rescheduled with backoff, kept.
+    PendingEspEvent.objects.update(next_attempt_at=timezone.now())
+    summary = esp_events_retry_pending()
+    assert (summary.pending, summary.recorded) == (1, 0)
+    pending.refresh_from_db()
+    assert pending.attempts == 1
+    assert pending.next_attempt_at > timezone.now() + timedelta(seconds=50)
+
+    # The send's bookkeeping catches up; the next retry records it, with all its effects.
+    Notification.objects.filter(pk=sent.pk).update(message_id=MESSAGE_ID)
+    PendingEspEvent.objects.update(next_attempt_at=timezone.now())
+    assert esp_events_retry_pending().recorded == 1
+    assert not PendingEspEvent.objects.exists()
+    event = Event.objects.get(notification=sent)
+    assert (event.type, event.bounce_type, event.source) == ("bounced", "hard", "ses")
+    sent.refresh_from_db()
+    assert sent.status == "bounced"
+    assert Contact.objects.get(pk=sent.contact_id).status == "bounced"
+    assert counters(sent.campaign_id) == {"bounced_hard": 1}
+    # SNS delivering it once more changes nothing.
+    assert post(client, envelope).status_code == 200
+    assert Event.objects.count() == 1
+    assert not PendingEspEvent.objects.exists()
+
+
+def test_pending_event_past_retention_is_kept_and_flagged(client, sent, caplog, admin_client):
+    from tracking.esp_events import GAVE_UP, esp_events_retry_pending
+
+    record = ses_sample("delivery", message_id="never-sent-here", recipient="a@example.org")
+    post(client, sns_envelope(record))
+    PendingEspEvent.objects.update(
+        created_at=timezone.now() - timedelta(hours=73), next_attempt_at=timezone.now()
+    )
+    with caplog.at_level(logging.WARNING, logger="tracking.esp_events"):
+        esp_events_retry_pending()
+    pending = PendingEspEvent.objects.get()
+    assert pending.next_attempt_at == GAVE_UP
+    assert pending.attempts == 1
+    assert f"pending={pending.pk} message_id=never-sent-here" in caplog.text
+    assert esp_events_retry_pending().total == 0  # never due again, still there
+    page = admin_client.get("/admin/tracking/pendingespevent/")
+    assert page.status_code == 200
+    assert b"retries stopped" in page.content
+    assert b"never-sent-here" in page.content
+
+
+def test_admin_retry_now_records_a_pending_event(client, sent, admin_client):
+    Notification.objects.filter(pk=sent.pk).update(message_id=None)
+    post(client, sns_envelope(ses_event("Delivery", MESSAGE_ID, sent.contact.email)))
+    Notification.objects.filter(pk=sent.pk).update(message_id=MESSAGE_ID)
+    pending = PendingEspEvent.objects.get()
+    response = admin_client.post(
+        "/admin/tracking/pendingespevent/",
+        {"action": "retry_now", "_selected_action": [pending.pk]},
+        follow=True,
+    )
+    assert b"Recorded 1" in response.content
+    assert Event.objects.get().type == "delivered"
+
+
+def test_retry_task_is_scheduled_on_the_periodic_queue():
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["esp-events-retry-pending"]
+    assert entry["task"] == "tracking.tasks.esp_events_retry_pending"
+    assert entry["options"]["queue"] == "periodic"
+
+
+def test_retry_task_runs_the_service(client, sent, eager_celery):
+    from tracking.tasks import esp_events_retry_pending as task
+
+    Notification.objects.filter(pk=sent.pk).update(message_id=None)
+    post(client, sns_envelope(ses_event("Delivery", MESSAGE_ID, sent.contact.email)))
+    Notification.objects.filter(pk=sent.pk).update(message_id=MESSAGE_ID)
+    PendingEspEvent.objects.update(next_attempt_at=timezone.now())
+    task.delay()
+    assert Event.objects.get().type == "delivered"
+
+
+# -- suppression ------------------------------------------------------------------------------
+
+
+def _notifications(contact, n: int, prefix: str = "m") -> list[Notification]:
+    return [
+        Notification.objects.create(
+            campaign=CampaignFactory(), contact=contact, status="sent", message_id=f"{prefix}{i}"
+        )
+        for i in range(n)
+    ]
+
+
+def test_soft_bounces_suppress_after_the_limit_within_the_window(client, settings):
+    settings.SOFT_BOUNCE_LIMIT = 3
+    contact = ContactFactory()
+    rows = _notifications(contact, 4)
+
+    def soft_bounce(row, when):
+        record = ses_sample(
+            "bounce_transient", message_id=row.message_id, recipient=contact.email, timestamp=when
+        )
+        post(client, sns_envelope(record))
+        contact.refresh_from_db()
+        return contact.status
+
+    # Two within 30 days, one 40 days before: the old one is outside the window.
+    assert soft_bounce(rows[0], "2026-09-01T10:00:00.000Z") == "active"
+    assert soft_bounce(rows[1], "2026-10-15T10:00:00.000Z") == "active"
+    assert soft_bounce(rows[2], "2026-10-20T10:00:00.000Z") == "active"
+    # The third within 30 days of each other suppresses the contact.
+    assert soft_bounce(rows[3], "2026-10-25T10:00:00.000Z") == "bounced"
+    assert Event.objects.filter(bounce_type="soft").count() == 4
+    # Soft bounces never move the notification itself.
+    assert set(Notification.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_soft_bounce_limit_is_a_setting(client, settings):
+    settings.SOFT_BOUNCE_LIMIT = 1
+    contact = ContactFactory()
+    (row,) = _notifications(contact, 1)
+    post(
+        client,
+        sns_envelope(
+            ses_sample("bounce_transient", message_id=row.message_id, recipient=contact.email)
+        ),
+    )
+    contact.refresh_from_db()
+    assert contact.status == "bounced"
+
+
+# -- circuit breaker --------------------------------------------------------------------------
+
+
+# The breaker runs once the event's transaction has committed: these tests commit for real.
+breaker = pytest.mark.django_db(transaction=True)
+
+
+def _sending_campaign(n: int, *, sent_counter: bool = True):
+    from campaigns.models import Campaign
+    from tracking.counters import counters_add
+
+    campaign = CampaignFactory(status=Campaign.Status.SENDING)
+    contacts = ContactFactory.create_batch(n)
+    Notification.objects.bulk_create(
+        [
+            Notification(campaign=campaign, contact=c, status="sent", message_id=f"cb-{c.pk}")
+            for c in contacts
+        ]
+    )
+    if sent_counter:
+        counters_add(campaign_id=campaign.pk, deltas={"sent": n})
+    return campaign, contacts
+
+
+@breaker
+@pytest.mark.parametrize("sent_counter", [True, False])
+def test_circuit_breaker_pauses_on_hard_bounce_rate(client, settings, sent_counter):
+    settings.CIRCUIT_BREAKER_MIN_SENT = 40
+    campaign, contacts = _sending_campaign(40, sent_counter=sent_counter)
+    for contact in contacts[:2]:  # 2 / 40 = 5%: not above the limit
+        post(client, sns_envelope(ses_sample("bounce", message_id=f"cb-{contact.pk}",
+                                             recipient=contact.email)))  # fmt: skip
+    campaign.refresh_from_db()
+    assert campaign.status == "sending"
+    # Soft bounces do not count toward the hard-bounce rate.
+    post(client, sns_envelope(ses_sample("bounce_transient", message_id=f"cb-{contacts[3].pk}",
+                                         recipient=contacts[3].email)))  # fmt: skip
+    campaign.refresh_from_db()
+    assert campaign.status == "sending"
+
+    post(client, sns_envelope(ses_sample("bounce", message_id=f"cb-{contacts[2].pk}",
+                                         recipient=contacts[2].email)))  # fmt: skip
+    campaign.refresh_from_db()
+    assert campaign.status == "paused"
+    assert campaign.status_reason.startswith("Paused automatically: 3 of 40 sent messages bounced")
+    assert "7.5%" in campaign.status_reason
+
+
+@breaker
+def test_circuit_breaker_pauses_on_complaint_rate(client, settings):
+    settings.CIRCUIT_BREAKER_MIN_SENT = 30
+    campaign, contacts = _sending_campaign(30)
+    post(client, sns_envelope(ses_sample("complaint", message_id=f"cb-{contacts[0].pk}",
+                                         recipient=contacts[0].email)))  # fmt: skip
+    campaign.refresh_from_db()
+    assert campaign.status == "paused"
+    assert "marked it as spam" in campaign.status_reason
+    # The marketer sees the reason on the campaign's page.
+
+
+@breaker
+def test_circuit_breaker_waits_for_the_minimum_sample(client, settings):
+    settings.CIRCUIT_BREAKER_MIN_SENT = 500
+    campaign, contacts = _sending_campaign(20)
+    for contact in contacts[:10]:  # 50% bounced, but only 20 sent
+        post(client, sns_envelope(ses_sample("bounce", message_id=f"cb-{contact.pk}",
+                                             recipient=contact.email)))  # fmt: skip
+    campaign.refresh_from_db()
+    assert campaign.status == "sending"
+
+
+@breaker
+def test_circuit_breaker_reason_is_shown_to_the_marketer(client, settings, admin_client):
+    settings.CIRCUIT_BREAKER_MIN_SENT = 10
+    campaign, contacts = _sending_campaign(10)
+    post(client, sns_envelope(ses_sample("complaint", message_id=f"cb-{contacts[0].pk}",
+                                         recipient=contacts[0].email)))  # fmt: skip
+    page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/")
+    assert "marked it as spam" in page.content.decode()
+
+
+def test_the_portable_insert_path_records_the_same(client, sent, monkeypatch):
+    # SQLite (the demo) has no data-modifying CTE: the lookup and the insert are two statements.
+    from django.db import connection
+
+    monkeypatch.setattr(connection, "vendor", "sqlite-like")
+    record = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    assert post(client, sns_envelope(record)).status_code == 200
+    assert post(client, sns_envelope(record)).status_code == 200
+    post(client, sns_envelope(ses_event("Delivery", "unknown-id", "a@example.org")))
+    event = Event.objects.get()
+    assert (event.type, event.bounce_type, event.notification_id) == ("bounced", "hard", sent.pk)
+    assert PendingEspEvent.objects.get().message_id == "unknown-id"
+    assert counters(sent.campaign_id) == {"bounced_hard": 1}

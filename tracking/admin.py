@@ -1,16 +1,60 @@
 from django.contrib import admin
 
-from tracking.models import Event
+from tracking.esp_events import GAVE_UP, esp_events_retry_pending, ses_event_type
+from tracking.models import Event, PendingEspEvent
 
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("id", "type", "source", "occurred_at", "notification_id", "link_id")
+    list_display = (
+        "id", "type", "bounce_type", "source", "occurred_at", "notification_id", "link_id",
+    )  # fmt: skip
     list_filter = ("type", "source")
     search_fields = ("=notification__id", "=esp_event_id")
     raw_id_fields = ("notification", "link")
     show_full_result_count = False
     readonly_fields = [f.name for f in Event._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PendingEspEvent)
+class PendingEspEventAdmin(admin.ModelAdmin):
+    """SES events waiting for their message id to be recorded (retried by beat). Rows whose
+    retries stopped after the retention (ESP_EVENT_PENDING_RETENTION_HOURS) stay here, marked
+    "retries stopped", until someone looks at them: nothing is dropped silently."""
+
+    list_display = (
+        "id", "message_id", "event_type", "source", "attempts", "state", "created_at",
+    )  # fmt: skip
+    list_filter = ("source",)
+    search_fields = ("=message_id", "=esp_event_id")
+    show_full_result_count = False
+    readonly_fields = [f.name for f in PendingEspEvent._meta.fields]
+    actions = ["retry_now"]
+
+    @admin.display(description="SES event")
+    def event_type(self, obj) -> str:
+        return ses_event_type(obj.payload) if isinstance(obj.payload, dict) else "?"
+
+    @admin.display(description="Next attempt", ordering="next_attempt_at")
+    def state(self, obj) -> str:
+        if obj.next_attempt_at >= GAVE_UP:
+            return "retries stopped"
+        return obj.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    @admin.action(description="Retry the selected events now")
+    def retry_now(self, request, queryset) -> None:
+        summary = esp_events_retry_pending(ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(
+            request,
+            f"Recorded {summary.recorded}, already recorded {summary.duplicate}, "
+            f"still unknown {summary.pending}.",
+        )
 
     def has_add_permission(self, request) -> bool:
         return False

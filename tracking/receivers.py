@@ -1,4 +1,5 @@
-"""anymail's `tracking` signal (the library's edge) → our service."""
+"""anymail's `tracking` signal (the library's edge) → our service. The webhook that sends it
+has verified the SNS signature first (tracking.webhooks)."""
 
 from anymail.signals import tracking
 from django.dispatch import receiver

@@ -122,6 +122,7 @@ LOGGING = {
 
 from config.settings.celery import *  # noqa: E402, F403
 from config.settings.email import *  # noqa: E402, F403
+from config.settings.events import *  # noqa: E402, F403
 from config.settings.tracking import *  # noqa: E402, F403
 
 # CSV/Excel exports neutralize cells starting with = + - @ (formula injection).

@@ -1,0 +1,59 @@
+"""SES events in: SNS signature checks, pending-event retries, suppression, circuit breaker.
+
+See docs/EVENTS.md for what each setting does in operation.
+"""
+
+from config.env import env_int, env_str
+from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
+
+# -- SNS signature verification (tracking.sns) ------------------------------------------------
+# SNS signs every message with a certificate it serves from https://sns.<region>.amazonaws.com
+# (…amazonaws.com.cn in China) under a path ending .pem; no other host is trusted. A regular
+# expression matched against the whole host[:port]. Only tests widen it (to a local server).
+SNS_CERT_HOST_PATTERN = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+SNS_CERT_URL_SCHEMES = ("https",)
+# A certificate fetch happens once per URL and process (then from the cache below): 3 s is far
+# above a normal fetch (~50 ms) and well inside SNS's 15 s delivery timeout.
+SNS_CERT_FETCH_TIMEOUT_SECONDS = env_int("SNS_CERT_FETCH_TIMEOUT_SECONDS", 3)
+# SNS certificates are valid for a year and rotate with a new URL: a day of caching is safe.
+SNS_CERT_CACHE_SECONDS = env_int("SNS_CERT_CACHE_SECONDS", 86_400)
+# The Django cache alias the certificates are shared through (one fetch for all processes).
+SNS_CERT_CACHE = "sns"
+
+# Django's own default cache is left as Django configures it (per-process memory); the "sns"
+# alias is Redis when the installation has one (so every web process shares one fetch, and the
+# event benchmark can hand its test certificate to the server under test), memory otherwise.
+_redis_url = REDIS_URL or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    SNS_CERT_CACHE: (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _redis_url,
+            "KEY_PREFIX": "mailwright",
+            # A cache that does not answer in 1 s is skipped (the certificate is fetched).
+            "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+        }
+        if _redis_url
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sns"}
+    ),
+}
+
+# -- events naming a message we have not recorded yet (tracking.esp_events) -------------------
+# Retried with backoff (30 s doubling to 1 hour) by beat's `esp-events-retry-pending`; after
+# this many hours the retries stop and the row stays, flagged, in the admin (nothing dropped).
+ESP_EVENT_PENDING_RETENTION_HOURS = env_int("ESP_EVENT_PENDING_RETENTION_HOURS", 72)
+
+# -- suppression -------------------------------------------------------------------------------
+# Hard bounces and complaints suppress the contact at once. Soft bounces (SES Transient or
+# Undetermined: mailbox full, message too large…) suppress it after this many within the window.
+SOFT_BOUNCE_LIMIT = env_int("SOFT_BOUNCE_LIMIT", 3)
+SOFT_BOUNCE_WINDOW_DAYS = env_int("SOFT_BOUNCE_WINDOW_DAYS", 30)
+
+# -- circuit breaker ---------------------------------------------------------------------------
+# A sending campaign is paused when, after at least CIRCUIT_BREAKER_MIN_SENT messages, its hard
+# bounce rate exceeds 5% or its complaint rate 0.1%: SES reviews accounts above 5% / 0.1% and
+# may suspend sending at 10% / 0.5%. Below the minimum sample a few bounces are noise.
+CIRCUIT_BREAKER_MIN_SENT = env_int("CIRCUIT_BREAKER_MIN_SENT", 500)
+CIRCUIT_BREAKER_BOUNCE_RATE = float(env_str("CIRCUIT_BREAKER_BOUNCE_RATE", "0.05"))
+CIRCUIT_BREAKER_COMPLAINT_RATE = float(env_str("CIRCUIT_BREAKER_COMPLAINT_RATE", "0.001"))

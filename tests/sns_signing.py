@@ -1,0 +1,146 @@
+"""Signing SNS messages the way SNS does, with a test certificate (tests and bench/events.py).
+
+A `TestSigner` makes an RSA key and a self-signed certificate (no CA: tracking.sns trusts a
+certificate because of where it comes from, sns.<region>.amazonaws.com over https, and the tests
+put it in the certificate cache for that URL, or serve it from a local server they allow).
+"""
+
+import base64
+import datetime
+import functools
+import json
+import uuid
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from tracking.sns import sns_cert_cache_seed, sns_string_to_sign
+
+REGION = "us-east-1"
+TOPIC_ARN = f"arn:aws:sns:{REGION}:123456789012:ses-events"
+CERT_URL = f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-mailwright-test.pem"
+_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+
+
+class TestSigner:
+    """An RSA key, its self-signed certificate, and the SigningCertURL it claims to be at."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, cert_url: str = CERT_URL, key_size: int = 2048):
+        self.cert_url = cert_url
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def seed(self, timeout: int | None = None) -> None:
+        """Put the certificate in the SNS certificate cache for `cert_url` (see tracking.sns)."""
+        sns_cert_cache_seed(url=self.cert_url, pem=self.pem, timeout=timeout)
+
+    def sign(self, message: dict, *, version: str = "1", cert_url: str | None = None) -> dict:
+        """`message` with SignatureVersion, SigningCertURL and Signature set, as SNS signs it."""
+        signed = {
+            **message,
+            "SignatureVersion": version,
+            "SigningCertURL": cert_url or self.cert_url,
+        }
+        signature = self.key.sign(
+            sns_string_to_sign(message=signed), padding.PKCS1v15(), _HASHES[version]()
+        )
+        signed["Signature"] = base64.b64encode(signature).decode()
+        return signed
+
+    def notification(
+        self,
+        ses_event: dict | str,
+        *,
+        sns_id: str | None = None,
+        version: str = "1",
+        subject: str | None = "Amazon SES Email Event Notification",
+        timestamp: str = "2026-11-20T10:00:06.000Z",
+    ) -> dict:
+        """A signed SNS Notification carrying `ses_event` (an object, or the Message string)."""
+        message = {
+            "Type": "Notification",
+            "MessageId": sns_id or str(uuid.uuid4()),
+            "TopicArn": TOPIC_ARN,
+            "Message": ses_event if isinstance(ses_event, str) else json.dumps(ses_event),
+            "Timestamp": timestamp,
+            "UnsubscribeURL": (
+                f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe"
+                f"&SubscriptionArn={TOPIC_ARN}:0b1f3d6e-0000-4000-8000-000000000000"
+            ),
+        }
+        if subject is not None:
+            message["Subject"] = subject
+        return self.sign(message, version=version)
+
+    def confirmation(self, kind: str = "SubscriptionConfirmation", *, version: str = "1") -> dict:
+        """A signed SubscriptionConfirmation (or UnsubscribeConfirmation)."""
+        token = "2336412f37fb687f5d51e6e2425f004aed8c1d3e" * 3
+        message = {
+            "Type": kind,
+            "MessageId": str(uuid.uuid4()),
+            "Token": token,
+            "TopicArn": TOPIC_ARN,
+            "Message": (
+                f"You have chosen to subscribe to the topic {TOPIC_ARN}.\n"
+                "To confirm the subscription, visit the SubscribeURL included in this message."
+            ),
+            "SubscribeURL": (
+                f"https://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription"
+                f"&TopicArn={TOPIC_ARN}&Token={token}"
+            ),
+            "Timestamp": "2026-11-20T09:00:00.000Z",
+        }
+        return self.sign(message, version=version)
+
+
+@functools.cache
+def default_signer() -> TestSigner:
+    """One signer per process (making a 2048-bit key takes ~0.1 s)."""
+    return TestSigner()
+
+
+def sns_headers(envelope: dict) -> dict:
+    """The headers SNS sends with a message, for Django's test client."""
+    return {
+        "HTTP_X_AMZ_SNS_MESSAGE_TYPE": envelope["Type"],
+        "HTTP_X_AMZ_SNS_MESSAGE_ID": envelope["MessageId"],
+        "HTTP_X_AMZ_SNS_TOPIC_ARN": envelope["TopicArn"],
+    }
+
+
+DATA = Path(__file__).resolve().parent / "data" / "ses_events"
+SAMPLE_MESSAGE_ID = "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000"
+SAMPLE_RECIPIENT = "recipient@example.com"
+DETAILS_KEYS = {
+    "Bounce": "bounce", "Complaint": "complaint", "Delivery": "delivery", "Open": "open",
+    "Click": "click", "DeliveryDelay": "deliveryDelay", "Subscription": "subscription",
+}  # fmt: skip
+
+
+def ses_sample(name: str, *, message_id: str, recipient: str, timestamp: str | None = None) -> dict:
+    """The SES event record tests/data/ses_events/<name>.json, for `message_id` and `recipient`
+    (and, if given, with its event `timestamp` replaced: a different event of the same kind)."""
+    text = (DATA / f"{name}.json").read_text()
+    text = text.replace(SAMPLE_MESSAGE_ID, message_id).replace(SAMPLE_RECIPIENT, recipient)
+    event = json.loads(text)
+    if timestamp is not None:
+        kind = event.get("eventType") or event.get("notificationType")
+        event[DETAILS_KEYS[kind]]["timestamp"] = timestamp
+    return event

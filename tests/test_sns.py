@@ -1,0 +1,430 @@
+"""SNS signature verification on the SES webhook (tracking.sns, tracking.webhooks).
+
+Messages are signed with a test certificate (tests/sns_signing.py); the certificate reaches the
+webhook either through the certificate cache (seeded for the SigningCertURL) or, in the fetch
+tests, from a local HTTP server that the settings allow as an SNS host.
+"""
+
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from campaigns.models import Notification
+from tests.factories import CampaignFactory, ContactFactory
+from tests.sns_signing import CERT_URL, TOPIC_ARN, TestSigner, default_signer, ses_sample
+from tests.test_webhooks import AUTH, post
+from tracking.models import Event, PendingEspEvent
+from tracking.sns import (
+    SnsVerificationError,
+    sns_cert_cache_clear,
+    sns_cert_cache_key,
+    sns_cert_cache_seed,
+    sns_cert_url_check,
+    sns_string_to_sign,
+)
+
+pytestmark = pytest.mark.django_db
+
+MESSAGE_ID = "0100018c5d2a7b1e-aaaabbbb-5a1b-4c1d-9e2f-0123456789ab-000000"
+
+
+@pytest.fixture
+def signer():
+    signer = default_signer()
+    signer.seed()
+    return signer
+
+
+@pytest.fixture
+def sent():
+    return Notification.objects.create(
+        campaign=CampaignFactory(), contact=ContactFactory(), status="sent", message_id=MESSAGE_ID
+    )
+
+
+def delivery(sent) -> dict:
+    return ses_sample("delivery", message_id=MESSAGE_ID, recipient=sent.contact.email)
+
+
+def nothing_written(sent) -> bool:
+    sent.refresh_from_db()
+    return (
+        not Event.objects.exists()
+        and not PendingEspEvent.objects.exists()
+        and sent.status == "sent"
+        and sent.contact.status == "active"
+    )
+
+
+# -- accepted -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_signed_notification_is_recorded(client, signer, sent, version):
+    response = post(client, signer.notification(delivery(sent), version=version))
+    assert response.status_code == 200
+    assert Event.objects.get(notification=sent).type == "delivered"
+
+
+def test_notification_without_subject_is_accepted(client, signer, sent):
+    assert post(client, signer.notification(delivery(sent), subject=None)).status_code == 200
+    assert Event.objects.count() == 1
+
+
+def test_string_to_sign_follows_the_aws_rules():
+    notification = {
+        "Type": "Notification", "MessageId": "m1", "TopicArn": "arn:t", "Subject": "s",
+        "Message": "hello", "Timestamp": "2026-01-01T00:00:00.000Z", "SignatureVersion": "1",
+        "Signature": "x", "SigningCertURL": CERT_URL, "UnsubscribeURL": "https://u",
+    }  # fmt: skip
+    assert sns_string_to_sign(message=notification) == (
+        b"Message\nhello\nMessageId\nm1\nSubject\ns\n"
+        b"Timestamp\n2026-01-01T00:00:00.000Z\nTopicArn\narn:t\nType\nNotification\n"
+    )
+    del notification["Subject"]
+    assert b"Subject" not in sns_string_to_sign(message=notification)
+    confirmation = {
+        "Type": "SubscriptionConfirmation", "MessageId": "m2", "Token": "tok",
+        "TopicArn": "arn:t", "Message": "confirm", "SubscribeURL": "https://s",
+        "Timestamp": "2026-01-01T00:00:00.000Z",
+    }  # fmt: skip
+    assert sns_string_to_sign(message=confirmation) == (
+        b"Message\nconfirm\nMessageId\nm2\nSubscribeURL\nhttps://s\n"
+        b"Timestamp\n2026-01-01T00:00:00.000Z\nToken\ntok\nTopicArn\narn:t\n"
+        b"Type\nSubscriptionConfirmation\n"
+    )
+    del confirmation["Token"]  # required for confirmations
+    with pytest.raises(SnsVerificationError):
+        sns_string_to_sign(message=confirmation)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem",
+        "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+    ],
+)
+def test_sns_certificate_urls_are_allowed(url):
+    assert sns_cert_url_check(url=url) == url
+
+
+# -- refused: 403 and nothing written --------------------------------------------------------------
+
+
+def _forge_other_key(signer, sent):
+    # Signed by someone else's key, claiming the real certificate's URL.
+    return TestSigner(cert_url=signer.cert_url).notification(delivery(sent))
+
+
+def _forge_tampered_message(signer, sent):
+    envelope = signer.notification(delivery(sent))
+    bounce = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    return {**envelope, "Message": json.dumps(bounce)}
+
+
+def _forge_tampered_timestamp(signer, sent):
+    return {**signer.notification(delivery(sent)), "Timestamp": "2026-11-21T10:00:06.000Z"}
+
+
+def _forge_dropped_subject(signer, sent):
+    envelope = signer.notification(delivery(sent))
+    del envelope["Subject"]
+    return envelope
+
+
+def _forge_version(version):
+    def forge(signer, sent):
+        return {**signer.notification(delivery(sent)), "SignatureVersion": version}
+
+    return forge
+
+
+def _forge_signature(value):
+    def forge(signer, sent):
+        envelope = signer.notification(delivery(sent))
+        if value is None:
+            del envelope["Signature"]
+        else:
+            envelope["Signature"] = value
+        return envelope
+
+    return forge
+
+
+def _forge_cert_url(url):
+    """Signed correctly, with the certificate even cached for `url`: only the URL rules can
+    refuse it."""
+
+    def forge(signer, sent):
+        sns_cert_cache_seed(url=url, pem=signer.pem)
+        envelope = signer.notification(delivery(sent))
+        return signer.sign(envelope, cert_url=url)
+
+    return forge
+
+
+FORGERIES = {
+    "other key": _forge_other_key,
+    "tampered message": _forge_tampered_message,
+    "tampered timestamp": _forge_tampered_timestamp,
+    "subject dropped": _forge_dropped_subject,
+    "signature version 3": _forge_version("3"),
+    "no signature version": _forge_version(None),
+    "v1 signature claimed as v2": _forge_version("2"),
+    "no signature": _forge_signature(None),
+    "not base64": _forge_signature("!!not base64!!"),
+    "placeholder signature": _forge_signature("EXAMPLEpH+.."),
+    "http url": _forge_cert_url(
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem"
+    ),
+    "lookalike host": _forge_cert_url("https://sns.us-east-1.amazonaws.com.evil.example/x.pem"),
+    "other host": _forge_cert_url("https://evil.example/sns.us-east-1.amazonaws.com/x.pem"),
+    "userinfo": _forge_cert_url("https://sns.us-east-1.amazonaws.com@evil.example/x.pem"),
+    "port": _forge_cert_url("https://sns.us-east-1.amazonaws.com:8443/x.pem"),
+    "other service": _forge_cert_url("https://sqs.us-east-1.amazonaws.com/x.pem"),
+    "not .pem": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem.txt"),
+    "query": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem?a=.pem"),
+    "s3 bucket": _forge_cert_url("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES.values(), ids=FORGERIES.keys())
+def test_forged_notification_is_refused_and_writes_nothing(client, signer, sent, forgery):
+    envelope = forgery(signer, sent)
+    response = post(client, envelope)
+    assert response.status_code == 403
+    assert nothing_written(sent)
+
+
+def test_forged_event_for_unknown_message_is_not_kept_pending(client, signer, sent):
+    record = ses_sample("delivery", message_id="unknown", recipient="a@example.org")
+    envelope = TestSigner(cert_url=signer.cert_url).notification(record)
+    assert post(client, envelope).status_code == 403
+    assert nothing_written(sent)
+
+
+def test_certificate_with_a_non_rsa_key_is_refused(client, sent):
+    signer = TestSigner(cert_url=CERT_URL.replace(".pem", "-ec.pem"))
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    cert = signer.cert
+    from cryptography import x509
+
+    ec_cert = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(ec_key.public_key())
+        .serial_number(1)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .sign(ec_key, hashes.SHA256())
+    )
+    signer.pem = ec_cert.public_bytes(serialization.Encoding.PEM)
+    signer.seed()
+    assert post(client, signer.notification(delivery(sent))).status_code == 403
+    assert nothing_written(sent)
+
+
+def test_basic_auth_is_still_required_with_a_valid_signature(client, signer, sent):
+    envelope = signer.notification(delivery(sent))
+    assert post(client, envelope, auth=None).status_code == 401
+    assert post(client, envelope, auth="Basic c25zOndyb25n").status_code == 400  # sns:wrong
+    assert nothing_written(sent)
+    assert post(client, envelope, auth=AUTH).status_code == 200
+
+
+# -- subscription confirmations ---------------------------------------------------------------
+
+
+class _Server:
+    """A local HTTP server whose answers the test sets per path; it records what it got."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, bytes, dict, float]] = {}
+        self.requests: list[tuple[str, str, bytes]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                server.requests.append((self.command, self.path, self.rfile.read(length)))
+                status, body, headers, delay = server.routes.get(
+                    urllib.parse.urlsplit(self.path).path, (404, b"not found", {}, 0)
+                )
+                time.sleep(delay)
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def hits(self, path: str) -> int:
+        return sum(1 for _, p, _ in self.requests if urllib.parse.urlsplit(p).path == path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    server = _Server()
+    yield server
+    server.close()
+
+
+CONFIRM_RESPONSE = (
+    b'<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+    b"<ConfirmSubscriptionResult><SubscriptionArn>" + TOPIC_ARN.encode() + b":sub-1"
+    b"</SubscriptionArn></ConfirmSubscriptionResult><ResponseMetadata><RequestId>r-1"
+    b"</RequestId></ResponseMetadata></ConfirmSubscriptionResponse>"
+)
+
+
+@pytest.fixture
+def sns_api(server, monkeypatch):
+    """SNS's API (where anymail confirms subscriptions) answered by the local server."""
+    server.routes["/"] = (200, CONFIRM_RESPONSE, {"Content-Type": "text/xml"}, 0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", server.url)
+    return server
+
+
+def test_verified_subscription_confirmation_is_confirmed(client, signer, sns_api):
+    confirmation = signer.confirmation(version="2")
+    assert post(client, confirmation).status_code == 200
+    (method, _, body) = sns_api.requests[0]
+    form = urllib.parse.parse_qs(body.decode())
+    assert method == "POST"
+    assert form["Action"] == ["ConfirmSubscription"]
+    assert form["TopicArn"] == [TOPIC_ARN]
+    assert form["Token"] == [confirmation["Token"]]
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda signer, c: {**c, "Token": "f" * 40},  # another token than the signed one
+        lambda signer, c: {**c, "SubscribeURL": "https://evil.example/confirm"},
+        lambda signer, c: TestSigner(cert_url=signer.cert_url).confirmation(),
+    ],
+    ids=["token", "subscribe url", "other key"],
+)
+def test_forged_subscription_confirmation_is_not_confirmed(client, signer, sns_api, forge):
+    confirmation = forge(signer, signer.confirmation())
+    assert post(client, confirmation).status_code == 403
+    assert sns_api.requests == []
+
+
+def test_unsubscribe_confirmation_is_verified_and_ignored(client, signer, sns_api):
+    confirmation = signer.confirmation("UnsubscribeConfirmation")
+    assert post(client, confirmation).status_code == 200
+    assert post(client, {**confirmation, "Token": "x"}).status_code == 403
+    assert sns_api.requests == []
+
+
+# -- fetching certificates: the real fetch code, against a local server ---------------------------
+
+
+@pytest.fixture
+def local_certs(server, settings):
+    """Allow the local server as an SNS certificate host (over http): only tests do this."""
+    settings.SNS_CERT_HOST_PATTERN = r"127\.0\.0\.1:\d+"
+    settings.SNS_CERT_URL_SCHEMES = ("http", "https")
+    settings.SNS_CERT_FETCH_TIMEOUT_SECONDS = 1
+    sns_cert_cache_clear()
+    yield server
+    sns_cert_cache_clear()
+
+
+def _signer_at(server, path: str) -> TestSigner:
+    signer = TestSigner(cert_url=server.url + path)
+    server.routes[path] = (200, signer.pem, {"Content-Type": "application/x-pem-file"}, 0)
+    return signer
+
+
+def test_certificate_is_fetched_once_then_cached(client, sent, local_certs):
+    from django.conf import settings
+    from django.core.cache import caches
+
+    server = local_certs
+    signer = _signer_at(server, "/SimpleNotificationService-1.pem")
+    record = delivery(sent)
+    assert post(client, signer.notification(record)).status_code == 200
+    assert server.hits("/SimpleNotificationService-1.pem") == 1
+    # Again: from process memory.
+    assert post(client, signer.notification(record)).status_code == 200
+    # Another process (memory empty): from the shared cache.
+    sns_cert_cache_clear()
+    assert post(client, signer.notification(record)).status_code == 200
+    assert server.hits("/SimpleNotificationService-1.pem") == 1
+    # Cache expired too: fetched again.
+    caches[settings.SNS_CERT_CACHE].delete(sns_cert_cache_key(url=signer.cert_url))
+    sns_cert_cache_clear()
+    assert post(client, signer.notification(record)).status_code == 200
+    assert server.hits("/SimpleNotificationService-1.pem") == 2
+    assert Event.objects.count() == 1  # the same SES event each time
+
+
+def test_forged_message_with_a_fetchable_certificate_is_refused(client, sent, local_certs):
+    signer = _signer_at(local_certs, "/SimpleNotificationService-2.pem")
+    envelope = signer.notification(delivery(sent))
+    envelope["Message"] = envelope["Message"].replace("Delivery", "Bounce")
+    assert post(client, envelope).status_code == 403
+    assert nothing_written(sent)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        (404, b"no such key", {}, 0),
+        (500, b"oops", {}, 0),
+        (301, b"", {"Location": "/moved.pem"}, 0),  # not followed: it could leave the SNS host
+        (200, b"-----BEGIN CERTIFICATE-----\nnot a certificate\n", {}, 0),
+        (200, b"x" * (65 * 1024), {}, 0),  # far larger than any certificate
+        (200, b"late", {}, 1.5),  # slower than the 1 s timeout
+    ],
+    ids=["404", "500", "redirect", "garbage", "oversized", "timeout"],
+)
+def test_unavailable_certificate_answers_503_so_sns_retries(client, sent, local_certs, route):
+    server = local_certs
+    signer = _signer_at(server, "/SimpleNotificationService-3.pem")
+    good = server.routes["/SimpleNotificationService-3.pem"]
+    server.routes["/moved.pem"] = good
+    server.routes["/SimpleNotificationService-3.pem"] = route
+    envelope = signer.notification(delivery(sent))
+    started = time.monotonic()
+    assert post(client, envelope).status_code == 503
+    assert time.monotonic() - started < 3
+    assert nothing_written(sent)
+    assert server.hits("/moved.pem") == 0
+    # A failure is not cached: once the certificate is served, SNS's retry is accepted.
+    server.routes["/SimpleNotificationService-3.pem"] = good
+    assert post(client, envelope).status_code == 200
+    assert Event.objects.count() == 1
+
+
+def test_sns_hosts_only_by_default(client, sent, server):
+    # Without the test override the same local URL is refused before any fetch.
+    signer = _signer_at(server, "/SimpleNotificationService-4.pem")
+    assert post(client, signer.notification(delivery(sent))).status_code == 403
+    assert server.requests == []
+    assert nothing_written(sent)

@@ -1,0 +1,11 @@
+"""Celery entry points for tracking: thin, the services do the work."""
+
+from celery import shared_task
+
+from tracking import esp_events
+
+
+@shared_task(name="tracking.tasks.esp_events_retry_pending")
+def esp_events_retry_pending() -> None:
+    """Beat: retry the SES events that named a message id we did not know yet."""
+    esp_events.esp_events_retry_pending()
