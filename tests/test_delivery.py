@@ -310,6 +310,7 @@ def test_audience_is_frozen_in_chunks_each_enqueued_as_it_commits(
     from campaigns import tasks
 
     monkeypatch.setattr(services, "FREEZE_CHUNK", 7)
+    monkeypatch.setattr(services, "FIRST_FREEZE_CHUNK", 7)
     monkeypatch.setattr(services, "BATCH_SIZE", 5)
     campaign = CampaignFactory(contact_list=list_with_contacts(20))
     inactive = Contact.objects.filter(lists=campaign.contact_list).order_by("id")[:3]
@@ -350,6 +351,7 @@ def test_a_campaign_is_not_finished_before_its_audience_is_frozen(
 
 def test_cancel_during_the_freeze_stops_it(ses, django_capture_on_commit_callbacks, monkeypatch):
     monkeypatch.setattr(services, "FREEZE_CHUNK", 5)
+    monkeypatch.setattr(services, "FIRST_FREEZE_CHUNK", 5)
     campaign = CampaignFactory(contact_list=list_with_contacts(20))
     with django_capture_on_commit_callbacks(execute=False):
         services.campaign_send_now(campaign=campaign)
