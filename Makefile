@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format clean bench
+.PHONY: install demo test lint format clean bench bench-tracking
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,10 @@ SEND_PATH ?= bulk
 bench: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/send.py --n $(N) --path $(SEND_PATH)
+
+## bench-tracking: opens and clicks through gunicorn, driven by wrk (TRACKING_N recipients, default 100,000; TRACKING_SECONDS of load per endpoint, default 20)
+TRACKING_N ?= 100000
+TRACKING_SECONDS ?= 20
+bench-tracking: $(BIN)/.installed
+	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
+	  $(BIN)/python bench/tracking.py --n $(TRACKING_N) --seconds $(TRACKING_SECONDS)

@@ -281,6 +281,9 @@ def campaign_freeze(*, campaign_id: int) -> int:
             recipient_count=count, frozen_at=timezone.now()
         )
     logger.info("campaign %s frozen recipients=%s", campaign_id, count)
+    # Its batches may all have finished already (a small campaign; eager tasks): they could
+    # not finish the campaign before frozen_at was set, so finish it here.
+    campaign_finish_if_done(campaign_id=campaign_id)
     return count
 
 

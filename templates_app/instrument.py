@@ -195,22 +195,26 @@ def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
             last = end
             out.append(Text(text_after))
         out.append(Text(text[last:]))
-    # Merge the adjacent Text nodes we produced.
-    merged: list[Node] = []
-    for node in out:
-        if isinstance(node, Text):
-            if not node.value:
-                continue
-            if merged and isinstance(merged[-1], Text):
-                merged[-1] = Text(merged[-1].value + node.value)
-                continue
-        merged.append(node)
-    return merged
+    return _merge(out)
 
 
-def _pixel(nodes: list[Node], base_url: str, token_var: str) -> list[Node]:
-    before = f'<img src="{html.escape(base_url, quote=True)}/t/o/'
-    after = '.gif" width="1" height="1" alt="" style="display:none">'
+def _trailer(base_url: str, token_var: str, honeypot_index: int) -> list[Node]:
+    """The open pixel, then the honeypot link: an empty, hidden anchor (no text, not
+    displayed, out of the tab order, hidden from screen readers), so no person can follow
+    it, while link scanners, which follow every href, do. Its index is one past the last
+    real link, so it looks like any other tracked link."""
+    base = html.escape(base_url, quote=True)
+    return [
+        Text(f'<img src="{base}/t/o/'),
+        Var(token_var),
+        Text(f'.gif" width="1" height="1" alt="" style="display:none"><a href="{base}/t/c/'),
+        Var(token_var),
+        Text(f'/{honeypot_index}" style="display:none" aria-hidden="true" tabindex="-1"></a>'),
+    ]
+
+
+def _pixel(nodes: list[Node], trailer: list[Node]) -> list[Node]:
+    """Insert `trailer` before the last top-level </body>, or at the end."""
     for i in range(len(nodes) - 1, -1, -1):
         node = nodes[i]
         if not isinstance(node, Text):
@@ -220,16 +224,22 @@ def _pixel(nodes: list[Node], base_url: str, token_var: str) -> list[Node]:
             continue
         cut = matches[-1].start()
         head, tail = node.value[:cut], node.value[cut:]
-        return [
-            *nodes[:i],
-            Text(head + before),
-            Var(token_var),
-            Text(after + tail),
-            *nodes[i + 1 :],
-        ]
-    if nodes and isinstance(nodes[-1], Text):
-        return [*nodes[:-1], Text(nodes[-1].value + before), Var(token_var), Text(after)]
-    return [*nodes, Text(before), Var(token_var), Text(after)]
+        return _merge([*nodes[:i], Text(head), *trailer, Text(tail), *nodes[i + 1 :]])
+    return _merge([*nodes, *trailer])
+
+
+def _merge(nodes: list[Node]) -> list[Node]:
+    """Adjacent Text nodes joined, empty ones dropped."""
+    merged: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Text):
+            if not node.value:
+                continue
+            if merged and isinstance(merged[-1], Text):
+                merged[-1] = Text(merged[-1].value + node.value)
+                continue
+        merged.append(node)
+    return merged
 
 
 def instrument_html(
@@ -248,9 +258,12 @@ def instrument_html(
       with template tags, ``<a data-notrack …>``, and ``<a>`` tags whose
       attributes are inside an ``{% if %}``.
     * The open pixel ``<img src="{base_url}/t/o/{{_t}}.gif" …>`` goes right
-      before the last ``</body>`` of a top-level text, or at the end.
+      before the last ``</body>`` of a top-level text, or at the end, followed by the
+      honeypot link ``<a href="{base_url}/t/c/{{_t}}/{len(urls)}" …></a>``: invisible,
+      so only software follows it (see tracking.classify). It is not in the returned list.
     """
     base_url = base_url.rstrip("/")
     ctx = _Context(base_url, token_var)
     instrumented = _instrument(tuple(nodes), ctx)
-    return tuple(_pixel(instrumented, base_url, token_var)), ctx.urls
+    trailer = _trailer(base_url, token_var, honeypot_index=len(ctx.urls))
+    return tuple(_pixel(instrumented, trailer)), ctx.urls

@@ -53,7 +53,7 @@ def test_campaign_is_sent_once_to_each_recipient_and_tracked(celery_worker_proce
     assert "https://example.com/a" not in html
     pixel = re.search(r'src="http://tracking\.test(/t/o/[^"]+\.gif)"', html).group(1)
     clicks = re.findall(r'href="http://tracking\.test(/t/c/[^"]+)"', html)
-    assert len(clicks) == 2
+    assert len(clicks) == 3  # two links and the hidden honeypot (index 2)
 
     report = campaign_report(campaign_id=campaign.pk)
     assert (report.recipients, report.sent, report.unique_opens, report.unique_clicks) == (

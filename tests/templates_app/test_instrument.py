@@ -17,7 +17,19 @@ from tests.templates_app.test_handlebars_parity import (
 )
 
 BASE = "https://t.example.com"
-PIXEL = f'<img src="{BASE}/t/o/TOK.gif" width="1" height="1" alt="" style="display:none">'
+IMG = f'<img src="{BASE}/t/o/TOK.gif" width="1" height="1" alt="" style="display:none">'
+
+
+def trailer(links):
+    """The pixel and the honeypot link (index one past the last of `links` real links)."""
+    return (
+        IMG + f'<a href="{BASE}/t/c/TOK/{links}" style="display:none" aria-hidden="true" '
+        'tabindex="-1"></a>'
+    )
+
+
+PIXEL = trailer(0)  # for a template without tracked links
+HONEYPOT_ATTRS = '" style="display:none" aria-hidden="true" tabindex="-1"></a>'
 
 
 def track(source, **kwargs):
@@ -43,7 +55,9 @@ def test_rewrites_a_static_link_into_text_var_text():
         Var("_t"),
         Text(f'/0">Shop</a></p><img src="{BASE}/t/o/'),
         Var("_t"),
-        Text('.gif" width="1" height="1" alt="" style="display:none"></body>'),
+        Text(f'.gif" width="1" height="1" alt="" style="display:none"><a href="{BASE}/t/c/'),
+        Var("_t"),
+        Text("/1" + HONEYPOT_ATTRS + "</body>"),
     )
 
 
@@ -54,7 +68,9 @@ def test_full_document_rendering():
     )
     html, urls = rendered(source)
     assert urls == ["https://shop.example.com/?a=1&b=2"]
-    assert html == (f'<html><body><a class="btn" HREF="{link(0)}">Shop</a>{PIXEL}</body></html>')
+    assert html == (
+        f'<html><body><a class="btn" HREF="{link(0)}">Shop</a>{trailer(1)}</body></html>'
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,7 +98,7 @@ def test_full_document_rendering():
 )
 def test_attribute_syntax_variants(tag, expected):
     html, urls = rendered(tag + "x</a>")
-    assert html == expected + "x</a>" + PIXEL
+    assert html == expected + "x</a>" + trailer(1)
     assert len(urls) == 1
 
 
@@ -120,7 +136,7 @@ def test_other_attributes_may_contain_template_tags():
         '<a title="Hi {{ first_name }}" href="https://x.com/">x</a>', {"first_name": "Ana"}
     )
     assert urls == ["https://x.com/"]
-    assert html == f'<a title="Hi Ana" href="{link(0)}">x</a>{PIXEL}'
+    assert html == f'<a title="Hi Ana" href="{link(0)}">x</a>{trailer(1)}'
 
 
 def test_same_url_shares_an_index_and_order_is_first_appearance():
@@ -132,7 +148,7 @@ def test_same_url_shares_an_index_and_order_is_first_appearance():
     assert urls == ["https://a/", "https://b/", "https://a/?x=1&y=2"]
     assert html == (
         f'<a href="{link(0)}">1</a><a href="{link(1)}">2</a><a href="{link(0)}">3</a>'
-        f'<a href="{link(2)}">4</a><a href="{link(2)}">5</a>{PIXEL}'
+        f'<a href="{link(2)}">4</a><a href="{link(2)}">5</a>{trailer(3)}'
     )
 
 
@@ -170,13 +186,14 @@ def test_links_inside_conditionals_are_tracked_in_document_order():
     ]
     assert isinstance(nodes[3], If)
     assert render(nodes, {"_t": "TOK", "vip": "1"}, html=True) == (
-        f'<a href="{link(0)}">f</a><a href="{link(1)}">v</a><a href="{link(4)}">l</a>{PIXEL}'
+        f'<a href="{link(0)}">f</a><a href="{link(1)}">v</a><a href="{link(4)}">l</a>{trailer(5)}'
     )
     assert render(nodes, {"_t": "TOK", "city": "Oslo"}, html=True) == (
-        f'<a href="{link(0)}">f</a>Oslo<a href="{link(2)}">c</a><a href="{link(4)}">l</a>{PIXEL}'
+        f'<a href="{link(0)}">f</a>Oslo<a href="{link(2)}">c</a><a href="{link(4)}">l</a>'
+        + trailer(5)
     )
     assert render(nodes, {"_t": "TOK"}, html=True) == (
-        f'<a href="{link(0)}">f</a><a href="{link(3)}">s</a><a href="{link(4)}">l</a>{PIXEL}'
+        f'<a href="{link(0)}">f</a><a href="{link(3)}">s</a><a href="{link(4)}">l</a>{trailer(5)}'
     )
 
 
@@ -199,8 +216,26 @@ def test_pixel_nodes():
     assert nodes == (
         Text(f'<body><img src="{BASE}/t/o/'),
         Var("_t"),
-        Text('.gif" width="1" height="1" alt="" style="display:none"></body>'),
+        Text(f'.gif" width="1" height="1" alt="" style="display:none"><a href="{BASE}/t/c/'),
+        Var("_t"),
+        Text("/0" + HONEYPOT_ATTRS + "</body>"),
     )
+
+
+def test_honeypot_link_is_invisible_and_one_past_the_last_real_link():
+    html, urls = rendered(
+        '<a href="https://a/">a</a>{% if vip %}<a href="https://b/">b</a>{% endif %}</body>'
+    )
+    assert urls == ["https://a/", "https://b/"]  # the honeypot is not a campaign link
+    # Even where the conditional link is not rendered, the honeypot keeps index 2 (the
+    # campaign's link count), which is how the click view tells it apart.
+    assert html == f'<a href="{link(0)}">a</a>{trailer(2)}</body>'
+    honeypot = html.split(IMG)[1].removesuffix("</body>")
+    assert honeypot.startswith(f'<a href="{link(2)}"')
+    # Nothing a person could see or reach: no content, not displayed, no focus, no label.
+    assert honeypot.endswith("></a>")
+    for attribute in ('style="display:none"', 'aria-hidden="true"', 'tabindex="-1"'):
+        assert attribute in honeypot
 
 
 def test_base_url_and_token_var_options():
@@ -211,7 +246,7 @@ def test_base_url_and_token_var_options():
     assert render(nodes, {"_tok": "Z"}, html=True) == (
         '<a href="https://t.example.com/a&amp;b/t/c/Z/0">x</a>'
         '<img src="https://t.example.com/a&amp;b/t/o/Z.gif" width="1" height="1" alt="" '
-        'style="display:none">'
+        'style="display:none"><a href="https://t.example.com/a&amp;b/t/c/Z/1' + HONEYPOT_ATTRS
     )
 
 
