@@ -364,3 +364,12 @@ def test_a_list_unsubscribe_after_the_freeze_is_skipped_at_claim_time(
     frozen.refresh_from_db()
     assert frozen.status == Notification.Status.SKIPPED
     assert (result.sent, ses.stats()["recipients"]) == (0, 0)
+
+
+def test_deploy_check_warns_about_an_http_tracking_base_url(settings):
+    from tracking.checks import tracking_base_url_is_https
+
+    settings.TRACKING_BASE_URL = "http://mail.example.com"
+    assert [m.id for m in tracking_base_url_is_https(None)] == ["tracking.W001"]
+    settings.TRACKING_BASE_URL = "https://mail.example.com"
+    assert tracking_base_url_is_https(None) == []

@@ -7,4 +7,4 @@ class TrackingConfig(AppConfig):
 
     def ready(self) -> None:
         # anymail announces SES events with a signal (a library edge): connect its receiver.
-        from tracking import receivers  # noqa: F401
+        from tracking import checks, receivers  # noqa: F401
