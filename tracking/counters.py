@@ -18,7 +18,7 @@ Names (one row per campaign and name):
 
 from collections.abc import Mapping
 
-from django.db import connection
+from django.db import connection, transaction
 
 from tracking.models import CampaignCounter
 
@@ -51,3 +51,38 @@ def campaign_counters(*, campaign_id: int) -> dict[str, int]:
     return dict(
         CampaignCounter.objects.filter(campaign_id=campaign_id).values_list("name", "value")
     )
+
+
+def counters_rebuild(*, campaign_id: int, apply: bool = True) -> dict[str, tuple[int, int]]:
+    """Recount the campaign's report counters from its ledger and events; where they drifted,
+    replace them (unless `apply` is False: a check). Returns {name: (stored, recounted)} for
+    every counter that differed. Only the counters the report reads are recounted
+    (tracking.selectors.counter_is_recounted); any other name is left alone.
+    """
+    from tracking.selectors import campaign_counters_recount, counter_is_recounted
+
+    with transaction.atomic():
+        if apply and connection.vendor == "postgresql":
+            # Writers add to counters in the same transaction as the rows they count. This
+            # lock waits for every writer holding counter rows to commit, and holds back new
+            # ones until the rebuild commits: a writer blocked here has not committed its row,
+            # so the recount misses it and its delta lands on top of the rebuilt value; nothing
+            # is counted twice or lost. It pauses every campaign's counter writes for the
+            # recount's duration (seconds at a million recipients).
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        recounted = campaign_counters_recount(campaign_id=campaign_id)
+        stored = {
+            name: value
+            for name, value in campaign_counters(campaign_id=campaign_id).items()
+            if counter_is_recounted(name)
+        }
+        drift = {
+            name: (stored.get(name, 0), recounted.get(name, 0))
+            for name in sorted(stored.keys() | recounted.keys())
+            if stored.get(name, 0) != recounted.get(name, 0)
+        }
+        if apply and drift:
+            CampaignCounter.objects.filter(campaign_id=campaign_id, name__in=stored).delete()
+            counters_add(campaign_id=campaign_id, deltas=recounted)
+    return drift
