@@ -16,9 +16,11 @@ import functools
 import json
 import logging
 import re
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from anymail.exceptions import AnymailAPIError
@@ -126,30 +128,39 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     group_size = min(GROUP_SIZE, max(1, int(ses_send_rate())))
     in_flight: deque[Future] = deque()
     throttled = False
-    status = Campaign.Status.SENDING
-    status_checked = time.monotonic()
+    # Pause and cancel take effect between groups, not only between batches: at a low SES
+    # rate (14/s) a batch of 500 takes ~35 s.
+    watch = _StatusWatch(campaign_id)
+
+    def collect(future: Future) -> bool:  # one group's answer, watching the status meanwhile
+        while True:
+            try:
+                answer = future.result(timeout=max(STATUS_CHECK_SECONDS, 0.05))
+            except FutureTimeout:
+                watch.check()
+            else:
+                return _record(campaign, answer, result)
+
     for start in range(0, len(sendable), group_size):
-        # Pause and cancel take effect between groups, not only between batches: at a low
-        # SES rate (14/s) a batch of 500 takes ~35 s. One indexed read per second at most.
-        if time.monotonic() - status_checked >= STATUS_CHECK_SECONDS:
-            status_checked = time.monotonic()
-            status = Campaign.objects.values_list("status", flat=True).get(pk=campaign_id)
-            if status != Campaign.Status.SENDING:
-                break
+        if not watch.check():
+            break
         group = sendable[start : start + group_size]
         if rendered:  # its messages are already sent in parallel, group by group
-            outcome = _paced(limiter, _send_rendered, campaign, compiled, group)
+            outcome = _paced(limiter, _send_rendered, campaign, compiled, group, watch.stop)
             throttled = _record(campaign, outcome, result)
         else:
             in_flight.append(
-                _group_pool().submit(_paced, limiter, _send_bulk, campaign, compiled, group)
+                _group_pool().submit(
+                    _paced, limiter, _send_bulk, campaign, compiled, group, watch.stop
+                )
             )
             while len(in_flight) >= BULK_IN_FLIGHT or (in_flight and in_flight[0].done()):
-                throttled |= _record(campaign, in_flight.popleft().result(), result)
+                throttled |= collect(in_flight.popleft())
         if throttled:
             break
     while in_flight:  # every call made is answered and recorded, throttled or not
-        throttled |= _record(campaign, in_flight.popleft().result(), result)
+        throttled |= collect(in_flight.popleft())
+    status = watch.status
     if throttled or status != Campaign.Status.SENDING:
         # Give back every row of the batch not yet answered. Throttled: the task retries
         # later. Paused: the task retries too, and finds the campaign paused (nothing to do)
@@ -233,12 +244,37 @@ def _headers(campaign, token: str) -> dict[str, str]:
     return {"X-Campaign": str(campaign.pk), **list_unsubscribe_headers_for_token(token)}
 
 
-def _paced(limiter, send, campaign, compiled, group) -> "GroupOutcome":
+class _StatusWatch:
+    """A running batch's view of its campaign's status: re-read at most once per
+    STATUS_CHECK_SECONDS (one indexed read); once it is no longer `sending`, `stop` is set, so
+    groups already handed to the pool but still waiting for their send slot stay unsent."""
+
+    def __init__(self, campaign_id: int) -> None:
+        self.campaign_id = campaign_id
+        self.status = Campaign.Status.SENDING
+        self.stop = threading.Event()
+        self._checked = time.monotonic()
+
+    def check(self) -> bool:
+        """True while the campaign is still sending."""
+        if not self.stop.is_set() and time.monotonic() - self._checked >= STATUS_CHECK_SECONDS:
+            self._checked = time.monotonic()
+            self.status = Campaign.objects.values_list("status", flat=True).get(pk=self.campaign_id)
+            if self.status != Campaign.Status.SENDING:
+                self.stop.set()
+        return not self.stop.is_set()
+
+
+def _paced(limiter, send, campaign, compiled, group, stop: threading.Event) -> "GroupOutcome":
     """Wait for the group's send slot, then send it. The slot is taken right before the call,
     on the thread that makes it, so calls reach SES in slot order and at slot time (taken
     earlier, a call queued behind others would arrive late and bunch up with later ones).
-    One Redis round-trip; no slot within the max wait, or no Redis: like SES throttling."""
+    One Redis round-trip; no slot within the max wait, or no Redis: like SES throttling.
+    `stop` set meanwhile (the campaign was paused or cancelled): the group is not sent, and
+    its rows are given back like throttled ones."""
     if not limiter.acquire(len(group), timeout=settings.SES_SEND_RATE_MAX_WAIT_SECONDS):
+        return GroupOutcome(throttled=True)
+    if stop.is_set():
         return GroupOutcome(throttled=True)
     return send(campaign, compiled, group)
 

@@ -129,6 +129,31 @@ def test_pause_mid_batch_stops_it_between_groups(rendered, ses, monkeypatch):
     assert ses.stats()["recipients"] == 50
 
 
+def test_pause_mid_batch_holds_back_groups_waiting_for_their_slot(started, ses, monkeypatch):
+    """Bulk path: groups already handed to the pool but still waiting for a send slot are not
+    sent once the campaign is paused; their rows go back with the rest."""
+    from campaigns.ratelimit import ses_rate_limiter_reset
+
+    monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
+    monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 100)  # a group of 50 each ~0.5 s
+    ses_rate_limiter_reset()
+    record = delivery._record
+
+    def record_then_pause(campaign, outcome, result):  # (on the batch's own thread)
+        throttled = record(campaign, outcome, result)
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+        return throttled
+
+    monkeypatch.setattr(delivery, "_record", record_then_pause)
+    try:
+        result = _deliver(started)
+    finally:
+        monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 0)
+        ses_rate_limiter_reset()
+    assert (result.sent, result.released, result.retry) == (50, 70, True)
+    assert ses.stats()["recipients"] == 50
+
+
 def test_cancel_skips_unclaimed_rows_and_counts_add_up(started, ses):
     ids = list(
         Notification.objects.filter(campaign=started).order_by("id").values_list("id", flat=True)
