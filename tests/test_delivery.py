@@ -137,6 +137,13 @@ def test_pause_mid_batch_holds_back_groups_waiting_for_their_slot(started, ses, 
     monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
     monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 100)  # a group of 50 each ~0.5 s
     ses_rate_limiter_reset()
+    # One sending thread, two groups in flight: group 1 is sent at once, group 2 is handed to
+    # the pool and waits there for its slot (~0.5 s) while the campaign gets paused.
+    from concurrent.futures import ThreadPoolExecutor
+
+    one_thread = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(delivery, "_group_pool", lambda: one_thread)
+    monkeypatch.setattr(delivery, "BULK_IN_FLIGHT", 2)
     record = delivery._record
 
     def record_then_pause(campaign, outcome, result):  # (on the batch's own thread)
@@ -150,6 +157,7 @@ def test_pause_mid_batch_holds_back_groups_waiting_for_their_slot(started, ses, 
     finally:
         monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 0)
         ses_rate_limiter_reset()
+        one_thread.shutdown()
     assert (result.sent, result.released, result.retry) == (50, 70, True)
     assert ses.stats()["recipients"] == 50
 
