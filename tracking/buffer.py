@@ -28,7 +28,10 @@ transaction committed. So:
   normally drained within a second, so that is about what is at risk.
 
 Keys: QUEUE (list of records), "tracking:batch:<uuid>" (a claimed batch), BATCHES (sorted
-set: batch key → claim time).
+set: batch key → claim time). The push, claim, take-over and ack functions take a `queue`
+(QUEUE by default): tracking.esp_events buffers SES events in "esp:events" with the same
+machinery ("esp:events:batches", "esp:events:batch:<uuid>"), flushed by a thread of the same
+`python -m tracking.buffer` process.
 """
 
 from __future__ import annotations
@@ -108,19 +111,35 @@ def _client() -> redis.Redis | None:
     return client
 
 
-def buffer_push(*, record: str) -> bool:
-    """Append one record; False if it could not be (no Redis, Redis failed, or failed less
-    than RETRY_AFTER_SECONDS ago): the caller records it another way."""
+def _keys(queue: str) -> tuple[str, str]:
+    """(sorted set of claimed batches, batch key prefix) of `queue`: the tracking hits keep
+    their historical names; another queue (tracking.esp_events' "esp:events") gets
+    "<queue>:batches" and "<queue>:batch:<uuid>"."""
+    if queue == QUEUE:
+        return BATCHES, BATCH_PREFIX
+    return f"{queue}:batches", f"{queue}:batch:"
+
+
+def buffer_push(
+    *, record: str | None = None, records: list[str] | None = None, queue: str = QUEUE
+) -> bool:
+    """Append one record (or several, in one RPUSH) to `queue`; False if it could not be (no
+    Redis, Redis failed, or failed less than RETRY_AFTER_SECONDS ago): the caller records
+    them another way."""
     global _down_until
+    values = [record] if record is not None else list(records or ())
     client = _client()
     if client is None or time.monotonic() < _down_until:
         return False
+    if not values:
+        return True
     try:
-        client.rpush(QUEUE, record)
+        client.rpush(queue, *values)
     except redis.RedisError as err:
         _down_until = time.monotonic() + RETRY_AFTER_SECONDS
         logger.warning(
-            "tracking buffer push failed (%s): recording directly for %.0f s",
+            "buffer push failed queue=%s (%s): recording directly for %.0f s",
+            queue,
             type(err).__name__,
             RETRY_AFTER_SECONDS,
         )
@@ -218,25 +237,30 @@ os.register_at_fork(after_in_child=_forget_pending_in_child)
 # --- the flusher's side ----------------------------------------------------------------------
 
 
-def buffer_claim(*, size: int = BATCH_SIZE) -> tuple[str, list[bytes]] | None:
-    """Claim up to `size` records as a new batch: (batch key, records), or None if empty."""
+def buffer_claim(*, size: int = BATCH_SIZE, queue: str = QUEUE) -> tuple[str, list[bytes]] | None:
+    """Claim up to `size` records of `queue` as a new batch: (batch key, records), or None
+    if it is empty."""
     client = _client()
     if client is None:
         return None
-    key = f"{BATCH_PREFIX}{uuid.uuid4().hex}"
-    items = client.eval(_CLAIM_LUA, 3, QUEUE, key, BATCHES, size, time.time())
+    batches, prefix = _keys(queue)
+    key = f"{prefix}{uuid.uuid4().hex}"
+    items = client.eval(_CLAIM_LUA, 3, queue, key, batches, size, time.time())
     if not items:
         return None
     return key, items
 
 
-def buffer_take_over(*, lease_seconds: float = LEASE_SECONDS, limit: int = 10) -> list[str]:
-    """Batches whose flusher died (claimed more than `lease_seconds` ago), now ours."""
+def buffer_take_over(
+    *, lease_seconds: float = LEASE_SECONDS, limit: int = 10, queue: str = QUEUE
+) -> list[str]:
+    """Batches of `queue` whose flusher died (claimed more than `lease_seconds` ago), now ours."""
     client = _client()
     if client is None:
         return []
     now = time.time()
-    keys = client.eval(_TAKE_OVER_LUA, 1, BATCHES, now - lease_seconds, now, limit)
+    batches = _keys(queue)[0]
+    keys = client.eval(_TAKE_OVER_LUA, 1, batches, now - lease_seconds, now, limit)
     return [key.decode() if isinstance(key, bytes) else key for key in keys]
 
 
@@ -246,37 +270,38 @@ def buffer_batch(*, key: str) -> list[bytes]:
     return client.lrange(key, 0, -1) if client is not None else []
 
 
-def buffer_ack(*, key: str) -> None:
-    """Forget a batch whose records are committed to the database."""
+def buffer_ack(*, key: str, queue: str = QUEUE) -> None:
+    """Forget a batch (of `queue`) whose records are committed to the database."""
     client = _client()
     if client is None:
         return
     with client.pipeline(transaction=True) as pipe:
         pipe.delete(key)
-        pipe.zrem(BATCHES, key)
+        pipe.zrem(_keys(queue)[0], key)
         pipe.execute()
 
 
-def buffer_oldest() -> bytes | None:
+def buffer_oldest(*, queue: str = QUEUE) -> bytes | None:
     """The oldest queued record, or a record of a batch whose lease has run out (a flusher
     died with it), or None."""
     client = _client()
     if client is None:
         return None
-    stale = client.zrangebyscore(BATCHES, "-inf", time.time() - LEASE_SECONDS, start=0, num=1)
+    batches = _keys(queue)[0]
+    stale = client.zrangebyscore(batches, "-inf", time.time() - LEASE_SECONDS, start=0, num=1)
     if stale:
         return client.lindex(stale[0], 0)
-    return client.lindex(QUEUE, 0)
+    return client.lindex(queue, 0)
 
 
-def buffer_backlog() -> dict[str, int]:
+def buffer_backlog(*, queue: str = QUEUE) -> dict[str, int]:
     """What is waiting: {"queued": records not claimed, "claimed": batches not acknowledged}."""
     client = _client()
     if client is None:
         return {"queued": 0, "claimed": 0}
     with client.pipeline(transaction=False) as pipe:
-        pipe.llen(QUEUE)
-        pipe.zcard(BATCHES)
+        pipe.llen(queue)
+        pipe.zcard(_keys(queue)[0])
         queued, claimed = pipe.execute()
     return {"queued": int(queued), "claimed": int(claimed)}
 
@@ -290,6 +315,10 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
     django.setup()
+    from tracking.esp_events import esp_events_flusher_start
     from tracking.services import tracking_flusher_run
 
+    # SES events (ESP_EVENTS_BUFFER) are flushed by a thread of this same process: one
+    # process to run and watch; each flusher has its own database connection.
+    esp_events_flusher_start()
     tracking_flusher_run()

@@ -1,0 +1,284 @@
+"""The buffered SES event intake (ESP_EVENTS_BUFFER, tracking.esp_events) and the webhook's WSGI
+fast route (tracking.webhooks.ses_webhook_wsgi)."""
+
+import base64
+import json
+import time
+from unittest import mock
+
+import pytest
+from django.core import signals
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import close_old_connections
+from django.test import RequestFactory
+
+from campaigns.models import Contact, Notification
+from tests.factories import CampaignFactory, ContactFactory
+from tests.sns_signing import default_signer, sns_headers
+from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
+from tracking import buffer
+from tracking.esp_events import (
+    ESP_EVENTS_DEAD_LETTERS,
+    ESP_EVENTS_QUEUE,
+    _record_loads,
+    esp_events_buffer_flush,
+    ses_event_parse,
+    ses_events_record,
+)
+from tracking.models import Event, PendingEspEvent
+from tracking.webhooks import ses_webhook_wsgi
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def buffered(settings):
+    """Buffered intake on the test Redis, flushed by the test itself."""
+    settings.ESP_EVENTS_BUFFER = True
+    client = buffer._client()
+    assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
+
+    def forget():
+        keys = list(client.scan_iter("esp:events*"))
+        if keys:
+            client.delete(*keys)
+
+    forget()
+    yield client
+    forget()
+
+
+def scenario(prefix: str):
+    """Two campaigns' notifications and the SNS envelopes of a mixed run of events: deliveries,
+    a hard bounce, a complaint after a delivery, three soft bounces of one contact (the limit),
+    a redelivered SNS message, an event naming an unknown message, an SES open."""
+    campaigns = [CampaignFactory(), CampaignFactory()]
+    contacts = [ContactFactory() for _ in range(4)]
+    notifications = [
+        Notification.objects.create(
+            campaign=campaigns[i // 4], contact=contacts[i % 4],
+            status=Notification.Status.SENT, message_id=f"{prefix}-m{i}",
+        )
+        for i in range(8)
+    ]  # fmt: skip
+    events = []
+    for i in range(6):
+        events.append(ses_event("Delivery", f"{prefix}-m{i}", contacts[i % 4].email))
+    events.append(ses_event("Bounce", f"{prefix}-m6", contacts[2].email))
+    events.append(ses_event("Complaint", f"{prefix}-m1", contacts[1].email))
+    events.append(ses_event("Open", f"{prefix}-m0", contacts[0].email))
+    for i in (3, 7):  # contact 3 soft-bounces on m3 (after its delivery) and on m7
+        soft = ses_event("Bounce", f"{prefix}-m{i}", contacts[3].email)
+        soft["bounce"]["bounceType"] = "Transient"
+        events.append(soft)
+    soft = ses_event("Bounce", f"{prefix}-m7", contacts[3].email)  # a later, distinct one
+    soft["bounce"].update(bounceType="Transient", timestamp="2026-11-20T11:00:00.000Z")
+    events.append(soft)
+    events.append(ses_event("Delivery", f"{prefix}-unknown", "x@example.org"))
+    envelopes = [sns_envelope(event) for event in events]
+    envelopes.append(envelopes[0])  # SNS delivers a message twice
+    return campaigns, contacts, notifications, envelopes
+
+
+def outcome(campaigns, contacts, notifications) -> dict:
+    """What was recorded, without the ids that differ between two runs of the scenario."""
+    for row in [*contacts, *notifications]:
+        row.refresh_from_db()
+    events = Event.objects.filter(notification__in=notifications)
+    return {
+        "statuses": [(n.status, n.reason) for n in notifications],
+        "contacts": [c.status for c in contacts],
+        "counters": [counters(c.pk) for c in campaigns],
+        "events": sorted(
+            (notifications.index(e.notification), e.type, e.bounce_type, e.description)
+            for e in events
+        ),
+        "pending": PendingEspEvent.objects.filter(message_id__endswith="-unknown").count(),
+    }
+
+
+def test_buffered_intake_records_exactly_what_the_direct_path_records(client, settings, buffered):
+    settings.SOFT_BOUNCE_LIMIT = 3
+    settings.ESP_EVENTS_BUFFER = False
+    direct = scenario("d")
+    for envelope in direct[3]:
+        assert post(client, envelope).status_code == 200
+    assert not buffered.exists(ESP_EVENTS_QUEUE)  # the direct path used no buffer
+    expected = outcome(*direct[:3])
+    PendingEspEvent.objects.all().delete()
+
+    settings.ESP_EVENTS_BUFFER = True
+    queued = scenario("q")
+    for envelope in queued[3]:
+        assert post(client, envelope).status_code == 200
+    assert buffered.llen(ESP_EVENTS_QUEUE) == len(queued[3])
+    assert not Event.objects.filter(notification__in=queued[2]).exists()  # not before the flush
+    assert esp_events_buffer_flush() == 12  # 14 posts: 13 events, less the unknown one (pending)
+
+    got = outcome(*queued[:3])
+    assert got == expected
+    # The scenario did what it says: each kind of outcome is in it.
+    assert got["contacts"] == ["active", "complained", "bounced", "bounced"]
+    assert got["statuses"][1] == ("complained", "abuse")
+    assert got["statuses"][6] == ("bounced", "Permanent: General")
+    assert got["counters"][0] == {"delivered": 4, "complained": 1, "bounced_soft": 1}
+    assert got["counters"][1] == {"delivered": 2, "bounced_hard": 1, "bounced_soft": 2}
+    assert got["pending"] == 1
+    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
+
+
+def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
+    campaigns, contacts, notifications, envelopes = scenario("r")
+    for envelope in envelopes:
+        post(client, envelope)
+    # A flusher commits the batch and dies before acknowledging it: the batch stays claimed.
+    key, items = buffer.buffer_claim(queue=ESP_EVENTS_QUEUE)
+    events = [ses_event_parse(payload=p, recipient=r) for _, r, p in map(_record_loads, items)]
+    assert ses_events_record(events=events, source=Event.Source.SES)["recorded"] == 12
+    before = outcome(campaigns, contacts, notifications)
+    assert esp_events_buffer_flush() == 0  # its lease (60 s) has not passed: left alone
+    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 1}
+    assert esp_events_buffer_flush(lease_seconds=0) == 0  # taken over: all duplicates
+    assert outcome(campaigns, contacts, notifications) == before
+    assert Event.objects.count() == 12
+    assert PendingEspEvent.objects.count() == 1
+    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
+    # SNS delivers the whole run again, later: nothing new either.
+    for envelope in envelopes:
+        post(client, envelope)
+    assert esp_events_buffer_flush() == 0
+    assert outcome(campaigns, contacts, notifications) == before
+
+
+def test_unreadable_records_are_kept_aside(client, buffered):
+    _, contacts, notifications, envelopes = scenario("u")
+    post(client, envelopes[0])
+    buffered.rpush(ESP_EVENTS_QUEUE, b"not json", b'[9, "x", "y", {}]')
+    assert esp_events_buffer_flush() == 1
+    assert buffered.lrange(ESP_EVENTS_DEAD_LETTERS, 0, -1) == [b"not json", b'[9, "x", "y", {}]']
+    notifications[0].refresh_from_db()
+    assert notifications[0].status == "delivered"
+
+
+def test_redis_down_means_recorded_during_the_request(client, buffered, settings, monkeypatch):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    monkeypatch.setattr(buffer, "_down_until", 0.0)
+    campaigns, contacts, notifications, envelopes = scenario("x")
+    started = time.monotonic()
+    assert post(client, envelopes[0]).status_code == 200
+    assert buffer._down_until > time.monotonic()  # the next requests do not try Redis
+    assert post(client, envelopes[6]).status_code == 200  # the hard bounce
+    assert time.monotonic() - started < 5
+    for row in notifications:
+        row.refresh_from_db()
+    assert [notifications[0].status, notifications[6].status] == ["delivered", "bounced"]
+    assert counters(campaigns[0].pk) == {"delivered": 1}
+    assert counters(campaigns[1].pk) == {"bounced_hard": 1}
+    assert Contact.objects.get(pk=contacts[2].pk).status == "bounced"
+
+
+# --- the WSGI fast route --------------------------------------------------------------------------
+
+
+class Wsgi:
+    """POSTs straight to a WSGI application (as gunicorn would call it)."""
+
+    def __init__(self, application):
+        self.application = application
+        self.factory = RequestFactory()
+
+    def __call__(self, envelope, *, auth=AUTH, body=None, **headers):
+        headers = {**sns_headers(envelope), **headers}
+        if auth:
+            headers["HTTP_AUTHORIZATION"] = auth
+        data = body if body is not None else json.dumps(envelope)
+        request = self.factory.post(WEBHOOK, data=data, content_type="text/plain", **headers)
+        environ = request.environ
+        started = {}
+
+        def start_response(status, response_headers):
+            started.update(status=int(status.split()[0]), headers=dict(response_headers))
+
+        # As Django's test client does: nothing may close the connection holding the test's
+        # transaction (the fast route closes old connections when the response is closed).
+        signals.request_started.disconnect(close_old_connections)
+        signals.request_finished.disconnect(close_old_connections)
+        try:
+            with mock.patch("tracking.webhooks.close_old_connections", lambda: None):
+                iterable = self.application(environ, start_response)
+                try:
+                    body = b"".join(iterable)
+                finally:
+                    iterable.close()
+        finally:
+            signals.request_started.connect(close_old_connections)
+            signals.request_finished.connect(close_old_connections)
+        return started["status"], started["headers"], body
+
+
+@pytest.fixture
+def wsgi_pair():
+    calls = []
+    django_app = WSGIHandler()
+
+    def spy(environ, start_response):
+        calls.append(environ["PATH_INFO"])
+        return django_app(environ, start_response)
+
+    return Wsgi(spy), Wsgi(ses_webhook_wsgi(spy)), calls
+
+
+def test_the_fast_route_answers_exactly_as_django_does(wsgi_pair):
+    plain, fast, calls = wsgi_pair
+    campaigns, contacts, notifications, _ = scenario("f")
+    delivery = ses_event("Delivery", "f-m0", contacts[0].email)
+    tampered = sns_envelope(delivery)
+    tampered["Message"] = tampered["Message"].replace("250 2.6.0", "550 5.0.0")
+    wrong = "Basic " + base64.b64encode(b"sns:wrong").decode()
+    cases = [
+        ("no credentials", sns_envelope(delivery), {"auth": None}, 401),
+        ("wrong credentials", sns_envelope(delivery), {"auth": wrong}, 400),
+        ("headers disagree", sns_envelope(delivery), {"HTTP_X_AMZ_SNS_MESSAGE_ID": "x"}, 400),
+        ("not JSON", sns_envelope(delivery), {"body": "{not json"}, 500),
+        ("bad signature", tampered, {}, 403),
+        ("a delivery", sns_envelope(delivery), {}, 200),
+    ]
+    for name, envelope, kwargs, status in cases:
+        expected = plain(envelope, **kwargs)
+        del calls[:]
+        got = fast(envelope, **kwargs)
+        assert calls == [], f"{name} went through Django"
+        assert (got[0], expected[0]) == (status, status), name
+        assert got[2] == expected[2], name
+        assert got[1].get("WWW-Authenticate") == expected[1].get("WWW-Authenticate"), name
+    notifications[0].refresh_from_db()
+    assert notifications[0].status == "delivered"
+    assert Event.objects.count() == 1  # the delivery, once (the second time: a duplicate)
+    assert counters(campaigns[0].pk) == {"delivered": 1}
+
+
+def test_the_fast_route_leaves_confirmations_and_the_rest_to_django(wsgi_pair, settings):
+    _, fast, calls = wsgi_pair
+    settings.ANYMAIL = {**settings.ANYMAIL, "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": False}
+    signer = default_signer()
+    signer.seed()
+    assert fast(signer.confirmation())[0] == 200  # (auto-confirm off: nothing sent to SNS)
+    assert calls == [WEBHOOK]
+    del calls[:]
+    envelope = sns_envelope(ses_event("Delivery", "none", "x@example.org"))
+    settings.ALLOWED_HOSTS = ["testserver"]
+    assert fast(envelope, HTTP_HOST="evil.example")[0] == 400  # ALLOWED_HOSTS, by Django
+    assert calls == [WEBHOOK]
+    assert not PendingEspEvent.objects.exists()
+
+
+def test_the_fast_route_with_the_buffer_queues_and_answers(wsgi_pair, buffered):
+    _, fast, calls = wsgi_pair
+    campaigns, contacts, notifications, envelopes = scenario("g")
+    for envelope in envelopes:
+        assert fast(envelope)[0] == 200
+    assert calls == []
+    assert buffered.llen(ESP_EVENTS_QUEUE) == len(envelopes)
+    assert not Event.objects.exists()
+    assert esp_events_buffer_flush() == 12
+    assert counters(campaigns[1].pk) == {"delivered": 2, "bounced_hard": 1, "bounced_soft": 2}
