@@ -219,20 +219,20 @@ def create_sent_campaign(n: int) -> tuple[int, list[int]]:
 
 def start_flusher(log: Path) -> subprocess.Popen:
     """The dedicated flusher process, as production runs it (`python -m tracking.buffer`)."""
-    env = {**os.environ, "TRACKING_BUFFER": "true", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, **AS_DEPLOYED, "LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
         [sys.executable, "-m", "tracking.buffer"], cwd=ROOT, env=env, stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 
+# As docker-compose.yml runs it: opens, clicks and SES events buffered in Redis.
+AS_DEPLOYED = {"TRACKING_BUFFER": "true", "ESP_EVENTS_BUFFER": "true"}
+
 WSGI_SHIMS = {
-    # config.wsgi as it is, or with the tracking fast path in front (if config/wsgi.py does not
-    # already put it there: then both are the same).
-    "fast": "from config.wsgi import application\n"
-    "from tracking.views import tracking_wsgi\n"
-    "if not getattr(application, 'tracking_wsgi', False):\n"
-    "    application = tracking_wsgi(application)\n",
+    # config.wsgi as deployed (the tracking and SES webhook fast routes in front of Django),
+    # or Django alone, to measure what the fast routes save.
+    "fast": "from config.wsgi import application\n",
     "django": "from django.core.wsgi import get_wsgi_application\n"
     "application = get_wsgi_application()\n",
 }
@@ -241,7 +241,7 @@ WSGI_SHIMS = {
 def start_gunicorn(port: int, args, log: Path) -> subprocess.Popen:
     (log.parent / "bench_wsgi.py").write_text(WSGI_SHIMS[args.app])
     linger = {} if args.linger_ms is None else {"TRACKING_BUFFER_LINGER_MS": str(args.linger_ms)}
-    env = {**os.environ, "TRACKING_BUFFER": "true", "LOG_LEVEL": "WARNING",
+    env = {**os.environ, **AS_DEPLOYED, "LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(log.parent), str(ROOT)]), **linger}  # fmt: skip
     threads = ["--threads", str(args.worker_threads)] if args.worker_class == "gthread" else []
     process = subprocess.Popen(
@@ -466,7 +466,7 @@ def main() -> int:
         "seconds_per_endpoint": args.seconds,
         "gunicorn_workers": args.workers,
         "gunicorn_worker_class": args.worker_class,
-        "app": "config.wsgi + tracking_wsgi" if args.app == "fast" else "config.wsgi (Django)",
+        "app": "config.wsgi" if args.app == "fast" else "Django alone",
         "flusher": args.flusher,
         "linger_ms": settings.TRACKING_BUFFER_LINGER_MS
         if args.linger_ms is None
