@@ -124,7 +124,6 @@ class WorkerProcess:
 @pytest.fixture
 def celery_worker_process(ses, tmp_path, transactional_db):
     """A real `celery worker` process on the test database and Redis, sending to `ses`."""
-    from config.celery import app
 
     log = tmp_path / "worker.log"
     env = {
@@ -134,9 +133,7 @@ def celery_worker_process(ses, tmp_path, transactional_db):
         "AWS_ENDPOINT_URL_SESV2": ses.url,
         "LOG_LEVEL": "DEBUG",
     }
-    with app.connection_for_write() as conn:  # no task of an earlier test may linger
-        for queue in ("transactional", "bulk", "periodic"):
-            conn.default_channel.queue_purge(queue)
+    _forget_broker_state()  # no task, unacked message or send-rate state of an earlier test
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q",
