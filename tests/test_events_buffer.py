@@ -204,7 +204,7 @@ class Wsgi:
         signals.request_started.disconnect(close_old_connections)
         signals.request_finished.disconnect(close_old_connections)
         try:
-            with mock.patch("tracking.webhooks.close_old_connections", lambda: None):
+            with mock.patch("tracking.wsgi_direct.close_old_connections", lambda: None):
                 iterable = self.application(environ, start_response)
                 try:
                     body = b"".join(iterable)

@@ -594,7 +594,7 @@ class Wsgi:
         signals.request_started.disconnect(close_old_connections)
         signals.request_finished.disconnect(close_old_connections)
         try:
-            with mock.patch("tracking.views.close_old_connections", closer):
+            with mock.patch("tracking.wsgi_direct.close_old_connections", closer):
                 iterable = self.application(environ, start_response)
                 try:
                     body = b"".join(iterable)

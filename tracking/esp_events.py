@@ -265,7 +265,7 @@ def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = N
         found = _event_insert(event, source)
         if found is None:
             if pending_id is None:
-                _pending_add(event, source)
+                _pending_add_all([event], source)
             else:
                 _pending_reschedule(pending_id)
             return PENDING
@@ -591,7 +591,8 @@ def _pending_add_all(events: list[SesEvent], source: str) -> None:
             )
             for e in events
         ],
-        ignore_conflicts=True,  # already pending (delivered twice, or a batch flushed twice)
+        # Already pending: SNS delivered it twice, a file had it, or a batch was flushed twice.
+        ignore_conflicts=True,
     )
     for event in events:
         logger.info(
@@ -739,27 +740,6 @@ def esp_events_flusher_start() -> threading.Thread | None:
 
 def _retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(RETRY_BASE_SECONDS * 2**attempts, RETRY_MAX_SECONDS))
-
-
-def _pending_add(event: SesEvent, source: str) -> None:
-    PendingEspEvent.objects.bulk_create(
-        [
-            PendingEspEvent(
-                esp_event_id=event.esp_event_id,
-                message_id=event.message_id,
-                source=source,
-                payload=event.payload,
-                next_attempt_at=timezone.now() + _retry_delay(0),
-            )
-        ],
-        ignore_conflicts=True,  # already pending (SNS delivered it twice, or a file had it)
-    )
-    logger.info(
-        "ses event pending: unknown message type=%s message_id=%s id=%s",
-        event.type,
-        event.message_id,
-        event.esp_event_id,
-    )
 
 
 def _pending_reschedule(pending_id: int) -> None:

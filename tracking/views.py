@@ -24,9 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.core.exceptions import DisallowedHost
-from django.core.handlers.wsgi import WSGIRequest
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseRedirect
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
@@ -34,6 +32,7 @@ from django.views.decorators.http import require_safe
 from tracking.classify import CLICK, OPEN
 from tracking.services import hit_new, link_target, tracking_hit_record
 from tracking.tokens import notification_id_from
+from tracking.wsgi_direct import direct_request, direct_response
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +139,9 @@ def tracking_wsgi(application: Callable) -> Callable:
         match = _TRACKING_PATH.match(environ.get("PATH_INFO", ""))
         if match is None or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return application(environ, start_response)
-        request = WSGIRequest(environ)
-        try:
-            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
-        except DisallowedHost:
-            return application(environ, start_response)  # Django answers 400 and logs it
-        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
-            return application(environ, start_response)  # SecurityMiddleware redirects
+        request = direct_request(environ)
+        if request is None:
+            return application(environ, start_response)
         try:
             if match["open"] is not None:
                 response = open_pixel(request, match["open"])
@@ -160,17 +155,7 @@ def tracking_wsgi(application: Callable) -> Callable:
                 content_type="image/gif" if match["open"] is not None else "text/plain",
                 status=200 if match["open"] is not None else 500,
             )
-        # When the server has sent the response it closes it: the request is closed, and the
-        # database connection is kept, or closed if it broke or passed CONN_MAX_AGE, as
-        # Django's request signals do. (Not the signals themselves: their receivers cost
-        # ~100 µs a request, measured, and the others, cache and query-log resets, are for
-        # what these views never use.)
-        response._resource_closers.append(request.close)
-        response._resource_closers.append(close_old_connections)
-        # CommonMiddleware's Content-Length, so the server need not close the connection.
-        response.headers.setdefault("Content-Length", str(len(response.content)))
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
-        return response
+        return direct_response(request, response, start_response)
 
     wsgi.tracking_wsgi = True  # so a second wrap, or a check, can tell
     return wsgi

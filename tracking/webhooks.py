@@ -21,17 +21,14 @@ import logging
 from collections.abc import Callable, Iterable
 
 from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
-from django.conf import settings
-from django.core.exceptions import DisallowedHost
 from django.core.handlers.exception import convert_exception_to_response
-from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
-from django.db import close_old_connections
 from django.dispatch import receiver
 from django.http import HttpResponse, HttpResponseForbidden
 
 from tracking.esp_events import esp_events_buffer_enabled, esp_events_buffer_push
 from tracking.sns import SnsCertificateUnavailable, SnsVerificationError, sns_verify
+from tracking.wsgi_direct import direct_request, direct_response
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +105,10 @@ def ses_webhook_wsgi(application: Callable) -> Callable:
             or environ.get("HTTP_X_AMZ_SNS_MESSAGE_TYPE") != "Notification"
         ):
             return application(environ, start_response)
-        request = WSGIRequest(environ)
-        try:
-            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
-        except DisallowedHost:
-            return application(environ, start_response)  # Django answers 400 and logs it
-        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
-            return application(environ, start_response)  # SecurityMiddleware redirects
-        response = view(request)
-        # As tracking_wsgi: the request closed and the database connection kept or closed
-        # when the server closes the response, as Django's request signals would.
-        response._resource_closers.append(request.close)
-        response._resource_closers.append(close_old_connections)
-        if not response.streaming:
-            response.headers.setdefault("Content-Length", str(len(response.content)))
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
-        return response
+        request = direct_request(environ)
+        if request is None:
+            return application(environ, start_response)
+        return direct_response(request, view(request), start_response)
 
     wsgi.ses_webhook_wsgi = True
     return wsgi
