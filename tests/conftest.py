@@ -156,6 +156,38 @@ def celery_worker_process(ses, tmp_path, transactional_db):
         process.wait()
 
 
+def call_wsgi(application, environ: dict, *, close_connections: bool = False):
+    """Call a WSGI application as a server would (gunicorn): (status, headers, body).
+
+    As Django's test client does, the request signals may not close the database connection
+    holding the test's transaction, nor may the WSGI fast routes (tracking.wsgi_direct) when
+    they close a response; `close_connections` lets them (a transactional test)."""
+    from unittest import mock
+
+    from django.core import signals
+    from django.db import close_old_connections
+
+    started = {}
+
+    def start_response(status, response_headers):
+        started.update(status=int(status.split()[0]), headers=dict(response_headers))
+
+    closer = close_old_connections if close_connections else lambda: None
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        with mock.patch("tracking.wsgi_direct.close_old_connections", closer):
+            iterable = application(environ, start_response)
+            try:
+                body = b"".join(iterable)
+            finally:
+                iterable.close()  # the server's job
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return started["status"], started["headers"], body
+
+
 def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: str = ""):
     deadline = time.monotonic() + timeout
     while True:

@@ -4,15 +4,13 @@ fast route (tracking.webhooks.ses_webhook_wsgi)."""
 import base64
 import json
 import time
-from unittest import mock
 
 import pytest
-from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import close_old_connections
 from django.test import RequestFactory
 
 from campaigns.models import Contact, Notification
+from tests.conftest import call_wsgi
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import default_signer, sns_headers
 from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
@@ -193,27 +191,7 @@ class Wsgi:
             headers["HTTP_AUTHORIZATION"] = auth
         data = body if body is not None else json.dumps(envelope)
         request = self.factory.post(WEBHOOK, data=data, content_type="text/plain", **headers)
-        environ = request.environ
-        started = {}
-
-        def start_response(status, response_headers):
-            started.update(status=int(status.split()[0]), headers=dict(response_headers))
-
-        # As Django's test client does: nothing may close the connection holding the test's
-        # transaction (the fast route closes old connections when the response is closed).
-        signals.request_started.disconnect(close_old_connections)
-        signals.request_finished.disconnect(close_old_connections)
-        try:
-            with mock.patch("tracking.wsgi_direct.close_old_connections", lambda: None):
-                iterable = self.application(environ, start_response)
-                try:
-                    body = b"".join(iterable)
-                finally:
-                    iterable.close()
-        finally:
-            signals.request_started.connect(close_old_connections)
-            signals.request_finished.connect(close_old_connections)
-        return started["status"], started["headers"], body
+        return call_wsgi(self.application, request.environ)
 
 
 @pytest.fixture

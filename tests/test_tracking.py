@@ -4,16 +4,15 @@ buffer and its flusher (nothing lost, nothing counted twice)."""
 
 import time
 from datetime import UTC, datetime, timedelta
-from unittest import mock
 
 import pytest
-from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from campaigns.models import CampaignLink, Notification
+from tests.conftest import call_wsgi
 from tests.factories import CampaignFactory, ContactFactory
 from tracking import buffer, services
 from tracking.classify import CLICK, OPEN
@@ -583,27 +582,7 @@ class Wsgi:
 
     def __call__(self, path, method="GET", **headers):
         environ = getattr(self.factory, method.lower())(path, **headers).environ
-        started = {}
-
-        def start_response(status, response_headers):
-            started.update(status=int(status.split()[0]), headers=dict(response_headers))
-
-        # As Django's test client does: the request signals must not close the connection
-        # holding the test's transaction.
-        closer = close_old_connections if self.close_connections else lambda: None
-        signals.request_started.disconnect(close_old_connections)
-        signals.request_finished.disconnect(close_old_connections)
-        try:
-            with mock.patch("tracking.wsgi_direct.close_old_connections", closer):
-                iterable = self.application(environ, start_response)
-                try:
-                    body = b"".join(iterable)
-                finally:
-                    iterable.close()  # the server's job
-        finally:
-            signals.request_started.connect(close_old_connections)
-            signals.request_finished.connect(close_old_connections)
-        return started["status"], started["headers"], body
+        return call_wsgi(self.application, environ, close_connections=self.close_connections)
 
 
 @pytest.fixture
