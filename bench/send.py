@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-TICKS = os.sysconf("SC_CLK_TCK")
+
+from bench.common import TICKS, cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,24 +41,6 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=1800)
     return parser.parse_args()  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_database() -> None:
-    """Create the database named by DATABASE_URL if it does not exist, then migrate."""
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    base, name = url.rsplit("/", 1)
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
 
 
 def start_ses(tmp: Path) -> tuple[subprocess.Popen | None, str]:
@@ -130,30 +112,6 @@ def create_audience(n: int) -> int:
         from_email="bench@example.com", send_path=os.environ["CAMPAIGN_SEND_PATH"],
     )  # fmt: skip
     return campaign.pk
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(child) for child in children)
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / TICKS
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
 
 LINKS = 3
 # What opens and clicks look like: mostly mail clients and browsers, some proxies and bots
@@ -153,24 +154,6 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--drain-timeout", type=float, default=300)
     return parser.parse_args()  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_database() -> None:
-    """Create the database named by DATABASE_URL if it does not exist, then migrate."""
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    base, name = url.rsplit("/", 1)
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, check=True)
 
 
 def create_sent_campaign(n: int) -> tuple[int, list[int]]:
@@ -291,33 +274,6 @@ def run_wrk(url: str, paths: list[str], args, tmp: Path, name: str) -> dict:
         # wrk counts a response with status ≥ 400 under errors.status, not as success.
         "ok": stats["requests"] - stats["status"],
     }
-
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        todo.extend(int(child) for child in children)
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / TICKS
 
 
 def load_average() -> float:
