@@ -253,3 +253,27 @@ def test_accessor_shares_redis_and_falls_back_to_process_memory(settings, fresh_
     local = ses_rate_limiter()
     assert isinstance(local, LocalRateLimiter)
     assert local.acquire(50, timeout=0) is True
+
+
+def test_a_slot_used_late_is_given_up_for_a_fresh_one(monkeypatch):
+    """Woken long after its slot (the process was not scheduled), a caller takes a new slot
+    instead of sending late and bunching with the next callers' slots."""
+    import campaigns.ratelimit as ratelimit
+
+    limiter = ratelimit.LocalRateLimiter(name="late", rate=10, burst=1)
+    real_sleep = time.sleep
+    late = []
+
+    def oversleep(seconds):
+        overrun = 0.3 if late and late.pop() else 0.0
+        real_sleep(seconds + overrun)
+
+    monkeypatch.setattr(ratelimit.time, "sleep", oversleep)
+    limiter.acquire(1)  # within the burst: no wait
+    late.append(True)  # the next wait overruns its slot by 0.3 s
+    started = time.monotonic()
+    assert limiter.acquire(1)  # slot at +0.1 s, woken at +0.4 s: stale, re-reserved
+    # A fresh slot was taken when it woke (its 0.1 s paid from +0.4 s on); used late, the
+    # stale slot would have left the limiter's clock at +0.2 s, and the next callers' slots
+    # right behind a call that went out 0.3 s late.
+    assert limiter._tat >= started + 0.45
