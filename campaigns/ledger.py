@@ -81,12 +81,7 @@ def ledger_claim(
         f"JOIN {c} c ON c.id = claimed.contact_id "
         f"LEFT JOIN {m} m ON m.contact_id = c.id AND m.contact_list_id = %s"
     )
-    claim = (
-        f"UPDATE {n} SET status = %s, updated_at = %s "  # noqa: S608 (table names are ours)
-        "WHERE campaign_id = %s AND id BETWEEN %s AND %s AND status = %s "
-        "RETURNING id, contact_id"
-    )
-    claim_params = [S.SENDING, timezone.now(), campaign_id, first_id, last_id, S.CREATED]
+    claim, claim_params = claim_update(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
@@ -124,6 +119,23 @@ def ledger_claim(
         )
         for nid, contact_id, email, first_name, last_name, status, left_list, *values in rows
     ]
+
+
+def claim_update(*, campaign_id: int, first_id: int, last_id: int) -> tuple[str, list]:
+    """The claim's UPDATE (created → sending for one id range), with its parameters.
+
+    It must read the range through the primary key and nothing else. `campaign_id + 0` keeps
+    the planner off the (campaign, status) index: for a campaign frozen since the last
+    ANALYZE, the statistics promise ~1 row there, and the claim then walked every `created`
+    row of the campaign to find its 500 (52,000 rows read per claim at 100k recipients,
+    measured: quadratic in the campaign's size).
+    """
+    sql = (
+        f"UPDATE {Notification._meta.db_table} SET status = %s, updated_at = %s "  # noqa: S608
+        "WHERE id BETWEEN %s AND %s AND campaign_id + 0 = %s AND status = %s "
+        "RETURNING id, contact_id"
+    )
+    return sql, [S.SENDING, timezone.now(), first_id, last_id, campaign_id, S.CREATED]
 
 
 def _json(value: object) -> object:

@@ -1,7 +1,7 @@
 import pytest
 
-from campaigns.ledger import ledger_claim
-from campaigns.models import Notification
+from campaigns.ledger import claim_update, ledger_claim
+from campaigns.models import Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory
 
 ATTRIBUTES = {
@@ -43,3 +43,36 @@ def test_claim_returns_the_contacts_attributes_as_stored():
         )
         == []
     )  # claimed once
+
+
+def _scans(plan: dict) -> list[dict]:
+    found = [plan] if plan.get("Relation Name") == Notification._meta.db_table else []
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+@pytest.mark.django_db
+def test_claim_reads_only_its_range_through_the_primary_key():
+    """A campaign frozen since the last ANALYZE has no statistics: the claim must still read
+    its 500 rows by primary key, not every created row of the campaign (quadratic)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    campaign = CampaignFactory()
+    contacts = Contact.objects.bulk_create(
+        Contact(email=f"claim{i}@example.org") for i in range(3_000)
+    )
+    rows = Notification.objects.bulk_create(
+        Notification(campaign=campaign, contact=contact) for contact in contacts
+    )
+    first_id, last_id = rows[2_000].pk, rows[2_499].pk
+    sql, params = claim_update(campaign_id=campaign.pk, first_id=first_id, last_id=last_id)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        ((plan,),) = cursor.fetchall()
+    (scan,) = [node for node in _scans(plan[0]["Plan"]) if node["Node Type"] != "ModifyTable"]
+    assert scan["Index Name"] == f"{Notification._meta.db_table}_pkey"
+    assert scan["Actual Rows"] == 500
+    assert scan.get("Rows Removed by Filter", 0) == 0
