@@ -49,7 +49,7 @@ bench: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/send.py --n $(N) --path $(SEND_PATH)
 
-## bench-tracking: opens and clicks through gunicorn, driven by wrk (TRACKING_N recipients, default 100,000; TRACKING_SECONDS of load per endpoint, default 20)
+## bench-tracking: opens and clicks through granian (as the Dockerfile runs it), driven by wrk (TRACKING_N recipients, default 100,000; TRACKING_SECONDS of load per endpoint, default 20)
 TRACKING_N ?= 100000
 TRACKING_SECONDS ?= 20
 bench-tracking: $(BIN)/.installed

@@ -1,9 +1,10 @@
-"""Tracking benchmark: opens and clicks through gunicorn and the whole stack, measured.
+"""Tracking benchmark: opens and clicks through the web server and the whole stack, measured.
 
 Runs on PostgreSQL and Redis (from `make bench-tracking`, via scripts/with-services.sh):
-creates a sent campaign of N recipients with 3 links; starts gunicorn (sync workers, as the
-Dockerfile serves config.wsgi; by default with tracking.views.tracking_wsgi in front, which
-config/wsgi.py is to apply: --app django measures without it) with the buffered write path on
+creates a sent campaign of N recipients with 3 links; starts granian as the Dockerfile does
+(2 workers of 4 threads serving config.wsgi, tracking.views.tracking_wsgi in front as
+config/wsgi.py applies it: --app django measures without it; --server gunicorn compares with
+gunicorn, if installed) with the buffered write path on
 (TRACKING_BUFFER=true) and the flusher beside it (`python -m tracking.buffer`); drives it with
 wrk, a Lua script walking valid signed tokens (precomputed here: wrk's Lua has no HMAC) with a
 mix of mail-client, proxy and scanner user agents:
@@ -106,16 +107,27 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WORKERS", 4)),
-        help="gunicorn (sync) worker processes",
+        default=int(os.environ.get("WORKERS", 2)),
+        help="web server worker processes (the Dockerfile's GRANIAN_WORKERS: 2)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "granian"],
+        default=os.environ.get("TRACKING_SERVER", "granian"),
+        help="the WSGI server: granian (the Dockerfile's web), or gunicorn to compare (not a "
+        "dependency: pip install gunicorn)",
     )
     parser.add_argument(
         "--worker-class",
         default=os.environ.get("WORKER_CLASS", "sync"),
-        help="gunicorn worker class: sync (as the Dockerfile), or gthread",
+        help="with gunicorn: its worker class, sync or gthread",
     )
     parser.add_argument(
-        "--worker-threads", type=int, default=2, help="threads per worker with gthread"
+        "--worker-threads",
+        type=int,
+        default=4,
+        help="threads per worker: granian's blocking threads (the Dockerfile's: 4), or "
+        "gunicorn gthread's",
     )
     parser.add_argument(
         "--flusher",
@@ -226,13 +238,23 @@ def start_gunicorn(port: int, args, log: Path) -> subprocess.Popen:
     linger = {} if args.linger_ms is None else {"TRACKING_BUFFER_LINGER_MS": str(args.linger_ms)}
     env = {**os.environ, **AS_DEPLOYED, "LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(log.parent), str(ROOT)]), **linger}  # fmt: skip
-    threads = ["--threads", str(args.worker_threads)] if args.worker_class == "gthread" else []
+    if args.server == "granian":
+        command = [
+            sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(args.workers), "--blocking-threads",
+            str(args.worker_threads), "--log-level", "warning", "--no-access-log",
+            "bench_wsgi:application",
+        ]  # fmt: skip
+    else:
+        threads = ["--threads", str(args.worker_threads)] if args.worker_class == "gthread" else []
+        command = [
+            sys.executable, "-m", "gunicorn", "bench_wsgi", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(args.workers), "--worker-class", args.worker_class, *threads,
+            "--log-level", "warning",
+        ]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "bench_wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--worker-class", args.worker_class, *threads,
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -351,7 +373,7 @@ def main() -> int:
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    gunicorn = start_gunicorn(port, args, tmp / "gunicorn.log")
+    gunicorn = start_gunicorn(port, args, tmp / "web.log")
     flusher = start_flusher(tmp / "flusher.log") if args.flusher == "process" else None
     try:
 
@@ -385,7 +407,7 @@ def main() -> int:
         print(f"answered {answered}, recorded {events} (drained in {open_drain_s:.1f} s and "
               f"{click_drain_s:.1f} s)", flush=True)  # fmt: skip
 
-        ses = other_measure("events", base_url=base_url, n=args.events_n)
+        ses = other_measure("events", base_url=base_url, n=args.events_n, seconds=args.seconds)
         report = other_measure("report", recipients=args.report_recipients)
     finally:
         if flusher is not None:
@@ -420,8 +442,9 @@ def main() -> int:
         "drain_seconds": round(max(open_drain_s, click_drain_s), 1),
         "recipients": args.n,
         "seconds_per_endpoint": args.seconds,
-        "gunicorn_workers": args.workers,
-        "gunicorn_worker_class": args.worker_class,
+        "server": args.server,
+        "workers": args.workers,
+        "worker_class": args.worker_class if args.server == "gunicorn" else "granian",
         "app": "config.wsgi" if args.app == "fast" else "Django alone",
         "flusher": args.flusher,
         "linger_ms": settings.TRACKING_BUFFER_LINGER_MS
