@@ -157,7 +157,7 @@ def celery_worker_process(ses, tmp_path, transactional_db):
 
 
 def call_wsgi(application, environ: dict, *, close_connections: bool = False):
-    """Call a WSGI application as a server would (gunicorn): (status, headers, body).
+    """Call a WSGI application as a server would (granian): (status, headers, body).
 
     As Django's test client does, the request signals may not close the database connection
     holding the test's transaction, nor may the WSGI fast routes (tracking.wsgi_direct) when

@@ -179,7 +179,7 @@ def test_redis_down_means_recorded_during_the_request(client, buffered, settings
 
 
 class Wsgi:
-    """POSTs straight to a WSGI application (as gunicorn would call it)."""
+    """POSTs straight to a WSGI application (as a WSGI server would call it)."""
 
     def __init__(self, application):
         self.application = application

@@ -571,7 +571,7 @@ def test_buffered_record_round_trip_and_validation():
 
 
 class Wsgi:
-    """Requests straight to a WSGI application (as gunicorn would call it)."""
+    """Requests straight to a WSGI application (as a WSGI server would call it)."""
 
     def __init__(self, application, *, close_connections=False):
         self.application = application

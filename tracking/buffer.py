@@ -221,7 +221,7 @@ def buffer_push_pending() -> int:
 
 
 def _forget_pending_in_child() -> None:
-    # A forked child (a gunicorn worker forked after the app was loaded) starts empty: its
+    # A forked child (a web server worker forked after the app was loaded) starts empty: its
     # parent's pending records are the parent's to push, and threads do not survive a fork.
     global _pusher, _pending_lock
     _pusher = None
