@@ -29,7 +29,7 @@ def deliver_batch(self, campaign_id: int, first_id: int, last_id: int) -> None:
             THROTTLE_RETRY_BASE_SECONDS * 2**self.request.retries, THROTTLE_RETRY_MAX_SECONDS
         )
         raise self.retry(countdown=countdown)
-    services.campaign_finish_if_done(campaign_id=campaign_id)
+    services.campaign_finish_if_answered(campaign_id=campaign_id)
 
 
 @shared_task(name="campaigns.tasks.campaigns_start_due")
