@@ -182,13 +182,16 @@ def buffer_push_later(*, record: str, fallback: Callable[[list[str]], None]) -> 
 
 
 def _pusher_loop() -> None:
-    from django.db import close_old_connections
+    from django.db import connections
 
     while True:
         _pending_ready.wait()
         time.sleep(buffer_linger())  # let the records of the next few ms join this push
         buffer_push_pending()
-        close_old_connections()  # this thread's own, if the fallback used one
+        # This thread's own connection, if the fallback opened one: closed, not kept for
+        # CONN_MAX_AGE, since the fallback is rare (Redis down) and an idle session per web
+        # process would hold a database connection slot (and blocks dropping the database).
+        connections.close_all()
 
 
 def buffer_push_pending() -> int:

@@ -36,6 +36,7 @@ from django.db import (
     OperationalError,
     close_old_connections,
     connection,
+    connections,
     transaction,
 )
 from django.db.models.expressions import RawSQL
@@ -791,7 +792,9 @@ def _web_flusher_loop() -> None:
         except Exception:  # noqa: BLE001 (a thread that dies stops flushing for good)
             logger.exception("tracking web flusher failed")
         finally:
-            close_old_connections()
+            # Closed, not kept: this thread writes only when the flusher is late (rarely),
+            # and an idle session per web process would hold a connection slot.
+            connections.close_all()
 
 
 def tracking_flush_if_late(*, after_seconds: float = WEB_FLUSH_AFTER_SECONDS) -> int | None:
