@@ -1,5 +1,6 @@
 """What the benchmarks share: ports, the database, and reading processes' CPU from /proc."""
 
+import json
 import os
 import socket
 import subprocess
@@ -50,3 +51,25 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
     return total / TICKS
+
+
+def wrk(
+    url: str,
+    script: Path,
+    *,
+    threads: int,
+    connections: int,
+    seconds: float,
+    timeout: str,
+    env: dict[str, str],
+) -> dict:
+    """Run wrk with a Lua `script` whose done() prints one line "WRK {json}"; that JSON."""
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+         "--timeout", timeout, "-s", str(script), url],
+        env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode:
+        raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
+    line = next(x for x in result.stdout.splitlines() if x.startswith("WRK "))
+    return json.loads(line[4:])

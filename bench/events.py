@@ -34,7 +34,6 @@ import logging
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import wrk  # noqa: E402
 
 logger = logging.getLogger("bench.events")
 
@@ -257,21 +258,19 @@ def post_for(
         )
         script = Path(tmp) / "events.lua"
         script.write_text(WRK_LUA.replace("WEBHOOK_PATH", json.dumps(WEBHOOK_PATH)))
-        env = {
-            **os.environ,
-            "EVENTS_BENCH_BODIES": str(bodies_file),
-            "EVENTS_BENCH_AUTH": auth or "",
-            "EVENTS_BENCH_THREADS": str(WRK_THREADS),
-        }
-        result = subprocess.run(
-            ["wrk", "-t", str(WRK_THREADS), "-c", str(max(WRK_THREADS, concurrency)),
-             "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script), base_url],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-    if result.returncode:
-        raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
-    line = next(x for x in result.stdout.splitlines() if x.startswith("WRK "))
-    stats = json.loads(line[4:])
+        stats = wrk(
+            base_url,
+            script,
+            threads=WRK_THREADS,
+            connections=max(WRK_THREADS, concurrency),
+            seconds=seconds,
+            timeout="10s",
+            env={
+                "EVENTS_BENCH_BODIES": str(bodies_file),
+                "EVENTS_BENCH_AUTH": auth or "",
+                "EVENTS_BENCH_THREADS": str(WRK_THREADS),
+            },
+        )
     return {
         "ok": stats["ok"],
         "bad": stats["bad"],

@@ -42,7 +42,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_seconds,
+    free_port,
+    prepare_database,
+    process_tree,
+    wrk,
+)
 
 LINKS = 3
 # What opens and clicks look like: mostly mail clients and browsers, some proxies and bots
@@ -273,17 +279,15 @@ def run_wrk(url: str, paths: list[str], args, tmp: Path, name: str) -> dict:
     agents_file.write_text("\n".join(USER_AGENTS) + "\n")
     script = tmp / "tracking.lua"
     script.write_text(WRK_LUA)
-    env = {**os.environ, "TRACKING_BENCH_PATHS": str(paths_file),
-           "TRACKING_BENCH_AGENTS": str(agents_file)}  # fmt: skip
-    result = subprocess.run(
-        ["wrk", "-t", str(args.threads), "-c", str(args.connections),
-         "-d", f"{args.seconds}s", "--timeout", "5s", "-s", str(script), url],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    if result.returncode:
-        raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
-    line = next(x for x in result.stdout.splitlines() if x.startswith("WRK "))
-    stats = json.loads(line[4:])
+    stats = wrk(
+        url,
+        script,
+        threads=args.threads,
+        connections=args.connections,
+        seconds=args.seconds,
+        timeout="5s",
+        env={"TRACKING_BENCH_PATHS": str(paths_file), "TRACKING_BENCH_AGENTS": str(agents_file)},
+    )
     failed = sum(stats[k] for k in ("connect", "read", "write", "status", "timeout"))
     seconds = stats["duration_us"] / 1e6
     return {

@@ -148,9 +148,14 @@ def celery_worker_process(ses, tmp_path, transactional_db):
         assert time.monotonic() < deadline, f"worker not ready:\n{worker.output()}"
         time.sleep(0.2)
     yield worker
+    stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, *, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

@@ -5,7 +5,6 @@ files, and that nothing the server prints carries a token or an address."""
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from email.message import Message
 import pytest
 
 from campaigns.models import CampaignLink, Notification
-from tests.conftest import ROOT, _free_port, _test_database_url, wait_for
+from tests.conftest import ROOT, _free_port, _test_database_url, stop_process, wait_for
 from tests.factories import CampaignFactory, ContactFactory
 from tracking.models import Event
 from tracking.tokens import token_for
@@ -84,12 +83,7 @@ def web_server(tmp_path):
 
     wait_for(answering, timeout=60, message=f"granian did not start:\n{log.read_text()}")
     yield url, log
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process)
 
 
 def test_the_image_serves_tracking_admin_and_static_files(web_server):
