@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+from django.db import connections
 
 from campaigns.models import Campaign
 from tests.factories import CampaignFactory, list_with_contacts
@@ -36,6 +37,11 @@ def page(live_server, admin_user):
         page.fill("#id_password", "password")
         page.click("input[type=submit]")
         yield page
+        # Queries the test made while Playwright ran opened a connection in Playwright's
+        # context (Django keys connections by context), which pytest-django does not close:
+        # it stayed open to the end of the run, and the test database could not be dropped.
+        # Closed here, inside that context (after the `with`, it is another one: tried).
+        connections.close_all()
         browser.close()
 
 
