@@ -14,18 +14,16 @@ from django.utils import timezone
 from campaigns.models import CampaignLink, Notification
 from tests.conftest import call_wsgi
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer, services
+from tracking import buffer, selectors
 from tracking.classify import CLICK, OPEN
 from tracking.counters import campaign_counters
 from tracking.models import Event, FirstEngagement
-from tracking.selectors import campaign_report
+from tracking.selectors import campaign_links, campaign_report, notification_campaign
 from tracking.services import (
     DEAD_LETTERS,
     Hit,
     buffer_oldest_wait,
-    campaign_links,
     hit_new,
-    notification_campaign,
     tracking_buffer_flush,
     tracking_flush_if_late,
     tracking_hits_record,
@@ -358,10 +356,10 @@ def test_honeypot_hit_is_machine_and_takes_the_concurrent_clicks_with_it(client)
 
 @pytest.fixture
 def fresh_ranges(monkeypatch):
-    monkeypatch.setattr(services, "RANGE_AFTER", 3)
-    monkeypatch.setattr(services, "_ranges", ([], []))
-    monkeypatch.setattr(services, "_lookups", {})
-    monkeypatch.setattr(services, "_not_dense", set())
+    monkeypatch.setattr(selectors, "RANGE_AFTER", 3)
+    monkeypatch.setattr(selectors, "_ranges", ([], []))
+    monkeypatch.setattr(selectors, "_lookups", {})
+    monkeypatch.setattr(selectors, "_not_dense", set())
 
 
 def test_a_campaigns_dense_run_of_ids_saves_the_lookup(fresh_ranges, django_assert_num_queries):

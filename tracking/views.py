@@ -30,7 +30,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from tracking.classify import CLICK, OPEN
-from tracking.services import hit_new, link_target, tracking_hit_record
+from tracking.selectors import link_target
+from tracking.services import hit_new, tracking_hit_record
 from tracking.tokens import notification_id_from
 from tracking.wsgi_direct import direct_request, direct_response
 
