@@ -14,12 +14,13 @@ from tests.conftest import call_wsgi
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import default_signer, sns_headers
 from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
-from tracking import buffer
+from tracking import buffer, esp_events
 from tracking.esp_events import (
     ESP_EVENTS_DEAD_LETTERS,
     ESP_EVENTS_QUEUE,
     _record_loads,
     esp_events_buffer_flush,
+    esp_events_flush_if_late,
     ses_event_parse,
     ses_events_record,
 )
@@ -31,8 +32,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def buffered(settings):
-    """Buffered intake on the test Redis, flushed by the test itself."""
+    """Buffered intake on the test Redis, flushed by the test itself (not by a thread)."""
     settings.ESP_EVENTS_BUFFER = True
+    settings.TRACKING_FLUSH_IN_WEB = False
     client = buffer._client()
     assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
 
@@ -146,6 +148,35 @@ def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
         post(client, envelope)
     assert esp_events_buffer_flush() == 0
     assert outcome(campaigns, contacts, notifications) == before
+
+
+def test_a_web_process_records_events_left_waiting_by_a_stopped_flusher(
+    client, buffered, monkeypatch
+):
+    monkeypatch.setattr(esp_events, "_head_seen", None)
+    _, _, notifications, envelopes = scenario("w")
+    post(client, envelopes[0])
+    assert esp_events_flush_if_late(after_seconds=0.3) is None  # the head, seen for the first time
+    time.sleep(0.1)
+    assert esp_events_flush_if_late(after_seconds=0.3) is None  # not late yet
+    assert not Event.objects.exists()
+    time.sleep(0.3)
+    assert esp_events_flush_if_late(after_seconds=0.3) == 1
+    notifications[0].refresh_from_db()
+    assert notifications[0].status == "delivered"
+    assert esp_events_flush_if_late(after_seconds=0.3) is None  # nothing waits
+
+
+def test_a_head_that_moves_is_left_to_the_flusher(client, buffered, monkeypatch):
+    monkeypatch.setattr(esp_events, "_head_seen", None)
+    _, _, _, envelopes = scenario("v")
+    post(client, envelopes[0])
+    assert esp_events_flush_if_late(after_seconds=0.3) is None
+    assert esp_events_buffer_flush() == 1  # the flusher takes it
+    post(client, envelopes[1])
+    time.sleep(0.4)
+    assert esp_events_flush_if_late(after_seconds=0.3) is None  # another record: not stuck
+    assert buffered.llen(ESP_EVENTS_QUEUE) == 1
 
 
 def test_unreadable_records_are_kept_aside(client, buffered):

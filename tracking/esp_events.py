@@ -707,6 +707,33 @@ def _dead_letter(raw: bytes | str) -> None:
         client.rpush(ESP_EVENTS_DEAD_LETTERS, raw)
 
 
+# The head of the events buffer as this process last saw it, and since when: (record, monotonic).
+_head_seen: tuple[bytes, float] | None = None
+
+
+def esp_events_flush_if_late(*, after_seconds: float) -> int | None:
+    """Flush the events buffer from this process if the same record has waited at its head
+    for more than `after_seconds` (no flusher is taking records), else None; how many events
+    were recorded. Records carry no arrival time (an event's own timestamp can be days old on
+    an SNS redelivery), so waiting is judged by the head not moving: a running flusher moves
+    it every TRACKING_FLUSH_INTERVAL_MS (0.5 s)."""
+    global _head_seen
+    head = buffer.buffer_oldest(queue=ESP_EVENTS_QUEUE)
+    now = time.monotonic()
+    if head is None or _head_seen is None or _head_seen[0] != head:
+        _head_seen = None if head is None else (head, now)
+        return None
+    if now - _head_seen[1] <= after_seconds:
+        return None
+    logger.warning(
+        "ses events waited %.0f s at the head of the buffer: flushing from this process "
+        "(is `python -m tracking.buffer` running?)",
+        now - _head_seen[1],
+    )
+    _head_seen = None
+    return esp_events_buffer_flush()
+
+
 def esp_events_flusher_run(*, interval: float | None = None) -> None:
     """Flush the events buffer, sleep `interval` seconds (TRACKING_FLUSH_INTERVAL_MS: lets a
     batch fill), forever."""

@@ -54,6 +54,7 @@ from tracking.classify import (
     parse_ip,
 )
 from tracking.counters import counters_add
+from tracking.esp_events import esp_events_flush_if_late
 from tracking.models import Event, FirstEngagement
 from tracking.selectors import campaign_links
 
@@ -664,7 +665,7 @@ _flusher_lock = threading.Lock()
 
 
 def tracking_flusher_ensure() -> None:
-    """Start this process's safety-net thread (at its first buffered hit) unless
+    """Start this process's safety-net thread (at its first buffered hit or SES event) unless
     TRACKING_FLUSH_IN_WEB is off."""
     global _flusher_pid
     pid = os.getpid()
@@ -683,6 +684,7 @@ def _web_flusher_loop() -> None:
         time.sleep(WEB_CHECK_SECONDS)
         try:
             tracking_flush_if_late()
+            esp_events_flush_if_late(after_seconds=WEB_FLUSH_AFTER_SECONDS)
         except Exception:  # noqa: BLE001 (a thread that dies stops flushing for good)
             logger.exception("tracking web flusher failed")
         finally:

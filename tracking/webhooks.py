@@ -27,6 +27,7 @@ from django.dispatch import receiver
 from django.http import HttpResponse, HttpResponseForbidden
 
 from tracking.esp_events import esp_events_buffer_enabled, esp_events_buffer_push
+from tracking.services import tracking_flusher_ensure
 from tracking.sns import SnsCertificateUnavailable, SnsVerificationError, sns_verify
 from tracking.wsgi_direct import direct_request, direct_response
 
@@ -55,6 +56,7 @@ class SesTrackingWebhookView(AmazonSESTrackingWebhookView):
     def parse_events(self, request) -> list:
         events = super().parse_events(request)  # anymail's: one per recipient
         if events and esp_events_buffer_enabled() and esp_events_buffer_push(events=events):
+            tracking_flusher_ensure()  # this process records them if the flusher is down
             return []  # queued: the flusher records them
         return events  # sent on the signal: recorded now
 
