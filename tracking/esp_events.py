@@ -31,7 +31,6 @@ from django.conf import settings
 from django.db import (
     DatabaseError,
     OperationalError,
-    close_old_connections,
     connection,
     transaction,
 )
@@ -734,29 +733,19 @@ def esp_events_flush_if_late(*, after_seconds: float) -> int | None:
     return esp_events_buffer_flush()
 
 
-def esp_events_flusher_run(*, interval: float | None = None) -> None:
-    """Flush the events buffer, sleep `interval` seconds (TRACKING_FLUSH_INTERVAL_MS: lets a
-    batch fill), forever."""
-    if interval is None:
-        interval = getattr(settings, "TRACKING_FLUSH_INTERVAL_MS", 500) / 1000
-    while True:
-        try:
-            close_old_connections()
-            esp_events_buffer_flush()
-        except Exception:  # noqa: BLE001 (the loop must outlive a database or Redis outage)
-            logger.exception("ses events flusher failed: retrying in 5 s")
-            close_old_connections()
-            time.sleep(5)
-        time.sleep(interval)
-
-
 def esp_events_flusher_start() -> threading.Thread | None:
-    """Start esp_events_flusher_run in a thread of this process (`python -m tracking.buffer`)
-    if there is a Redis: also with ESP_EVENTS_BUFFER off, so events queued while it was on
-    are still recorded."""
+    """Start the events buffer's flush loop in a thread of this process (`python -m
+    tracking.buffer`) if there is a Redis: also with ESP_EVENTS_BUFFER off, so events queued
+    while it was on are still recorded."""
     if buffer._client() is None:
         return None
-    thread = threading.Thread(target=esp_events_flusher_run, name="esp-events-flusher", daemon=True)
+    thread = threading.Thread(
+        target=buffer.buffer_flush_forever,
+        args=(esp_events_buffer_flush,),
+        kwargs={"name": "ses events"},
+        name="esp-events-flusher",
+        daemon=True,
+    )
     thread.start()
     logger.info("ses events flusher started")
     return thread

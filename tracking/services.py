@@ -32,7 +32,6 @@ from django.conf import settings
 from django.db import (
     DatabaseError,
     OperationalError,
-    close_old_connections,
     connection,
     connections,
     transaction,
@@ -631,25 +630,6 @@ def _dead_letter(raw: bytes | str) -> None:
     client = buffer._client()
     if client is not None:
         client.rpush(DEAD_LETTERS, raw)
-
-
-def tracking_flusher_run(*, interval: float | None = None) -> None:
-    """The dedicated flusher (`python -m tracking.buffer`): flush, sleep `interval` seconds
-    (TRACKING_FLUSH_INTERVAL_MS), forever. The sleep lets each batch fill: at 3,000 hits/s
-    and 0.5 s, ~1,500 hits a transaction, where a flusher looping without pause would write
-    a few hits at a time and spend its time on per-batch statements."""
-    if interval is None:
-        interval = getattr(settings, "TRACKING_FLUSH_INTERVAL_MS", 500) / 1000
-    logger.info("tracking flusher started pid=%s interval=%.2fs", os.getpid(), interval)
-    while True:
-        try:
-            close_old_connections()
-            tracking_buffer_flush()
-        except Exception:  # noqa: BLE001 (the loop must outlive a database or Redis outage)
-            logger.exception("tracking flusher failed: retrying in 5 s")
-            close_old_connections()
-            time.sleep(5)
-        time.sleep(interval)
 
 
 # The web processes' safety net: a thread in each checks the buffer every 5 s and flushes only
