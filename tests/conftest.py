@@ -439,3 +439,24 @@ def redis_server():
     yield server
     if not server.running():
         server.start()
+
+
+@contextlib.contextmanager
+def redis_buffer(pattern: str):
+    """The tracking buffer's Redis, with the keys matching `pattern` deleted before and after
+    (a test's records never leak into the next)."""
+    from tracking import buffer
+
+    client = buffer._client()
+    assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
+
+    def forget():
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+
+    forget()
+    try:
+        yield client
+    finally:
+        forget()

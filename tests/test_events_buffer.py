@@ -10,7 +10,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
 from campaigns.models import Contact, Notification
-from tests.conftest import call_wsgi
+from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import default_signer, sns_headers
 from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
@@ -35,17 +35,8 @@ def buffered(settings):
     """Buffered intake on the test Redis, flushed by the test itself (not by a thread)."""
     settings.ESP_EVENTS_BUFFER = True
     settings.TRACKING_FLUSH_IN_WEB = False
-    client = buffer._client()
-    assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
-
-    def forget():
-        keys = list(client.scan_iter("esp:events*"))
-        if keys:
-            client.delete(*keys)
-
-    forget()
-    yield client
-    forget()
+    with redis_buffer("esp:events*") as client:
+        yield client
 
 
 def scenario(prefix: str):

@@ -12,7 +12,7 @@ from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from campaigns.models import CampaignLink, Notification
-from tests.conftest import call_wsgi
+from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
 from tracking import buffer, selectors
 from tracking.classify import CLICK, OPEN
@@ -419,17 +419,8 @@ def buffered(settings):
     settings.TRACKING_BUFFER = True
     settings.TRACKING_FLUSH_IN_WEB = False
     settings.TRACKING_BUFFER_LINGER_MS = 0  # each hit pushed as it comes (lingering: below)
-    client = buffer._client()
-    assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
-
-    def forget():
-        keys = list(client.scan_iter("tracking:*"))
-        if keys:
-            client.delete(*keys)
-
-    forget()
-    yield client
-    forget()
+    with redis_buffer("tracking:*") as client:
+        yield client
 
 
 def test_buffered_hits_wait_for_the_flusher_then_are_recorded_once(client, notification, buffered):
