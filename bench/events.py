@@ -280,10 +280,14 @@ def post_for(
 
 
 def _recorded_when_settled(campaign_id: int, n: int, settle: float) -> int:
-    """The campaign's Event count once it reaches n or has not grown for 2 s (a buffering
-    server's flusher records after the answers), waiting at most `settle` seconds."""
+    """The campaign's Event count once it reaches n, or once the events buffer is empty and
+    the count has not grown for 2 s (a buffering server's flusher records after the answers,
+    and may pause longer than that on a busy machine while records still wait), waiting at
+    most `settle` seconds."""
     from django.db import connection
 
+    from tracking.buffer import buffer_backlog
+    from tracking.esp_events import ESP_EVENTS_QUEUE
     from tracking.models import Event
 
     deadline = time.monotonic() + settle
@@ -294,7 +298,9 @@ def _recorded_when_settled(campaign_id: int, n: int, settle: float) -> int:
         now = time.monotonic()
         if recorded != last:
             last, last_change = recorded, now
-        if recorded >= n or now - last_change > 2 or now > deadline:
+        if recorded >= n or now > deadline:
+            return recorded
+        if now - last_change > 2 and not any(buffer_backlog(queue=ESP_EVENTS_QUEUE).values()):
             return recorded
         time.sleep(0.1)
 
