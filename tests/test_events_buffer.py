@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from anymail.exceptions import AnymailConfigurationError
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
@@ -124,7 +125,11 @@ def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
         post(client, envelope)
     # A flusher commits the batch and dies before acknowledging it: the batch stays claimed.
     key, items = buffer.buffer_claim(queue=ESP_EVENTS_QUEUE)
-    events = [ses_event_parse(payload=p, recipient=r) for _, r, p in map(_record_loads, items)]
+    events = [
+        ses_event_parse(payload=payload, recipient=recipient)
+        for _, recipients in map(_record_loads, items)
+        for recipient, payload in recipients
+    ]
     assert ses_events_record(events=events, source=Event.Source.SES)["recorded"] == 12
     before = outcome(campaigns, contacts, notifications)
     assert esp_events_buffer_flush() == 0  # its lease (60 s) has not passed: left alone
@@ -178,6 +183,55 @@ def test_unreadable_records_are_kept_aside(client, buffered):
     assert buffered.lrange(ESP_EVENTS_DEAD_LETTERS, 0, -1) == [b"not json", b'[9, "x", "y", {}]']
     notifications[0].refresh_from_db()
     assert notifications[0].status == "delivered"
+
+
+def test_an_event_for_two_recipients_is_one_record_and_two_events(client, settings, buffered):
+    """The flusher splits an SNS message per recipient by anymail's rules: the same Event rows
+    as the direct path, where anymail sends one signal per recipient."""
+    recorded = {}
+    for buffered_intake in (False, True):
+        settings.ESP_EVENTS_BUFFER = buffered_intake
+        prefix = f"two-{buffered_intake}"
+        contact = ContactFactory()
+        notification = Notification.objects.create(
+            campaign=CampaignFactory(), contact=contact, status=Notification.Status.SENT,
+            message_id=f"{prefix}-m",
+        )  # fmt: skip
+        event = ses_event("Delivery", f"{prefix}-m", contact.email)
+        event["delivery"]["recipients"].append("cc@example.org")
+        assert post(client, sns_envelope(event)).status_code == 200
+        if buffered_intake:
+            assert buffered.llen(ESP_EVENTS_QUEUE) == 1  # one record per SNS message
+            assert esp_events_buffer_flush() == 2
+        recorded[buffered_intake] = sorted(
+            (e.type, e.description) for e in Event.objects.filter(notification=notification)
+        )
+    assert recorded[True] == recorded[False] == [("delivered", "250 2.6.0 Message received")] * 2
+
+
+def test_records_queued_by_an_earlier_version_are_still_recorded(client, buffered):
+    """Format 1 (one JSON array per recipient) is what a web process of the previous version
+    queued: a flusher of this version, deployed while some wait, records them."""
+    _, contacts, notifications, _ = scenario("f1")
+    payload = ses_event("Delivery", "f1-m0", contacts[0].email)
+    buffered.rpush(ESP_EVENTS_QUEUE, json.dumps([1, "sns-1", contacts[0].email, payload]))
+    assert esp_events_buffer_flush() == 1
+    notifications[0].refresh_from_db()
+    assert notifications[0].status == "delivered"
+    assert not buffered.exists(ESP_EVENTS_DEAD_LETTERS)
+
+
+def test_messages_that_are_not_ses_events_are_answered_by_anymail(client, buffered):
+    """Not queued: SNS's topic-validation notice (anymail ignores it), an inbound "Received"
+    notification (anymail refuses it: the receipt rule points at the wrong URL)."""
+    notice = "Successfully validated SNS topic for Amazon SES event publishing."
+    assert post(client, sns_envelope(notice)).status_code == 200
+    inbound = ses_event("Delivery", "r-m", "x@example.org")
+    del inbound["eventType"]
+    inbound["notificationType"] = "Received"
+    with pytest.raises(AnymailConfigurationError, match="inbound"):
+        post(client, sns_envelope(inbound))
+    assert not buffered.exists(ESP_EVENTS_QUEUE)
 
 
 def test_redis_down_means_recorded_during_the_request(client, buffered, settings, monkeypatch):

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import psycopg
 from django.conf import settings
 from django.db import (
     DatabaseError,
@@ -55,6 +54,7 @@ from tracking.classify import (
 from tracking.counters import counters_add
 from tracking.esp_events import esp_events_flush_if_late
 from tracking.models import Event, FirstEngagement
+from tracking.pg import pg_rows
 from tracking.selectors import campaign_links
 
 logger = logging.getLogger(__name__)
@@ -218,20 +218,10 @@ def _lock_notifications(notification_ids: Iterable[int]) -> None:
     if connection.vendor != "postgresql":
         return  # SQLite (the demo): write transactions are serialized anyway
     keys = sorted({nid % 2**31 for nid in notification_ids})  # one order for everyone
-    _pg_rows(
+    pg_rows(
         "SELECT count(pg_advisory_xact_lock(%b::int, k)) FROM unnest(%b::int[]) AS k",
         [_LOCK_CLASS, keys],
     )
-
-
-def _pg_rows(sql: str, params: list) -> list[tuple]:
-    """Run `sql` on PostgreSQL in the current transaction with binary parameters (%b): Django's
-    cursor binds client-side, quoting arrays element by element in Python (~50 ms for five
-    2,000-element arrays, measured); psycopg's binary array dumpers take ~10 ms."""
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def _resolve(hits: Sequence[Hit]) -> list[_Row]:
@@ -443,7 +433,7 @@ def _insert_events(rows: list[_Row]) -> dict[str, int]:
         # One statement of 9 array parameters, whatever the batch size (a VALUES list of
         # 2,000 rows × 14 placeholders costs psycopg more to parse than the insert itself).
         return dict(
-            _pg_rows(
+            pg_rows(
                 f"INSERT INTO {table} ({_EVENT_COLUMNS}) "  # noqa: S608 (our names)
                 "SELECT t, %b, o, n, l, u, i, e, '', v, r, '', NULL, now() FROM unnest("
                 "%b::text[], %b::timestamptz[], %b::bigint[], %b::bigint[], %b::text[], "
@@ -546,7 +536,7 @@ def _insert_first_engagements(firsts: dict[tuple[int, str], tuple[float, int]]):
     times = [datetime.fromtimestamp(at, tz=UTC) for _, (at, _) in items]
     conflict = "ON CONFLICT (notification_id, kind) DO NOTHING RETURNING notification_id, kind"
     if connection.vendor == "postgresql":
-        return _pg_rows(
+        return pg_rows(
             f"INSERT INTO {table} (notification_id, kind, occurred_at) "  # noqa: S608
             f"SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[]) {conflict}",
             [nids, [str(kind) for kind in kinds], times],

