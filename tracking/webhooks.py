@@ -101,7 +101,15 @@ def ses_webhook_wsgi(application: Callable) -> Callable:
 
         application = ses_webhook_wsgi(tracking_wsgi(get_wsgi_application()))  # config/wsgi.py
     """
-    view = convert_exception_to_response(SesTrackingWebhookView.as_view())
+
+    def post(request):
+        # The view's POST handler without as_view()'s dispatch: the route already checked the
+        # method, and csrf_exempt / login_not_required only mark the view for middleware
+        # these requests skip. Its method_decorator wrappers rebuilt three functools wrappers
+        # a request (~8% of one, measured). A fresh instance each time, as Django makes.
+        return SesTrackingWebhookView().post(request)
+
+    view = convert_exception_to_response(post)
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if (
