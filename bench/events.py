@@ -292,6 +292,9 @@ def _recorded_when_settled(campaign_id: int, n: int, settle: float) -> int:
     deadline = time.monotonic() + settle
     last, last_change = -1, time.monotonic()
     while True:
+        # The backlog before the count: a batch acknowledged after it was counted would
+        # otherwise look recorded-and-gone while its events were never counted.
+        empty = not any(buffer_backlog(queue=ESP_EVENTS_QUEUE).values())
         recorded = Event.objects.filter(notification__campaign_id=campaign_id).count()
         connection.close()
         now = time.monotonic()
@@ -299,7 +302,7 @@ def _recorded_when_settled(campaign_id: int, n: int, settle: float) -> int:
             last, last_change = recorded, now
         if recorded >= n or now > deadline:
             return recorded
-        if now - last_change > 2 and not any(buffer_backlog(queue=ESP_EVENTS_QUEUE).values()):
+        if now - last_change > 2 and empty:
             return recorded
         time.sleep(0.1)
 
