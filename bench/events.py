@@ -362,6 +362,7 @@ def measure(
         "events_per_s": round(answered / elapsed, 1),
         "recorded_per_s": round(recorded / until_recorded, 1),
         "lost_events": n - recorded,
+        "answered": answered,
     }
 
 

@@ -411,7 +411,13 @@ def main() -> int:
         print(f"answered {answered}, recorded {events} (drained in {open_drain_s:.1f} s and "
               f"{click_drain_s:.1f} s)", flush=True)  # fmt: skip
 
+        before = cpu()
         ses = other_measure("events", base_url=base_url, n=args.events_n, seconds=args.seconds)
+        if ses:  # web CPU while answering, flusher CPU until recorded (see load())
+            ses["cpu_us_per_event"] = dict(zip(("web", "flusher"), (
+                round((b - a) / ses["answered"] * 1e6) for a, b in zip(before, cpu(), strict=True)
+            ), strict=True))  # fmt: skip
+            print(f"ses events: {ses}", flush=True)
         report = other_measure("report", recipients=args.report_recipients)
     finally:
         if flusher is not None:
@@ -440,6 +446,7 @@ def main() -> int:
         "click_p50_ms": clicks["p50_ms"],
         "click_p99_ms": clicks["p99_ms"],
         "failed_requests": opens["failed"] + clicks["failed"],
+        "events_cpu_us_per_event": ses.get("cpu_us_per_event") if ses else None,
         "open_cpu_us_per_request": opens["cpu_us_per_request"],
         "click_cpu_us_per_request": clicks["cpu_us_per_request"],
         "load_average": max(opens["load_average"], clicks["load_average"]),
