@@ -35,7 +35,6 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models.expressions import RawSQL
 
 from campaigns.models import Notification
 from tracking import buffer
@@ -54,8 +53,8 @@ from tracking.classify import (
 from tracking.counters import counters_add
 from tracking.esp_events import esp_events_flush_if_late
 from tracking.models import Event, FirstEngagement
-from tracking.pg import pg_rows
-from tracking.selectors import campaign_links
+from tracking.pg import pg_lookup, pg_rows
+from tracking.selectors import campaign_links, notification_events
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +203,6 @@ def tracking_hits_record(*, hits: Sequence[Hit]) -> int:
     return len(inserted)
 
 
-def _ids(values: Iterable[int]):
-    """For `…__in=`: on PostgreSQL one array parameter (IN (SELECT unnest(%s))) instead of a
-    placeholder per id: a 2,000-placeholder statement costs psycopg ~20 ms to parse, every
-    time (statements that long are not cached); the array, ~1 ms."""
-    ids = sorted(set(values))
-    if connection.vendor == "postgresql":
-        return RawSQL("SELECT unnest(%s::bigint[])", [ids])
-    return ids
-
-
 def _lock_notifications(notification_ids: Iterable[int]) -> None:
     if connection.vendor != "postgresql":
         return  # SQLite (the demo): write transactions are serialized anyway
@@ -227,12 +216,12 @@ def _lock_notifications(notification_ids: Iterable[int]) -> None:
 def _resolve(hits: Sequence[Hit]) -> list[_Row]:
     """The hits that name a real notification (and, for clicks, a link), with first verdicts."""
     nids = {hit.notification_id for hit in hits}
-    notifications = {
-        nid: (campaign_id, status, updated_at)
-        for nid, campaign_id, status, updated_at in Notification.objects.filter(
-            id__in=_ids(nids)
-        ).values_list("id", "campaign_id", "status", "updated_at")
-    }
+    columns = ["id", "campaign_id", "status", "updated_at"]
+    if connection.vendor == "postgresql":  # one primary-key lookup per id (see pg_lookup)
+        found = pg_lookup(table=Notification._meta.db_table, key="id", ids=nids, columns=columns)
+    else:
+        found = Notification.objects.filter(pk__in=nids).values_list(*columns)
+    notifications = {nid: (campaign_id, status, at) for nid, campaign_id, status, at in found}
     # Send times matter only to the fast-click rule, so only for clicks of notifications
     # whose ledger row changed (sent, delivered…) less than FAST_CLICK_SECONDS before them:
     # every send or delivery came before that change, so for the others it cannot apply.
@@ -291,10 +280,12 @@ def _send_times(nids: set[int], notifications: dict) -> dict[int, list[float]]:
     for nid, (_, status, updated_at) in notifications.items():
         if nid in nids and status == N.SENT:
             times[nid].append(updated_at.timestamp())
-    for nid, occurred_at in Event.objects.filter(
-        notification_id__in=_ids(nids), type__in=[Event.Type.SENT, Event.Type.DELIVERED]
-    ).values_list("notification_id", "occurred_at"):
-        times[nid].append(occurred_at.timestamp())
+    for event in notification_events(
+        nids,
+        types=[Event.Type.SENT, Event.Type.DELIVERED],
+        fields=["notification_id", "occurred_at"],
+    ):
+        times[event["notification_id"]].append(event["occurred_at"].timestamp())
     return times
 
 
@@ -316,9 +307,12 @@ def _prior_clicks(rows: list[_Row]) -> dict[int, list[dict]]:
         return {}
     batch_ids = {row.hit.id for row in rows}
     prior: dict[int, list[dict]] = defaultdict(list)
-    for event in Event.objects.filter(
-        notification_id__in=_ids(nids), type=Event.Type.CLICKED, source=Event.Source.TRACKING
-    ).values("id", "notification_id", "occurred_at", "link_id", "verdict", "esp_event_id"):
+    for event in notification_events(
+        nids,
+        types=[Event.Type.CLICKED],
+        fields=["id", "notification_id", "occurred_at", "link_id", "verdict", "esp_event_id"],
+        source=Event.Source.TRACKING,
+    ):
         if event["esp_event_id"] not in batch_ids:
             prior[event["notification_id"]].append(event)
     return prior
@@ -378,7 +372,7 @@ def _apply_bursts(
 def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, int]]) -> None:
     touched: dict[int, int] = {}  # notification → campaign
     for reason, events in flips.items():
-        Event.objects.filter(id__in=_ids(e["id"] for e in events), verdict=HUMAN).update(
+        Event.objects.filter(pk__in=[e["id"] for e in events], verdict=HUMAN).update(
             verdict=MACHINE, verdict_reason=reason
         )
         for event in events:
@@ -388,11 +382,12 @@ def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, i
             if event["index"] is not None:
                 counts[f"link:{event['index']}:human_clicks"] -= 1
             touched[event["notification_id"]] = event["campaign_id"]
-    still_human = set(
-        Event.objects.filter(
-            notification_id__in=_ids(touched), type=Event.Type.CLICKED, verdict=HUMAN
-        ).values_list("notification_id", flat=True)
-    )
+    still_human = {
+        event["notification_id"]
+        for event in notification_events(
+            touched, types=[Event.Type.CLICKED], fields=["notification_id"], verdict=HUMAN
+        )
+    }
     for nid, campaign_id in touched.items():
         if nid in still_human:
             continue

@@ -1,0 +1,68 @@
+"""The flushers' reads stay one index lookup per id on tables the planner knows nothing about
+(tracking.pg.pg_lookup): a new campaign's notifications and events are written faster than
+autovacuum analyzes them, and a plan chosen on "about one row" scanned them all per batch."""
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import Contact, Notification
+from tests.factories import CampaignFactory
+from tracking.models import Event
+from tracking.pg import pg_lookup_sql, pg_rows
+
+pytestmark = pytest.mark.django_db
+
+
+def _nodes(plan: dict) -> list[dict]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+@pytest.fixture
+def clicked():
+    """3,000 notifications of a new campaign, each clicked once, none of it analyzed."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    campaign = CampaignFactory()
+    contacts = Contact.objects.bulk_create(
+        Contact(email=f"plan{i}@example.org") for i in range(3_000)
+    )
+    notifications = Notification.objects.bulk_create(
+        Notification(campaign=campaign, contact=contact, status="sent") for contact in contacts
+    )
+    Event.objects.bulk_create(
+        Event(notification=n, type="clicked", source="tracking", occurred_at=timezone.now())
+        for n in notifications
+    )
+    return [n.pk for n in notifications]
+
+
+def _plan(sql: str, params: list) -> list[dict]:
+    with transaction.atomic():
+        ((plan,),) = pg_rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+    return _nodes(plan[0]["Plan"])
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "where", "params", "index"),
+    [
+        (
+            Event._meta.db_table, "notification_id",
+            "t.type = ANY(%b::text[]) AND t.source = %b", [["clicked"], "tracking"],
+            Event._meta.indexes[0].name,
+        ),
+        (Notification._meta.db_table, "id", "", [], f"{Notification._meta.db_table}_pkey"),
+    ],
+    ids=["a batch's prior clicks", "a batch's notifications"],
+)  # fmt: skip
+def test_a_batch_reads_by_index_one_id_at_a_time(clicked, table, key, where, params, index):
+    ids = clicked[1_000:1_500]
+    sql = pg_lookup_sql(table=table, key=key, columns=["id"], where=where)
+    nodes = _plan(sql, [ids, *params])
+    (scan,) = [node for node in nodes if node.get("Relation Name") == table]
+    assert scan["Node Type"] in ("Index Scan", "Index Only Scan")
+    assert scan["Index Name"] == index
+    assert scan["Actual Loops"] == 500  # one lookup per id…
+    assert scan["Actual Rows"] == 1  # …finding its own row (per loop), nothing else read
+    assert not any("Hash" in node["Node Type"] for node in nodes)
+    assert len(pg_rows(sql, [ids, *params])) == 500
