@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 from django.test import Client, RequestFactory
@@ -14,7 +16,7 @@ from django.utils import timezone
 from campaigns.models import CampaignLink, Notification
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer, selectors
+from tracking import buffer, selectors, wsgi_direct
 from tracking.classify import CLICK, OPEN
 from tracking.counters import campaign_counters
 from tracking.models import Event, FirstEngagement
@@ -625,6 +627,29 @@ def test_the_fast_path_leaves_everything_else_to_django(notification, wsgi_pair,
     settings.SECURE_SSL_REDIRECT = True  # (Django's middleware reads it when it is built)
     assert Wsgi(tracking_wsgi(WSGIHandler()))(open_path(notification))[0] == 301
     assert not Event.objects.exists()
+
+
+class ClosingCache(LocMemCache):
+    """A cache backend whose close() does something (as Django's memcached ones do)."""
+
+    closed = 0
+
+    def close(self, **kwargs):
+        ClosingCache.closed += 1
+
+
+def test_the_fast_path_closes_the_caches_that_need_it(notification, wsgi_pair, settings):
+    _, fast, _ = wsgi_pair
+    assert not wsgi_direct._caches_close()  # LocMem and Redis: nothing to close
+    settings.CACHES = {
+        **settings.CACHES,
+        "closing": {"BACKEND": f"{__name__}.ClosingCache", "LOCATION": "closing"},
+    }
+    assert wsgi_direct._caches_close()
+    caches["closing"].get("warm")  # in use in this thread, as a request would have it
+    closed = ClosingCache.closed
+    assert fast(open_path(notification))[0] == 200
+    assert ClosingCache.closed == closed + 1  # once, when the response was closed
 
 
 @pytest.mark.django_db(transaction=True)

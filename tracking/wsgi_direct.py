@@ -8,11 +8,15 @@ from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import close_caches
+from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import setting_changed
 from django.db import close_old_connections
+from django.dispatch import receiver
 from django.http import HttpResponse
 from django.utils.http import parse_header_parameters
+from django.utils.module_loading import import_string
 
 
 @functools.lru_cache(maxsize=32)
@@ -87,4 +91,22 @@ class _Body:
     def close(self) -> None:
         self.request.close()
         close_old_connections()
-        close_caches()
+        if _caches_close():
+            close_caches()
+
+
+@functools.cache
+def _caches_close() -> bool:
+    """Whether a configured cache backend does anything on close() (Django's memcached ones
+    do; LocMem's and Redis's close is BaseCache's no-op). Finding the caches to close costs
+    ~17 µs a request (caches.all(), measured): ~6% of an SES event's CPU, ~12% of a pixel's."""
+    return any(
+        import_string(config["BACKEND"]).close is not BaseCache.close
+        for config in settings.CACHES.values()
+    )
+
+
+@receiver(setting_changed)
+def _caches_changed(*, setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        _caches_close.cache_clear()
