@@ -364,6 +364,9 @@ if __name__ == "__main__":
     from tracking.esp_events import esp_events_flusher_start
     from tracking.services import tracking_buffer_flush
 
+    if settings.TRACKING_FLUSHER_NICE:  # requests first (config/settings/tracking.py)
+        logger.info("flusher priority lowered to nice %d", os.nice(settings.TRACKING_FLUSHER_NICE))
+
     # SES events (ESP_EVENTS_BUFFER) are flushed by a thread of this same process: one
     # process to run and watch; each flusher has its own database connection.
     esp_events_flusher_start()
