@@ -460,3 +460,8 @@ def redis_buffer(pattern: str):
         yield client
     finally:
         forget()
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    """Every node of a PostgreSQL EXPLAIN (FORMAT JSON) plan, the root first."""
+    return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]

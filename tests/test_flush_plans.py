@@ -7,15 +7,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.models import Contact, Notification
+from tests.conftest import plan_nodes
 from tests.factories import CampaignFactory
 from tracking.models import Event
 from tracking.pg import pg_lookup_sql, pg_rows
 
 pytestmark = pytest.mark.django_db
-
-
-def _nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
 
 
 @pytest.fixture
@@ -40,7 +37,7 @@ def clicked():
 def _plan(sql: str, params: list) -> list[dict]:
     with transaction.atomic():
         ((plan,),) = pg_rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
-    return _nodes(plan[0]["Plan"])
+    return plan_nodes(plan[0]["Plan"])
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@ import pytest
 
 from campaigns.ledger import claim_update, ledger_claim
 from campaigns.models import Contact, Notification
+from tests.conftest import plan_nodes
 from tests.factories import CampaignFactory, ContactFactory
 
 ATTRIBUTES = {
@@ -45,10 +46,6 @@ def test_claim_returns_the_contacts_attributes_as_stored():
     )  # claimed once
 
 
-def _nodes(plan: dict) -> list[dict]:
-    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
-
-
 @pytest.mark.django_db
 def test_claim_reads_only_its_range_through_the_primary_key():
     """A campaign frozen since the last ANALYZE has no statistics: the claim must still read
@@ -69,7 +66,7 @@ def test_claim_reads_only_its_range_through_the_primary_key():
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
         ((plan,),) = cursor.fetchall()
-    nodes = _nodes(plan[0]["Plan"])
+    nodes = plan_nodes(plan[0]["Plan"])
     # An index scan, or a bitmap scan (once the table has statistics): by primary key only.
     assert {node["Index Name"] for node in nodes if "Index Name" in node} == {
         f"{Notification._meta.db_table}_pkey"
