@@ -1,10 +1,11 @@
 """Tracking benchmark: opens and clicks through the web server and the whole stack, measured.
 
 Runs on PostgreSQL and Redis (from `make bench-tracking`, via scripts/with-services.sh):
-creates a sent campaign of N recipients with 3 links; starts granian as the Dockerfile does
-(2 workers of 4 threads serving config.wsgi, tracking.views.tracking_wsgi in front as
-config/wsgi.py applies it: --app django measures without it; --server gunicorn compares with
-gunicorn, if installed) with the buffered write path on
+creates a sent campaign of N recipients with 3 links; starts granian as docker-compose's
+`track` service runs it (2 workers of 1 thread serving config.wsgi, tracking.views.tracking_wsgi
+in front as config/wsgi.py applies it: --worker-threads 4 as the `web` service runs it;
+--app django measures without the fast routes; --server gunicorn compares with gunicorn, if
+installed) with the buffered write path on
 (TRACKING_BUFFER=true) and the flusher beside it (`python -m tracking.buffer`); drives it with
 wrk, a Lua script walking valid signed tokens (precomputed here: wrk's Lua has no HMAC) with a
 mix of mail-client, proxy and scanner user agents:
@@ -131,8 +132,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--worker-threads",
         type=int,
-        default=4,
-        help="threads per worker: granian's blocking threads (the Dockerfile's: 4), or "
+        default=1,
+        help="threads per worker: granian's blocking threads (1 as docker-compose's `track` "
+        "service runs the tracking routes; the `web` service has the Dockerfile's 4), or "
         "gunicorn gthread's",
     )
     parser.add_argument(
