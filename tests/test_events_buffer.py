@@ -336,3 +336,19 @@ def test_the_fast_route_with_the_buffer_queues_and_answers(wsgi_pair, buffered):
     assert not Event.objects.exists()
     assert esp_events_buffer_flush() == 12
     assert counters(campaigns[1].pk) == {"delivered": 2, "bounced_hard": 1, "bounced_soft": 2}
+
+
+def test_an_event_the_database_refuses_is_kept_aside_once(client, buffered):
+    """PostgreSQL refuses a NUL character in text: the batch fails, then each event alone; the
+    record (two recipients, both refused) is kept aside once, the rest of the batch recorded."""
+    _, contacts, notifications, envelopes = scenario("n")
+    bad = ses_event("Delivery", "n-m1", contacts[1].email)
+    bad["delivery"]["recipients"].append("cc@example.org")
+    bad["delivery"]["smtpResponse"] = "250 ok\u0000"
+    post(client, envelopes[0])
+    post(client, sns_envelope(bad))
+    assert esp_events_buffer_flush() == 1
+    dead = buffered.lrange(ESP_EVENTS_DEAD_LETTERS, 0, -1)
+    assert len(dead) == 1 and b"n-m1" in dead[0]
+    notifications[0].refresh_from_db()
+    assert notifications[0].status == "delivered"

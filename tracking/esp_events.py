@@ -715,6 +715,7 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
     except DatabaseError:
         logger.exception("ses events batch failed batch=%s events=%d: one by one", key, len(items))
         recorded = 0
+        kept_aside: set[bytes] = set()  # a record of several recipients is kept aside once
         for raw, event in parsed:
             try:
                 recorded += ses_event_record(event=event, source=Event.Source.SES) == RECORDED
@@ -722,7 +723,9 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
                 raise
             except DatabaseError:
                 logger.exception("ses event kept aside id=%s", event.esp_event_id)
-                _dead_letter(raw)
+                if raw not in kept_aside:
+                    kept_aside.add(raw)
+                    _dead_letter(raw)
     buffer.buffer_ack(key=key, queue=ESP_EVENTS_QUEUE)
     return recorded
 

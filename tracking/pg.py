@@ -12,7 +12,9 @@ def pg_rows(sql: str, params: list) -> list[tuple]:
     2,000-element arrays, measured) and splitting a long VALUES list with a regular expression
     every time; psycopg's binary array dumpers take ~10 ms."""
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    # Its errors as Django's cursor raises them (django.db.DataError, OperationalError…), so
+    # the callers' `except DatabaseError` and Django's connection health checks see them.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
 
