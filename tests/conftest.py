@@ -462,6 +462,28 @@ def redis_buffer(pattern: str):
         forget()
 
 
+def unanalyzed_campaign(n: int, **fields) -> list:
+    """A new campaign's `n` notifications (and contacts), written in bulk as a campaign start
+    writes them, with no ANALYZE since: the planner knows nothing of them. PostgreSQL only
+    (skips the test elsewhere)."""
+    from campaigns.models import Contact, Notification
+    from tests.factories import CampaignFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL plan")
+    campaign = CampaignFactory()
+    tag = next(_unanalyzed)
+    contacts = Contact.objects.bulk_create(
+        Contact(email=f"plan{tag}-{i}@example.org") for i in range(n)
+    )
+    return Notification.objects.bulk_create(
+        Notification(campaign=campaign, contact=contact, **fields) for contact in contacts
+    )
+
+
+_unanalyzed = itertools.count()
+
+
 def plan_nodes(plan: dict) -> list[dict]:
     """Every node of a PostgreSQL EXPLAIN (FORMAT JSON) plan, the root first."""
     return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]

@@ -3,12 +3,11 @@
 autovacuum analyzes them, and a plan chosen on "about one row" scanned them all per batch."""
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from campaigns.models import Contact, Notification
-from tests.conftest import plan_nodes
-from tests.factories import CampaignFactory
+from campaigns.models import Notification
+from tests.conftest import plan_nodes, unanalyzed_campaign
 from tracking.models import Event
 from tracking.pg import pg_lookup_sql, pg_rows
 
@@ -18,15 +17,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def clicked():
     """3,000 notifications of a new campaign, each clicked once, none of it analyzed."""
-    if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL plan")
-    campaign = CampaignFactory()
-    contacts = Contact.objects.bulk_create(
-        Contact(email=f"plan{i}@example.org") for i in range(3_000)
-    )
-    notifications = Notification.objects.bulk_create(
-        Notification(campaign=campaign, contact=contact, status="sent") for contact in contacts
-    )
+    notifications = unanalyzed_campaign(3_000, status="sent")
     Event.objects.bulk_create(
         Event(notification=n, type="clicked", source="tracking", occurred_at=timezone.now())
         for n in notifications
