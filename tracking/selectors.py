@@ -630,6 +630,20 @@ def _map_campaign_range(campaign_id: int) -> None:
         _ranges = ([r[0] for r in ranges], ranges)  # swapped whole: readers take no lock
 
 
+def notifications_by_id(notification_ids: Iterable[int], *, fields: Sequence[str]) -> list[dict]:
+    """These notifications (those that exist), as dicts of `fields`: a flusher's batch. On
+    PostgreSQL one primary-key lookup per id (pg_lookup: a planner left to choose scanned a new
+    campaign's whole ledger for every batch)."""
+    ids = set(notification_ids)
+    if not ids:
+        return []
+    if connection.vendor != "postgresql":
+        return list(Notification.objects.filter(pk__in=ids).values(*fields))
+    columns = [Notification._meta.get_field(f).column for f in fields]  # ours, checked
+    rows = pg_lookup(table=Notification._meta.db_table, key="id", ids=ids, columns=columns)
+    return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
 def notification_events(
     notification_ids: Iterable[int], *, types: Sequence[str], fields: Sequence[str], **equal
 ) -> list[dict]:

@@ -53,8 +53,8 @@ from tracking.classify import (
 from tracking.counters import counters_add
 from tracking.esp_events import esp_events_flush_if_late
 from tracking.models import Event, FirstEngagement
-from tracking.pg import pg_lookup, pg_rows
-from tracking.selectors import campaign_links, notification_events
+from tracking.pg import pg_rows
+from tracking.selectors import campaign_links, notification_events, notifications_by_id
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +216,10 @@ def _lock_notifications(notification_ids: Iterable[int]) -> None:
 def _resolve(hits: Sequence[Hit]) -> list[_Row]:
     """The hits that name a real notification (and, for clicks, a link), with first verdicts."""
     nids = {hit.notification_id for hit in hits}
-    columns = ["id", "campaign_id", "status", "updated_at"]
-    if connection.vendor == "postgresql":  # one primary-key lookup per id (see pg_lookup)
-        found = pg_lookup(table=Notification._meta.db_table, key="id", ids=nids, columns=columns)
-    else:
-        found = Notification.objects.filter(pk__in=nids).values_list(*columns)
-    notifications = {nid: (campaign_id, status, at) for nid, campaign_id, status, at in found}
+    notifications = {
+        row["id"]: (row["campaign_id"], row["status"], row["updated_at"])
+        for row in notifications_by_id(nids, fields=["id", "campaign_id", "status", "updated_at"])
+    }
     # Send times matter only to the fast-click rule, so only for clicks of notifications
     # whose ledger row changed (sent, delivered…) less than FAST_CLICK_SECONDS before them:
     # every send or delivery came before that change, so for the others it cannot apply.
