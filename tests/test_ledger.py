@@ -67,3 +67,38 @@ def test_claim_reads_only_its_range_through_the_primary_key():
     (scan,) = [n for n in nodes if n.get("Relation Name") and n["Node Type"] != "ModifyTable"]
     assert scan["Actual Rows"] == 500
     assert scan.get("Rows Removed by Filter", 0) == 0
+
+
+@pytest.mark.django_db
+def test_claims_are_hot_updates_that_touch_no_index():
+    """The ledger's claim (created → sending) rewrites each row in its own page and adds no
+    index entry: no index covers the columns it sets, and the table keeps free space in its
+    pages (fillfactor 50). One index on `status` would make every claim write to every index."""
+    from django.db import connection
+
+    rows = unanalyzed_campaign(600)
+    campaign = rows[0].campaign
+    table = Notification._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [table])
+        assert "fillfactor=50" in (cursor.fetchone()[0] or [])
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass), "
+            "pg_stat_get_xact_tuples_hot_updated(%s::regclass)",
+            [table, table],
+        )
+        updated_before, hot_before = cursor.fetchone()
+        claimed = ledger_claim(
+            campaign_id=campaign.pk,
+            contact_list_id=campaign.contact_list_id,
+            first_id=rows[0].pk,
+            last_id=rows[-1].pk,
+        )
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(%s::regclass), "
+            "pg_stat_get_xact_tuples_hot_updated(%s::regclass)",
+            [table, table],
+        )
+        updated, hot = cursor.fetchone()
+    assert len(claimed) == 600
+    assert (updated - updated_before, hot - hot_before) == (600, 600)
