@@ -37,7 +37,12 @@ from campaigns.services import contact_merge_data
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 from tracking.counters import counters_add
 from tracking.tokens import token_for
-from tracking.unsubscribe import list_unsubscribe_headers_for_token, unsubscribe_url_for_token
+from tracking.unsubscribe import (
+    ONE_CLICK_HEADER,
+    list_unsubscribe_headers_for_token,
+    list_unsubscribe_uri_header,
+    unsubscribe_url_for_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +243,15 @@ def _merge_data(row: ClaimedRow, compiled: CompiledTemplate, token: str) -> dict
     return data
 
 
+def _shared_headers(campaign) -> dict[str, str]:
+    """The headers every message of the campaign carries alike: the campaign id (for SES
+    event routing and the local endpoint's counts) and RFC 8058's List-Unsubscribe-Post."""
+    return {"X-Campaign": str(campaign.pk), **ONE_CLICK_HEADER}
+
+
 def _headers(campaign, token: str) -> dict[str, str]:
-    """Every campaign message's own headers: the campaign id (for SES event routing and the
-    local endpoint's counts) and RFC 8058 one-click List-Unsubscribe."""
+    """Every campaign message's own headers: _shared_headers and the recipient's
+    List-Unsubscribe (the bulk path sends the shared ones once per call)."""
     return {"X-Campaign": str(campaign.pk), **list_unsubscribe_headers_for_token(token)}
 
 
@@ -298,12 +309,15 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     )
     message.template_id = campaign.ses_template_name
     message.merge_global_data = {}
-    message.merge_data = {}
-    message.merge_headers = {}  # per recipient: SES ReplacementHeaders
+    # The headers every recipient's message carries alike go once per call (SES: the
+    # template's Headers), each recipient's own in their entry (SES: ReplacementHeaders).
+    message.extra_headers = _shared_headers(campaign)
+    merge_data = message.merge_data = {}
+    merge_headers = message.merge_headers = {}
     for row in group:
         token = token_for(row.id)
-        message.merge_data[row.email] = _merge_data(row, compiled, token)
-        message.merge_headers[row.email] = _headers(campaign, token)
+        merge_data[row.email] = _merge_data(row, compiled, token)
+        merge_headers[row.email] = list_unsubscribe_uri_header(token)
     try:
         message.send()
     except AnymailAPIError as err:

@@ -13,6 +13,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from campaigns.models import Contact, Membership, Notification
+from tracking.pg import pg_execute
 
 S = Notification.Status
 
@@ -181,15 +182,14 @@ def ledger_transition(
 def _transition_with_message_ids(
     message_ids: Mapping[int, str], from_statuses: Collection[str], to: str
 ) -> int:
-    """PostgreSQL: one UPDATE joined to unnest(ids, message ids). Measured 40x cheaper than the
-    ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving a 50-branch CASE)."""
-    table = Notification._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS n SET status = %s, message_id = v.message_id, updated_at = %s "  # noqa: S608
-            "FROM unnest(%s::bigint[], %s::text[]) AS v(id, message_id) "
-            "WHERE n.id = v.id AND n.status = ANY(%s)",
-            [to, timezone.now(), list(message_ids), list(message_ids.values()),
-             list(from_statuses)],
-        )  # fmt: skip
-        return cursor.rowcount
+    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), with binary parameters.
+    Measured 40x cheaper than the ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving
+    a 50-branch CASE); binary, psycopg does not quote 50 message ids in Python (~5% of a
+    send worker's CPU, measured)."""
+    return pg_execute(
+        f"UPDATE {Notification._meta.db_table} AS n "  # noqa: S608
+        "SET status = %b, message_id = v.message_id, updated_at = %b "
+        "FROM unnest(%b::bigint[], %b::text[]) AS v(id, message_id) "
+        "WHERE n.id = v.id AND n.status = ANY(%b::text[])",
+        [to, timezone.now(), list(message_ids), list(message_ids.values()), list(from_statuses)],
+    )

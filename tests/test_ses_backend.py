@@ -42,18 +42,50 @@ def test_plain_addresses_give_the_same_request_as_anymail():
 @pytest.mark.parametrize(
     "attrs",
     [
-        {"extra_headers": {"X-Global": "1"}},
+        {"extra_headers": {"List-Unsubscribe": "<https://t.example/all>"}},  # replaced per entry
         {"cc": ["cc@example.com"]},
         {"tags": ["t"], "metadata": {"k": "v"}},
         {"merge_data": {"a@example.com": {"n": 1.5}}},  # not plain strings: anymail forces them
     ],
-    ids=["global-headers", "cc", "tags-metadata", "non-str-merge-data"],
+    ids=["replaced-header", "cc", "tags-metadata", "non-str-merge-data"],
 )
 def test_what_the_lean_entries_do_not_cover_gets_anymails_result(attrs):
     to = ["a@example.com", "b@example.com"]
     assert _params(CampaignBulkPayload, to, **attrs) == _params(
         AmazonSESV2SendBulkEmailPayload, to, **attrs
     )
+
+
+def _effective_headers(params: dict) -> list[dict]:
+    """Each entry's message headers as SES makes them: the template's Headers, replaced by
+    the entry's ReplacementHeaders of the same name, plus the entry's others."""
+    shared = params["DefaultContent"]["Template"].get("Headers", [])
+    return [
+        {
+            **{h["Name"].lower(): h["Value"] for h in shared},
+            **{h["Name"].lower(): h["Value"] for h in entry.get("ReplacementHeaders", [])},
+        }
+        for entry in params["BulkEmailEntries"]
+    ]
+
+
+def test_the_messages_own_headers_go_once_as_the_templates():
+    to = ["a@example.com", "b@example.com"]
+    shared = {"X-Global": "1", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    fast = _params(CampaignBulkPayload, to, extra_headers=shared)
+    slow = _params(AmazonSESV2SendBulkEmailPayload, to, extra_headers=shared)
+    assert fast["DefaultContent"]["Template"]["Headers"] == [
+        {"Name": "X-Global", "Value": "1"},
+        {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+    ]
+    assert [len(entry["ReplacementHeaders"]) for entry in fast["BulkEmailEntries"]] == [2, 2]
+    # The same messages as anymail's request makes (it repeats them in every entry).
+    assert _effective_headers(fast) == _effective_headers(slow)
+    assert len(_effective_headers(fast)[0]) == 4
+    for params in (fast, slow):
+        del params["BulkEmailEntries"]
+        params["DefaultContent"]["Template"].pop("Headers", None)
+    assert fast == slow
 
 
 def test_other_addresses_go_through_anymails_parser():

@@ -19,6 +19,14 @@ def pg_rows(sql: str, params: list) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+def pg_execute(sql: str, params: list) -> int:
+    """pg_rows for a statement that returns no rows: the number of rows it changed."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 def pg_lookup(
     *, table: str, key: str, ids: Iterable[int], columns: Sequence[str], where: str = "",
     params: Sequence = (),

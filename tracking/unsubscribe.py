@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 UNSUBSCRIBE_PATH = "/t/u/"
 # RFC 8058 §3.1: the List-Unsubscribe-Post value, and the POST body a mail provider sends.
 ONE_CLICK = "List-Unsubscribe=One-Click"
+ONE_CLICK_HEADER = {"List-Unsubscribe-Post": ONE_CLICK}
 SCOPE_LIST = "list"
 SCOPE_ALL = "all"
 SCOPES = (SCOPE_LIST, SCOPE_ALL)
@@ -71,10 +72,13 @@ def list_unsubscribe_headers_for_token(token: str) -> dict[str, str]:
     RFC 8058 wants an https URI (TRACKING_BASE_URL is https in production; the demo's http
     still gives a working RFC 2369 link), and both headers covered by the DKIM signature.
     """
-    return {
-        "List-Unsubscribe": f"<{unsubscribe_url_for_token(token)}>",
-        "List-Unsubscribe-Post": ONE_CLICK,
-    }
+    return {**list_unsubscribe_uri_header(token), **ONE_CLICK_HEADER}
+
+
+def list_unsubscribe_uri_header(token: str) -> dict[str, str]:
+    """The recipient's own half of list_unsubscribe_headers_for_token (the bulk path sends the
+    other, the same in every message, once per SES call)."""
+    return {"List-Unsubscribe": f"<{unsubscribe_url_for_token(token)}>"}
 
 
 def list_unsubscribe_headers(*, notification_id: int) -> dict[str, str]:
