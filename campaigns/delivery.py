@@ -34,9 +34,10 @@ from campaigns.ledger import ClaimedRow, ledger_claim, ledger_transition
 from campaigns.models import Campaign, Notification
 from campaigns.ratelimit import ses_rate_limiter, ses_send_rate
 from campaigns.services import contact_merge_data
+from campaigns.ses_backend import PlainMergeData
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 from tracking.counters import counters_add
-from tracking.tokens import token_for
+from tracking.tokens import token_for, tokens_for
 from tracking.unsubscribe import (
     ONE_CLICK_HEADER,
     list_unsubscribe_headers_for_token,
@@ -312,10 +313,9 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     # The headers every recipient's message carries alike go once per call (SES: the
     # template's Headers), each recipient's own in their entry (SES: ReplacementHeaders).
     message.extra_headers = _shared_headers(campaign)
-    merge_data = message.merge_data = {}
+    merge_data = message.merge_data = PlainMergeData()  # every value through merge_value
     merge_headers = message.merge_headers = {}
-    for row in group:
-        token = token_for(row.id)
+    for row, token in zip(group, tokens_for([row.id for row in group]), strict=True):
         merge_data[row.email] = _merge_data(row, compiled, token)
         merge_headers[row.email] = list_unsubscribe_uri_header(token)
     try:

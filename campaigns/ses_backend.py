@@ -26,7 +26,12 @@ from anymail.backends.amazon_ses import (
     EmailBackend,
 )
 from anymail.backends.base import BasePayload
-from anymail.utils import UNSET, force_non_lazy_dict, parse_address_list
+from anymail.utils import (
+    UNSET,
+    force_non_lazy_dict,
+    merge_dicts_one_level,
+    parse_address_list,
+)
 from django.conf import settings
 
 from campaigns.ses_http import SesV2HttpClient
@@ -64,10 +69,36 @@ def parse_recipients(addresses):
     return parse_address_list(addresses, field="to")
 
 
+def parse_from(value):
+    """anymail's parse, cached: a campaign's From is the same string for every message."""
+    if isinstance(value, str):
+        return list(_parse_from(value))
+    return parse_address_list(value, field="from_email")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_from(value: str) -> tuple:
+    return tuple(parse_address_list(value, field="from_email"))  # immutable EmailAddresses
+
+
+class PlainMergeData(dict):
+    """{address: {field: str}}, as campaigns.delivery builds it (every value through
+    merge_value): the bulk payload takes it as it is, without anymail's per-recipient copy and
+    lazy-string pass."""
+
+
+def _merge_data_unchanged(default, value):
+    """anymail's combiner for merge_data, but PlainMergeData without defaults is kept as is
+    (merge_dicts_one_level copies every recipient's dict)."""
+    if default is UNSET and type(value) is PlainMergeData:
+        return value
+    return merge_dicts_one_level(default, value)
+
+
 def _plain_merge_data(merge_data):
-    """merge_data as it is when it is {address: {field: str}} (what campaigns.delivery builds
-    with merge_value); anything else through anymail's lazy-string forcing."""
-    if all(
+    """merge_data as it is when it is {address: {field: str}} (PlainMergeData, or checked);
+    anything else through anymail's lazy-string forcing."""
+    if type(merge_data) is PlainMergeData or all(
         type(data) is dict and all(type(value) is str for value in data.values())
         for data in merge_data.values()
     ):
@@ -87,11 +118,13 @@ class CampaignBulkPayload(AmazonSESV2SendBulkEmailPayload):
     """
 
     base_message_attrs = tuple(
-        (attr, combiner, parse_recipients if attr == "to" else converter)
+        (attr, combiner, {"to": parse_recipients, "from_email": parse_from}.get(attr, converter))
         for attr, combiner, converter in AmazonSESV2SendBulkEmailPayload.base_message_attrs
     )
     anymail_message_attrs = tuple(
-        (attr, combiner, _plain_merge_data if attr == "merge_data" else converter)
+        (attr, _merge_data_unchanged, _plain_merge_data)
+        if attr == "merge_data"
+        else (attr, combiner, converter)
         for attr, combiner, converter in AmazonSESV2SendBulkEmailPayload.anymail_message_attrs
     )
 
@@ -103,9 +136,9 @@ class CampaignBulkPayload(AmazonSESV2SendBulkEmailPayload):
             or self.metadata
             or self.merge_metadata
             or self.tags
-            or not _distinct_names(tuple(self.headers))
             or not all(
-                _distinct_names((*self.headers, *headers)) for headers in merge_headers.values()
+                _distinct_names((*self.headers, *names))
+                for names in {tuple(headers) for headers in merge_headers.values()} or [()]
             )
         ):
             return super().finalize_payload()
@@ -146,21 +179,9 @@ class CampaignBulkPayload(AmazonSESV2SendBulkEmailPayload):
 @functools.lru_cache(maxsize=64)
 def _distinct_names(names: tuple[str, ...]) -> bool:
     # anymail merges headers case-insensitively: names that differ only in case, or a
-    # recipient's header that replaces one of the message's, take its path. (Cached: every
-    # recipient of a campaign has the same header names.)
+    # recipient's header that replaces one of the message's, take its path. (Asked once per
+    # set of names, and cached: every recipient of a campaign has the same header names.)
     return len({name.lower() for name in names}) == len(names)
-
-
-def parse_from(value):
-    """anymail's parse, cached: a campaign's From is the same string for every message."""
-    if isinstance(value, str):
-        return list(_parse_from(value))
-    return parse_address_list(value, field="from_email")
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_from(value: str) -> tuple:
-    return tuple(parse_address_list(value, field="from_email"))  # immutable EmailAddresses
 
 
 class _NotSimple(Exception):
