@@ -4,11 +4,12 @@ Why: on the bulk path botocore spent ~40% of a worker's CPU per SendBulkEmail (m
 cProfile on 500-recipient batches): it re-serializes anymail's parameters through the API
 model (~5 ms for 50 entries), emits a dozen events per call, rebuilds the User-Agent, parses
 the answer through the model again. SendBulkEmail and SendEmail are REST-JSON calls whose
-body *is* the parameters as JSON, so this client sends `json.dumps(params)`, signed with
-botocore's own SigV4 signer, over one keep-alive connection per thread, and returns the JSON
-answer as it comes. Everything else (credentials, region, endpoint resolution including
-`AWS_ENDPOINT_URL_SESV2`, timeouts) comes from the boto3 client anymail opened, so it is
-configured exactly as boto3 would be, and every other SES call keeps using boto3.
+body *is* the parameters as JSON, so this client sends `json.dumps(params)`, SigV4-signed
+exactly as botocore signs it (tested against botocore), over one keep-alive connection per
+thread, and returns the JSON answer as it comes. Everything else (credentials, region,
+endpoint resolution including `AWS_ENDPOINT_URL_SESV2`, timeouts) comes from the boto3
+client anymail opened, so it is configured exactly as boto3 would be, and every other SES
+call keeps using boto3.
 
 Errors are raised as the botocore exceptions boto3 would raise, so anymail wraps them the same
 way and `campaigns.delivery.classify_send_error` reads them unchanged:
@@ -22,15 +23,17 @@ There are no retries here, as with SES_CLIENT_CONFIG's one attempt.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
+import hmac
 import http.client
 import json
 import select
 import socket
 import threading
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -69,6 +72,11 @@ class SesV2HttpClient:
         self._host = url.hostname
         self._port = url.port or (443 if self._https else 80)
         self._prefix = url.path  # an endpoint may sit under a path
+        # The Host header http.client sends: the port only when it is not the scheme's own.
+        default_port = 443 if self._https else 80
+        self._canonical_host = (
+            self._host if self._port == default_port else f"{self._host}:{self._port}"
+        )
         self._local = threading.local()
 
     def __getattr__(self, name: str):
@@ -116,16 +124,41 @@ class SesV2HttpClient:
         return parsed
 
     def _signed_headers(self, path: str, body: bytes) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self.endpoint_url + path[len(self._prefix) :],
-            data=body,
-            headers={"Content-Type": "application/json"},
+        """The request's headers, SigV4-signed as botocore's SigV4Auth signs them.
+
+        Written out for this client's one request shape (a POST of JSON, no query string):
+        botocore's signer took ~0.8 ms a call (it rebuilds and re-parses the URL, sorts and
+        normalises every header, derives the signing key with four HMACs), this ~40 µs.
+        tests/test_ses_http.py checks it against botocore's, header for header.
+        """
+        credentials = self.credentials.get_frozen_credentials()
+        stamp = _utcnow().strftime("%Y%m%dT%H%M%SZ")
+        day = stamp[:8]
+        headers = {"Content-Type": "application/json", "X-Amz-Date": stamp}
+        canonical_headers = (
+            f"content-type:application/json\nhost:{self._canonical_host}\nx-amz-date:{stamp}\n"
         )
-        SigV4Auth(self.credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(
-            request
+        signed = "content-type;host;x-amz-date"
+        if credentials.token:
+            headers["X-Amz-Security-Token"] = credentials.token
+            canonical_headers += f"x-amz-security-token:{' '.join(credentials.token.split())}\n"
+            signed += ";x-amz-security-token"
+        canonical_request = (
+            f"POST\n{quote(path, safe='/~')}\n\n{canonical_headers}\n{signed}\n"
+            f"{hashlib.sha256(body).hexdigest()}"
         )
-        return dict(request.headers.items())
+        scope = f"{day}/{self.region}/{SIGNING_NAME}/aws4_request"
+        string_to_sign = (
+            f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
+            f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+        )
+        key = _signing_key(credentials.secret_key, day, self.region, SIGNING_NAME)
+        signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}"
+        )
+        return headers
 
     # -- connections: one per thread, kept alive ------------------------------------------
 
@@ -152,6 +185,19 @@ class SesV2HttpClient:
 
     def _drop(self) -> None:
         self.close()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """SigV4's derived key: the same for a whole day (four HMACs, once)."""
+    key = ("AWS4" + secret_key).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
 
 
 def _dropped_by_peer(connection: http.client.HTTPConnection) -> bool:

@@ -4,6 +4,8 @@ import json
 import socket
 import threading
 import time
+from datetime import UTC, datetime
+from unittest import mock
 
 import boto3
 import pytest
@@ -115,6 +117,37 @@ def test_sends_the_request_boto3_sends(method, params):
     ]
     assert signed_headers[0] == signed_headers[1], signed_headers
     server.close()
+
+
+@pytest.mark.parametrize("token", [None, "session  token/+="])
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:4566", "https://email.eu-west-1.amazonaws.com", "https://h.example:443/p"],
+)
+def test_signs_exactly_as_botocore_signs(endpoint, token):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    credentials = Credentials("AKID", "secret/key+", token)
+    session = boto3.session.Session(region_name="eu-west-1")
+    boto3_client = session.client("sesv2", endpoint_url=endpoint)
+    lean = SesV2HttpClient(boto3_client=boto3_client, credentials=credentials)
+    path = lean._prefix + "/v2/email/outbound-bulk-emails"
+    body = json.dumps(BULK).encode()
+    when = datetime(2026, 11, 30, 23, 59, 58, tzinfo=UTC)
+    with mock.patch("campaigns.ses_http._utcnow", return_value=when):
+        ours = lean._signed_headers(path, body)
+    request = AWSRequest(
+        method="POST",
+        url=lean.endpoint_url + "/v2/email/outbound-bulk-emails",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when.replace(tzinfo=None)):
+        SigV4Auth(credentials, "ses", "eu-west-1").add_auth(request)
+    assert ours == dict(request.headers.items())
+    assert ours["X-Amz-Date"] == "20261130T235958Z"
 
 
 def test_answers_come_back_parsed_with_response_metadata():
