@@ -192,14 +192,25 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     return result
 
 
-@functools.cache
+_ses_connection = None
+_ses_connection_lock = threading.Lock()
+
+
 def ses_connection():
     """One open anymail SES backend per process, kept for its life: opening one builds a boto3
-    client, which loads botocore's service models (~200 ms a time, measured). boto3 clients
-    are thread-safe, and each send builds its own payload."""
-    connection = get_connection(settings.SES_EMAIL_BACKEND)
-    connection.open()
-    return connection
+    client, which loads botocore's service models (~0.2-0.7 s of CPU, measured). boto3
+    clients are thread-safe, and each send builds its own payload. Opened under a lock: the
+    bulk pool's threads all ask at once, and each opened one of its own (sampled: a quarter
+    of a worker's CPU in the first 10 s of a send). Worker processes open it as they start
+    (campaigns.tasks)."""
+    global _ses_connection
+    if _ses_connection is None:
+        with _ses_connection_lock:
+            if _ses_connection is None:
+                connection = get_connection(settings.SES_EMAIL_BACKEND)
+                connection.open()
+                _ses_connection = connection
+    return _ses_connection
 
 
 @functools.cache

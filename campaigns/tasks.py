@@ -1,8 +1,13 @@
 """Celery entry points: thin, ids in, services do the work."""
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from campaigns import delivery, services
+
+logger = logging.getLogger(__name__)
 
 # Throttled batches retry after 5 s, doubling up to 10 minutes: SES's per-second rate limit
 # clears within a second, so the first retries are short; 20 retries span about 2.5 hours
@@ -40,3 +45,13 @@ def campaigns_start_due() -> None:
 @shared_task(name="campaigns.tasks.campaigns_sweep")
 def campaigns_sweep() -> None:
     services.campaigns_sweep()
+
+
+@worker_process_init.connect
+def open_ses_connection(**_) -> None:
+    """A worker process opens its SES connection as it starts, not in its first send (botocore
+    loads its service models: up to ~0.7 s of CPU). If that fails, the first send raises."""
+    try:
+        delivery.ses_connection()
+    except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)
+        logger.warning("ses connection not opened at start: %s", type(err).__name__)

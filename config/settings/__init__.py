@@ -66,6 +66,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'mailwright.sqlite3'}"),
         conn_max_age=60,
+        conn_health_checks=True,  # a connection PostgreSQL dropped is replaced, not used
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

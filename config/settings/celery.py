@@ -53,6 +53,11 @@ CELERY_TASK_ACKS_LATE = False
 # One message in hand per process: a long campaign batch must not hold back messages that
 # another idle process could take.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set: a new PostgreSQL backend (and its catalog caches) per batch of 500. It keeps
+# them for this many tasks instead; config.celery closes one that is broken or older than
+# CONN_MAX_AGE before each task, as Django does before each request.
+CELERY_DB_REUSE_MAX = 1000
 
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
