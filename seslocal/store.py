@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from .messages import OutMessage
 
 SCHEMA = """
@@ -71,7 +73,11 @@ CREATE TABLE IF NOT EXISTS counters (
 ) WITHOUT ROWID;
 """
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+def _encode(value: Any) -> str:
+    """Compact JSON, UTF-8 as is (orjson: ~10x json's encoder on these small values)."""
+    return orjson.dumps(value).decode()
+
 
 # A message carrying the header (lower-cased name, value): its headers are [[name, value], …].
 _HAS_HEADER = (

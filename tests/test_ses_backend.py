@@ -1,6 +1,8 @@
 """The campaign SES backend: exactly the SendBulkEmail request anymail's own would build, and
 Content.Simple SendEmail requests for rendered messages that Simple content can carry."""
 
+import json
+
 import pytest
 from anymail.backends.amazon_ses import (
     AmazonSESV2SendBulkEmailPayload,
@@ -291,3 +293,25 @@ def test_sendemail_simple_is_stored_like_the_raw_message(ses):
     assert simple["from"] == "=?utf-8?q?Mailwright_D=C3=A9mo?= <news@example.com>"
     # (the endpoint's header filter, which the bench and the delivery tests count with)
     assert {m["message_id"] for m in ses.messages(header="X-Campaign:7")} == stored.keys()
+
+
+def test_plain_merge_data_is_the_same_json():
+    """PlainMergeData (built by campaigns.delivery) is serialized by orjson, compact and UTF-8:
+    the same template data SES parses from anymail's encoding."""
+    from campaigns.ses_backend import PlainMergeData
+
+    to = ["a@example.com", "b@example.com"]
+    data = {"a@example.com": {"n": 'Zoë "Z" <z>'}, "b@example.com": {"n": "\\", "c": ""}}
+    fast = _params(CampaignBulkPayload, to, merge_data=PlainMergeData(data))
+    slow = _params(AmazonSESV2SendBulkEmailPayload, to, merge_data=data)
+
+    def template_data(params):
+        return [
+            e["ReplacementEmailContent"]["ReplacementTemplate"]["ReplacementTemplateData"]
+            for e in params["BulkEmailEntries"]
+        ]
+
+    assert [json.loads(d) for d in template_data(fast)] == [
+        json.loads(d) for d in template_data(slow)
+    ]
+    assert template_data(fast)[0] == '{"n":"Zoë \\"Z\\" <z>"}'
