@@ -9,7 +9,6 @@ Alphabet: [0-9a-z._-], so it survives URLs and Handlebars' HTML escaping unchang
 import binascii
 import functools
 import hashlib
-import hmac
 
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
@@ -21,18 +20,32 @@ _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @functools.lru_cache(maxsize=4)
-def _key(secret: str) -> bytes:
-    # Django's salted_hmac key derivation, done once per secret instead of per token (a
-    # campaign signs a token per recipient: salted_hmac was 10% of a send worker's CPU).
-    return hashlib.sha256((_SALT + secret).encode()).digest()
+def _key(secret: str) -> tuple:
+    """HMAC-SHA256 (RFC 2104) with Django's salted_hmac key, its two padded-key hash states
+    computed once per secret: a signature is then two copies and two small updates, ~1.5 µs,
+    where hmac.digest() takes ~4 µs (OpenSSL looks the digest up by name and sets up a fresh
+    context every call, measured) and salted_hmac ~10% of a send worker's CPU."""
+    key = hashlib.sha256((_SALT + secret).encode()).digest().ljust(64, b"\0")  # SHA-256's block
+    return (
+        hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+        hashlib.sha256(bytes(b ^ 0x5C for b in key)),
+    )
 
 
-def _signature(notification_id: int, key: bytes | None = None) -> str:
+def _signature(notification_id: int, key: tuple | None = None) -> str:
     """Equal to django.utils.crypto.salted_hmac(_SALT, str(id), algorithm="sha256"), base64
     (URL-safe), cut to _SIGNATURE_CHARS."""
-    digest = hmac.digest(key or _key(settings.SECRET_KEY), str(notification_id).encode(), "sha256")
+    inner, outer = key or _key(settings.SECRET_KEY)
+    inner = inner.copy()
+    inner.update(str(notification_id).encode())
+    outer = outer.copy()
+    outer.update(inner.digest())
     # 16 base64 characters are the first 12 bytes' (one C call each, no padding to cut)
-    return binascii.b2a_base64(digest[:_SIGNED_BYTES], newline=False).translate(_URL_SAFE).decode()
+    return (
+        binascii.b2a_base64(outer.digest()[:_SIGNED_BYTES], newline=False)
+        .translate(_URL_SAFE)
+        .decode()
+    )
 
 
 def _base36(number: int) -> str:
