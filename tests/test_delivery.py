@@ -362,6 +362,22 @@ def test_sweeper_skips_created_rows_left_in_a_cancelled_campaign(started):
     assert _statuses(started) == {N.SKIPPED: 120}
 
 
+def test_sweeper_reads_the_ledger_only_of_campaigns_with_unanswered_rows(started):
+    """No status index: the sweeper picks campaigns by their counters, and a campaign whose
+    rows all have an answer is never read again."""
+    from campaigns.selectors import campaigns_with_unanswered_rows
+
+    Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.CANCELLED)
+    cancelled = [Campaign.Status.CANCELLED]
+    assert campaigns_with_unanswered_rows(statuses=cancelled) == [started.pk]  # 120 created
+    services.campaigns_sweep()  # skips them, counting them
+    assert campaigns_with_unanswered_rows(statuses=cancelled) == []
+    # Counters short of the audience (drifted, or rows given back late): read again.
+    CampaignCounter.objects.filter(campaign=started, name="skipped").update(value=119)
+    assert campaigns_with_unanswered_rows(statuses=cancelled) == [started.pk]
+    assert campaigns_with_unanswered_rows(statuses=[Campaign.Status.SENDING]) == []
+
+
 def test_audience_is_frozen_in_chunks_each_enqueued_as_it_commits(
     ses, django_capture_on_commit_callbacks, monkeypatch
 ):
