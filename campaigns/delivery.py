@@ -40,7 +40,6 @@ from tracking.counters import counters_add
 from tracking.tokens import token_for, tokens_for
 from tracking.unsubscribe import (
     ONE_CLICK_HEADER,
-    list_unsubscribe_headers_for_token,
     list_unsubscribe_uri_header,
     unsubscribe_url_for_token,
 )
@@ -264,7 +263,7 @@ def _shared_headers(campaign) -> dict[str, str]:
 def _headers(campaign, token: str) -> dict[str, str]:
     """Every campaign message's own headers: _shared_headers and the recipient's
     List-Unsubscribe (the bulk path sends the shared ones once per call)."""
-    return {"X-Campaign": str(campaign.pk), **list_unsubscribe_headers_for_token(token)}
+    return {**_shared_headers(campaign), **list_unsubscribe_uri_header(token)}
 
 
 class _StatusWatch:

@@ -21,6 +21,7 @@ all) and never overwrites bounced / complained, which already stop all mail.
 import logging
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from django.conf import settings
 from django.db import transaction
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 UNSUBSCRIBE_PATH = "/t/u/"
 # RFC 8058 §3.1: the List-Unsubscribe-Post value, and the POST body a mail provider sends.
 ONE_CLICK = "List-Unsubscribe=One-Click"
-ONE_CLICK_HEADER = {"List-Unsubscribe-Post": ONE_CLICK}
+ONE_CLICK_HEADER = MappingProxyType({"List-Unsubscribe-Post": ONE_CLICK})
 SCOPE_LIST = "list"
 SCOPE_ALL = "all"
 SCOPES = (SCOPE_LIST, SCOPE_ALL)
