@@ -4,7 +4,7 @@ Why: on the bulk path botocore spent ~40% of a worker's CPU per SendBulkEmail (m
 cProfile on 500-recipient batches): it re-serializes anymail's parameters through the API
 model (~5 ms for 50 entries), emits a dozen events per call, rebuilds the User-Agent, parses
 the answer through the model again. SendBulkEmail and SendEmail are REST-JSON calls whose
-body *is* the parameters as JSON, so this client sends `json.dumps(params)`, SigV4-signed
+body *is* the parameters as JSON, so this client sends them as JSON (orjson), SigV4-signed
 exactly as botocore signs it (tested against botocore), over one keep-alive connection per
 thread, and returns the JSON answer as it comes. Everything else (credentials, region,
 endpoint resolution including `AWS_ENDPOINT_URL_SESV2`, timeouts) comes from the boto3
