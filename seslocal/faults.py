@@ -105,11 +105,16 @@ class FaultInjector:
     def config(self) -> FaultConfig:
         return self._config
 
+    def delay(self) -> None:
+        """Wait the configured latency: the server calls it before a send call is handled,
+        outside its one-call-at-a-time section, so slow calls still overlap."""
+        latency_ms = self._config.latency_ms
+        if latency_ms:
+            time.sleep(latency_ms / 1000.0)
+
     def draw(self) -> Fault:
-        """Decide the fate of one send call (sleeping for the latency first)."""
+        """Decide the fate of one send call."""
         config = self._config
-        if config.latency_ms:
-            time.sleep(config.latency_ms / 1000.0)
         if not (config.throttle or config.error_5xx):
             return Fault.NONE
         with self._lock:

@@ -40,6 +40,13 @@ class SesEndpoint:
             return json.loads(response.read() or b"null")
 
     def reset(self) -> None:
+        """Forget everything, once the calls still on their way have landed: a worker a test
+        stopped may have left calls waiting out injected latency, which would otherwise be
+        counted (or refused for a template the reset removed) in the next test."""
+        deadline = time.monotonic() + 10
+        while self._call("GET", "/_local/health")["sends_in_progress"]:
+            assert time.monotonic() < deadline, "the endpoint's calls never finished"
+            time.sleep(0.05)
         self._call("POST", "/_local/reset", {})
 
     def faults(self, **faults) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -142,6 +143,24 @@ def test_latency_fault(client, url):
     assert time.monotonic() - started >= 0.15
 
 
+def test_latency_overlaps_across_connections(url):
+    """Calls are handled one at a time, but the injected latency is waited out before that,
+    in parallel: 4 calls of 400 ms on 4 connections take ~400 ms, not 1.6 s."""
+    local(url, "/_local/faults", {"latency_ms": 400})
+    clients = [make_client(url) for _ in range(4)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(send, client) for client in clients]
+        time.sleep(0.2)
+        assert local(url, "/_local/health")["sends_in_progress"] == 4
+        for future in futures:
+            future.result()
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 1.2
+    assert local(url, "/_local/health")["sends_in_progress"] == 0
+    assert local(url, "/_local/stats")["calls"]["SendEmail"] == 4
+
+
 def test_reset_restores_startup_faults(url):
     local(url, "/_local/faults", {"throttle": 0.5})
     local(url, "/_local/reset", {})
@@ -266,7 +285,7 @@ def test_inspection_pages(client, url):
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         fetch(url, "/_local/messages/nope")
     assert excinfo.value.code == 404
-    assert local(url, "/_local/health") == {"ok": True}
+    assert local(url, "/_local/health") == {"ok": True, "sends_in_progress": 0}
     assert local(url, "/_local/config")["store_bodies"] is True
 
 
