@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from campaigns import delivery, services
-from campaigns.models import Campaign, Contact, Notification
+from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.factories import CampaignFactory, list_with_contacts
 from tracking.models import CampaignCounter
 from tracking.tokens import token_for
@@ -118,11 +118,28 @@ def test_a_definite_refusal_fails_rows_with_the_reason(started, ses):
 
 
 def test_contacts_suppressed_after_the_freeze_are_skipped(started, ses):
-    contact_ids = Notification.objects.filter(campaign=started).values_list("contact_id", flat=True)
-    Contact.objects.filter(pk__in=list(contact_ids)[:5]).update(status=Contact.Status.BOUNCED)
+    contact_ids = list(
+        Notification.objects.filter(campaign=started)
+        .order_by("id")
+        .values_list("contact_id", flat=True)
+    )
+    Contact.objects.filter(pk__in=contact_ids[:5]).update(status=Contact.Status.BOUNCED)
+    # Left the campaign's list after the freeze (the first also bounced: that reason wins).
+    Membership.objects.filter(
+        contact_list_id=started.contact_list_id, contact_id__in=contact_ids[4:7]
+    ).update(unsubscribed_at=timezone.now())
     result = _deliver(started)
-    assert (result.sent, result.skipped) == (115, 5)
-    assert ses.stats()["recipients"] == 115
+    assert (result.sent, result.skipped) == (113, 7)
+    assert ses.stats()["recipients"] == 113
+    reasons = dict(
+        Notification.objects.filter(campaign=started, status=N.SKIPPED).values_list(
+            "contact_id", "reason"
+        )
+    )
+    assert reasons == {
+        **{cid: "contact not active" for cid in contact_ids[:5]},
+        **{cid: "unsubscribed from the list" for cid in contact_ids[5:7]},
+    }
 
 
 def test_paused_campaign_claims_nothing_until_resumed(
