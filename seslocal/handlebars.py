@@ -31,6 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CompiledTemplate",
     "JsObject",
@@ -135,10 +137,27 @@ def parse_data(text: str | None) -> JsObject:
     """Parse SES ``TemplateData`` (a JSON object in a string). Raises ``ValueError``."""
     if text is None or text == "":
         return JsObject()
-    data = _DECODER.decode(text)
+    try:
+        # orjson, then its dicts made JsObjects: ~5x json's decoder with a pairs hook, which
+        # was a tenth of a bulk call's time here (one parse per entry).
+        data = _js_objects(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        data = _DECODER.decode(text)  # what orjson refuses: NaN, integers past 64 bits
     if not isinstance(data, JsObject):
         raise ValueError("template data must be a JSON object")
     return data
+
+
+def _js_objects(value: Any) -> Any:
+    if type(value) is dict:
+        obj = JsObject(value)
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                obj[key] = _js_objects(item)
+        return obj
+    if type(value) is list:
+        return [_js_objects(item) for item in value]
+    return value
 
 
 def merge_data(default: JsObject, replacement: JsObject) -> JsObject:

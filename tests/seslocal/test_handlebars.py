@@ -1,9 +1,12 @@
 """Unit tests of seslocal's Handlebars layer (no server)."""
 
+import math
+
 import pytest
 
 from seslocal.handlebars import (
     CompiledTemplate,
+    JsObject,
     TemplateCache,
     TemplateError,
     check_syntax,
@@ -134,6 +137,19 @@ def test_parse_data_requires_an_object():
         parse_data("[1]")
     with pytest.raises(ValueError):
         parse_data("{bad")
+
+
+def test_nested_objects_hide_dict_methods_too():
+    render = compile_template("[{{u.items}}|{{#each l}}{{this.keys}}{{this.n}}{{/each}}]")
+    data = parse_data('{"u": {}, "l": [{"n": 1}, {"n": [{"deep": {}}]}]}')
+    assert isinstance(data["u"], JsObject)
+    assert isinstance(data["l"][1]["n"][0]["deep"], JsObject)
+    assert render(data) == "[|1[object Object]]"
+
+
+def test_parse_data_falls_back_for_what_orjson_refuses():
+    assert math.isnan(parse_data('{"x": NaN}')["x"])
+    assert parse_data('{"a": 1, "a": 2}') == {"a": 2}  # the last duplicate wins, as in JS
 
 
 def test_replacement_data_merges_over_default_per_key():
