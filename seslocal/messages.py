@@ -24,11 +24,19 @@ _DOMAIN_RE = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 def new_message_id() -> str:
     """An id shaped like SES's: ``0100`` + 12 hex digits of epoch ms, a UUID, ``000000``."""
-    h = os.urandom(16).hex()  # a random UUID's digits, without uuid.UUID's overhead
-    return (
-        f"0100{int(time.time() * 1000):012x}-{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
-        "-000000"
-    )
+    return new_message_ids(1)[0]
+
+
+def new_message_ids(count: int) -> list[str]:
+    """`count` ids for one call: one clock read and one read of random bytes for all of them
+    (per id they were ~3 µs of a bulk entry's ~40)."""
+    stamp = f"0100{int(time.time() * 1000):012x}"
+    h = os.urandom(16 * count).hex()  # random UUIDs' digits, without uuid.UUID's overhead
+    return [
+        f"{stamp}-{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}-000000"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 @dataclass
@@ -112,6 +120,13 @@ def parse_address_list(values: Any, name: str) -> list[str]:
 
 def parse_destination(destination: Any) -> Recipients:
     """Validate a SES ``Destination`` and collect its recipients."""
+    # A bulk entry's usual shape, one plain To address, checked directly (~6 → ~2 µs).
+    if type(destination) is dict and len(destination) == 1:
+        to = destination.get("ToAddresses")
+        if type(to) is list and len(to) == 1 and type(to[0]) is str:
+            match = _SIMPLE_ADDRESS_RE.match(to[0])
+            if match:
+                return Recipients(to=to[:], addresses=[("to", match.group(1).lower())])
     if destination is None:
         destination = {}
     if not isinstance(destination, dict):

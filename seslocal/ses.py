@@ -34,6 +34,7 @@ from .messages import (
     merge_headers,
     merge_tags,
     new_message_id,
+    new_message_ids,
     parse_address,
     parse_address_list,
     parse_destination,
@@ -417,6 +418,11 @@ class SesBackend:
             raise bad_request(f"Invalid DefaultContent.Template.TemplateData: {exc}") from None
         default_headers = parse_headers(template.get("Headers"), "DefaultContent.Template.Headers")
         default_tags = parse_tags(body.get("DefaultEmailTags"), "DefaultEmailTags")
+        try:
+            check_single_headers(default_headers)
+            defaults_single = True
+        except SesError:  # only a problem for entries that do not replace the repeated one
+            defaults_single = False
 
         # Parameter problems reject the whole call (as SES's request validation would);
         # only per-entry data/rendering problems become per-entry statuses.
@@ -428,11 +434,13 @@ class SesBackend:
                 recipients = parse_destination(
                     _obj(entry.get("Destination"), f"{where}.Destination", required=True)
                 )
-                headers = merge_headers(
-                    default_headers,
-                    parse_headers(entry.get("ReplacementHeaders"), "ReplacementHeaders"),
+                replacement_headers = parse_headers(
+                    entry.get("ReplacementHeaders"), "ReplacementHeaders"
                 )
-                check_single_headers(headers)
+                headers = merge_headers(default_headers, replacement_headers)
+                # An entry's header replaces the template's of the same name, so with the
+                # template's headers free of repeats only the entry's own can repeat.
+                check_single_headers(replacement_headers if defaults_single else headers)
                 tags = merge_tags(
                     default_tags, parse_tags(entry.get("ReplacementTags"), "ReplacementTags")
                 )
@@ -449,6 +457,7 @@ class SesBackend:
 
         results: list[dict[str, str]] = []
         messages: list[OutMessage] = []
+        message_ids = iter(new_message_ids(len(prepared)))
         for recipients, headers, tags, data_text in prepared:
             try:
                 data = default_data
@@ -468,7 +477,7 @@ class SesBackend:
                 results.append({"Status": "FAILED", "Error": f"Rendering failure: {exc}"})
                 continue
             message = OutMessage(
-                message_id=new_message_id(),
+                message_id=next(message_ids),
                 created=ctx.received,
                 api="SendBulkEmail",
                 from_addr=from_addr,

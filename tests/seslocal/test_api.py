@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -285,6 +286,10 @@ def test_bulk_renders_each_entry(client, url, newsletter):
     results = result["BulkEmailEntryResults"]
     assert [r["Status"] for r in results] == ["SUCCESS"] * 3
     assert len({r["MessageId"] for r in results}) == 3
+    shape = re.compile(
+        r"0100[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}-000000"
+    )
+    assert all(shape.fullmatch(r["MessageId"]) for r in results)
 
     [ann] = messages(url, to="ann@example.com")
     assert ann["message_id"] == results[0]["MessageId"]
@@ -548,6 +553,29 @@ def test_headers_ses_allows_once_cannot_repeat(client, newsletter):
         DefaultContent={"Template": {"TemplateName": newsletter}},
         BulkEmailEntries=[bulk_entry("a@example.com", headers=[("X-Tag", "a"), ("X-Tag", "b")])],
     )
+    # The template's headers repeat one: refused for an entry that keeps both, accepted for
+    # an entry whose own header replaces them.
+    template = {
+        "TemplateName": newsletter,
+        "Headers": [{"Name": name, "Value": value} for name, value in twice],
+    }
+    with pytest.raises(client.exceptions.BadRequestException, match="Duplicate header"):
+        client.send_bulk_email(
+            FromEmailAddress="shop@example.com",
+            DefaultContent={"Template": template},
+            BulkEmailEntries=[
+                bulk_entry("a@example.com", headers=[("List-Unsubscribe", "<mailto:u@x.example>")]),
+                bulk_entry("b@example.com"),
+            ],
+        )
+    answer = client.send_bulk_email(
+        FromEmailAddress="shop@example.com",
+        DefaultContent={"Template": template},
+        BulkEmailEntries=[
+            bulk_entry("c@example.com", headers=[("List-Unsubscribe", "<mailto:u@x.example>")])
+        ],
+    )
+    assert answer["BulkEmailEntryResults"][0]["Status"] == "SUCCESS"
     raw = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: 1\r\nSubject: 2\r\n\r\nbody"
     with pytest.raises(client.exceptions.MessageRejected, match="Duplicate header"):
         client.send_email(Content={"Raw": {"Data": raw}})
