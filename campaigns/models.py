@@ -153,8 +153,8 @@ class Notification(models.Model):
         SKIPPED = "skipped"  # suppressed or unsubscribed when its turn came
 
     id = models.BigAutoField(primary_key=True)
-    # No index of its own: (campaign, contact) and (campaign, status) start with it. Every
-    # status change rewrites an entry in each of the ledger's indexes, so each one costs.
+    # No index of its own: (campaign, contact) starts with it. Every update that is not HOT
+    # adds an entry to each of the ledger's indexes, so each one costs.
     campaign = models.ForeignKey(
         Campaign, on_delete=models.PROTECT, related_name="notifications", db_index=False
     )
