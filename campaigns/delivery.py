@@ -382,28 +382,32 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
 
 
 def _record(campaign, outcome: GroupOutcome, result: BatchResult) -> bool:
-    """Write one group's answers to the ledger, and the report's counters with them (one
-    transaction); True if SES throttled (part of) it."""
-    by_outcome: dict[tuple[str, str], list[int]] = {}
-    for nid, verdict_reason in outcome.errors.items():
-        by_outcome.setdefault(verdict_reason, []).append(nid)
-    with transaction.atomic():
-        sent = ledger_transition(
-            ids=list(outcome.accepted),
-            from_statuses={N.SENDING},
-            to=N.SENT,
-            message_ids=outcome.accepted,
-        )
-        counts = {"sent": sent, "failed": 0, "unknown": 0}
-        for (verdict, reason), ids in by_outcome.items():
-            to = N.FAILED if verdict == "failed" else N.UNKNOWN
-            moved = ledger_transition(ids=ids, from_statuses={N.SENDING}, to=to, reason=reason)
-            counts[to] += moved
-            logger.warning("send %s campaign=%s rows=%s reason=%s", to, campaign.pk, moved, reason)
-        counters_add(campaign_id=campaign.pk, deltas=counts)
-    result.sent += counts["sent"]
-    result.failed += counts["failed"]
-    result.unknown += counts["unknown"]
+    """Write one group's answers to the ledger, each move with the report counter it adds to
+    (the accepted rows in one statement, the refused ones in one transaction); True if SES
+    throttled (part of) it."""
+    result.sent += ledger_transition(
+        ids=list(outcome.accepted),
+        from_statuses={N.SENDING},
+        to=N.SENT,
+        message_ids=outcome.accepted,
+        counter=(campaign.pk, "sent"),
+    )
+    if outcome.errors:
+        by_outcome: dict[tuple[str, str], list[int]] = {}
+        for nid, verdict_reason in outcome.errors.items():
+            by_outcome.setdefault(verdict_reason, []).append(nid)
+        counts = {"failed": 0, "unknown": 0}
+        with transaction.atomic():
+            for (verdict, reason), ids in by_outcome.items():
+                to = N.FAILED if verdict == "failed" else N.UNKNOWN
+                moved = ledger_transition(ids=ids, from_statuses={N.SENDING}, to=to, reason=reason)
+                counts[to] += moved
+                logger.warning(
+                    "send %s campaign=%s rows=%s reason=%s", to, campaign.pk, moved, reason
+                )
+            counters_add(campaign_id=campaign.pk, deltas=counts)
+        result.failed += counts["failed"]
+        result.unknown += counts["unknown"]
     return outcome.throttled
 
 

@@ -8,12 +8,13 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from campaigns.models import Contact, Membership, Notification
-from tracking.pg import pg_execute
+from tracking.counters import counter_add_count_sql, counters_add
+from tracking.pg import pg_execute, pg_rows
 
 S = Notification.Status
 
@@ -160,15 +161,25 @@ def ledger_transition(
     to: str,
     reason: str = "",
     message_ids: Mapping[int, str] | None = None,
+    counter: tuple[int, str] | None = None,
 ) -> int:
     """Move the rows among `ids` that are in one of `from_statuses` to `to`; returns how many.
 
     `message_ids` ({id: SES MessageId}) is recorded with the move (a send's acceptance).
+    `counter` (campaign id, counter name): the report counter that the moved rows are added
+    to, in the same transaction.
     """
     if not ids:
         return 0
     if message_ids and connection.vendor == "postgresql":
-        return _transition_with_message_ids(message_ids, from_statuses, to)
+        return _transition_with_message_ids(message_ids, from_statuses, to, counter)
+    if counter:
+        with transaction.atomic():
+            moved = ledger_transition(
+                ids=ids, from_statuses=from_statuses, to=to, reason=reason, message_ids=message_ids
+            )
+            counters_add(campaign_id=counter[0], deltas={counter[1]: moved})
+        return moved
     fields = {"status": to, "updated_at": timezone.now()}
     if reason:
         fields["reason"] = reason[:300]
@@ -183,16 +194,30 @@ def ledger_transition(
 
 
 def _transition_with_message_ids(
-    message_ids: Mapping[int, str], from_statuses: Collection[str], to: str
+    message_ids: Mapping[int, str],
+    from_statuses: Collection[str],
+    to: str,
+    counter: tuple[int, str] | None,
 ) -> int:
     """PostgreSQL: one UPDATE joined to unnest(ids, message ids), with binary parameters.
     Measured 40x cheaper than the ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving
     a 50-branch CASE). Binary: in text mode psycopg quotes and escapes every array element in
-    Python."""
-    return pg_execute(
+    Python. With `counter`, the counter's upsert is part of the same statement: one round trip
+    per SES answer instead of four (begin, update, upsert, commit); in-process that was ~a
+    fifth of a send worker's CPU."""
+    update = (
         f"UPDATE {Notification._meta.db_table} AS n "  # noqa: S608
         "SET status = %b, message_id = v.message_id, updated_at = %b "
         "FROM unnest(%b::bigint[], %b::text[]) AS v(id, message_id) "
-        "WHERE n.id = v.id AND n.status = ANY(%b::text[])",
-        [to, timezone.now(), list(message_ids), list(message_ids.values()), list(from_statuses)],
+        "WHERE n.id = v.id AND n.status = ANY(%b::text[])"
     )
+    ids, mids = list(message_ids), list(message_ids.values())
+    params = [to, timezone.now(), ids, mids, list(from_statuses)]
+    if not counter:
+        return pg_execute(update, params)
+    [(moved,)] = pg_rows(
+        f"WITH moved AS ({update} RETURNING 1), "  # noqa: S608 (our names; values are parameters)
+        f"counted AS ({counter_add_count_sql(rows='moved')}) SELECT count(*) FROM moved",
+        [*params, *counter],
+    )
+    return moved

@@ -1,9 +1,12 @@
 import pytest
 
-from campaigns.ledger import claim_update, ledger_claim
+from campaigns.ledger import claim_update, ledger_claim, ledger_transition
 from campaigns.models import Notification
 from tests.conftest import plan_nodes, unanalyzed_campaign
 from tests.factories import CampaignFactory, ContactFactory
+from tracking.counters import campaign_counters
+
+N = Notification.Status
 
 ATTRIBUTES = {
     "plain": "Leeds",
@@ -102,3 +105,42 @@ def test_claims_are_hot_updates_that_touch_no_index():
         updated, hot = cursor.fetchone()
     assert len(claimed) == 600
     assert (updated - updated_before, hot - hot_before) == (600, 600)
+
+
+@pytest.mark.django_db
+def test_accepted_rows_and_their_counter_move_together():
+    """The record of an SES answer: sending → sent with each MessageId, and the campaign's
+    `sent` counter raised by the rows that actually moved (one statement on PostgreSQL)."""
+    campaign = CampaignFactory()
+    sending, sent_before = (
+        [
+            Notification.objects.create(campaign=campaign, contact=ContactFactory(), status=status)
+            for _ in range(count)
+        ]
+        for status, count in ((N.SENDING, 3), (N.SENT, 1))
+    )
+    accepted = {row.pk: f"msg-{row.pk}" for row in [*sending, *sent_before]}
+    moved = ledger_transition(
+        ids=list(accepted),
+        from_statuses={N.SENDING},
+        to=N.SENT,
+        message_ids=accepted,
+        counter=(campaign.pk, "sent"),
+    )
+    assert moved == 3  # the row already sent is not moved again, nor counted
+    assert campaign_counters(campaign_id=campaign.pk) == {"sent": 3}
+    rows = dict(Notification.objects.filter(campaign=campaign).values_list("pk", "message_id"))
+    assert rows == {**{row.pk: f"msg-{row.pk}" for row in sending}, sent_before[0].pk: None}
+
+    # Nothing moved: no counter is written.
+    assert (
+        ledger_transition(
+            ids=[sending[0].pk],
+            from_statuses={N.SENDING},
+            to=N.SENT,
+            message_ids={sending[0].pk: "again"},
+            counter=(campaign.pk, "sent"),
+        )
+        == 0
+    )
+    assert campaign_counters(campaign_id=campaign.pk) == {"sent": 3}

@@ -47,6 +47,17 @@ def counters_add(*, campaign_id: int, deltas: Mapping[str, int]) -> None:
         )
 
 
+def counter_add_count_sql(*, rows: str) -> str:
+    """SQL adding the number of rows of `rows` (a CTE of the same statement) to one counter;
+    its parameters: campaign id, counter name (both %b). For a writer that changes rows and
+    counts them in one statement: one round trip, and atomic without a transaction block."""
+    return (
+        f"INSERT INTO {_TABLE} (campaign_id, name, value) "  # noqa: S608 (our names)
+        f"SELECT %b, %b, count(*) FROM {rows} HAVING count(*) > 0 "
+        f"ON CONFLICT (campaign_id, name) DO UPDATE SET value = {_TABLE}.value + excluded.value"
+    )
+
+
 def campaign_counters(*, campaign_id: int) -> dict[str, int]:
     """Every counter of the campaign ({name: value}; a name never added to is absent)."""
     return dict(
