@@ -121,7 +121,7 @@ class SesV2HttpClient:
         metadata = {"HTTPStatusCode": status, "RequestId": request_id}
         if status >= 300:
             raise ClientError(_error_response(status, error_type, data, metadata), operation)
-        parsed = json.loads(data) if data else {}
+        parsed = orjson.loads(data) if data else {}  # 50 entries' answers: ~5x json's
         parsed["ResponseMetadata"] = metadata
         return parsed
 
