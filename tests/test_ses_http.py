@@ -214,3 +214,86 @@ def test_connection_closed_mid_call_is_ambiguous_not_a_connection_error():
     with pytest.raises(ConnectionClosedError):
         lean.send_email(**RAW)
     sock.close()
+
+
+class Scripted:
+    """A server that answers each request on a connection with the next raw answer given,
+    and counts the connections it accepted."""
+
+    def __init__(self, *answers: bytes):
+        self.answers = list(answers)
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        with conn:
+            reader = conn.makefile("rb")
+            while self.answers and (line := reader.readline()):
+                headers = {}
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    name, value = line.decode().split(":", 1)
+                    headers[name.strip().lower()] = value.strip()
+                reader.read(int(headers.get("content-length", 0)))
+                conn.sendall(self.answers.pop(0))
+
+    def close(self):
+        self.sock.close()
+
+
+def test_answers_in_every_http_framing_and_keep_alive():
+    def ok(n: int) -> bytes:
+        return b'{"MessageId": "m-%d"}' % n
+
+    def sized(n: int, *headers: bytes) -> bytes:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(ok(n))
+        return head + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + ok(n)
+
+    first, rest = ok(2)[:5], ok(2)[5:]
+    server = Scripted(
+        sized(1, b"x-amzn-RequestId: r-1"),
+        # Chunked (with an extension and a trailer), after an interim 100 Continue.
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"%x;x=1\r\n%s\r\n%x\r\n%s\r\n0\r\nT: 1\r\n\r\n" % (len(first), first, len(rest), rest),
+        # The server closes after this one: the next call opens a new connection.
+        sized(3, b"Connection: close"),
+    )
+    _, lean = _clients(server.url)
+    answers = [lean.send_email(**RAW) for _ in range(3)]
+    assert [a["MessageId"] for a in answers] == ["m-1", "m-2", "m-3"]
+    assert answers[0]["ResponseMetadata"] == {"HTTPStatusCode": 200, "RequestId": "r-1"}
+    assert server.connections == 1  # kept alive across the first three
+    server.answers.append(sized(4))
+    assert lean.send_email(**RAW)["MessageId"] == "m-4"
+    assert server.connections == 2
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # cut short
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+    ],
+)
+def test_a_broken_answer_is_ambiguous(answer):
+    """SES got the request; what it answered cannot be read: maybe sent (rows `unknown`)."""
+    server = Scripted(answer)
+    _, lean = _clients(server.url, read_timeout=2)
+    with pytest.raises(ConnectionClosedError):
+        lean.send_email(**RAW)
+    server.close()
