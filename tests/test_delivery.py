@@ -457,3 +457,28 @@ def test_cancel_during_the_freeze_stops_it(ses, django_capture_on_commit_callbac
     with django_capture_on_commit_callbacks(execute=False):
         services.campaign_start(campaign_id=campaign.pk)
     assert Notification.objects.filter(campaign=campaign).count() == 5  # the first chunk only
+
+
+def test_batches_read_the_template_snapshot_once_per_campaign_version(
+    started, django_assert_num_queries
+):
+    """A batch reads its campaign without the snapshot; the compiled template is kept per SES
+    template name (which names the content), so only a new name reads it again."""
+    delivery._compiled_by_name.clear()
+
+    def load():
+        return Campaign.objects.defer("template_snapshot").get(pk=started.pk)
+
+    campaign = load()
+    with django_assert_num_queries(1):  # the deferred snapshot
+        first = delivery.campaign_compiled_template(campaign)
+    again = load()
+    with django_assert_num_queries(0):
+        assert delivery.campaign_compiled_template(again) is first
+    snapshot = {**started.template_snapshot, "subject": "Changed {{ first_name }}"}
+    Campaign.objects.filter(pk=started.pk).update(
+        template_snapshot=snapshot, ses_template_name=started.ses_template_name + "x"
+    )
+    changed = delivery.campaign_compiled_template(load())
+    assert changed is not first
+    assert changed.render({"first_name": "Ann"}).subject == "Changed Ann"
