@@ -1,5 +1,6 @@
 """The hand-off to SES and what each answer does to the ledger (in-process, real endpoint)."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -482,3 +483,35 @@ def test_batches_read_the_template_snapshot_once_per_campaign_version(
     changed = delivery.campaign_compiled_template(load())
     assert changed is not first
     assert changed.render({"first_name": "Ann"}).subject == "Changed Ann"
+
+
+def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
+    from campaigns.ledger import ClaimedRow
+
+    compiled = delivery._compile_snapshot(
+        json.dumps(
+            {
+                "subject": "{{ first_name }} {{ email }}",
+                "html": "{{ city }} {{ score }} {{ vip }} {{ gone }} {{ unsubscribe_url }}",
+                "text": "{{ last_name }}",
+            },
+            sort_keys=True,
+        ),
+        "https://t.example",
+    )
+    attributes = {"city": "Zürich", "score": 3.0, "vip": True, "gone": None}
+    row = ClaimedRow(7, 3, "a@example.com", "Ann", "Lee", attributes, "")
+    data = delivery._merge_data(row, compiled, "7.abcdefghijklmnop", "https://t.example/u")
+    expected = services.contact_merge_data(
+        email=row.email,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        attributes=attributes,
+        fields=compiled.fields - delivery.BUILTIN_FIELDS,
+    )
+    assert data == {
+        **expected,
+        "_t": "7.abcdefghijklmnop",
+        "unsubscribe_url": "https://t.example/u",
+    }
+    assert expected["score"] == "3" and expected["vip"] == "true" and expected["gone"] == ""

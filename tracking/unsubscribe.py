@@ -79,7 +79,13 @@ def list_unsubscribe_headers_for_token(token: str) -> dict[str, str]:
 def list_unsubscribe_uri_header(token: str) -> dict[str, str]:
     """The recipient's own half of list_unsubscribe_headers_for_token (the bulk path sends the
     other, the same in every message, once per SES call)."""
-    return {"List-Unsubscribe": f"<{unsubscribe_url_for_token(token)}>"}
+    return list_unsubscribe_header_for_url(unsubscribe_url_for_token(token))
+
+
+def list_unsubscribe_header_for_url(url: str) -> dict[str, str]:
+    """list_unsubscribe_uri_header for the URL unsubscribe_url_for_token gave (a sender that
+    also puts the URL in the merge data builds it once)."""
+    return {"List-Unsubscribe": f"<{url}>"}
 
 
 def list_unsubscribe_headers(*, notification_id: int) -> dict[str, str]:
