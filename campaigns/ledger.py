@@ -201,18 +201,24 @@ def _transition_with_message_ids(
 ) -> int:
     """PostgreSQL: one UPDATE joined to unnest(ids, message ids), with binary parameters.
     Measured 40x cheaper than the ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving
-    a 50-branch CASE). Binary: in text mode psycopg quotes and escapes every array element in
-    Python. With `counter`, the counter's upsert is part of the same statement: one round trip
-    per SES answer instead of four (begin, update, upsert, commit); in-process that was ~a
-    fifth of a send worker's CPU."""
+    a 50-branch CASE). The ids and message ids go as comma-separated text that PostgreSQL
+    splits: psycopg's array dumpers cost ~0.1 ms of Python per call (measured, 50 rows); an
+    id with a comma in it (SES's never have one) goes as an array. With `counter`, the
+    counter's upsert is part of the same statement: one round trip per SES answer instead of
+    four (begin, update, upsert, commit); in-process that was ~a fifth of a send worker's CPU."""
+    mids = list(message_ids.values())
+    if any("," in mid for mid in mids):
+        mids_sql, mids_param = "%b::text[]", mids
+    else:
+        mids_sql, mids_param = "string_to_array(%b, ',')", ",".join(mids)
     update = (
         f"UPDATE {Notification._meta.db_table} AS n "  # noqa: S608
         "SET status = %b, message_id = v.message_id, updated_at = %b "
-        "FROM unnest(%b::bigint[], %b::text[]) AS v(id, message_id) "
+        f"FROM unnest(string_to_array(%b, ',')::bigint[], {mids_sql}) AS v(id, message_id) "
         "WHERE n.id = v.id AND n.status = ANY(%b::text[])"
     )
-    ids, mids = list(message_ids), list(message_ids.values())
-    params = [to, timezone.now(), ids, mids, list(from_statuses)]
+    ids = ",".join(map(str, message_ids))
+    params = [to, timezone.now(), ids, mids_param, list(from_statuses)]
     if not counter:
         return pg_execute(update, params)
     [(moved,)] = pg_rows(

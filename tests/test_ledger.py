@@ -120,6 +120,7 @@ def test_accepted_rows_and_their_counter_move_together():
         for status, count in ((N.SENDING, 3), (N.SENT, 1))
     )
     accepted = {row.pk: f"msg-{row.pk}" for row in [*sending, *sent_before]}
+    accepted[sending[2].pk] = "msg,with,commas"  # (SES's never have one; still recorded)
     moved = ledger_transition(
         ids=list(accepted),
         from_statuses={N.SENDING},
@@ -130,7 +131,29 @@ def test_accepted_rows_and_their_counter_move_together():
     assert moved == 3  # the row already sent is not moved again, nor counted
     assert campaign_counters(campaign_id=campaign.pk) == {"sent": 3}
     rows = dict(Notification.objects.filter(campaign=campaign).values_list("pk", "message_id"))
-    assert rows == {**{row.pk: f"msg-{row.pk}" for row in sending}, sent_before[0].pk: None}
+    assert rows == {
+        **{row.pk: f"msg-{row.pk}" for row in sending[:2]},
+        sending[2].pk: "msg,with,commas",
+        sent_before[0].pk: None,
+    }
+
+    # Without commas, the message ids travel as one comma-separated text.
+    more = Notification.objects.create(
+        campaign=campaign, contact=ContactFactory(), status=N.SENDING
+    )
+    assert (
+        ledger_transition(
+            ids=[more.pk],
+            from_statuses={N.SENDING},
+            to=N.SENT,
+            message_ids={more.pk: "0100abc-def-000000"},
+            counter=(campaign.pk, "sent"),
+        )
+        == 1
+    )
+    more.refresh_from_db()
+    assert (more.status, more.message_id) == (N.SENT, "0100abc-def-000000")
+    assert campaign_counters(campaign_id=campaign.pk) == {"sent": 4}
 
     # Nothing moved: no counter is written.
     assert (
@@ -143,4 +166,4 @@ def test_accepted_rows_and_their_counter_move_together():
         )
         == 0
     )
-    assert campaign_counters(campaign_id=campaign.pk) == {"sent": 3}
+    assert campaign_counters(campaign_id=campaign.pk) == {"sent": 4}
