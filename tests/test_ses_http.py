@@ -54,16 +54,16 @@ def _clients(url: str, **config):
     )
 
 
-class Recorder:
-    """A tiny HTTP server that records each request and answers with a canned response."""
+class TinyServer:
+    """A local TCP server: each connection is handled by `_handle` in a thread of its own;
+    `connections` counts them."""
 
-    def __init__(self, status=200, body=b'{"MessageId": "m-1"}', headers=(), delay=0.0):
-        self.requests: list[tuple[str, dict, bytes]] = []
+    def __init__(self):
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.answer = (status, body, headers, delay)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -72,7 +72,23 @@ class Recorder:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.sock.close()
+
+
+class Recorder(TinyServer):
+    """A tiny HTTP server that records each request and answers with a canned response."""
+
+    def __init__(self, status=200, body=b'{"MessageId": "m-1"}', headers=(), delay=0.0):
+        self.requests: list[tuple[str, dict, bytes]] = []
+        self.answer = (status, body, headers, delay)
+        super().__init__()
 
     def _handle(self, conn):
         with conn:
@@ -93,9 +109,6 @@ class Recorder:
                     conn.sendall(head.encode() + b"\r\n" + answer)
                 except OSError:
                     return
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.mark.parametrize(("method", "params"), [("send_bulk_email", BULK), ("send_email", RAW)])
@@ -216,27 +229,12 @@ def test_connection_closed_mid_call_is_ambiguous_not_a_connection_error():
     sock.close()
 
 
-class Scripted:
-    """A server that answers each request on a connection with the next raw answer given,
-    and counts the connections it accepted."""
+class Scripted(TinyServer):
+    """A server that answers each request with the next raw answer given."""
 
     def __init__(self, *answers: bytes):
         self.answers = list(answers)
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _handle(self, conn):
         with conn:
@@ -248,9 +246,6 @@ class Scripted:
                     headers[name.strip().lower()] = value.strip()
                 reader.read(int(headers.get("content-length", 0)))
                 conn.sendall(self.answers.pop(0))
-
-    def close(self):
-        self.sock.close()
 
 
 def test_answers_in_every_http_framing_and_keep_alive():
