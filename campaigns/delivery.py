@@ -260,8 +260,9 @@ def _merge_data(
     """One recipient's template data: the contact's fields (as services.contact_merge_data
     gives them), their tracking token, and their unsubscribe URL where the template shows it
     (built-ins last: a contact attribute of the same name cannot replace them). Built
-    directly from the claimed row: ~3.6 µs a recipient with the token and header, against
-    ~5.9 through contact_merge_data (timeit, 50 recipients)."""
+    directly from the claimed row, the template's fields split once (_merge_plan): the bulk
+    path's loop (token, data, header) costs ~3.6 µs a recipient this way, ~5.9 through
+    contact_merge_data (timeit, 50 recipients)."""
     columns, attributes, shows_unsubscribe = _merge_plan(compiled.fields)
     data = {name: merge_value(getattr(row, name)) for name in columns}
     for name in attributes:

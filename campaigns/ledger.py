@@ -199,11 +199,11 @@ def _transition_with_message_ids(
     to: str,
     counter: tuple[int, str] | None,
 ) -> int:
-    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), with binary parameters.
+    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), parameters bound by the server.
     Measured 40x cheaper than the ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving
     a 50-branch CASE). The ids and message ids go as comma-separated text that PostgreSQL
-    splits: psycopg's array dumpers cost ~0.1 ms of Python per call (measured, 50 rows); an
-    id with a comma in it (SES's never have one) goes as an array. With `counter`, the
+    splits: psycopg's array dumpers cost ~0.1 ms of Python per call (measured, 50 rows); a
+    message id with a comma in it (SES's never have one) goes as an array. With `counter`, the
     counter's upsert is part of the same statement: one round trip per SES answer instead of
     four (begin, update, upsert, commit); in-process that was ~a fifth of a send worker's CPU."""
     mids = list(message_ids.values())

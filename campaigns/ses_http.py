@@ -7,10 +7,9 @@ the answer through the model again. SendBulkEmail and SendEmail are REST-JSON ca
 body *is* the parameters as JSON, so this client sends them as JSON (orjson), SigV4-signed
 exactly as botocore signs it (tested against botocore), over one keep-alive connection per
 thread (opened by http.client; the request written and the answer read here), and returns
-the JSON answer as it comes. Everything else (credentials, region,
-endpoint resolution including `AWS_ENDPOINT_URL_SESV2`, timeouts) comes from the boto3
-client anymail opened, so it is configured exactly as boto3 would be, and every other SES
-call keeps using boto3.
+the JSON answer as it comes. Everything else (credentials, region, endpoint resolution
+including `AWS_ENDPOINT_URL_SESV2`, timeouts) comes from the boto3 client anymail opened, so
+it is configured exactly as boto3 would be, and every other SES call keeps using boto3.
 
 Errors are raised as the botocore exceptions boto3 would raise, so anymail wraps them the same
 way and `campaigns.delivery.classify_send_error` reads them unchanged:

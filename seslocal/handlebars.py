@@ -142,7 +142,9 @@ def parse_data(text: str | None) -> JsObject:
         # was a tenth of a bulk call's time here (one parse per entry).
         data = _js_objects(orjson.loads(text))
     except orjson.JSONDecodeError:
-        data = _DECODER.decode(text)  # what orjson refuses: NaN, integers past 64 bits
+        # What orjson refuses: NaN, Infinity, lone surrogates. (Integers past 64 bits it
+        # reads as floats, as JavaScript's JSON.parse does.)
+        data = _DECODER.decode(text)
     if not isinstance(data, JsObject):
         raise ValueError("template data must be a JSON object")
     return data

@@ -196,22 +196,20 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # we could not find the end of the request
             self._json(400, {"message": "Unreadable request body."})
             return
-        if not url.path.startswith("/v2/"):
+        api = url.path.startswith("/v2/")
+        send = api and _route(method, url.path)[0] in SEND_OPERATIONS
+        with self.server.sends.track() if send else contextlib.nullcontext():
+            if send:
+                self.server.backend.faults.delay()  # before the lock: slow calls overlap
             with self.server.handling:  # one call handled at a time (SesLocalServer.handling)
+                if api:
+                    self._api(method, url.path, query, body, received)
+                    return
                 try:
                     self._local(method, url.path, query, body)
                 except Exception as exc:
                     logger.error("local endpoint failed: %s", type(exc).__name__)
                     self._json(500, {"error": f"internal error: {type(exc).__name__}"})
-            return
-        if _route(method, url.path)[0] not in SEND_OPERATIONS:
-            with self.server.handling:
-                self._api(method, url.path, query, body, received)
-            return
-        with self.server.sends.track():
-            self.server.backend.faults.delay()
-            with self.server.handling:
-                self._api(method, url.path, query, body, received)
 
     # --- SES API ---------------------------------------------------------------------
 
@@ -370,7 +368,7 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and path == "/_local/reset":
             backend.reset()
             logger.info("reset")
-            self._json(200, {"ok": True, "sends_in_progress": self.server.sends.count})
+            self._json(200, {"ok": True})
         elif method == "GET" and path == "/_local/faults":
             self._json(200, backend.faults.config.to_obj())
         elif method == "POST" and path == "/_local/faults":
