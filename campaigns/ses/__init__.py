@@ -1,0 +1,30 @@
+"""The SES hand-off: the one place that talks to SES (see campaigns.ses.base)."""
+
+from campaigns.ses.base import (
+    MAX_BULK_ENTRIES,
+    BulkEntry,
+    EntryResult,
+    SesClient,
+    SesError,
+    SesOutcomeUnknown,
+    SesRejected,
+    SesThrottled,
+    SesUnreachable,
+    blank_addresses,
+)
+from campaigns.ses.templates import ses_client, ses_template_ensure
+
+__all__ = [
+    "MAX_BULK_ENTRIES",
+    "BulkEntry",
+    "EntryResult",
+    "SesClient",
+    "SesError",
+    "SesOutcomeUnknown",
+    "SesRejected",
+    "SesThrottled",
+    "SesUnreachable",
+    "blank_addresses",
+    "ses_client",
+    "ses_template_ensure",
+]

@@ -1,0 +1,135 @@
+"""The SES hand-off's interface: what the send pipeline asks of SES, and the answers it reads.
+
+Two implementations (campaigns.ses.http: the lean HTTP client; campaigns.ses.boto: plain
+boto3), chosen by the SES_CLIENT setting and interchangeable: the delivery tests run against
+both. Every error is one of four exceptions, each saying what the pipeline may do next:
+
+- SesThrottled: SES refused the call for its rate; nothing was sent. Retry later.
+- SesUnreachable: no connection was made; SES never saw the call. Retry later.
+- SesRejected: SES answered 4xx and refused the whole call; nothing was sent. Not worth
+  retrying as it is (the reason says why).
+- SesOutcomeUnknown: the call may have reached SES (a 5xx, a timeout, an answer cut short).
+  Its recipients may have been sent: never send them again automatically.
+
+A bulk call answers per entry, in the order of the entries (never matched by address, which
+SES may rewrite): an entry SES refused alone is an EntryResult without a message id.
+
+Reasons and messages carry no address (SES puts addresses in some of its error messages):
+they are blanked before an exception is raised, so an exception's text may reach a log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+# SendBulkEmail takes at most 50 entries a call.
+MAX_BULK_ENTRIES = 50
+
+# BulkEmailEntryResult statuses after which nothing was sent to the entry and sending it
+# again later is safe and worthwhile (SES's own rate or a passing fault).
+RETRYABLE_ENTRY_STATUSES = frozenset({"ACCOUNT_THROTTLED", "TRANSIENT_FAILURE"})
+
+
+class BulkEntry(NamedTuple):
+    """One recipient of a SendBulkEmail call (a named tuple: a worker builds 10,000 a second)."""
+
+    to: str  # one addr-spec, as campaigns.addresses stores it
+    template_data: str  # the entry's ReplacementTemplateData: a JSON object, as text
+    headers: tuple[tuple[str, str], ...] = ()  # its ReplacementHeaders
+
+
+class EntryResult(NamedTuple):
+    """SES's answer for one entry: accepted (a message id) or refused alone (status, error)."""
+
+    status: str  # SES's BulkEmailStatus: SUCCESS, MESSAGE_REJECTED, INVALID_PARAMETER, …
+    message_id: str | None = None
+    error: str = ""  # SES's text, addresses blanked
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "SUCCESS" and bool(self.message_id)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_ENTRY_STATUSES
+
+
+class SesError(Exception):
+    """A failed SES call. `code` is SES's error code (or the local cause), `status` the HTTP
+    status when SES answered, `reason` a short text for the ledger and logs (no address)."""
+
+    def __init__(self, reason: str, *, code: str = "", status: int | None = None) -> None:
+        self.reason = blank_addresses(reason)[:300]
+        self.code = code
+        self.status = status
+        super().__init__(self.reason)
+
+
+class SesThrottled(SesError):
+    """SES refused the call for its sending rate: nothing was sent."""
+
+
+class SesUnreachable(SesError):
+    """No connection to SES was made: nothing was sent."""
+
+
+class SesRejected(SesError):
+    """SES answered 4xx, refusing the whole call: nothing was sent."""
+
+
+class SesOutcomeUnknown(SesError):
+    """The call may have reached SES and been acted on: never re-send its recipients."""
+
+
+class SesClient(Protocol):
+    """What the pipeline calls. Implementations are thread-safe (a worker process shares one
+    between its send threads) and raise only SesError subclasses."""
+
+    def send_bulk(
+        self,
+        *,
+        from_address: str,
+        template_name: str,
+        entries: Sequence[BulkEntry],
+        headers: Sequence[tuple[str, str]] = (),
+        configuration_set: str | None = None,
+    ) -> list[EntryResult]:
+        """One SendBulkEmail with a stored template: `headers` go to every entry's message
+        (DefaultContent.Template.Headers). One result per entry, in the entries' order."""
+        ...
+
+    def send_simple(
+        self,
+        *,
+        from_address: str,
+        to: str,
+        subject: str,
+        text: str,
+        html: str,
+        headers: Sequence[tuple[str, str]] = (),
+        configuration_set: str | None = None,
+    ) -> str:
+        """One SendEmail of Content.Simple (SES builds the MIME); returns its message id."""
+        ...
+
+    def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
+        """Create the stored template `name`; one that already exists is left as it is."""
+        ...
+
+    def max_send_rate(self) -> float:
+        """GetAccount's SendQuota.MaxSendRate (recipients per second)."""
+        ...
+
+    def close(self) -> None:
+        """Drop the calling thread's connection (the next call opens a new one)."""
+        ...
+
+
+_ADDRESS = re.compile(r"[^\s<>(),;:\"'\[\]]+@[^\s<>(),;:\"'\[\]]+")
+
+
+def blank_addresses(text: str) -> str:
+    """`text` with anything shaped like an address replaced by <address>."""
+    return _ADDRESS.sub("<address>", text)
