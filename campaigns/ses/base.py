@@ -127,7 +127,9 @@ class SesClient(Protocol):
         ...
 
 
-_ADDRESS = re.compile(r"[^\s<>(),;:\"'\[\]]+@[^\s<>(),;:\"'\[\]]+")
+# An apostrophe may be part of a local part (o'neil@example.ie): were it a boundary, "o'"
+# would stay behind. Taking a quote that opens a quoted address along is harmless.
+_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]]+@[^\s<>(),;:\"'\[\]]+")
 
 
 def blank_addresses(text: str) -> str:

@@ -25,6 +25,7 @@ SES_CLIENT_CONFIG = {
     "connect_timeout": env_int("SES_CONNECT_TIMEOUT_SECONDS", 5),
     "read_timeout": env_int("SES_READ_TIMEOUT_SECONDS", 30),
     "max_pool_connections": 20,
+    "user_agent_appid": "mailwright",  # names the product in boto3's User-Agent
     # botocore re-checks every request against the API model before sending: ~4 ms per
     # 50-entry SendBulkEmail (measured), i.e. 20% of a worker's CPU. anymail builds the
     # requests and SES validates them anyway.

@@ -1,0 +1,213 @@
+"""The SES v2 calls both clients make: their parameters, built from the interface's arguments,
+and their answers and errors read back. One rule for both clients, so they send the same
+requests and raise the same exceptions for the same answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from email.charset import Charset
+from email.headerregistry import Address
+from email.utils import getaddresses
+
+import idna
+
+from campaigns.ses.base import (
+    BulkEntry,
+    EntryResult,
+    SesError,
+    SesOutcomeUnknown,
+    SesRejected,
+    SesThrottled,
+    blank_addresses,
+)
+
+# Error codes that mean "refused for its rate; nothing was done": SES v2 answers 429
+# TooManyRequestsException, and its guide names ThrottlingException ("Maximum sending rate
+# exceeded", "Daily message quota exceeded"). The rest are the codes botocore's standard
+# retry mode reads as throttling (botocore.retries.standard), LimitExceededException included.
+THROTTLE_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "BandwidthLimitExceeded",
+        "SlowDown",
+    }
+)
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,100}\Z")
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def bulk_params(
+    *,
+    from_address: str,
+    template_name: str,
+    entries: Sequence[BulkEntry],
+    headers: Sequence[tuple[str, str]],
+    configuration_set: str | None,
+) -> dict:
+    """SendBulkEmail's parameters: one BulkEmailEntries item per entry, in order, each address
+    exactly as given (SES answers entry i in BulkEmailEntryResults[i])."""
+    template = {"TemplateName": template_name, "TemplateData": "{}"}
+    if headers:
+        template["Headers"] = [{"Name": name, "Value": value} for name, value in headers]
+    params = {
+        "FromEmailAddress": from_address_format(from_address),
+        "DefaultContent": {"Template": template},
+        "BulkEmailEntries": [
+            {
+                "Destination": {"ToAddresses": [to]},
+                "ReplacementEmailContent": {
+                    "ReplacementTemplate": {"ReplacementTemplateData": data}
+                },
+                "ReplacementHeaders": [{"Name": name, "Value": value} for name, value in own],
+            }
+            if own
+            else {
+                "Destination": {"ToAddresses": [to]},
+                "ReplacementEmailContent": {
+                    "ReplacementTemplate": {"ReplacementTemplateData": data}
+                },
+            }
+            for to, data, own in entries
+        ],
+    }
+    if configuration_set:
+        params["ConfigurationSetName"] = configuration_set
+    return params
+
+
+def simple_params(
+    *,
+    from_address: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    headers: Sequence[tuple[str, str]],
+    configuration_set: str | None,
+) -> dict:
+    """SendEmail's parameters with Content.Simple: SES builds the MIME message itself."""
+    body = {}
+    if text or not html:  # (an empty text part next to HTML says nothing)
+        body["Text"] = {"Data": text, "Charset": "UTF-8"}
+    if html:
+        body["Html"] = {"Data": html, "Charset": "UTF-8"}
+    simple = {"Subject": {"Data": subject, "Charset": "UTF-8"}, "Body": body}
+    if headers:
+        simple["Headers"] = [{"Name": name, "Value": value} for name, value in headers]
+    params = {
+        "FromEmailAddress": from_address_format(from_address),
+        "Destination": {"ToAddresses": [to]},
+        "Content": {"Simple": simple},
+    }
+    if configuration_set:
+        params["ConfigurationSetName"] = configuration_set
+    return params
+
+
+def template_params(*, name: str, subject: str, html: str, text: str) -> dict:
+    content = {"Subject": subject, "Html": html}
+    if text:
+        content["Text"] = text
+    return {"TemplateName": name, "TemplateContent": content}
+
+
+@functools.lru_cache(maxsize=256)
+def from_address_format(value: str) -> str:
+    """The From as SES takes it (7-bit): an ASCII one as it is (SES parses it), else a
+    non-ASCII display name as an RFC 2047 encoded-word and a non-ASCII domain in its IDNA
+    form, as anymail formatted it. Cached: a campaign sends every message from one From."""
+    if value.isascii():
+        return value
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or "@" not in pairs[0][1]:
+        raise SesRejected("the From address does not parse", code="InvalidFromAddress")
+    name, spec = pairs[0]
+    username, _, domain = spec.rpartition("@")
+    try:
+        if not domain.isascii():
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        if not name.isascii():
+            name = Charset("utf-8").header_encode(name)
+        return str(Address(display_name=name, username=username, domain=domain))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        raise SesRejected("the From address cannot be sent", code="InvalidFromAddress") from None
+
+
+# -- answers ---------------------------------------------------------------------------------
+
+
+def bulk_results(answer: object, count: int) -> list[EntryResult]:
+    """SendBulkEmail's BulkEmailEntryResults as EntryResults, by position. An answer that
+    does not say, entry for entry, what happened to each is SesOutcomeUnknown."""
+    results = []
+    try:
+        for result in answer["BulkEmailEntryResults"]:  # type: ignore[index]
+            status, message_id, error = (
+                result["Status"],
+                result.get("MessageId"),
+                result.get("Error"),
+            )
+            if not (
+                type(status) is str
+                and (message_id is None or type(message_id) is str)
+                and (error is None or type(error) is str)
+            ):
+                raise TypeError("an entry result of the wrong shape")
+            results.append(
+                EntryResult(status, message_id, blank_addresses(error)[:300] if error else "")
+            )
+    except (KeyError, TypeError, AttributeError):
+        raise SesOutcomeUnknown(
+            "SendBulkEmail: the answer has no readable entry results", code="UnreadableAnswer"
+        ) from None
+    if len(results) != count:
+        raise SesOutcomeUnknown(
+            f"SendBulkEmail: {len(results)} results for {count} entries",
+            code="ResultCountMismatch",
+        )
+    return results
+
+
+def message_id(answer: object) -> str:
+    """SendEmail's MessageId; an answer without one is SesOutcomeUnknown."""
+    value = answer.get("MessageId") if isinstance(answer, Mapping) else None
+    if not value or type(value) is not str:
+        raise SesOutcomeUnknown("SendEmail: the answer has no MessageId", code="UnreadableAnswer")
+    return value
+
+
+def max_send_rate(answer: object) -> float:
+    """GetAccount's SendQuota.MaxSendRate; 0.0 when the answer has none."""
+    quota = answer.get("SendQuota") if isinstance(answer, Mapping) else None
+    rate = quota.get("MaxSendRate") if isinstance(quota, Mapping) else None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        return 0.0
+    return float(rate)
+
+
+def answer_error(*, operation: str, code: str, status: int | None, message: str) -> SesError:
+    """The exception for an error answer from SES: throttled (a rate code, or 429), rejected
+    (any other 4xx: SES looked at the call and refused it) or outcome unknown (5xx, or
+    anything else: SES may have acted on it). A code that is not an identifier (an odd
+    endpoint's) is replaced by the status: codes go to logs as they are."""
+    if not _ERROR_CODE.match(code):
+        code = str(status or "UnknownError")
+    reason = f"{operation}: {code}: {message}" if message else f"{operation}: {code}"
+    if status == 429 or code in THROTTLE_CODES:
+        return SesThrottled(reason, code=code, status=status)
+    if status is not None and 400 <= status < 500:
+        return SesRejected(reason, code=code, status=status)
+    return SesOutcomeUnknown(reason, code=code, status=status)
