@@ -273,20 +273,13 @@ def ses_max_send_rate() -> float:
 
 def _get_account_max_send_rate() -> tuple[float, int]:
     """(MaxSendRate, seconds to cache it) from SES GetAccount, or the fallback."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from campaigns.ses import ses_client
+    from campaigns.ses import SesError, ses_client
 
     try:
-        quota = ses_client().get_account().get("SendQuota") or {}
-        rate = float(quota.get("MaxSendRate") or 0)
-    except (BotoCoreError, ClientError) as err:
+        rate = ses_client().max_send_rate()
+    except SesError as err:
         # The error code only: messages can carry the account id and the IAM principal.
-        reason = (
-            err.response.get("Error", {}).get("Code", "ClientError")
-            if isinstance(err, ClientError)
-            else type(err).__name__
-        )
+        reason = err.code or type(err).__name__
         rate = 0.0
     else:
         reason = "no SendQuota.MaxSendRate"

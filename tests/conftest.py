@@ -76,9 +76,9 @@ def ses_endpoint(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     previous = os.environ.get("AWS_ENDPOINT_URL_SESV2")
     os.environ["AWS_ENDPOINT_URL_SESV2"] = url
-    from campaigns.ses import ses_client
+    from campaigns.ses import ses_client_reset
 
-    ses_client.cache_clear()
+    ses_client_reset()
     yield SesEndpoint(url)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=10)
@@ -86,7 +86,7 @@ def ses_endpoint(tmp_path_factory):
         os.environ.pop("AWS_ENDPOINT_URL_SESV2", None)
     else:
         os.environ["AWS_ENDPOINT_URL_SESV2"] = previous
-    ses_client.cache_clear()
+    ses_client_reset()
 
 
 @pytest.fixture

@@ -218,19 +218,19 @@ def test_send_rate_from_get_account_cached_in_redis(ses, settings, fresh_state, 
 def test_send_rate_falls_back_when_get_account_fails(
     settings, fresh_state, client, monkeypatch, caplog
 ):
-    from campaigns.ses import ses_client
+    from campaigns.ses import ses_client_reset
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
-    ses_client.cache_clear()
+    ses_client_reset()
     settings.SES_MAX_SEND_RATE = 0
     try:
         with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
             assert ses_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
     finally:
-        ses_client.cache_clear()
+        ses_client_reset()
     assert "ses GetAccount failed (EndpointConnectionError)" in caplog.text
     assert "127.0.0.1" not in caplog.text
     # Remembered briefly, so the failure is retried soon but not on every send.

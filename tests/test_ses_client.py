@@ -5,7 +5,11 @@ by position, and the lean client's request is boto3's, signed as botocore signs 
 anymail built before it."""
 
 import json
+import multiprocessing
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,6 +22,7 @@ from anymail.backends.amazon_ses import AmazonSESV2SendBulkEmailPayload, EmailBa
 from anymail.message import AnymailMessage
 from botocore.config import Config
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from campaigns.ses import (
     BulkEntry,
@@ -26,6 +31,9 @@ from campaigns.ses import (
     SesRejected,
     SesThrottled,
     SesUnreachable,
+    ses_client,
+    ses_client_reset,
+    ses_template_ensure,
 )
 from campaigns.ses.boto import BotoSesClient
 from campaigns.ses.http import HttpSesClient
@@ -275,6 +283,75 @@ def test_a_call_ses_refuses_whole_is_rejected_and_sent_nothing(endpoint, change,
     assert err.value.status is None or 400 <= err.value.status < 500  # (None: refused here)
     assert_no_address(err.value)
     assert ses.messages() == []
+
+
+# -- the factory and the settings ------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_client():
+    ses_client_reset()
+    yield
+    ses_client_reset()
+
+
+def test_one_client_per_process_of_the_configured_kind(ses, settings, kind, fresh_client):
+    settings.SES_CLIENT = kind
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(ses_client())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in seen}) == 1
+    assert type(seen[0]) is {"http": HttpSesClient, "boto3": BotoSesClient}[kind]
+    # boto3's resolution of the endpoint: AWS_ENDPOINT_URL_SESV2 (set by the `ses` fixture).
+    ses_template_ensure(name=TEMPLATE, subject="Hi {{name}}", html="<p>{{name}}</p>", text="")
+    ses_template_ensure(name=TEMPLATE, subject="Hi {{name}}", html="<p>{{name}}</p>", text="")
+    assert bulk(seen[0], [entry("a@example.com", {"name": "A"})])[0].accepted
+    assert ses.stats()["calls"]["SendBulkEmail"] == 1
+    ses_client_reset()
+    assert ses_client() is not seen[0]
+
+
+def test_an_unknown_kind_is_refused(settings, fresh_client):
+    settings.SES_CLIENT = "smtp"
+    with pytest.raises(ImproperlyConfigured):
+        ses_client()
+
+
+def test_the_setting_refuses_an_unknown_kind_at_start():
+    env = {**os.environ, "SES_CLIENT": "botocore", "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "SES_CLIENT must be 'http' or 'boto3'" in result.stderr
+
+
+def _send_in_child(queue) -> None:
+    queue.put(ses_client().send_simple(from_address=FROM, to="r@example.com", subject="s",
+                                       text="t", html=""))  # fmt: skip
+
+
+def test_a_forked_child_gets_its_own_client_and_connection(settings, monkeypatch, fresh_client):
+    """Two processes reading answers off one socket would take each other's message ids."""
+    server = Recorder()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", server.url)
+    settings.SES_CLIENT = "http"
+    parent = ses_client()
+    assert simple(parent) == "m-1"
+    assert server.connections == 1
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_send_in_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=30) == "m-1"
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert server.connections == 2  # the child connected on its own
+    assert simple(parent) == "m-1" and server.connections == 2  # the parent's is still its own
+    server.close()
 
 
 # -- against tiny raw servers ----------------------------------------------------------------

@@ -12,7 +12,8 @@ from campaigns.ses.base import (
     SesUnreachable,
     blank_addresses,
 )
-from campaigns.ses.templates import ses_client, ses_template_ensure
+from campaigns.ses.clients import ses_client, ses_client_reset
+from campaigns.ses.templates import ses_template_ensure
 
 __all__ = [
     "MAX_BULK_ENTRIES",
@@ -26,5 +27,6 @@ __all__ = [
     "SesUnreachable",
     "blank_addresses",
     "ses_client",
+    "ses_client_reset",
     "ses_template_ensure",
 ]

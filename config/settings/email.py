@@ -1,9 +1,11 @@
-"""Email: django-anymail's Amazon SES (v2) backend.
+"""Email: Amazon SES (v2), through campaigns.ses for campaigns and django-anymail for Django's mail.
 
 The SES endpoint is boto3's business: set AWS_ENDPOINT_URL_SESV2 to point every SES call
 (sends, stored templates, account quota) at any SES-compatible endpoint, such as the local one
 `make demo` starts. Credentials come from boto3's usual chain (environment, profile, role).
 """
+
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_int, env_str
 
@@ -17,6 +19,14 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Mailwright Demo <news@exampl
 AWS_SES_REGION = env_str("AWS_SES_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 SES_CONFIGURATION_SET = env_str("SES_CONFIGURATION_SET", "") or None
 
+# The client campaign sends go through (campaigns.ses): "http", the lean one (SendBulkEmail and
+# SendEmail as plain SigV4-signed HTTP: botocore's request machinery was ~40% of a send
+# worker's CPU), or "boto3", plain boto3. Both take their endpoint, region, credentials and
+# timeouts from boto3.
+SES_CLIENT = env_str("SES_CLIENT", "http")
+if SES_CLIENT not in ("http", "boto3"):
+    raise ImproperlyConfigured(f"SES_CLIENT must be 'http' or 'boto3', not {SES_CLIENT!r}.")
+
 # botocore retries throttling and 5xx answers by itself (up to 3 retries in "legacy" mode).
 # A retried 5xx may be a message SES already accepted, so a retry could send twice: one
 # attempt only, and the send pipeline decides what to do with each answer (at most once).
@@ -27,8 +37,8 @@ SES_CLIENT_CONFIG = {
     "max_pool_connections": 20,
     "user_agent_appid": "mailwright",  # names the product in boto3's User-Agent
     # botocore re-checks every request against the API model before sending: ~4 ms per
-    # 50-entry SendBulkEmail (measured), i.e. 20% of a worker's CPU. anymail builds the
-    # requests and SES validates them anyway.
+    # 50-entry SendBulkEmail (measured), i.e. 20% of a worker's CPU. campaigns.ses builds
+    # the requests and SES validates them anyway.
     "parameter_validation": False,
 }
 
