@@ -37,6 +37,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -44,12 +46,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
-# A burst of 0.1 s of rate: after idle, any 1 s window holds at most 1.1 x rate, which with the
-# 0.95 safety fraction is 1.045 x MaxSendRate, inside SES's "short bursts" (and inside a 1 s
-# token bucket of MaxSendRate, as seslocal enforces). At 10,000/s it is 1,000 recipients =
-# 20 calls in flight, which ~20 concurrent senders at ~100 ms of SES latency need anyway.
+# The fewest SES calls a second at full rate: a call carries at most 1/20 s of MaxSendRate.
+CALLS_PER_SECOND_MIN = 20
+# A limiter made without a burst tolerates 0.1 s of its rate at once (at least one token).
 DEFAULT_BURST_SECONDS = 0.1
-# SendBulkEmail takes up to 50 destinations; a burst below one call only delays every call.
+# SendBulkEmail takes up to 50 destinations: the most recipients one call carries.
 SES_BULK_MAX_RECIPIENTS = 50
 # A slot used more than this late is given up for a fresh one (at most LATE_RETRIES times):
 # calls reach SES at their slot times, not bunched after a scheduling delay.
@@ -64,11 +65,14 @@ RATE_FAILURE_CACHE_SECONDS = 30
 # Each process re-reads the rate (one Redis GET) at most every 30 s, so the per-call cost
 # stays at the one EVALSHA.
 RATE_REFRESH_SECONDS = 30.0
-# Campaigns use 95% of MaxSendRate: the other 5% is for mail that does not pass through here
-# (Django's own mail on the same SES account) and for network jitter that bunches calls on the
-# way to SES. A throttled group costs a Celery retry (5 s backoff, doubling); 5% headroom costs
-# 5% of throughput (at 14/s: 0.7/s; at 1,000/s: 50/s).
+# Campaigns pace at 95% of MaxSendRate; the other 5% is the headroom that bursts come out of
+# (see ses_send_plan), so no second ever carries more than MaxSendRate recipients. Django's own
+# mail on the same account and network jitter that bunches calls on the way to SES fit there
+# too. A throttled call costs a short wait and a retry; 5% headroom costs 5% of throughput.
 DEFAULT_SEND_RATE_FRACTION = 0.95
+# While a wait for a slot lasts, the caller's `on_wait` runs at least this often (a running
+# batch keeps its lease alive meanwhile).
+ON_WAIT_INTERVAL_SECONDS = 1.0
 
 # KEYS[1]: TAT in µs of Redis server time. ARGV: n, rate (tokens/s), burst (tokens), max wait
 # (µs; negative: no limit). Returns {granted 1/0, wait µs}; a refused reservation writes nothing.
@@ -90,6 +94,10 @@ local ttl_ms = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl_ms))
 return {1, wait}
 """
+
+
+class RateLimitUnavailable(Exception):
+    """The shared limiter's Redis cannot be reached: no slot was taken."""
 
 
 class BaseRateLimiter:
@@ -117,9 +125,12 @@ class BaseRateLimiter:
         _, wait = self._reserve(_check(n), max_wait=None)
         return wait
 
-    def acquire(self, n: int, *, timeout: float | None = None) -> bool:
+    def acquire(
+        self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
+    ) -> bool:
         """Reserve n tokens and sleep until they may be used. False, having taken nothing, if
-        the wait would exceed `timeout` seconds (None: wait as long as it takes).
+        the wait would exceed `timeout` seconds (None: wait as long as it takes). `on_wait` is
+        called at least every ON_WAIT_INTERVAL_SECONDS while the wait lasts.
 
         A timeout below (n - burst) / rate can never succeed: keep burst >= n.
         """
@@ -132,8 +143,7 @@ class BaseRateLimiter:
             granted, wait = self._reserve(_check(n), max_wait=max_wait)
             if not granted:
                 return False
-            if wait > 0:
-                time.sleep(wait)
+            _sleep(wait, on_wait)
             # Woken (or answered) much later than the slot: the process was not scheduled in
             # time. Sent now, this call would bunch with the next slots' calls (seen at the
             # endpoint: 12 calls of 50 within 1 s at 7.6 calls/s on a loaded 2-core box), so
@@ -144,6 +154,18 @@ class BaseRateLimiter:
 
     def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
         raise NotImplementedError
+
+
+def _sleep(seconds: float, on_wait: Callable[[], object] | None) -> None:
+    if on_wait is None:
+        if seconds > 0:
+            time.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, ON_WAIT_INTERVAL_SECONDS))
+        if end - time.monotonic() > 0:
+            on_wait()
 
 
 def _check(n: int) -> int:
@@ -165,15 +187,17 @@ class RateLimiter(BaseRateLimiter):
         self.key = f"ratelimit:{name}"
         self._script = redis_client.register_script(_GCRA_LUA)
 
-    def acquire(self, n: int, *, timeout: float | None = None) -> bool:
-        """As `BaseRateLimiter.acquire`; also False when Redis cannot be reached, so a caller
-        treats an unreachable limiter like throttling (give the rows back, retry later)."""
+    def acquire(
+        self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
+    ) -> bool:
+        """As `BaseRateLimiter.acquire`; RateLimitUnavailable, having taken nothing, when
+        Redis cannot be reached (the caller waits for it rather than send unpaced)."""
         try:
-            return super().acquire(n, timeout=timeout)
+            return super().acquire(n, timeout=timeout, on_wait=on_wait)
         except redis.RedisError as err:
             # The class only: a message could carry the server's address.
             logger.warning("ratelimit %s unavailable: %s", self.name, type(err).__name__)
-            return False
+            raise RateLimitUnavailable(type(err).__name__) from None
 
     def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
         if n == 0:
@@ -293,47 +317,78 @@ def _get_account_max_send_rate() -> tuple[float, int]:
     return FALLBACK_MAX_SEND_RATE, RATE_FAILURE_CACHE_SECONDS
 
 
-def ses_send_rate() -> float:
-    """The rate campaign sends are held to: MaxSendRate x SES_SEND_RATE_FRACTION."""
-    return ses_max_send_rate() * _send_rate_fraction()
+@dataclass(frozen=True)
+class SendPlan:
+    """How campaign sends are paced for one MaxSendRate (recipients per second)."""
+
+    max_rate: float  # SES's MaxSendRate: no second may carry more
+    rate: float  # the sustained pace
+    burst: float  # recipients that may go at once after an idle spell
+    group_size: int  # recipients per SES call (≤ 50)
+
+
+def send_plan(*, max_rate: float, fraction: float) -> SendPlan:
+    """The pace, burst and call size that keep every second within `max_rate`.
+
+    GCRA lets `rate × w + burst` recipients through in any window of w seconds, so the burst
+    comes out of the headroom `max_rate × (1 - fraction)` rather than on top of the pace (it
+    sat on top: 3,150 recipients in the first second at 3,000/s), and where the headroom is
+    smaller than one call, the pace gives way. A call carries at most 1/20 s of MaxSendRate
+    (all 50 recipients from 1,000/s up; one below 40/s), so at the usual 95% one call fits
+    in the headroom and the pace keeps its full share.
+    """
+    if not max_rate > 0:
+        raise ValueError(f"max_rate must be > 0, not {max_rate!r}")
+    group_size = max(1, min(SES_BULK_MAX_RECIPIENTS, math.floor(max_rate / CALLS_PER_SECOND_MIN)))
+    burst = max(float(group_size), max_rate * (1 - fraction))
+    rate = min(max_rate * fraction, max_rate - burst)
+    if rate < max_rate / 2:  # below 2/s: one call every 1 / rate seconds at most
+        rate = max_rate / 2
+    return SendPlan(max_rate=max_rate, rate=rate, burst=burst, group_size=group_size)
+
+
+def ses_send_plan() -> SendPlan:
+    """The send plan for the account's MaxSendRate and SES_SEND_RATE_FRACTION."""
+    return send_plan(max_rate=ses_max_send_rate(), fraction=_send_rate_fraction())
 
 
 _lock = threading.Lock()
 _limiter: BaseRateLimiter | None = None
 _limiter_url: str | None = None
+_limiter_plan: SendPlan | None = None
 _limiter_checked = 0.0
 
 
-def ses_rate_limiter() -> BaseRateLimiter:
-    """The process's limiter for SES sends (one per Redis URL), its rate re-read every
-    RATE_REFRESH_SECONDS. Shared through Redis when there is one, else per process."""
-    global _limiter, _limiter_url, _limiter_checked
-    limiter, now = _limiter, time.monotonic()
-    if limiter is not None and now - _limiter_checked < RATE_REFRESH_SECONDS:
-        return limiter
+def ses_rate_limiter() -> tuple[BaseRateLimiter, SendPlan]:
+    """The process's limiter for SES sends (one per Redis URL) and the plan it paces by, both
+    re-read every RATE_REFRESH_SECONDS. Shared through Redis when there is one, else per
+    process."""
+    global _limiter, _limiter_url, _limiter_plan, _limiter_checked
+    limiter, plan, now = _limiter, _limiter_plan, time.monotonic()
+    if limiter is not None and plan is not None and now - _limiter_checked < RATE_REFRESH_SECONDS:
+        return limiter, plan
     with _lock:
         url = redis_url()
-        rate = ses_send_rate()
-        burst = max(rate * DEFAULT_BURST_SECONDS, SES_BULK_MAX_RECIPIENTS)
+        plan = ses_send_plan()
         if _limiter is None or url != _limiter_url:
             # Per region: SES quotas are per account and region.
             name = f"ses-send:{settings.AWS_SES_REGION}"
             client = _redis_client()
             _limiter = (
-                LocalRateLimiter(name=name, rate=rate, burst=burst)
+                LocalRateLimiter(name=name, rate=plan.rate, burst=plan.burst)
                 if client is None
-                else RateLimiter(client, name=name, rate=rate, burst=burst)
+                else RateLimiter(client, name=name, rate=plan.rate, burst=plan.burst)
             )
             _limiter_url = url
         else:
-            _limiter.configure(rate=rate, burst=burst)
-        _limiter_checked = now
-        return _limiter
+            _limiter.configure(rate=plan.rate, burst=plan.burst)
+        _limiter_plan, _limiter_checked = plan, now
+        return _limiter, plan
 
 
 def ses_rate_limiter_reset() -> None:
     """Forget the process's limiter, clients and cached rate (tests, changed settings)."""
-    global _limiter, _limiter_url, _local_rate
+    global _limiter, _limiter_url, _limiter_plan, _local_rate
     with _lock:
-        _limiter, _limiter_url, _local_rate = None, None, None
+        _limiter, _limiter_url, _limiter_plan, _local_rate = None, None, None, None
         _clients.clear()

@@ -13,7 +13,15 @@ import pytest
 import redis
 
 from campaigns import ratelimit
-from campaigns.ratelimit import LocalRateLimiter, RateLimiter, ses_rate_limiter, ses_send_rate
+from campaigns.ratelimit import (
+    LocalRateLimiter,
+    RateLimiter,
+    RateLimitUnavailable,
+    send_plan,
+    ses_max_send_rate,
+    ses_rate_limiter,
+    ses_send_plan,
+)
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 needs_redis = pytest.mark.skipif(
@@ -147,14 +155,17 @@ def test_rate_change_applies_to_the_next_reservation(client, name):
     assert limiter.reserve(1) == pytest.approx(0.1, abs=0.01)  # 10 @100/s + 1 @10/s - 1 @10/s
 
 
-def test_unreachable_redis_refuses_instead_of_raising(caplog):
+def test_unreachable_redis_takes_nothing_and_says_so(caplog):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = redis.Redis(port=port, socket_connect_timeout=1, retry=None)
     limiter = RateLimiter(client, name="nowhere", rate=10)
-    with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
-        assert limiter.acquire(5, timeout=1) is False
+    with (
+        caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"),
+        pytest.raises(RateLimitUnavailable),
+    ):
+        limiter.acquire(5, timeout=1)
     assert "ratelimit nowhere unavailable: ConnectionError" in caplog.text
     with pytest.raises(redis.ConnectionError):
         limiter.reserve(5)
@@ -197,21 +208,22 @@ def test_local_limiter_same_contract_across_threads():
 def test_send_rate_override_skips_get_account(ses, settings, fresh_state):
     settings.SES_MAX_SEND_RATE = 500
     settings.SES_SEND_RATE_FRACTION = 0.9
-    assert ses_send_rate() == pytest.approx(450)
+    plan = ses_send_plan()
+    assert (plan.max_rate, plan.rate, plan.group_size) == (500, pytest.approx(450), 25)
     assert "GetAccount" not in ses.stats()["calls"]
 
 
 @needs_redis
 def test_send_rate_from_get_account_cached_in_redis(ses, settings, fresh_state, client):
     settings.SES_MAX_SEND_RATE = 0
-    assert ses_send_rate() == 1000.0  # seslocal's default MaxSendRate
-    assert ses_send_rate() == 1000.0
+    assert ses_max_send_rate() == 1000.0  # seslocal's default MaxSendRate
+    assert ses_max_send_rate() == 1000.0
     assert ses.stats()["calls"]["GetAccount"] == 1, "the second answer came from Redis"
     key = _rate_cache_key(settings)
     assert 0 < client.ttl(key) <= ratelimit.RATE_CACHE_SECONDS
     client.set(key, "700.0")  # what another process cached
     settings.SES_SEND_RATE_FRACTION = 0.5
-    assert ses_send_rate() == 350.0  # the fraction applies on top of the cached quota
+    assert ses_send_plan().rate == 350.0  # the fraction applies on top of the cached quota
 
 
 @needs_redis
@@ -228,7 +240,7 @@ def test_send_rate_falls_back_when_get_account_fails(
     settings.SES_MAX_SEND_RATE = 0
     try:
         with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
-            assert ses_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
+            assert ses_max_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
     finally:
         ses_client_reset()
     assert "ses GetAccount failed (EndpointConnectionError)" in caplog.text
@@ -241,18 +253,19 @@ def test_send_rate_falls_back_when_get_account_fails(
 def test_accessor_shares_redis_and_falls_back_to_process_memory(settings, fresh_state):
     settings.SES_MAX_SEND_RATE = 400
     settings.REDIS_URL = REDIS_URL
-    limiter = ses_rate_limiter()
+    limiter, plan = ses_rate_limiter()
     assert isinstance(limiter, RateLimiter)
     assert limiter.key == f"ratelimit:ses-send:{settings.AWS_SES_REGION}"
-    assert (limiter.rate, limiter.burst) == (400, 50)  # burst: at least one SendBulkEmail
-    assert ses_rate_limiter() is limiter
+    # fresh_state's fraction is 1: the burst (one call of 20) comes off the pace.
+    assert (limiter.rate, limiter.burst, plan.group_size) == (380, 20, 20)
+    assert ses_rate_limiter()[0] is limiter
 
     ratelimit.ses_rate_limiter_reset()
     settings.REDIS_URL = ""
     settings.CELERY_BROKER_URL = "filesystem://"  # the demo
-    local = ses_rate_limiter()
+    local, plan = ses_rate_limiter()
     assert isinstance(local, LocalRateLimiter)
-    assert local.acquire(50, timeout=0) is True
+    assert local.acquire(plan.group_size, timeout=0) is True
 
 
 def test_a_slot_used_late_is_given_up_for_a_fresh_one(monkeypatch):
@@ -277,3 +290,45 @@ def test_a_slot_used_late_is_given_up_for_a_fresh_one(monkeypatch):
     # stale slot would have left the limiter's clock at +0.2 s, and the next callers' slots
     # right behind a call that went out 0.3 s late.
     assert limiter._tat >= started + 0.45
+
+
+# --- the send plan ----------------------------------------------------------------------
+
+
+def _peak_of_a_saturated_send(plan, seconds: float = 6.0) -> tuple[int, float]:
+    """Callers that always want the next call, through the limiter on a virtual clock: the
+    most recipients in any closed 1-second window, and the average rate."""
+    clock = {"now": 1000.0}
+    limiter = LocalRateLimiter(name="plan", rate=plan.rate, burst=plan.burst)
+    stamps = []
+    import campaigns.ratelimit as module
+
+    real_monotonic, real_sleep = module.time.monotonic, module.time.sleep
+    module.time.monotonic = lambda: clock["now"]
+    module.time.sleep = lambda s: clock.__setitem__("now", clock["now"] + s)
+    try:
+        while clock["now"] < 1000.0 + seconds:
+            assert limiter.acquire(plan.group_size)
+            stamps.append(clock["now"])
+    finally:
+        module.time.monotonic, module.time.sleep = real_monotonic, real_sleep
+    peak, start = 0, 0
+    for end, stamp in enumerate(stamps):
+        while stamps[start] < stamp - 1.0 - 1e-9:
+            start += 1
+        peak = max(peak, (end - start + 1) * plan.group_size)
+    return peak, len(stamps) * plan.group_size / seconds
+
+
+@pytest.mark.parametrize("fraction", [0.95, 1.0, 0.5])
+@pytest.mark.parametrize("max_rate", [1, 2, 14, 50, 100, 200, 999, 1000, 3000, 10000, 50000])
+def test_no_second_ever_carries_more_than_max_send_rate(max_rate, fraction):
+    """The burst comes out of the headroom, not on top of the pace (at 3,000/s the first
+    second carried 3,150 recipients): in any window of a second, at most MaxSendRate."""
+    plan = send_plan(max_rate=max_rate, fraction=fraction)
+    peak, average = _peak_of_a_saturated_send(plan)
+    assert peak <= max_rate
+    assert 1 <= plan.group_size <= 50 and plan.burst >= plan.group_size
+    assert average >= min(fraction, 0.9) * max_rate * 0.5  # (tiny rates give half at worst)
+    if max_rate >= 1000 and fraction == 0.95:
+        assert plan.group_size == 50 and plan.rate == pytest.approx(0.95 * max_rate)
