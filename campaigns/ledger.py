@@ -6,6 +6,7 @@ workers racing for a row cannot both win, and a late event cannot drag a row bac
 
 import json
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -53,21 +54,38 @@ class ClaimedRow(NamedTuple):
     skip_reason: str
 
 
+def ledger_pending_ids(*, campaign_id: int, first_id: int, last_id: int) -> list[int]:
+    """The ids of an id range's `created` rows, in order: what a batch has left to send.
+    Read through the primary key only (see claim_update)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Notification._meta.db_table} WHERE id BETWEEN %s AND %s "  # noqa: S608
+            "AND campaign_id + 0 = %s AND status = %s ORDER BY id",
+            [first_id, last_id, campaign_id, S.CREATED],
+        )
+        return [nid for (nid,) in cursor.fetchall()]
+
+
 def ledger_claim(
     *,
     campaign_id: int,
     contact_list_id: int,
     first_id: int,
     last_id: int,
+    claimed_at: datetime,
     attributes: Sequence[str] = (),
 ) -> list[ClaimedRow]:
-    """Claim the `created` rows of an id range (created → sending), with their contacts.
+    """Claim the `created` rows of an id range (created → sending, stamped `claimed_at`), with
+    their contacts.
 
-    One statement, committed by the caller before any hand-off: a row is claimed by exactly one
-    batch, and a claimed row is never handed to SES twice (at most once). The contact columns
-    come back from the same statement (no second query with a 500-id IN list: that and the
-    ORM's row building were ~20% of a send worker's CPU), and of `attributes` only the
-    template's fields, each extracted by PostgreSQL (no JSON document parsed per contact).
+    One statement, in autocommit: a row is claimed by exactly one caller, and a claimed row is
+    never handed to SES twice (at most once). A batch claims one SES call's rows at a time
+    (their ids from ledger_pending_ids), right before the call, so a crash can strand only the
+    rows of calls in flight. The contact columns come back from the same statement (no second
+    query with an IN list: that and the ORM's row building were ~20% of a send worker's CPU),
+    and of `attributes` only the template's fields, each extracted by PostgreSQL (no JSON
+    document parsed per contact). If the statement's outcome is unknown (the connection
+    broke), `ledger_release_claim` with the same stamp gives back exactly the rows it took.
     """
     n, c, m = (
         Notification._meta.db_table,
@@ -83,7 +101,9 @@ def ledger_claim(
         f"JOIN {c} c ON c.id = claimed.contact_id "
         f"LEFT JOIN {m} m ON m.contact_id = c.id AND m.contact_list_id = %s"
     )
-    claim, claim_params = claim_update(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
+    claim, claim_params = claim_update(
+        campaign_id=campaign_id, first_id=first_id, last_id=last_id, claimed_at=claimed_at
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
@@ -126,21 +146,39 @@ def ledger_claim(
     ]
 
 
-def claim_update(*, campaign_id: int, first_id: int, last_id: int) -> tuple[str, list]:
+def claim_update(
+    *, campaign_id: int, first_id: int, last_id: int, claimed_at: datetime
+) -> tuple[str, list]:
     """The claim's UPDATE (created → sending for one id range), with its parameters.
 
     It must read the range through the primary key and nothing else. `campaign_id + 0` keeps
-    the planner off the (campaign, status) index: for a campaign frozen since the last
-    ANALYZE, the statistics promise ~1 row there, and the claim then walked every `created`
-    row of the campaign to find its 500 (52,000 rows read per claim at 100k recipients,
-    measured: quadratic in the campaign's size).
+    the planner off the (campaign, contact) index: for a campaign frozen since the last
+    ANALYZE, the statistics promise ~1 row there, and the claim then walked every row of the
+    campaign to find its own (52,000 rows read per claim at 100k recipients, measured:
+    quadratic in the campaign's size). The `status` test is what makes a claim exclusive: a
+    concurrent claim of the same rows waits for the first and then finds them taken.
     """
     sql = (
         f"UPDATE {Notification._meta.db_table} SET status = %s, updated_at = %s "  # noqa: S608
         "WHERE id BETWEEN %s AND %s AND campaign_id + 0 = %s AND status = %s "
         "RETURNING id, contact_id"
     )
-    return sql, [S.SENDING, timezone.now(), first_id, last_id, campaign_id, S.CREATED]
+    stamp = connection.ops.adapt_datetimefield_value(claimed_at)  # as the ORM writes it
+    return sql, [S.SENDING, stamp, first_id, last_id, campaign_id, S.CREATED]
+
+
+def ledger_release_claim(
+    *, campaign_id: int, first_id: int, last_id: int, claimed_at: datetime
+) -> int:
+    """Give back (sending → created) the rows of an id range that a claim stamped `claimed_at`
+    moved, for a claim whose outcome is unknown; returns how many. Safe whether or not that
+    claim took effect: no other claim carries the same stamp."""
+    return Notification.objects.filter(
+        id__range=(first_id, last_id),
+        campaign_id=campaign_id,
+        status=S.SENDING,
+        updated_at=claimed_at,
+    ).update(status=S.CREATED, updated_at=timezone.now())
 
 
 def _json(value: object) -> object:

@@ -1,6 +1,15 @@
-import pytest
+from datetime import timedelta
 
-from campaigns.ledger import claim_update, ledger_claim, ledger_transition
+import pytest
+from django.utils import timezone
+
+from campaigns.ledger import (
+    claim_update,
+    ledger_claim,
+    ledger_pending_ids,
+    ledger_release_claim,
+    ledger_transition,
+)
 from campaigns.models import Notification
 from tests.conftest import plan_nodes, unanalyzed_campaign
 from tests.factories import CampaignFactory, ContactFactory
@@ -32,6 +41,7 @@ def test_claim_returns_the_contacts_attributes_as_stored():
         contact_list_id=campaign.contact_list_id,
         first_id=row.pk,
         last_id=row.pk,
+        claimed_at=timezone.now(),
         attributes=[*ATTRIBUTES, "missing"],
     )
     assert claimed.attributes == {**ATTRIBUTES, "missing": None}
@@ -44,21 +54,30 @@ def test_claim_returns_the_contacts_attributes_as_stored():
             contact_list_id=campaign.contact_list_id,
             first_id=row.pk,
             last_id=row.pk,
+            claimed_at=timezone.now(),
         )
         == []
     )  # claimed once
 
 
 @pytest.mark.django_db
-def test_claim_reads_only_its_range_through_the_primary_key():
-    """A campaign frozen since the last ANALYZE has no statistics: the claim must still read
-    its 500 rows by primary key, not every created row of the campaign (quadratic)."""
+def test_claims_read_only_their_rows_through_the_primary_key():
+    """A campaign frozen since the last ANALYZE has no statistics: a batch's read of its
+    pending rows and each of its claims must still read their rows by primary key, not every
+    created row of the campaign (quadratic)."""
     from django.db import connection
 
     rows = unanalyzed_campaign(3_000)
     campaign = rows[0].campaign
     first_id, last_id = rows[2_000].pk, rows[2_499].pk
-    sql, params = claim_update(campaign_id=campaign.pk, first_id=first_id, last_id=last_id)
+    pending = ledger_pending_ids(campaign_id=campaign.pk, first_id=first_id, last_id=last_id)
+    assert pending == [row.pk for row in rows[2_000:2_500]]
+    sql, params = claim_update(
+        campaign_id=campaign.pk,
+        first_id=pending[100],
+        last_id=pending[149],
+        claimed_at=timezone.now(),
+    )
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
         ((plan,),) = cursor.fetchall()
@@ -68,8 +87,33 @@ def test_claim_reads_only_its_range_through_the_primary_key():
         f"{Notification._meta.db_table}_pkey"
     }
     (scan,) = [n for n in nodes if n.get("Relation Name") and n["Node Type"] != "ModifyTable"]
-    assert scan["Actual Rows"] == 500
+    assert scan["Actual Rows"] == 50
     assert scan.get("Rows Removed by Filter", 0) == 0
+
+
+@pytest.mark.django_db
+def test_a_claim_of_unknown_outcome_gives_back_exactly_its_rows():
+    """A claim whose connection broke may or may not have happened: its stamp gives back the
+    rows it took, and never rows another claim of the same range holds."""
+    campaign = CampaignFactory()
+    rows = [
+        Notification.objects.create(campaign=campaign, contact=ContactFactory()) for _ in range(6)
+    ]
+    claim = {"campaign_id": campaign.pk, "contact_list_id": campaign.contact_list_id}
+    mine, theirs = timezone.now(), timezone.now() + timedelta(microseconds=1)
+    # Another batch claimed the first three, this one the next three.
+    ledger_claim(**claim, first_id=rows[0].pk, last_id=rows[2].pk, claimed_at=theirs)
+    ledger_claim(**claim, first_id=rows[3].pk, last_id=rows[5].pk, claimed_at=mine)
+    released = ledger_release_claim(
+        campaign_id=campaign.pk, first_id=rows[0].pk, last_id=rows[-1].pk, claimed_at=mine
+    )
+    assert released == 3
+    statuses = list(
+        Notification.objects.filter(campaign=campaign)
+        .order_by("pk")
+        .values_list("status", flat=True)
+    )
+    assert statuses == [N.SENDING] * 3 + [N.CREATED] * 3
 
 
 @pytest.mark.django_db
@@ -96,6 +140,7 @@ def test_claims_are_hot_updates_that_touch_no_index():
             contact_list_id=campaign.contact_list_id,
             first_id=rows[0].pk,
             last_id=rows[-1].pk,
+            claimed_at=timezone.now(),
         )
         cursor.execute(
             "SELECT pg_stat_get_xact_tuples_updated(%s::regclass), "
