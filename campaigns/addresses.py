@@ -15,9 +15,12 @@ the whole address lower-cased (one contact per mailbox, whatever the case).
 
 import functools
 import re
+from email import _header_value_parser as header_parser
+from email.errors import HeaderParseError
 
 import email_validator
 from django.core.exceptions import ValidationError
+from django.core.mail.message import sanitize_address
 
 # RFC 5322 dot-atom local part, and a domain of LDH labels with an alphabetic TLD: the shape
 # of nearly every stored address. An address of this shape (and length) passes
@@ -90,3 +93,19 @@ def _special_use(address: str) -> bool:
 
 
 _SPECIAL_USE_TLDS = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def sender_header(value: str) -> str:
+    """A From value ("Name <addr>" or "addr") as SES takes it: the name RFC 2047-encoded
+    where it is not ASCII, the address under the rule above; InvalidAddress otherwise (a
+    line break, no address or several, an address the rule refuses)."""
+    if not isinstance(value, str) or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidAddress("The sender contains a line break or control character.")
+    try:
+        mailbox, rest = header_parser.get_mailbox(value.strip())
+    except (HeaderParseError, IndexError, ValueError):
+        mailbox, rest = None, "?"
+    if mailbox is None or rest or not mailbox.local_part or not mailbox.domain:
+        raise InvalidAddress("The sender must be one address, such as News <news@example.com>.")
+    address = address_normalize(f"{mailbox.local_part}@{mailbox.domain}")
+    return sanitize_address((mailbox.display_name or "", address), "utf-8")
