@@ -181,3 +181,24 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"Notification #{self.pk}"
+
+
+class BatchLease(models.Model):
+    """A running batch's hold on an id range of a campaign's ledger, kept alive by its heartbeat.
+
+    A batch writes its lease before it claims a row and deletes it once every row it claimed
+    has its answer; while it runs it beats at least every few seconds (campaigns.delivery).
+    A `sending` row that no live lease covers belongs to a batch that died mid-hand-off: the
+    sweeper makes it `unknown` within seconds, where a fixed lease on the rows had to outlast
+    the slowest batch (10 minutes).
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="leases")
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    heartbeat_at = models.DateTimeField()
+    # Which process holds it (host:pid), for an operator reading the table.
+    holder = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"lease {self.first_id}-{self.last_id} of campaign {self.campaign_id}"

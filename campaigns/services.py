@@ -15,10 +15,19 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from campaigns import ledger
-from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Membership, Notification
+from campaigns import leases, ledger
+from campaigns.addresses import InvalidAddress, sender_header
+from campaigns.models import (
+    BatchLease,
+    Campaign,
+    CampaignLink,
+    Contact,
+    ContactList,
+    Membership,
+    Notification,
+)
 from campaigns.selectors import ANSWERED_COUNTERS, campaigns_with_unanswered_rows
-from campaigns.ses import ses_template_ensure
+from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import template_compile, template_snapshot
 from tracking.counters import counters_add, counters_sum
@@ -44,11 +53,9 @@ BATCH_SIZE = 500
 FREEZE_CHUNK = 50_000
 # …and a small first chunk, so the first batches go out within ~0.1 s of the start.
 FIRST_FREEZE_CHUNK = 5_000
-# A row still `sending` this long after its claim belongs to a batch that died mid-hand-off:
-# its fate is unknown (a batch takes seconds; the SES read timeout is 30 s).
-SENDING_LEASE = timedelta(minutes=10)
-# `created` rows untouched this long have lost their batch (a crash between commit and enqueue,
-# a purged queue): enqueue them again. Claims are guarded, so a duplicate batch is harmless.
+# Where the broker cannot say what is queued, `created` rows untouched this long, with no
+# batch alive, have lost theirs (a crash between commit and enqueue, a purged queue): they
+# are enqueued again. Claims are guarded, so a duplicate batch is harmless.
 CREATED_GRACE = timedelta(minutes=5)
 
 
@@ -379,15 +386,19 @@ def campaigns_start_due() -> list[int]:
 
 
 def campaigns_sweep() -> None:
-    """Find stuck work (beat): rows whose batch died, lost batches, finished campaigns, and
-    rows a throttled batch gave back just as its campaign was cancelled.
+    """Find stuck work (beat, every 10 s): rows of batches that died mid-hand-off, batches
+    lost before they ran, freezes that stopped half-way, finished campaigns, and rows given
+    back just as their campaign was cancelled.
 
-    Only campaigns whose counters say some rows have no answer yet are read row by row
-    (campaigns_with_unanswered_rows): without a status index, that read walks all of a
-    campaign's rows (~0.15 s at a million), and cancelled campaigns accumulate.
+    What runs is known from the batches' leases (campaigns.leases), so the sweep reads the
+    ledger row by row only where nothing runs: without a status index, that read walks all of
+    a campaign's rows (~0.15 s at a million). Campaigns are picked by their counters
+    (campaigns_with_unanswered_rows), so finished and cancelled ones cost nothing.
     """
     now = timezone.now()
     unanswered = campaigns_with_unanswered_rows(statuses=[C.SENDING, C.PAUSED, C.CANCELLED])
+    for campaign_id in unanswered:
+        _settle_dead_batches(campaign_id=campaign_id, now=now)
     cancelled = set(
         Campaign.objects.filter(pk__in=unanswered, status=C.CANCELLED).values_list("pk", flat=True)
     )
@@ -402,22 +413,6 @@ def campaigns_sweep() -> None:
                 ids=ids, from_statuses={N.CREATED}, to=N.SKIPPED, reason="campaign cancelled"
             )
             counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
-    # A batch can die in any campaign state: cancel and pause let in-flight groups finish, and
-    # the worker running them may be killed before they do.
-    for campaign_id in unanswered:
-        stale = Notification.objects.filter(
-            campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - SENDING_LEASE
-        )
-        with transaction.atomic():
-            flagged = ledger.ledger_transition(
-                ids=list(stale.values_list("id", flat=True)),
-                from_statuses={N.SENDING},
-                to=N.UNKNOWN,
-                reason="batch died during the hand-off to SES",
-            )
-            counters_add(campaign_id=campaign_id, deltas={"unknown": flagged})
-        if flagged:
-            logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
     # A freeze that stopped half-way (its worker died) shows no progress: finish it.
     unfrozen = Campaign.objects.filter(
         status__in=[C.SENDING, C.PAUSED], frozen_at=None, updated_at__lt=now - CREATED_GRACE
@@ -425,16 +420,100 @@ def campaigns_sweep() -> None:
     for campaign_id in unfrozen.values_list("id", flat=True):
         logger.warning("campaign %s freeze stalled: freezing the rest", campaign_id)
         _enqueue_freeze(campaign_id)
+    queued = _bulk_queue_length()
     for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
-        rows = Notification.objects.filter(campaign_id=campaign_id)
-        # Batches are alive while any row moves; a campaign whose rows all sat still for the
-        # grace period while some are `created` has lost its batches.
-        with transaction.atomic():
-            stalled = not rows.filter(updated_at__gte=now - CREATED_GRACE).exists()
-            if stalled and rows.filter(status=N.CREATED).exists():
-                logger.warning("campaign %s stalled: enqueueing its batches again", campaign_id)
-                campaign_fan_out(campaign_id=campaign_id)
-        campaign_finish_if_done(campaign_id=campaign_id)
+        if campaign_id in unanswered and not leases.leases_live(campaign_id=campaign_id, now=now):
+            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones.
+            _settle_orphans(campaign_id=campaign_id, now=now)
+            _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
+        if campaign_id not in unanswered or not leases.leases_live(
+            campaign_id=campaign_id, now=now
+        ):
+            campaign_finish_if_done(campaign_id=campaign_id)
+
+
+def _settle_dead_batches(*, campaign_id: int, now: datetime) -> None:
+    """The `sending` rows of the campaign's dead leases that no live lease covers (a batch
+    killed mid-hand-off: whatever was in flight may have been sent) → unknown; then the dead
+    leases go. Reads only the dead leases' id ranges (primary key)."""
+    dead = list(
+        BatchLease.objects.filter(
+            campaign_id=campaign_id, heartbeat_at__lt=now - leases.LEASE_TIMEOUT
+        ).values_list("first_id", "last_id")
+    )
+    if not dead:
+        return
+    live = leases.leases_live(campaign_id=campaign_id, now=now)
+    in_range = Q()
+    for first_id, last_id in dead:
+        in_range |= Q(id__range=(first_id, last_id))
+    stranded = [
+        nid
+        for nid in Notification.objects.filter(
+            in_range, campaign_id=campaign_id, status=N.SENDING
+        ).values_list("id", flat=True)
+        if not any(first <= nid <= last for first, last in live)
+    ]
+    _flag_unknown(campaign_id, stranded)
+    leases.leases_drop_dead(campaign_id=campaign_id, now=now)
+
+
+def _settle_orphans(*, campaign_id: int, now: datetime) -> None:
+    """`sending` rows while no batch of the campaign is alive (a batch that died without a
+    lease, or whose lease was lost) → unknown, once they have sat for LEASE_TIMEOUT."""
+    stranded = Notification.objects.filter(
+        campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - leases.LEASE_TIMEOUT
+    ).values_list("id", flat=True)
+    _flag_unknown(campaign_id, list(stranded))
+
+
+def _flag_unknown(campaign_id: int, ids: list[int]) -> None:
+    if not ids:
+        return
+    with transaction.atomic():
+        flagged = ledger.ledger_transition(
+            ids=ids,
+            from_statuses={N.SENDING},
+            to=N.UNKNOWN,
+            reason="batch died during the hand-off to SES",
+        )
+        counters_add(campaign_id=campaign_id, deltas={"unknown": flagged})
+    if flagged:
+        logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
+
+
+def _fan_out_if_lost(*, campaign_id: int, now: datetime, queued: int | None) -> None:
+    """Enqueue batches again for a sending campaign's `created` rows when nothing will send
+    them: no live lease (nothing runs, no retry is due) and nothing waits in the bulk queue —
+    its batches were lost (a worker killed with a task in hand, a purged queue, a retry that
+    never got published). Where the queue cannot be read, only once its rows have sat still
+    for CREATED_GRACE. Claims are guarded, so a batch enqueued twice sends nothing twice."""
+    if queued:
+        return  # its batches may be waiting there
+    rows = Notification.objects.filter(campaign_id=campaign_id)
+    with transaction.atomic():
+        if queued is None and rows.filter(updated_at__gte=now - CREATED_GRACE).exists():
+            return
+        if rows.filter(status=N.CREATED).exists():
+            logger.warning("campaign %s stalled: enqueueing its batches again", campaign_id)
+            campaign_fan_out(campaign_id=campaign_id)
+
+
+def _bulk_queue_length() -> int | None:
+    """Messages waiting in the bulk queue (batches not yet taken by a worker), or None if the
+    broker cannot tell."""
+    from kombu.exceptions import ChannelError
+
+    from config.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue="bulk", passive=True).message_count
+    except ChannelError:
+        return 0  # Redis keeps no empty queue: it is "not found"
+    except Exception as err:  # noqa: BLE001 (any broker trouble: not known)
+        logger.info("bulk queue length unknown: %s", type(err).__name__)
+        return None
 
 
 def campaign_finish_if_answered(*, campaign_id: int) -> bool:

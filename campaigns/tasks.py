@@ -1,57 +1,87 @@
 """Celery entry points: thin, ids in, services do the work."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from django.utils import timezone
 
-from campaigns import delivery, services
+from campaigns import delivery, leases, services
 
 logger = logging.getLogger(__name__)
 
-# Throttled batches retry after 5 s, doubling up to 10 minutes: SES's per-second rate limit
-# clears within a second, so the first retries are short; 20 retries span about 2.5 hours
-# before the rows are left `created` for the sweeper to enqueue again.
+# A batch SES kept throttling retries after 5 s, doubling up to 10 minutes (20 retries span
+# about 2.5 hours); one that ran out of time retries at once.
 THROTTLE_RETRY_BASE_SECONDS = 5
 THROTTLE_RETRY_MAX_SECONDS = 600
+# Hard limits (the process is replaced): far above what each task needs, so only a hung task
+# meets them. A batch stops claiming after delivery.BATCH_MAX_SECONDS and may then wait out
+# its calls in flight and an outage of PostgreSQL or Redis (delivery.OUTAGE_WAIT_SECONDS).
+BATCH_TIME_LIMIT = int(delivery.BATCH_MAX_SECONDS + 2 * delivery.OUTAGE_WAIT_SECONDS + 120)
+START_TIME_LIMIT = 600  # compile, store the SES template, freeze the first chunk
+FREEZE_TIME_LIMIT = 3600  # chunks of 50,000 at ~0.6 s each: ~6M members an hour
+PERIODIC_TIME_LIMIT = 300
 
 
-@shared_task(name="campaigns.tasks.campaign_start")
+@shared_task(name="campaigns.tasks.campaign_start", time_limit=START_TIME_LIMIT)
 def campaign_start(campaign_id: int) -> None:
     services.campaign_start(campaign_id=campaign_id)
 
 
-@shared_task(name="campaigns.tasks.campaign_freeze")
+@shared_task(name="campaigns.tasks.campaign_freeze", time_limit=FREEZE_TIME_LIMIT)
 def campaign_freeze(campaign_id: int) -> None:
     services.campaign_freeze(campaign_id=campaign_id)
 
 
-@shared_task(bind=True, name="campaigns.tasks.deliver_batch", max_retries=20)
-def deliver_batch(self, campaign_id: int, first_id: int, last_id: int) -> None:
+@shared_task(
+    bind=True, name="campaigns.tasks.deliver_batch", max_retries=20, time_limit=BATCH_TIME_LIMIT
+)
+def deliver_batch(
+    self, campaign_id: int, first_id: int, last_id: int, waiting_lease_id: int | None = None
+) -> None:
+    if waiting_lease_id is not None:  # this run keeps the promise that lease made
+        leases.lease_drop(lease_id=waiting_lease_id)
     result = delivery.deliver_batch(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
     if result.retry:
-        countdown = min(
-            THROTTLE_RETRY_BASE_SECONDS * 2**self.request.retries, THROTTLE_RETRY_MAX_SECONDS
+        countdown = (
+            0
+            if result.retry == delivery.RETRY_TIME_UP
+            else min(
+                THROTTLE_RETRY_BASE_SECONDS * 2**self.request.retries, THROTTLE_RETRY_MAX_SECONDS
+            )
         )
-        raise self.retry(countdown=countdown)
+        # Until the retry runs, its rows are `created` with no batch on them: a waiting lease
+        # tells the sweeper they are not lost.
+        lease_id = leases.lease_wait(
+            campaign_id=campaign_id,
+            first_id=first_id,
+            last_id=last_id,
+            until=timezone.now() + timedelta(seconds=countdown),
+        )
+        raise self.retry(
+            args=(campaign_id, first_id, last_id),
+            kwargs={"waiting_lease_id": lease_id},
+            countdown=countdown,
+        )
     services.campaign_finish_if_answered(campaign_id=campaign_id)
 
 
-@shared_task(name="campaigns.tasks.campaigns_start_due")
+@shared_task(name="campaigns.tasks.campaigns_start_due", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_start_due() -> None:
     services.campaigns_start_due()
 
 
-@shared_task(name="campaigns.tasks.campaigns_sweep")
+@shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_sweep() -> None:
     services.campaigns_sweep()
 
 
 @worker_process_init.connect
-def open_ses_connection(**_) -> None:
-    """A worker process opens its SES connection as it starts, not in its first send (botocore
+def open_ses_client(**_) -> None:
+    """A worker process opens its SES client as it starts, not in its first send (botocore
     loads its service models: up to ~0.7 s of CPU). If that fails, the first send raises."""
     try:
-        delivery.ses_connection()
+        delivery.ses_client_open()
     except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)
-        logger.warning("ses connection not opened at start: %s", type(err).__name__)
+        logger.warning("ses client not opened at start: %s", type(err).__name__)

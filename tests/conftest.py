@@ -28,8 +28,12 @@ def _free_port() -> int:
 class SesEndpoint:
     """The local SES v2 endpoint, and what it accepted."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, log: Path | None = None):
         self.url = url
+        self.log = log  # what it wrote to stderr (its log lines)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log else ""
 
     def _call(self, method: str, path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -65,12 +69,14 @@ class SesEndpoint:
 def ses_endpoint(tmp_path_factory):
     """Starts `python -m seslocal` and points boto3 at it the standard way."""
     port = _free_port()
-    db = tmp_path_factory.mktemp("seslocal") / "ses.sqlite3"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seslocal", "--host", "127.0.0.1", "--port", str(port),
-         "--db", str(db)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("seslocal")
+    db, log = folder / "ses.sqlite3", folder / "seslocal.log"
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "seslocal", "--host", "127.0.0.1", "--port", str(port),
+             "--db", str(db)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
     line = process.stdout.readline()
     assert "listening" in line, f"seslocal did not start: {line!r}"
     url = f"http://127.0.0.1:{port}"
@@ -79,7 +85,7 @@ def ses_endpoint(tmp_path_factory):
     from campaigns.ses import ses_client_reset
 
     ses_client_reset()
-    yield SesEndpoint(url)
+    yield SesEndpoint(url, log)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=10)
     if previous is None:
@@ -200,14 +206,18 @@ def call_wsgi(application, environ: dict, *, close_connections: bool = False):
     return started["status"], started["headers"], body
 
 
-def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: str = ""):
+def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message=""):
+    """predicate()'s first true value, polled; AssertionError with `message` (a string, or a
+    callable asked at the timeout, for the state then) if none comes within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
+            raise AssertionError(
+                f"timed out waiting: {message() if callable(message) else message}"
+            )
         time.sleep(interval)
 
 
@@ -494,3 +504,30 @@ _unanalyzed = itertools.count()
 def plan_nodes(plan: dict) -> list[dict]:
     """Every node of a PostgreSQL EXPLAIN (FORMAT JSON) plan, the root first."""
     return [plan, *(node for child in plan.get("Plans", []) for node in plan_nodes(child))]
+
+
+class PostgresServer:
+    """The PostgreSQL cluster scripts/with-services.sh started, restarted in place (its
+    options kept): every connection to it is dropped, as in a failover or a crash."""
+
+    def __init__(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW data_directory")
+            self.data_directory = cursor.fetchone()[0]
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        candidates = [Path(bindir) / "pg_ctl", Path("/usr/lib/postgresql/15/bin/pg_ctl")]
+        self.pg_ctl = next((str(c) for c in candidates if c.exists()), "pg_ctl")
+
+    def restart(self) -> None:
+        log = str(Path(self.data_directory).parent / "log")  # where the script sends it
+        command = [self.pg_ctl, "-D", self.data_directory, "-l", log, "-m", "fast", "-w", "restart"]
+        if os.getuid() == 0:  # the cluster runs as postgres (it refuses root)
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def postgres_server(transactional_db):
+    return PostgresServer()

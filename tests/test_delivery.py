@@ -83,10 +83,20 @@ def test_counters_that_add_up_never_finish_a_campaign_the_ledger_says_is_not_don
     assert Campaign.objects.get(pk=started.pk).status == Campaign.Status.SENT
 
 
-def test_throttling_releases_rows_for_a_retry_without_failures(started, ses):
+@pytest.fixture
+def short_throttle_budget(monkeypatch):
+    """A batch gives up on a throttling SES after a fraction of a second (60 s in production)."""
+    monkeypatch.setattr(delivery, "THROTTLE_PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr(delivery, "THROTTLE_BUDGET_SECONDS", 0.1)
+
+
+def test_throttling_gives_rows_back_for_a_retry_without_failures(
+    started, ses, short_throttle_budget
+):
     ses.faults(throttle=1.0)
     result = _deliver(started)
-    assert result.retry and result.released == 120
+    assert result.retry == delivery.RETRY_THROTTLED
+    assert result.released >= 50  # each throttled call's rows, given back and tried again
     assert _statuses(started) == {N.CREATED: 120}
     assert not services.campaign_finish_if_done(campaign_id=started.pk)
 
@@ -110,12 +120,17 @@ def test_a_5xx_answer_makes_rows_unknown_and_they_are_never_resent(started, ses,
     assert services.campaign_finish_if_done(campaign_id=started.pk)
 
 
-def test_a_definite_refusal_fails_rows_with_the_reason(started, ses):
+def test_a_refusal_of_the_whole_campaign_pauses_it_and_spends_nobody(started, ses):
+    """SES refusing what every message of the campaign shares (its stored template is gone)
+    is not any recipient's failure: the campaign is paused with the reason, rows kept."""
     Campaign.objects.filter(pk=started.pk).update(ses_template_name="no-such-template")
     result = _deliver(started)
-    assert result.failed == 120
-    reasons = set(Notification.objects.filter(campaign=started).values_list("reason", flat=True))
-    assert len(reasons) == 1 and reasons.pop().startswith("NotFoundException")
+    assert (result.sent, result.failed, result.retry) == (0, 0, "")
+    assert _statuses(started) == {N.CREATED: 120}
+    started.refresh_from_db()
+    assert started.status == Campaign.Status.PAUSED
+    assert started.status_reason.startswith("SES refused the campaign's messages")
+    assert "NotFoundException" in started.status_reason
 
 
 def test_contacts_suppressed_after_the_freeze_are_skipped(started, ses):
@@ -156,53 +171,52 @@ def test_paused_campaign_claims_nothing_until_resumed(
 
 def test_pause_mid_batch_stops_it_between_groups(rendered, ses, monkeypatch):
     """A batch re-reads its campaign's status between groups: paused after its first group,
-    it gives the rest back (created, for the resume) and asks to be retried."""
+    it claims nothing more (the rest stay created, for the resume's batches)."""
     monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
-    send = delivery._send_rendered
+    record = delivery._Batch._record
 
-    def send_then_pause(campaign, compiled, group):
-        outcome = send(campaign, compiled, group)
-        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
-        return outcome
+    def record_then_pause(self, outcome):  # (on the batch's own thread)
+        record(self, outcome)
+        Campaign.objects.filter(pk=self.campaign.pk).update(status=Campaign.Status.PAUSED)
 
-    monkeypatch.setattr(delivery, "_send_rendered", send_then_pause)
+    monkeypatch.setattr(delivery._Batch, "_record", record_then_pause)
     result = _deliver(rendered)
-    assert (result.sent, result.released, result.retry) == (50, 70, True)
+    assert (result.sent, result.claimed, result.retry) == (50, 50, "")
     assert _statuses(rendered) == {N.SENT: 50, N.CREATED: 70}
     assert ses.stats()["recipients"] == 50
 
 
-def test_pause_mid_batch_holds_back_groups_waiting_for_their_slot(started, ses, monkeypatch):
-    """Bulk path: groups already handed to the pool but still waiting for a send slot are not
-    sent once the campaign is paused; their rows go back with the rest."""
+def test_a_pause_during_the_wait_for_a_slot_claims_nothing_more(started, ses, monkeypatch):
+    """Bulk path: the slot is taken before the rows are claimed, so a pause that comes while
+    a batch waits for its slot leaves the next rows unclaimed (never `sending` in a paused
+    campaign), while the calls already made are answered and recorded."""
     from campaigns.ratelimit import ses_rate_limiter_reset
 
     monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
-    monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 100)  # a group of 50 each ~0.5 s
+    monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 100)  # calls of 5, ~19 a second
     ses_rate_limiter_reset()
-    # One sending thread, two groups in flight: group 1 is sent at once, group 2 is handed to
-    # the pool and waits there for its slot (~0.5 s) while the campaign gets paused.
-    from concurrent.futures import ThreadPoolExecutor
+    acquire = None
 
-    one_thread = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(delivery, "_group_pool", lambda: one_thread)
-    monkeypatch.setattr(delivery, "BULK_IN_FLIGHT", 2)
-    record = delivery._record
+    def acquire_then_pause(self, n, **kwargs):
+        granted = acquire(self, n, **kwargs)
+        if Notification.objects.filter(campaign=started, status=N.SENT).count() >= 10:
+            Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.PAUSED)
+        return granted
 
-    def record_then_pause(campaign, outcome, result):  # (on the batch's own thread)
-        throttled = record(campaign, outcome, result)
-        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
-        return throttled
+    from campaigns import ratelimit
 
-    monkeypatch.setattr(delivery, "_record", record_then_pause)
+    limiter_class = type(ratelimit.ses_rate_limiter()[0])
+    acquire = limiter_class.acquire
+    monkeypatch.setattr(limiter_class, "acquire", acquire_then_pause)
     try:
         result = _deliver(started)
     finally:
         monkeypatch.setattr(settings, "SES_MAX_SEND_RATE", 0)
         ses_rate_limiter_reset()
-        one_thread.shutdown()
-    assert (result.sent, result.released, result.retry) == (50, 70, True)
-    assert ses.stats()["recipients"] == 50
+    counts = _statuses(started)
+    assert set(counts) == {N.SENT, N.CREATED}, counts
+    assert counts[N.SENT] == result.sent == result.claimed == ses.stats()["recipients"]
+    assert 10 <= result.sent <= 10 + 5 * delivery.BULK_IN_FLIGHT
 
 
 def test_cancel_skips_unclaimed_rows_and_counts_add_up(started, ses):
@@ -229,9 +243,78 @@ def test_sweeper_flags_rows_of_a_dead_batch_unknown_and_finishes(started, ses):
     assert ses.stats()["recipients"] == 0  # nothing was re-sent
 
 
+def test_sweeper_settles_a_dead_batch_within_seconds_and_spares_live_ones(started, ses):
+    """A batch's lease beats while it runs; one that stopped beating LEASE_TIMEOUT ago died
+    mid-hand-off: its `sending` rows become unknown at the next sweep (whenever they were
+    claimed), while the rows of a live batch are left alone."""
+    from campaigns import leases
+    from campaigns.models import BatchLease
+
+    ids = sorted(Notification.objects.filter(campaign=started).values_list("id", flat=True))
+    Notification.objects.filter(campaign=started).update(status=N.SENDING)  # claimed just now
+    dead = leases.lease_take(campaign_id=started.pk, first_id=ids[0], last_id=ids[59])
+    BatchLease.objects.filter(pk=dead).update(
+        heartbeat_at=timezone.now() - leases.LEASE_TIMEOUT - timedelta(seconds=1)
+    )
+    leases.lease_take(campaign_id=started.pk, first_id=ids[60], last_id=ids[-1])  # alive
+    services.campaigns_sweep()
+    assert _statuses(started) == {N.UNKNOWN: 60, N.SENDING: 60}
+    assert list(BatchLease.objects.filter(campaign=started).values_list("first_id", flat=True)) == [
+        ids[60]
+    ]
+    started.refresh_from_db()
+    assert started.status == Campaign.Status.SENDING  # the live batch is still at work
+    assert ses.stats()["recipients"] == 0  # nothing was re-sent
+
+
+def test_sweeper_leaves_created_rows_to_a_batch_waiting_for_its_retry(
+    started, ses, django_capture_on_commit_callbacks
+):
+    """A throttled batch retried later leaves a waiting lease: its rows sit `created` with no
+    batch running, and they are not taken for lost until the retry is overdue."""
+    from campaigns import leases
+
+    ids = sorted(Notification.objects.filter(campaign=started).values_list("id", flat=True))
+    Notification.objects.filter(campaign=started).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+    leases.lease_wait(
+        campaign_id=started.pk,
+        first_id=ids[0],
+        last_id=ids[-1],
+        until=timezone.now() + timedelta(minutes=5),
+    )
+    with django_capture_on_commit_callbacks(execute=False) as enqueued:
+        services.campaigns_sweep()
+    assert enqueued == []
+
+
+def test_sweeper_leaves_created_rows_whose_batches_wait_in_the_queue(
+    started, ses, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+
+    Notification.objects.filter(campaign=started).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("bulk")
+        app.send_task("campaigns.tasks.campaigns_sweep", queue="bulk", connection=conn)
+        try:
+            with django_capture_on_commit_callbacks(execute=False) as enqueued:
+                services.campaigns_sweep()
+        finally:
+            conn.default_channel.queue_purge("bulk")
+    assert enqueued == []
+
+
 def test_sweeper_reenqueues_a_campaign_whose_batches_were_lost(
     started, ses, django_capture_on_commit_callbacks
 ):
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("bulk")  # nothing of theirs waits there
     Notification.objects.filter(campaign=started).update(
         updated_at=timezone.now() - timedelta(hours=1)
     )
@@ -348,13 +431,14 @@ def test_sending_is_paced_by_the_shared_rate_limit(started, ses, settings):
 
     from campaigns.ratelimit import ses_rate_limiter_reset
 
-    settings.SES_MAX_SEND_RATE = 100  # × 0.95 → 95 recipients/s, bursts of 50
+    settings.SES_MAX_SEND_RATE = 100  # 95 recipients/s, calls of 5, a burst of one call
     ses_rate_limiter_reset()
     try:
         began = time.monotonic()
         assert _deliver(started).sent == 120
-        # The first 50 go at once; the other 70 need 70 / 95 s of slots at least.
-        assert time.monotonic() - began >= 70 / 95 - 0.05
+        # The first 5 go at once; the other 115 need 115 / 95 s of slots at least.
+        assert time.monotonic() - began >= 115 / 95 - 0.05
+        assert ses.stats()["calls"]["SendBulkEmail"] == 24
     finally:
         settings.SES_MAX_SEND_RATE = 0
         ses_rate_limiter_reset()
@@ -362,13 +446,14 @@ def test_sending_is_paced_by_the_shared_rate_limit(started, ses, settings):
 
 def test_rows_given_back_after_a_cancel_are_skipped_not_stranded(started, ses, monkeypatch):
     ses.faults(throttle=1.0)
-    record = delivery._record
+    monkeypatch.setattr(delivery, "STATUS_CHECK_SECONDS", 0)
+    record = delivery._Batch._record
 
-    def cancelled_while_in_flight(campaign, outcome, result):
-        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.CANCELLED)
-        return record(campaign, outcome, result)
+    def cancelled_while_in_flight(self, outcome):
+        Campaign.objects.filter(pk=self.campaign.pk).update(status=Campaign.Status.CANCELLED)
+        return record(self, outcome)
 
-    monkeypatch.setattr(delivery, "_record", cancelled_while_in_flight)
+    monkeypatch.setattr(delivery._Batch, "_record", cancelled_while_in_flight)
     result = _deliver(started)
     assert not result.retry  # nothing would ever run the retry of a cancelled campaign
     assert _statuses(started) == {N.SKIPPED: 120}
@@ -501,7 +586,8 @@ def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
     )
     attributes = {"city": "Zürich", "score": 3.0, "vip": True, "gone": None}
     row = ClaimedRow(7, 3, "a@example.com", "Ann", "Lee", attributes, "")
-    data = delivery._merge_data(row, compiled, "7.abcdefghijklmnop", "https://t.example/u")
+    plan = delivery._merge_plan(compiled.fields)
+    data = delivery._merge_data(row, plan, "7.abcdefghijklmnop", "https://t.example/u")
     expected = services.contact_merge_data(
         email=row.email,
         first_name=row.first_name,

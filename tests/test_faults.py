@@ -1,31 +1,26 @@
-"""Fault injection on real components: Celery worker processes (killed, restarted), Redis
-(restarted), and the local SES endpoint (throttling, 5xx, latency), counting what it accepted.
+"""Fault injection on real components: Celery worker processes (killed, restarted), Redis and
+PostgreSQL (restarted), and the local SES endpoint (throttling, 5xx, latency), counting what it
+accepted.
 
 The promise under test is at most once per recipient per campaign: a row whose hand-off has
-an unknown outcome ends `unknown` and is never re-sent; throttled rows are released and sent
+an unknown outcome ends `unknown` and is never re-sent; throttled rows are given back and sent
 later; a campaign is `sent` only when no row is `created` or `sending`.
 
-The sweeper. Beat runs `campaigns_sweep` every 30 s in production, with a 10-minute lease on
-`sending` rows and a 5-minute grace before re-enqueueing `created` rows. Monkeypatching those
-constants would only change the test process, not the workers, so these tests run the sweep in
-the test process, as beat's task would, after two steps that make it honest:
-
-1. they wait until the system is quiescent: no task queued, running, reserved or waiting for a
-   retry countdown in any live worker (asked over Celery's control channel). From then on no
-   live batch will ever touch a `sending` or `created` row again: this is exactly the state a
-   real sweep finds after the lease has run out, and shortening time cannot catch a live batch;
-2. they move the campaign's `updated_at` stamps back by 11 minutes with one UPDATE. That is
-   time passing, not a change of rules: the sweeper's own thresholds (10 and 5 minutes) decide.
+The sweeper. Beat runs `campaigns_sweep` every 10 s in production; these tests run it in the
+test process on the same schedule while they wait (`sweep_while`), in real time: a killed
+batch's lease stops beating and is dead 20 s later, and lost batches are found as soon as
+nothing runs for their campaign and nothing waits in the bulk queue.
 """
 
-import math
+import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
-from django.db.models import Count, F
+from django.db import connection
+from django.db.models import Count
 
-from campaigns import services
+from campaigns import delivery, services
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.conftest import wait_for
 from tests.factories import CampaignFactory, ContactListFactory
@@ -80,17 +75,31 @@ def wait_status(campaign: Campaign, status: str, workers, *, timeout: float = 60
     wait_for(
         lambda: status_of(campaign) == status,
         timeout=timeout,
-        message=f"campaign {status}: {statuses(campaign)}\n{workers.logs()}",
+        message=lambda: f"campaign {status}: {statuses(campaign)}\n{workers.logs()}",
     )
 
 
-def sweep_as_if_minutes_passed(campaign: Campaign, minutes: float = 11) -> None:
-    """Beat's sweep, `minutes` after the last change to the campaign's rows (see the module
-    docstring: only call this once the workers are quiescent)."""
-    Notification.objects.filter(campaign=campaign).update(
-        updated_at=F("updated_at") - timedelta(minutes=minutes)
-    )
-    services.campaigns_sweep()
+SWEEP_EVERY = 10.0  # beat's schedule for campaigns_sweep (config/settings/celery.py)
+
+
+def sweep_while(predicate, *, timeout: float, message: str = "", every: float = SWEEP_EVERY):
+    """Wait for `predicate`, running beat's sweep every `every` seconds meanwhile (as beat
+    would, in real time). Returns the predicate's value."""
+    deadline = time.monotonic() + timeout
+    next_sweep = time.monotonic() + every
+    while True:
+        value = predicate()
+        if value:
+            return value
+        now = time.monotonic()
+        if now > deadline:
+            raise AssertionError(
+                f"timed out waiting: {message() if callable(message) else message}"
+            )
+        if now >= next_sweep:
+            services.campaigns_sweep()
+            next_sweep = now + every
+        time.sleep(0.2)
 
 
 def batch_in_progress(worker, campaign: Campaign) -> tuple[int, int, int] | None:
@@ -147,14 +156,20 @@ def observed_peak(messages: list[dict], window: float = 1.0) -> int:
 
 # -- 1. workers SIGKILLed mid-send ------------------------------------------------------------
 
+# What one killed process can leave in doubt: its SES calls in flight (the rows of calls not
+# yet made are still `created`: a batch claims one call's rows right before the call).
+IN_FLIGHT_PER_PROCESS = delivery.BULK_IN_FLIGHT * 50
 
-def test_workers_killed_mid_send_nobody_gets_it_twice(ses, celery_workers):
+
+def test_workers_killed_mid_send_strand_only_their_calls_in_flight(ses, celery_workers):
     """Kill the pool process running a batch, then a whole worker, each while it is handing
-    recipients to SES; new workers take over and the sweep recovers: nobody is sent twice,
-    what the kills left in doubt is `unknown`, and the campaign completes."""
+    recipients to SES; new workers take over and beat's sweep settles the rest: nobody is
+    sent twice, `unknown` is at most the killed processes' calls in flight, and the campaign
+    is sent within a minute of the last kill."""
     recipients = 3000  # 6 batches of 500; 10 SendBulkEmail calls each, 250 ms per call
     ses.faults(latency_ms=250)
     first = celery_workers.start(concurrency=1)
+    second = celery_workers.start(concurrency=1)
     campaign = make_campaign(recipients, "kill")
     services.campaign_send_now(campaign=campaign)
 
@@ -164,50 +179,42 @@ def test_workers_killed_mid_send_nobody_gets_it_twice(ses, celery_workers):
         lambda: batch_in_progress(first, campaign), timeout=60, message="a batch sending"
     )
     first.kill_pids([pid])
-    second = celery_workers.start(concurrency=1)
 
     # Kill 2: the whole second worker (main process and pool) while its batch is sending.
     _, first_id2, last_id2 = wait_for(
         lambda: batch_in_progress(second, campaign), timeout=60, message="2nd worker sending"
     )
     second.kill()
+    killed = time.monotonic()
     celery_workers.start(concurrency=1)
 
-    # The live workers finish every batch still queued; what the kills left stays behind: the
-    # rows of the killed batches (`sending`) and, if the killed worker had already taken its
-    # next message (with early acknowledgement a process holds one more), `created` rows.
-    celery_workers.wait_quiescent(timeout=90)
-    assert status_of(campaign) == Campaign.Status.SENDING  # not sent early: rows in doubt
-    dead = Notification.objects.filter(campaign=campaign, status=N.SENDING)
-    in_doubt = set(dead.values_list("id", flat=True))
-    assert in_doubt, statuses(campaign)
-    assert all(first_id <= i <= last_id or first_id2 <= i <= last_id2 for i in in_doubt)
-    left = statuses(campaign)
-
-    # Beat's sweeps, on the production timeline. Right away: nothing (they may be in flight).
-    services.campaigns_sweep()
-    assert statuses(campaign) == left
-    # 6 minutes without movement: the campaign stalled, its lost batches are enqueued again;
-    # the `sending` rows are still within their 10-minute lease.
-    sweep_as_if_minutes_passed(campaign, minutes=6)
-    celery_workers.wait_quiescent(timeout=60)
-    assert statuses(campaign)[N.CREATED] == 0
-    assert statuses(campaign)[N.SENDING] == len(in_doubt)
-    # 11 minutes: the lease ran out, they become unknown (never re-sent); the campaign is sent.
-    sweep_as_if_minutes_passed(campaign, minutes=5)
-    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=10)
+    sweep_while(
+        lambda: status_of(campaign) == Campaign.Status.SENT,
+        timeout=60,
+        message=lambda: (
+            f"campaign sent within a minute of the kill: {statuses(campaign)}\n"
+            f"{celery_workers.logs()}"
+        ),
+    )
+    assert time.monotonic() - killed < 60
 
     counts = assert_at_most_once(ses, campaign, recipients)
-    assert counts[N.UNKNOWN] == len(in_doubt)
+    unknown = Notification.objects.filter(campaign=campaign, status=N.UNKNOWN)
+    assert 0 < counts[N.UNKNOWN] <= 2 * IN_FLIGHT_PER_PROCESS, counts
+    assert all(
+        first_id <= i <= last_id or first_id2 <= i <= last_id2
+        for i in unknown.values_list("id", flat=True)
+    )
     assert counts[N.SENT] + counts[N.UNKNOWN] == recipients
-    stats = ses.stats(header=f"X-Campaign:{campaign.pk}")
-    assert stats["duplicate_recipients"] <= counts[N.UNKNOWN]
+    # The rows made unknown were (nearly all) in calls that reached the endpoint: what was
+    # claimed was about to be sent, not a batch's worth held back.
+    times, _ = accepted(ses, campaign)
+    assert len(addresses(campaign, N.UNKNOWN) & set(times)) >= counts[N.UNKNOWN] - 50
 
 
 # -- 2. throttling, 5xx and the global send rate ----------------------------------------------
 
-RATE = 400  # SES_MAX_SEND_RATE for the workers (recipients/s)
-FAULT_CALLS = 24  # the endpoint misbehaves for its first 24 send calls (see below)
+RATE = 400  # SES_MAX_SEND_RATE for the workers (recipients/s): calls of 20
 
 
 @pytest.mark.parametrize("after_accept", [False, True], ids=["5xx", "5xx-after-accept"])
@@ -216,38 +223,24 @@ def test_throttling_and_5xx_lose_nothing_send_nothing_twice_and_keep_the_rate(
 ):
     """30% of calls throttled and 5% answered 5xx (plain: nothing recorded; after accept: the
     recipients recorded, then a 500): throttled rows are all sent later, 5xx rows are
-    `unknown` and never re-sent, and the endpoint never sees more than the configured rate."""
+    `unknown` and never re-sent, and no second carries more than the configured rate."""
     recipients = 2000  # 4 batches; 2 workers x 2 processes share one Redis rate limit
     env = {"SES_MAX_SEND_RATE": str(RATE)}
     workers = [celery_workers.start(concurrency=2, env=env) for _ in range(2)]
     campaign = make_campaign(recipients, "throttle")
-    # Seeded: the n-th send call gets the n-th draw, whichever batch makes it. Seed 24's first
-    # 24 draws are ".TTTT.....5T.5..5T....TT": throttles at calls 1-4 stop all 4 batches (a
-    # throttled batch stops), which retry 5 s later; in that second wave the 5xx come at calls
-    # 10, 13 and 16 and throttles at 11, 17, 22 and 23 stop every batch again, for 10 s. The
-    # endpoint then recovers (faults off) and the third wave sends the rest. So every batch is
-    # throttled exactly twice: with 30% throttling throughout, a 500-row batch (10 calls, ~4
-    # of them throttled) would wait 5 + 10 + 20 + 40 s in its doubling backoff, too long here.
     ses.faults(seed=24, throttle=0.3, error_5xx=0.05, error_5xx_after_accept=after_accept)
     services.campaign_send_now(campaign=campaign)
-
-    def outage_over() -> bool:
-        calls = ses.stats()["calls"].get("SendBulkEmail", 0)
-        return calls >= FAULT_CALLS or status_of(campaign) == Campaign.Status.SENT
-
-    wait_for(outage_over, timeout=60, message="the endpoint's first calls")
-    ses.faults()
-    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=60)
+    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=90)
     assert all(worker.alive for worker in workers), celery_workers.logs()
 
     stats = ses.stats(header=f"X-Campaign:{campaign.pk}")
     all_stats = ses.stats()
-    assert (all_stats["throttled"], all_stats["errors_5xx"]) == (8, 3)
+    assert all_stats["throttled"] > 0 and all_stats["errors_5xx"] > 0
     counts = assert_at_most_once(ses, campaign, recipients)
     # Nothing throttled was lost: every row was sent or is unknown (none created or sending).
     assert set(counts) <= {N.SENT, N.UNKNOWN}, counts
-    # Each 5xx answer made its group (≤ 50 rows) unknown, and nothing else did.
-    assert 0 < counts[N.UNKNOWN] <= 50 * all_stats["errors_5xx"]
+    # Each 5xx answer made its call's rows (20) unknown, and nothing else did.
+    assert 0 < counts[N.UNKNOWN] <= 20 * all_stats["errors_5xx"]
     unknown = addresses(campaign, N.UNKNOWN)
     times, messages = accepted(ses, campaign)
     if after_accept:
@@ -260,30 +253,65 @@ def test_throttling_and_5xx_lose_nothing_send_nothing_twice_and_keep_the_rate(
         assert stats["distinct_recipients"] == counts[N.SENT]
     assert stats["duplicate_recipients"] == 0
 
-    # The observed rate, from the endpoint's timestamps of accepted messages: every sliding
-    # 1 s window within RATE x 0.95 plus the documented burst (campaigns.ratelimit), plus
-    # jitter. Slots are paced exactly (tests/test_ratelimit.py checks the slots themselves),
-    # but on this 2-core machine, with 4 worker processes, PostgreSQL and the endpoint all
-    # busy, a call can reach the endpoint's handler a few hundred ms late (measured: up to 3
-    # calls of one window stamped in the next). Over 5 s that cannot add up: there the
-    # configured rate itself is the bound.
-    burst = max(0.1 * RATE, 50)
-    limit = math.floor(RATE * 0.95 + burst) + 3 * 50
+    # The observed rate, from the endpoint's timestamps of accepted messages: the limiter's
+    # slots keep every second within RATE (tests/test_ratelimit.py checks the slots
+    # themselves), but on this 2-core machine, with 4 worker processes, PostgreSQL and the
+    # endpoint all busy, a call can reach the endpoint a few hundred ms late (measured: up
+    # to 3 calls of one window stamped in the next). Over 5 s that cannot add up.
     peak = observed_peak(messages)
-    assert peak <= limit, f"{peak} recipients within 1 s, above {limit}"
+    assert peak <= RATE + 3 * 20, f"{peak} recipients within 1 s, above {RATE}"
     peak_5s = observed_peak(messages, window=5.0)
     assert peak_5s <= RATE * 5, f"{peak_5s} recipients within 5 s, above {RATE * 5}"
     # …and the limiter was what held it there: unpaced, 4 processes go several times faster.
     assert peak >= RATE * 0.5
 
 
-# -- 3. Redis restarted mid-campaign -----------------------------------------------------------
+def test_the_first_second_of_a_send_stays_within_the_max_send_rate(ses, celery_workers):
+    """The burst comes out of the headroom: starting from idle, the first second of a send
+    (when the limiter's whole burst is available) carries no more than MaxSendRate."""
+    env = {"SES_MAX_SEND_RATE": str(RATE)}
+    for _ in range(2):
+        celery_workers.start(concurrency=2, env=env)
+    campaign = make_campaign(1200, "burst")
+    services.campaign_send_now(campaign=campaign)
+    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=60)
+    _, messages = accepted(ses, campaign)
+    stamps = sorted(
+        datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00")).timestamp()
+        for m in messages
+        for _ in m["recipients"]
+    )
+    first_second = sum(1 for stamp in stamps if stamp < stamps[0] + 1.0)
+    assert first_second <= RATE, first_second
+
+
+def test_rendered_path_retries_a_throttled_message_alone(ses, celery_workers):
+    """Rendered path under 30% throttling: each throttled SendEmail is given back and sent
+    again while the rest of its batch goes on (it once stopped the whole batch and backed
+    off for up to 10 minutes: 5,000 recipients were not done after 5.5 minutes)."""
+    recipients = 5000
+    for _ in range(2):
+        celery_workers.start(concurrency=2)
+    campaign = make_campaign(recipients, "rendered")
+    Campaign.objects.filter(pk=campaign.pk).update(send_path=Campaign.SendPath.RENDERED)
+    ses.faults(seed=7, throttle=0.3)
+    started = time.monotonic()
+    services.campaign_send_now(campaign=campaign)
+    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=180)
+    elapsed = time.monotonic() - started
+    counts = assert_at_most_once(ses, campaign, recipients)
+    assert counts == Counter({N.SENT: recipients})
+    assert ses.stats()["throttled"] > 0.2 * recipients
+    assert elapsed < 180
+
+
+# -- 3. Redis and PostgreSQL restarted mid-campaign --------------------------------------------
 
 
 def test_redis_restart_mid_campaign_completes_without_duplicates(ses, celery_workers, redis_server):
     """Redis (the broker and the rate limiter) stops mid-campaign and comes back empty: the
-    queued batches are lost with it. Batches in flight release their rows (the limiter is
-    unreachable: handled as throttling); the sweep re-enqueues what the lost batches held."""
+    queued batches are lost with it. Batches in flight wait for the limiter, claiming
+    nothing meanwhile, and go on; beat's sweep enqueues what the lost batches held."""
     recipients = 3000
     ses.faults(latency_ms=100)
     celery_workers.start(concurrency=2)
@@ -294,29 +322,47 @@ def test_redis_restart_mid_campaign_completes_without_duplicates(ses, celery_wor
     wait_for(lambda: statuses(campaign)[N.SENT] >= 500, timeout=60, message="sending")
     try:
         redis_server.stop()
-        # Batches in flight find no limiter on their next group and give their rows back:
-        # wait until none is sending any more (their retries cannot reach the broker).
-        wait_for(
-            lambda: statuses(campaign)[N.SENDING] == 0,
-            timeout=60,
-            message=f"batches released their rows\n{celery_workers.logs()}",
-        )
+        time.sleep(3)  # batches in flight find no limiter for their next call: they wait
+        assert status_of(campaign) == Campaign.Status.SENDING
     finally:
         redis_server.start()
-    assert statuses(campaign)[N.CREATED] > 0
 
-    # The workers reconnect (quiescent: they answer again) and find nothing to do in Redis.
-    celery_workers.wait_quiescent(timeout=90)
-    left = statuses(campaign)
-    assert left[N.CREATED] > 0 and left[N.SENDING] == 0, left
-    # The sweep sees a campaign whose rows sat still past the grace period: it enqueues them.
-    sweep_as_if_minutes_passed(campaign, minutes=6)
-    wait_status(campaign, Campaign.Status.SENT, celery_workers, timeout=90)
-
+    sweep_while(
+        lambda: status_of(campaign) == Campaign.Status.SENT,
+        timeout=120,
+        message=lambda: f"campaign sent: {statuses(campaign)}\n{celery_workers.logs()}",
+    )
     counts = assert_at_most_once(ses, campaign, recipients)
     assert counts == Counter({N.SENT: recipients})
     stats = ses.stats(header=f"X-Campaign:{campaign.pk}")
     assert stats["distinct_recipients"] == recipients
+
+
+def test_postgres_restart_mid_campaign_completes_without_duplicates(
+    ses, celery_workers, postgres_server
+):
+    """PostgreSQL restarts mid-campaign, dropping every connection: batches hold the answers
+    they have, wait for it and record them; queued batches wait rather than fail (they once
+    burned 15 queued batches in 100 ms, whose rows then waited 5 minutes for the sweep)."""
+    recipients = 3000
+    ses.faults(latency_ms=100)
+    celery_workers.start(concurrency=2)
+    celery_workers.start(concurrency=2)
+    campaign = make_campaign(recipients, "pgrestart")
+    services.campaign_send_now(campaign=campaign)
+
+    wait_for(lambda: statuses(campaign)[N.SENT] >= 500, timeout=60, message="sending")
+    postgres_server.restart()
+    connection.close()  # this process's connection went with it
+
+    sweep_while(
+        lambda: status_of(campaign) == Campaign.Status.SENT,
+        timeout=120,
+        message=lambda: f"campaign sent: {statuses(campaign)}\n{celery_workers.logs()}",
+    )
+    counts = assert_at_most_once(ses, campaign, recipients)
+    assert counts == Counter({N.SENT: recipients}), counts
+    assert "raised unexpected" not in celery_workers.logs()
 
 
 # -- 4. pause, resume, cancel -----------------------------------------------------------------
@@ -331,7 +377,7 @@ def test_pause_then_resume_sends_everyone_exactly_once(ses, celery_workers):
 
     wait_for(lambda: statuses(campaign)[N.SENT] >= 300, timeout=60, message="sending")
     services.campaign_pause(campaign=campaign)
-    # Claimed batches finish; queued ones return without claiming.
+    # Calls in flight finish; queued batches return without claiming.
     celery_workers.wait_quiescent(timeout=60)
     paused = statuses(campaign)
     assert status_of(campaign) == Campaign.Status.PAUSED
@@ -356,7 +402,7 @@ def test_cancel_mid_way_counts_add_up(ses, celery_workers):
 
     wait_for(lambda: statuses(campaign)[N.SENT] >= 300, timeout=60, message="sending")
     services.campaign_cancel(campaign=campaign)
-    celery_workers.wait_quiescent(timeout=60)  # in-flight batches finish their groups
+    celery_workers.wait_quiescent(timeout=60)  # calls in flight are answered and recorded
 
     assert status_of(campaign) == Campaign.Status.CANCELLED
     counts = assert_at_most_once(ses, campaign, recipients)
@@ -379,36 +425,35 @@ def test_cancel_while_a_batch_is_throttled_leaves_no_row_created(ses, celery_wor
         message="a batch mid-way",
     )
     services.campaign_cancel(campaign=campaign)
-    ses.faults(throttle=1.0)  # the batch's next call is throttled: it gives its rows back
-    celery_workers.wait_quiescent(timeout=60)  # including its retry, 5 s later
-    sweep_as_if_minutes_passed(campaign)
+    ses.faults(throttle=1.0)  # the batch's calls in flight are throttled: rows given back
+    celery_workers.wait_quiescent(timeout=60)
+    services.campaigns_sweep()
 
     counts = statuses(campaign)
     assert counts[N.SKIPPED] > 0
-    assert counts[N.CREATED] == 0, counts
+    assert counts[N.CREATED] == 0 and counts[N.SENDING] == 0, counts
     assert counts[N.SENT] + counts[N.SKIPPED] == recipients, counts
 
 
 def test_worker_killed_after_cancel_leaves_no_row_sending(ses, celery_workers):
-    """Cancel lets in-flight groups finish; if the worker dies first, the sweeper still flags
-    its rows unknown once the lease runs out (it once looked at sending campaigns only)."""
+    """Cancel lets calls in flight finish; if the worker dies first, the sweeper still flags
+    their rows unknown once the batch's lease is dead (it once looked at sending campaigns
+    only)."""
     recipients = 1000
-    ses.faults(latency_ms=1000)  # a batch's 10 calls (4 in flight) take a few seconds
+    ses.faults(latency_ms=1000)  # a batch's calls (4 in flight) take a few seconds
     worker = celery_workers.start(concurrency=1)
     campaign = make_campaign(recipients, "cancelkill")
     services.campaign_send_now(campaign=campaign)
 
     wait_for(lambda: batch_in_progress(worker, campaign), timeout=60, message="a batch mid-way")
-    services.campaign_cancel(campaign=campaign)  # in-flight groups are let finish…
+    services.campaign_cancel(campaign=campaign)  # calls in flight are let finish…
     worker.kill()  # …but the worker dies before they do
     in_doubt = statuses(campaign)[N.SENDING]
-    assert in_doubt > 0, statuses(campaign)
+    assert 0 < in_doubt <= IN_FLIGHT_PER_PROCESS, statuses(campaign)
     assert status_of(campaign) == Campaign.Status.CANCELLED
 
-    sweep_as_if_minutes_passed(campaign)  # the lease ran out long ago (no worker is left)
-
+    sweep_while(lambda: statuses(campaign)[N.SENDING] == 0, timeout=45, message="settled")
     counts = statuses(campaign)
-    assert counts[N.SENDING] == 0, counts
     assert counts[N.UNKNOWN] == in_doubt, counts
     assert counts[N.SENT] + counts[N.SKIPPED] + counts[N.UNKNOWN] == recipients, counts
     assert_at_most_once(ses, campaign, recipients)

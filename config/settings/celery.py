@@ -51,8 +51,11 @@ CELERY_TASK_ROUTES = {
 # are found by the sweepers instead (at most once).
 CELERY_TASK_ACKS_LATE = False
 # One message in hand per process: a long campaign batch must not hold back messages that
-# another idle process could take.
+# another idle process could take. With Redis, not even that: a worker takes a message only
+# when a process is free to run it, so a worker that dies holds no batch but the ones it was
+# running (a message it had only reserved waited for the visibility timeout, an hour).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_DISABLE_PREFETCH = True
 # Celery's Django fixup closes every database connection before and after each task unless
 # this is set: a new PostgreSQL backend (and its catalog caches) per batch of 500. It keeps
 # them for this many tasks instead; config.celery closes one that is broken or older than
@@ -68,7 +71,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "campaigns-sweep": {
         "task": "campaigns.tasks.campaigns_sweep",
-        "schedule": timedelta(seconds=30),
+        "schedule": timedelta(seconds=10),
     },
     # SES events that named a message id not recorded yet (tracking.esp_events): retried with
     # backoff; each row carries its own next attempt, this is only how often due rows are found.

@@ -9,10 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_int, env_str
 
-# Campaigns need SES itself (stored templates, SendBulkEmail), so the send pipeline names this
-# backend explicitly; EMAIL_BACKEND is for Django's own mail (password resets, admins' errors).
-# (anymail's Amazon SES backend, with a fast path for already-validated campaign addresses.)
-SES_EMAIL_BACKEND = "campaigns.ses_backend.CampaignSESBackend"
+# Campaigns go through campaigns.ses (SES_CLIENT below); EMAIL_BACKEND is for Django's own mail
+# (password resets, admins' errors).
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "anymail.backends.amazon_ses.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Mailwright Demo <news@example.com>")
 
