@@ -208,26 +208,45 @@ def campaign_start(*, campaign_id: int) -> None:
     links. A crash before that commit leaves it scheduled, so the next start attempt redoes
     everything. The audience is then frozen chunk by chunk (campaign_freeze); a crash there
     is finished by the sweeper.
+
+    A campaign that cannot start as it stands (its template or sender refused, here or by
+    SES) ends `failed` with the reason, once. One that meets SES unavailable stays scheduled,
+    with the reason shown, and beat tries again (CAMPAIGN_START_POLL_SECONDS).
     """
     campaign = Campaign.objects.select_related("template").get(pk=campaign_id)
     if campaign.status != C.SCHEDULED:
         return
-    snapshot = template_snapshot(template=campaign.template)
     try:
+        snapshot = template_snapshot(template=campaign.template)
         compiled = template_compile(template=snapshot, tracking_base_url=settings.TRACKING_BASE_URL)
+        name = compiled.ses_template_name(
+            prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=campaign_id
+        )
+        content = compiled.handlebars()
+        sender_header(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
     except TemplateSyntaxError as err:
-        campaign_transition(
-            campaign_id=campaign_id,
-            from_statuses={C.SCHEDULED},
-            to=C.FAILED,
-            reason=f"The template does not parse: {err}",
+        _start_failed(campaign_id, f"The template does not parse: {err}")
+        return
+    except InvalidAddress as err:
+        _start_failed(campaign_id, " ".join(err.messages))
+        return
+    except Exception as err:  # noqa: BLE001 (whatever it is, it will fail again: say so once)
+        logger.exception("campaign %s start failed compiling its template", campaign_id)
+        _start_failed(campaign_id, f"The template could not be compiled ({type(err).__name__}).")
+        return
+    try:
+        ses_template_ensure(
+            name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
+        )
+    except SesRejected as err:
+        _start_failed(campaign_id, f"SES refused the campaign's template: {err.reason}")
+        return
+    except SesError as err:  # throttled, unreachable, or no answer: try again shortly
+        logger.warning("campaign %s start waits for SES: %s", campaign_id, type(err).__name__)
+        Campaign.objects.filter(pk=campaign_id, status=C.SCHEDULED).update(
+            status_reason=f"Waiting for SES to store the template ({err.reason}); retrying."[:500]
         )
         return
-    name = compiled.ses_template_name(prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=campaign_id)
-    content = compiled.handlebars()
-    ses_template_ensure(
-        name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
-    )
 
     with transaction.atomic():
         if not campaign_transition(
@@ -246,6 +265,13 @@ def campaign_start(*, campaign_id: int) -> None:
             ]
         )
     campaign_freeze(campaign_id=campaign_id)
+
+
+def _start_failed(campaign_id: int, reason: str) -> None:
+    if campaign_transition(
+        campaign_id=campaign_id, from_statuses={C.SCHEDULED}, to=C.FAILED, reason=reason
+    ):
+        logger.warning("campaign %s failed to start", campaign_id)
 
 
 def campaign_freeze(*, campaign_id: int) -> int:
