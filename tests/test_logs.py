@@ -45,3 +45,92 @@ def test_a_send_and_its_events_log_no_personal_data(
     assert f"campaign {campaign.pk}" in logged  # the logs did record the send, by id
     for secret in ["secret.person", "private.example", "Zebedee", "Confidential", "Body text"]:
         assert secret not in logged, f"{secret!r} was logged"
+
+
+def test_celery_failure_lines_name_the_exception_not_its_text(settings):
+    """Celery logs a failed task as `Task …[id] raised unexpected: <exc>` with a traceback:
+    through the configured handlers, the exception's type and frames, never its message."""
+    import copy
+    import io
+    import logging.config
+
+    from celery import shared_task
+    from celery.app.trace import build_tracer
+
+    # (Data reaches an exception at run time, never from the source lines a traceback shows.)
+    address, subject = "secret.person@private.example", "Subject: Confidential for Zebedee"
+
+    @shared_task(name="tests.test_logs.fails_with_data")
+    def fails_with_data():
+        try:
+            {}[address]
+        except KeyError as err:
+            raise ValueError(subject) from err
+
+    stream = io.StringIO()
+    config = copy.deepcopy(settings.LOGGING)
+    config["handlers"]["console"]["stream"] = stream
+    logging.config.dictConfig(config)
+    try:
+        tracer = build_tracer(
+            fails_with_data.name, fails_with_data, eager=False, app=fails_with_data._get_app()
+        )
+        tracer("task-id-1", (), {}, {"id": "task-id-1", "hostname": "test"})
+    finally:
+        logging.config.dictConfig(settings.LOGGING)
+    logged = stream.getvalue()
+    assert "tests.test_logs.fails_with_data[task-id-1] raised unexpected: ValueError" in logged
+    assert "KeyError (message withheld)" in logged  # the chain, frames and types kept
+    for secret in ["secret.person", "private.example", "Confidential", "Zebedee"]:
+        assert secret not in logged, f"{secret!r} was logged"
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_poisoned_campaign_through_a_real_worker_logs_no_personal_data(
+    celery_worker_process, ses
+):
+    """The poisoned batch of tests/test_poisoned_batch.py (addresses SES refuses, a name with
+    a line break) sent by a real worker at DEBUG, with SES answering 5xx and throttling
+    some calls: neither the worker's output nor the SES endpoint's holds an address, a name
+    or the subject."""
+    from campaigns import services
+    from campaigns.models import Campaign, Contact, Membership
+    from tests.conftest import wait_for
+    from tests.factories import ContactListFactory
+
+    names = ["Zebedee", "Quentin\r\nBcc: spy@evil.example"]
+    contact_list = ContactListFactory()
+    contacts = [
+        Contact(email=f"secret.person{i}@private.example", first_name=names[i % 2])
+        for i in range(120)
+    ]
+    poison = ['"a\x01b"@private.example', "user@\u2603.com", '"john..doe"@private.example']
+    for position, address in zip([0, 60, 119], poison, strict=True):
+        contacts[position].email = address
+    contacts = Contact.objects.bulk_create(contacts)
+    Membership.objects.bulk_create(
+        Membership(contact_list=contact_list, contact=c) for c in contacts
+    )
+    template = TemplateFactory(
+        subject="Confidential subject line {{ first_name }}",
+        html='<p>Body text for {{ first_name }}</p><a href="https://example.com/x">x</a>',
+    )
+    campaign = CampaignFactory(template=template, contact_list=contact_list)
+    ses.faults(seed=3, error_5xx=0.2, throttle=0.2)
+    services.campaign_send_now(campaign=campaign)
+
+    def finished() -> bool:
+        campaign.refresh_from_db()
+        return campaign.status == Campaign.Status.SENT
+
+    wait_for(finished, timeout=120, message=celery_worker_process.output())
+    assert Notification.objects.filter(campaign=campaign, status="failed").count() == 3
+    logged = celery_worker_process.output() + ses.log_text()
+    assert f"campaign={campaign.pk}" in logged  # the logs did record the send, by id
+    secrets = [
+        "secret.person", "private.example", "Zebedee", "Quentin", "evil.example",
+        "Confidential", "Body text", "john..doe", "\u2603", "xn--n3h",
+    ]  # fmt: skip
+    for secret in secrets:
+        assert secret not in logged, f"{secret!r} was logged"

@@ -107,12 +107,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
 
-# Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md).
+# Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md): exceptions are
+# logged by type and frames, their messages withheld (config/logging.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"withhold_exception_text": {"()": "config.logging.WithholdExceptionText"}},
+    "formatters": {
+        "plain": {
+            "()": "config.logging.WithholdingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["withhold_exception_text"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # botocore logs whole request bodies (addresses, HTML) at DEBUG: keep it at WARNING.

@@ -56,6 +56,9 @@ CELERY_TASK_ACKS_LATE = False
 # running (a message it had only reserved waited for the visibility timeout, an hour).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_DISABLE_PREFETCH = True
+# The worker logs through Django's LOGGING (config/logging.py: exception text withheld),
+# not through handlers of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes every database connection before and after each task unless
 # this is set: a new PostgreSQL backend (and its catalog caches) per batch of 500. It keeps
 # them for this many tasks instead; config.celery closes one that is broken or older than
