@@ -141,10 +141,12 @@ def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool,
         match = _A_START.search(flat, pos)
         if match is None:
             break
-        pos = match.end()
         parsed = _parse_start_tag(flat, match.end())
         if parsed is None:
-            continue
+            # Not closed before the end: a browser reads all the rest as this tag's attributes
+            # and then drops it, so there is no further link. (Trying the next "<a" instead
+            # made 16 kB of "<a x" cost seconds: each try scanned to the end.)
+            break
         end, attrs = parsed
         pos = end
         tag = flat[match.start() : end]
@@ -229,16 +231,19 @@ def _pixel(nodes: list[Node], trailer: list[Node]) -> list[Node]:
 
 
 def _merge(nodes: list[Node]) -> list[Node]:
-    """Adjacent Text nodes joined, empty ones dropped."""
+    """Adjacent Text nodes joined (once: linear however many), empty ones dropped."""
     merged: list[Node] = []
+    texts: list[str] = []
     for node in nodes:
         if isinstance(node, Text):
-            if not node.value:
-                continue
-            if merged and isinstance(merged[-1], Text):
-                merged[-1] = Text(merged[-1].value + node.value)
-                continue
+            texts.append(node.value)
+            continue
+        if text := "".join(texts):
+            merged.append(Text(text))
+        texts.clear()
         merged.append(node)
+    if text := "".join(texts):
+        merged.append(Text(text))
     return merged
 
 

@@ -645,20 +645,21 @@ _Op = Callable[[Mapping[str, str]], str]
 
 
 def _compile(nodes: Iterable[Node], html: bool) -> list[str | _Op]:
-    """Compile nodes to a flat list of constant strings and closures."""
+    """Compile nodes to a flat list of constant strings and closures (adjacent texts joined
+    once: linear however many there are)."""
     ops: list[str | _Op] = []
+    texts: list[str] = []
     for node in nodes:
         if isinstance(node, Text):
-            if not node.value:
-                continue
-            if ops and isinstance(ops[-1], str):
-                ops[-1] += node.value
-            else:
-                ops.append(node.value)
-        elif isinstance(node, Var):
-            ops.append(_compile_var(node, html))
-        else:
-            ops.append(_compile_if(node, html))
+            texts.append(node.value)
+            continue
+        if texts:
+            if text := "".join(texts):
+                ops.append(text)
+            texts.clear()
+        ops.append(_compile_var(node, html) if isinstance(node, Var) else _compile_if(node, html))
+    if text := "".join(texts):
+        ops.append(text)
     return ops
 
 
@@ -821,32 +822,55 @@ def _hbs_pieces(nodes: Iterable[Node], html: bool, out: list[tuple[int, str]]) -
             out.append((_CLOSE, "/if"))
 
 
-def _is_space(ch: str) -> bool:
-    # Python's isspace() is a superset of JavaScript's \s except for U+FEFF.
-    return ch.isspace() or ch == "\ufeff"
+#: Whitespace as Python's isspace() (what re's \s matches too) plus U+FEFF, which
+#: JavaScript's \s has and Python's lacks.
+_BLANK = re.compile(r"[\s\ufeff]*").fullmatch
 
 
-def _line_side_blank(pieces: list[tuple[int, str]], start: int, step: int) -> bool:
-    """Walk from ``pieces[start]`` in direction ``step`` to the line boundary.
+def _blank_after(piece: tuple[int, str], blank_before: bool) -> bool:
+    """Whether only blank text and block tags lie between the start of the line and the end
+    of ``piece``, given whether they do up to the start of ``piece``."""
+    kind, value = piece
+    if kind == _T:
+        newline = value.rfind("\n")
+        if newline >= 0:
+            return _BLANK(value, newline + 1) is not None
+        return blank_before and _BLANK(value) is not None
+    return blank_before and kind in _BLOCK_KINDS
 
-    True if only whitespace text and block tags lie between the tag and the
-    boundary (a newline or the start/end of the template): the tag could be
-    "standalone" in some engine.
-    """
-    i = start
-    while 0 <= i < len(pieces):
-        kind, value = pieces[i]
-        if kind == _T:
-            chars = reversed(value) if step < 0 else value
-            for ch in chars:
-                if ch == "\n":
-                    return True
-                if not _is_space(ch):
-                    return False
-        elif kind not in _BLOCK_KINDS:
-            return False
-        i += step
-    return True
+
+def _blank_before(piece: tuple[int, str], blank_after: bool) -> bool:
+    """Mirror of :func:`_blank_after`: from the start of ``piece`` to the end of the line."""
+    kind, value = piece
+    if kind == _T:
+        newline = value.find("\n")
+        if newline >= 0:
+            return _BLANK(value, 0, newline) is not None
+        return blank_after and _BLANK(value) is not None
+    return blank_after and kind in _BLOCK_KINDS
+
+
+def _guard_standalone(pieces: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Step 1: a "{{!}}" next to each block tag that only blank text and other block tags
+    separate from both ends of its line (the tag could be "standalone" in some engine).
+    One pass each way, so linear however many tags share a line."""
+    blank_right = [True] * len(pieces)  # [i]: from after pieces[i] to the end of its line
+    for i in range(len(pieces) - 1, 0, -1):
+        blank_right[i - 1] = _blank_before(pieces[i], blank_right[i])
+    guarded: list[tuple[int, str]] = []
+    blank_left = True  # from the start of the line to the end of `guarded`
+    for i, piece in enumerate(pieces):
+        kind = piece[0]
+        at_risk = kind in _BLOCK_KINDS and blank_left and blank_right[i]
+        if at_risk and kind == _CLOSE:
+            guarded.append(_GUARD)
+            blank_left = False
+        guarded.append(piece)
+        blank_left = _blank_after(piece, blank_left)
+        if at_risk and kind != _CLOSE:
+            guarded.append(_GUARD)
+            blank_left = False
+    return guarded
 
 
 _PYBARS_LEADING_SPACE = re.compile(r"(?:[ \t]+|\r?\n)*")
@@ -878,16 +902,22 @@ def to_handlebars(nodes: Iterable[Node], *, html: bool) -> str:
     raw: list[tuple[int, str]] = []
     _hbs_pieces(nodes, bool(html), raw)
 
-    # Merge adjacent text, drop empty text, validate.
+    # Merge adjacent text (joined once: linear however many), drop empty text, validate.
     pieces: list[tuple[int, str]] = []
+    texts: list[str] = []
     for kind, value in raw:
         if kind == _T:
-            if not value:
-                continue
-            if pieces and pieces[-1][0] == _T:
-                pieces[-1] = (_T, pieces[-1][1] + value)
-                continue
+            texts.append(value)
+            continue
+        if texts:
+            text = "".join(texts)
+            if text:
+                pieces.append((_T, text))
+            texts.clear()
         pieces.append((kind, value))
+    text = "".join(texts)
+    if text:
+        pieces.append((_T, text))
     for i, (kind, value) in enumerate(pieces):
         if kind != _T:
             continue
@@ -898,21 +928,7 @@ def to_handlebars(nodes: Iterable[Node], *, html: bool) -> str:
         if value.endswith("{") and i + 1 < len(pieces):
             raise ValueError('text ends with "{" right before a tag; Handlebars would read "{{{"')
 
-    # 1. Guard block tags that could be standalone.
-    guarded: list[tuple[int, str]] = []
-    for i, piece in enumerate(pieces):
-        kind = piece[0]
-        if kind in _BLOCK_KINDS:
-            at_risk = _line_side_blank(guarded, len(guarded) - 1, -1) and _line_side_blank(
-                pieces, i + 1, 1
-            )
-            if at_risk and kind == _CLOSE:
-                guarded.append(_GUARD)
-            guarded.append(piece)
-            if at_risk and kind != _CLOSE:
-                guarded.append(_GUARD)
-        else:
-            guarded.append(piece)
+    guarded = _guard_standalone(pieces)
 
     # 2 + 3. "}" after a tag, "~}}" in text.
     final: list[tuple[int, str]] = []
