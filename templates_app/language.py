@@ -33,9 +33,14 @@ import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "MAX_SUBJECT_CHARS",
+    "MAX_TAGS",
+    "PARTS",
     "If",
     "Node",
     "TemplateSyntaxError",
@@ -64,10 +69,36 @@ class TemplateSyntaxError(ValueError):
     ``reason`` is a sentence a marketer can act on.
     """
 
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, *, part: str | None = None) -> None:
         self.line = line
         self.reason = reason
+        self.part = part  # "subject", "html" or "text" when known
         super().__init__(f"line {line}: {reason}")
+
+
+class TemplateLimitError(TemplateSyntaxError):
+    """A template that is valid but passes a limit no real email needs to reach (too big,
+    too deeply nested, too many tags or links): it would only cost the sender."""
+
+
+# ---------------------------------------------------------------------------
+# Limits (docs/TEMPLATES.md, "Size limits", says why each number)
+# ---------------------------------------------------------------------------
+
+#: The parts of an email; each is parsed on its own with its own limits.
+PARTS = ("subject", "html", "text")
+#: RFC 5322's line length, and the Template model's column.
+MAX_SUBJECT_CHARS = 998
+#: UTF-8 bytes of the HTML or text body's source: twice the 102 kB after which Gmail
+#: clips a message.
+MAX_BODY_BYTES = 200 * 1024
+#: Nested conditions, where each ``{% elsif %}`` is one more level (it is an ``If`` in the
+#: ``orelse`` of the one before, here and in the Handlebars source). It bounds every
+#: recursion over nodes (rendering, compiling, hashing, link tracking) to a few frames
+#: per level, and keeps pybars3 (the local SES endpoint), which fails near 100, working.
+MAX_DEPTH = 32
+#: ``{{ }}`` and ``{% %}`` tags in one part: one every 40 bytes of a body at its limit.
+MAX_TAGS = 5_000
 
 
 #: Names (field names) as the AST accepts them.  Names starting with ``_`` are
@@ -147,26 +178,35 @@ class If:
     """``{% if name %}body{% else %}orelse{% endif %}``.
 
     ``negate=True`` is ``{% unless %}``; ``{% elsif %}`` is a nested ``If`` as
-    the only element of ``orelse``.
+    the only element of ``orelse``.  ``depth`` is 1 plus the deepest ``If``
+    inside; more than :data:`MAX_DEPTH` is refused even for nodes built by
+    code, so nothing that walks nodes can run out of stack.
     """
 
     name: str
     body: tuple[Node, ...]
     orelse: tuple[Node, ...] = ()
     negate: bool = False
+    depth: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_node_name(self.name)
+        inner = 0
         for attr in ("body", "orelse"):
             value = getattr(self, attr)
             if not isinstance(value, tuple):
                 value = tuple(value)
                 object.__setattr__(self, attr, value)
             for node in value:
-                if not isinstance(node, Text | Var | If):
+                if isinstance(node, If):
+                    inner = max(inner, node.depth)
+                elif not isinstance(node, Text | Var):
                     raise TypeError(f"If.{attr} must contain Text, Var or If nodes")
         if not isinstance(self.negate, bool):
             raise TypeError("If.negate must be a bool")
+        if inner >= MAX_DEPTH:
+            raise ValueError(f"conditions nested more than {MAX_DEPTH} levels deep")
+        object.__setattr__(self, "depth", inner + 1)
 
 
 Node = Text | Var | If
@@ -410,12 +450,90 @@ class _Block:
         return node
 
 
-def parse(source: str) -> tuple[Node, ...]:
-    """Parse a marketer's template into nodes; raises :class:`TemplateSyntaxError`."""
+_PART_NAMES = {"subject": "subject", "html": "HTML body", "text": "text body"}
+
+#: What the subject's source must not contain: C0 controls (all but
+#: TAB), DEL, and what Python's str.splitlines and the email package take for line breaks
+#: (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR). Any of them in a subject either breaks the
+#: header or makes Django refuse the whole message.
+_CONTROL_CHARS = "".join(map(chr, [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, 0x85]))
+_CONTROL_CHARS += "\u2028\u2029"
+_CONTROL_RE = re.compile(f"[{re.escape(_CONTROL_CHARS)}]")
+_LINE_BREAKS = "\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits at
+
+
+def _check_source(source: str, part: str) -> None:
+    """Refuse a part that can't be sent or passes its size limit (before parsing it)."""
+    if source.isascii():
+        encoded: str | bytes = source
+    else:
+        try:
+            encoded = source.encode()
+        except UnicodeEncodeError as err:  # a lone surrogate: no email, nor the database, holds it
+            raise TemplateSyntaxError(
+                source.count("\n", 0, err.start) + 1,
+                f"the template contains an invalid character (U+{ord(source[err.start]):04X}); "
+                "retype the text around it",
+            ) from None
+    if part == "subject":
+        if len(source) > MAX_SUBJECT_CHARS:
+            raise TemplateLimitError(
+                1,
+                f"the subject is {len(source):,} characters long; at most {MAX_SUBJECT_CHARS} "
+                "are allowed (inboxes show about the first 60)",
+            )
+        control = _CONTROL_RE.search(source)
+        if control is not None:
+            char = control.group()
+            if char in _LINE_BREAKS:
+                raise TemplateSyntaxError(1, "the subject must be one line; remove the line break")
+            raise TemplateSyntaxError(
+                1,
+                f"the subject contains an invisible control character (U+{ord(char):04X}); "
+                "remove it",
+            )
+    elif len(encoded) > MAX_BODY_BYTES:
+        newline = "\n" if isinstance(encoded, str) else b"\n"
+        raise TemplateLimitError(
+            encoded.count(newline, 0, MAX_BODY_BYTES) + 1,  # type: ignore[arg-type]
+            f"the {_PART_NAMES[part]} is {math.ceil(len(encoded) / 1024):,} kB: it passes the "
+            f"{MAX_BODY_BYTES // 1024} kB limit on this line (Gmail cuts messages off after "
+            "102 kB); shorten it, for example by linking to a web page for the rest",
+        )
+
+
+def _check_depth(depth: int, line: int) -> None:
+    if depth > MAX_DEPTH:
+        raise TemplateLimitError(
+            line,
+            f"conditions are nested more than {MAX_DEPTH} levels deep here (each {{% elsif %}} "
+            "counts as a level too); close some of them first, or use separate {% if %} blocks",
+        )
+
+
+def parse(source: str, *, part: str = "html") -> tuple[Node, ...]:
+    """Parse one part (``"subject"``, ``"html"`` or ``"text"``) of a marketer's template into
+    nodes; raises :class:`TemplateSyntaxError` (:class:`TemplateLimitError` past a limit).
+
+    Linear in the size of ``source`` and without recursion, whatever it holds.
+    """
     if not isinstance(source, str):
         raise TypeError("template source must be a str")
+    if part not in PARTS:
+        raise ValueError(f"unknown template part {part!r}")
+    try:
+        _check_source(source, part)
+        return _parse(source)
+    except TemplateSyntaxError as err:
+        err.part = part
+        raise
+
+
+def _parse(source: str) -> tuple[Node, ...]:
     root: list[Node] = []
     stack: list[_Block] = []
+    depth = 0  # nesting of the node being built: the clauses of every open block
+    tags = 0
     pos = 0
     line = 1
     n = len(source)
@@ -443,6 +561,13 @@ def parse(source: str) -> tuple[Node, ...]:
         add_text(pos, start, line)
         line += source.count("\n", pos, start)
         tag_line = line
+        tags += 1
+        if tags > MAX_TAGS:
+            raise TemplateLimitError(
+                tag_line,
+                f"more than {MAX_TAGS:,} tags ({{{{ }}}} and {{% %}}) in one part; an email "
+                "needs far fewer: show prepared fields instead of building text from many tags",
+            )
         is_output = m.group() == "{{"
         closer = "}}" if is_output else "%}"
         body_start = m.end()
@@ -492,6 +617,8 @@ def parse(source: str) -> tuple[Node, ...]:
         tag, name = _parse_tag(inner, tag_line)
         if tag in ("if", "unless"):
             assert name is not None
+            depth += 1
+            _check_depth(depth, tag_line)
             stack.append(_Block(tag, name, tag_line))
         elif tag == "elsif":
             assert name is not None
@@ -502,6 +629,8 @@ def parse(source: str) -> tuple[Node, ...]:
                 raise TemplateSyntaxError(
                     tag_line, f"{{% elsif %}} after {{% else %}} (line {block.else_line})"
                 )
+            depth += 1
+            _check_depth(depth, tag_line)
             block.clauses.append((name, False, []))
         elif tag == "else":
             if not stack:
@@ -522,6 +651,7 @@ def parse(source: str) -> tuple[Node, ...]:
                     tag_line, f"{{% {tag} %}} without a matching {{% {kind} %}}"
                 )
             block = stack.pop()
+            depth -= len(block.clauses)
             if block.kind != kind:
                 raise TemplateSyntaxError(
                     tag_line,
