@@ -452,7 +452,7 @@ class _Block:
 
 _PART_NAMES = {"subject": "subject", "html": "HTML body", "text": "text body"}
 
-#: What the subject's source must not contain: C0 controls (all but
+#: What a merge value and the subject's source must not contain: C0 controls (all but
 #: TAB), DEL, and what Python's str.splitlines and the email package take for line breaks
 #: (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR). Any of them in a subject either breaks the
 #: header or makes Django refuse the whole message.
@@ -685,7 +685,10 @@ def merge_value(value: object) -> str:
       fraction (``3.0`` → ``"3"``, ``0.1`` → ``"0.1"``, ``1e+20`` → ``"1e+20"``);
       NaN and infinities → ``""``
     * ``Decimal`` → ``str()``; ``date`` / ``datetime`` → ISO 8601
-    * ``str`` → unchanged
+    * ``str`` → unchanged, except that line breaks and other control characters
+      (C0 but TAB, DEL, NEL, U+2028, U+2029) become one space each: the same value
+      fills the subject on both send paths (SES renders the bulk path's), and there
+      a line break would start a new header or make the whole message refused
     * anything else (lists, dicts, objects) → ``""``: not supported
     """
     if value is None or value is False:
@@ -693,7 +696,13 @@ def merge_value(value: object) -> str:
     if value is True:
         return "true"
     if isinstance(value, str):
-        return str.__str__(value)
+        value = str.__str__(value)
+        # isprintable() is a C loop that is true for almost every name and address, so
+        # the usual value costs one call; the regex only runs on values with a TAB, a
+        # non-ASCII space, a format character or a control.
+        if value.isprintable():
+            return value
+        return _CONTROL_RE.sub(" ", value)
     if isinstance(value, int):
         return int.__repr__(value)
     if isinstance(value, float):
