@@ -1,5 +1,5 @@
-"""Templates in the admin: refused with the line and reason when they do not parse; previewed
-rendered for a real contact."""
+"""Templates in the admin: refused with the line and reason when they do not parse or pass a
+limit; previewed rendered for a real contact."""
 
 from django import forms
 from django.contrib import admin
@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from campaigns.models import Contact
 from campaigns.services import contact_merge_data
-from templates_app.language import TemplateSyntaxError
+from templates_app.language import TemplateLimitError, TemplateSyntaxError
 from templates_app.models import Template
 from templates_app.services import template_compile, template_errors
 
@@ -34,8 +34,13 @@ class TemplateForm(forms.ModelForm):
             html=cleaned.get("html", ""),
             text=cleaned.get("text", ""),
         )
-        for part, message in errors.items():
-            self.add_error(part, f"This does not parse: {message}")
+        for part, error in errors.items():
+            what = (
+                "This is over a limit"
+                if isinstance(error, TemplateLimitError)
+                else "This does not parse"
+            )
+            self.add_error(part, f"{what}: {error}")
         return cleaned
 
 

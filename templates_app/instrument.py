@@ -15,9 +15,13 @@ import re
 from collections.abc import Iterable
 from html.entities import html5 as _HTML5_ENTITIES
 
-from templates_app.language import If, Node, Text, Var
+from templates_app.language import If, Node, TemplateLimitError, Text, Var
 
-__all__ = ["instrument_html"]
+__all__ = ["MAX_TRACKED_LINKS", "instrument_html"]
+
+#: Distinct tracked destinations in one template: a long newsletter has about a hundred;
+#: each is a row of the campaign's click report.
+MAX_TRACKED_LINKS = 500
 
 # In the "masked" text of a sequence of sibling nodes, every Var becomes _VAR and
 # every If becomes _IF (one character each), so offsets map back to Text nodes.
@@ -109,10 +113,21 @@ class _Context:
         self.token_var = token_var
         self.index: dict[str, int] = {}
         self.urls: list[str] = []
+        # Line of the text being instrumented (texts are visited in document order); tags
+        # that span lines are not counted, so it is a close guess for error messages.
+        self.line = 1
 
-    def link_index(self, url: str) -> int:
+    def link_index(self, url: str, line: int) -> int:
         index = self.index.get(url)
         if index is None:
+            if len(self.urls) == MAX_TRACKED_LINKS:
+                raise TemplateLimitError(
+                    line,
+                    f"more than {MAX_TRACKED_LINKS} different tracked links; mark the ones "
+                    "that need no click count with data-notrack, or link to a web page that "
+                    "lists them",
+                    part="html",
+                )
             index = self.index[url] = len(self.urls)
             self.urls.append(url)
         return index
@@ -141,10 +156,12 @@ def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool,
         match = _A_START.search(flat, pos)
         if match is None:
             break
-        pos = match.end()
         parsed = _parse_start_tag(flat, match.end())
         if parsed is None:
-            continue
+            # Not closed before the end: a browser reads all the rest as this tag's attributes
+            # and then drops it, so there is no further link. (Trying the next "<a" instead
+            # made 16 kB of "<a x" cost seconds: each try scanned to the end.)
+            break
         end, attrs = parsed
         pos = end
         tag = flat[match.start() : end]
@@ -167,6 +184,7 @@ def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool,
 
 
 def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
+    """Recurses once per nesting level: If.depth bounds it (language.MAX_DEPTH)."""
     links = _find_links(nodes)
     out: list[Node] = []
     for i, node in enumerate(nodes):
@@ -180,20 +198,25 @@ def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
                 )
             )
             continue
+        if not isinstance(node, Text):
+            out.append(node)
+            continue
+        text = node.value
         spans = links.get(i)
         if not spans:
             out.append(node)
+            ctx.line += text.count("\n")
             continue
-        assert isinstance(node, Text)
-        text = node.value
         last = 0
         for start, end, quoted, url in spans:
+            ctx.line += text.count("\n", last, start)
+            index = ctx.link_index(url, ctx.line)
             quote = "" if quoted else '"'
             out.append(Text(text[last:start] + quote + ctx.prefix))
             out.append(Var(ctx.token_var))
-            text_after = f"/{ctx.link_index(url)}{quote}"
+            out.append(Text(f"/{index}{quote}"))
             last = end
-            out.append(Text(text_after))
+        ctx.line += text.count("\n", last)
         out.append(Text(text[last:]))
     return _merge(out)
 
@@ -229,16 +252,19 @@ def _pixel(nodes: list[Node], trailer: list[Node]) -> list[Node]:
 
 
 def _merge(nodes: list[Node]) -> list[Node]:
-    """Adjacent Text nodes joined, empty ones dropped."""
+    """Adjacent Text nodes joined (once: linear however many), empty ones dropped."""
     merged: list[Node] = []
+    texts: list[str] = []
     for node in nodes:
         if isinstance(node, Text):
-            if not node.value:
-                continue
-            if merged and isinstance(merged[-1], Text):
-                merged[-1] = Text(merged[-1].value + node.value)
-                continue
+            texts.append(node.value)
+            continue
+        if text := "".join(texts):
+            merged.append(Text(text))
+        texts.clear()
         merged.append(node)
+    if text := "".join(texts):
+        merged.append(Text(text))
     return merged
 
 

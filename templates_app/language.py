@@ -33,9 +33,14 @@ import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "MAX_SUBJECT_CHARS",
+    "MAX_TAGS",
+    "PARTS",
     "If",
     "Node",
     "TemplateSyntaxError",
@@ -64,10 +69,36 @@ class TemplateSyntaxError(ValueError):
     ``reason`` is a sentence a marketer can act on.
     """
 
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, *, part: str | None = None) -> None:
         self.line = line
         self.reason = reason
+        self.part = part  # "subject", "html" or "text" when known
         super().__init__(f"line {line}: {reason}")
+
+
+class TemplateLimitError(TemplateSyntaxError):
+    """A template that is valid but passes a limit no real email needs to reach (too big,
+    too deeply nested, too many tags or links): it would only cost the sender."""
+
+
+# ---------------------------------------------------------------------------
+# Limits (docs/TEMPLATES.md, "Size limits", says why each number)
+# ---------------------------------------------------------------------------
+
+#: The parts of an email; each is parsed on its own with its own limits.
+PARTS = ("subject", "html", "text")
+#: RFC 5322's line length, and the Template model's column.
+MAX_SUBJECT_CHARS = 998
+#: UTF-8 bytes of the HTML or text body's source: twice the 102 kB after which Gmail
+#: clips a message.
+MAX_BODY_BYTES = 200 * 1024
+#: Nested conditions, where each ``{% elsif %}`` is one more level (it is an ``If`` in the
+#: ``orelse`` of the one before, here and in the Handlebars source). It bounds every
+#: recursion over nodes (rendering, compiling, hashing, link tracking) to a few frames
+#: per level, and keeps pybars3 (the local SES endpoint), which fails near 100, working.
+MAX_DEPTH = 32
+#: ``{{ }}`` and ``{% %}`` tags in one part: one every 40 bytes of a body at its limit.
+MAX_TAGS = 5_000
 
 
 #: Names (field names) as the AST accepts them.  Names starting with ``_`` are
@@ -147,26 +178,35 @@ class If:
     """``{% if name %}body{% else %}orelse{% endif %}``.
 
     ``negate=True`` is ``{% unless %}``; ``{% elsif %}`` is a nested ``If`` as
-    the only element of ``orelse``.
+    the only element of ``orelse``.  ``depth`` is 1 plus the deepest ``If``
+    inside; more than :data:`MAX_DEPTH` is refused even for nodes built by
+    code, so nothing that walks nodes can run out of stack.
     """
 
     name: str
     body: tuple[Node, ...]
     orelse: tuple[Node, ...] = ()
     negate: bool = False
+    depth: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_node_name(self.name)
+        inner = 0
         for attr in ("body", "orelse"):
             value = getattr(self, attr)
             if not isinstance(value, tuple):
                 value = tuple(value)
                 object.__setattr__(self, attr, value)
             for node in value:
-                if not isinstance(node, Text | Var | If):
+                if isinstance(node, If):
+                    inner = max(inner, node.depth)
+                elif not isinstance(node, Text | Var):
                     raise TypeError(f"If.{attr} must contain Text, Var or If nodes")
         if not isinstance(self.negate, bool):
             raise TypeError("If.negate must be a bool")
+        if inner >= MAX_DEPTH:
+            raise ValueError(f"conditions nested more than {MAX_DEPTH} levels deep")
+        object.__setattr__(self, "depth", inner + 1)
 
 
 Node = Text | Var | If
@@ -410,12 +450,90 @@ class _Block:
         return node
 
 
-def parse(source: str) -> tuple[Node, ...]:
-    """Parse a marketer's template into nodes; raises :class:`TemplateSyntaxError`."""
+_PART_NAMES = {"subject": "subject", "html": "HTML body", "text": "text body"}
+
+#: What a merge value and the subject's source must not contain: C0 controls (all but
+#: TAB), DEL, and what Python's str.splitlines and the email package take for line breaks
+#: (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR). Any of them in a subject either breaks the
+#: header or makes Django refuse the whole message.
+_CONTROL_CHARS = "".join(map(chr, [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, 0x85]))
+_CONTROL_CHARS += "\u2028\u2029"
+_CONTROL_RE = re.compile(f"[{re.escape(_CONTROL_CHARS)}]")
+_LINE_BREAKS = "\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits at
+
+
+def _check_source(source: str, part: str) -> None:
+    """Refuse a part that can't be sent or passes its size limit (before parsing it)."""
+    if source.isascii():
+        encoded: str | bytes = source
+    else:
+        try:
+            encoded = source.encode()
+        except UnicodeEncodeError as err:  # a lone surrogate: no email, nor the database, holds it
+            raise TemplateSyntaxError(
+                source.count("\n", 0, err.start) + 1,
+                f"the template contains an invalid character (U+{ord(source[err.start]):04X}); "
+                "retype the text around it",
+            ) from None
+    if part == "subject":
+        if len(source) > MAX_SUBJECT_CHARS:
+            raise TemplateLimitError(
+                1,
+                f"the subject is {len(source):,} characters long; at most {MAX_SUBJECT_CHARS} "
+                "are allowed (inboxes show about the first 60)",
+            )
+        control = _CONTROL_RE.search(source)
+        if control is not None:
+            char = control.group()
+            if char in _LINE_BREAKS:
+                raise TemplateSyntaxError(1, "the subject must be one line; remove the line break")
+            raise TemplateSyntaxError(
+                1,
+                f"the subject contains an invisible control character (U+{ord(char):04X}); "
+                "remove it",
+            )
+    elif len(encoded) > MAX_BODY_BYTES:
+        newline = "\n" if isinstance(encoded, str) else b"\n"
+        raise TemplateLimitError(
+            encoded.count(newline, 0, MAX_BODY_BYTES) + 1,  # type: ignore[arg-type]
+            f"the {_PART_NAMES[part]} is {math.ceil(len(encoded) / 1024):,} kB: it passes the "
+            f"{MAX_BODY_BYTES // 1024} kB limit on this line (Gmail cuts messages off after "
+            "102 kB); shorten it, for example by linking to a web page for the rest",
+        )
+
+
+def _check_depth(depth: int, line: int) -> None:
+    if depth > MAX_DEPTH:
+        raise TemplateLimitError(
+            line,
+            f"conditions are nested more than {MAX_DEPTH} levels deep here (each {{% elsif %}} "
+            "counts as a level too); close some of them first, or use separate {% if %} blocks",
+        )
+
+
+def parse(source: str, *, part: str = "html") -> tuple[Node, ...]:
+    """Parse one part (``"subject"``, ``"html"`` or ``"text"``) of a marketer's template into
+    nodes; raises :class:`TemplateSyntaxError` (:class:`TemplateLimitError` past a limit).
+
+    Linear in the size of ``source`` and without recursion, whatever it holds.
+    """
     if not isinstance(source, str):
         raise TypeError("template source must be a str")
+    if part not in PARTS:
+        raise ValueError(f"unknown template part {part!r}")
+    try:
+        _check_source(source, part)
+        return _parse(source)
+    except TemplateSyntaxError as err:
+        err.part = part
+        raise
+
+
+def _parse(source: str) -> tuple[Node, ...]:
     root: list[Node] = []
     stack: list[_Block] = []
+    depth = 0  # nesting of the node being built: the clauses of every open block
+    tags = 0
     pos = 0
     line = 1
     n = len(source)
@@ -443,6 +561,13 @@ def parse(source: str) -> tuple[Node, ...]:
         add_text(pos, start, line)
         line += source.count("\n", pos, start)
         tag_line = line
+        tags += 1
+        if tags > MAX_TAGS:
+            raise TemplateLimitError(
+                tag_line,
+                f"more than {MAX_TAGS:,} tags ({{{{ }}}} and {{% %}}) in one part; an email "
+                "needs far fewer: show prepared fields instead of building text from many tags",
+            )
         is_output = m.group() == "{{"
         closer = "}}" if is_output else "%}"
         body_start = m.end()
@@ -492,6 +617,8 @@ def parse(source: str) -> tuple[Node, ...]:
         tag, name = _parse_tag(inner, tag_line)
         if tag in ("if", "unless"):
             assert name is not None
+            depth += 1
+            _check_depth(depth, tag_line)
             stack.append(_Block(tag, name, tag_line))
         elif tag == "elsif":
             assert name is not None
@@ -502,6 +629,8 @@ def parse(source: str) -> tuple[Node, ...]:
                 raise TemplateSyntaxError(
                     tag_line, f"{{% elsif %}} after {{% else %}} (line {block.else_line})"
                 )
+            depth += 1
+            _check_depth(depth, tag_line)
             block.clauses.append((name, False, []))
         elif tag == "else":
             if not stack:
@@ -522,6 +651,7 @@ def parse(source: str) -> tuple[Node, ...]:
                     tag_line, f"{{% {tag} %}} without a matching {{% {kind} %}}"
                 )
             block = stack.pop()
+            depth -= len(block.clauses)
             if block.kind != kind:
                 raise TemplateSyntaxError(
                     tag_line,
@@ -555,7 +685,10 @@ def merge_value(value: object) -> str:
       fraction (``3.0`` → ``"3"``, ``0.1`` → ``"0.1"``, ``1e+20`` → ``"1e+20"``);
       NaN and infinities → ``""``
     * ``Decimal`` → ``str()``; ``date`` / ``datetime`` → ISO 8601
-    * ``str`` → unchanged
+    * ``str`` → unchanged, except that line breaks and other control characters
+      (C0 but TAB, DEL, NEL, U+2028, U+2029) become one space each: the same value
+      fills the subject on both send paths (SES renders the bulk path's), and there
+      a line break would start a new header or make the whole message refused
     * anything else (lists, dicts, objects) → ``""``: not supported
     """
     if value is None or value is False:
@@ -563,7 +696,13 @@ def merge_value(value: object) -> str:
     if value is True:
         return "true"
     if isinstance(value, str):
-        return str.__str__(value)
+        value = str.__str__(value)
+        # isprintable() is a C loop that is true for almost every name and address, so
+        # the usual value costs one call; the regex only runs on values with a TAB, a
+        # non-ASCII space, a format character or a control.
+        if value.isprintable():
+            return value
+        return _CONTROL_RE.sub(" ", value)
     if isinstance(value, int):
         return int.__repr__(value)
     if isinstance(value, float):
@@ -645,20 +784,21 @@ _Op = Callable[[Mapping[str, str]], str]
 
 
 def _compile(nodes: Iterable[Node], html: bool) -> list[str | _Op]:
-    """Compile nodes to a flat list of constant strings and closures."""
+    """Compile nodes to a flat list of constant strings and closures (adjacent texts joined
+    once: linear however many there are)."""
     ops: list[str | _Op] = []
+    texts: list[str] = []
     for node in nodes:
         if isinstance(node, Text):
-            if not node.value:
-                continue
-            if ops and isinstance(ops[-1], str):
-                ops[-1] += node.value
-            else:
-                ops.append(node.value)
-        elif isinstance(node, Var):
-            ops.append(_compile_var(node, html))
-        else:
-            ops.append(_compile_if(node, html))
+            texts.append(node.value)
+            continue
+        if texts:
+            if text := "".join(texts):
+                ops.append(text)
+            texts.clear()
+        ops.append(_compile_var(node, html) if isinstance(node, Var) else _compile_if(node, html))
+    if text := "".join(texts):
+        ops.append(text)
     return ops
 
 
@@ -821,32 +961,55 @@ def _hbs_pieces(nodes: Iterable[Node], html: bool, out: list[tuple[int, str]]) -
             out.append((_CLOSE, "/if"))
 
 
-def _is_space(ch: str) -> bool:
-    # Python's isspace() is a superset of JavaScript's \s except for U+FEFF.
-    return ch.isspace() or ch == "\ufeff"
+#: Whitespace as Python's isspace() (what re's \s matches too) plus U+FEFF, which
+#: JavaScript's \s has and Python's lacks.
+_BLANK = re.compile(r"[\s\ufeff]*").fullmatch
 
 
-def _line_side_blank(pieces: list[tuple[int, str]], start: int, step: int) -> bool:
-    """Walk from ``pieces[start]`` in direction ``step`` to the line boundary.
+def _blank_after(piece: tuple[int, str], blank_before: bool) -> bool:
+    """Whether only blank text and block tags lie between the start of the line and the end
+    of ``piece``, given whether they do up to the start of ``piece``."""
+    kind, value = piece
+    if kind == _T:
+        newline = value.rfind("\n")
+        if newline >= 0:
+            return _BLANK(value, newline + 1) is not None
+        return blank_before and _BLANK(value) is not None
+    return blank_before and kind in _BLOCK_KINDS
 
-    True if only whitespace text and block tags lie between the tag and the
-    boundary (a newline or the start/end of the template): the tag could be
-    "standalone" in some engine.
-    """
-    i = start
-    while 0 <= i < len(pieces):
-        kind, value = pieces[i]
-        if kind == _T:
-            chars = reversed(value) if step < 0 else value
-            for ch in chars:
-                if ch == "\n":
-                    return True
-                if not _is_space(ch):
-                    return False
-        elif kind not in _BLOCK_KINDS:
-            return False
-        i += step
-    return True
+
+def _blank_before(piece: tuple[int, str], blank_after: bool) -> bool:
+    """Mirror of :func:`_blank_after`: from the start of ``piece`` to the end of the line."""
+    kind, value = piece
+    if kind == _T:
+        newline = value.find("\n")
+        if newline >= 0:
+            return _BLANK(value, 0, newline) is not None
+        return blank_after and _BLANK(value) is not None
+    return blank_after and kind in _BLOCK_KINDS
+
+
+def _guard_standalone(pieces: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Step 1: a "{{!}}" next to each block tag that only blank text and other block tags
+    separate from both ends of its line (the tag could be "standalone" in some engine).
+    One pass each way, so linear however many tags share a line."""
+    blank_right = [True] * len(pieces)  # [i]: from after pieces[i] to the end of its line
+    for i in range(len(pieces) - 1, 0, -1):
+        blank_right[i - 1] = _blank_before(pieces[i], blank_right[i])
+    guarded: list[tuple[int, str]] = []
+    blank_left = True  # from the start of the line to the end of `guarded`
+    for i, piece in enumerate(pieces):
+        kind = piece[0]
+        at_risk = kind in _BLOCK_KINDS and blank_left and blank_right[i]
+        if at_risk and kind == _CLOSE:
+            guarded.append(_GUARD)
+            blank_left = False
+        guarded.append(piece)
+        blank_left = _blank_after(piece, blank_left)
+        if at_risk and kind != _CLOSE:
+            guarded.append(_GUARD)
+            blank_left = False
+    return guarded
 
 
 _PYBARS_LEADING_SPACE = re.compile(r"(?:[ \t]+|\r?\n)*")
@@ -878,16 +1041,22 @@ def to_handlebars(nodes: Iterable[Node], *, html: bool) -> str:
     raw: list[tuple[int, str]] = []
     _hbs_pieces(nodes, bool(html), raw)
 
-    # Merge adjacent text, drop empty text, validate.
+    # Merge adjacent text (joined once: linear however many), drop empty text, validate.
     pieces: list[tuple[int, str]] = []
+    texts: list[str] = []
     for kind, value in raw:
         if kind == _T:
-            if not value:
-                continue
-            if pieces and pieces[-1][0] == _T:
-                pieces[-1] = (_T, pieces[-1][1] + value)
-                continue
+            texts.append(value)
+            continue
+        if texts:
+            text = "".join(texts)
+            if text:
+                pieces.append((_T, text))
+            texts.clear()
         pieces.append((kind, value))
+    text = "".join(texts)
+    if text:
+        pieces.append((_T, text))
     for i, (kind, value) in enumerate(pieces):
         if kind != _T:
             continue
@@ -898,21 +1067,7 @@ def to_handlebars(nodes: Iterable[Node], *, html: bool) -> str:
         if value.endswith("{") and i + 1 < len(pieces):
             raise ValueError('text ends with "{" right before a tag; Handlebars would read "{{{"')
 
-    # 1. Guard block tags that could be standalone.
-    guarded: list[tuple[int, str]] = []
-    for i, piece in enumerate(pieces):
-        kind = piece[0]
-        if kind in _BLOCK_KINDS:
-            at_risk = _line_side_blank(guarded, len(guarded) - 1, -1) and _line_side_blank(
-                pieces, i + 1, 1
-            )
-            if at_risk and kind == _CLOSE:
-                guarded.append(_GUARD)
-            guarded.append(piece)
-            if at_risk and kind != _CLOSE:
-                guarded.append(_GUARD)
-        else:
-            guarded.append(piece)
+    guarded = _guard_standalone(pieces)
 
     # 2 + 3. "}" after a tag, "~}}" in text.
     final: list[tuple[int, str]] = []

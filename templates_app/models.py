@@ -4,8 +4,9 @@ from django.db import models
 class Template(models.Model):
     """An email template in the sandboxed language (docs/TEMPLATES.md): subject, HTML and text.
 
-    The parts are validated on save through the admin form (templates_app.services.template_errors);
-    a campaign compiles its own frozen copy when it starts, so editing a template never changes
+    The parts are checked on save through the admin form (templates_app.services.template_errors:
+    the syntax, and the size limits of docs/TEMPLATES.md); a campaign compiles its own frozen copy
+    when it starts (and refuses it for the same reasons), so editing a template never changes
     what a running campaign sends.
     """
 
