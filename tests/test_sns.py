@@ -1,8 +1,9 @@
-"""SNS signature verification on the SES webhook (tracking.sns, tracking.webhooks).
+"""Who may speak to the SES webhook (tracking.webhooks, tracking.sns): pinned topics,
+certificate hosts tied to the topic's region, timestamps, signatures, confirmations.
 
 Messages are signed with a test certificate (tests/sns_signing.py); the certificate reaches the
 webhook either through the certificate cache (seeded for the SigningCertURL) or, in the fetch
-tests, from a local HTTP server that the settings allow as an SNS host.
+tests, from a local HTTP server that the settings allow as the SNS host.
 """
 
 import http.server
@@ -17,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from campaigns.models import Notification
 from tests.factories import CampaignFactory, ContactFactory
-from tests.sns_signing import CERT_URL, TOPIC_ARN, TestSigner, default_signer, ses_sample
+from tests.sns_signing import (
+    CERT_URL,
+    TOPIC_ARN,
+    TestSigner,
+    default_signer,
+    ses_sample,
+    sns_timestamp,
+)
 from tests.test_webhooks import AUTH, post
 from tracking.models import Event, PendingEspEvent
 from tracking.sns import (
@@ -27,6 +35,7 @@ from tracking.sns import (
     sns_cert_cache_seed,
     sns_cert_url_check,
     sns_string_to_sign,
+    sns_topic_parse,
 )
 
 pytestmark = pytest.mark.django_db
@@ -105,15 +114,65 @@ def test_string_to_sign_follows_the_aws_rules():
 
 
 @pytest.mark.parametrize(
+    ("arn", "url"),
+    [
+        (TOPIC_ARN, "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem"),
+        ("arn:aws:sns:eu-west-3:123456789012:t",
+         "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-abc.pem"),
+        ("arn:aws-cn:sns:cn-north-1:123456789012:t",
+         "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem"),
+        ("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t.fifo",
+         "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem"),
+    ],
+)  # fmt: skip
+def test_the_certificate_host_of_the_topics_region_is_allowed(arn, url):
+    assert sns_cert_url_check(url=url, topic=sns_topic_parse(arn=arn)) == url
+
+
+@pytest.mark.parametrize(
     "url",
     [
-        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem",
-        "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-abc.pem",
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        # Virtual-hosted S3 buckets: anyone can name a bucket "sns" or "sns.us-east-1…".
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.s3.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com.s3.amazonaws.com/x.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/x.pem",
+        "https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem",
+        # Another region than the topic's, or its partition's suffix on the wrong region.
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-x.pem",
+        "https://sns.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-x.pem",
+        "https://SNS.US-EAST-1.AMAZONAWS.COM/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-x.pem",
+        "https://x@sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com/x.pem?.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com\n.evil.example/x.pem",
     ],
 )
-def test_sns_certificate_urls_are_allowed(url):
-    assert sns_cert_url_check(url=url) == url
+def test_other_certificate_hosts_are_refused(url):
+    with pytest.raises(SnsVerificationError):
+        sns_cert_url_check(url=url, topic=sns_topic_parse(arn=TOPIC_ARN))
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:sns:s3:123456789012:t",  # not a region
+        "arn:aws:sns:us-east:123456789012:t",
+        "arn:aws:sns:us-east-1.evil.example:123456789012:t",
+        "arn:aws:sns:us-east-1:12345678901:t",  # 11 digits
+        "arn:aws:sqs:us-east-1:123456789012:t",
+        "arn:evil:sns:us-east-1:123456789012:t",
+        "arn:aws:sns:us-east-1:123456789012:t\nx",
+        "arn:aws:sns:us-east-1:123456789012:" + "t" * 260,
+        "",
+    ],
+)
+def test_topic_arns_are_parsed_strictly(arn):
+    with pytest.raises(ValueError):
+        sns_topic_parse(arn=arn)
 
 
 # -- refused: 403 and nothing written --------------------------------------------------------------
@@ -192,7 +251,29 @@ FORGERIES = {
     "other service": _forge_cert_url("https://sqs.us-east-1.amazonaws.com/x.pem"),
     "not .pem": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem.txt"),
     "query": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem?a=.pem"),
-    "s3 bucket": _forge_cert_url("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem"),
+    "s3 path": _forge_cert_url("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem"),
+    "s3 bucket named sns": _forge_cert_url("https://sns.s3.amazonaws.com/x.pem"),
+    "another region": _forge_cert_url(
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem"
+    ),
+    "stale timestamp": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp=sns_timestamp(-3901)
+    ),
+    "future timestamp": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp=sns_timestamp(+301)
+    ),
+    "timestamp without a zone": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp="2026-11-20T10:00:06.000"
+    ),
+    "timestamp in month 13": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp="2026-13-20T10:00:06.000Z"
+    ),
+    "another account's topic": lambda signer, sent: signer.notification(
+        delivery(sent), topic_arn="arn:aws:sns:us-east-1:999999999999:ses-events"
+    ),
+    "another topic of ours": lambda signer, sent: signer.notification(
+        delivery(sent), topic_arn="arn:aws:sns:us-east-1:123456789012:other"
+    ),
 }
 
 
@@ -239,6 +320,48 @@ def test_basic_auth_is_still_required_with_a_valid_signature(client, signer, sen
     assert post(client, envelope, auth="Basic c25zOndyb25n").status_code == 400  # sns:wrong
     assert nothing_written(sent)
     assert post(client, envelope, auth=AUTH).status_code == 200
+
+
+def test_the_timestamp_window(client, signer, sent, settings):
+    """An SNS retry an hour after publishing, or clocks a little ahead, are accepted; older or
+    further ahead is a replay, refused."""
+    settings.SNS_MESSAGE_MAX_AGE_SECONDS = 3900
+    settings.SNS_MESSAGE_MAX_FUTURE_SECONDS = 300
+    for delta, status in ((-3901, 403), (301, 403), (-3800, 200), (-60, 200), (200, 200)):
+        envelope = signer.notification(delivery(sent), timestamp=sns_timestamp(delta))
+        assert post(client, envelope).status_code == status, delta
+    assert Event.objects.count() == 1
+
+
+def test_a_foreign_topic_in_its_own_region_is_refused(client, signer, sent):
+    """Validly signed, its certificate on its own region's SNS host (cached as if fetched): an
+    SNS topic of another AWS account, subscribed to our URL. Refused before any fetch."""
+    foreign = TestSigner(
+        cert_url="https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-f.pem"
+    )
+    foreign.seed()
+    envelope = foreign.notification(
+        delivery(sent), topic_arn="arn:aws:sns:eu-west-1:999999999999:ses-events"
+    )
+    assert post(client, envelope).status_code == 403
+    assert nothing_written(sent)
+
+
+def test_a_pinned_topic_of_another_region_uses_its_regions_host(client, sent, settings):
+    other = "arn:aws:sns:eu-west-1:123456789012:ses-events"
+    settings.SNS_TOPIC_ARNS = [TOPIC_ARN, other]
+    signer = TestSigner(
+        cert_url="https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-e.pem"
+    )
+    signer.seed()
+    assert post(client, signer.notification(delivery(sent), topic_arn=other)).status_code == 200
+    # The same topic's message signed under the us-east-1 host: not where SNS signs it.
+    us = TestSigner(cert_url="https://sns.us-east-1.amazonaws.com/SimpleNotificationService-u.pem")
+    us.seed()
+    bounce = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    assert post(client, us.notification(bounce, topic_arn=other)).status_code == 403
+    sent.refresh_from_db()
+    assert sent.status == "delivered"
 
 
 # -- subscription confirmations ---------------------------------------------------------------
@@ -334,6 +457,15 @@ def test_forged_subscription_confirmation_is_not_confirmed(client, signer, sns_a
     assert sns_api.requests == []
 
 
+def test_a_foreign_topics_subscription_is_not_confirmed(client, signer, sns_api):
+    """Anyone can subscribe our URL to their own topic: SNS then sends a validly signed
+    confirmation, with our basic auth if they learnt it. Only pinned topics are confirmed."""
+    for arn in ("arn:aws:sns:us-east-1:999999999999:ses-events",
+                "arn:aws:sns:us-east-1:123456789012:not-pinned"):  # fmt: skip
+        assert post(client, signer.confirmation(topic_arn=arn)).status_code == 403
+    assert sns_api.requests == []
+
+
 def test_unsubscribe_confirmation_is_verified_and_ignored(client, signer, sns_api):
     confirmation = signer.confirmation("UnsubscribeConfirmation")
     assert post(client, confirmation).status_code == 200
@@ -347,7 +479,7 @@ def test_unsubscribe_confirmation_is_verified_and_ignored(client, signer, sns_ap
 @pytest.fixture
 def local_certs(server, settings):
     """Allow the local server as an SNS certificate host (over http): only tests do this."""
-    settings.SNS_CERT_HOST_PATTERN = r"127\.0\.0\.1:\d+"
+    settings.SNS_CERT_HOST = urllib.parse.urlsplit(server.url).netloc
     settings.SNS_CERT_URL_SCHEMES = ("http", "https")
     settings.SNS_CERT_FETCH_TIMEOUT_SECONDS = 1
     sns_cert_cache_clear()
