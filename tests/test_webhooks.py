@@ -1,5 +1,6 @@
 """SES events, as AWS documents them, in signed SNS envelopes, posted to the SES webhook
-(anymail's view behind tracking.webhooks' signature check). Signature checks: test_sns.py."""
+(tracking.webhooks): what each records, counts and suppresses, pending events, the circuit
+breaker. Authentication, topics, signatures and hostile requests: test_sns.py."""
 
 import base64
 import json
@@ -196,7 +197,7 @@ def test_webhook_without_credentials_is_refused(client, sent):
     envelope = sns_envelope(ses_event("Delivery", MESSAGE_ID, sent.contact.email))
     assert post(client, envelope, auth=None).status_code == 401
     wrong = "Basic " + base64.b64encode(b"sns:wrong").decode()
-    assert post(client, envelope, auth=wrong).status_code == 400
+    assert post(client, envelope, auth=wrong).status_code == 403
     assert not Event.objects.exists()
     sent.refresh_from_db()
     assert sent.status == "sent"

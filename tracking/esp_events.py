@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
 from django.db import (
     DatabaseError,
@@ -96,6 +96,10 @@ RETRY_MAX_SECONDS = 3600
 GAVE_UP = datetime(9999, 1, 1, tzinfo=UTC)
 
 RECORDED, DUPLICATE, PENDING = "recorded", "duplicate", "pending"
+
+# SES message ids are letters, digits and hyphens ("0100018c5d2a7b1e-3f2f1c7e-…-000000"): an id
+# of another shape is not SES's, and these are safe to log.
+SES_MESSAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class SesEventError(ValueError):
@@ -173,8 +177,8 @@ def ses_event_parse(*, payload: dict, recipient: str) -> SesEvent:
         raise SesEventError("an inbound (Received) notification, not a sending event")
     mail = payload.get("mail")
     message_id = mail.get("messageId") if isinstance(mail, dict) else None
-    if not isinstance(message_id, str) or not message_id or len(message_id) > 100:
-        raise SesEventError("no mail.messageId")
+    if not isinstance(message_id, str) or not SES_MESSAGE_ID.fullmatch(message_id):
+        raise SesEventError("no SES mail.messageId")
     event_type, details_key = SES_TYPES.get(ses_type, (T.UNKNOWN, ""))
     details = payload.get(details_key) or {}
     if not isinstance(details, dict):
@@ -242,17 +246,17 @@ def _ip(value) -> str | None:
 # -- recording -----------------------------------------------------------------------------------
 
 
-def esp_event_record(*, event: AnymailTrackingEvent) -> str | None:
-    """Record an SES event from anymail's webhook (one signal per recipient).
-
-    Returns RECORDED, DUPLICATE (seen before, from any source) or PENDING (its message id is
-    not known yet: kept and retried); None if it is not an SES sending event (logged)."""
+def ses_payload_record(*, payload: dict, source: str, sns_id: str = "") -> list[str]:
+    """Record an SES event object (the webhook's, without the buffer): one SesEvent per
+    recipient, each in its own transaction. The outcome of each (RECORDED, DUPLICATE or
+    PENDING); [] if it is not an SES sending event we can record (logged with `sns_id`, an SNS
+    MessageId already checked to be safe to log)."""
     try:
-        parsed = ses_event_parse(payload=event.esp_event, recipient=event.recipient or "")
+        events = ses_events_parse(payload=payload)
     except SesEventError as err:
-        logger.warning("ses event not recorded sns_id=%s reason=%s", event.event_id, err)
-        return None
-    return ses_event_record(event=parsed, source=Event.Source.SES)
+        logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id or "-", err)
+        return []
+    return [ses_event_record(event=event, source=source) for event in events]
 
 
 def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = None) -> str:
@@ -627,20 +631,11 @@ def esp_events_buffer_enabled() -> bool:
     return bool(getattr(settings, "ESP_EVENTS_BUFFER", False)) and buffer._client() is not None
 
 
-def esp_events_buffer_push(*, sns_message: dict) -> bool:
-    """Queue the SES event an SNS Notification carries (one RPUSH). False if it is not an SES
-    sending event (not a JSON object, or an inbound "Received" one: anymail's parsing answers
-    those as it always has) or if Redis did not take it: the caller records it directly."""
-    message = sns_message.get("Message")
-    if not isinstance(message, str):
-        return False
-    try:
-        payload = json.loads(message)
-    except ValueError:
-        return False
-    if not isinstance(payload, dict) or ses_event_type(payload) == "Received":
-        return False
-    sns_id = str(sns_message.get("MessageId") or "").replace("\t", " ")
+def esp_events_buffer_push(*, sns_id: str, message: str) -> bool:
+    """Queue the SES event an SNS Notification carries (one RPUSH): `message` as SNS carried
+    it, which the caller found to be a JSON object; `sns_id` its SNS MessageId, checked by
+    tracking.sns (no tab or line break). False if Redis did not take it: the caller records
+    it directly."""
     record = f"{_RECORD_FORMAT}\t{sns_id}\t{message}"
     return buffer.buffer_push(record=record, queue=ESP_EVENTS_QUEUE)
 
@@ -704,7 +699,7 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
         for recipient, payload in recipients:
             try:
                 parsed.append((raw, ses_event_parse(payload=payload, recipient=recipient)))
-            except SesEventError as err:  # as esp_event_record: not an SES sending event
+            except SesEventError as err:  # as ses_payload_record: not an SES sending event
                 logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id[:100], err)
     try:
         recorded = ses_events_record(events=[e for _, e in parsed], source=Event.Source.SES)[

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import orjson
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -78,6 +79,15 @@ CERT_PATH = re.compile(r"/[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.pem")
 PRINTABLE_ASCII = re.compile(r"[!-~]{1,2048}")
 # As SNS writes it: 2026-11-20T10:00:06.000Z.
 TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+
+
+# SNS MessageIds are UUIDs; this much is safe in a log line and a buffer record.
+MESSAGE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
+
+
+class SnsMalformed(ValueError):
+    """Not an SNS message at all (not JSON, not an object, no SNS type or id, disagreeing with
+    SNS's headers): 400. Its text is a fixed reason, safe to log."""
 
 
 class SnsVerificationError(Exception):
@@ -133,6 +143,32 @@ def sns_topics() -> dict[str, SnsTopic]:
 def _topics_changed(*, setting: str, **kwargs) -> None:
     if setting in ("SNS_TOPIC_ARNS", "SNS_CERT_HOST", "DEBUG"):
         sns_topics.cache_clear()
+
+
+def sns_message_parse(*, body: bytes, message_type: str | None, message_id: str | None) -> dict:
+    """The SNS message in `body`, given the x-amz-sns-message-type and -id headers SNS sent
+    with it; SnsMalformed if it is not one. Its Type is one of SIGNED_KEYS', its MessageId
+    matches MESSAGE_ID and its TopicArn is a string; nothing is verified yet (sns_verify)."""
+    try:
+        # orjson refuses invalid UTF-8, lone surrogates and nesting deeper than 1024 levels.
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise SnsMalformed("body is not JSON") from None
+    if not isinstance(message, dict):
+        raise SnsMalformed("body is not a JSON object")
+    kind = message.get("Type")
+    if not isinstance(kind, str) or kind not in SIGNED_KEYS:
+        raise SnsMalformed("Type is not an SNS message type")
+    if kind != message_type:
+        raise SnsMalformed("Type disagrees with x-amz-sns-message-type")
+    sns_id = message.get("MessageId")
+    if not isinstance(sns_id, str) or not MESSAGE_ID.fullmatch(sns_id):
+        raise SnsMalformed("MessageId is not an SNS message id")
+    if sns_id != message_id:
+        raise SnsMalformed("MessageId disagrees with x-amz-sns-message-id")
+    if not isinstance(message.get("TopicArn"), str):
+        raise SnsMalformed("no TopicArn")
+    return message
 
 
 def sns_string_to_sign(*, message: dict) -> bytes:
