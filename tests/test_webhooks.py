@@ -659,6 +659,58 @@ def test_the_recount_agrees_with_what_the_intake_counted(client):
     assert {k: v for k, v in recounted.items() if k in written} == written
 
 
+# -- pending events expire ---------------------------------------------------------------------
+
+
+def test_pending_events_expire_after_the_expiry_and_are_counted_in_the_log(
+    client, sent, settings, caplog, admin_client
+):
+    from tracking.esp_events import esp_events_expire_pending
+
+    settings.ESP_EVENT_PENDING_RETENTION_HOURS = 72
+    settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 100
+    for i in range(3):
+        record = ses_sample("delivery", message_id=f"elsewhere-{i}", recipient="a@example.org")
+        assert post(client, sns_envelope(record)).status_code == 200
+    now = timezone.now()
+    PendingEspEvent.objects.filter(message_id__in=["elsewhere-0", "elsewhere-1"]).update(
+        created_at=now - timedelta(hours=101)
+    )
+    PendingEspEvent.objects.filter(message_id="elsewhere-2").update(
+        created_at=now - timedelta(hours=99)
+    )
+    page = admin_client.get("/admin/tracking/pendingespevent/")
+    assert b"Expires" in page.content
+    with caplog.at_level(logging.WARNING, logger="tracking.esp_events"):
+        assert esp_events_expire_pending() == 2
+    assert list(PendingEspEvent.objects.values_list("message_id", flat=True)) == ["elsewhere-2"]
+    assert "ses events pending expired count=2" in caplog.text
+    assert esp_events_expire_pending() == 0
+
+
+def test_pending_events_never_expire_before_their_retries_stop(client, sent, settings):
+    from tracking.esp_events import esp_events_expire_pending
+
+    settings.ESP_EVENT_PENDING_RETENTION_HOURS = 200
+    settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 1
+    post(client, sns_envelope(ses_sample("delivery", message_id="later", recipient="a@x.org")))
+    PendingEspEvent.objects.update(created_at=timezone.now() - timedelta(hours=150))
+    assert esp_events_expire_pending() == 0
+    assert PendingEspEvent.objects.count() == 1
+
+
+def test_expiry_task_is_scheduled_and_runs_the_service(client, sent, settings, eager_celery):
+    from tracking.tasks import esp_events_expire_pending as task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["esp-events-expire-pending"]
+    assert entry["task"] == "tracking.tasks.esp_events_expire_pending"
+    assert entry["options"]["queue"] == "periodic"
+    post(client, sns_envelope(ses_sample("delivery", message_id="gone", recipient="a@x.org")))
+    PendingEspEvent.objects.update(created_at=timezone.now() - timedelta(days=400))
+    assert task.delay().get() == 1
+    assert not PendingEspEvent.objects.exists()
+
+
 def test_the_portable_insert_path_records_the_same(client, sent, monkeypatch):
     # SQLite (the demo) has no data-modifying CTE: the lookup and the insert are two statements.
     from django.db import connection

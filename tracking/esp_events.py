@@ -13,7 +13,8 @@ writes:
     within SOFT_BOUNCE_WINDOW_DAYS;
   - after commit, for a hard bounce or complaint that counted, the campaign's circuit breaker.
 An event naming a message id we do not know yet becomes a PendingEspEvent, retried with backoff
-by `esp_events_retry_pending` (beat), never dropped.
+by `esp_events_retry_pending` (beat), flagged after ESP_EVENT_PENDING_RETENTION_HOURS and
+deleted after ESP_EVENT_PENDING_EXPIRY_HOURS (`esp_events_expire_pending`, logged by count).
 """
 
 import contextlib
@@ -892,7 +893,7 @@ def _pending_reschedule(pending_id: int) -> None:
     if gave_up:
         logger.warning(
             "ses event pending: retries stopped, message still unknown after %s attempts "
-            "pending=%s message_id=%s (kept, listed in the admin)",
+            "pending=%s message_id=%s (listed in the admin until it expires)",
             attempts,
             pending_id,
             row["message_id"],
@@ -947,6 +948,46 @@ def esp_events_retry_pending(*, ids=None, limit: int = 10_000) -> RetrySummary:
             summary.unreadable,
         )
     return summary
+
+
+def pending_expires_at(*, pending: PendingEspEvent) -> datetime:
+    """When `pending` is deleted unless its message id appears first."""
+    return pending.created_at + _pending_expiry()
+
+
+def _pending_expiry() -> timedelta:
+    # Never before its retries have stopped (ESP_EVENT_PENDING_RETENTION_HOURS).
+    hours = max(settings.ESP_EVENT_PENDING_EXPIRY_HOURS, settings.ESP_EVENT_PENDING_RETENTION_HOURS)
+    return timedelta(hours=hours)
+
+
+# Rows deleted per statement: a short lock, whatever piled up.
+EXPIRE_CHUNK = 5000
+
+
+def esp_events_expire_pending() -> int:
+    """Delete the pending events older than ESP_EVENT_PENDING_EXPIRY_HOURS (beat, hourly);
+    returns how many, and logs the number. Their message ids never appeared: mostly mail
+    another system sends through the same configuration set, which would pile up forever."""
+    cutoff = timezone.now() - _pending_expiry()
+    expired = 0
+    while True:
+        ids = list(
+            PendingEspEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :EXPIRE_CHUNK
+            ]
+        )
+        if not ids:
+            break
+        expired += PendingEspEvent.objects.filter(pk__in=ids, created_at__lt=cutoff).delete()[0]
+    if expired:
+        logger.warning(
+            "ses events pending expired count=%d older_than_hours=%d (their message ids never "
+            "appeared; deleted)",
+            expired,
+            _pending_expiry().total_seconds() // 3600,
+        )
+    return expired
 
 
 def _retry_one(pending_id: int, summary: RetrySummary, *, due_only: bool) -> None:

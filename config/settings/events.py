@@ -58,8 +58,12 @@ CACHES = {
 
 # -- events naming a message we have not recorded yet (tracking.esp_events) -------------------
 # Retried with backoff (30 s doubling to 1 hour) by beat's `esp-events-retry-pending`; after
-# this many hours the retries stop and the row stays, flagged, in the admin (nothing dropped).
+# this many hours the retries stop and the row stays, flagged "retries stopped", in the admin.
 ESP_EVENT_PENDING_RETENTION_HOURS = env_int("ESP_EVENT_PENDING_RETENTION_HOURS", 72)
+# …and this many hours after it arrived, beat's `esp-events-expire-pending` deletes it (logged by
+# count): mostly events of mail another system sends through the same configuration set, which
+# would otherwise pile up forever. Never before the retention above has passed.
+ESP_EVENT_PENDING_EXPIRY_HOURS = env_int("ESP_EVENT_PENDING_EXPIRY_HOURS", 14 * 24)
 
 # -- suppression -------------------------------------------------------------------------------
 # Hard bounces and complaints suppress the contact at once. Soft bounces (SES Transient or
