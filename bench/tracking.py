@@ -349,6 +349,7 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
     os.environ.setdefault("ANYMAIL_WEBHOOK_SECRET", "bench:bench-webhook-secret")
+    os.environ.setdefault("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123456789012:ses-events")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ["LOG_LEVEL"] = "WARNING"

@@ -19,6 +19,8 @@ DEMO_ENV = {
     "AWS_SECRET_ACCESS_KEY": "demo",  # the local endpoint accepts any credentials
     "TRACKING_BASE_URL": "http://127.0.0.1:8000",
     "ANYMAIL_WEBHOOK_SECRET": "demo:demo-webhook-secret",
+    # The SNS topic the webhook would accept (the demo receives no SNS messages).
+    "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:000000000000:mailwright-demo",
     "CAMPAIGN_START_POLL_SECONDS": "5",
 }
 

@@ -6,6 +6,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("ANYMAIL_WEBHOOK_SECRET", "sns:webhook-test-secret")
+# The topic tests/sns_signing.py signs for (tests of other topics override the setting).
+os.environ.setdefault("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123456789012:ses-events")
 os.environ.setdefault("TRACKING_BASE_URL", "http://tracking.test")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -2,7 +2,9 @@
 
 A `TestSigner` makes an RSA key and a self-signed certificate (no CA: tracking.sns trusts a
 certificate because of where it comes from, sns.<region>.amazonaws.com over https, and the tests
-put it in the certificate cache for that URL, or serve it from a local server they allow).
+put it in the certificate cache for that URL, or serve it from a local server they allow). It
+signs for TOPIC_ARN (the topic tests/settings.py pins) unless told another; messages carry the
+current time, as SNS's do (the webhook refuses old ones).
 """
 
 import base64
@@ -23,6 +25,12 @@ REGION = "us-east-1"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:123456789012:ses-events"
 CERT_URL = f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-mailwright-test.pem"
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+
+
+def sns_timestamp(delta_seconds: float = 0) -> str:
+    """SNS's Timestamp for now (plus `delta_seconds`): 2026-11-20T10:00:06.000Z."""
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delta_seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 class TestSigner:
@@ -71,41 +79,50 @@ class TestSigner:
         sns_id: str | None = None,
         version: str = "1",
         subject: str | None = "Amazon SES Email Event Notification",
-        timestamp: str = "2026-11-20T10:00:06.000Z",
+        timestamp: str | None = None,
+        topic_arn: str = TOPIC_ARN,
     ) -> dict:
-        """A signed SNS Notification carrying `ses_event` (an object, or the Message string)."""
+        """A signed SNS Notification carrying `ses_event` (an object, or the Message string),
+        published now unless `timestamp` says when."""
         message = {
             "Type": "Notification",
             "MessageId": sns_id or str(uuid.uuid4()),
-            "TopicArn": TOPIC_ARN,
+            "TopicArn": topic_arn,
             "Message": ses_event if isinstance(ses_event, str) else json.dumps(ses_event),
-            "Timestamp": timestamp,
+            "Timestamp": timestamp or sns_timestamp(),
             "UnsubscribeURL": (
                 f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe"
-                f"&SubscriptionArn={TOPIC_ARN}:0b1f3d6e-0000-4000-8000-000000000000"
+                f"&SubscriptionArn={topic_arn}:0b1f3d6e-0000-4000-8000-000000000000"
             ),
         }
         if subject is not None:
             message["Subject"] = subject
         return self.sign(message, version=version)
 
-    def confirmation(self, kind: str = "SubscriptionConfirmation", *, version: str = "1") -> dict:
-        """A signed SubscriptionConfirmation (or UnsubscribeConfirmation)."""
+    def confirmation(
+        self,
+        kind: str = "SubscriptionConfirmation",
+        *,
+        version: str = "1",
+        topic_arn: str = TOPIC_ARN,
+    ) -> dict:
+        """A signed SubscriptionConfirmation (or UnsubscribeConfirmation), published now."""
         token = "2336412f37fb687f5d51e6e2425f004aed8c1d3e" * 3
+        region = topic_arn.split(":")[3]
         message = {
             "Type": kind,
             "MessageId": str(uuid.uuid4()),
             "Token": token,
-            "TopicArn": TOPIC_ARN,
+            "TopicArn": topic_arn,
             "Message": (
-                f"You have chosen to subscribe to the topic {TOPIC_ARN}.\n"
+                f"You have chosen to subscribe to the topic {topic_arn}.\n"
                 "To confirm the subscription, visit the SubscribeURL included in this message."
             ),
             "SubscribeURL": (
-                f"https://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription"
-                f"&TopicArn={TOPIC_ARN}&Token={token}"
+                f"https://sns.{region}.amazonaws.com/?Action=ConfirmSubscription"
+                f"&TopicArn={topic_arn}&Token={token}"
             ),
-            "Timestamp": "2026-11-20T09:00:00.000Z",
+            "Timestamp": sns_timestamp(),
         }
         return self.sign(message, version=version)
 
@@ -131,6 +148,7 @@ SAMPLE_RECIPIENT = "recipient@example.com"
 DETAILS_KEYS = {
     "Bounce": "bounce", "Complaint": "complaint", "Delivery": "delivery", "Open": "open",
     "Click": "click", "DeliveryDelay": "deliveryDelay", "Subscription": "subscription",
+    "Reject": "reject", "Rendering Failure": "failure",
 }  # fmt: skip
 
 

@@ -78,8 +78,9 @@ def test_folder_with_gzip_and_single_object_files_imported_once(tmp_path, sent):
     assert statuses == {"m0": "delivered", "m1": "bounced", "m2": "complained"}
     assert Contact.objects.get(pk=sent[1].contact_id).status == "bounced"
     first = state()
+    # single.json's delivery of m2 came after its complaint: recorded, counted nowhere.
     assert dict(first["counters"]) == {
-        "bounced_hard": 1, "complained": 1, "delayed": 1, "delivered": 2,
+        "bounced_hard": 1, "complained": 1, "delayed": 1, "delivered": 1,
     }  # fmt: skip
 
     # Run twice: the same rows and counts.
@@ -127,6 +128,41 @@ def test_several_objects_on_one_line_are_all_read(tmp_path, sent):
     )
     out, _ = run(path)
     assert "2 events, 2 recorded" in out
+
+
+def test_a_file_counts_a_message_once_and_only_for_recipients_on_it(tmp_path, sent):
+    """A complaint for m0 also naming m1's recipient and a stranger; m1 delivered twice (two
+    distinct events); a bounce for m2 naming only people its message was not sent to."""
+    complaint = record("complaint", sent[0])
+    complaint["complaint"]["complainedRecipients"] = [
+        {"emailAddress": a}
+        for a in (sent[1].contact.email, "stranger@example.org", sent[0].contact.email)
+    ]
+    bounce = record("bounce", sent[2])
+    bounce["bounce"]["bouncedRecipients"] = [{"emailAddress": sent[1].contact.email}]
+    path = tmp_path / "events"
+    path.write_bytes(
+        lines(
+            complaint,
+            record("delivery", sent[1]),
+            record("delivery", sent[1], timestamp="2026-11-20T11:00:00.000Z"),
+            bounce,
+        )
+    )
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 malformed lines"):
+        call_command("import_ses_events", str(path), stdout=out, stderr=err)
+    assert f"{path}:4: malformed, skipped: no recipient of the event is on its message" in (
+        err.getvalue()
+    )
+    assert "3 events, 3 recorded" in out.getvalue()
+    assert dict(CampaignCounter.objects.values_list("name", "value")) == {
+        "complained": 1, "delivered": 1,
+    }  # fmt: skip
+    statuses = dict(Notification.objects.values_list("message_id", "status"))
+    assert statuses == {"m0": "complained", "m1": "delivered", "m2": "sent"}
+    assert [c.status for c in Contact.objects.filter(pk__in=[r.contact_id for r in sent])
+            .order_by("pk")] == ["complained", "active", "active"]  # fmt: skip
 
 
 def test_the_same_event_by_sns_and_from_a_file_is_recorded_once(client, tmp_path, sent):

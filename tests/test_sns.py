@@ -1,24 +1,45 @@
-"""SNS signature verification on the SES webhook (tracking.sns, tracking.webhooks).
+"""Who may speak to the SES webhook (tracking.webhooks, tracking.sns): basic auth before the
+body is read, junk refused with a short reason and nothing of it logged, pinned topics,
+certificate hosts tied to the topic's region, timestamps, signatures, confirmations, the routes
+mounted and the configuration the webhook needs to start.
 
 Messages are signed with a test certificate (tests/sns_signing.py); the certificate reaches the
 webhook either through the certificate cache (seeded for the SigningCertURL) or, in the fetch
-tests, from a local HTTP server that the settings allow as an SNS host.
+tests, from a local HTTP server that the settings allow as the SNS host.
 """
 
+import base64
 import http.server
 import json
+import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import RequestFactory
 
 from campaigns.models import Notification
+from tests.conftest import call_wsgi
 from tests.factories import CampaignFactory, ContactFactory
-from tests.sns_signing import CERT_URL, TOPIC_ARN, TestSigner, default_signer, ses_sample
-from tests.test_webhooks import AUTH, post
+from tests.sns_signing import (
+    CERT_URL,
+    TOPIC_ARN,
+    TestSigner,
+    default_signer,
+    ses_sample,
+    sns_headers,
+    sns_timestamp,
+)
+from tests.test_webhooks import AUTH, WEBHOOK, post
 from tracking.models import Event, PendingEspEvent
 from tracking.sns import (
     SnsVerificationError,
@@ -27,7 +48,10 @@ from tracking.sns import (
     sns_cert_cache_seed,
     sns_cert_url_check,
     sns_string_to_sign,
+    sns_topic_parse,
+    sns_topics,
 )
+from tracking.webhooks import ses_webhook_wsgi
 
 pytestmark = pytest.mark.django_db
 
@@ -105,15 +129,65 @@ def test_string_to_sign_follows_the_aws_rules():
 
 
 @pytest.mark.parametrize(
+    ("arn", "url"),
+    [
+        (TOPIC_ARN, "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem"),
+        ("arn:aws:sns:eu-west-3:123456789012:t",
+         "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-abc.pem"),
+        ("arn:aws-cn:sns:cn-north-1:123456789012:t",
+         "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem"),
+        ("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t.fifo",
+         "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem"),
+    ],
+)  # fmt: skip
+def test_the_certificate_host_of_the_topics_region_is_allowed(arn, url):
+    assert sns_cert_url_check(url=url, topic=sns_topic_parse(arn=arn)) == url
+
+
+@pytest.mark.parametrize(
     "url",
     [
-        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem",
-        "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-abc.pem",
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        # Virtual-hosted S3 buckets: anyone can name a bucket "sns" or "sns.us-east-1…".
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.s3.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com.s3.amazonaws.com/x.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/x.pem",
+        "https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem",
+        # Another region than the topic's, or its partition's suffix on the wrong region.
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-x.pem",
+        "https://sns.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-x.pem",
+        "https://SNS.US-EAST-1.AMAZONAWS.COM/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-x.pem",
+        "https://x@sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com/x.pem?.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.us-east-1.amazonaws.com\n.evil.example/x.pem",
     ],
 )
-def test_sns_certificate_urls_are_allowed(url):
-    assert sns_cert_url_check(url=url) == url
+def test_other_certificate_hosts_are_refused(url):
+    with pytest.raises(SnsVerificationError):
+        sns_cert_url_check(url=url, topic=sns_topic_parse(arn=TOPIC_ARN))
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:sns:s3:123456789012:t",  # not a region
+        "arn:aws:sns:us-east:123456789012:t",
+        "arn:aws:sns:us-east-1.evil.example:123456789012:t",
+        "arn:aws:sns:us-east-1:12345678901:t",  # 11 digits
+        "arn:aws:sqs:us-east-1:123456789012:t",
+        "arn:evil:sns:us-east-1:123456789012:t",
+        "arn:aws:sns:us-east-1:123456789012:t\nx",
+        "arn:aws:sns:us-east-1:123456789012:" + "t" * 260,
+        "",
+    ],
+)
+def test_topic_arns_are_parsed_strictly(arn):
+    with pytest.raises(ValueError):
+        sns_topic_parse(arn=arn)
 
 
 # -- refused: 403 and nothing written --------------------------------------------------------------
@@ -192,7 +266,29 @@ FORGERIES = {
     "other service": _forge_cert_url("https://sqs.us-east-1.amazonaws.com/x.pem"),
     "not .pem": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem.txt"),
     "query": _forge_cert_url("https://sns.us-east-1.amazonaws.com/x.pem?a=.pem"),
-    "s3 bucket": _forge_cert_url("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem"),
+    "s3 path": _forge_cert_url("https://s3.amazonaws.com/sns.us-east-1.amazonaws.com/x.pem"),
+    "s3 bucket named sns": _forge_cert_url("https://sns.s3.amazonaws.com/x.pem"),
+    "another region": _forge_cert_url(
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem"
+    ),
+    "stale timestamp": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp=sns_timestamp(-3901)
+    ),
+    "future timestamp": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp=sns_timestamp(+301)
+    ),
+    "timestamp without a zone": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp="2026-11-20T10:00:06.000"
+    ),
+    "timestamp in month 13": lambda signer, sent: signer.notification(
+        delivery(sent), timestamp="2026-13-20T10:00:06.000Z"
+    ),
+    "another account's topic": lambda signer, sent: signer.notification(
+        delivery(sent), topic_arn="arn:aws:sns:us-east-1:999999999999:ses-events"
+    ),
+    "another topic of ours": lambda signer, sent: signer.notification(
+        delivery(sent), topic_arn="arn:aws:sns:us-east-1:123456789012:other"
+    ),
 }
 
 
@@ -236,9 +332,51 @@ def test_certificate_with_a_non_rsa_key_is_refused(client, sent):
 def test_basic_auth_is_still_required_with_a_valid_signature(client, signer, sent):
     envelope = signer.notification(delivery(sent))
     assert post(client, envelope, auth=None).status_code == 401
-    assert post(client, envelope, auth="Basic c25zOndyb25n").status_code == 400  # sns:wrong
+    assert post(client, envelope, auth="Basic c25zOndyb25n").status_code == 403  # sns:wrong
     assert nothing_written(sent)
     assert post(client, envelope, auth=AUTH).status_code == 200
+
+
+def test_the_timestamp_window(client, signer, sent, settings):
+    """An SNS retry an hour after publishing, or clocks a little ahead, are accepted; older or
+    further ahead is a replay, refused."""
+    settings.SNS_MESSAGE_MAX_AGE_SECONDS = 3900
+    settings.SNS_MESSAGE_MAX_FUTURE_SECONDS = 300
+    for delta, status in ((-3901, 403), (301, 403), (-3800, 200), (-60, 200), (200, 200)):
+        envelope = signer.notification(delivery(sent), timestamp=sns_timestamp(delta))
+        assert post(client, envelope).status_code == status, delta
+    assert Event.objects.count() == 1
+
+
+def test_a_foreign_topic_in_its_own_region_is_refused(client, signer, sent):
+    """Validly signed, its certificate on its own region's SNS host (cached as if fetched): an
+    SNS topic of another AWS account, subscribed to our URL. Refused before any fetch."""
+    foreign = TestSigner(
+        cert_url="https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-f.pem"
+    )
+    foreign.seed()
+    envelope = foreign.notification(
+        delivery(sent), topic_arn="arn:aws:sns:eu-west-1:999999999999:ses-events"
+    )
+    assert post(client, envelope).status_code == 403
+    assert nothing_written(sent)
+
+
+def test_a_pinned_topic_of_another_region_uses_its_regions_host(client, sent, settings):
+    other = "arn:aws:sns:eu-west-1:123456789012:ses-events"
+    settings.SNS_TOPIC_ARNS = [TOPIC_ARN, other]
+    signer = TestSigner(
+        cert_url="https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-e.pem"
+    )
+    signer.seed()
+    assert post(client, signer.notification(delivery(sent), topic_arn=other)).status_code == 200
+    # The same topic's message signed under the us-east-1 host: not where SNS signs it.
+    us = TestSigner(cert_url="https://sns.us-east-1.amazonaws.com/SimpleNotificationService-u.pem")
+    us.seed()
+    bounce = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
+    assert post(client, us.notification(bounce, topic_arn=other)).status_code == 403
+    sent.refresh_from_db()
+    assert sent.status == "delivered"
 
 
 # -- subscription confirmations ---------------------------------------------------------------
@@ -334,6 +472,15 @@ def test_forged_subscription_confirmation_is_not_confirmed(client, signer, sns_a
     assert sns_api.requests == []
 
 
+def test_a_foreign_topics_subscription_is_not_confirmed(client, signer, sns_api):
+    """Anyone can subscribe our URL to their own topic: SNS then sends a validly signed
+    confirmation, with our basic auth if they learnt it. Only pinned topics are confirmed."""
+    for arn in ("arn:aws:sns:us-east-1:999999999999:ses-events",
+                "arn:aws:sns:us-east-1:123456789012:not-pinned"):  # fmt: skip
+        assert post(client, signer.confirmation(topic_arn=arn)).status_code == 403
+    assert sns_api.requests == []
+
+
 def test_unsubscribe_confirmation_is_verified_and_ignored(client, signer, sns_api):
     confirmation = signer.confirmation("UnsubscribeConfirmation")
     assert post(client, confirmation).status_code == 200
@@ -347,7 +494,7 @@ def test_unsubscribe_confirmation_is_verified_and_ignored(client, signer, sns_ap
 @pytest.fixture
 def local_certs(server, settings):
     """Allow the local server as an SNS certificate host (over http): only tests do this."""
-    settings.SNS_CERT_HOST_PATTERN = r"127\.0\.0\.1:\d+"
+    settings.SNS_CERT_HOST = urllib.parse.urlsplit(server.url).netloc
     settings.SNS_CERT_URL_SCHEMES = ("http", "https")
     settings.SNS_CERT_FETCH_TIMEOUT_SECONDS = 1
     sns_cert_cache_clear()
@@ -427,4 +574,239 @@ def test_sns_hosts_only_by_default(client, sent, server):
     signer = _signer_at(server, "/SimpleNotificationService-4.pem")
     assert post(client, signer.notification(delivery(sent))).status_code == 403
     assert server.requests == []
+    assert nothing_written(sent)
+
+
+# -- hostile requests: refused before the body is read, or with a short reason; never a 500 ----
+
+MARK = "BODYMARK-7f3a"  # in every junk body: it must never reach a log
+WRONG_AUTH = {
+    "wrong password": "Basic " + base64.b64encode(b"sns:wrong").decode(),
+    "scheme only": "Basic",
+    "not base64": f"Basic !!!{MARK}",
+    "other scheme": f"Bearer {MARK}",
+    "not UTF-8": "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
+    "not ASCII": "Basic sns:wébhook",
+    "secret plus a newline": "Basic " + base64.b64encode(b"sns:webhook-test-secret\n").decode(),
+    "empty credentials": "Basic " + base64.b64encode(b"").decode(),
+}
+JUNK = {
+    "empty": b"",
+    "not JSON": f"{MARK} not json".encode(),
+    "not UTF-8": b"\xff\xfe{" + MARK.encode(),
+    "lone surrogate": f'{{"Type": "\\ud800{MARK}"}}'.encode(),
+    "nested 100,000 deep": b"[" * 100_000 + MARK.encode(),
+    "a JSON string": f'"{MARK}"'.encode(),
+    "Type a list": json.dumps({"Type": [MARK]}).encode(),
+    "Type with a newline": json.dumps({"Type": f"Notification\n{MARK} forged"}).encode(),
+    "MessageId with CR LF": json.dumps(
+        {"Type": "Notification", "MessageId": f"x\r\n{MARK}", "TopicArn": TOPIC_ARN}
+    ).encode(),
+    "TopicArn an object": json.dumps(
+        {"Type": "Notification", "MessageId": "m-1", "TopicArn": {MARK: 1}}
+    ).encode(),
+    "huge": MARK.encode() * 300_000,  # 3.9 MB
+    "huge integer": (
+        f'{{"Type": "Notification", "MessageId": {"9" * 5000}, "m": "{MARK}"}}'.encode()
+    ),
+}
+
+
+class Unreadable:
+    """A request body that fails the test if anything reads it."""
+
+    def read(self, *args):
+        raise AssertionError("the body was read")
+
+    readline = read
+
+
+def _post_raw(route: str, body, headers: dict) -> int:
+    """POST `body` (bytes, or an Unreadable) to the webhook through Django's URL route or the
+    WSGI fast route; the status answered."""
+    environ = RequestFactory().generic(
+        "POST", WEBHOOK, data=b"" if isinstance(body, Unreadable) else body,
+        content_type="text/plain; charset=UTF-8", **headers,
+    ).environ  # fmt: skip
+    if isinstance(body, Unreadable):
+        environ["wsgi.input"] = body
+        environ["CONTENT_LENGTH"] = "1000"
+    via_django = []
+
+    def django_app(environ, start_response):
+        via_django.append(True)
+        return WSGIHandler()(environ, start_response)
+
+    app = ses_webhook_wsgi(django_app) if route == "fast" else django_app
+    status, _, _ = call_wsgi(app, environ)
+    assert bool(via_django) == (route == "django"), "the route taken"
+    return status
+
+
+def _headers(auth: str | None, **extra) -> dict:
+    headers = {"HTTP_X_AMZ_SNS_MESSAGE_TYPE": "Notification", "HTTP_X_AMZ_SNS_MESSAGE_ID": "m-1"}
+    if auth is not None:
+        headers["HTTP_AUTHORIZATION"] = auth
+    return {**headers, **extra}
+
+
+def _no_trace_in_logs(caplog, *needles: str) -> None:
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        assert "\n" not in record.getMessage() and "\r" not in record.getMessage(), text
+        for needle in needles:
+            assert needle not in text, text
+
+
+ROUTES = ["django", "fast"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_without_valid_credentials_the_body_is_never_read(route, sent, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name, auth in [("none", None), *WRONG_AUTH.items()]:
+        status = _post_raw(route, Unreadable(), _headers(auth))
+        assert status == (401 if auth is None else 403), name
+    assert nothing_written(sent)
+    _no_trace_in_logs(caplog, MARK, "!!!", "wébhook")
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("junk", JUNK.values(), ids=JUNK.keys())
+def test_junk_without_valid_credentials_is_refused_unread(route, junk, sent, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name, auth in [("none", None), *WRONG_AUTH.items()]:
+        status = _post_raw(route, junk, _headers(auth))
+        assert status == (401 if auth is None else 403), name
+    assert nothing_written(sent)
+    _no_trace_in_logs(caplog, MARK)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("junk", JUNK.values(), ids=JUNK.keys())
+def test_junk_with_valid_credentials_gets_400_and_stays_out_of_the_logs(route, junk, sent, caplog):
+    caplog.set_level(logging.DEBUG)
+    status = _post_raw(route, junk, _headers(AUTH))
+    assert status == (413 if len(junk) > 1024 * 1024 else 400)
+    assert nothing_written(sent)
+    _no_trace_in_logs(caplog, MARK)
+    assert "ses webhook refused status=4" in caplog.text  # the reason is logged, alone
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_content_length_that_is_not_a_length_gets_400(route, signer, sent):
+    envelope = signer.notification(delivery(sent))
+    headers = {**sns_headers(envelope), "HTTP_AUTHORIZATION": AUTH}
+    for length in ("-1", "abc", "1e3"):
+        environ = (
+            RequestFactory()
+            .post(WEBHOOK, data=json.dumps(envelope), content_type="text/plain", **headers)
+            .environ
+        )
+        environ["CONTENT_LENGTH"] = length
+        app = ses_webhook_wsgi(WSGIHandler()) if route == "fast" else WSGIHandler()
+        assert call_wsgi(app, environ)[0] == 400, length
+    assert nothing_written(sent)
+
+
+FORGED = "FORGED-LINE"
+
+
+def _forged_fields(signer, sent) -> dict:
+    """Requests each carrying a CR or LF in a field a log line could show."""
+    good = signer.notification(delivery(sent))
+    payload = delivery(sent)
+    payload["mail"]["messageId"] = f"m\n{FORGED}"
+    # (ses_sample replaces text in a JSON file: the escapes become CR LF once parsed)
+    bad_id = ses_sample("delivery", message_id=MESSAGE_ID, recipient=f"a\\r\\n{FORGED}@x.org")
+    return {
+        "Type": {**good, "Type": f"Notification\r\n{FORGED}"},
+        "MessageId": {**good, "MessageId": f"abc\n{FORGED}"},
+        "TopicArn": {**good, "TopicArn": f"{TOPIC_ARN}\n{FORGED}"},
+        "SignatureVersion": {**good, "SignatureVersion": f"1\n{FORGED}"},
+        "SigningCertURL": {
+            **good,
+            "SigningCertURL": f"https://sns.us-east-1.amazonaws.com/\n{FORGED}.pem",
+        },
+        "Timestamp": {**good, "Timestamp": f"2026-11-20T10:00:06.000Z\n{FORGED}"},
+        "SES messageId (signed)": signer.notification(payload),
+        "recipient (signed)": signer.notification(bad_id),
+    }
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_line_break_in_any_logged_field_cannot_forge_a_log_line(route, signer, sent, caplog):
+    caplog.set_level(logging.DEBUG)
+    for field, envelope in _forged_fields(signer, sent).items():
+        headers = sns_headers({**envelope, "Type": "Notification"})
+        headers["HTTP_X_AMZ_SNS_MESSAGE_ID"] = envelope["MessageId"]
+        headers["HTTP_AUTHORIZATION"] = AUTH
+        status = _post_raw(route, json.dumps(envelope).encode(), headers)
+        assert status in (200, 400, 403), field
+    # Only the last, signed and on its message, is recorded (its recipient is never logged).
+    assert Event.objects.count() == 1
+    assert caplog.records
+    _no_trace_in_logs(caplog, FORGED)
+
+
+def test_only_the_ses_tracking_route_is_mounted(client):
+    for path in (
+        "/webhooks/anymail/amazon_ses/inbound/",
+        "/webhooks/anymail/mailgun/tracking/",
+        "/webhooks/anymail/mailgun/inbound/",
+        "/webhooks/anymail/mandrill/",
+        "/webhooks/anymail/postmark/inbound/",
+        "/webhooks/anymail/sendgrid/tracking/",
+    ):
+        assert client.post(path, data="{}", content_type="application/json").status_code == 404
+    assert client.get(WEBHOOK).status_code == 405
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_the_webhook_will_not_start_without_pinned_topics(settings):
+    settings.DEBUG = False
+    settings.SNS_TOPIC_ARNS = []
+    with pytest.raises(ImproperlyConfigured, match="Set SNS_TOPIC_ARNS"):
+        ses_webhook_wsgi(WSGIHandler())
+    settings.SNS_TOPIC_ARNS = ["arn:aws:sns:us-east-1:123456789012:ok", "arn:aws:s3:::bucket"]
+    with pytest.raises(ImproperlyConfigured, match="arn:aws:s3:::bucket"):
+        ses_webhook_wsgi(WSGIHandler())
+    settings.SNS_TOPIC_ARNS = [TOPIC_ARN]
+    settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": None}
+    with pytest.raises(ImproperlyConfigured, match="ANYMAIL_WEBHOOK_SECRET"):
+        ses_webhook_wsgi(WSGIHandler())
+
+
+def test_the_web_server_fails_at_start_up_naming_what_to_set(tmp_path):
+    """The real start-up (config.wsgi, as granian loads it), without SNS_TOPIC_ARNS."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SNS_TOPIC_ARNS", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_SECRET_KEY="x")
+    root = Path(__file__).resolve().parent.parent
+    started = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode != 0
+    assert "ImproperlyConfigured: Set SNS_TOPIC_ARNS" in started.stderr
+    env["SNS_TOPIC_ARNS"] = TOPIC_ARN
+    started = subprocess.run(
+        [sys.executable, "-c", "import config.wsgi"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+
+def test_in_debug_without_pinned_topics_every_message_is_refused(client, signer, sent, settings):
+    settings.DEBUG = True
+    settings.SNS_TOPIC_ARNS = []
+    assert sns_topics() == {}
+    response = post(client, signer.notification(delivery(sent)))
+    assert response.status_code == 403
+    assert response.content == b"TopicArn is not one of SNS_TOPIC_ARNS"
     assert nothing_written(sent)

@@ -1,5 +1,6 @@
 """SES events, as AWS documents them, in signed SNS envelopes, posted to the SES webhook
-(anymail's view behind tracking.webhooks' signature check). Signature checks: test_sns.py."""
+(tracking.webhooks): what each records, counts and suppresses, pending events, the circuit
+breaker. Authentication, topics, signatures and hostile requests: test_sns.py."""
 
 import base64
 import json
@@ -196,7 +197,7 @@ def test_webhook_without_credentials_is_refused(client, sent):
     envelope = sns_envelope(ses_event("Delivery", MESSAGE_ID, sent.contact.email))
     assert post(client, envelope, auth=None).status_code == 401
     wrong = "Basic " + base64.b64encode(b"sns:wrong").decode()
-    assert post(client, envelope, auth=wrong).status_code == 400
+    assert post(client, envelope, auth=wrong).status_code == 403
     assert not Event.objects.exists()
     sent.refresh_from_db()
     assert sent.status == "sent"
@@ -280,9 +281,10 @@ def test_out_of_order_events_never_move_a_notification_back(client, sent):
     post(client, sns_envelope(ses_sample("delivery", message_id=MESSAGE_ID, recipient=email)))
     sent.refresh_from_db()
     assert sent.status == "complained"
-    assert Event.objects.count() == 3
-    # Counters count events, each once, whatever their order.
-    assert counters(sent.campaign_id) == {"complained": 1, "bounced_hard": 1, "delivered": 1}
+    assert Event.objects.count() == 3  # each recorded (the journey shows them)
+    # Counted only where the row moved: the bounce and the delivery came for a row already
+    # further along.
+    assert counters(sent.campaign_id) == {"complained": 1}
 
 
 # -- pending events: an event that outran the send's bookkeeping --------------------------------
@@ -509,6 +511,204 @@ def test_circuit_breaker_reason_is_shown_to_the_marketer(client, settings, admin
                                          recipient=contacts[0].email)))  # fmt: skip
     page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/")
     assert "marked it as spam" in page.content.decode()
+
+
+# -- a message counts once, and only for recipients on it -------------------------------------
+
+
+def naming(record: dict, addresses: list[str]) -> dict:
+    """`record` (a Bounce, Complaint or Delivery) listing `addresses` as its recipients."""
+    kind = record["eventType"]
+    if kind == "Delivery":
+        record["delivery"]["recipients"] = addresses
+    else:
+        key = {"Bounce": "bouncedRecipients", "Complaint": "complainedRecipients"}[kind]
+        record[kind.lower()][key] = [{"emailAddress": a} for a in addresses]
+    return record
+
+
+def test_a_complaint_naming_600_recipients_counts_its_message_once(client, sent):
+    others = [f"other{i}@example.org" for i in range(600)]
+    record = naming(
+        ses_event("Complaint", MESSAGE_ID, sent.contact.email), [*others, sent.contact.email]
+    )
+    assert post(client, sns_envelope(record)).status_code == 200
+    assert Event.objects.count() == 1  # its one recipient on the message
+    assert counters(sent.campaign_id) == {"complained": 1}
+    assert Contact.objects.get(pk=sent.contact_id).status == "complained"
+
+
+@pytest.mark.parametrize("kind", ["Bounce", "Complaint", "Delivery"])
+def test_recipients_not_on_the_message_move_nothing(client, sent, kind, caplog):
+    """Someone else (another contact of ours, a stranger), listed on this message's event:
+    not the message's recipient, so neither its row nor its contact moves, nothing counts."""
+    stranger, other = "stranger@example.org", ContactFactory().email
+    record = naming(ses_event(kind, MESSAGE_ID, sent.contact.email), [other, stranger])
+    with caplog.at_level(logging.WARNING):
+        assert post(client, sns_envelope(record)).status_code == 200
+    assert not Event.objects.exists()
+    assert not PendingEspEvent.objects.exists()
+    assert counters(sent.campaign_id) == {}
+    sent.refresh_from_db()
+    assert (sent.status, sent.contact.status) == ("sent", "active")
+    assert "no recipient of the event is on its message" in caplog.text
+    assert other not in caplog.text and stranger not in caplog.text
+
+
+def test_a_destination_longer_than_ses_allows_is_not_recorded(client, sent):
+    everyone = [sent.contact.email, *(f"r{i}@example.org" for i in range(60))]
+    record = naming(ses_event("Complaint", MESSAGE_ID, sent.contact.email), everyone)
+    record["mail"]["destination"] = everyone
+    assert post(client, sns_envelope(record)).status_code == 200
+    assert not Event.objects.exists()
+    assert counters(sent.campaign_id) == {}
+
+
+def test_several_recipients_on_one_message_count_it_once(client, sent):
+    """SES sends one message to up to 50 recipients; ours have one, but a message with several
+    records an event for each and still counts once."""
+    everyone = [sent.contact.email, "cc1@example.org", "cc2@example.org"]
+    for kind in ("Delivery", "Complaint"):
+        record = naming(ses_event(kind, MESSAGE_ID, sent.contact.email), everyone)
+        record["mail"]["destination"] = everyone
+        assert post(client, sns_envelope(record)).status_code == 200
+    assert Event.objects.count() == 6
+    assert counters(sent.campaign_id) == {"delivered": 1, "complained": 1}
+
+
+@pytest.mark.parametrize(
+    ("sample", "counter"),
+    [
+        ("delivery", "delivered"),
+        ("bounce", "bounced_hard"),
+        ("complaint", "complained"),
+        ("reject", "rejected"),
+        ("rendering_failure", "rendering_failed"),
+        ("bounce_transient", "bounced_soft"),
+        ("delivery_delay", "delayed"),
+    ],
+)
+def test_a_message_counts_once_per_counter(client, sent, sample, counter):
+    """Two distinct events of one kind for one message (and each replayed): the first moves
+    the row (or, for soft bounces and delays, is the message's first of its kind) and counts;
+    the second finds the row already there and counts nothing; replays count nothing."""
+    for when in ("2026-11-20T10:00:01.000Z", "2026-11-20T10:05:00.000Z"):
+        record = ses_sample(
+            sample, message_id=MESSAGE_ID, recipient=sent.contact.email, timestamp=when
+        )
+        for _ in range(2):  # SNS delivers it twice; the same event published again
+            assert post(client, sns_envelope(record)).status_code == 200
+    assert Event.objects.count() == 2
+    assert counters(sent.campaign_id) == {counter: 1}
+
+
+@breaker
+def test_a_complaint_naming_other_recipients_does_not_trip_the_breaker(client, settings):
+    settings.CIRCUIT_BREAKER_MIN_SENT = 40
+    settings.CIRCUIT_BREAKER_COMPLAINT_RATE = 0.05
+    campaign, contacts = _sending_campaign(40)
+    # One complaint for contact 0's message, also naming ten other recipients of the campaign
+    # (of other messages): 1 complaint in 40 (2.5%), not 11 (27.5%).
+    record = naming(
+        ses_sample("complaint", message_id=f"cb-{contacts[0].pk}", recipient=contacts[0].email),
+        [c.email for c in contacts[:11]],
+    )
+    assert post(client, sns_envelope(record)).status_code == 200
+    campaign.refresh_from_db()
+    assert campaign.status == "sending"
+    assert counters(campaign.pk) == {"sent": 40, "complained": 1}
+    assert set(Contact.objects.filter(status="complained")) == {contacts[0]}
+
+
+def test_the_recount_agrees_with_what_the_intake_counted(client):
+    """Out of order, replayed, repeated and misaddressed events: the recount
+    (manage.py recount_campaign) replays the same rule."""
+    from tracking.selectors import campaign_counters_recount
+
+    campaign = CampaignFactory()
+    rows = [
+        Notification.objects.create(
+            campaign=campaign, contact=ContactFactory(), status="sent", message_id=f"rc-{i}"
+        )
+        for i in range(5)
+    ]
+
+    def send(sample, row, when=None, recipients=None):
+        record = ses_sample(sample, message_id=row.message_id, recipient=row.contact.email,
+                            timestamp=when)  # fmt: skip
+        if recipients is not None:
+            record = naming(record, recipients)
+        assert post(client, sns_envelope(record)).status_code == 200
+
+    send("delivery", rows[0])
+    send("complaint", rows[0])
+    send("delivery", rows[0], "2026-11-20T11:00:00.000Z")  # a second delivery: no move
+    send("bounce", rows[1])
+    send("delivery", rows[1])  # late: the row is further along
+    send("complaint", rows[2], recipients=["x@example.org", rows[2].contact.email])
+    send("bounce_transient", rows[3])
+    send("bounce_transient", rows[3], "2026-11-20T11:00:00.000Z")
+    send("delivery_delay", rows[4])
+    send("delivery_delay", rows[4], "2026-11-20T11:00:00.000Z")
+    send("delivery", rows[4])
+    written = counters(campaign.pk)
+    assert written == {
+        "delivered": 2, "complained": 2, "bounced_hard": 1, "bounced_soft": 1, "delayed": 1,
+    }  # fmt: skip
+    recounted = campaign_counters_recount(campaign_id=campaign.pk)
+    assert {k: v for k, v in recounted.items() if k in written} == written
+
+
+# -- pending events expire ---------------------------------------------------------------------
+
+
+def test_pending_events_expire_after_the_expiry_and_are_counted_in_the_log(
+    client, sent, settings, caplog, admin_client
+):
+    from tracking.esp_events import esp_events_expire_pending
+
+    settings.ESP_EVENT_PENDING_RETENTION_HOURS = 72
+    settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 100
+    for i in range(3):
+        record = ses_sample("delivery", message_id=f"elsewhere-{i}", recipient="a@example.org")
+        assert post(client, sns_envelope(record)).status_code == 200
+    now = timezone.now()
+    PendingEspEvent.objects.filter(message_id__in=["elsewhere-0", "elsewhere-1"]).update(
+        created_at=now - timedelta(hours=101)
+    )
+    PendingEspEvent.objects.filter(message_id="elsewhere-2").update(
+        created_at=now - timedelta(hours=99)
+    )
+    page = admin_client.get("/admin/tracking/pendingespevent/")
+    assert b"Expires" in page.content
+    with caplog.at_level(logging.WARNING, logger="tracking.esp_events"):
+        assert esp_events_expire_pending() == 2
+    assert list(PendingEspEvent.objects.values_list("message_id", flat=True)) == ["elsewhere-2"]
+    assert "ses events pending expired count=2" in caplog.text
+    assert esp_events_expire_pending() == 0
+
+
+def test_pending_events_never_expire_before_their_retries_stop(client, sent, settings):
+    from tracking.esp_events import esp_events_expire_pending
+
+    settings.ESP_EVENT_PENDING_RETENTION_HOURS = 200
+    settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 1
+    post(client, sns_envelope(ses_sample("delivery", message_id="later", recipient="a@x.org")))
+    PendingEspEvent.objects.update(created_at=timezone.now() - timedelta(hours=150))
+    assert esp_events_expire_pending() == 0
+    assert PendingEspEvent.objects.count() == 1
+
+
+def test_expiry_task_is_scheduled_and_runs_the_service(client, sent, settings, eager_celery):
+    from tracking.tasks import esp_events_expire_pending as task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["esp-events-expire-pending"]
+    assert entry["task"] == "tracking.tasks.esp_events_expire_pending"
+    assert entry["options"]["queue"] == "periodic"
+    post(client, sns_envelope(ses_sample("delivery", message_id="gone", recipient="a@x.org")))
+    PendingEspEvent.objects.update(created_at=timezone.now() - timedelta(days=400))
+    assert task.delay().get() == 1
+    assert not PendingEspEvent.objects.exists()
 
 
 def test_the_portable_insert_path_records_the_same(client, sent, monkeypatch):

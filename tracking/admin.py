@@ -1,6 +1,11 @@
 from django.contrib import admin
 
-from tracking.esp_events import GAVE_UP, esp_events_retry_pending, ses_event_type
+from tracking.esp_events import (
+    GAVE_UP,
+    esp_events_retry_pending,
+    pending_expires_at,
+    ses_event_type,
+)
 from tracking.models import Event, PendingEspEvent
 
 
@@ -26,10 +31,11 @@ class EventAdmin(admin.ModelAdmin):
 class PendingEspEventAdmin(admin.ModelAdmin):
     """SES events waiting for their message id to be recorded (retried by beat). Rows whose
     retries stopped after the retention (ESP_EVENT_PENDING_RETENTION_HOURS) stay here, marked
-    "retries stopped", until someone looks at them: nothing is dropped silently."""
+    "retries stopped", until they expire (ESP_EVENT_PENDING_EXPIRY_HOURS, shown per row): then
+    beat deletes them and logs how many."""
 
     list_display = (
-        "id", "message_id", "event_type", "source", "attempts", "state", "created_at",
+        "id", "message_id", "event_type", "source", "attempts", "state", "created_at", "expires",
     )  # fmt: skip
     list_filter = ("source",)
     search_fields = ("=message_id", "=esp_event_id")
@@ -46,6 +52,10 @@ class PendingEspEventAdmin(admin.ModelAdmin):
         if obj.next_attempt_at >= GAVE_UP:
             return "retries stopped"
         return obj.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    @admin.display(description="Expires")
+    def expires(self, obj) -> str:
+        return pending_expires_at(pending=obj).strftime("%Y-%m-%d %H:%M:%S %Z")
 
     @admin.action(description="Retry the selected events now")
     def retry_now(self, request, queryset) -> None:

@@ -6,5 +6,4 @@ class TrackingConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
-        # anymail announces SES events with a signal (a library edge): connect its receiver.
-        from tracking import checks, receivers  # noqa: F401
+        from tracking import checks  # noqa: F401 (registers the system checks)

@@ -1,16 +1,20 @@
 """Recording SES's events (SNS webhook, event files) and what follows from them.
 
-One path for every source: an SES event object (as SES publishes it) and one of its recipients
-become an `SesEvent`, which `ses_event_record` writes:
+One path for every source: an SES event object (as SES publishes it) and each of its recipients
+that is on its message (`mail.destination`) become an `SesEvent`, which `ses_event_record`
+writes:
   - the Event row, deduplicated by an id derived from the SES event's content (`ses_event_id`),
     so the same event arriving by SNS, again by SNS, and from a file is recorded once;
   - the notification moved forward only (campaigns.ledger; a late Delivery never undoes a Bounce);
-  - the campaign's counters (tracking.counters), in the same transaction;
+  - the campaign's counters (tracking.counters), in the same transaction: a message counts at
+    most once per counter, when its row moves (or, for soft bounces and delays, which move
+    nothing, with its first event of the kind);
   - suppression: a hard bounce or a complaint at once, soft bounces after SOFT_BOUNCE_LIMIT
     within SOFT_BOUNCE_WINDOW_DAYS;
-  - after commit, for hard bounces and complaints, the campaign's circuit breaker.
+  - after commit, for a hard bounce or complaint that counted, the campaign's circuit breaker.
 An event naming a message id we do not know yet becomes a PendingEspEvent, retried with backoff
-by `esp_events_retry_pending` (beat), never dropped.
+by `esp_events_retry_pending` (beat), flagged after ESP_EVENT_PENDING_RETENTION_HOURS and
+deleted after ESP_EVENT_PENDING_EXPIRY_HOURS (`esp_events_expire_pending`, logged by count).
 """
 
 import contextlib
@@ -19,21 +23,18 @@ import hashlib
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
-from django.db import (
-    DatabaseError,
-    OperationalError,
-    connection,
-    transaction,
-)
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -73,9 +74,11 @@ NOTIFICATION_STATUS = {
     T.RENDERING_FAILED: N.FAILED,  # SES could not render the stored template: nothing was sent
 }
 FROM_STATUSES = {status: statuses_before(status) for status in NOTIFICATION_STATUS.values()}
-# The counter each event adds one to. SES Open / Click events are recorded but counted nowhere:
-# our own pixel and redirect count opens and clicks, and counting SES's too would double them.
-# SES Send events are not counted either: `sent` is the delivery code's (SES's API answer).
+# The counter each event may add one to. SES Open / Click events are recorded but counted
+# nowhere: our own pixel and redirect count opens and clicks, and counting SES's too would double
+# them. SES Send events are not counted either: `sent` is the delivery code's (SES's API answer).
+# An event whose type moves the notification (NOTIFICATION_STATUS) counts if it moved it; the
+# others (soft bounces, delays) count with the message's first event of their kind.
 COUNTERS = {
     T.DELIVERED: "delivered",
     T.COMPLAINED: "complained",
@@ -84,6 +87,8 @@ COUNTERS = {
     T.RENDERING_FAILED: "rendering_failed",
 }
 BOUNCE_COUNTERS = {Event.BounceType.HARD: "bounced_hard", Event.BounceType.SOFT: "bounced_soft"}
+# Counters whose growth the circuit breaker looks at.
+BREAKER_COUNTERS = {"bounced_hard", "complained"}
 # Statuses that mean SES accepted the message: the circuit breaker's fallback count of `sent`.
 ACCEPTED = (N.SENT, N.DELIVERED, N.BOUNCED, N.COMPLAINED, N.REJECTED)
 
@@ -96,6 +101,12 @@ RETRY_MAX_SECONDS = 3600
 GAVE_UP = datetime(9999, 1, 1, tzinfo=UTC)
 
 RECORDED, DUPLICATE, PENDING = "recorded", "duplicate", "pending"
+
+# SES message ids are letters, digits and hyphens ("0100018c5d2a7b1e-3f2f1c7e-…-000000"): an id
+# of another shape is not SES's, and these are safe to log.
+SES_MESSAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+# SES sends one message to 50 recipients at most: a longer `destination` is not SES's.
+MAX_DESTINATIONS = 50
 
 
 class SesEventError(ValueError):
@@ -127,19 +138,48 @@ def ses_event_type(payload: dict) -> str:
 
 
 def ses_event_recipients(payload: dict) -> list[str]:
-    """The recipients an SES event is about, by the same rules as anymail's webhook (which
-    emits one signal per recipient), so both sources derive the same ids."""
+    """The recipients an SES event is about that are on its message, each once: those its
+    details list (a bounce's bouncedRecipients, a complaint's complainedRecipients, a
+    delivery's recipients; the message's destination for the other kinds, as anymail reads
+    them) that are also in `mail.destination` (compared in lower case). Anyone else was not
+    sent that message: the event says nothing about them and is ignored for them. Every
+    source uses this, so all derive the same ids. SesEventError for a `destination` SES
+    cannot have written."""
+    return _recipients(payload)[0]
+
+
+def _recipients(payload: dict) -> tuple[list[str], int]:
+    """(the recipients on the message, how many the event listed)."""
+    mail = payload.get("mail") if isinstance(payload, dict) else None
+    destination = mail.get("destination") if isinstance(mail, dict) else None
+    if not isinstance(destination, list):
+        return [], 0
+    if len(destination) > MAX_DESTINATIONS:
+        raise SesEventError(f"more than {MAX_DESTINATIONS} destinations")
     ses_type = ses_event_type(payload)
-    details = payload.get(SES_TYPES.get(ses_type, (None, ""))[1]) or {}
-    if ses_type == "Bounce":
-        recipients = [r.get("emailAddress") for r in details.get("bouncedRecipients") or ()]
-    elif ses_type == "Complaint":
-        recipients = [r.get("emailAddress") for r in details.get("complainedRecipients") or ()]
+    details = payload.get(SES_TYPES.get(ses_type, (None, ""))[1])
+    details = details if isinstance(details, dict) else {}
+    if ses_type in ("Bounce", "Complaint"):
+        entries = details.get(
+            "bouncedRecipients" if ses_type == "Bounce" else "complainedRecipients"
+        )
+        listed = [r.get("emailAddress") for r in _list(entries) if isinstance(r, dict)]
     elif ses_type == "Delivery":
-        recipients = list(details.get("recipients") or ())
+        listed = _list(details.get("recipients"))
     else:
-        recipients = list((payload.get("mail") or {}).get("destination") or ())
-    return [r for r in recipients if isinstance(r, str) and r]
+        listed = destination
+    on_message = {d.strip().lower() for d in destination if isinstance(d, str)}
+    recipients, seen = [], set()
+    for recipient in listed:
+        key = recipient.strip().lower() if isinstance(recipient, str) else ""
+        if key and key in on_message and key not in seen:
+            seen.add(key)
+            recipients.append(recipient)
+    return recipients, len(listed)
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def ses_event_id(*, payload: dict, recipient: str) -> str:
@@ -173,8 +213,8 @@ def ses_event_parse(*, payload: dict, recipient: str) -> SesEvent:
         raise SesEventError("an inbound (Received) notification, not a sending event")
     mail = payload.get("mail")
     message_id = mail.get("messageId") if isinstance(mail, dict) else None
-    if not isinstance(message_id, str) or not message_id or len(message_id) > 100:
-        raise SesEventError("no mail.messageId")
+    if not isinstance(message_id, str) or not SES_MESSAGE_ID.fullmatch(message_id):
+        raise SesEventError("no SES mail.messageId")
     event_type, details_key = SES_TYPES.get(ses_type, (T.UNKNOWN, ""))
     details = payload.get(details_key) or {}
     if not isinstance(details, dict):
@@ -210,14 +250,22 @@ def ses_event_parse(*, payload: dict, recipient: str) -> SesEvent:
 
 
 def ses_events_parse(*, payload: dict) -> list[SesEvent]:
-    """One SesEvent per recipient of an SES event object (files); SesEventError if invalid."""
+    """One SesEvent per recipient on the message of an SES event object (ses_event_recipients);
+    SesEventError if it is not one we can record."""
     if not isinstance(payload, dict):
         raise SesEventError("not a JSON object")
-    recipients = ses_event_recipients(payload)
+    recipients, listed = _recipients(payload)
     if not recipients:
         ses_event_parse(payload=payload, recipient="")  # the more precise error, if any
-        raise SesEventError("no recipient")
-    return [ses_event_parse(payload=payload, recipient=r) for r in recipients]
+        raise SesEventError("no recipient of the event is on its message")
+    events = [ses_event_parse(payload=payload, recipient=r) for r in recipients]
+    if listed > len(recipients):
+        logger.warning(
+            "ses event recipients not on the message ignored message_id=%s ignored=%d",
+            events[0].message_id,
+            listed - len(recipients),
+        )
+    return events
 
 
 def _parse_time(value) -> datetime | None:
@@ -242,17 +290,17 @@ def _ip(value) -> str | None:
 # -- recording -----------------------------------------------------------------------------------
 
 
-def esp_event_record(*, event: AnymailTrackingEvent) -> str | None:
-    """Record an SES event from anymail's webhook (one signal per recipient).
-
-    Returns RECORDED, DUPLICATE (seen before, from any source) or PENDING (its message id is
-    not known yet: kept and retried); None if it is not an SES sending event (logged)."""
+def ses_payload_record(*, payload: dict, source: str, sns_id: str = "") -> list[str]:
+    """Record an SES event object (the webhook's, without the buffer): one SesEvent per
+    recipient on its message, each in its own transaction. The outcome of each (RECORDED,
+    DUPLICATE or PENDING); [] if it is not an SES sending event we can record (logged with
+    `sns_id`, an SNS MessageId already checked to be safe to log)."""
     try:
-        parsed = ses_event_parse(payload=event.esp_event, recipient=event.recipient or "")
+        events = ses_events_parse(payload=payload)
     except SesEventError as err:
-        logger.warning("ses event not recorded sns_id=%s reason=%s", event.event_id, err)
-        return None
-    return ses_event_record(event=parsed, source=Event.Source.SES)
+        logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id or "-", err)
+        return []
+    return [ses_event_record(event=event, source=source) for event in events]
 
 
 def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = None) -> str:
@@ -260,7 +308,6 @@ def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = N
 
     `pending_id`: the PendingEspEvent being retried (deleted once recorded, else rescheduled).
     """
-    hard_or_complaint = event.bounce_type == Event.BounceType.HARD or event.type == T.COMPLAINED
     with transaction.atomic():
         found = _event_insert(event, source)
         if found is None:
@@ -274,27 +321,7 @@ def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = N
             PendingEspEvent.objects.filter(pk=pending_id).delete()
         if not inserted:
             return DUPLICATE
-        status = NOTIFICATION_STATUS.get(event.type)
-        if status == N.DELIVERED:
-            # The common case (~95% of events). Passing the row's own SES message id (the one
-            # it was just found by: unchanged) takes the ledger's one-statement SQL path, which
-            # costs a third of the ORM UPDATE's Python (measured: ~0.5 ms less CPU per event).
-            ledger_transition(
-                ids=[notification_id],
-                from_statuses=FROM_STATUSES[status],
-                to=status,
-                message_ids={notification_id: event.message_id},
-            )
-        elif status and event.bounce_type != Event.BounceType.SOFT:
-            ledger_transition(
-                ids=[notification_id],
-                from_statuses=FROM_STATUSES[status],
-                to=status,
-                reason=event.description,
-            )
-        counter = BOUNCE_COUNTERS.get(event.bounce_type) or COUNTERS.get(event.type)
-        if counter:
-            counters_add(campaign_id=campaign_id, deltas={counter: 1})
+        breakers = _outcomes_apply([(event, notification_id, campaign_id)])
         if event.type == T.COMPLAINED:
             _contact_suppress(contact_id, Contact.Status.COMPLAINED, event)
         elif event.type == T.BOUNCED and (
@@ -302,12 +329,107 @@ def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = N
             or _soft_bounce_limit_reached(contact_id, event)
         ):
             _contact_suppress(contact_id, Contact.Status.BOUNCED, event)
-        if hard_or_complaint:
+        if breakers:
             transaction.on_commit(lambda: _circuit_check_after_commit(campaign_id))
     logger.debug(
         "ses event type=%s notification=%s id=%s", event.type, notification_id, event.esp_event_id
     )
     return RECORDED
+
+
+def event_counter(event: SesEvent) -> str | None:
+    """The counter `event` may add one to (COUNTERS, BOUNCE_COUNTERS), if any."""
+    return BOUNCE_COUNTERS.get(event.bounce_type) or COUNTERS.get(event.type)
+
+
+def event_status(event: SesEvent) -> str | None:
+    """The status `event` moves its notification to, if any (soft bounces move nothing)."""
+    if event.bounce_type == Event.BounceType.SOFT:
+        return None
+    return NOTIFICATION_STATUS.get(event.type)
+
+
+def _outcomes_apply(items: Sequence[tuple[SesEvent, int, int]]) -> set[int]:
+    """Move the ledger and add to the counters for newly recorded events, given with their
+    (notification id, campaign id), in the order they are recorded. A counter counts a
+    message at most once: a moving event counts when its guarded UPDATE moved the row (a
+    replay, or an event for a row already further along, moves nothing and counts nothing);
+    soft bounces and delays count with their message's first event of the kind.
+    Returns the campaigns whose hard bounces or complaints counted (circuit breaker).
+
+    Each notification's moving events are applied in order, the k-th of every notification
+    together (one guarded UPDATE per status, reason and campaign, its counter added in the
+    same statement): the ledger and counters end exactly as applying them one at a time."""
+    breakers: set[int] = set()
+    queues: dict[int, list[tuple[SesEvent, str, int]]] = {}
+    firsts: list[tuple[SesEvent, int, int]] = []
+    for event, notification_id, campaign_id in items:
+        status = event_status(event)
+        if status:
+            queues.setdefault(notification_id, []).append((event, status, campaign_id))
+        elif event_counter(event):
+            firsts.append((event, notification_id, campaign_id))
+    depth = max(map(len, queues.values()), default=0)
+    for k in range(depth):
+        groups: dict[tuple[str, str, int, str], dict[int, str]] = {}
+        for notification_id, queue in queues.items():
+            if k < len(queue):
+                event, status, campaign_id = queue[k]
+                reason = "" if status == N.DELIVERED else event.description
+                key = (status, reason, campaign_id, event_counter(event))
+                groups.setdefault(key, {})[notification_id] = event.message_id
+        for (status, reason, campaign_id, counter), rows in sorted(groups.items()):
+            moved = ledger_transition(
+                ids=sorted(rows),
+                from_statuses=FROM_STATUSES[status],
+                to=status,
+                reason=reason,
+                # Deliveries (~95% of events) pass each row's own SES message id (the one it
+                # was found by: unchanged), which takes the ledger's one-statement SQL path, a
+                # third of the ORM UPDATE's Python (measured: ~0.5 ms less CPU per event).
+                message_ids=dict(sorted(rows.items())) if status == N.DELIVERED else None,
+                counter=(campaign_id, counter),
+            )
+            if moved and counter in BREAKER_COUNTERS:
+                breakers.add(campaign_id)
+    if firsts:
+        _firsts_count(firsts)
+    return breakers
+
+
+def _firsts_count(items: list[tuple[SesEvent, int, int]]) -> None:
+    """Add one to the counter of each (notification, kind) among the newly recorded `items`
+    (event, notification id, campaign id) that had no event of that kind before. The
+    notifications are locked first, in id order: a concurrent transaction recording the same
+    kind for the same message waits for this one, then counts its rows too, and does not
+    count again."""
+    new = Counter((nid, event.type, event.bounce_type) for event, nid, _ in items)
+    where = {
+        (nid, event.type, event.bounce_type): (cid, event_counter(event))
+        for event, nid, cid in items
+    }
+    ids = sorted({nid for nid, _, _ in new})
+    list(
+        Notification.objects.select_for_update()
+        .filter(id__in=ids)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    totals = {
+        (row["notification_id"], row["type"], row["bounce_type"]): row["n"]
+        for row in Event.objects.filter(notification_id__in=ids, type__in={t for _, t, _ in new})
+        .values("notification_id", "type", "bounce_type")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    deltas: dict[int, dict[str, int]] = {}
+    for key, recorded_now in new.items():
+        if totals.get(key, 0) == recorded_now:  # all of its kind are this transaction's
+            campaign_id, counter = where[key]
+            campaign = deltas.setdefault(campaign_id, {})
+            campaign[counter] = campaign.get(counter, 0) + 1
+    for campaign_id in sorted(deltas):  # one order for every writer: no deadlock
+        counters_add(campaign_id=campaign_id, deltas=deltas[campaign_id])
 
 
 _NOTIFICATION_TABLE = Notification._meta.db_table
@@ -441,8 +563,8 @@ def campaign_circuit_check(*, campaign_id: int) -> bool:
 
 def ses_events_record(*, events: Sequence[SesEvent], source: str) -> dict[str, int]:
     """Record `events` as `ses_event_record` would one by one, in one transaction and a few
-    statements: one notification lookup, one multi-row INSERT … ON CONFLICT DO NOTHING per 500
-    events, one ledger update per target status (and reason), one counters upsert per campaign.
+    statements: one notification lookup, one INSERT … ON CONFLICT DO NOTHING, one ledger update
+    (with its counter) per target status, reason and campaign (_outcomes_apply).
     Suppression is decided per contact in event order (its first complaint or bounce wins, as
     one by one); soft-bounce limits and the circuit breaker are checked as one by one (after
     commit, once per campaign). Returns {RECORDED: n, DUPLICATE: n, PENDING: n}.
@@ -468,25 +590,12 @@ def ses_events_record(*, events: Sequence[SesEvent], source: str) -> dict[str, i
         inserted = _events_insert_all(known, found, source)
         summary[DUPLICATE] += len(known) - len(inserted)
         summary[RECORDED] += len(inserted)
-        new = [e for e in known if e.esp_event_id in inserted]
-        _ledger_apply(new, found)
-        deltas: dict[int, dict[str, int]] = {}
-        for event in new:
-            counter = BOUNCE_COUNTERS.get(event.bounce_type) or COUNTERS.get(event.type)
-            if counter:
-                campaign = deltas.setdefault(found[event.message_id][2], {})
-                campaign[counter] = campaign.get(counter, 0) + 1
-        for campaign_id in sorted(deltas):  # one order for every flusher: no deadlock
-            counters_add(campaign_id=campaign_id, deltas=deltas[campaign_id])
-        _suppress_all(new, found)
-        breakers = sorted(
-            {
-                found[e.message_id][2]
-                for e in new
-                if e.bounce_type == Event.BounceType.HARD or e.type == T.COMPLAINED
-            }
+        new = [e for e in known if e.esp_event_id in inserted]  # in the order they came
+        breakers = _outcomes_apply(
+            [(e, found[e.message_id][0], found[e.message_id][2]) for e in new]
         )
-        for campaign_id in breakers:
+        _suppress_all(new, found)
+        for campaign_id in sorted(breakers):
             transaction.on_commit(
                 lambda campaign_id=campaign_id: _circuit_check_after_commit(campaign_id)
             )
@@ -511,9 +620,11 @@ def _events_insert_all(
 ) -> set[str]:
     """Insert the Event rows not recorded yet; the esp_event_ids inserted. One statement of
     array parameters whatever the batch size: a VALUES list of 500 rows × 12 placeholders cost
-    psycopg more to split and quote than PostgreSQL took to insert (~45% of a flush, measured)."""
-    # Sorted by esp_event_id: two flushers inserting the same ids lock them in the same order.
-    rows = sorted(events, key=lambda e: e.esp_event_id)
+    psycopg more to split and quote than PostgreSQL took to insert (~45% of a flush, measured).
+    Inserted in the order they came, so Event ids follow it (the recount replays ledger moves
+    in that order: tracking.selectors); a batch taken over while its first flusher still runs
+    holds the same records in the same order, so the two lock its ids in the same order."""
+    rows = events
     rows_inserted = pg_rows(
         f"INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "  # noqa: S608 (our names)
         "SELECT t, %b, o, u, i, e, d, '', '', b, p::jsonb, now(), n FROM unnest("
@@ -534,32 +645,6 @@ def _events_insert_all(
         ],
     )
     return {row[0] for row in rows_inserted}
-
-
-def _ledger_apply(events: list[SesEvent], found: dict[str, tuple[int, int, int]]) -> None:
-    """The ledger moves of `events`, one statement per (status, reason). The ledger only
-    moves forward, so applying them grouped ends where applying them one by one does."""
-    delivered: dict[int, str] = {}
-    others: dict[tuple[str, str], list[int]] = {}
-    for event in events:
-        status = NOTIFICATION_STATUS.get(event.type)
-        notification_id = found[event.message_id][0]
-        if status == N.DELIVERED:
-            delivered[notification_id] = event.message_id
-        elif status and event.bounce_type != Event.BounceType.SOFT:
-            others.setdefault((status, event.description), []).append(notification_id)
-    if delivered:
-        # The row's own message id: the ledger's one-statement SQL path (see ses_event_record).
-        ledger_transition(
-            ids=sorted(delivered),
-            from_statuses=FROM_STATUSES[N.DELIVERED],
-            to=N.DELIVERED,
-            message_ids=dict(sorted(delivered.items())),
-        )
-    for (status, reason), ids in others.items():
-        ledger_transition(
-            ids=sorted(set(ids)), from_statuses=FROM_STATUSES[status], to=status, reason=reason
-        )
 
 
 def _suppress_all(events: list[SesEvent], found: dict[str, tuple[int, int, int]]) -> None:
@@ -627,27 +712,18 @@ def esp_events_buffer_enabled() -> bool:
     return bool(getattr(settings, "ESP_EVENTS_BUFFER", False)) and buffer._client() is not None
 
 
-def esp_events_buffer_push(*, sns_message: dict) -> bool:
-    """Queue the SES event an SNS Notification carries (one RPUSH). False if it is not an SES
-    sending event (not a JSON object, or an inbound "Received" one: anymail's parsing answers
-    those as it always has) or if Redis did not take it: the caller records it directly."""
-    message = sns_message.get("Message")
-    if not isinstance(message, str):
-        return False
-    try:
-        payload = json.loads(message)
-    except ValueError:
-        return False
-    if not isinstance(payload, dict) or ses_event_type(payload) == "Received":
-        return False
-    sns_id = str(sns_message.get("MessageId") or "").replace("\t", " ")
+def esp_events_buffer_push(*, sns_id: str, message: str) -> bool:
+    """Queue the SES event an SNS Notification carries (one RPUSH): `message` as SNS carried
+    it, which the caller found to be a JSON object; `sns_id` its SNS MessageId, checked by
+    tracking.sns (no tab or line break). False if Redis did not take it: the caller records
+    it directly."""
     record = f"{_RECORD_FORMAT}\t{sns_id}\t{message}"
     return buffer.buffer_push(record=record, queue=ESP_EVENTS_QUEUE)
 
 
 def _record_loads(raw: bytes | str) -> tuple[str, list[tuple[str, dict]]]:
-    """(SNS MessageId, [(recipient, SES event object)…]) of a record; ValueError if
-    unreadable."""
+    """(SNS MessageId, [(recipient, SES event object)…]) of a record, its recipients those on
+    the message (ses_event_recipients); SesEventError if none is, ValueError if unreadable."""
     raw = raw.encode() if isinstance(raw, str) else raw
     if raw.startswith(b"["):  # format 1
         try:
@@ -656,6 +732,9 @@ def _record_loads(raw: bytes | str) -> tuple[str, list[tuple[str, dict]]]:
             raise ValueError(f"unreadable record: {type(err).__name__}") from None
         if fmt != 1:
             raise ValueError(f"unknown record format {fmt!r}")
+        on_message = {r.lower() for r in ses_event_recipients(payload)}
+        if str(recipient).strip().lower() not in on_message:
+            raise SesEventError("no recipient of the event is on its message")
         return str(sns_id), [(str(recipient), payload)]
     fmt, _, rest = raw.partition(b"\t")
     if fmt != str(_RECORD_FORMAT).encode():
@@ -663,11 +742,15 @@ def _record_loads(raw: bytes | str) -> tuple[str, list[tuple[str, dict]]]:
     sns_id, _, message = rest.partition(b"\t")
     try:
         payload = json.loads(message)
-        recipients = ses_event_recipients(payload)
-    except (TypeError, ValueError, AttributeError) as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"unreadable record: {type(err).__name__}") from None
-    # No recipient: ses_event_parse then says what is wrong with the event.
-    return sns_id.decode(errors="replace"), [(r, payload) for r in recipients] or [("", payload)]
+    if not isinstance(payload, dict):
+        raise ValueError("unreadable record: not an object")
+    recipients = ses_event_recipients(payload)
+    if not recipients:
+        ses_event_parse(payload=payload, recipient="")  # the more precise error, if any
+        raise SesEventError("no recipient of the event is on its message")
+    return sns_id.decode(errors="replace"), [(r, payload) for r in recipients]
 
 
 def esp_events_buffer_flush(*, max_batches: int = 50, lease_seconds: float | None = None) -> int:
@@ -697,6 +780,9 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
     for raw in items:
         try:
             sns_id, recipients = _record_loads(raw)
+        except SesEventError as err:  # as ses_payload_record: not an event we can record
+            logger.warning("ses event not recorded batch=%s reason=%s", key, err)
+            continue
         except ValueError as err:
             logger.error("ses event record unreadable, kept aside batch=%s: %s", key, err)
             _dead_letter(raw)
@@ -704,7 +790,7 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
         for recipient, payload in recipients:
             try:
                 parsed.append((raw, ses_event_parse(payload=payload, recipient=recipient)))
-            except SesEventError as err:  # as esp_event_record: not an SES sending event
+            except SesEventError as err:  # as ses_payload_record: not an SES sending event
                 logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id[:100], err)
     try:
         recorded = ses_events_record(events=[e for _, e in parsed], source=Event.Source.SES)[
@@ -807,7 +893,7 @@ def _pending_reschedule(pending_id: int) -> None:
     if gave_up:
         logger.warning(
             "ses event pending: retries stopped, message still unknown after %s attempts "
-            "pending=%s message_id=%s (kept, listed in the admin)",
+            "pending=%s message_id=%s (listed in the admin until it expires)",
             attempts,
             pending_id,
             row["message_id"],
@@ -862,6 +948,46 @@ def esp_events_retry_pending(*, ids=None, limit: int = 10_000) -> RetrySummary:
             summary.unreadable,
         )
     return summary
+
+
+def pending_expires_at(*, pending: PendingEspEvent) -> datetime:
+    """When `pending` is deleted unless its message id appears first."""
+    return pending.created_at + _pending_expiry()
+
+
+def _pending_expiry() -> timedelta:
+    # Never before its retries have stopped (ESP_EVENT_PENDING_RETENTION_HOURS).
+    hours = max(settings.ESP_EVENT_PENDING_EXPIRY_HOURS, settings.ESP_EVENT_PENDING_RETENTION_HOURS)
+    return timedelta(hours=hours)
+
+
+# Rows deleted per statement: a short lock, whatever piled up.
+EXPIRE_CHUNK = 5000
+
+
+def esp_events_expire_pending() -> int:
+    """Delete the pending events older than ESP_EVENT_PENDING_EXPIRY_HOURS (beat, hourly);
+    returns how many, and logs the number. Their message ids never appeared: mostly mail
+    another system sends through the same configuration set, which would pile up forever."""
+    cutoff = timezone.now() - _pending_expiry()
+    expired = 0
+    while True:
+        ids = list(
+            PendingEspEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :EXPIRE_CHUNK
+            ]
+        )
+        if not ids:
+            break
+        expired += PendingEspEvent.objects.filter(pk__in=ids, created_at__lt=cutoff).delete()[0]
+    if expired:
+        logger.warning(
+            "ses events pending expired count=%d older_than_hours=%d (their message ids never "
+            "appeared; deleted)",
+            expired,
+            _pending_expiry().total_seconds() // 3600,
+        )
+    return expired
 
 
 def _retry_one(pending_id: int, summary: RetrySummary, *, due_only: bool) -> None:

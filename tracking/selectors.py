@@ -12,6 +12,8 @@ means.
 """
 
 import bisect
+import functools
+import operator
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,8 +22,20 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from django.db import connection
-from django.db.models import Count, Q
-from django.db.models.functions import TruncHour
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    Max,
+    Q,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.expressions import RowRange
+from django.db.models.functions import Coalesce, TruncHour
 
 from campaigns.models import Campaign, CampaignLink, Notification
 from tracking.counters import campaign_counters
@@ -303,6 +317,57 @@ def counter_is_recounted(name: str) -> bool:
     return bool(at) and series in TIMELINE_SERIES
 
 
+def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
+    """The SES outcome counters of `ses` (a campaign's SES events; `hard`: which bounces are
+    hard), by tracking.esp_events' rule: each row moves forward only (campaigns.ledger.RANK), so
+    an event moved its row when its status ranks above every earlier event's of that row (and
+    above `sent`, where every row SES reports on starts)."""
+    from campaigns.ledger import RANK
+    from tracking.esp_events import BOUNCE_COUNTERS, COUNTERS, NOTIFICATION_STATUS
+
+    moves = []  # (condition, rank, counter)
+    for event_type, status in NOTIFICATION_STATUS.items():
+        if event_type == E.BOUNCED:
+            moves.append((Q(type=E.BOUNCED) & hard, RANK[status], BOUNCE_COUNTERS["hard"]))
+        else:
+            moves.append((Q(type=event_type), RANK[status], COUNTERS[event_type]))
+    # Before SES events had their own intake, anymail recorded SES's Rendering Failure as
+    # `failed`.
+    moves.append((Q(type=E.FAILED), RANK[N.FAILED], COUNTERS[E.RENDERING_FAILED]))
+    rank = Case(*(When(c, then=Value(r)) for c, r, _ in moves), output_field=IntegerField())
+    counter = Case(*(When(c, then=Value(n)) for c, _, n in moves), output_field=CharField())
+    moved = (
+        ses.filter(functools.reduce(operator.or_, (c for c, _, _ in moves)))
+        .annotate(rank=rank, counter=counter)
+        .annotate(
+            before=Window(
+                Max("rank"),
+                partition_by=[F("notification_id")],
+                order_by=F("id").asc(),
+                frame=RowRange(start=None, end=-1),
+            )
+        )
+        .filter(rank__gt=Coalesce("before", RANK[N.SENT]))
+    )
+    counts = {name: 0 for _, _, name in moves}
+    # Grouped outside: SQL cannot group by a window function's result.
+    counts.update(
+        Event.objects.filter(pk__in=moved.values("pk"))
+        .annotate(counter=counter)
+        .values_list("counter")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    soft = Case(When(hard, then=None), When(type=E.BOUNCED, then=F("notification_id")))
+    counts.update(
+        ses.aggregate(
+            bounced_soft=Count(soft, distinct=True),
+            delayed=Count("notification_id", distinct=True, filter=Q(type=E.DEFERRED)),
+        )
+    )
+    return counts
+
+
 def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     """The campaign's counters counted from its ledger rows and events (non-zero ones only).
 
@@ -311,7 +376,10 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     - sent: rows with an SES MessageId (accepted, whatever SES said later); failed: `failed`
       rows without one (a later Rendering Failure makes a sent row `failed`); unknown, skipped:
       rows in that status.
-    - SES outcomes count SES events (from SNS and from files, recorded once each).
+    - SES outcomes count messages, as tracking.esp_events does: an outcome that moves the
+      ledger (delivered, hard bounce, complaint, reject, rendering failure) counts where it
+      moved its row, found by replaying each row's SES events in the order they were recorded;
+      soft bounces and delays count the rows that had one.
     - opens and clicks are our own pixel's and redirect's events (source `tracking`); unique
       ones count notifications; human ones have the verdict `human` (events recorded before
       verdicts existed have none, so they count in "all" only). Hourly series by UTC hour.
@@ -335,24 +403,7 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
         bounce_type="", payload__bounce__bounceType="Permanent"
     )
 
-    # One per SES event (deduplicated by content at intake), as tracking.esp_events counts: a
-    # message delayed twice counts twice in `delayed`.
-    counts.update(
-        ses.aggregate(
-            delivered=Count("id", filter=Q(type=E.DELIVERED)),
-            bounced=Count("id", filter=Q(type=E.BOUNCED)),
-            bounced_hard=Count("id", filter=Q(type=E.BOUNCED) & hard),
-            complained=Count("id", filter=Q(type=E.COMPLAINED)),
-            rejected=Count("id", filter=Q(type=E.REJECTED)),
-            delayed=Count("id", filter=Q(type=E.DEFERRED)),
-            # Before SES events had their own intake, anymail recorded SES's Rendering Failure
-            # as `failed`.
-            rendering_failed=Count("id", filter=Q(type__in=[E.RENDERING_FAILED, E.FAILED])),
-        )
-    )
-    # Soft: every other bounce (a subtraction, not a negated JSON lookup, which is NULL for an
-    # event without a bounceType and would count it nowhere).
-    counts["bounced_soft"] = counts.pop("bounced") - counts["bounced_hard"]
+    counts.update(_ses_outcomes_recount(ses, hard))
     counts["unsubscribed"] = events.filter(type=E.UNSUBSCRIBED).aggregate(
         n=Count("notification_id", distinct=True)
     )["n"]

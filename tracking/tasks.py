@@ -9,3 +9,9 @@ from tracking import esp_events
 def esp_events_retry_pending() -> None:
     """Beat: retry the SES events that named a message id we did not know yet."""
     esp_events.esp_events_retry_pending()
+
+
+@shared_task(name="tracking.tasks.esp_events_expire_pending")
+def esp_events_expire_pending() -> int:
+    """Beat, hourly: delete the pending SES events past ESP_EVENT_PENDING_EXPIRY_HOURS."""
+    return esp_events.esp_events_expire_pending()

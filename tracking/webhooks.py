@@ -1,115 +1,241 @@
-"""The SES tracking webhook: anymail's view, with SNS signatures verified first.
+"""The SES event webhook: SNS messages POSTed by our topics, trusted step by step.
 
-Mounted at anymail's own URL (/webhooks/anymail/amazon_ses/tracking/, before anymail's URLs in
-config/urls.py), so SNS subscriptions need no change. The order of checks:
-  1. anymail: no Authorization header → 401 (SNS then retries with basic auth); wrong basic
-     auth or SNS headers that disagree with the body → 400;
-  2. here: the SNS signature (tracking.sns) → 403 if it does not verify, 503 if the signing
-     certificate cannot be fetched right now (SNS retries 5xx, never 4xx);
-  3. anymail: parse; a SubscriptionConfirmation is confirmed with SNS (only now, after 1 and
-     2); each event goes out on anymail's `tracking` signal → tracking.receivers.
-Nothing is written before step 3. With ESP_EVENTS_BUFFER on, step 3's events are pushed to
-Redis instead (tracking.esp_events' buffer) and recorded in batches by `python -m
-tracking.buffer`; if Redis does not take them they go out on the signal as before (recorded
-now; a recording failure answers 500, so SNS delivers again).
+Each step refuses before the next one reads more of the request:
+  1. basic auth (ANYMAIL_WEBHOOK_SECRET), from the Authorization header alone: none → 401 with
+     a challenge (SNS then sends the credentials of the subscription URL); wrong or malformed
+     → 403. Nothing has read the body yet.
+  2. the body: at most MAX_BODY_BYTES (413), one JSON object, an SNS message whose type and id
+     agree with SNS's headers (tracking.sns.sns_message_parse) → 400 otherwise;
+  3. tracking.sns.sns_verify: a pinned topic (SNS_TOPIC_ARNS), a recent Timestamp, the
+     certificate host of the topic's region, a valid signature → 403 otherwise; 503 if the
+     signing certificate cannot be fetched right now (SNS retries 5xx, never 4xx);
+  4. the message: a Notification's SES event is recorded (tracking.esp_events), or queued in
+     Redis with ESP_EVENTS_BUFFER (recorded in batches by `python -m tracking.buffer`; if Redis
+     does not take it, recorded now); a SubscriptionConfirmation is confirmed with SNS, so only
+     a pinned topic is ever confirmed; an UnsubscribeConfirmation is ignored.
+Nothing is written before step 4. A refusal is answered with a short fixed reason and logged
+with it, plus the SNS MessageId and TopicArn only where they have SNS's shape: nothing else of
+the request reaches a log (a CR or LF in it cannot forge a line).
 
-`ses_webhook_wsgi` (config/wsgi.py) serves SNS Notifications POSTed to the URL without Django's
-URL resolver and middleware (~0.5 ms of CPU a request); the same view, the same checks.
+Only this route is mounted (config/urls.py): anymail's other webhooks (SES inbound, other ESPs)
+are not. `ses_webhook_wsgi` (config/wsgi.py) answers Notifications without Django's URL
+resolver and middleware, with the same function.
 """
 
+import base64
+import binascii
+import functools
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 
+import orjson
 from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.http import HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.views.decorators.csrf import csrf_exempt
 
-from tracking.esp_events import esp_events_buffer_enabled, esp_events_buffer_push
+from tracking.esp_events import (
+    esp_events_buffer_enabled,
+    esp_events_buffer_push,
+    ses_event_type,
+    ses_payload_record,
+)
+from tracking.models import Event
 from tracking.services import tracking_flusher_ensure
-from tracking.sns import SnsCertificateUnavailable, SnsVerificationError, sns_verify
+from tracking.sns import (
+    MESSAGE_ID,
+    TOPIC_ARN,
+    SnsCertificateUnavailable,
+    SnsMalformed,
+    SnsVerificationError,
+    sns_message_parse,
+    sns_topics,
+    sns_verify,
+)
 from tracking.wsgi_direct import direct_request, direct_response
 
 logger = logging.getLogger(__name__)
 
+WEBHOOK_PATH = "/webhooks/anymail/amazon_ses/tracking/"  # as config/urls.py routes it
+# An SNS message carries at most 256 KiB of Message, which the JSON envelope escapes (a quote
+# or backslash takes 2 bytes): 1 MiB leaves room; anything larger is not from SNS.
+MAX_BODY_BYTES = 1024 * 1024
+# What SES publishes once to a topic it was given as an event destination.
+TOPIC_VALIDATED = "Successfully validated SNS topic for Amazon SES event publishing."
 
-class SesTrackingWebhookView(AmazonSESTrackingWebhookView):
-    # Django makes a view instance per request, and anymail's __init__ reads its settings and
-    # builds boto3 parameters each time: ~150 µs of a ~1 ms event (measured). Its result only
-    # depends on settings, so it is computed once and copied (reset when a setting changes).
-    _initialized: dict | None = None
 
-    def __init__(self, **kwargs):
-        cls = type(self)
-        if kwargs or cls._initialized is None:
-            super().__init__(**kwargs)
-            if not kwargs:
-                cls._initialized = dict(self.__dict__)
-        else:
-            self.__dict__.update(cls._initialized)
-
-    def run_validators(self, request) -> None:
-        super().run_validators(request)  # basic auth, SNS headers (anymail)
-        sns_verify(message=self._parse_sns_message(request))
-
-    def parse_events(self, request) -> list:
-        if esp_events_buffer_enabled():
-            message = self._parse_sns_message(request)
-            if message.get("Type") == "Notification" and esp_events_buffer_push(
-                sns_message=message
-            ):
-                tracking_flusher_ensure()  # this process records it if the flusher is down
-                return []  # queued: the flusher records it
-        return super().parse_events(request)  # anymail's, one per recipient: recorded now
-
-    def post(self, request, *args, **kwargs) -> HttpResponse:
-        try:
-            return super().post(request, *args, **kwargs)
-        except SnsVerificationError as err:
-            message = getattr(request, "_sns_message", None) or {}
-            logger.warning(
-                "sns message refused sns_id=%s type=%s reason=%s",
-                str(message.get("MessageId", ""))[:100],
-                str(message.get("Type", ""))[:40],
-                str(err)[:200],
+@functools.cache
+def webhook_credentials() -> tuple[bytes, ...]:
+    """The accepted basic-auth credentials (ANYMAIL's WEBHOOK_SECRET: "user:password", or a
+    list of them while rotating). ImproperlyConfigured if there is none while DEBUG is off."""
+    secret = settings.ANYMAIL.get("WEBHOOK_SECRET")
+    secrets = [secret] if isinstance(secret, str) else list(secret or ())
+    credentials = tuple(s.encode() for s in secrets if s)
+    if not credentials:
+        if not settings.DEBUG:
+            raise ImproperlyConfigured(
+                "Set ANYMAIL_WEBHOOK_SECRET (user:password, the credentials in the SNS "
+                "subscription's URL): the SES webhook accepts no request without them."
             )
-            return HttpResponseForbidden("SNS signature not verified")
-        except SnsCertificateUnavailable:
-            # Logged where it failed; SNS retries a 5xx answer later.
-            return HttpResponse("SNS signing certificate unavailable", status=503)
+        logger.warning("ANYMAIL_WEBHOOK_SECRET is empty: the SES webhook refuses every request")
+    return credentials
 
 
 @receiver(setting_changed)
-def _settings_changed(**kwargs) -> None:
-    SesTrackingWebhookView._initialized = None
+def _credentials_changed(*, setting: str, **kwargs) -> None:
+    if setting in ("ANYMAIL", "DEBUG"):
+        webhook_credentials.cache_clear()
+
+
+def _credentials_valid(header: str) -> bool:
+    """Whether an Authorization header carries accepted basic-auth credentials (compared in
+    constant time)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(token.strip(), validate=True)
+    except (ValueError, binascii.Error):  # not base64, or not ASCII
+        return False
+    valid = False
+    for accepted in webhook_credentials():
+        valid |= hmac.compare_digest(given, accepted)
+    return valid
+
+
+def _loggable(message: dict | None) -> tuple[str, str]:
+    """(SNS MessageId, TopicArn) of `message` for a log line: each only if it has SNS's shape
+    (letters, digits, hyphens, colons, no space or line break), else "-"."""
+    if not isinstance(message, dict):
+        return "-", "-"
+    sns_id, topic = message.get("MessageId"), message.get("TopicArn")
+    sns_id_ok = isinstance(sns_id, str) and MESSAGE_ID.fullmatch(sns_id)
+    topic_ok = isinstance(topic, str) and TOPIC_ARN.fullmatch(topic)
+    return (sns_id if sns_id_ok else "-"), (topic if topic_ok else "-")
+
+
+def _refused(status: int, reason: str, message: dict | None = None) -> HttpResponse:
+    sns_id, topic = _loggable(message)
+    logger.warning(
+        "ses webhook refused status=%s reason=%s sns_id=%s topic=%s", status, reason, sns_id, topic
+    )
+    return HttpResponse(reason, status=status, content_type="text/plain")
+
+
+def ses_webhook_post(request: HttpRequest) -> HttpResponse:
+    """Answer an SNS message POSTed to the webhook (see the module's docstring)."""
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if not header:
+        # SNS sends the subscription URL's credentials after this challenge: routine, not
+        # worth a warning.
+        response = HttpResponse("credentials required", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Basic realm="Mailwright SES webhook"'
+        return response
+    if not _credentials_valid(header):
+        return _refused(403, "wrong credentials")
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = -1
+    if length < 0:
+        return _refused(400, "bad Content-Length")
+    if length > MAX_BODY_BYTES:
+        return _refused(413, "body too large")
+    message = None
+    try:
+        message = sns_message_parse(
+            body=request.body,
+            message_type=request.META.get("HTTP_X_AMZ_SNS_MESSAGE_TYPE"),
+            message_id=request.META.get("HTTP_X_AMZ_SNS_MESSAGE_ID"),
+        )
+        topic = sns_verify(message=message)
+    except SnsMalformed as err:
+        return _refused(400, str(err), message)
+    except SnsVerificationError as err:
+        return _refused(403, str(err), message)
+    except SnsCertificateUnavailable:
+        # Logged where it failed; SNS retries a 5xx answer later.
+        return HttpResponse("SNS signing certificate unavailable", status=503)
+    if message["Type"] == "Notification":
+        return _notification(message)
+    if message["Type"] == "SubscriptionConfirmation":
+        return _subscription_confirm(message, topic.arn)
+    logger.info("sns unsubscribe confirmation ignored topic=%s", topic.arn)
+    return HttpResponse()
+
+
+def _notification(message: dict) -> HttpResponse:
+    text = message["Message"]  # a string: the signature covered it
+    if text == TOPIC_VALIDATED:
+        return HttpResponse()
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _refused(400, "Message is not an SES event", message)
+    if not isinstance(payload, dict):
+        return _refused(400, "Message is not an SES event", message)
+    if ses_event_type(payload) == "Received":
+        return _refused(400, "an SES inbound notification: not for the tracking webhook", message)
+    sns_id = message["MessageId"]  # letters, digits and hyphens (sns_message_parse)
+    if esp_events_buffer_enabled() and esp_events_buffer_push(sns_id=sns_id, message=text):
+        tracking_flusher_ensure()  # this process records it if the flusher is down
+        return HttpResponse()
+    ses_payload_record(payload=payload, source=Event.Source.SES, sns_id=sns_id)
+    return HttpResponse()
+
+
+def _subscription_confirm(message: dict, topic_arn: str) -> HttpResponse:
+    """Confirm a verified subscription of a pinned topic, by calling SNS's ConfirmSubscription
+    in the topic's region (anymail's, with the AWS credentials of the installation)."""
+    view = AmazonSESTrackingWebhookView()
+    if not view.auto_confirm_enabled:
+        logger.info("sns subscription not confirmed (auto-confirm off) topic=%s", topic_arn)
+        return HttpResponse()
+    try:
+        view.auto_confirm_sns_subscription(message)
+    except Exception as err:  # noqa: BLE001 (an AWS error's text may carry the token)
+        logger.warning(
+            "sns subscription not confirmed topic=%s error=%s", topic_arn, type(err).__name__
+        )
+        return HttpResponse("subscription not confirmed", status=503)
+    logger.info("sns subscription confirmed topic=%s", topic_arn)
+    return HttpResponse()
+
+
+@csrf_exempt  # SNS posts without a session; basic auth and the signature authenticate it
+@login_not_required
+def ses_webhook(request: HttpRequest) -> HttpResponse:
+    """The webhook's Django view (config/urls.py): POST only."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    return ses_webhook_post(request)
 
 
 # --- WSGI: SNS notifications without the middleware --------------------------------------------
 
-WEBHOOK_PATH = "/webhooks/anymail/amazon_ses/tracking/"  # as config/urls.py routes it
-
 
 def ses_webhook_wsgi(application: Callable) -> Callable:
     """Wrap a WSGI application so SNS Notifications POSTed to WEBHOOK_PATH go straight to
-    SesTrackingWebhookView, skipping URL resolution and the MIDDLEWARE chain (the view is
+    ses_webhook_post, skipping URL resolution and the MIDDLEWARE chain (the view is
     csrf_exempt and uses no session, user or messages). Its exceptions are answered as
-    Django's handler answers them (convert_exception_to_response: 400 for anymail's
-    validation failures, 500 otherwise, logged). Anything else (another path or method,
-    subscription confirmations, a Host not in ALLOWED_HOSTS, plain http under
-    SECURE_SSL_REDIRECT) goes to `application` unchanged.
+    Django's handler answers them (convert_exception_to_response: 500, logged). Anything else
+    (another path or method, subscription confirmations, a Host not in ALLOWED_HOSTS, plain
+    http under SECURE_SSL_REDIRECT) goes to `application` unchanged.
+
+    Raises ImproperlyConfigured at start-up if SNS_TOPIC_ARNS or ANYMAIL_WEBHOOK_SECRET is
+    missing (DEBUG off): the web server must not run a webhook that trusts nothing.
 
         application = ses_webhook_wsgi(tracking_wsgi(get_wsgi_application()))  # config/wsgi.py
     """
-
-    def post(request):
-        # The view's POST handler without as_view()'s dispatch: the route already checked the
-        # method, and csrf_exempt / login_not_required only mark the view for middleware
-        # these requests skip. Its method_decorator wrappers rebuilt three functools wrappers
-        # a request (~8% of one, measured). A fresh instance each time, as Django makes.
-        return SesTrackingWebhookView().post(request)
-
-    view = convert_exception_to_response(post)
+    sns_topics()
+    webhook_credentials()
+    view = convert_exception_to_response(ses_webhook_post)
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if (

@@ -83,4 +83,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=env_int("ESP_EVENT_RETRY_POLL_SECONDS", 60)),
         "options": {"queue": "periodic"},
     },
+    # …and deleted once ESP_EVENT_PENDING_EXPIRY_HOURS old (an hour late at most).
+    "esp-events-expire-pending": {
+        "task": "tracking.tasks.esp_events_expire_pending",
+        "schedule": timedelta(hours=1),
+        "options": {"queue": "periodic"},
+    },
 }

@@ -44,10 +44,12 @@ ANYMAIL = {
     "AMAZON_SES_SESSION_PARAMS": {"region_name": AWS_SES_REGION},
     "AMAZON_SES_CLIENT_PARAMS": {"config": SES_CLIENT_CONFIG},
     "AMAZON_SES_CONFIGURATION_SET_NAME": SES_CONFIGURATION_SET,
-    # Basic-auth credentials ("user:password") that SNS must present on the tracking webhook.
+    # Basic-auth credentials ("user:password") that SNS must present on the SES webhook
+    # (tracking.webhooks, which checks them itself; required to start unless DEBUG).
     "WEBHOOK_SECRET": env_str("ANYMAIL_WEBHOOK_SECRET", "") or None,
-    # SNS subscription confirmations (only ever accepted with the basic-auth secret above)
-    # are confirmed by calling SNS, so pointing a topic at the webhook is the whole set-up.
+    # SNS subscription confirmations are confirmed by calling SNS, so pointing a topic at the
+    # webhook is the whole set-up: only a topic of SNS_TOPIC_ARNS's, after basic auth and its
+    # signature were checked (tracking.webhooks).
     "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": True,
 }
 

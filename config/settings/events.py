@@ -3,7 +3,7 @@
 See docs/EVENTS.md for what each setting does in operation.
 """
 
-from config.env import env_bool, env_int, env_str
+from config.env import env_bool, env_int, env_list, env_str
 from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
 
 # -- buffered intake (tracking.esp_events) -----------------------------------------------------
@@ -13,11 +13,21 @@ from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
 # recorded directly either way, nothing lost.
 ESP_EVENTS_BUFFER = env_bool("ESP_EVENTS_BUFFER", False)
 
-# -- SNS signature verification (tracking.sns) ------------------------------------------------
-# SNS signs every message with a certificate it serves from https://sns.<region>.amazonaws.com
-# (…amazonaws.com.cn in China) under a path ending .pem; no other host is trusted. A regular
-# expression matched against the whole host[:port]. Only tests widen it (to a local server).
-SNS_CERT_HOST_PATTERN = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+# -- which SNS messages the webhook trusts (tracking.sns) ---------------------------------------
+# The SNS topics (comma-separated ARNs) whose messages the webhook accepts, subscription
+# confirmations included: any AWS account's topic can subscribe any URL, validly signed by SNS.
+# Required unless DEBUG: the web server refuses to start without it (tracking.sns.sns_topics).
+SNS_TOPIC_ARNS = env_list("SNS_TOPIC_ARNS", "")
+# SNS retries an HTTPS delivery for 3,600 s at most (a hard limit), keeping the message's signed
+# Timestamp: an hour and 5 minutes (clock skew, queueing) bounds a genuine retry; anything older
+# is a replay. Five minutes ahead covers clock skew.
+SNS_MESSAGE_MAX_AGE_SECONDS = env_int("SNS_MESSAGE_MAX_AGE_SECONDS", 3900)
+SNS_MESSAGE_MAX_FUTURE_SECONDS = 300
+# SNS signs a topic's messages with a certificate it serves from its region's endpoint,
+# https://sns.<region>.amazonaws.com (…amazonaws.com.cn in China), under a path ending .pem: the
+# only host trusted for a topic, the region taken from its pinned ARN. Compared with the whole
+# host[:port]. Only tests change these (to a local server over http).
+SNS_CERT_HOST = "sns.{region}.{dns_suffix}"
 SNS_CERT_URL_SCHEMES = ("https",)
 # A certificate fetch happens once per URL and process (then from the cache below): 3 s is far
 # above a normal fetch (~50 ms) and well inside SNS's 15 s delivery timeout.
@@ -48,8 +58,12 @@ CACHES = {
 
 # -- events naming a message we have not recorded yet (tracking.esp_events) -------------------
 # Retried with backoff (30 s doubling to 1 hour) by beat's `esp-events-retry-pending`; after
-# this many hours the retries stop and the row stays, flagged, in the admin (nothing dropped).
+# this many hours the retries stop and the row stays, flagged "retries stopped", in the admin.
 ESP_EVENT_PENDING_RETENTION_HOURS = env_int("ESP_EVENT_PENDING_RETENTION_HOURS", 72)
+# …and this many hours after it arrived, beat's `esp-events-expire-pending` deletes it (logged by
+# count): mostly events of mail another system sends through the same configuration set, which
+# would otherwise pile up forever. Never before the retention above has passed.
+ESP_EVENT_PENDING_EXPIRY_HOURS = env_int("ESP_EVENT_PENDING_EXPIRY_HOURS", 14 * 24)
 
 # -- suppression -------------------------------------------------------------------------------
 # Hard bounces and complaints suppress the contact at once. Soft bounces (SES Transient or
