@@ -41,8 +41,8 @@ from tracking.tokens import token_for, tokens_for
 from tracking.unsubscribe import (
     ONE_CLICK_HEADER,
     list_unsubscribe_header_for_url,
-    list_unsubscribe_uri_header,
-    unsubscribe_url_for_token,
+    unsubscribe_url,
+    unsubscribe_urls_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -290,10 +290,11 @@ def _shared_headers(campaign) -> dict[str, str]:
     return {"X-Campaign": str(campaign.pk), **ONE_CLICK_HEADER}
 
 
-def _headers(campaign, token: str) -> dict[str, str]:
+def _headers(campaign, url: str) -> dict[str, str]:
     """Every campaign message's own headers: _shared_headers and the recipient's
-    List-Unsubscribe (the bulk path sends the shared ones once per call)."""
-    return {**_shared_headers(campaign), **list_unsubscribe_uri_header(token)}
+    List-Unsubscribe for its unsubscribe `url` (the bulk path sends the shared ones once per
+    call)."""
+    return {**_shared_headers(campaign), **list_unsubscribe_header_for_url(url)}
 
 
 class _StatusWatch:
@@ -355,8 +356,8 @@ def _send_bulk(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
     message.extra_headers = _shared_headers(campaign)
     merge_data = message.merge_data = PlainMergeData()  # every value through merge_value
     merge_headers = message.merge_headers = {}
-    for row, token in zip(group, tokens_for([row.id for row in group]), strict=True):
-        url = unsubscribe_url_for_token(token)
+    ids = [row.id for row in group]
+    for row, token, url in zip(group, tokens_for(ids), unsubscribe_urls_for(ids), strict=True):
         merge_data[row.email] = _merge_data(row, compiled, token, url)
         merge_headers[row.email] = list_unsubscribe_header_for_url(url)
     try:
@@ -383,16 +384,14 @@ def _send_rendered(campaign, compiled: CompiledTemplate, group) -> GroupOutcome:
 
     def send_one(row: ClaimedRow) -> tuple[int, str, str]:
         nid = row.id
-        token = token_for(nid)
-        rendered = compiled.render(
-            _merge_data(row, compiled, token, unsubscribe_url_for_token(token))
-        )
+        url = unsubscribe_url(notification_id=nid)
+        rendered = compiled.render(_merge_data(row, compiled, token_for(nid), url))
         message = AnymailMessage(
             subject=rendered.subject,
             body=rendered.text,
             from_email=from_email,
             to=[row.email],
-            headers=_headers(campaign, token),
+            headers=_headers(campaign, url),
             connection=ses_connection(),
         )
         if rendered.html:

@@ -30,7 +30,7 @@ from tracking.services import (
     tracking_flush_if_late,
     tracking_hits_record,
 )
-from tracking.tokens import notification_id_from, token_for
+from tracking.tokens import notification_id_from, token_for, unsubscribe_token_for
 from tracking.views import tracking_wsgi
 
 pytestmark = pytest.mark.django_db
@@ -180,6 +180,46 @@ def test_tracking_endpoints_refuse_other_methods(client, notification):
     assert client.post(click_path(notification, 0)).status_code == 405
     assert client.put(click_path(notification, 0)).status_code == 405
     assert not Event.objects.exists()
+
+
+def test_an_unsubscribe_token_neither_opens_nor_clicks(client, notification, wsgi_pair):
+    """The tokens have one purpose each: the unsubscribe link's token records no open or
+    click, through Django and through the fast path alike (answered as a forged token)."""
+    _, fast, _ = wsgi_pair
+    token = unsubscribe_token_for(notification.pk)
+    pixel = get(client, f"/t/o/{token}.gif")
+    assert (pixel.status_code, pixel.content[:6]) == (200, b"GIF89a")
+    assert get(client, f"/t/c/{token}/0").status_code == 404
+    status, _, body = fast(f"/t/o/{token}.gif")
+    assert (status, body[:6]) == (200, b"GIF89a")
+    assert fast(f"/t/c/{token}/0")[0] == 404
+    assert not Event.objects.exists()
+    assert counters(notification) == {}
+
+
+def test_links_of_a_previous_key_open_and_click_those_of_an_unknown_key_never(
+    client, notification, settings
+):
+    old_key = settings.SECRET_KEY
+    pixel, link = open_path(notification), click_path(notification, 0)  # sent before it
+    settings.SECRET_KEY = "the-new-secret-" + "n" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+    assert get(client, pixel).status_code == 200
+    assert get(client, link).status_code == 404
+    assert not Event.objects.exists()
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert get(client, link).status_code == 302
+    assert get(client, pixel).status_code == 200
+    assert open_path(notification) != pixel  # new mail is signed with the new key…
+    assert get(client, open_path(notification)).status_code == 200  # …and works too
+    assert [v[0] for v in verdicts(notification)] == ["clicked", "opened", "opened"]
+    # A key that is neither the key nor a fallback: nothing recorded.
+    new_key, settings.SECRET_KEY = settings.SECRET_KEY, "a-key-this-site-never-had-" + "x" * 30
+    pixel, link = open_path(notification), click_path(notification, 0)
+    settings.SECRET_KEY = new_key
+    assert get(client, pixel).status_code == 200
+    assert get(client, link).status_code == 404
+    assert Event.objects.count() == 3
 
 
 # --- verdicts and counters ----------------------------------------------------------------------
