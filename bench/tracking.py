@@ -367,6 +367,7 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
+    from tracking.buffer import buffer_dropped
     from tracking.tokens import token_for
 
     started = time.monotonic()
@@ -390,9 +391,13 @@ def main() -> int:
 
         def load(name: str, paths: list[str]) -> tuple[dict, float]:
             before = cpu()
+            dropped_before = sum(buffer_dropped().values())
             result = run_wrk(base_url, paths, args, tmp, name)
             result["load_average"] = load_average()  # the machine is shared: how busy it was
             _, drain_s = wait_drained(campaign_id, args.drain_timeout)
+            # Hits beyond the repeat cap (tracking.repeats) or the buffer's limit: answered,
+            # dropped on purpose and counted, so not lost.
+            result["dropped"] = sum(buffer_dropped().values()) - dropped_before
             # Web and flusher CPU per request (not Redis's or PostgreSQL's): comparable across
             # runs even when other work on the machine lowers the requests/s.
             web, flush = (
@@ -407,12 +412,13 @@ def main() -> int:
         clicks, click_drain_s = load("clicks", [f"/t/c/{t}/{rng.randrange(LINKS)}" for t in tokens])
         events, _ = wait_drained(campaign_id, args.drain_timeout)
         answered = opens["ok"] + clicks["ok"]
+        dropped = opens["dropped"] + clicks["dropped"]
         # A request still in flight when wrk stops is recorded but not counted as answered:
         # at most --connections of them, so `extra_events` is small and never a loss.
-        lost = max(0, answered - events)
-        extra = max(0, events - answered)
-        print(f"answered {answered}, recorded {events} (drained in {open_drain_s:.1f} s and "
-              f"{click_drain_s:.1f} s)", flush=True)  # fmt: skip
+        lost = max(0, answered - dropped - events)
+        extra = max(0, events - (answered - dropped))
+        print(f"answered {answered}, dropped {dropped}, recorded {events} (drained in "
+              f"{open_drain_s:.1f} s and {click_drain_s:.1f} s)", flush=True)  # fmt: skip
 
         before = cpu()
         ses = other_measure("events", base_url=base_url, n=args.events_n, seconds=args.seconds)
@@ -444,6 +450,7 @@ def main() -> int:
         "tracking_lost_events": lost,
         "ses_lost_events": ses_lost,
         "extra_events": extra,
+        "dropped_hits": dropped,
         "open_p50_ms": opens["p50_ms"],
         "open_p99_ms": opens["p99_ms"],
         "click_p50_ms": clicks["p50_ms"],

@@ -64,7 +64,7 @@ from templates_app.language import merge_value
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 from tracking.counters import counters_add
 from tracking.tokens import tokens_for
-from tracking.unsubscribe import ONE_CLICK_HEADER, unsubscribe_url_for_token
+from tracking.unsubscribe import ONE_CLICK_HEADER, unsubscribe_urls_for
 
 logger = logging.getLogger(__name__)
 
@@ -525,9 +525,9 @@ class _BulkSender:
         outcome = GroupOutcome()
         entries, sent_rows = [], []
         plan = self.plan
-        for row, token in zip(rows, tokens_for([row.id for row in rows]), strict=True):
+        ids = [row.id for row in rows]
+        for row, token, url in zip(rows, tokens_for(ids), unsubscribe_urls_for(ids), strict=True):
             try:
-                url = unsubscribe_url_for_token(token)
                 data = orjson.dumps(_merge_data(row, plan, token, url)).decode()
             except Exception as err:  # noqa: BLE001 (one recipient's data: that recipient fails)
                 outcome.errors[row.id] = (
@@ -607,9 +607,8 @@ class _RenderedSender:
 
     def _send_one(self, row: ClaimedRow) -> GroupOutcome:
         """Runs in a pool thread: no database."""
-        [token] = tokens_for([row.id])
+        [token], [url] = tokens_for([row.id]), unsubscribe_urls_for([row.id])
         try:
-            url = unsubscribe_url_for_token(token)
             rendered = self.batch.compiled.render(_merge_data(row, self.plan, token, url))
             if "\r" in rendered.subject or "\n" in rendered.subject:
                 raise ValueError("a line break in the subject")

@@ -11,7 +11,7 @@ from campaigns import delivery, services
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.factories import CampaignFactory, list_with_contacts
 from tracking.models import CampaignCounter
-from tracking.tokens import token_for
+from tracking.tokens import unsubscribe_token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -401,7 +401,7 @@ def test_bulk_and_rendered_paths_send_the_same_message(ses, django_capture_on_co
             # Each message's own token: in its unsubscribe header, its footer, its links.
             nid = Notification.objects.get(campaign=campaign, contact__email=m["to"][0]).pk
             headers = {h["name"].lower(): h["value"] for h in m["headers"]}
-            unsubscribe = f"{settings.TRACKING_BASE_URL}/t/u/{token_for(nid)}"
+            unsubscribe = f"{settings.TRACKING_BASE_URL}/t/u/{unsubscribe_token_for(nid)}"
             assert headers["list-unsubscribe"] == f"<{unsubscribe}>"
             assert headers["list-unsubscribe-post"] == "List-Unsubscribe=One-Click"
             assert f'href="{unsubscribe}"' in m["html"]

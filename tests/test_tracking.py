@@ -3,6 +3,7 @@ verdicts (human / machine) on what each request shows, and the counters they add
 buffer and its flusher (nothing lost, nothing counted twice)."""
 
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from django.utils import timezone
 from campaigns.models import CampaignLink, Notification
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer, selectors, wsgi_direct
+from tracking import buffer, repeats, selectors, wsgi_direct
 from tracking.classify import CLICK, OPEN
 from tracking.counters import campaign_counters
 from tracking.models import Event, FirstEngagement
@@ -30,7 +31,7 @@ from tracking.services import (
     tracking_flush_if_late,
     tracking_hits_record,
 )
-from tracking.tokens import notification_id_from, token_for
+from tracking.tokens import notification_id_from, token_for, unsubscribe_token_for
 from tracking.views import tracking_wsgi
 
 pytestmark = pytest.mark.django_db
@@ -180,6 +181,46 @@ def test_tracking_endpoints_refuse_other_methods(client, notification):
     assert client.post(click_path(notification, 0)).status_code == 405
     assert client.put(click_path(notification, 0)).status_code == 405
     assert not Event.objects.exists()
+
+
+def test_an_unsubscribe_token_neither_opens_nor_clicks(client, notification, wsgi_pair):
+    """The tokens have one purpose each: the unsubscribe link's token records no open or
+    click, through Django and through the fast path alike (answered as a forged token)."""
+    _, fast, _ = wsgi_pair
+    token = unsubscribe_token_for(notification.pk)
+    pixel = get(client, f"/t/o/{token}.gif")
+    assert (pixel.status_code, pixel.content[:6]) == (200, b"GIF89a")
+    assert get(client, f"/t/c/{token}/0").status_code == 404
+    status, _, body = fast(f"/t/o/{token}.gif")
+    assert (status, body[:6]) == (200, b"GIF89a")
+    assert fast(f"/t/c/{token}/0")[0] == 404
+    assert not Event.objects.exists()
+    assert counters(notification) == {}
+
+
+def test_links_of_a_previous_key_open_and_click_those_of_an_unknown_key_never(
+    client, notification, settings
+):
+    old_key = settings.SECRET_KEY
+    pixel, link = open_path(notification), click_path(notification, 0)  # sent before it
+    settings.SECRET_KEY = "the-new-secret-" + "n" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+    assert get(client, pixel).status_code == 200
+    assert get(client, link).status_code == 404
+    assert not Event.objects.exists()
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert get(client, link).status_code == 302
+    assert get(client, pixel).status_code == 200
+    assert open_path(notification) != pixel  # new mail is signed with the new key…
+    assert get(client, open_path(notification)).status_code == 200  # …and works too
+    assert [v[0] for v in verdicts(notification)] == ["clicked", "opened", "opened"]
+    # A key that is neither the key nor a fallback: nothing recorded.
+    new_key, settings.SECRET_KEY = settings.SECRET_KEY, "a-key-this-site-never-had-" + "x" * 30
+    pixel, link = open_path(notification), click_path(notification, 0)
+    settings.SECRET_KEY = new_key
+    assert get(client, pixel).status_code == 200
+    assert get(client, link).status_code == 404
+    assert Event.objects.count() == 3
 
 
 # --- verdicts and counters ----------------------------------------------------------------------
@@ -556,6 +597,222 @@ def test_buffered_record_round_trip_and_validation():
                 hit.dumps().replace("42", "-42")]:  # fmt: skip
         with pytest.raises(ValueError):
             Hit.loads(bad)
+
+
+# --- floods: the repeat cap and the buffer's limits ----------------------------------------------
+
+
+def _fresh_window(seconds: int, *, room: float) -> None:
+    """Wait, if need be, until the current repeat window has `room` seconds left."""
+    left = seconds - time.time() % seconds
+    if left < room:
+        time.sleep(left + 0.01)
+
+
+class Recording:
+    """One way of recording hits (direct, buffered one push per hit, lingering), with what
+    records what is waiting and where its drops are counted."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._before = self._dropped()
+
+    def flush(self) -> None:
+        if self.name == "lingering":
+            buffer.buffer_push_pending()  # what the pusher thread does every few ms
+        if self.name != "direct":
+            tracking_buffer_flush()
+
+    def _dropped(self) -> dict[str, int]:
+        if self.name == "direct":
+            return repeats.repeats_dropped_counts()  # this process's own count
+        return buffer.buffer_dropped()  # every process's, in Redis
+
+    def dropped(self) -> dict[str, int]:
+        now = self._dropped()
+        return {name: now[name] - self._before[name] for name in now}
+
+
+@pytest.fixture(params=["direct", "buffered", "lingering"])
+def recording(request, settings):
+    settings.TRACKING_REPEAT_CAP = 5
+    settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
+    _fresh_window(3600, room=60)  # the test's hits all fall in one window
+    if request.param == "direct":
+        settings.TRACKING_BUFFER = False
+        yield Recording("direct")
+        return
+    settings.TRACKING_BUFFER = True
+    settings.TRACKING_FLUSH_IN_WEB = False
+    # Lingering: the pusher thread stays asleep; Recording.flush pushes, as it would.
+    settings.TRACKING_BUFFER_LINGER_MS = 0 if request.param == "buffered" else 60_000
+    with redis_buffer("tracking:*"):
+        yield Recording(request.param)
+
+
+def test_a_flood_of_one_token_stores_the_cap_and_counts_the_rest(client, notification, recording):
+    for _ in range(40):
+        pixel = get(client, open_path(notification))
+        assert (pixel.status_code, pixel["Content-Type"]) == (200, "image/gif")
+        click = get(client, click_path(notification, 0))
+        assert (click.status_code, click["Location"]) == (302, "https://example.com/a")
+    recording.flush()
+    assert Event.objects.filter(type="opened").count() == 5
+    assert Event.objects.filter(type="clicked").count() == 5
+    assert counters(notification, "opens", "clicks", "unique*", "link:0:unique_clicks") == {
+        "opens": 5, "clicks": 5, "unique_opens": 1, "unique_clicks": 1,
+        "unique_human_opens": 1, "unique_human_clicks": 1, "link:0:unique_clicks": 1,
+    }  # fmt: skip
+    assert recording.dropped() == {"repeat": 70, "full": 0}
+
+
+def test_machine_prefetches_never_use_up_the_persons_allowance(client, notification, recording):
+    for _ in range(20):
+        get(client, open_path(notification), ua="Mozilla/5.0", ip="17.58.101.5")  # Apple MPP
+        get(client, click_path(notification, 0), ua="Mozilla/5.0 (compatible; Barracuda)")
+        get(client, open_path(notification), method="head")  # a link checker
+    get(client, open_path(notification))  # the person, in the same minute
+    get(client, click_path(notification, 0))
+    recording.flush()
+    # The machine opens (prefetches and HEAD probes alike) share one allowance, apart from
+    # the person's.
+    assert Counter((kind, verdict) for kind, verdict, _ in verdicts(notification)) == {
+        ("opened", "machine"): 5, ("clicked", "machine"): 5,
+        ("opened", "human"): 1, ("clicked", "human"): 1,
+    }  # fmt: skip
+    assert counters(notification, "human*", "unique_human*", "link:0:human_clicks") == {
+        "human_opens": 1, "unique_human_opens": 1, "human_clicks": 1,
+        "unique_human_clicks": 1, "link:0:human_clicks": 1, "human_opens@*": 1,
+        "human_clicks@*": 1,
+    }  # fmt: skip
+    assert recording.dropped() == {"repeat": 50, "full": 0}
+
+
+def test_a_scanner_flooding_every_link_is_still_caught_by_the_all_links_rule(client, recording):
+    """The cap counts each link apart: every link's first clicks are stored, so the scanner
+    that walks them all (looking like a browser) is still seen as one."""
+    notification = make_notification(links=[f"https://example.com/{x}" for x in "abc"])
+    for _ in range(10):
+        for index in range(3):
+            assert get(client, click_path(notification, index)).status_code == 302
+    recording.flush()
+    assert set(verdicts(notification)) == {("clicked", "machine", "all-links")}
+    assert counters(notification, "clicks", "unique_clicks", "human*", "link*") == {
+        "clicks": 15, "unique_clicks": 1,
+        "link:0:clicks": 5, "link:1:clicks": 5, "link:2:clicks": 5,
+        "link:0:unique_clicks": 1, "link:1:unique_clicks": 1, "link:2:unique_clicks": 1,
+    }  # fmt: skip
+    assert not FirstEngagement.objects.filter(kind="human_click").exists()
+
+
+@pytest.mark.parametrize("name", ["direct", "buffered"])
+def test_the_cap_is_per_window(client, notification, settings, name):
+    settings.TRACKING_REPEAT_CAP = 2
+    settings.TRACKING_REPEAT_WINDOW_SECONDS = 2
+    settings.TRACKING_BUFFER = name == "buffered"
+    settings.TRACKING_BUFFER_LINGER_MS = 0
+    settings.TRACKING_FLUSH_IN_WEB = False
+    with redis_buffer("tracking:*"):
+        recording = Recording(name)
+        for _ in range(2):
+            _fresh_window(2, room=1.5)
+            for _ in range(6):
+                get(client, open_path(notification))
+            _fresh_window(2, room=2)  # the next window
+        recording.flush()
+        assert Event.objects.count() == 4
+        assert recording.dropped() == {"repeat": 8, "full": 0}
+
+
+def test_the_buffer_holds_at_most_its_limit_and_drops_the_rest(client, buffered, settings):
+    settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
+    _fresh_window(3600, room=60)
+    settings.TRACKING_BUFFER_MAX_HITS = 10
+    window = buffer.REPEATS_PREFIX + str(repeats.repeat_window())
+    notifications = [make_notification() for _ in range(4)]
+    for notification in notifications:  # 4 repeat keys each: 16 first hits
+        for method in ("get", "head"):
+            assert get(client, open_path(notification), method=method).status_code == 200
+            assert get(client, click_path(notification, 0), method=method).status_code == 302
+    assert buffered.llen(buffer.QUEUE) == 10
+    assert buffer.buffer_dropped() == {"repeat": 0, "full": 6}
+    assert buffered.hlen(window) == 10  # a dropped hit counts no key
+    assert 0 < buffered.ttl(window) <= 2 * 3600
+    assert tracking_buffer_flush() == 10
+    # Drained, but the window counts its limit of keys: a repeat of a counted key is stored,
+    # a new key is dropped.
+    assert get(client, open_path(notifications[0])).status_code == 200
+    assert get(client, open_path(notifications[3])).status_code == 200
+    assert buffered.llen(buffer.QUEUE) == 1
+    assert buffer.buffer_dropped() == {"repeat": 0, "full": 7}
+    # A batch its flusher could not record (the database down) still takes its room: its
+    # BATCH_SIZE, whatever it holds.
+    settings.TRACKING_BUFFER_MAX_HITS = buffer.BATCH_SIZE + 2
+    buffered.delete(window)
+    assert buffer.buffer_claim() is not None  # claimed, never acknowledged
+    for notification in notifications[1:]:
+        get(client, open_path(notification))
+    assert buffer.buffer_backlog() == {"queued": 2, "claimed": 1}
+    assert buffer.buffer_dropped() == {"repeat": 0, "full": 8}
+
+
+def test_a_large_push_is_split_and_bounded(buffered, settings):
+    """Pushes are decided in script calls of at most _PUSH_CHUNK hits (each blocks Redis, the
+    broker too, while it runs); the limit holds across them."""
+    settings.TRACKING_BUFFER_MAX_HITS = 2500
+    pairs = [(f"{n}:o:h", f"record {n}") for n in range(3000)]
+    assert buffer.buffer_push_hits(pairs) == []
+    assert buffered.llen(buffer.QUEUE) == 2500
+    assert buffered.lrange(buffer.QUEUE, 0, 1) == [b"record 0", b"record 1"]
+    assert buffer.buffer_dropped() == {"repeat": 0, "full": 500}
+    buffered.delete(buffer.QUEUE)  # records of no hit: not for the flusher
+
+
+def test_a_flood_while_redis_is_down_is_capped_in_the_process(
+    client, notification, buffered, settings, monkeypatch
+):
+    settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
+    _fresh_window(3600, room=60)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    monkeypatch.setattr(buffer, "_down_until", 0.0)
+    before = repeats.repeats_dropped_counts()["repeat"]
+    for _ in range(20):
+        assert get(client, open_path(notification)).status_code == 200
+    settings.TRACKING_BUFFER_LINGER_MS = 60_000  # and the pusher's fallback alike
+    for _ in range(20):
+        assert get(client, click_path(notification, 0)).status_code == 302
+    assert buffer.buffer_push_pending() == 20
+    assert [v[0] for v in verdicts(notification)] == ["opened"] * 5 + ["clicked"] * 5
+    assert repeats.repeats_dropped_counts()["repeat"] - before == 30
+
+
+def test_a_process_holds_a_bounded_number_of_pending_hits(
+    client, notification, buffered, settings, monkeypatch
+):
+    settings.TRACKING_BUFFER_LINGER_MS = 60_000
+    monkeypatch.setattr(buffer, "PENDING_MAX", 3)
+    before = repeats.repeats_dropped_counts()["full"]
+    for _ in range(5):
+        assert get(client, open_path(notification)).status_code == 200
+    assert repeats.repeats_dropped_counts()["full"] - before == 2
+    assert buffer.buffer_push_pending() == 3
+    assert tracking_buffer_flush() == 3
+
+
+def test_drops_are_logged_once_per_window_with_counts_only(
+    client, notification, settings, caplog, monkeypatch
+):
+    settings.TRACKING_REPEAT_CAP = 1
+    settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
+    _fresh_window(3600, room=60)
+    monkeypatch.setattr(repeats, "_logged_window", -1)  # nothing logged yet in this window
+    for _ in range(30):
+        get(client, open_path(notification))
+    messages = [r.getMessage() for r in caplog.records]
+    logged = [m for m in messages if "tracking hits dropped" in m]
+    assert len(logged) == 1  # not one line per dropped hit
+    assert "repeat=" in logged[0]
+    assert token_for(notification.pk) not in "\n".join(messages)
 
 
 # --- the WSGI fast path ---------------------------------------------------------------------------

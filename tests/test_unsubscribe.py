@@ -18,13 +18,18 @@ from tests.conftest import ROOT
 from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
 from tracking.counters import campaign_counters
 from tracking.models import Event
-from tracking.tokens import token_for
+from tracking.tokens import (
+    notification_id_from,
+    notification_id_from_unsubscribe_token,
+    token_for,
+    unsubscribe_token_for,
+)
 from tracking.unsubscribe import (
     contact_unsubscribe,
+    list_unsubscribe_header_for_url,
     list_unsubscribe_headers,
-    list_unsubscribe_headers_for_token,
     unsubscribe_url,
-    unsubscribe_url_for_token,
+    unsubscribe_urls_for,
 )
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +66,7 @@ def strict_client() -> Client:
 
 
 def _url(notification: Notification) -> str:
-    return f"/t/u/{token_for(notification.pk)}"
+    return f"/t/u/{unsubscribe_token_for(notification.pk)}"
 
 
 def _membership(notification: Notification) -> Membership:
@@ -83,9 +88,8 @@ def _nothing_changed(notification: Notification) -> None:
 
 def test_headers_are_rfc_8058_one_click_with_an_https_uri(settings):
     settings.TRACKING_BASE_URL = "https://mail.example.com"
-    token = token_for(123456789)
+    token = unsubscribe_token_for(123456789)
     headers = list_unsubscribe_headers(notification_id=123456789)
-    assert headers == list_unsubscribe_headers_for_token(token)
     assert set(headers) == {"List-Unsubscribe", "List-Unsubscribe-Post"}
     # RFC 8058 §3.1: exactly this value; RFC 2369: each URI in angle brackets; one https URI.
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -121,13 +125,21 @@ def test_production_config_gives_an_https_header_without_a_double_slash():
     assert headers["List-Unsubscribe-Post"] == ONE_CLICK
 
 
-def test_url_for_token_needs_no_database_and_refuses_what_is_not_a_token(settings):
+def test_urls_are_built_in_a_batch_without_the_database(settings, django_assert_num_queries):
+    """What the send worker calls per SES group: one URL per notification, each with the
+    unsubscribe token (never the pixel's), the same as one at a time."""
     settings.TRACKING_BASE_URL = "https://mail.example.com"
-    token = token_for(7)
-    assert unsubscribe_url_for_token(token) == unsubscribe_url(notification_id=7)
-    for junk in ["", "abc", "{{_t}}", f"{token}/x", f"{token} ", "7.short", None]:
-        with pytest.raises(ValueError):
-            unsubscribe_url_for_token(junk)
+    ids = [7, 8, 10**12]
+    with django_assert_num_queries(0):
+        urls = unsubscribe_urls_for(ids)
+    assert urls == [unsubscribe_url(notification_id=nid) for nid in ids]
+    for nid, url in zip(ids, urls, strict=True):
+        prefix, _, token = url.rpartition("/")
+        assert prefix == "https://mail.example.com/t/u"
+        assert notification_id_from_unsubscribe_token(token) == nid
+        assert notification_id_from(token) is None  # no open or click with it
+        assert list_unsubscribe_header_for_url(url) == {"List-Unsubscribe": f"<{url}>"}
+    assert unsubscribe_urls_for([]) == []
 
 
 # -- RFC 8058 one-click -----------------------------------------------------------------------
@@ -271,15 +283,25 @@ def test_a_recipient_removed_from_the_list_stays_unsubscribed_if_added_back(noti
 # -- bad tokens -------------------------------------------------------------------------------
 
 
-def test_forged_or_unknown_tokens_get_a_404_and_change_nothing(strict_client, notification, caplog):
+def test_forged_or_unknown_tokens_get_a_404_and_change_nothing(
+    strict_client, notification, caplog, settings
+):
     caplog.set_level(logging.DEBUG)
-    real = token_for(notification.pk)
+    real = unsubscribe_token_for(notification.pk)
     head, _, signature = real.partition(".")
+    original_key = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-key-this-site-never-had-" + "x" * 30
+    unknown_key = unsubscribe_token_for(notification.pk)
+    settings.SECRET_KEY = original_key
     tokens = [
         f"{head}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}",  # one character off
         f"{int(head, 36) + 1:x}.{signature}",  # another id, same signature
         real[:-3],  # cut short
-        token_for(notification.pk + 1000),  # valid, but names no message
+        unsubscribe_token_for(notification.pk + 1000),  # valid, but names no message
+        unknown_key,  # signed with a key that is neither the key nor a fallback
+        f"{head.upper()}.{signature}",  # another spelling of the same id
+        f"{real}%0D%0AX-Injected:%201",  # CR LF
+        real + "x" * 5000,
         "junk",
     ]
     for token in tokens:
@@ -294,6 +316,86 @@ def test_forged_or_unknown_tokens_get_a_404_and_change_nothing(strict_client, no
     assert "/t/u/" not in logged  # Django's "Not Found: <path>" would carry the token
 
 
+def test_the_pixels_and_links_token_cannot_unsubscribe(strict_client, notification):
+    """The open pixel's and click links' token travels in URLs that image proxies and link
+    scanners fetch and log: at the unsubscribe URL it is an invalid token, whatever is sent."""
+    tracking_url = f"/t/u/{token_for(notification.pk)}"
+    assert strict_client.get(tracking_url).status_code == 404
+    assert strict_client.head(tracking_url).status_code == 404
+    one_clicks = [
+        {"data": ONE_CLICK, "content_type": "application/x-www-form-urlencoded"},
+        {"data": {"List-Unsubscribe": "One-Click"}},  # multipart/form-data
+        {"data": ONE_CLICK, "content_type": "text/plain"},
+    ]
+    for kwargs in one_clicks:
+        response = strict_client.post(tracking_url, **kwargs)
+        assert response.status_code == 404
+        assert "This unsubscribe link is not valid" in response.content.decode()
+    # The page's form, with a CSRF token the real page handed out, aimed at the other token.
+    page = strict_client.get(_url(notification))
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())[1]
+    for scope in ("list", "all"):
+        response = strict_client.post(tracking_url, {"scope": scope, "csrfmiddlewaretoken": csrf})
+        assert response.status_code == 404
+    _nothing_changed(notification)
+
+
+def test_links_sent_before_a_key_rotation_still_unsubscribe(strict_client, notification, settings):
+    old_key = settings.SECRET_KEY
+    url = _url(notification)  # in a message sent before the rotation
+    settings.SECRET_KEY = "the-new-secret-" + "n" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+    assert strict_client.post(url, ONE_CLICK, content_type="text/plain").status_code == 404
+    _nothing_changed(notification)
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert strict_client.get(url).status_code == 200
+    assert strict_client.post(url, ONE_CLICK, content_type="text/plain").status_code == 200
+    assert _membership(notification).unsubscribed_at is not None
+    # The link of a message sent after the rotation works too, and is another URL.
+    assert _url(notification) != url
+    assert (
+        strict_client.post(_url(notification), ONE_CLICK, content_type="text/plain").status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize("send_path", ["bulk", "rendered"])
+def test_a_sent_message_carries_each_token_where_it_belongs(
+    ses, django_capture_on_commit_callbacks, send_path
+):
+    """The List-Unsubscribe header and the footer's {{ unsubscribe_url }}: the unsubscribe
+    token. The open pixel and the click links: the tracking token. Neither anywhere else."""
+    from tests.factories import TemplateFactory
+
+    template = TemplateFactory(
+        html='<p><a href="https://example.com/a">A</a></p>'
+        '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
+        text="Leave: {{ unsubscribe_url }}",
+    )
+    contact_list = ContactListFactory()
+    contact = ContactFactory()
+    Membership.objects.create(contact_list=contact_list, contact=contact)
+    campaign = CampaignFactory(contact_list=contact_list, template=template, send_path=send_path)
+    _send(campaign, django_capture_on_commit_callbacks)
+    nid = Notification.objects.get(campaign=campaign).pk
+    (message,) = ses.messages(header=f"X-Campaign:{campaign.pk}")
+    headers = {h["name"].lower(): h["value"] for h in message["headers"]}
+
+    header_url = headers["list-unsubscribe"].strip("<>")
+    assert header_url == unsubscribe_url(notification_id=nid)
+    unsubscribe_token = header_url.rpartition("/")[2]
+    assert notification_id_from_unsubscribe_token(unsubscribe_token) == nid
+    assert notification_id_from(unsubscribe_token) is None
+    # The footer link (HTML and text) is the header's URL, and the only place of its token.
+    assert f'href="{header_url}"' in message["html"]
+    assert f"Leave: {header_url}" in message["text"]
+    assert message["html"].count(unsubscribe_token) == message["text"].count(unsubscribe_token) == 1
+    # The pixel and the link (and the invisible honeypot link) carry the tracking token.
+    tracked = re.findall(r"/t/([oc])/([^/\"]+?)(?:\.gif|/\d+)\"", message["html"])
+    assert sorted(tracked) == [("c", token_for(nid)), ("c", token_for(nid)), ("o", token_for(nid))]
+    assert token_for(nid) not in header_url
+
+
 def test_logs_carry_ids_never_tokens_or_addresses(strict_client, notification, caplog):
     caplog.set_level(logging.DEBUG)
     url = _url(notification)
@@ -303,7 +405,7 @@ def test_logs_carry_ids_never_tokens_or_addresses(strict_client, notification, c
     strict_client.post(url, ONE_CLICK, content_type="application/x-www-form-urlencoded")
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert f"notification={notification.pk}" in logged
-    for secret in [token_for(notification.pk), "recipient.secret", "private.example"]:
+    for secret in [unsubscribe_token_for(notification.pk), "recipient.secret", "private.example"]:
         assert secret not in logged
 
 

@@ -27,11 +27,19 @@ transaction committed. So:
   (run it with appendonly yes / appendfsync everysec: at most ~1 s of hits). The queue is
   normally drained within a second, so that is about what is at risk.
 
+Bounded (the same Redis is Celery's broker): a hit is pushed only if its repeat key
+(tracking.repeats) has had fewer than the cap this window and the buffer holds fewer than
+TRACKING_BUFFER_MAX_HITS (its queue, plus BATCH_SIZE per claimed batch: an upper bound in
+O(1), which batches a flusher cannot record fill too); otherwise it is dropped and counted in
+DROPPED. One Lua script per push decides, so it costs no extra round trip. A window's repeat
+counts are one hash of at most TRACKING_BUFFER_MAX_HITS keys, expiring two windows later.
+
 Keys: QUEUE (list of records), "tracking:batch:<uuid>" (a claimed batch), BATCHES (sorted
-set: batch key → claim time). The push, claim, take-over and ack functions take a `queue`
-(QUEUE by default): tracking.esp_events buffers SES events in "esp:events" with the same
-machinery ("esp:events:batches", "esp:events:batch:<uuid>"), flushed by a thread of the same
-`python -m tracking.buffer` process.
+set: batch key → claim time), "tracking:repeats:<window>" (hash: repeat key → hits), DROPPED
+(hash: "repeat", "full" → hits dropped by every process). The push, claim, take-over and ack
+functions take a `queue` (QUEUE by default): tracking.esp_events buffers SES events in
+"esp:events" with the same machinery ("esp:events:batches", "esp:events:batch:<uuid>"),
+flushed by a thread of the same `python -m tracking.buffer` process.
 """
 
 from __future__ import annotations
@@ -46,8 +54,19 @@ from collections.abc import Callable
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 
 from campaigns.ratelimit import redis_url
+from tracking.repeats import (
+    FULL,
+    REPEAT,
+    repeat_allowed,
+    repeat_cap,
+    repeat_max_keys,
+    repeat_window,
+    repeat_window_seconds,
+    repeats_dropped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +79,44 @@ BATCH_SIZE = 2000
 # A batch is recorded in well under a second; one still claimed after 60 s belongs to a
 # flusher that died, and another may take it over (recording twice is harmless).
 LEASE_SECONDS = 60.0
+
+REPEATS_PREFIX = "tracking:repeats:"
+DROPPED = "tracking:dropped"
+
+# Push the records of (repeat key, record) pairs (ARGV[6], ARGV[7], …) whose key has had fewer
+# than ARGV[3] hits this window (KEYS[3]), while the buffer holds fewer than ARGV[1] (its queue,
+# KEYS[1], plus ARGV[2] per claimed batch in KEYS[2]) and the window counts fewer than ARGV[4]
+# keys (a key already counted is still counted); count the others in KEYS[4]. The window's
+# counts expire ARGV[5] s after its last push. Returns {pushed, dropped: repeat, dropped: full}.
+_PUSH_HITS_LUA = b"""
+local room = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[1])
+  - redis.call('ZCARD', KEYS[2]) * tonumber(ARGV[2])
+local cap, max_keys = tonumber(ARGV[3]), tonumber(ARGV[4])
+local keys = redis.call('HLEN', KEYS[3])
+local keep, repeats, full = {}, 0, 0
+for i = 6, #ARGV, 2 do
+  if #keep >= room then
+    full = full + 1
+  elseif keys >= max_keys and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
+    full = full + 1
+  else
+    local seen = redis.call('HINCRBY', KEYS[3], ARGV[i], 1)
+    if seen == 1 then keys = keys + 1 end
+    if seen > cap then repeats = repeats + 1 else keep[#keep + 1] = ARGV[i + 1] end
+  end
+end
+for i = 1, #keep, 500 do
+  redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 499, #keep)))
+end
+if keys > 0 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+if repeats > 0 then redis.call('HINCRBY', KEYS[4], 'repeat', repeats) end
+if full > 0 then redis.call('HINCRBY', KEYS[4], 'full', full) end
+return {#keep, repeats, full}
+"""
+_PUSH_HITS = Script(None, _PUSH_HITS_LUA)  # EVALSHA, loaded on first use (or after a restart)
+# Pairs per script call at most: while it runs, Redis (the broker too) answers no one else, so
+# a large push (a process's pending hits after an outage) goes in calls of a few ms each.
+_PUSH_CHUNK = 500
 
 # Atomically move up to ARGV[1] records from the queue to a new batch key and list the batch.
 _CLAIM_LUA = """
@@ -170,6 +227,50 @@ def buffer_push(
     return True
 
 
+def buffer_push_hits(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Push tracking hits, given as (repeat key, record) pairs, to QUEUE: each unless its key
+    already had its cap this window or the buffer is full (dropped, and counted here and in
+    DROPPED). Returns the pairs Redis did not take (from the script call that failed on; all
+    of them if Redis failed less than RETRY_AFTER_SECONDS ago): the caller records those
+    another way (a call whose answer was lost may be recorded twice: the hit ids make that
+    harmless)."""
+    global _down_until
+    client = _client()
+    if client is None or time.monotonic() < _down_until:
+        return pairs
+    window = repeat_window()
+    keys = (QUEUE, BATCHES, f"{REPEATS_PREFIX}{window}", DROPPED)
+    limits = (settings.TRACKING_BUFFER_MAX_HITS, BATCH_SIZE, repeat_cap(), repeat_max_keys(),
+              2 * repeat_window_seconds())  # fmt: skip
+    repeats = full = 0
+    try:
+        for start in range(0, len(pairs), _PUSH_CHUNK):
+            chunk = pairs[start : start + _PUSH_CHUNK]
+            args = [*limits, *(value for pair in chunk for value in pair)]
+            _, dropped_repeat, dropped_full = _PUSH_HITS(keys, args, client=_push_client(client))
+            repeats += dropped_repeat
+            full += dropped_full
+    except redis.RedisError as err:
+        _thread_clients.__dict__.clear()  # reconnect next time
+        _down_until = time.monotonic() + RETRY_AFTER_SECONDS
+        logger.warning(
+            "tracking buffer push failed (%s): recording directly for %.0f s",
+            type(err).__name__,
+            RETRY_AFTER_SECONDS,
+        )
+        return pairs[start:]
+    finally:
+        repeats_dropped(repeat=repeats, full=full)
+    return []
+
+
+def buffer_dropped() -> dict[str, int]:
+    """Hits the buffer dropped, every process together: {"repeat": n, "full": n}."""
+    client = _client()
+    counts = client.hgetall(DROPPED) if client is not None else {}
+    return {name: int(counts.get(name.encode(), 0)) for name in (REPEAT, FULL)}
+
+
 # --- lingering: one RPUSH for many requests -------------------------------------------------
 # With TRACKING_BUFFER_LINGER_MS > 0 (5 by default) a view only appends its record to a list in
 # its own process, and a thread pushes what gathered every LINGER ms in one RPUSH. A Redis round
@@ -179,7 +280,10 @@ def buffer_push(
 # (SIGKILL, out of memory) loses what it held, at most LINGER ms of its hits. A normal stop
 # (SIGTERM, a restart, max_requests) pushes them on exit. 0 pushes each one before the answer.
 
-_pending: list[str] = []
+_pending: list[tuple[str, str]] = []  # (repeat key, record)
+# A process holds at most this many hits waiting for their push (~200 bytes each): more only
+# gather when Redis is down and the database takes them slower than they come. Beyond: dropped.
+PENDING_MAX = 10_000
 _pending_lock = threading.Lock()
 _pending_ready = threading.Event()
 _pusher: threading.Thread | None = None
@@ -191,17 +295,24 @@ def buffer_linger() -> float:
     return max(0, getattr(settings, "TRACKING_BUFFER_LINGER_MS", 0)) / 1000
 
 
-def buffer_push_later(*, record: str, fallback: Callable[[list[str]], None]) -> None:
-    """Append `record` to this process's pending list, pushed within buffer_linger() seconds
-    by a thread (started here); if Redis fails, `fallback(records)` records them another way."""
+def buffer_push_later(
+    *, record: str, repeat_key: str, fallback: Callable[[list[str]], None]
+) -> None:
+    """Append `record` (of `repeat_key`) to this process's pending list, pushed within
+    buffer_linger() seconds by a thread (started here) with buffer_push_hits; if Redis fails,
+    `fallback(records)` records them another way, repeats beyond the cap left out."""
     global _pusher, _fallback
     _fallback = fallback
     with _pending_lock:
-        _pending.append(record)
+        full = len(_pending) >= PENDING_MAX
+        if not full:
+            _pending.append((repeat_key, record))
         if _pusher is None:
             _pusher = threading.Thread(target=_pusher_loop, name="tracking-pusher", daemon=True)
             _pusher.start()
     _pending_ready.set()
+    if full:
+        repeats_dropped(full=1)
 
 
 def _pusher_loop() -> None:
@@ -218,32 +329,26 @@ def _pusher_loop() -> None:
 
 
 def buffer_push_pending() -> int:
-    """Push this process's pending records now (one RPUSH), or hand them to the fallback;
-    returns how many there were."""
-    global _down_until
+    """Push this process's pending records now (buffer_push_hits: one script call), or hand
+    those Redis did not take to the fallback, less the repeats this process counts over the
+    cap (tracking.repeats); returns how many there were."""
     with _pending_lock:
-        records = _pending[:]
+        pairs = _pending[:]
         _pending.clear()
         _pending_ready.clear()
-    if not records:
+    if not pairs:
         return 0
-    client = _client()
-    if client is not None and time.monotonic() >= _down_until:
-        try:
-            client.rpush(QUEUE, *records)
-            return len(records)
-        except redis.RedisError as err:
-            _down_until = time.monotonic() + RETRY_AFTER_SECONDS
-            logger.warning(
-                "tracking buffer push failed (%s): recording directly", type(err).__name__
-            )
+    left = buffer_push_hits(pairs)
+    records = [record for key, record in left if repeat_allowed(key)]
+    if not records:
+        return len(pairs)
     try:
         if _fallback is None:
             raise RuntimeError("no fallback")
         _fallback(records)
     except Exception:
         logger.exception("tracking hits lost: %d could not be recorded", len(records))
-    return len(records)
+    return len(pairs)
 
 
 def _forget_pending_in_child() -> None:

@@ -54,6 +54,7 @@ from tracking.counters import counters_add
 from tracking.esp_events import esp_events_flush_if_late
 from tracking.models import Event, FirstEngagement
 from tracking.pg import pg_rows
+from tracking.repeats import repeat_allowed, repeat_key
 from tracking.selectors import campaign_links, notification_events, notifications_by_id
 
 logger = logging.getLogger(__name__)
@@ -146,16 +147,19 @@ def hit_new(
 
 def tracking_hit_record(*, hit: Hit) -> None:
     """Record one hit: into the buffer if it is on and Redis answers, else straight to the
-    database (so a Redis outage slows tracking down but loses nothing)."""
+    database (so a Redis outage slows tracking down but loses nothing). Either way a hit whose
+    repeat key already had its cap this window is dropped and counted (tracking.repeats)."""
+    key = repeat_key(hit)
     if buffer.buffer_enabled():
         if buffer.buffer_linger() > 0:
-            buffer.buffer_push_later(record=hit.dumps(), fallback=_record_records)
+            buffer.buffer_push_later(record=hit.dumps(), repeat_key=key, fallback=_record_records)
             tracking_flusher_ensure()
             return
-        if buffer.buffer_push(record=hit.dumps()):
+        if not buffer.buffer_push_hits([(key, hit.dumps())]):
             tracking_flusher_ensure()
             return
-    tracking_hits_record(hits=[hit])
+    if repeat_allowed(key):
+        tracking_hits_record(hits=[hit])
 
 
 def _record_records(records: list[str]) -> None:

@@ -1,41 +1,58 @@
-"""Opaque signed tracking tokens.
+"""Opaque signed tokens: each names one notification, for one purpose.
 
-A token names one notification: base36(id) + "." + 16 chars of HMAC-SHA256 (96 bits) keyed by
-SECRET_KEY. It carries no address and cannot be forged or walked; click URLs add only a link
-index, and the destination is looked up server-side from the campaign's links.
-Alphabet: [0-9a-z._-], so it survives URLs and Handlebars' HTML escaping unchanged.
+A token is base36(id) + "." + 16 chars of HMAC-SHA256 (96 bits), keyed by SECRET_KEY and salted
+by its purpose, so a token does one thing only:
+
+* **tracking** (token_for): the open pixel and the click links. These URLs are fetched by
+  image proxies and link scanners, and land in their logs and caches;
+* **unsubscribe** (unsubscribe_token_for): the List-Unsubscribe header and the footer's
+  {{ unsubscribe_url }}. Whoever saw only a pixel or click URL cannot unsubscribe anyone.
+
+Tokens carry no address and cannot be forged or walked; click URLs add only a link index, and
+the destination is looked up server-side from the campaign's links. Alphabet [0-9a-z._-], so
+they survive URLs and Handlebars' HTML escaping unchanged.
+
+Key rotation: a token signed with SECRET_KEY or any of SECRET_KEY_FALLBACKS (as Django's own
+signing) is accepted; new ones are signed with SECRET_KEY only. The current key is tried first,
+so the fallbacks cost nothing until it fails. Before the purposes were split, unsubscribe URLs
+carried the tracking token; no such message was sent by a release, so none is accepted.
 """
 
 import binascii
 import functools
 import hashlib
+import re
 
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
 
-_SALT = "tracking.token"
+_TRACKING_SALT = "tracking.token"
+_UNSUBSCRIBE_SALT = "tracking.unsubscribe"
 _SIGNATURE_CHARS = 16
 _SIGNED_BYTES = _SIGNATURE_CHARS * 3 // 4  # base64: 3 bytes per 4 characters
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
+# The one spelling _sign gives (int() alone would also take "A", "0a", "a_b", " a" or other
+# scripts' digits for the same id): ≤ 13 base36 digits (a 64-bit id), no leading zero.
+_TOKEN = re.compile(r"([1-9a-z][0-9a-z]{0,12})\.([A-Za-z0-9_-]{16})")
 
 
-@functools.lru_cache(maxsize=4)
-def _key(secret: str) -> tuple:
+@functools.lru_cache(maxsize=32)  # 2 purposes × (the key + its fallbacks)
+def _key(salt: str, secret: str) -> tuple:
     """HMAC-SHA256 (RFC 2104) with Django's salted_hmac key, its two padded-key hash states
-    computed once per secret: a signature is then two copies and two small updates, ~1.5 µs,
-    where hmac.digest() takes ~4 µs (OpenSSL looks the digest up by name and sets up a fresh
-    context every call, measured) and salted_hmac ~10% of a send worker's CPU."""
-    key = hashlib.sha256((_SALT + secret).encode()).digest().ljust(64, b"\0")  # SHA-256's block
+    computed once per salt and secret: a signature is then two copies and two small updates,
+    ~1.5 µs, where hmac.digest() takes ~4 µs (OpenSSL looks the digest up by name and sets up
+    a fresh context every call, measured) and salted_hmac ~10% of a send worker's CPU."""
+    key = hashlib.sha256((salt + secret).encode()).digest().ljust(64, b"\0")  # SHA-256's block
     return (
         hashlib.sha256(bytes(b ^ 0x36 for b in key)),
         hashlib.sha256(bytes(b ^ 0x5C for b in key)),
     )
 
 
-def _signature(notification_id: int, key: tuple | None = None) -> str:
-    """Equal to django.utils.crypto.salted_hmac(_SALT, str(id), algorithm="sha256"), base64
-    (URL-safe), cut to _SIGNATURE_CHARS."""
-    inner, outer = key or _key(settings.SECRET_KEY)
+def _signature(notification_id: int, key: tuple) -> str:
+    """Equal to django.utils.crypto.salted_hmac(salt, str(id), secret, algorithm="sha256"),
+    base64 (URL-safe), cut to _SIGNATURE_CHARS, for `key` = _key(salt, secret)."""
+    inner, outer = key
     inner = inner.copy()
     inner.update(str(notification_id).encode())
     outer = outer.copy()
@@ -58,25 +75,62 @@ def _base36(number: int) -> str:
             return out
 
 
+def _sign(salt: str, notification_id: int) -> str:
+    key = _key(salt, settings.SECRET_KEY)
+    return f"{_base36(notification_id)}.{_signature(notification_id, key)}"
+
+
+def _sign_all(salt: str, notification_ids: list[int]) -> list[str]:
+    key = _key(salt, settings.SECRET_KEY)  # looked up once for the lot
+    return [f"{_base36(nid)}.{_signature(nid, key)}" for nid in notification_ids]
+
+
+def _verify(salt: str, token: str) -> int | None:
+    match = _TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    head, signature = match.groups()
+    notification_id = int(head, 36)
+    key = _key(salt, settings.SECRET_KEY)
+    if constant_time_compare(signature, _signature(notification_id, key)):
+        return notification_id
+    for secret in settings.SECRET_KEY_FALLBACKS:  # only once the current key has failed
+        if constant_time_compare(signature, _signature(notification_id, _key(salt, secret))):
+            return notification_id
+    return None
+
+
+# --- tracking: the open pixel and click links -------------------------------------------------
+
+
 def token_for(notification_id: int) -> str:
-    return f"{_base36(notification_id)}.{_signature(notification_id)}"
+    return _sign(_TRACKING_SALT, notification_id)
 
 
 def tokens_for(notification_ids: list[int]) -> list[str]:
     """token_for of each id, the key looked up once (a campaign group signs 50)."""
-    key = _key(settings.SECRET_KEY)
-    return [f"{_base36(nid)}.{_signature(nid, key)}" for nid in notification_ids]
+    return _sign_all(_TRACKING_SALT, notification_ids)
 
 
 def notification_id_from(token: str) -> int | None:
-    """The notification id a token names, or None if it is malformed or not ours."""
-    head, dot, signature = token.partition(".")
-    if not dot or not head or len(head) > 13:  # 13 base36 digits cover a 64-bit id
-        return None
-    try:
-        notification_id = int(head, 36)
-    except ValueError:
-        return None
-    if not constant_time_compare(signature, _signature(notification_id)):
-        return None
-    return notification_id
+    """The notification a tracking token names, or None if it is malformed, not ours, or of
+    another purpose (an unsubscribe token)."""
+    return _verify(_TRACKING_SALT, token)
+
+
+# --- unsubscribe: the List-Unsubscribe header and the footer link ----------------------------
+
+
+def unsubscribe_token_for(notification_id: int) -> str:
+    return _sign(_UNSUBSCRIBE_SALT, notification_id)
+
+
+def unsubscribe_tokens_for(notification_ids: list[int]) -> list[str]:
+    """unsubscribe_token_for of each id, the key looked up once."""
+    return _sign_all(_UNSUBSCRIBE_SALT, notification_ids)
+
+
+def notification_id_from_unsubscribe_token(token: str) -> int | None:
+    """The notification an unsubscribe token names, or None if it is malformed, not ours, or
+    of another purpose (a tracking token)."""
+    return _verify(_UNSUBSCRIBE_SALT, token)

@@ -8,7 +8,8 @@ that link scanners can fetch safely.
   It never changes anything: scanners and previews fetch every link in a message.
 - POST from that form (CSRF-checked here: the view is exempt for the one-click POST only): does
   it and shows a confirmation page. Repeating either POST changes nothing more.
-- A token that is not ours, or names no message: 404 with a plain message.
+- A token that is not ours, names no message, or is not an unsubscribe token (the open
+  pixel's and click links' tokens cannot unsubscribe): 404 with a plain message.
 
 Error responses are not logged by Django (its "Not Found: /t/u/…" line would carry the token);
 our own log lines carry ids.
@@ -24,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
 from tracking.models import Event
-from tracking.tokens import notification_id_from
+from tracking.tokens import notification_id_from_unsubscribe_token
 from tracking.unsubscribe import (
     ONE_CLICK,
     SCOPE_ALL,
@@ -99,7 +100,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     if request.method not in ("GET", "HEAD", "POST"):
         # Not require_http_methods: it logs the path (the token) with its 405.
         return _unlogged(HttpResponseNotAllowed(["GET", "HEAD", "POST"]))
-    notification_id = notification_id_from(token)
+    notification_id = notification_id_from_unsubscribe_token(token)
     state = (
         notification_unsubscribe_state(notification_id=notification_id)
         if notification_id is not None

@@ -1,9 +1,10 @@
 """Recipient-facing tracking endpoints: small, fast, and safe to hit with anything.
 
-Per request: the token's signature is checked in memory (no database read for an open), the
-hit is handed to tracking.services (a Redis push when buffered), and the answer goes out. A
-click reads one row (the notification's campaign) and takes its destination from the
-process's cache of that campaign's links.
+Per request: the tracking token's signature is checked in memory (no database read for an
+open; an unsubscribe token is not one), the hit is handed to tracking.services (a Redis push
+when buffered; a repeat over its cap is dropped there, tracking.repeats), and the answer goes
+out, the same whether the hit was kept or not. A click reads one row (the notification's
+campaign) and takes its destination from the process's cache of that campaign's links.
 
 Middleware: Django runs the project's whole MIDDLEWARE list for every URL and offers no way
 to skip it per view. These views never touch request.session or request.user, so the session

@@ -14,6 +14,11 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 # Secrets only come from the environment. A development key is allowed only with DEBUG on.
 _DEV_SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET_KEY if DEBUG else None)
+# Rotating the key: the new one in DJANGO_SECRET_KEY, the old ones here (comma-separated), so
+# what they signed (sessions, and the tracking and unsubscribe links of mail already sent) is
+# still accepted while everything new is signed with the new key. Drop an old key once its
+# mail is old enough for its links to be let go.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")

@@ -32,3 +32,14 @@ TRACKING_FLUSHER_NICE = env_int("TRACKING_FLUSHER_NICE", 10)
 # it works (it shares the GIL with requests), so it is not the flusher; off only if you
 # monitor the flusher yourself.
 TRACKING_FLUSH_IN_WEB = env_bool("TRACKING_FLUSH_IN_WEB", True)
+# Floods (one message's pixel or link fetched over and over): per message, pixel or link, and
+# machine-or-not as the request shows, at most TRACKING_REPEAT_CAP hits are stored per window
+# of TRACKING_REPEAT_WINDOW_SECONDS; the rest are dropped and counted (tracking.repeats). The
+# first hits are always stored, so unique opens and clicks and their verdicts stay exact.
+TRACKING_REPEAT_CAP = env_int("TRACKING_REPEAT_CAP", 5)
+TRACKING_REPEAT_WINDOW_SECONDS = env_int("TRACKING_REPEAT_WINDOW_SECONDS", 60)
+# The most hits the Redis buffer holds (~210 bytes each in Redis), and the most distinct
+# repeat keys counted per window (~60 bytes each; two windows are kept). Beyond either, hits
+# are dropped and counted, never refused with an error: the same Redis is Celery's broker
+# and must not fill up.
+TRACKING_BUFFER_MAX_HITS = env_int("TRACKING_BUFFER_MAX_HITS", 200_000)
