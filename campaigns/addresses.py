@@ -17,6 +17,8 @@ import functools
 import re
 
 import email_validator
+from anymail.exceptions import AnymailInvalidAddress
+from anymail.utils import parse_single_address
 from django.core.exceptions import ValidationError
 
 # RFC 5322 dot-atom local part, and a domain of LDH labels with an alphabetic TLD: the shape
@@ -81,6 +83,31 @@ def _sendable_slow(address: str) -> bool:
         return address_normalize(address) == address.lower()
     except InvalidAddress:
         return False
+
+
+def from_address_check(value: str) -> str:
+    """`value` unchanged if it can be a campaign's From (`News <news@example.com>` or the bare
+    address): one line, exactly one address as anymail (the sender's parser) reads it, and an
+    address this rule accepts. Otherwise InvalidAddress with the reason."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidAddress(
+            "The sender must be on one line, without control characters.", code="invalid"
+        )
+    try:
+        parsed = parse_single_address(value, field="from_email")
+    except AnymailInvalidAddress:
+        raise InvalidAddress(
+            "This is not one sender address: write it as News <news@example.com> or "
+            'news@example.com (quote a name with a comma: "News, Inc." <news@example.com>).',
+            code="invalid",
+        ) from None
+    if parsed.addr_spec not in value:  # the parse dropped spaces, quotes or comments
+        raise InvalidAddress(
+            f"The sender's address reads as {parsed.addr_spec}: write it exactly so.",
+            code="invalid",
+        )
+    address_normalize(parsed.addr_spec)
+    return value
 
 
 def _special_use(address: str) -> bool:
