@@ -1,11 +1,15 @@
+"""Raw event tables, superusers only: SES payloads carry addresses, and the reports and
+journeys show what the events mean to anybody allowed to see campaigns."""
+
 from django.contrib import admin
 
+from config.admin_access import SuperuserOnlyAdmin
 from tracking.esp_events import GAVE_UP, esp_events_retry_pending, ses_event_type
 from tracking.models import Event, PendingEspEvent
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "id", "type", "bounce_type", "source", "occurred_at", "notification_id", "link_id",
     )  # fmt: skip
@@ -23,7 +27,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(PendingEspEvent)
-class PendingEspEventAdmin(admin.ModelAdmin):
+class PendingEspEventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
     """SES events waiting for their message id to be recorded (retried by beat). Rows whose
     retries stopped after the retention (ESP_EVENT_PENDING_RETENTION_HOURS) stay here, marked
     "retries stopped", until someone looks at them: nothing is dropped silently."""
@@ -47,7 +51,7 @@ class PendingEspEventAdmin(admin.ModelAdmin):
             return "retries stopped"
         return obj.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S %Z")
 
-    @admin.action(description="Retry the selected events now")
+    @admin.action(description="Retry the selected events now", permissions=["retry"])
     def retry_now(self, request, queryset) -> None:
         summary = esp_events_retry_pending(ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(
@@ -61,3 +65,7 @@ class PendingEspEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_retry_permission(self, request) -> bool:
+        # Rows are read-only (no change permission); retrying records events: superusers.
+        return request.user.is_superuser
