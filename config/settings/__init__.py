@@ -133,4 +133,4 @@ from config.settings.tracking import *  # noqa: E402, F403
 # An import is one transaction: a file with a bad row writes nothing.
 IMPORT_EXPORT_USE_TRANSACTIONS = True
 # The largest contacts CSV the admin imports, in MB (the form says so for a larger one).
-CONTACT_IMPORT_MAX_MB = env_int("CONTACT_IMPORT_MAX_MB", 10)
+CONTACT_IMPORT_MAX_MB = env_int("CONTACT_IMPORT_MAX_MB", 2)
