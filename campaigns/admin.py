@@ -189,6 +189,7 @@ class ContactAdmin(ImportExportModelAdmin):
     confirm_form_class = ContactConfirmImportForm
     import_formats = [ContactCSV]
     export_formats = [ContactCSV]  # the formula-safe cell rule; spreadsheets open CSV
+    import_template_name = "admin/campaigns/contact/import.html"
     list_display = ("email", "first_name", "last_name", "status", "created_at")
     list_filter = ("status", "lists")
     search_fields = ("email", "first_name", "last_name")
