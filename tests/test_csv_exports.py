@@ -101,7 +101,7 @@ def test_recipients_csv_prefixes_formulas(admin_client):
     campaign = CampaignFactory()
     contacts = [ContactFactory(email=e) for e in ("+plus@example.com", "=eq@example.com")]
     for contact, (reason, message_id) in zip(
-        contacts, [("=2+5@x", "@mid"), ("-1", "plain")], strict=True
+        contacts, [("=2+5@x", "@mid"), ("-1", "'mid")], strict=True
     ):
         Notification.objects.create(
             campaign=campaign, contact=contact, status="failed", reason=reason,
@@ -114,5 +114,5 @@ def test_recipients_csv_prefixes_formulas(admin_client):
     assert header[:5] == ["Notification", "Email", "Status", "Reason", "SES MessageId"]
     assert [row[1:5] for row in rows] == [
         ["'+plus@example.com", "failed", "'=2+5@x", "'@mid"],
-        ["'=eq@example.com", "failed", "'-1", "plain"],
+        ["'=eq@example.com", "failed", "'-1", "''mid"],
     ]
