@@ -96,16 +96,28 @@ _SPECIAL_USE_TLDS = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
 
 
 def sender_header(value: str) -> str:
-    """A From value ("Name <addr>" or "addr") as SES takes it: the name RFC 2047-encoded
-    where it is not ASCII, the address under the rule above; InvalidAddress otherwise (a
-    line break, no address or several, an address the rule refuses)."""
+    """A campaign's From (`News <news@example.com>` or the bare address) as SES takes it: the
+    name RFC 2047-encoded where it is not ASCII, the address under the rule above. Refused
+    with InvalidAddress and the reason: a line break or control character, not exactly one
+    address, an address that does not read as typed, or one the rule refuses. The admin's
+    form checks a From with it, and the start and the sender use it: one rule."""
     if not isinstance(value, str) or any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise InvalidAddress("The sender contains a line break or control character.")
+        raise InvalidAddress(
+            "The sender must be on one line, without control characters.", code="invalid"
+        )
     try:
         mailbox, rest = header_parser.get_mailbox(value.strip())
     except (HeaderParseError, IndexError, ValueError):
         mailbox, rest = None, "?"
     if mailbox is None or rest or not mailbox.local_part or not mailbox.domain:
-        raise InvalidAddress("The sender must be one address, such as News <news@example.com>.")
-    address = address_normalize(f"{mailbox.local_part}@{mailbox.domain}")
-    return sanitize_address((mailbox.display_name or "", address), "utf-8")
+        raise InvalidAddress(
+            "This is not one sender address: write it as News <news@example.com> or "
+            'news@example.com (quote a name with a comma: "News, Inc." <news@example.com>).',
+            code="invalid",
+        )
+    addr_spec = f"{mailbox.local_part}@{mailbox.domain}"
+    if addr_spec not in value:  # the parse dropped spaces, quotes or comments
+        raise InvalidAddress(
+            f"The sender's address reads as {addr_spec}: write it exactly so.", code="invalid"
+        )
+    return sanitize_address((mailbox.display_name or "", address_normalize(addr_spec)), "utf-8")

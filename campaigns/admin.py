@@ -6,13 +6,17 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Min, Q
 from django.http import (
     HttpRequest,
     HttpResponse,
+    HttpResponseNotAllowed,
     HttpResponseRedirect,
     JsonResponse,
     StreamingHttpResponse,
@@ -22,8 +26,12 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from import_export.admin import ImportExportModelAdmin
 from import_export.forms import ConfirmImportForm, ImportForm
+from import_export.results import RowResult
 
 from campaigns import services
+from campaigns.addresses import sender_header
+from campaigns.contact_fields import contact_attributes_check, contact_text_check
+from campaigns.csv_cells import csv_cell_escape
 from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Notification
 from campaigns.resources import (
     ContactCSV,
@@ -42,21 +50,15 @@ from tracking.selectors import (
 
 # -- CSV exports ------------------------------------------------------------------------------
 
-# A cell a spreadsheet would read as a formula (CSV injection): = + - @ start one, and tab or
-# carriage return can hide one; such cells get a leading apostrophe, which spreadsheets show
-# as text. Numbers are written as numbers (they cannot carry a formula).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-
-def csv_cell(value) -> str | int | float:
+def csv_cell(value) -> str:
+    """A report or ledger value as its CSV cell (campaigns.csv_cells: formula-safe)."""
     if value is None:
         return ""
     if isinstance(value, Rate):
-        return "" if value.percent is None else value.percent
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
+        return "" if value.percent is None else csv_cell_escape(str(value.percent))
     text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return csv_cell_escape(text)
 
 
 class _Echo:
@@ -128,6 +130,19 @@ class ContactImportForm(ImportForm):
         help_text="Add every imported contact to this list (optional).",
     )
 
+    def clean_import_file(self):
+        upload = self.cleaned_data["import_file"]
+        # The import reads the whole file into memory and checks every row twice (preview,
+        # then confirm), within one request each: a cap keeps both bounded.
+        limit = settings.CONTACT_IMPORT_MAX_MB * 1_000_000
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file has {upload.size / 1_000_000:.1f} MB; an import takes at most "
+                f"{settings.CONTACT_IMPORT_MAX_MB} MB (CONTACT_IMPORT_MAX_MB). "
+                "Split it into smaller files and import each."
+            )
+        return upload
+
 
 class ContactConfirmImportForm(ConfirmImportForm):
     contact_list = forms.ModelChoiceField(
@@ -136,6 +151,8 @@ class ContactConfirmImportForm(ConfirmImportForm):
 
 
 class ContactForm(forms.ModelForm):
+    """The rules of campaigns.contact_fields, as the CSV import applies them."""
+
     class Meta:
         model = Contact
         fields = ("email", "first_name", "last_name", "attributes", "status")
@@ -143,6 +160,21 @@ class ContactForm(forms.ModelForm):
     def clean_email(self) -> str:
         # Normalized before the unique check, so "Ada@Example.com" meets "ada@example.com".
         return services.contact_normalize_email(self.cleaned_data["email"])
+
+    def clean_first_name(self) -> str:
+        return contact_text_check(self.cleaned_data["first_name"], label="first name")
+
+    def clean_last_name(self) -> str:
+        return contact_text_check(self.cleaned_data["last_name"], label="last name")
+
+    def clean_attributes(self) -> dict:
+        return contact_attributes_check(self.cleaned_data["attributes"])
+
+
+def can_view_contacts(request: HttpRequest) -> bool:
+    """Whether this user may read contacts' data (addresses, names, custom fields) anywhere in
+    the admin: Django's view permission on Contact (view or change)."""
+    return admin.site.get_model_admin(Contact).has_view_permission(request)
 
 
 # A contact's page shows their newest notifications' journeys, each a few queries.
@@ -156,11 +188,34 @@ class ContactAdmin(ImportExportModelAdmin):
     import_form_class = ContactImportForm
     confirm_form_class = ContactConfirmImportForm
     import_formats = [ContactCSV]
+    export_formats = [ContactCSV]  # the formula-safe cell rule; spreadsheets open CSV
+    import_template_name = "admin/campaigns/contact/import.html"
     list_display = ("email", "first_name", "last_name", "status", "created_at")
     list_filter = ("status", "lists")
     search_fields = ("email", "first_name", "last_name")
     readonly_fields = ("created_at", "updated_at")
     show_full_result_count = False  # COUNT(*) over millions of contacts on every page
+
+    # Permissions as Django's own views have them (import-export lets any staff user do both).
+    def has_import_permission(self, request) -> bool:
+        # An import adds contacts and overwrites existing ones.
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def has_export_permission(self, request) -> bool:
+        return self.has_view_permission(request)
+
+    def create_import_form(self, request):
+        return self._without_list_unless_allowed(request, super().create_import_form(request))
+
+    def create_confirm_form(self, request, import_form=None):
+        form = super().create_confirm_form(request, import_form)
+        return self._without_list_unless_allowed(request, form)
+
+    def _without_list_unless_allowed(self, request, form):
+        # Adding the contacts to a list changes the list (what the next campaign sends to).
+        if not self.admin_site.get_model_admin(ContactList).has_change_permission(request):
+            form.fields.pop("contact_list", None)
+        return form
 
     def get_import_resource_kwargs(self, request, **kwargs):
         form = kwargs.get("form")
@@ -170,6 +225,55 @@ class ContactAdmin(ImportExportModelAdmin):
             **super().get_import_resource_kwargs(request, **kwargs),
             "contact_list": contact_list,
         }
+
+    def get_import_data_kwargs(self, **kwargs):
+        # One bad row rolls the whole file back at the confirm step too (the preview's check
+        # may be stale by then: another import, a forged confirm).
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def import_action(self, request, **kwargs):
+        response = super().import_action(request, **kwargs)
+        # import-export keeps a copy of every upload for the confirm step; a refused file never
+        # gets one, so its copy (contacts' data) is removed now rather than left on disk.
+        upload = request.FILES.get("import_file")
+        stored = getattr(upload, "tmp_storage_name", None)
+        if stored and "confirm_form" not in (getattr(response, "context_data", None) or {}):
+            storage_class = self.get_tmp_storage_class()
+            storage_class(name=stored, **self.get_tmp_storage_class_kwargs()).remove()
+        return response
+
+    def process_dataset(self, dataset, form, request, **kwargs):
+        result = super().process_dataset(dataset, form, request, **kwargs)
+        result.contact_list = form.cleaned_data.get("contact_list")
+        return result
+
+    def process_result(self, result, request):
+        if result.has_errors() or result.has_validation_errors():
+            messages.error(
+                request,
+                "Nothing was imported: the file no longer passes its checks. "
+                "Upload it again to see each line's problem.",
+            )
+            return HttpResponseRedirect(reverse("admin:campaigns_contact_import"))
+        return super().process_result(result, request)
+
+    def generate_log_entries(self, result, request) -> None:
+        """One admin log entry per import, with its counts (one per contact would double the
+        writes of a large import)."""
+        totals = result.totals
+        contact_list = getattr(result, "contact_list", None)
+        LogEntry.objects.create(
+            user_id=request.user.pk,
+            content_type=ContentType.objects.get_for_model(Contact),
+            object_repr="Contacts import",
+            action_flag=ADDITION,
+            change_message=(
+                f"Imported a CSV file: {totals[RowResult.IMPORT_TYPE_NEW]} new, "
+                f"{totals[RowResult.IMPORT_TYPE_UPDATE]} updated, "
+                f"{totals[RowResult.IMPORT_TYPE_SKIP]} unchanged"
+                + (f"; added to list #{contact_list.pk}." if contact_list else ".")
+            ),
+        )
 
     def add_data_read_fail_error_to_form(self, form, e):
         if isinstance(e, ContactFileError):
@@ -235,8 +339,21 @@ CAMPAIGN_ACTIONS = {
 }
 
 
+class CampaignForm(forms.ModelForm):
+    class Meta:
+        model = Campaign
+        fields = ("name", "template", "contact_list", "from_email", "send_path", "scheduled_at")
+
+    def clean_from_email(self) -> str:
+        value = self.cleaned_data["from_email"]
+        if value:
+            sender_header(value)  # the sender's own rule; refused with the reason
+        return value
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
     change_form_template = "admin/campaigns/campaign/change_form.html"
     list_display = ("name", "status", "contact_list", "template", "scheduled_at", "recipients")
     list_filter = ("status",)
@@ -289,20 +406,30 @@ class CampaignAdmin(admin.ModelAdmin):
             report = campaign_report(campaign_id=campaign.pk)
             extra_context["report"] = report
             extra_context["report_timeline"] = report.timeline.as_json()
+            # The buttons show only to those who may press them (change permission).
+            can_change = self.has_change_permission(request, campaign)
             extra_context["campaign_actions"] = [
                 (slug, label) for slug, (label, _, shown) in CAMPAIGN_ACTIONS.items()
-                if campaign.status in shown
+                if can_change and campaign.status in shown
             ]  # fmt: skip
-            extra_context["can_schedule"] = campaign.status == Campaign.Status.DRAFT
+            extra_context["can_schedule"] = can_change and campaign.status == Campaign.Status.DRAFT
+            extra_context["can_download_recipients"] = can_view_contacts(request)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _back(self, pk: int) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
 
-    def action_view(self, request: HttpRequest, pk: int, action: str):
+    def _changeable(self, request: HttpRequest, pk: int) -> Campaign:
+        """The campaign, if this user may act on it (Django's change permission), else 403."""
         campaign = get_object_or_404(Campaign, pk=pk)
-        if request.method != "POST" or not self.has_change_permission(request, campaign):
-            return self._back(pk)
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        return campaign
+
+    def action_view(self, request: HttpRequest, pk: int, action: str):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        campaign = self._changeable(request, pk)
         if action not in CAMPAIGN_ACTIONS:
             messages.error(request, f"Unknown action “{action}”.")
             return self._back(pk)
@@ -312,22 +439,25 @@ class CampaignAdmin(admin.ModelAdmin):
         except services.CampaignError as err:
             messages.error(request, str(err))
         else:
+            self.log_change(request, campaign, label)
             messages.success(request, f"{label}: done.")
         return self._back(pk)
 
     def schedule_view(self, request: HttpRequest, pk: int):
-        campaign = get_object_or_404(Campaign, pk=pk)
-        if request.method != "POST" or not self.has_change_permission(request, campaign):
-            return self._back(pk)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        campaign = self._changeable(request, pk)
         form = ScheduleForm(request.POST)
         if not form.is_valid():
             messages.error(request, "Enter the date and time to send, e.g. 2030-01-31 09:00.")
             return self._back(pk)
+        send_at = form.cleaned_data["send_at"]
         try:
-            services.campaign_schedule(campaign=campaign, send_at=form.cleaned_data["send_at"])
+            services.campaign_schedule(campaign=campaign, send_at=send_at)
         except services.CampaignError as err:
             messages.error(request, str(err))
         else:
+            self.log_change(request, campaign, f"Scheduled for {send_at.isoformat()}")
             messages.success(request, "Scheduled.")
         return self._back(pk)
 
@@ -344,6 +474,8 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def recipients_csv_view(self, request: HttpRequest, pk: int) -> StreamingHttpResponse:
         self._viewable(request, pk)
+        if not can_view_contacts(request):  # every recipient's address
+            raise PermissionDenied
         return csv_download(
             recipient_csv_rows(campaign_id=pk), filename=f"campaign-{pk}-recipients.csv",
             stream=True,
@@ -412,9 +544,12 @@ class NotificationAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         if "@" in term:
-            email = services.contact_normalize_email(term)
+            try:
+                email = services.contact_normalize_email(term)
+            except ValidationError:  # not an address anybody could have been sent to
+                return queryset.none(), False
             return queryset.filter(contact__email=email), False
-        if term.isdigit() and len(term) < 19:  # a bigint id (larger ones are not ids)
+        if term.isascii() and term.isdigit() and len(term) < 19:  # a bigint id
             return queryset.filter(Q(id=int(term)) | Q(message_id=term)), False
         return queryset.filter(message_id=term), False
 

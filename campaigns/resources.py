@@ -2,8 +2,11 @@
 
 Columns: email (required), first_name, last_name; every other column becomes a custom field
 (attribute) named like a template field ("Favourite Colour" → favourite_colour). Rows are
-matched by normalized email, so importing a contact twice updates it. A bad row is reported
-with its line number and the whole file is refused until it is fixed (nothing half-written).
+matched by normalized email, so importing a contact twice updates it. Every row is checked by
+the rules of campaigns.contact_fields (the address rule, no control characters); a bad row,
+or an address a file holds twice, is reported with its line number and reason, and the whole
+file is refused until it is fixed (nothing half-written). Cells are read and written by the
+one CSV rule (campaigns.csv_cells), so an exported file imports back unchanged.
 """
 
 import csv
@@ -14,13 +17,19 @@ from django.core.exceptions import ValidationError
 from import_export import resources
 from import_export.formats.base_formats import CSV
 
+from campaigns.contact_fields import contact_text_check
+from campaigns.csv_cells import csv_cell_escape, csv_cell_unescape
 from campaigns.models import Contact, ContactList
 from campaigns.services import contact_attribute_name, contact_list_add, contact_normalize_email
 
-# Bookkeeping columns ContactCSV adds to each row: its line in the file, and what is wrong with
-# its shape (a ragged row is a row error with its line number, not a failure of the whole file).
+# Bookkeeping columns ContactCSV adds to each row: its first line in the file, and what is
+# wrong with its shape (a ragged row is a row error with its line number, not a failure of the
+# whole file).
 LINE, PROBLEM = "_line", "_problem"
+# Columns that are not custom fields: the contact's own, and what an export writes (status is
+# exported but never imported: an import must not resubscribe anybody).
 KNOWN_COLUMNS = {"id", "email", "first_name", "last_name", "status", "attributes", LINE, PROBLEM}
+NAMES = {"first_name": "first name", "last_name": "last name"}
 
 
 class ContactFileError(ValueError):
@@ -29,7 +38,8 @@ class ContactFileError(ValueError):
 
 class ContactCSV(CSV):
     """CSV read with Python's csv module, keeping each row's line number and tolerating rows
-    with too many or too few cells (reported per row instead of refusing the file unread)."""
+    with too many or too few cells (reported per row instead of refusing the file unread);
+    written with the formula-safe cell rule."""
 
     def create_dataset(self, in_stream, **kwargs):
         if isinstance(in_stream, bytes):
@@ -37,13 +47,19 @@ class ContactCSV(CSV):
                 in_stream = in_stream.decode("utf-8-sig")
             except UnicodeDecodeError as err:
                 raise ContactFileError(unreadable_text_message(err)) from None
-        reader = csv.reader(io.StringIO(in_stream))
+        # strict: a quote in the wrong place is an error with its line, not a value silently
+        # joined with its neighbours.
+        reader = csv.reader(io.StringIO(in_stream), strict=True)
+        first_line = 1  # where the record being read starts
         try:
             header = next(reader, None)
-            if not header:
+            if not header or not any(cell.strip() for cell in header):
                 raise ContactFileError("The file is empty: the first line must name the columns.")
+            header_check(header)
             dataset = tablib.Dataset(headers=[*header, LINE, PROBLEM])
+            first_line = reader.line_num + 1
             for row in reader:
+                line, first_line = first_line, reader.line_num + 1
                 if not any(cell.strip() for cell in row):
                     continue  # blank lines, often at the end of a file
                 problem = ""
@@ -52,10 +68,17 @@ class ContactCSV(CSV):
                         f"this row has {len(row)} cells but the first line names {len(header)}"
                     )
                 cells = (row + [""] * len(header))[: len(header)]
-                dataset.append([*cells, reader.line_num, problem])
+                dataset.append([*(csv_cell_unescape(cell) for cell in cells), line, problem])
         except csv.Error as err:
-            raise ContactFileError(f"Line {reader.line_num}: {err}.") from None
+            raise ContactFileError(f"Line {first_line}: {_csv_error_reason(err)}") from None
         return dataset
+
+    def export_data(self, dataset, **kwargs) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        for row in (dataset.headers or [], *dataset):
+            writer.writerow(["" if cell is None else csv_cell_escape(str(cell)) for cell in row])
+        return out.getvalue()
 
 
 def unreadable_text_message(err: UnicodeDecodeError) -> str:
@@ -65,11 +88,53 @@ def unreadable_text_message(err: UnicodeDecodeError) -> str:
     )
 
 
+def _csv_error_reason(err: csv.Error) -> str:
+    text = str(err)
+    if "expected after" in text:
+        return (
+            "a quote inside a cell: put the whole cell in quotes and double each quote in it "
+            '(a cell holding Say "hi" is written "Say ""hi""").'
+        )
+    if "unexpected end of data" in text:
+        return "a cell opens a quote that is never closed."
+    return f"{text}."
+
+
+def header_check(header: list[str]) -> None:
+    """Refuse a first line whose columns would lose data silently: no email column, a column
+    named twice, or two columns that would fill the same custom field."""
+    seen: dict[str, str] = {}
+    for column in header:
+        name = column.strip().lower()
+        if not name:
+            continue  # an unnamed column: a row with a value in it is refused (ContactResource)
+        if name in (LINE, PROBLEM):
+            raise ContactFileError(f"The column name “{column.strip()}” is reserved: rename it.")
+        field = name if name in KNOWN_COLUMNS else contact_attribute_name(name)
+        if field is None:
+            raise ContactFileError(
+                f"The column “{column.strip()}” cannot become a custom field: its name must "
+                "start with a letter. Rename it in the first line."
+            )
+        if field in seen:
+            raise ContactFileError(
+                f"The columns “{seen[field]}” and “{column.strip()}” would both fill "
+                f"“{field}”. Rename or remove one of them in the first line."
+            )
+        seen[field] = column.strip()
+    if "email" not in seen:
+        raise ContactFileError(
+            "The file has no “email” column. The first line must name the columns, "
+            "for example: email,first_name,last_name"
+        )
+
+
 class ContactResource(resources.ModelResource):
     def __init__(self, contact_list: ContactList | None = None, **kwargs):
         super().__init__(**kwargs)
         self.contact_list = contact_list
         self.imported_ids: list[int] = []
+        self.first_line_of: dict[str, int] = {}  # address → the line it first appears on
 
     class Meta:
         model = Contact
@@ -83,24 +148,44 @@ class ContactResource(resources.ModelResource):
         return [self.fields[name] for name in ("email", "first_name", "last_name")]
 
     def before_import(self, dataset, **kwargs):
-        headers = [h.strip().lower() for h in dataset.headers or []]
-        if "email" not in headers:
-            raise ValueError(
-                "The file has no “email” column. The first line must name the columns, "
-                "for example: email,first_name,last_name"
-            )
-        dataset.headers = headers
+        header_check([h for h in dataset.headers or [] if h not in (LINE, PROBLEM)])
+        dataset.headers = [h.strip().lower() for h in dataset.headers]
 
     def before_import_row(self, row, **kwargs):
+        """Every check of a row, each reported with the row's line, all at once."""
         line = row.get(LINE) or kwargs.get("row_number", 0) + 1
         if row.get(PROBLEM):
             raise ValidationError(f"Line {line}: {row[PROBLEM]}.")
+        errors: dict[str, str] = {}
         try:
-            row["email"] = contact_normalize_email(row.get("email") or "")
-        except ValidationError:
-            raise ValidationError(
-                {"email": f"Line {line}: this is not a valid email address."}
-            ) from None
+            email = contact_normalize_email(row.get("email") or "")
+        except ValidationError as err:
+            errors["email"] = f"Line {line}: {' '.join(err.messages)}"
+        else:
+            first = self.first_line_of.setdefault(email, line)
+            if first != line:
+                errors["email"] = (
+                    f"Line {line}: the same address as line {first} (addresses are compared "
+                    "without regard to case). Keep one of the two lines."
+                )
+            row["email"] = email
+        for column, value in row.items():
+            if column in (LINE, PROBLEM, "email") or value in (None, ""):
+                continue
+            text = str(value)
+            if not column:
+                errors["(unnamed column)"] = (
+                    f"Line {line}: a value in a column whose name is empty in the first line."
+                )
+                continue
+            label = NAMES.get(column, f"custom field “{column}”")
+            max_length = Contact._meta.get_field(column).max_length if column in NAMES else None
+            try:
+                contact_text_check(text, label=label, max_length=max_length)
+            except ValidationError as err:
+                errors[column] = f"Line {line}: {' '.join(err.messages)}"
+        if errors:
+            raise ValidationError(errors)
 
     def import_instance(self, instance, row, **kwargs):
         super().import_instance(instance, row, **kwargs)

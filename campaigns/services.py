@@ -10,13 +10,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from campaigns import leases, ledger
-from campaigns.addresses import InvalidAddress, sender_header
+from campaigns.addresses import InvalidAddress, address_normalize, sender_header
 from campaigns.models import (
     BatchLease,
     Campaign,
@@ -69,11 +68,9 @@ _ATTRIBUTE_NAME = re.compile(r"[^a-z0-9]+")
 
 
 def contact_normalize_email(email: str) -> str:
-    """Trimmed and lower-cased (one contact per mailbox, whatever the case); raises
-    ValidationError for an address that is not valid."""
-    normalized = (email or "").strip().lower()
-    validate_email(normalized)
-    return normalized
+    """The address as stored and sent (campaigns.addresses: trimmed, ASCII domain, lower-cased);
+    raises InvalidAddress (a ValidationError) with the reason for one the sender cannot send."""
+    return address_normalize(email)
 
 
 def contact_attribute_name(column: str) -> str | None:

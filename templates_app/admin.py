@@ -3,13 +3,14 @@ limit; previewed rendered for a real contact."""
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.models import Contact
-from campaigns.services import contact_merge_data
+from campaigns.services import contact_merge_data, contact_normalize_email
 from templates_app.language import TemplateLimitError, TemplateSyntaxError
 from templates_app.models import Template
 from templates_app.services import template_compile, template_errors
@@ -64,18 +65,18 @@ class TemplateAdmin(admin.ModelAdmin):
         return [preview, *super().get_urls()]
 
     def preview_view(self, request, pk: int):
-        """The template rendered for one contact (?contact=<id or email>; default: the first)."""
+        """The template rendered for one contact (?contact=<id or email>; default: the first).
+
+        Needs the view permission on the template, and on contacts to render one's data: a
+        user who may not read contacts previews with empty fields (naming one is a 403)."""
         template = get_object_or_404(Template, pk=pk)
         if not self.has_view_permission(request, template):
-            return self.admin_site.login(request)
+            raise PermissionDenied
         wanted = request.GET.get("contact", "").strip()
-        contacts = Contact.objects.order_by("id")
-        if wanted.isdigit():
-            contact = contacts.filter(pk=int(wanted)).first()
-        elif wanted:
-            contact = contacts.filter(email=wanted.lower()).first()
-        else:
-            contact = contacts.first()
+        may_read_contacts = self.admin_site.get_model_admin(Contact).has_view_permission(request)
+        if wanted and not may_read_contacts:
+            raise PermissionDenied
+        contact = _preview_contact(wanted) if may_read_contacts else None
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -83,6 +84,7 @@ class TemplateAdmin(admin.ModelAdmin):
             "title": f"Preview of “{template}”",
             "contact": contact,
             "wanted": wanted,
+            "may_read_contacts": may_read_contacts,
         }
         try:
             compiled = template_compile(template=template, tracking_base_url=None)
@@ -100,3 +102,16 @@ class TemplateAdmin(admin.ModelAdmin):
                 data["unsubscribe_url"] = "#unsubscribe-link-of-the-recipient"
             context["message"] = compiled.render(data)
         return TemplateResponse(request, "admin/templates_app/template/preview.html", context)
+
+
+def _preview_contact(wanted: str) -> Contact | None:
+    """The contact named by id or address (the first one when none is named), or None."""
+    contacts = Contact.objects.order_by("id")
+    if not wanted:
+        return contacts.first()
+    if wanted.isascii() and wanted.isdigit():
+        return contacts.filter(pk=int(wanted)).first() if len(wanted) < 19 else None  # bigint
+    try:
+        return contacts.filter(email=contact_normalize_email(wanted)).first()
+    except ValidationError:  # not an address a contact could have
+        return None

@@ -100,3 +100,47 @@ def test_progress_updates_live_with_rate_and_eta(page, live_server):
         timeout=10_000,
     )
     assert "/s" in page.inner_text("[data-field=rate]")
+
+
+def test_import_shows_each_bad_line_and_writes_nothing(page, live_server, tmp_path):
+    from campaigns.models import Contact
+
+    bad = tmp_path / "contacts.csv"
+    bad.write_text(
+        'email,first_name\nok@example.com,Ok\nuser@☃.com,Snow\n"a@example.com","Ada\nBcc: x"\n'
+        "OK@example.com,Again\n",
+        encoding="utf-8",
+    )
+    page.goto(f"{live_server.url}/admin/campaigns/contact/import/")
+    page.set_input_files("#id_import_file", str(bad))
+    page.click("input[type=submit]")
+
+    page.wait_for_selector(".import-line-errors li")
+    errors = page.locator(".import-line-errors li").all_inner_texts()  # visible, in file order
+    assert errors[0].startswith("Line 3: The part after the @-sign is invalid")
+    assert (
+        errors[1] == "Line 4: The first name contains a control character (a line break or tab?)."
+    )
+    assert errors[2].startswith("Line 6: the same address as line 2")
+    assert len(errors) == 3
+    assert page.locator("text=Confirm import").count() == 0
+    assert not Contact.objects.exists()
+
+
+def test_a_view_only_user_gets_a_403_page_for_an_import(page, live_server):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user(username="viewer", password="password", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_contact"))
+    page.context.clear_cookies()  # the fixture logged the superuser in
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+
+    page.goto(f"{live_server.url}/admin/campaigns/contact/")
+    assert page.locator("a:has-text('Export')").count() == 1
+    assert page.locator("a:has-text('Import')").count() == 0
+    response = page.goto(f"{live_server.url}/admin/campaigns/contact/import/")
+    assert response.status == 403
+    assert "does not have the permission" in page.inner_text("#content")

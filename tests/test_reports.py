@@ -316,7 +316,7 @@ def test_recount_equals_the_writers_counts_for_a_campaign_sent_for_real(
         ("+1+2", "'+1+2"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"),
         ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
         ("ada@example.com", "ada@example.com"), ("a=b", "a=b"), ("", ""),
-        (None, ""), (42, 42), (0.5, 0.5),
+        (None, ""), (42, "42"), (0.5, "0.5"), (-1, "'-1"),
     ],
 )  # fmt: skip
 def test_csv_cells_that_start_a_formula_are_quoted(value, written):
@@ -517,10 +517,14 @@ def test_report_pages_are_refused_without_permission(staff_client):
     for url in urls:
         assert staff_client.get(url).status_code == 403, url
 
-    # Viewing the campaign is what the exports need.
+    # Viewing the campaign is what the report needs; the recipients (addresses) need viewing
+    # contacts too.
     staff_client.user.user_permissions.add(Permission.objects.get(codename="view_campaign"))
-    for url in urls[:3]:
+    for url in urls[:2]:
         assert staff_client.get(url).status_code == 200, url
+    assert staff_client.get(urls[2]).status_code == 403
+    staff_client.user.user_permissions.add(Permission.objects.get(codename="view_contact"))
+    assert staff_client.get(urls[2]).status_code == 200
 
 
 # -- the chart in a real browser ------------------------------------------------------------------

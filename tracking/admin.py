@@ -1,5 +1,9 @@
+"""Raw event tables, superusers only: SES payloads carry addresses, and the reports and
+journeys show what the events mean to anybody allowed to see campaigns."""
+
 from django.contrib import admin
 
+from config.admin_access import SuperuserOnlyAdmin
 from tracking.esp_events import (
     GAVE_UP,
     esp_events_retry_pending,
@@ -10,7 +14,7 @@ from tracking.models import Event, PendingEspEvent
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "id", "type", "bounce_type", "source", "occurred_at", "notification_id", "link_id",
     )  # fmt: skip
@@ -28,7 +32,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(PendingEspEvent)
-class PendingEspEventAdmin(admin.ModelAdmin):
+class PendingEspEventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
     """SES events waiting for their message id to be recorded (retried by beat). Rows whose
     retries stopped after the retention (ESP_EVENT_PENDING_RETENTION_HOURS) stay here, marked
     "retries stopped", until they expire (ESP_EVENT_PENDING_EXPIRY_HOURS, shown per row): then
@@ -57,7 +61,7 @@ class PendingEspEventAdmin(admin.ModelAdmin):
     def expires(self, obj) -> str:
         return pending_expires_at(pending=obj).strftime("%Y-%m-%d %H:%M:%S %Z")
 
-    @admin.action(description="Retry the selected events now")
+    @admin.action(description="Retry the selected events now", permissions=["retry"])
     def retry_now(self, request, queryset) -> None:
         summary = esp_events_retry_pending(ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(
@@ -71,3 +75,7 @@ class PendingEspEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_retry_permission(self, request) -> bool:
+        # Rows are read-only (no change permission); retrying records events: superusers.
+        return request.user.is_superuser

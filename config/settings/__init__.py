@@ -7,7 +7,7 @@ One module per integration: celery.py, email.py, tracking.py.
 
 import dj_database_url
 
-from config.env import BASE_DIR, VAR_DIR, env_bool, env_list, env_str
+from config.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -136,6 +136,8 @@ LOGGING = {
         # botocore logs whole request bodies (addresses, HTML) at DEBUG: keep it at WARNING.
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # import-export logs each refused import row (its cells: addresses, names) at DEBUG.
+        "import_export": {"level": "WARNING"},
     },
 }
 
@@ -144,8 +146,9 @@ from config.settings.email import *  # noqa: E402, F403
 from config.settings.events import *  # noqa: E402, F403
 from config.settings.tracking import *  # noqa: E402, F403
 
-# CSV/Excel exports neutralize cells starting with = + - @ (formula injection).
-IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+# Contacts are exported as CSV only, by campaigns.csv_cells' formula-safe rule (import-export's
+# own escaping drops the first "=" of a cell, changing the value): no IMPORT_EXPORT_ESCAPE_*.
 # An import is one transaction: a file with a bad row writes nothing.
 IMPORT_EXPORT_USE_TRANSACTIONS = True
-IMPORT_EXPORT_SKIP_ADMIN_LOG = True  # one LogEntry per contact would double a large import
+# The largest contacts CSV the admin imports, in MB (the form says so for a larger one).
+CONTACT_IMPORT_MAX_MB = env_int("CONTACT_IMPORT_MAX_MB", 2)
