@@ -1,0 +1,110 @@
+"""Deployment defaults: https only in production (`check --deploy` clean, the server behind the
+TLS proxy), the demo still on plain http with an access log free of addresses and tokens,
+login throttling, request size limits, docker-compose.yml's exposure, and the production
+image without the local SES endpoint."""
+
+import http.client
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tomllib
+
+from setuptools import find_packages
+
+from tests.conftest import ROOT
+
+HOST = "mail.example.test"
+# A token and an address as they would appear in URLs: neither may reach a log.
+TOKEN = "AbCdEf0123456789-_tokenVALUE.xyz"
+ADDRESS = "ada.lovelace@example.com"
+
+
+def base_environment() -> dict[str, str]:
+    """The process environment without any of the app's settings (the tests' own included)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def production_environment(**overrides: str) -> dict[str, str]:
+    """What docker-compose.yml gives the app, with nothing listening behind the URLs."""
+    return {
+        **base_environment(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "DJANGO_ALLOWED_HOSTS": HOST,
+        "DJANGO_BEHIND_TLS_PROXY": "1",
+        "DATABASE_URL": "postgres://mailwright:pw@127.0.0.1:9/mailwright",
+        "CELERY_BROKER_URL": "redis://:pw@127.0.0.1:9/0",
+        "TRACKING_BASE_URL": f"https://{HOST}",
+        "TRACKING_BUFFER": "false",
+        "ANYMAIL_WEBHOOK_SECRET": f"sns:{secrets.token_urlsafe(16)}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        **overrides,
+    }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def request(port, method, path, headers=None, body=b""):
+    """One HTTP request, redirects not followed: (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+# --- the production image -----------------------------------------------------------------------
+
+
+BLOCK_DEV_TOOLS = """
+import importlib, importlib.abc, pkgutil, sys
+
+class NotInTheImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("seslocal", "pybars", "pymeta"):
+            raise ImportError(name + " is not in the production image")
+
+sys.meta_path.insert(0, NotInTheImage())
+import django
+django.setup()
+import config.wsgi  # noqa
+for package in ("config", "campaigns", "templates_app", "tracking"):
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        importlib.import_module(info.name)
+from django.core.management import call_command
+call_command("check")
+print("imported")
+"""
+
+
+def test_the_image_leaves_seslocal_out_and_the_app_runs_without_it():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert not any(dep.startswith("pybars3") for dep in project["project"]["dependencies"])
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = find_packages(where=str(ROOT), include=include)
+    assert "config" in packages and "tracking" in packages
+    assert not [p for p in packages if p.startswith(("seslocal", "tests"))]
+
+    copied = re.findall(r"^COPY\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert copied and not [c for c in copied if c.startswith(("seslocal", "tests", "."))]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "seslocal" in ignored and "tests" in ignored
+
+    # Every module of the app imports, and Django's checks pass, with neither importable.
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_DEV_TOOLS],
+        cwd=ROOT, env=production_environment(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and "imported" in result.stdout, result.stderr
