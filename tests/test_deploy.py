@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 from setuptools import find_packages
 
 from tests.conftest import ROOT
@@ -108,3 +109,28 @@ def test_the_image_leaves_seslocal_out_and_the_app_runs_without_it():
         cwd=ROOT, env=production_environment(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0 and "imported" in result.stdout, result.stderr
+
+
+# --- https only in production ----------------------------------------------------------------
+
+
+def test_check_deploy_is_clean_with_the_production_environment():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_environment())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    # and it is these settings that make it so
+    for variable, value, warning in [
+        ("DJANGO_SSL_REDIRECT", "0", "security.W008"),
+        ("DJANGO_HSTS_SECONDS", "0", "security.W004"),
+        ("DJANGO_SECURE_COOKIES", "0", "security.W012"),
+        ("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "0", "security.W005"),
+        ("DJANGO_HSTS_PRELOAD", "0", "security.W021"),
+    ]:
+        result = manage("check", "--deploy", env=production_environment(**{variable: value}))
+        assert warning in result.stderr, variable
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "1e3"])
+def test_numeric_settings_refuse_nonsense(value):
+    result = manage("check", env=production_environment(DJANGO_HSTS_SECONDS=value))
+    assert result.returncode != 0 and "DJANGO_HSTS_SECONDS" in result.stderr

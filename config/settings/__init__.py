@@ -2,12 +2,13 @@
 
 The defaults are the embedded demo setup (SQLite, a file-system Celery broker, the local SES
 endpoint); production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and friends.
-One module per integration: celery.py, email.py, tracking.py.
+One module per integration: celery.py, email.py, events.py, tracking.py.
+With DEBUG off the defaults are production's: https only, secure cookies, HSTS.
 """
 
 import dj_database_url
 
-from config.env import BASE_DIR, VAR_DIR, env_bool, env_list, env_str
+from config.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -97,11 +98,26 @@ STATIC_URL = "static/"
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-# Behind a TLS-terminating proxy in production; off by default so the demo works over http.
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY") else None
-)
+# --- https ----------------------------------------------------------------------------------
+# Production sits behind a reverse proxy that terminates TLS and sets X-Forwarded-Proto and
+# X-Forwarded-For; the app's ports are published on loopback only (docker-compose.yml), so
+# only that proxy can send them. Off by default, so the demo works over plain http.
+_BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _BEHIND_TLS_PROXY else None
+# With DEBUG off, https only: plain http is redirected (the tracking and webhook fast routes
+# leave plain http to Django for that: tracking.wsgi_direct), browsers are told to keep to
+# https for a year, subdomains included (HSTS, preload-ready), and cookies never travel in
+# clear. Preloading only happens if someone submits the domain to the browsers' list.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+# Django's defaults, stated because the tracking views copy them onto the responses they
+# answer without the middleware.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
