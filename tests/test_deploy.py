@@ -4,6 +4,7 @@ login throttling, request size limits, docker-compose.yml's exposure, and the pr
 image without the local SES endpoint."""
 
 import http.client
+import json
 import os
 import re
 import secrets
@@ -134,3 +135,47 @@ def test_check_deploy_is_clean_with_the_production_environment():
 def test_numeric_settings_refuse_nonsense(value):
     result = manage("check", env=production_environment(DJANGO_HSTS_SECONDS=value))
     assert result.returncode != 0 and "DJANGO_HSTS_SECONDS" in result.stderr
+
+
+# --- request sizes ----------------------------------------------------------------------------
+
+
+def settings_in(env: dict[str, str], *names: str) -> list[str]:
+    """The named settings as the app reads them in `env`, as text."""
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps([str(getattr(s, n)) for n in {list(names)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_request_limits_come_from_the_environment():
+    env = production_environment(
+        DJANGO_MAX_REQUEST_BYTES="1000",
+        DJANGO_DATA_UPLOAD_MAX_BYTES="2000",
+        DJANGO_DATA_UPLOAD_MAX_FIELDS="30",
+        DJANGO_FILE_UPLOAD_MEMORY_BYTES="4000",
+    )
+    names = [
+        "MAX_REQUEST_BYTES", "DATA_UPLOAD_MAX_MEMORY_SIZE", "DATA_UPLOAD_MAX_NUMBER_FIELDS",
+        "FILE_UPLOAD_MAX_MEMORY_SIZE",
+    ]  # fmt: skip
+    assert settings_in(env, *names) == ["1000", "2000", "30", "4000"]
+    defaults = ["104857600", "2621440", "1000", "2621440"]
+    assert settings_in(production_environment(), *names) == defaults
+    env = production_environment(DJANGO_MAX_REQUEST_BYTES="0")
+    assert "DJANGO_MAX_REQUEST_BYTES" in manage("check", env=env).stderr
+
+
+@pytest.mark.django_db
+def test_request_bodies_over_the_limit_are_refused(client, settings, tmp_path):
+    settings.MAX_REQUEST_BYTES = 1000
+    upload = tmp_path / "contacts.csv"
+    upload.write_text("email\n" + "a@example.com\n" * 100)  # 1,406 bytes
+    with upload.open("rb") as file:
+        assert client.post("/admin/login/", {"file": file}).status_code == 413
+    assert client.post("/admin/login/", {"username": "x"}).status_code == 200

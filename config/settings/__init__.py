@@ -37,6 +37,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.request_limits.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -118,6 +119,18 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", n
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# --- request sizes --------------------------------------------------------------------------
+# Bodies over MAX_REQUEST_BYTES are refused (413) before they are read: granian has no limit of
+# its own (config.request_limits). Cap them at the reverse proxy too.
+MAX_REQUEST_BYTES = env_int("DJANGO_MAX_REQUEST_BYTES", 100 * 1024 * 1024, minimum=1)
+# What Django holds in memory: form fields and raw bodies (the SES webhook's SNS messages are at
+# most 256 kB), and how many fields a form may have.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_BYTES", 2_621_440, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DJANGO_DATA_UPLOAD_MAX_FIELDS", 1000, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the admin's forms take one file at most
+# Uploaded files larger than this go to a temporary file rather than memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_FILE_UPLOAD_MEMORY_BYTES", 2_621_440, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
