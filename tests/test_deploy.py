@@ -5,14 +5,17 @@ image without the local SES endpoint."""
 
 import http.client
 import json
+import logging
 import os
 import re
 import secrets
 import subprocess
 import sys
 import tomllib
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from setuptools import find_packages
 
 from tests.conftest import ROOT
@@ -179,3 +182,142 @@ def test_request_bodies_over_the_limit_are_refused(client, settings, tmp_path):
     with upload.open("rb") as file:
         assert client.post("/admin/login/", {"file": file}).status_code == 413
     assert client.post("/admin/login/", {"username": "x"}).status_code == 200
+
+
+# --- login throttling -------------------------------------------------------------------------
+
+LOGIN = "/admin/login/?next=/admin/"
+USERNAME = "ada_the_admin"
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user(
+        username=USERNAME, password="right-horse-battery", is_staff=True
+    )
+
+
+def login(client, password, username=USERNAME, **extra):
+    return client.post(LOGIN, {"username": username, "password": password}, **extra)
+
+
+def test_login_throttling_settings_come_from_the_environment():
+    env = production_environment(
+        LOGIN_FAILURE_LIMIT="7", LOGIN_COOLOFF_MINUTES="60", DJANGO_TRUSTED_PROXY_COUNT="2"
+    )
+    names = ("AXES_FAILURE_LIMIT", "AXES_COOLOFF_TIME", "TRUSTED_PROXY_COUNT")
+    assert settings_in(env, *names) == ["7", "1:00:00", "2"]
+    assert settings_in(production_environment(), *names) == ["5", "0:15:00", "1"]
+    demo = production_environment(DJANGO_BEHIND_TLS_PROXY="0", DJANGO_TRUSTED_PROXY_COUNT="2")
+    assert settings_in(demo, "TRUSTED_PROXY_COUNT") == ["0"]  # no proxy: the header is ignored
+
+
+@pytest.mark.django_db
+def test_a_correct_login_before_the_limit_works_and_clears_the_count(client, staff, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert login(client, "wrong").status_code == 200  # the form again, with its error
+    response = login(client, "right-horse-battery")
+    assert (response.status_code, response["Location"]) == (302, "/admin/")
+    client.logout()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        login(client, "wrong")
+    assert login(client, "right-horse-battery").status_code == 302  # counted from zero again
+
+
+@pytest.mark.django_db
+def test_repeated_failures_lock_the_username_and_address_out(
+    client, staff, settings, caplog, admin_client
+):
+    caplog.set_level(logging.DEBUG)
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        login(client, "wrong")
+    response = login(client, "right-horse-battery")  # even the right password
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert client.get("/admin/").status_code == 302  # still not logged in
+    # Another address, or another username from this one, is not affected.
+    assert login(client, "right-horse-battery", REMOTE_ADDR="10.0.0.2").status_code == 302
+    client.logout()
+    assert login(client, "x", username="grace").status_code == 200
+    # Logs say it happened, never who or from where.
+    assert "AXES" in caplog.text
+    assert USERNAME not in caplog.text and "127.0.0.1" not in caplog.text
+    # Nor does the admin show them, to anyone.
+    assert "axes" not in admin_client.get("/admin/").content.decode().lower()
+    assert admin_client.get("/admin/axes/accessattempt/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_lockout_ends_after_the_cool_off(client, staff, settings):
+    from axes.models import AccessAttempt  # (an app of the settings under test)
+
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        login(client, "wrong")
+    assert login(client, "right-horse-battery").status_code == 429
+    cool_off = settings.AXES_COOLOFF_TIME + timedelta(seconds=1)
+    AccessAttempt.objects.update(attempt_time=timezone.now() - cool_off)
+    assert login(client, "right-horse-battery").status_code == 302
+
+
+@pytest.mark.django_db
+def test_behind_the_proxy_the_address_is_the_one_the_proxy_saw(client, staff, settings):
+    from axes.models import AccessAttempt
+
+    settings.TRUSTED_PROXY_COUNT = 1
+    # A client rotating forged X-Forwarded-For entries: the proxy appended its real address.
+    for forged in range(settings.AXES_FAILURE_LIMIT):
+        xff = f"198.51.100.{forged}, 203.0.113.7"
+        login(client, "wrong", HTTP_X_FORWARDED_FOR=xff, REMOTE_ADDR="172.18.0.1")
+    xff = "198.51.100.99, 203.0.113.7"
+    locked = login(
+        client, "right-horse-battery", HTTP_X_FORWARDED_FOR=xff, REMOTE_ADDR="172.18.0.1"
+    )
+    assert locked.status_code == 429
+    assert AccessAttempt.objects.get().ip_address == "203.0.113.7"
+    # Someone else behind the same proxy logs in.
+    other = login(client, "right-horse-battery", HTTP_X_FORWARDED_FOR="203.0.113.8")
+    assert other.status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("xff", "count", "expected"),
+    [
+        ("203.0.113.7", 1, "203.0.113.7"),
+        ("1.1.1.1, 203.0.113.7", 1, "203.0.113.7"),
+        ("203.0.113.7, 10.0.0.5", 2, "203.0.113.7"),
+        ("2001:db8::1", 1, "2001:db8::1"),
+        ("", 1, "172.18.0.1"),  # no header: the proxy's address
+        ("203.0.113.7", 2, "172.18.0.1"),  # fewer entries than proxies
+        ("not-an-address", 1, "172.18.0.1"),
+        ("203.0.113.7\r\nX-Evil: 1", 1, "172.18.0.1"),
+        ("203.0.113.7", 0, "172.18.0.1"),  # not behind a proxy: the header is ignored
+    ],
+)
+def test_client_ip(rf, settings, xff, count, expected):
+    from config.proxy import client_ip
+
+    settings.TRUSTED_PROXY_COUNT = count
+    request = rf.get("/", HTTP_X_FORWARDED_FOR=xff, REMOTE_ADDR="172.18.0.1")
+    assert client_ip(request) == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("username", "counted"),
+    [
+        (b"ada%0D%0AX-Evil:%201", True),
+        (b"a" * 10_000, True),  # longer than axes can store: cut, not a 500
+        (b"x" * 151, True),
+        (b"%FF%FE", True),  # not UTF-8
+        (b"%C0%AF", True),
+        (b"ada%00", False),  # Django refuses a NUL before any password is checked
+    ],
+)
+def test_hostile_usernames_fail_and_count_like_any_wrong_login(client, staff, username, counted):
+    from axes.models import AccessAttempt
+
+    body = b"username=" + username + b"&password=wrong"
+    for _ in range(2):
+        response = client.post(LOGIN, body, content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 200  # the form again, with its error
+    assert AccessAttempt.objects.filter(failures_since_start=2).count() == int(counted)

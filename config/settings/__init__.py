@@ -2,7 +2,7 @@
 
 The defaults are the embedded demo setup (SQLite, a file-system Celery broker, the local SES
 endpoint); production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and friends.
-One module per integration: celery.py, email.py, events.py, tracking.py.
+One module per integration: celery.py, email.py, events.py, login.py, tracking.py.
 With DEBUG off the defaults are production's: https only, secure cookies, HSTS.
 """
 
@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "anymail",
     "import_export",
     "django_celery_beat",
+    "axes",
     "templates_app",
     "campaigns",
     "tracking",
@@ -44,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -84,6 +86,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out username and address before a password is
+# checked (config/settings/login.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -105,6 +114,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # only that proxy can send them. Off by default, so the demo works over plain http.
 _BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _BEHIND_TLS_PROXY else None
+# Proxies appending to X-Forwarded-For in front of the app (config.proxy.client_ip).
+TRUSTED_PROXY_COUNT = (
+    env_int("DJANGO_TRUSTED_PROXY_COUNT", 1, minimum=1) if _BEHIND_TLS_PROXY else 0
+)
 # With DEBUG off, https only: plain http is redirected (the tracking and webhook fast routes
 # leave plain http to Django for that: tracking.wsgi_direct), browsers are told to keep to
 # https for a year, subdomains included (HSTS, preload-ready), and cookies never travel in
@@ -153,6 +166,7 @@ LOGGING = {
 from config.settings.celery import *  # noqa: E402, F403
 from config.settings.email import *  # noqa: E402, F403
 from config.settings.events import *  # noqa: E402, F403
+from config.settings.login import *  # noqa: E402, F403
 from config.settings.tracking import *  # noqa: E402, F403
 
 # CSV/Excel exports neutralize cells starting with = + - @ (formula injection).
