@@ -18,7 +18,7 @@ import pytest
 from django.utils import timezone
 from setuptools import find_packages
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _free_port, stop_process, wait_for
 
 HOST = "mail.example.test"
 # A token and an address as they would appear in URLs: neither may reach a log.
@@ -321,3 +321,74 @@ def test_hostile_usernames_fail_and_count_like_any_wrong_login(client, staff, us
         response = client.post(LOGIN, body, content_type="application/x-www-form-urlencoded")
         assert response.status_code == 200  # the form again, with its error
     assert AccessAttempt.objects.filter(failures_since_start=2).count() == int(counted)
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+
+def demo_environment(var_dir) -> dict[str, str]:
+    import runpy
+
+    demo = runpy.run_path(str(ROOT / "scripts" / "demo.py"))  # (its main() only runs as a script)
+    return {**base_environment(), **demo["DEMO_ENV"], "MAILWRIGHT_VAR_DIR": str(var_dir)}
+
+
+@pytest.mark.e2e
+def test_the_demo_web_process_serves_http_and_logs_no_addresses_or_tokens(tmp_path):
+    procfile = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile.demo").read_text().splitlines() if line
+    )
+    port = _free_port()
+    command = procfile["web"].strip().replace("127.0.0.1:8000", f"127.0.0.1:{port}").split()
+    assert command[:2] == ["python", "manage.py"] and "runserver" in command
+    log = tmp_path / "web.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, *command[1:]],
+            cwd=ROOT, env=demo_environment(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def answering():
+            assert process.poll() is None, log.read_text()
+            try:
+                return request(port, "GET", "/admin/login/")
+            except OSError:
+                return None
+
+        status, headers, body = wait_for(answering, timeout=60, message=log.read_text())
+        # Plain http, no HSTS, cookies a browser sends over http.
+        assert status == 200 and b"csrfmiddlewaretoken" in body
+        assert "Strict-Transport-Security" not in headers
+        assert "Secure" not in headers["Set-Cookie"]
+
+        search = f"/admin/campaigns/contact/?q={ADDRESS}&o=1"
+        assert request(port, "GET", search)[0] == 302  # to the login page
+        assert request(port, "GET", f"/t/o/{TOKEN}.gif?utm_source={ADDRESS}")[0] == 200
+        request(port, "GET", f"/t/c/{TOKEN}/3")
+        request(port, "GET", f"/t/u/{TOKEN}")
+        request(port, "POST", f"/t/c/{TOKEN}/0?e={ADDRESS}")  # 405: Django's warning names the path
+        request(port, "GET", f"/nowhere/?q={ADDRESS}")  # 404, ditto
+        wait_for(lambda: "GET /admin/campaigns/contact/ HTTP/1.1" in log.read_text(), timeout=10)
+    finally:
+        stop_process(process)
+    output = log.read_text()
+    assert "GET /t/o/… HTTP/1.1" in output and "GET /t/c/… HTTP/1.1" in output
+    assert "Not Found: /nowhere/" in output
+    assert TOKEN not in output and ADDRESS not in output, output
+    assert "?q=" not in output and "utm_source" not in output
+
+
+def test_request_paths_are_redacted_in_every_request_log(caplog):
+    caplog.set_level(logging.INFO)
+    server = logging.getLogger("django.server")
+    server.info('"%s" %s %s', f"GET /admin/x/?q={ADDRESS} HTTP/1.1", "200", "10")
+    server.info('"%s" %s %s', f"GET /t/c/{TOKEN}/2 HTTP/1.1", "302", "0")
+    server.info('"%s" %s %s', f"GET http://h/t/u/{TOKEN}?a=b HTTP/1.1", "200", "5")
+    server.warning("code %d, message %s", 400, f"Bad request syntax ('GET /t/o/{TOKEN}.gif\r\n')")
+    server.info(f"raw /t/o/{TOKEN}.gif?q={ADDRESS}")
+    logging.getLogger("django.request").warning("Not Found: %s", f"/t/u/{TOKEN}")
+    text = caplog.text
+    assert TOKEN not in text and ADDRESS not in text
+    assert "GET /admin/x/ HTTP/1.1" in text and "GET /t/c/… HTTP/1.1" in text
+    assert "Not Found: /t/u/…" in text and "raw /t/o/…" in text

@@ -154,12 +154,20 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"redact_paths": {"()": "config.access_log.RedactPaths"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # botocore logs whole request bodies (addresses, HTML) at DEBUG: keep it at WARNING.
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # Django's loggers print through the console handler above, once (without this, with
+        # DEBUG on, Django's own console handler printed each line a second time).
+        "django": {"handlers": [], "propagate": True},
+        # runserver's access log (the demo) and Django's 4xx/5xx warnings, without query
+        # strings (admin searches carry addresses) or tracking tokens: config.access_log.
+        "django.server": {"handlers": [], "filters": ["redact_paths"], "propagate": True},
+        "django.request": {"filters": ["redact_paths"]},
     },
 }
 
