@@ -9,16 +9,19 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tomllib
 from datetime import timedelta
 
 import pytest
+import yaml
 from django.utils import timezone
 from setuptools import find_packages
 
 from tests.conftest import ROOT, _free_port, stop_process, wait_for
+from tests.test_web_server import _image_environment
 
 HOST = "mail.example.test"
 # A token and an address as they would appear in URLs: neither may reach a log.
@@ -392,3 +395,141 @@ def test_request_paths_are_redacted_in_every_request_log(caplog):
     assert TOKEN not in text and ADDRESS not in text
     assert "GET /admin/x/ HTTP/1.1" in text and "GET /t/c/… HTTP/1.1" in text
     assert "Not Found: /t/u/…" in text and "raw /t/o/…" in text
+
+
+# --- docker-compose.yml -------------------------------------------------------------------------
+
+
+def compose_file() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_publishes_only_on_loopback():
+    published = []
+    for name, service in compose_file()["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):  # long syntax
+                assert port.get("host_ip") == "127.0.0.1", name
+            else:
+                assert re.fullmatch(r"127\.0\.0\.1:\d+:\d+", str(port)), (name, port)
+            published.append(name)
+    assert sorted(published) == ["track", "web"]  # nothing else is published at all
+
+
+def test_compose_redis_needs_a_password_and_the_app_sends_it():
+    services = compose_file()["services"]
+    command = services["redis"]["command"]
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?")  # required: compose refuses to start without
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD")
+    urls = [
+        value
+        for service in services.values()
+        for value in (service.get("environment") or {}).values()
+        if isinstance(value, str) and value.startswith("redis://")
+    ]
+    assert urls and all(re.match(r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@", u) for u in urls)
+    for name in ("web", "track"):
+        assert services[name]["environment"]["DJANGO_BEHIND_TLS_PROXY"].endswith("1}")
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_compose_file_validates_and_requires_its_secrets():
+    secrets_env = {
+        "DJANGO_SECRET_KEY": "k", "POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r",
+        "ANYMAIL_WEBHOOK_SECRET": "a:b", "TRACKING_BASE_URL": "https://x",
+        "DJANGO_ALLOWED_HOSTS": "x",
+    }  # fmt: skip
+    for missing in [None, *secrets_env]:
+        env = {**base_environment(), **{k: v for k, v in secrets_env.items() if k != missing}}
+        result = subprocess.run(
+            ["docker-compose", "config"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if missing is None:
+            assert result.returncode == 0, result.stderr
+            assert "redis://:r@redis:6379/0" in result.stdout
+        else:
+            assert result.returncode != 0 and missing in result.stderr
+
+
+# --- behind the TLS proxy ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def production_server(tmp_path):
+    """granian as the image runs it, with the production environment and a small body limit."""
+    port = _free_port()
+    (tmp_path / "static").mkdir()
+    env = production_environment(
+        **{
+            **_image_environment(),  # the Dockerfile's GRANIAN_* (no access log among them)
+            "GRANIAN_HOST": "127.0.0.1",
+            "GRANIAN_PORT": str(port),
+            "GRANIAN_WORKERS": "1",
+            "GRANIAN_STATIC_PATH_MOUNT": str(tmp_path / "static"),
+            "DJANGO_MAX_REQUEST_BYTES": "1000",
+        }
+    )
+    log = tmp_path / "web.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "granian", "config.wsgi:application"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def answering():
+        assert process.poll() is None, log.read_text()
+        try:
+            return request(port, "GET", "/t/o/x.gif", {"Host": HOST})[0] == 301
+        except OSError:
+            return False
+
+    wait_for(answering, timeout=60, message=f"granian did not start:\n{log.read_text()}")
+    yield port, env, log
+    stop_process(process)
+
+
+@pytest.mark.e2e
+def test_the_production_server_is_https_only_behind_the_proxy(production_server):
+    port, env, log = production_server
+    https = {"Host": HOST, "X-Forwarded-Proto": "https"}
+
+    # Plain http, the tracking fast routes included, is redirected; through the proxy it is served.
+    for path in (f"/t/o/{TOKEN}.gif", f"/t/c/{TOKEN}/0", "/admin/login/"):
+        status, headers, _ = request(port, "GET", path, {"Host": HOST})
+        assert (status, headers["Location"]) == (301, f"https://{HOST}{path}")
+    status, headers, body = request(port, "GET", f"/t/o/{TOKEN}.gif", https)
+    assert (status, headers["Content-Type"], body[:6]) == (200, "image/gif", b"GIF89a")
+
+    status, headers, _ = request(port, "GET", "/admin/login/", https)
+    assert status == 200
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert "Secure" in headers["Set-Cookie"] and "csrftoken" in headers["Set-Cookie"]
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+
+    # SNS posts over https through the proxy: the webhook answers (here: no credentials, 401)
+    # rather than redirecting, which SNS would not follow.
+    webhook = "/webhooks/anymail/amazon_ses/tracking/"
+    sns = {"X-Amz-Sns-Message-Type": "Notification", "Content-Type": "text/plain"}
+    assert request(port, "POST", webhook, {"Host": HOST, **sns}, b"{}")[0] == 301
+    assert request(port, "POST", webhook, {**https, **sns}, b"{}")[0] == 401
+
+    # A body over DJANGO_MAX_REQUEST_BYTES is refused before anything reads it.
+    status, _, _ = request(port, "POST", "/admin/login/", https, b"x" * 1001)
+    assert status == 413
+
+    # docker-compose.yml's health check, as the container runs it.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for service in ("web", "track"):
+        command = compose["services"][service]["healthcheck"]["test"]
+        assert command[:2] == ["CMD", "python"]
+        result = subprocess.run([sys.executable, *command[2:]], env=env, timeout=30, check=False)
+        assert result.returncode == 0
+
+    # No access log (tracking URLs carry tokens), and none can be switched on by the deployment.
+    output = log.read_text()
+    assert TOKEN not in output and "GET /" not in output
+    for text in ((ROOT / "Dockerfile").read_text(), (ROOT / "docker-compose.yml").read_text()):
+        assert "GRANIAN_LOG_ACCESS" not in text and "--access-log" not in text
