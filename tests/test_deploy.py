@@ -484,9 +484,11 @@ def production_server(tmp_path):
         except OSError:
             return False
 
-    wait_for(answering, timeout=60, message=f"granian did not start:\n{log.read_text()}")
-    yield port, env, log
-    stop_process(process)
+    try:
+        wait_for(answering, timeout=60, message=f"granian did not start:\n{log.read_text()}")
+        yield port, env, log
+    finally:  # (started or not)
+        stop_process(process)
 
 
 @pytest.mark.e2e
