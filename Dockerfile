@@ -7,7 +7,6 @@ COPY config config
 COPY campaigns campaigns
 COPY templates_app templates_app
 COPY tracking tracking
-COPY seslocal seslocal
 COPY static static
 COPY manage.py ./
 RUN pip install . \

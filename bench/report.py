@@ -188,6 +188,7 @@ def main() -> int:
     # migrated if needed.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
+    os.environ.setdefault("DJANGO_SSL_REDIRECT", "0")  # its test client speaks plain http
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ["LOG_LEVEL"] = "WARNING"

@@ -348,6 +348,8 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+    # Plain http on loopback: no TLS proxy in front, so no redirect to https.
+    os.environ.setdefault("DJANGO_SSL_REDIRECT", "0")
     os.environ.setdefault("ANYMAIL_WEBHOOK_SECRET", "bench:bench-webhook-secret")
     os.environ.setdefault("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:123456789012:ses-events")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")

@@ -15,6 +15,9 @@ that matter for email, and this module papers over them without touching site-pa
   unterminated mustaches; :func:`check_syntax` refuses them like handlebars.js does.
 * pybars3's parser is slow on long literal text (a 50 kB HTML template takes ~1 s), so
   long text runs are swapped for helper calls before compiling (see :func:`_skeleton`).
+* pybars3 compiles a template to Python source with names from the template pasted in
+  unescaped, so a template could run code here; :func:`check_tree` refuses every
+  expression outside a small safe grammar before any code is generated.
 
 Compiling is serialised with a lock because pybars3's code builder is per class, not
 per instance (this module uses its own subclass, so other pybars users in the process
@@ -270,6 +273,96 @@ def check_syntax(source: str) -> None:
     _check_blocks(source, _scan(source))
 
 
+# --- what may reach the Python code pybars generates -------------------------------------
+#
+# pybars3 turns a template into Python source and pastes what it parsed into it as is: a path
+# segment between u'…' (``{{[…]}}``, ``{{this.[…]}}``, block parameters), a subexpression's
+# name between "…", string literals and partial names with their quotes, hash argument names
+# as Python keywords. ``{{[') or __import__('os').system('…') or (']}}`` ran a command. So
+# the tree pybars parsed is checked against the grammar below before pybars generates code
+# from it (SeslocalCompiler._generate_code): the tree checked is the tree compiled.
+
+# A path segment: a name, or a bracketed one with single inner spaces ("[first name]"); "" is
+# "." or "/", "@_parent"/"@@_parent" are pybars' own "../" and "@../". Nothing here can end
+# a Python string literal (no quote, backslash or line break).
+_SAFE_SEGMENT = re.compile(r"(?:@{0,2}[\w$-]+(?: [\w$-]+)*)?\Z")
+_SAFE_SYMBOL = re.compile(r"@?[\w-]+\Z")  # a block or raw block name
+_SAFE_STRING = re.compile(r"""(?:"[^"\\\x00-\x1f\x7f]*"|'[^'\\\x00-\x1f\x7f]*')\Z""")
+_TEXT_NODES = frozenset({"literal", "newline", "whitespace"})  # emitted with repr()
+
+
+def _unsafe(what: str, value: object, rule: str = "") -> TemplateError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return TemplateError(f"unsupported {what} {shown}{rule}")
+
+
+_NAME_RULE = " (names hold letters, digits, '_', '$' and '-')"
+
+
+def _check_arguments(arguments: list[Any]) -> None:
+    for argument in arguments:
+        kind = argument[0] if isinstance(argument, tuple) and argument else None
+        if kind == "path":
+            _check_path(argument)
+        elif kind == "literalparam":
+            value = argument[1]
+            if isinstance(value, str):
+                if not _SAFE_STRING.match(value):
+                    raise _unsafe("string", value, " (no backslashes or control characters)")
+            elif not (value is None or type(value) in (bool, int)):
+                raise _unsafe("literal", value)
+        elif kind == "subexpr":
+            _check_path(argument[1])
+            _check_arguments(argument[2])
+        elif kind == "kwparam":
+            raise TemplateError("hash arguments (name=value) are not supported")
+        else:
+            raise _unsafe("argument", argument)
+
+
+def _check_path(path: Any) -> None:
+    if not (isinstance(path, tuple) and len(path) == 2 and path[0] == "path"):
+        raise _unsafe("expression", path)
+    for segment in path[1]:
+        if not isinstance(segment, str) or not _SAFE_SEGMENT.match(segment):
+            raise _unsafe("name", segment, _NAME_RULE)
+
+
+def check_tree(tree: list[Any]) -> None:
+    """Refuse a parsed template (pybars' tree) holding anything outside the safe grammar:
+    names and bracketed segments of letters, digits, ``_ $ -`` (and single inner spaces),
+    numbers, ``true``/``false``/``null``/``undefined``, quoted strings without backslashes
+    or control characters, subexpressions, blocks, comments and raw blocks. Partials (SES
+    has none) and hash arguments are refused too. Iterative: nesting costs no stack."""
+    pending: list[Any] = [tree]
+    while pending:
+        template = pending.pop()
+        if not (isinstance(template, list) and template and template[0] == "template"):
+            raise _unsafe("template", template)
+        for node in template[1:]:
+            kind = node[0] if isinstance(node, tuple) and node else None
+            if kind in _TEXT_NODES or kind == "comment":
+                continue
+            if kind in ("escapedexpand", "expand"):
+                _check_path(node[1])
+                _check_arguments(node[2])
+            elif kind in ("block", "invertedblock"):
+                if not isinstance(node[1], str) or not _SAFE_SYMBOL.match(node[1]):
+                    raise _unsafe("block name", node[1], _NAME_RULE)
+                _check_arguments(node[2])
+                pending.append(node[3])
+                if node[4]:
+                    pending.append(node[4])
+            elif kind == "rawblock":
+                if not isinstance(node[1], str) or not _SAFE_SYMBOL.match(node[1]):
+                    raise _unsafe("block name", node[1], _NAME_RULE)
+                _check_arguments(node[2])  # (its text is emitted with repr())
+            elif kind == "partial":
+                raise TemplateError("partials ({{> name}}) are not supported")
+            else:
+                raise _unsafe("expression", node)
+
+
 # --- compiling and caching -------------------------------------------------------------
 
 # pybars drops the "\r" of a CRLF that starts a text run (``('\r'?'\n'):char`` keeps the
@@ -298,7 +391,7 @@ class _Pybars:
         from pymeta.grammar import OMeta
 
         class SeslocalCompiler(Compiler):
-            """pybars' Compiler with a private code builder and the CRLF fix.
+            """pybars' Compiler with a private code builder, the CRLF fix and the tree check.
 
             The stock code builder is a class attribute shared by every ``Compiler`` in the
             process; with our own, compiling here cannot race with other pybars users (the
@@ -312,6 +405,19 @@ class _Pybars:
             _compiler = OMeta.makeGrammar(
                 compile_grammar, {"builder": _builder}, "seslocal_compile"
             )
+
+            def _generate_code(self, source: str) -> Any:
+                # pybars' own steps (pybars 0.9.7), with check_tree between parsing and
+                # generating code.
+                if not isinstance(source, str):
+                    raise PybarsError("Template source must be a unicode string")
+                source = self.whitespace_control(source)
+                tree, (position, _) = self._handlebars(source).apply("template")
+                if position < len(source):
+                    raise PybarsError(f"does not parse at {_line_col(source, position)}")
+                check_tree(tree)
+                self._builder._reset()
+                return self._compiler(tree).apply("compile")[0]
 
         self.strlist, self.error = strlist, PybarsError
         self.compiler = SeslocalCompiler()
@@ -374,6 +480,8 @@ def _precompile(source: str) -> str:
         _pybars.load()
         try:
             return _pybars.compiler.precompile(source)
+        except TemplateError:
+            raise
         except _pybars.error as exc:
             raise TemplateError(str(exc)) from None
         except Exception as exc:  # pymeta parse errors and friends

@@ -3,7 +3,9 @@
 ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive (botocore reuses connections),
 so every response carries a Content-Length. Connections are served in parallel, calls one at
 a time (``SesLocalServer.handling``). Logging is one line per API call with ids and
-counts only -- never an email address, subject or body, and never a query string.
+counts only -- never an email address, subject or body, and never a query string. Only
+requests naming this machine in their Host (and Origin, if any) are answered: a web page
+cannot reach it through a name of its own (DNS rebinding) or post to it from elsewhere.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     )
 ]
 SEND_OPERATIONS = frozenset({"SendEmail", "SendBulkEmail"})  # the calls faults apply to
+# Host names always answered; the address listened on, and --allowed-hosts, add to them.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (names, never answered)
+# What a browser or boto3 sends: a name or an address, and a port. Anything else (userinfo,
+# paths, spaces) is refused rather than parsed.
+_HOST_HEADER = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?\Z")
+_ORIGIN_HEADER = re.compile(r"https?://(?P<host>[^/?#\s]+)\Z")
 _MESSAGE_PATH = re.compile(r"^/_local/messages/(?P<id>[^/]+?)(?P<ext>\.json|\.eml)?$")
 
 
@@ -89,9 +98,19 @@ class SesLocalServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], backend: SesBackend, db: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: SesBackend,
+        db: str,
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
         self.backend = backend
         self.db = db
+        names = (
+            name.strip().lower().strip("[]") for name in (*LOCAL_HOSTS, address[0], *allowed_hosts)
+        )
+        self.allowed_hosts = frozenset(names) - _WILDCARD_ADDRESSES
         self.thread: threading.Thread | None = None
         # Held while a call is handled, after its request is read: one connection's thread
         # works at a time. Otherwise each SQLite row written (a step that releases the GIL)
@@ -186,8 +205,29 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: Any, headers: Sequence[tuple[str, str]] = ()) -> None:
         self._respond(status, orjson.dumps(obj), headers=headers)
 
+    def _host_allowed(self) -> bool:
+        """One Host header naming an allowed host, and no Origin naming another (a page
+        elsewhere posting here through the browser; "null" from sandboxed frames included)."""
+        hosts = self.headers.get_all("Host") or []
+        match = _HOST_HEADER.match(hosts[0]) if len(hosts) == 1 else None
+        if match is None or match["name"].lower().strip("[]") not in self.server.allowed_hosts:
+            return False
+        origins = self.headers.get_all("Origin") or []
+        if not origins:
+            return True
+        origin = _ORIGIN_HEADER.match(origins[0]) if len(origins) == 1 else None
+        if origin is None:
+            return False
+        match = _HOST_HEADER.match(origin["host"])
+        return match is not None and match["name"].lower().strip("[]") in self.server.allowed_hosts
+
     def _handle(self, method: str) -> None:
         received = time.time()  # the request line and headers are in: the call has arrived
+        if not self._host_allowed():
+            self.close_connection = True  # its body, if any, is left unread
+            self._json(403, {"message": "This host is not served here (see --allowed-hosts)."})
+            logger.warning("refused a request for a host not allowed")
+            return
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
@@ -392,10 +432,11 @@ def make_server(
     port: int = 8025,
     db: str = DEFAULT_DB,
     settings: Settings | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> SesLocalServer:
     store = Store(db)
     try:
-        return SesLocalServer((host, port), SesBackend(store, settings), db)
+        return SesLocalServer((host, port), SesBackend(store, settings), db, allowed_hosts)
     except BaseException:
         store.close()
         raise
@@ -406,6 +447,7 @@ def serve_in_thread(
     port: int = 0,
     db: str = ":memory:",
     settings: Settings | None = None,
+    allowed_hosts: Sequence[str] = (),
     **options: Any,
 ) -> tuple[SesLocalServer, str]:
     """Start a server in a daemon thread; returns ``(server, url)``. Stop with
@@ -414,7 +456,7 @@ def serve_in_thread(
     :class:`~seslocal.faults.FaultConfig`)."""
     if isinstance(options.get("faults"), dict):
         options["faults"] = FaultConfig.from_obj(options["faults"])
-    server = make_server(host, port, db, settings or Settings(**options))
+    server = make_server(host, port, db, settings or Settings(**options), allowed_hosts)
     server.thread = threading.Thread(
         target=server.serve_forever, name=f"seslocal-{server.server_address[1]}", daemon=True
     )
@@ -467,6 +509,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env_flag("SESLOCAL_STORE_BODIES", True),
         help="store metadata only and skip rendering text/HTML bodies (benchmarks)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        default=env("SESLOCAL_ALLOWED_HOSTS", ""),
+        help="comma-separated host names answered besides localhost, 127.0.0.1, ::1 and --host",
+    )
     parser.add_argument("--log-level", default=env("SESLOCAL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -490,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         enforce_rate=args.enforce_send_rate,
         faults=faults,
     )
-    server = make_server(args.host, args.port, args.db, settings)
+    allowed_hosts = [name for name in args.allowed_hosts.split(",") if name.strip()]
+    server = make_server(args.host, args.port, args.db, settings, allowed_hosts)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

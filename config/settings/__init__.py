@@ -2,7 +2,8 @@
 
 The defaults are the embedded demo setup (SQLite, a file-system Celery broker, the local SES
 endpoint); production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and friends.
-One module per integration: celery.py, email.py, tracking.py.
+One module per integration: celery.py, email.py, events.py, login.py, tracking.py.
+With DEBUG off the defaults are production's: https only, secure cookies, HSTS.
 """
 
 import dj_database_url
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "anymail",
     "import_export",
     "django_celery_beat",
+    "axes",
     "templates_app",
     "campaigns",
     "tracking",
@@ -41,12 +43,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.request_limits.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -87,6 +91,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out username and address before a password is
+# checked (config/settings/login.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -102,11 +113,42 @@ STATIC_URL = "static/"
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-# Behind a TLS-terminating proxy in production; off by default so the demo works over http.
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_BEHIND_TLS_PROXY") else None
+# --- https ----------------------------------------------------------------------------------
+# Production sits behind a reverse proxy that terminates TLS and sets X-Forwarded-Proto and
+# X-Forwarded-For; the app's ports are published on loopback only (docker-compose.yml), so
+# only that proxy can send them. Off by default, so the demo works over plain http.
+_BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _BEHIND_TLS_PROXY else None
+# Proxies appending to X-Forwarded-For in front of the app (config.proxy.client_ip).
+TRUSTED_PROXY_COUNT = (
+    env_int("DJANGO_TRUSTED_PROXY_COUNT", 1, minimum=1) if _BEHIND_TLS_PROXY else 0
 )
+# With DEBUG off, https only: plain http is redirected (the tracking and webhook fast routes
+# leave plain http to Django for that: tracking.wsgi_direct), browsers are told to keep to
+# https for a year, subdomains included (HSTS, preload-ready), and cookies never travel in
+# clear. Preloading only happens if someone submits the domain to the browsers' list.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+# Django's defaults, stated because the tracking views copy them onto the responses they
+# answer without the middleware.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- request sizes --------------------------------------------------------------------------
+# Bodies over MAX_REQUEST_BYTES are refused (413) before they are read: granian has no limit of
+# its own (config.request_limits). Cap them at the reverse proxy too.
+MAX_REQUEST_BYTES = env_int("DJANGO_MAX_REQUEST_BYTES", 100 * 1024 * 1024, minimum=1)
+# What Django holds in memory: form fields and raw bodies (the SES webhook's SNS messages are at
+# most 256 kB), and how many fields a form may have.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_BYTES", 2_621_440, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DJANGO_DATA_UPLOAD_MAX_FIELDS", 1000, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the admin's forms take one file at most
+# Uploaded files larger than this go to a temporary file rather than memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_FILE_UPLOAD_MEMORY_BYTES", 2_621_440, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
@@ -117,7 +159,10 @@ REST_FRAMEWORK = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"withhold_exception_text": {"()": "config.logging.WithholdExceptionText"}},
+    "filters": {
+        "withhold_exception_text": {"()": "config.logging.WithholdExceptionText"},
+        "redact_paths": {"()": "config.access_log.RedactPaths"},
+    },
     "formatters": {
         "plain": {
             "()": "config.logging.WithholdingFormatter",
@@ -138,12 +183,20 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         # import-export logs each refused import row (its cells: addresses, names) at DEBUG.
         "import_export": {"level": "WARNING"},
+        # Django's loggers print through the console handler above, once (without this, with
+        # DEBUG on, Django's own console handler printed each line a second time).
+        "django": {"handlers": [], "propagate": True},
+        # runserver's access log (the demo) and Django's 4xx/5xx warnings, without query
+        # strings (admin searches carry addresses) or tracking tokens: config.access_log.
+        "django.server": {"handlers": [], "filters": ["redact_paths"], "propagate": True},
+        "django.request": {"filters": ["redact_paths"]},
     },
 }
 
 from config.settings.celery import *  # noqa: E402, F403
 from config.settings.email import *  # noqa: E402, F403
 from config.settings.events import *  # noqa: E402, F403
+from config.settings.login import *  # noqa: E402, F403
 from config.settings.tracking import *  # noqa: E402, F403
 
 # Contacts are exported as CSV only, by campaigns.csv_cells' formula-safe rule (import-export's
