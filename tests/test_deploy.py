@@ -48,6 +48,7 @@ def production_environment(**overrides: str) -> dict[str, str]:
         "TRACKING_BASE_URL": f"https://{HOST}",
         "TRACKING_BUFFER": "false",
         "ANYMAIL_WEBHOOK_SECRET": f"sns:{secrets.token_urlsafe(16)}",
+        "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:123456789012:ses-events",
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "x",
         **overrides,
@@ -438,7 +439,7 @@ def test_compose_file_validates_and_requires_its_secrets():
     secrets_env = {
         "DJANGO_SECRET_KEY": "k", "POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r",
         "ANYMAIL_WEBHOOK_SECRET": "a:b", "TRACKING_BASE_URL": "https://x",
-        "DJANGO_ALLOWED_HOSTS": "x",
+        "DJANGO_ALLOWED_HOSTS": "x", "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:123456789012:t",
     }  # fmt: skip
     for missing in [None, *secrets_env]:
         env = {**base_environment(), **{k: v for k, v in secrets_env.items() if k != missing}}

@@ -110,6 +110,8 @@ MAX_DESTINATIONS = 50
 
 
 class SesEventError(ValueError):
+    # Its texts are fixed phrases (no part of the event): logged as they are, str(err), where
+    # the logging filter would otherwise reduce an exception argument to its type.
     """Not an SES sending event we can record (the reason says why)."""
 
 
@@ -298,7 +300,7 @@ def ses_payload_record(*, payload: dict, source: str, sns_id: str = "") -> list[
     try:
         events = ses_events_parse(payload=payload)
     except SesEventError as err:
-        logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id or "-", err)
+        logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id or "-", str(err))
         return []
     return [ses_event_record(event=event, source=source) for event in events]
 
@@ -781,17 +783,17 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
         try:
             sns_id, recipients = _record_loads(raw)
         except SesEventError as err:  # as ses_payload_record: not an event we can record
-            logger.warning("ses event not recorded batch=%s reason=%s", key, err)
+            logger.warning("ses event not recorded batch=%s reason=%s", key, str(err))
             continue
         except ValueError as err:
-            logger.error("ses event record unreadable, kept aside batch=%s: %s", key, err)
+            logger.error("ses event record unreadable, kept aside batch=%s: %s", key, str(err))
             _dead_letter(raw)
             continue
         for recipient, payload in recipients:
             try:
                 parsed.append((raw, ses_event_parse(payload=payload, recipient=recipient)))
             except SesEventError as err:  # as ses_payload_record: not an SES sending event
-                logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id[:100], err)
+                logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id[:100], str(err))
     try:
         recorded = ses_events_record(events=[e for _, e in parsed], source=Event.Source.SES)[
             RECORDED
