@@ -50,7 +50,7 @@ from campaigns.ledger import (
 )
 from campaigns.models import Campaign, Notification
 from campaigns.ratelimit import BaseRateLimiter, RateLimitUnavailable, SendPlan, ses_rate_limiter
-from campaigns.services import campaign_transition
+from campaigns.services import campaign_fail_sending, campaign_transition
 from campaigns.ses import (
     BulkEntry,
     SesError,
@@ -60,7 +60,7 @@ from campaigns.ses import (
     SesUnreachable,
     ses_client,
 )
-from templates_app.language import merge_value
+from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 from tracking.counters import counters_add
 from tracking.tokens import tokens_for
@@ -162,7 +162,17 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
         return BatchResult()  # paused or cancelled: leave the rows; resume enqueues them again
     # Before the lease: a bad setting fails with nothing taken.
     limiter, plan = ses_rate_limiter()
-    compiled = campaign_compiled_template(campaign)
+    try:
+        compiled = campaign_compiled_template(campaign)
+    except Exception as err:  # noqa: BLE001 (it fails the same way for every batch)
+        logger.exception("campaign %s template does not compile", campaign_id)
+        reason = (
+            f"The template does not parse: {err}"
+            if isinstance(err, TemplateSyntaxError)
+            else f"The template could not be compiled ({type(err).__name__})."
+        )
+        campaign_fail_sending(campaign_id=campaign_id, reason=reason)
+        return BatchResult()
     try:
         batch = _Batch(campaign, compiled, limiter, plan, first_id, last_id)
     except ValueError:  # its From cannot be sent (the start checks it; this is the backstop)

@@ -187,14 +187,36 @@ def campaign_cancel(*, campaign: Campaign) -> None:
             finished_at=timezone.now(),
         ):
             raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
-        created = Notification.objects.filter(campaign_id=campaign.pk, status=N.CREATED)
-        skipped = ledger.ledger_transition(
-            ids=list(created.values_list("id", flat=True)),
-            from_statuses={N.CREATED},
-            to=N.SKIPPED,
-            reason="campaign cancelled",
-        )
-        counters_add(campaign_id=campaign.pk, deltas={"skipped": skipped})
+        _skip_created(campaign_id=campaign.pk, reason="campaign cancelled")
+
+
+def campaign_fail_sending(*, campaign_id: int, reason: str) -> bool:
+    """A sending campaign that cannot go on (its frozen template no longer compiles, e.g. one
+    started before the language's limits): failed with the reason, once, and its unclaimed
+    rows skipped, so no batch tries again forever. True if it moved."""
+    with transaction.atomic():
+        if not campaign_transition(
+            campaign_id=campaign_id,
+            from_statuses={C.SENDING},
+            to=C.FAILED,
+            reason=reason,
+            finished_at=timezone.now(),
+        ):
+            return False
+        _skip_created(campaign_id=campaign_id, reason="campaign failed")
+    logger.warning("campaign %s failed while sending", campaign_id)
+    return True
+
+
+def _skip_created(*, campaign_id: int, reason: str) -> None:
+    created = Notification.objects.filter(campaign_id=campaign_id, status=N.CREATED)
+    skipped = ledger.ledger_transition(
+        ids=list(created.values_list("id", flat=True)),
+        from_statuses={N.CREATED},
+        to=N.SKIPPED,
+        reason=reason,
+    )
+    counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
 
 
 def campaign_start(*, campaign_id: int) -> None:

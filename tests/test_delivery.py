@@ -601,3 +601,21 @@ def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
         "unsubscribe_url": "https://t.example/u",
     }
     assert expected["score"] == "3" and expected["vip"] == "true" and expected["gone"] == ""
+
+
+def test_a_frozen_template_that_no_longer_compiles_fails_the_campaign_once(started, ses):
+    """A campaign started before the language's limits, its frozen template past them: its
+    batches cannot compile it, so the campaign ends failed with the reason and its rows are
+    skipped, rather than every batch failing and being enqueued again forever."""
+    deep = "{% if a %}" * 40 + "x" + "{% endif %}" * 40
+    Campaign.objects.filter(pk=started.pk).update(
+        template_snapshot={**started.template_snapshot, "html": deep},
+        ses_template_name=started.ses_template_name + "-old",
+    )
+    assert _deliver(started).claimed == 0
+    started.refresh_from_db()
+    assert started.status == Campaign.Status.FAILED
+    assert started.status_reason.startswith("The template does not parse")
+    assert _statuses(started) == {N.SKIPPED: 120}
+    assert ses.stats()["recipients"] == 0
+    assert _deliver(started).claimed == 0  # a batch still queued finds it failed
