@@ -279,6 +279,29 @@ def test_redis_down_means_recorded_during_the_request(client, buffered, settings
     assert Contact.objects.get(pk=contacts[2].pk).status == "bounced"
 
 
+def test_a_full_buffer_records_during_the_request_and_stays_bounded(client, buffered, settings):
+    """The events buffer is bounded (ESP_EVENTS_BUFFER_MAX, claimed batches included): past
+    it an event is recorded during its request, as with Redis down, and Redis (the broker
+    too) never holds more."""
+    settings.ESP_EVENTS_BUFFER_MAX = 3
+    campaigns, contacts, notifications, envelopes = scenario("full")
+    for envelope in envelopes[:6]:  # six deliveries
+        assert post(client, envelope).status_code == 200
+        assert buffered.llen(ESP_EVENTS_QUEUE) <= 3
+    assert buffered.llen(ESP_EVENTS_QUEUE) == 3
+    for row in notifications[:6]:
+        row.refresh_from_db()
+    # The first three wait in the buffer; the rest were recorded at once, nothing lost.
+    assert [row.status for row in notifications[:6]] == ["sent"] * 3 + ["delivered"] * 3
+    assert buffer._down_until <= time.monotonic()  # full is not down: the next push tries
+    esp_events_buffer_flush()
+    for row in notifications[:6]:
+        row.refresh_from_db()
+    assert [row.status for row in notifications[:6]] == ["delivered"] * 6
+    assert post(client, envelopes[6]).status_code == 200  # room again: queued
+    assert buffered.llen(ESP_EVENTS_QUEUE) == 1
+
+
 # --- the WSGI fast route --------------------------------------------------------------------------
 
 

@@ -118,6 +118,18 @@ _PUSH_HITS = Script(None, _PUSH_HITS_LUA)  # EVALSHA, loaded on first use (or af
 # a large push (a process's pending hits after an outage) goes in calls of a few ms each.
 _PUSH_CHUNK = 500
 
+# Push ARGV[3…] onto KEYS[1] unless the queue and its claimed batches (KEYS[2], ARGV[2] records
+# each at most) would then hold more than ARGV[1]; 1 if pushed, 0 if full.
+_PUSH_BOUNDED = Script(
+    None,
+    b"""
+local held = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) * tonumber(ARGV[2])
+if held + #ARGV - 2 > tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+return 1
+""",
+)
+
 # Atomically move up to ARGV[1] records from the queue to a new batch key and list the batch.
 _CLAIM_LUA = """
 local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
@@ -200,11 +212,15 @@ def _keys(queue: str) -> tuple[str, str]:
 
 
 def buffer_push(
-    *, record: str | None = None, records: list[str] | None = None, queue: str = QUEUE
+    *,
+    record: str | None = None,
+    records: list[str] | None = None,
+    queue: str = QUEUE,
+    max_records: int | None = None,
 ) -> bool:
-    """Append one record (or several, in one RPUSH) to `queue`; False if it could not be (no
-    Redis, Redis failed, or failed less than RETRY_AFTER_SECONDS ago): the caller records
-    them another way."""
+    """Append one record (or several, in one call) to `queue`; False if it could not be (no
+    Redis, Redis failed, or failed less than RETRY_AFTER_SECONDS ago, or the queue and its
+    claimed batches already hold `max_records`): the caller records them another way."""
     global _down_until
     values = [record] if record is not None else list(records or ())
     client = _client()
@@ -213,7 +229,14 @@ def buffer_push(
     if not values:
         return True
     try:
-        _push_client(client).rpush(queue, *values)
+        push = _push_client(client)
+        if max_records is None:
+            push.rpush(queue, *values)
+        else:
+            batches, _ = _keys(queue)
+            room = (max_records, BATCH_SIZE)
+            if not _PUSH_BOUNDED(keys=[queue, batches], args=[*room, *values], client=push):
+                return False  # full: recorded the other way, and Redis is not "down"
     except redis.RedisError as err:
         _thread_clients.__dict__.clear()  # reconnect next time
         _down_until = time.monotonic() + RETRY_AFTER_SECONDS

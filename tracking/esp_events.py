@@ -717,10 +717,13 @@ def esp_events_buffer_enabled() -> bool:
 def esp_events_buffer_push(*, sns_id: str, message: str) -> bool:
     """Queue the SES event an SNS Notification carries (one RPUSH): `message` as SNS carried
     it, which the caller found to be a JSON object; `sns_id` its SNS MessageId, checked by
-    tracking.sns (no tab or line break). False if Redis did not take it: the caller records
-    it directly."""
+    tracking.sns (no tab or line break). False if Redis did not take it (down, or the buffer
+    full: ESP_EVENTS_BUFFER_MAX): the caller records it directly, so a flusher that cannot keep
+    up slows the webhook down instead of filling Redis, which is the broker too."""
     record = f"{_RECORD_FORMAT}\t{sns_id}\t{message}"
-    return buffer.buffer_push(record=record, queue=ESP_EVENTS_QUEUE)
+    return buffer.buffer_push(
+        record=record, queue=ESP_EVENTS_QUEUE, max_records=settings.ESP_EVENTS_BUFFER_MAX
+    )
 
 
 def _record_loads(raw: bytes | str) -> tuple[str, list[tuple[str, dict]]]:

@@ -12,6 +12,9 @@ from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
 # default, tests, the demo): each is recorded during its request (~2.7 ms). Redis unreachable:
 # recorded directly either way, nothing lost.
 ESP_EVENTS_BUFFER = env_bool("ESP_EVENTS_BUFFER", False)
+# The most events the buffer holds (queued and claimed): ~2 kB each, so 50,000 are ~100 MB of
+# Redis at most; beyond it events are recorded during their request, as without the buffer.
+ESP_EVENTS_BUFFER_MAX = env_int("ESP_EVENTS_BUFFER_MAX", 50_000, minimum=1)
 
 # -- which SNS messages the webhook trusts (tracking.sns) ---------------------------------------
 # The SNS topics (comma-separated ARNs) whose messages the webhook accepts, subscription
