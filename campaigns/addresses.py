@@ -67,6 +67,10 @@ def address_normalize(raw: object) -> str:
         )
     except email_validator.EmailNotValidError as err:
         raise InvalidAddress(str(err), code="invalid") from None
+    if len(checked.local_part) > 64:  # (email-validator checks it only in its strict mode)
+        raise InvalidAddress(
+            "The part before the @-sign is too long (64 characters at most).", code="invalid"
+        )
     return checked.ascii_email.lower()
 
 
