@@ -55,7 +55,7 @@ CELERY_TASK_ACKS_LATE = False
 # when a process is free to run it, so a worker that dies holds no batch but the ones it was
 # running (a message it had only reserved waited for the visibility timeout, an hour).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_DISABLE_PREFETCH = True
+CELERY_WORKER_DISABLE_PREFETCH = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 # The worker logs through Django's LOGGING (config/logging.py: exception text withheld),
 # not through handlers of its own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
