@@ -271,6 +271,7 @@ def main() -> int:
         "cpu_s_per_1000_redis": round(1000 * others_cpu["redis"] / args.n, 3),
         "cpu_s_per_1000_bench": round(1000 * others_cpu["bench"] / args.n, 3),
         "cpu_s_per_1000_machine": round(1000 * machine / args.n, 3),
+        "ses_calls": stats["calls"],
         "duplicates": stats["duplicate_deliveries"],
         "missing": args.n - stats["distinct_recipients"],
         "statuses": statuses,
