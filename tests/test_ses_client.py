@@ -254,7 +254,7 @@ def test_no_answer_in_time_is_outcome_unknown(ses, kind):
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"from_address": "news@example.com\r\nBcc: x@example.com"}, "BadRequestException"),
+        ({"from_address": "news@example.com\r\nBcc: x@example.com"}, "InvalidFromAddress"),
         ({"template_name": "missing"}, "NotFoundException"),
         ({"to": "a@example.com\r\nBcc: evil@example.com"}, "BadRequestException"),
         ({"headers": [("X-Campaign", "7\r\nBcc: evil@example.com")]}, "BadRequestException"),

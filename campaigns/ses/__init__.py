@@ -4,7 +4,6 @@ from campaigns.ses.base import (
     MAX_BULK_ENTRIES,
     BulkEntry,
     EntryResult,
-    SesClient,
     SesError,
     SesOutcomeUnknown,
     SesRejected,
@@ -12,6 +11,7 @@ from campaigns.ses.base import (
     SesUnreachable,
     blank_addresses,
 )
+from campaigns.ses.calls import SesClient
 from campaigns.ses.clients import ses_client, ses_client_reset
 from campaigns.ses.templates import ses_template_ensure
 

@@ -1,8 +1,8 @@
-"""The SES hand-off's interface: what the send pipeline asks of SES, and the answers it reads.
+"""The SES hand-off's vocabulary: what the send pipeline hands SES, and the answers it reads.
 
-Two implementations (campaigns.ses.http: the lean HTTP client; campaigns.ses.boto: plain
-boto3), chosen by the SES_CLIENT setting and interchangeable: the delivery tests run against
-both. Every error is one of four exceptions, each saying what the pipeline may do next:
+The client (campaigns.ses.calls.SesClient) has two implementations (campaigns.ses.http: the
+lean HTTP client; campaigns.ses.boto: plain boto3), chosen by the SES_CLIENT setting and
+interchangeable: the delivery tests run against both. Every error is one of four exceptions, each saying what the pipeline may do next:
 
 - SesThrottled: SES refused the call for its rate; nothing was sent. Retry later.
 - SesUnreachable: no connection was made; SES never saw the call. Retry later.
@@ -21,8 +21,7 @@ they are blanked before an exception is raised, so an exception's text may reach
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 # SendBulkEmail takes at most 50 entries a call.
 MAX_BULK_ENTRIES = 50
@@ -81,50 +80,6 @@ class SesRejected(SesError):
 
 class SesOutcomeUnknown(SesError):
     """The call may have reached SES and been acted on: never re-send its recipients."""
-
-
-class SesClient(Protocol):
-    """What the pipeline calls. Implementations are thread-safe (a worker process shares one
-    between its send threads) and raise only SesError subclasses."""
-
-    def send_bulk(
-        self,
-        *,
-        from_address: str,
-        template_name: str,
-        entries: Sequence[BulkEntry],
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> list[EntryResult]:
-        """One SendBulkEmail with a stored template: `headers` go to every entry's message
-        (DefaultContent.Template.Headers). One result per entry, in the entries' order."""
-        ...
-
-    def send_simple(
-        self,
-        *,
-        from_address: str,
-        to: str,
-        subject: str,
-        text: str,
-        html: str,
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> str:
-        """One SendEmail of Content.Simple (SES builds the MIME); returns its message id."""
-        ...
-
-    def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
-        """Create the stored template `name`; one that already exists is left as it is."""
-        ...
-
-    def max_send_rate(self) -> float:
-        """GetAccount's SendQuota.MaxSendRate (recipients per second)."""
-        ...
-
-    def close(self) -> None:
-        """Drop the calling thread's connection (the next call opens a new one)."""
-        ...
 
 
 # An apostrophe may be part of a local part (o'neil@example.ie): were it a boundary, "o'"

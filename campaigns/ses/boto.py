@@ -8,7 +8,7 @@ decides what to do with each answer. botocore's exceptions become the four SesEr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,8 +25,6 @@ from botocore.exceptions import (
 
 from campaigns.ses import calls
 from campaigns.ses.base import (
-    BulkEntry,
-    EntryResult,
     SesError,
     SesOutcomeUnknown,
     SesRejected,
@@ -39,52 +37,18 @@ _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionErr
 _REFUSED_HERE = (ParamValidationError, NoCredentialsError, PartialCredentialsError, NoRegionError)
 
 
-class BotoSesClient:
+class BotoSesClient(calls.SesClient):
     """The SesClient over a boto3 sesv2 client (boto3 clients are thread-safe)."""
 
     def __init__(self, boto3_client) -> None:
         self._client = boto3_client
 
-    def send_bulk(
-        self,
-        *,
-        from_address: str,
-        template_name: str,
-        entries: Sequence[BulkEntry],
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> list[EntryResult]:
-        params = calls.bulk_params(
-            from_address=from_address,
-            template_name=template_name,
-            entries=entries,
-            headers=headers,
-            configuration_set=configuration_set,
-        )
-        answer = _call("SendBulkEmail", self._client.send_bulk_email, params)
-        return calls.bulk_results(answer, len(entries))
-
-    def send_simple(
-        self,
-        *,
-        from_address: str,
-        to: str,
-        subject: str,
-        text: str,
-        html: str,
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> str:
-        params = calls.simple_params(
-            from_address=from_address,
-            to=to,
-            subject=subject,
-            text=text,
-            html=html,
-            headers=headers,
-            configuration_set=configuration_set,
-        )
-        return calls.message_id(_call("SendEmail", self._client.send_email, params))
+    def _send(self, operation: str, params: dict) -> object:
+        method = {
+            "SendBulkEmail": self._client.send_bulk_email,
+            "SendEmail": self._client.send_email,
+        }
+        return _call(operation, method[operation], params)
 
     def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
         params = calls.template_params(name=name, subject=subject, html=html, text=text)

@@ -8,12 +8,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from email.charset import Charset
-from email.headerregistry import Address
-from email.utils import getaddresses
 
-import idna
-
+from campaigns.addresses import InvalidAddress, sender_header
 from campaigns.ses.base import (
     BulkEntry,
     EntryResult,
@@ -126,24 +122,79 @@ def template_params(*, name: str, subject: str, html: str, text: str) -> dict:
 
 @functools.lru_cache(maxsize=256)
 def from_address_format(value: str) -> str:
-    """The From as SES takes it (7-bit): an ASCII one as it is (SES parses it), else a
-    non-ASCII display name as an RFC 2047 encoded-word and a non-ASCII domain in its IDNA
-    form, as anymail formatted it. Cached: a campaign sends every message from one From."""
-    if value.isascii():
-        return value
-    pairs = getaddresses([value])
-    if len(pairs) != 1 or "@" not in pairs[0][1]:
-        raise SesRejected("the From address does not parse", code="InvalidFromAddress")
-    name, spec = pairs[0]
-    username, _, domain = spec.rpartition("@")
+    """The From as SES takes it (7-bit), by the product's one sender rule
+    (campaigns.addresses.sender_header: a non-ASCII name RFC 2047-encoded, an IDN domain in its
+    IDNA form); SesRejected if it cannot be sent. Cached: a campaign sends every message from
+    one From."""
     try:
-        if not domain.isascii():
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        if not name.isascii():
-            name = Charset("utf-8").header_encode(name)
-        return str(Address(display_name=name, username=username, domain=domain))
-    except (idna.IDNAError, UnicodeError, ValueError):
+        return sender_header(value)
+    except InvalidAddress:
         raise SesRejected("the From address cannot be sent", code="InvalidFromAddress") from None
+
+
+class SesClient:
+    """What the pipeline calls. The two send calls are built and read here, by one rule for
+    every implementation; an implementation supplies its transport (`_send`) and the rare
+    calls. Implementations are thread-safe (a worker process shares one between its send
+    threads) and raise only the four SesErrors."""
+
+    def send_bulk(
+        self,
+        *,
+        from_address: str,
+        template_name: str,
+        entries: Sequence[BulkEntry],
+        headers: Sequence[tuple[str, str]] = (),
+        configuration_set: str | None = None,
+    ) -> list[EntryResult]:
+        """One SendBulkEmail with a stored template: `headers` go to every entry's message
+        (DefaultContent.Template.Headers). One result per entry, in the entries' order."""
+        params = bulk_params(
+            from_address=from_address,
+            template_name=template_name,
+            entries=entries,
+            headers=headers,
+            configuration_set=configuration_set,
+        )
+        return bulk_results(self._send("SendBulkEmail", params), len(entries))
+
+    def send_simple(
+        self,
+        *,
+        from_address: str,
+        to: str,
+        subject: str,
+        text: str,
+        html: str,
+        headers: Sequence[tuple[str, str]] = (),
+        configuration_set: str | None = None,
+    ) -> str:
+        """One SendEmail of Content.Simple (SES builds the MIME); returns its message id."""
+        params = simple_params(
+            from_address=from_address,
+            to=to,
+            subject=subject,
+            text=text,
+            html=html,
+            headers=headers,
+            configuration_set=configuration_set,
+        )
+        return message_id(self._send("SendEmail", params))
+
+    def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
+        """Create the stored template `name`; one that already exists is left as it is."""
+        raise NotImplementedError
+
+    def max_send_rate(self) -> float:
+        """GetAccount's SendQuota.MaxSendRate (recipients per second)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the calling thread's connection (the next call opens a new one)."""
+
+    def _send(self, operation: str, params: dict) -> object:
+        """Make the call (SendBulkEmail or SendEmail): its parsed answer, or a SesError."""
+        raise NotImplementedError
 
 
 # -- answers ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from botocore.config import Config
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from campaigns.ses.base import SesClient
+from campaigns.ses.calls import SesClient
 
 _lock = threading.Lock()
 _client: SesClient | None = None

@@ -22,7 +22,6 @@ import http.client
 import select
 import socket
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from urllib.parse import quote, urlsplit
@@ -32,16 +31,17 @@ from botocore.exceptions import BotoCoreError, NoCredentialsError, PartialCreden
 
 from campaigns.ses import calls
 from campaigns.ses.base import (
-    BulkEntry,
-    EntryResult,
     SesOutcomeUnknown,
     SesRejected,
     SesUnreachable,
 )
 from campaigns.ses.boto import BotoSesClient
 
-BULK_PATH = "/v2/email/outbound-bulk-emails"
-SIMPLE_PATH = "/v2/email/outbound-emails"
+# The HTTP path of each call this client makes (both POSTs of JSON).
+PATHS = {
+    "SendBulkEmail": "/v2/email/outbound-bulk-emails",
+    "SendEmail": "/v2/email/outbound-emails",
+}
 SIGNING_NAME = "ses"  # SES v2 signs as "ses", like v1
 
 
@@ -56,7 +56,7 @@ def _user_agent() -> str:
 USER_AGENT = _user_agent()  # (not signed, as botocore does not sign its own)
 
 
-class HttpSesClient:
+class HttpSesClient(calls.SesClient):
     """The SesClient over plain HTTP; configured by (and delegating rare calls to) a boto3
     sesv2 client. Thread-safe: each thread has its own connection."""
 
@@ -82,46 +82,8 @@ class HttpSesClient:
 
     # -- the interface ------------------------------------------------------------------------
 
-    def send_bulk(
-        self,
-        *,
-        from_address: str,
-        template_name: str,
-        entries: Sequence[BulkEntry],
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> list[EntryResult]:
-        params = calls.bulk_params(
-            from_address=from_address,
-            template_name=template_name,
-            entries=entries,
-            headers=headers,
-            configuration_set=configuration_set,
-        )
-        answer = self._call("SendBulkEmail", BULK_PATH, params)
-        return calls.bulk_results(answer, len(entries))
-
-    def send_simple(
-        self,
-        *,
-        from_address: str,
-        to: str,
-        subject: str,
-        text: str,
-        html: str,
-        headers: Sequence[tuple[str, str]] = (),
-        configuration_set: str | None = None,
-    ) -> str:
-        params = calls.simple_params(
-            from_address=from_address,
-            to=to,
-            subject=subject,
-            text=text,
-            html=html,
-            headers=headers,
-            configuration_set=configuration_set,
-        )
-        return calls.message_id(self._call("SendEmail", SIMPLE_PATH, params))
+    def _send(self, operation: str, params: dict) -> object:
+        return self._call(operation, PATHS[operation], params)
 
     def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
         self._boto.template_create(name=name, subject=subject, html=html, text=text)
