@@ -104,6 +104,17 @@ def ses(ses_endpoint):
     ses_endpoint.faults(throttle=0, error_5xx=0, latency_ms=0)
 
 
+@pytest.fixture(params=["http", "boto3"])
+def ses_kind(request, settings, ses):
+    """The test runs through each SES client: the lean HTTP one and plain boto3."""
+    from campaigns.ses import ses_client_reset
+
+    settings.SES_CLIENT = request.param
+    ses_client_reset()
+    yield request.param
+    ses_client_reset()
+
+
 @pytest.fixture
 def eager_celery(settings):
     """Run tasks inline (in-process tests of the whole path; the e2e tests use a worker)."""

@@ -47,7 +47,7 @@ def _statuses(campaign) -> dict[str, int]:
     }  # noqa: E501
 
 
-def test_batch_sends_everyone_once(started, ses):
+def test_batch_sends_everyone_once(ses_kind, started, ses):
     result = _deliver(started)
     assert (result.claimed, result.sent) == (120, 120)
     assert _statuses(started) == {N.SENT: 120}
@@ -91,7 +91,7 @@ def short_throttle_budget(monkeypatch):
 
 
 def test_throttling_gives_rows_back_for_a_retry_without_failures(
-    started, ses, short_throttle_budget
+    ses_kind, started, ses, short_throttle_budget
 ):
     ses.faults(throttle=1.0)
     result = _deliver(started)
@@ -106,7 +106,9 @@ def test_throttling_gives_rows_back_for_a_retry_without_failures(
 
 
 @pytest.mark.parametrize("after_accept", [False, True])
-def test_a_5xx_answer_makes_rows_unknown_and_they_are_never_resent(started, ses, after_accept):
+def test_a_5xx_answer_makes_rows_unknown_and_they_are_never_resent(
+    ses_kind, started, ses, after_accept
+):
     ses.faults(error_5xx=1.0, error_5xx_after_accept=after_accept)
     result = _deliver(started)
     assert result.unknown == 120
@@ -120,7 +122,7 @@ def test_a_5xx_answer_makes_rows_unknown_and_they_are_never_resent(started, ses,
     assert services.campaign_finish_if_done(campaign_id=started.pk)
 
 
-def test_a_refusal_of_the_whole_campaign_pauses_it_and_spends_nobody(started, ses):
+def test_a_refusal_of_the_whole_campaign_pauses_it_and_spends_nobody(ses_kind, started, ses):
     """SES refusing what every message of the campaign shares (its stored template is gone)
     is not any recipient's failure: the campaign is paused with the reason, rows kept."""
     Campaign.objects.filter(pk=started.pk).update(ses_template_name="no-such-template")
@@ -346,7 +348,7 @@ def rendered(started):
     return started
 
 
-def test_rendered_path_sends_each_recipient_once_with_sendemail(rendered, ses):
+def test_rendered_path_sends_each_recipient_once_with_sendemail(ses_kind, rendered, ses):
     result = _deliver(rendered)
     assert (result.claimed, result.sent) == (120, 120)
     stats = ses.stats()
@@ -359,16 +361,19 @@ def test_rendered_path_sends_each_recipient_once_with_sendemail(rendered, ses):
     )
 
 
-def test_rendered_path_throttling_and_5xx(rendered, ses):
+def test_rendered_path_throttling_and_5xx(ses_kind, rendered, ses, short_throttle_budget):
     ses.faults(throttle=1.0)
     result = _deliver(rendered)
-    assert result.retry and _statuses(rendered) == {N.CREATED: 120}
+    assert result.retry == delivery.RETRY_THROTTLED
+    assert _statuses(rendered) == {N.CREATED: 120}
     ses.faults(error_5xx=1.0)
     assert _deliver(rendered).unknown == 120
     assert _statuses(rendered) == {N.UNKNOWN: 120}
 
 
-def test_bulk_and_rendered_paths_send_the_same_message(ses, django_capture_on_commit_callbacks):
+def test_bulk_and_rendered_paths_send_the_same_message(
+    ses_kind, ses, django_capture_on_commit_callbacks
+):
     import re
 
     contact_list = list_with_contacts(3)

@@ -11,7 +11,6 @@ from django.db.models import Count
 
 from campaigns import delivery, services
 from campaigns.models import Campaign, Contact, Membership, Notification
-from campaigns.ses import ses_client_reset
 from tests.factories import CampaignFactory, ContactListFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
@@ -24,15 +23,6 @@ BAD_SHAPES = ['"a\x01b{}"@example.com', "user{}@\u2603.com", '"john..doe{}"@exam
 BAD_ADDRESSES = [shape.format(i) for i in range(3) for shape in BAD_SHAPES]
 # A name that would put a line break into a rendered subject.
 BAD_NAME = "Ann\r\nBcc: victim@evil.example"
-
-
-@pytest.fixture(params=["http", "boto3"])
-def ses_kind(request, settings, ses):
-    """Each test runs through the lean HTTP client and through plain boto3."""
-    settings.SES_CLIENT = request.param
-    ses_client_reset()
-    yield request.param
-    ses_client_reset()
 
 
 def _campaign(ses, django_capture_on_commit_callbacks, *, send_path: str, positions) -> Campaign:
