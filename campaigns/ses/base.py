@@ -2,7 +2,8 @@
 
 The client (campaigns.ses.calls.SesClient) has two implementations (campaigns.ses.http: the
 lean HTTP client; campaigns.ses.boto: plain boto3), chosen by the SES_CLIENT setting and
-interchangeable: the delivery tests run against both. Every error is one of four exceptions, each saying what the pipeline may do next:
+interchangeable: the delivery tests run against both. Every error is one of four
+exceptions, each saying what the pipeline may do next:
 
 - SesThrottled: SES refused the call for its rate; nothing was sent. Retry later.
 - SesUnreachable: no connection was made; SES never saw the call. Retry later.
