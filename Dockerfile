@@ -7,6 +7,7 @@ COPY config config
 COPY campaigns campaigns
 COPY templates_app templates_app
 COPY tracking tracking
+COPY infra infra
 COPY static static
 COPY manage.py ./
 RUN pip install . \

@@ -80,9 +80,9 @@ def create_sent_campaign(n: int) -> tuple[int, list[tuple[str, str]]]:
     recipient)])."""
     from django.db import connection, transaction
 
+    from campaigns.counters import counters_add
     from campaigns.models import Campaign, ContactList
     from templates_app.models import Template
-    from tracking.counters import counters_add
 
     tag = uuid.uuid4().hex[:10]
     with transaction.atomic():

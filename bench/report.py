@@ -68,9 +68,9 @@ def create_campaign(n: int, *, ledger: bool = True) -> int:
     INSERT … SELECT generate_series (PostgreSQL; ~10 s for a million of each)."""
     from django.db import connection, transaction
 
+    from campaigns.counters import counters_add
     from campaigns.models import Campaign, CampaignLink, Contact, ContactList, Notification
     from templates_app.models import Template
-    from tracking.counters import counters_add
 
     tag = time.time_ns()
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=7)

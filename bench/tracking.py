@@ -2,10 +2,10 @@
 
 Runs on PostgreSQL and Redis (from `make bench-tracking`, via scripts/with-services.sh):
 creates a sent campaign of N recipients with 3 links; starts granian as docker-compose's
-`track` service runs it (2 workers of 1 thread serving config.wsgi, tracking.views.tracking_wsgi
-in front as config/wsgi.py applies it: --worker-threads 4 as the `web` service runs it;
---app django measures without the fast routes; --server gunicorn compares with gunicorn, if
-installed) with the buffered write path on
+`track` service runs it (2 workers of 1 thread serving config.wsgi,
+tracking.hits.views.tracking_wsgi in front as config/wsgi.py applies it: --worker-threads 4 as the
+`web` service runs it; --app django measures without the fast routes; --server gunicorn compares
+with gunicorn, if installed) with the buffered write path on
 (TRACKING_BUFFER=true) and the flusher beside it (`python -m tracking.buffer`); drives it with
 wrk, a Lua script walking valid signed tokens (precomputed here: wrk's Lua has no HMAC) with a
 mix of mail-client, proxy and scanner user agents:
@@ -148,7 +148,7 @@ def parse_args() -> argparse.Namespace:
         "--app",
         choices=["fast", "django"],
         default="fast",
-        help="fast: config.wsgi with tracking.views.tracking_wsgi in front (the tracking URLs "
+        help="fast: config.wsgi with tracking.hits.views.tracking_wsgi in front (the tracking URLs "
         "skip the middleware; config/wsgi.py wraps it so); django: every request through "
         "Django's handler and MIDDLEWARE",
     )
@@ -369,8 +369,8 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
+    from campaigns.tokens import token_for
     from tracking.buffer import buffer_dropped
-    from tracking.tokens import token_for
 
     started = time.monotonic()
     campaign_id, ids = create_sent_campaign(args.n)
@@ -397,7 +397,7 @@ def main() -> int:
             result = run_wrk(base_url, paths, args, tmp, name)
             result["load_average"] = load_average()  # the machine is shared: how busy it was
             _, drain_s = wait_drained(campaign_id, args.drain_timeout)
-            # Hits beyond the repeat cap (tracking.repeats) or the buffer's limit: answered,
+            # Hits beyond the repeat cap (tracking.hits.repeats) or the buffer's limit: answered,
             # dropped on purpose and counted, so not lost.
             result["dropped"] = sum(buffer_dropped().values()) - dropped_before
             # Web and flusher CPU per request (not Redis's or PostgreSQL's): comparable across

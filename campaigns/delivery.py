@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from campaigns import leases
 from campaigns.addresses import InvalidAddress, address_sendable, sender_header
+from campaigns.counters import counters_add
 from campaigns.ledger import (
     ClaimedRow,
     ledger_claim,
@@ -60,11 +61,10 @@ from campaigns.ses import (
     SesUnreachable,
     ses_client,
 )
+from campaigns.tokens import tokens_for
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
-from tracking.counters import counters_add
-from tracking.tokens import tokens_for
-from tracking.unsubscribe import ONE_CLICK_HEADER, unsubscribe_urls_for
+from tracking.unsubscribe.services import ONE_CLICK_HEADER, unsubscribe_urls_for
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from django.db import connection, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
+from campaigns.counters import counter_add_count_sql, counters_add
 from campaigns.models import Contact, Membership, Notification
-from tracking.counters import counter_add_count_sql, counters_add
-from tracking.pg import pg_execute, pg_rows
+from infra.db import pg_execute, pg_rows
 
 S = Notification.Status
 

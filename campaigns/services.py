@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from campaigns import leases, ledger
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
+from campaigns.counters import counters_add, counters_sum
 from campaigns.models import (
     BatchLease,
     Campaign,
@@ -29,7 +30,6 @@ from campaigns.selectors import ANSWERED_COUNTERS, campaigns_with_unanswered_row
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import template_compile, template_snapshot
-from tracking.counters import counters_add, counters_sum
 
 logger = logging.getLogger(__name__)
 

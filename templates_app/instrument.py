@@ -286,7 +286,7 @@ def instrument_html(
     * The open pixel ``<img src="{base_url}/t/o/{{_t}}.gif" …>`` goes right
       before the last ``</body>`` of a top-level text, or at the end, followed by the
       honeypot link ``<a href="{base_url}/t/c/{{_t}}/{len(urls)}" …></a>``: invisible,
-      so only software follows it (see tracking.classify). It is not in the returned list.
+      so only software follows it (see tracking.hits.classify). It is not in the returned list.
     """
     base_url = base_url.rstrip("/")
     ctx = _Context(base_url, token_var)

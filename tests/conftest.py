@@ -189,7 +189,7 @@ def call_wsgi(application, environ: dict, *, close_connections: bool = False):
     """Call a WSGI application as a server would (granian): (status, headers, body).
 
     As Django's test client does, the request signals may not close the database connection
-    holding the test's transaction, nor may the WSGI fast routes (tracking.wsgi_direct) when
+    holding the test's transaction, nor may the WSGI fast routes (infra.wsgi_direct) when
     they close a response; `close_connections` lets them (a transactional test)."""
     from unittest import mock
 
@@ -205,7 +205,7 @@ def call_wsgi(application, environ: dict, *, close_connections: bool = False):
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
-        with mock.patch("tracking.wsgi_direct.close_old_connections", closer):
+        with mock.patch("infra.wsgi_direct.close_old_connections", closer):
             iterable = application(environ, start_response)
             try:
                 body = b"".join(iterable)

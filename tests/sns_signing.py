@@ -1,7 +1,7 @@
 """Signing SNS messages the way SNS does, with a test certificate (tests and bench/events.py).
 
-A `TestSigner` makes an RSA key and a self-signed certificate (no CA: tracking.sns trusts a
-certificate because of where it comes from, sns.<region>.amazonaws.com over https, and the tests
+A `TestSigner` makes an RSA key and a self-signed certificate (no CA: tracking.ses_events.sns trusts
+a certificate because of where it comes from, sns.<region>.amazonaws.com over https, and the tests
 put it in the certificate cache for that URL, or serve it from a local server they allow). It
 signs for TOPIC_ARN (the topic tests/settings.py pins) unless told another; messages carry the
 current time, as SNS's do (the webhook refuses old ones).
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tracking.sns import sns_cert_cache_seed, sns_string_to_sign
+from tracking.ses_events.sns import sns_cert_cache_seed, sns_string_to_sign
 
 REGION = "us-east-1"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:123456789012:ses-events"
@@ -56,7 +56,8 @@ class TestSigner:
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
     def seed(self, timeout: int | None = None) -> None:
-        """Put the certificate in the SNS certificate cache for `cert_url` (see tracking.sns)."""
+        """Put the certificate in the SNS certificate cache for `cert_url`
+        (see tracking.ses_events.sns)."""
         sns_cert_cache_seed(url=self.cert_url, pem=self.pem, timeout=timeout)
 
     def sign(self, message: dict, *, version: str = "1", cert_url: str | None = None) -> dict:

@@ -7,9 +7,9 @@ import shutil
 import pytest
 from django.db import connections
 
+from campaigns.counters import counters_add
 from campaigns.models import Campaign
 from tests.factories import CampaignFactory, list_with_contacts
-from tracking.counters import counters_add
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -1,11 +1,11 @@
-"""Human or machine: every rule of tracking.classify on recorded traffic patterns (user agents
+"""Human or machine: every rule of tracking.hits.classify on recorded traffic patterns (user agents
 and addresses as they arrive in access logs, timings relative to the send)."""
 
 import ipaddress
 
 import pytest
 
-from tracking.classify import (
+from tracking.hits.classify import (
     ALL_LINKS_WINDOW_SECONDS,
     CLICK,
     FAST_CLICK_SECONDS,

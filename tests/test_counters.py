@@ -1,7 +1,7 @@
 import pytest
 
+from campaigns.counters import campaign_counters, counters_add
 from tests.factories import CampaignFactory
-from tracking.counters import campaign_counters, counters_add
 
 
 @pytest.mark.django_db

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from campaigns import delivery, services
 from campaigns.models import Campaign, Contact, Membership, Notification
+from campaigns.tokens import unsubscribe_token_for
 from tests.factories import CampaignFactory, list_with_contacts
 from tracking.models import CampaignCounter
-from tracking.tokens import unsubscribe_token_for
 
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,5 @@
 """The buffered SES event intake (ESP_EVENTS_BUFFER, tracking.esp_events) and the webhook's WSGI
-fast route (tracking.webhooks.ses_webhook_wsgi)."""
+fast route (tracking.ses_events.webhook.ses_webhook_wsgi)."""
 
 import base64
 import json
@@ -25,7 +25,7 @@ from tracking.esp_events import (
     ses_events_record,
 )
 from tracking.models import Event, PendingEspEvent
-from tracking.webhooks import ses_webhook_wsgi
+from tracking.ses_events.webhook import ses_webhook_wsgi
 
 pytestmark = pytest.mark.django_db
 

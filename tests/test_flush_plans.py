@@ -1,5 +1,5 @@
 """The flushers' reads stay one index lookup per id on tables the planner knows nothing about
-(tracking.pg.pg_lookup): a new campaign's notifications and events are written faster than
+(infra.db.pg_lookup): a new campaign's notifications and events are written faster than
 autovacuum analyzes them, and a plan chosen on "about one row" scanned them all per batch."""
 
 import pytest
@@ -7,9 +7,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from campaigns.models import Notification
+from infra.db import pg_lookup_sql, pg_rows
 from tests.conftest import plan_nodes, unanalyzed_campaign
 from tracking.models import Event
-from tracking.pg import pg_lookup_sql, pg_rows
 
 pytestmark = pytest.mark.django_db
 

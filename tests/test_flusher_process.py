@@ -14,6 +14,7 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import CampaignLink, Notification
+from campaigns.tokens import token_for
 from tests.conftest import (
     ROOT,
     _free_port,
@@ -25,7 +26,6 @@ from tests.conftest import (
 from tests.factories import CampaignFactory, ContactFactory
 from tracking import buffer
 from tracking.models import Event
-from tracking.tokens import token_for
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from campaigns.counters import campaign_counters
 from campaigns.ledger import (
     claim_update,
     ledger_claim,
@@ -13,7 +14,6 @@ from campaigns.ledger import (
 from campaigns.models import Notification
 from tests.conftest import plan_nodes, unanalyzed_campaign
 from tests.factories import CampaignFactory, ContactFactory
-from tracking.counters import campaign_counters
 
 N = Notification.Status
 

@@ -6,9 +6,9 @@ import logging
 import pytest
 
 from campaigns.models import Notification
+from campaigns.tokens import token_for
 from tests.factories import CampaignFactory, ContactFactory, TemplateFactory
 from tests.test_webhooks import post, ses_event, sns_envelope
-from tracking.tokens import token_for
 
 pytestmark = pytest.mark.django_db
 

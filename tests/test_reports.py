@@ -14,10 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from campaigns.admin import CappedCountPaginator, csv_cell
+from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignLink, Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory, list_with_contacts
 from tests.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
-from tracking.counters import campaign_counters, counters_add
 from tracking.models import CampaignCounter, Event
 from tracking.selectors import (
     campaign_counters_recount,
@@ -262,9 +262,9 @@ def test_recount_equals_the_writers_counts_for_a_campaign_sent_for_real(
     """Send through the real pipeline, open and click through our tracking URLs, feed SES
     events to the intake and unsubscribe: whatever the writers counted, the recount agrees."""
     from campaigns.services import campaign_send_now
+    from campaigns.tokens import token_for
     from tracking.esp_events import ses_event_record, ses_events_parse
-    from tracking.tokens import token_for
-    from tracking.unsubscribe import contact_unsubscribe
+    from tracking.unsubscribe.services import contact_unsubscribe
 
     campaign = CampaignFactory(contact_list=list_with_contacts(6))
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,7 +1,7 @@
-"""Who may speak to the SES webhook (tracking.webhooks, tracking.sns): basic auth before the
-body is read, junk refused with a short reason and nothing of it logged, pinned topics,
-certificate hosts tied to the topic's region, timestamps, signatures, confirmations, the routes
-mounted and the configuration the webhook needs to start.
+"""Who may speak to the SES webhook (tracking.ses_events.webhook, tracking.ses_events.sns):
+basic auth before the body is read, junk refused with a short reason and nothing of it logged,
+pinned topics, certificate hosts tied to the topic's region, timestamps, signatures, confirmations,
+the routes mounted and the configuration the webhook needs to start.
 
 Messages are signed with a test certificate (tests/sns_signing.py); the certificate reaches the
 webhook either through the certificate cache (seeded for the SigningCertURL) or, in the fetch
@@ -41,7 +41,7 @@ from tests.sns_signing import (
 )
 from tests.test_webhooks import AUTH, WEBHOOK, post
 from tracking.models import Event, PendingEspEvent
-from tracking.sns import (
+from tracking.ses_events.sns import (
     SnsVerificationError,
     sns_cert_cache_clear,
     sns_cert_cache_key,
@@ -51,7 +51,7 @@ from tracking.sns import (
     sns_topic_parse,
     sns_topics,
 )
-from tracking.webhooks import ses_webhook_wsgi
+from tracking.ses_events.webhook import ses_webhook_wsgi
 
 pytestmark = pytest.mark.django_db
 

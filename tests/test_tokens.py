@@ -10,8 +10,7 @@ import sys
 import pytest
 from django.utils.crypto import salted_hmac
 
-from tests.conftest import ROOT
-from tracking.tokens import (
+from campaigns.tokens import (
     _key,
     notification_id_from,
     notification_id_from_unsubscribe_token,
@@ -20,13 +19,14 @@ from tracking.tokens import (
     unsubscribe_token_for,
     unsubscribe_tokens_for,
 )
+from tests.conftest import ROOT
 
 IDS = (1, 36, 10**12, 2**63 - 1)
 
 
 @pytest.mark.parametrize(
     ("salt", "sign"),
-    [("tracking.token", token_for), ("tracking.unsubscribe", unsubscribe_token_for)],
+    [("tracking.token", token_for), ("tracking.unsubscribe.services", unsubscribe_token_for)],
 )
 def test_signatures_are_djangos_salted_hmac_one_salt_per_purpose(salt, sign):
     for notification_id in IDS:

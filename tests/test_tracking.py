@@ -14,12 +14,16 @@ from django.db import connection
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
+from campaigns.counters import campaign_counters
 from campaigns.models import CampaignLink, Notification
+from campaigns.tokens import notification_id_from, token_for, unsubscribe_token_for
+from infra import wsgi_direct
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer, repeats, selectors, wsgi_direct
-from tracking.classify import CLICK, OPEN
-from tracking.counters import campaign_counters
+from tracking import buffer, selectors
+from tracking.hits import repeats
+from tracking.hits.classify import CLICK, OPEN
+from tracking.hits.views import tracking_wsgi
 from tracking.models import Event, FirstEngagement
 from tracking.selectors import campaign_links, campaign_report, notification_campaign
 from tracking.services import (
@@ -31,8 +35,6 @@ from tracking.services import (
     tracking_flush_if_late,
     tracking_hits_record,
 )
-from tracking.tokens import notification_id_from, token_for, unsubscribe_token_for
-from tracking.views import tracking_wsgi
 
 pytestmark = pytest.mark.django_db
 

@@ -13,18 +13,18 @@ from django.test import Client
 from django.urls import reverse
 
 from campaigns import delivery, services
+from campaigns.counters import campaign_counters
 from campaigns.models import Contact, Membership, Notification
-from tests.conftest import ROOT
-from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
-from tracking.counters import campaign_counters
-from tracking.models import Event
-from tracking.tokens import (
+from campaigns.tokens import (
     notification_id_from,
     notification_id_from_unsubscribe_token,
     token_for,
     unsubscribe_token_for,
 )
-from tracking.unsubscribe import (
+from tests.conftest import ROOT
+from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
+from tracking.models import Event
+from tracking.unsubscribe.services import (
     contact_unsubscribe,
     list_unsubscribe_header_for_url,
     list_unsubscribe_headers,
@@ -112,7 +112,7 @@ def test_production_config_gives_an_https_header_without_a_double_slash():
     }
     code = (
         "import django, json; django.setup(); "
-        "from tracking.unsubscribe import list_unsubscribe_headers; "
+        "from tracking.unsubscribe.services import list_unsubscribe_headers; "
         "print(json.dumps(list_unsubscribe_headers(notification_id=42)))"
     )
     out = subprocess.run(

@@ -15,10 +15,10 @@ from email.message import Message
 import pytest
 
 from campaigns.models import CampaignLink, Notification
+from campaigns.tokens import token_for
 from tests.conftest import ROOT, _free_port, _test_database_url, stop_process, wait_for
 from tests.factories import CampaignFactory, ContactFactory
 from tracking.models import Event
-from tracking.tokens import token_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -1,5 +1,5 @@
 """SES events, as AWS documents them, in signed SNS envelopes, posted to the SES webhook
-(tracking.webhooks): what each records, counts and suppresses, pending events, the circuit
+(tracking.ses_events.webhook): what each records, counts and suppresses, pending events, the circuit
 breaker. Authentication, topics, signatures and hostile requests: test_sns.py."""
 
 import base64
@@ -440,8 +440,8 @@ breaker = pytest.mark.django_db(transaction=True)
 
 
 def _sending_campaign(n: int, *, sent_counter: bool = True):
+    from campaigns.counters import counters_add
     from campaigns.models import Campaign
-    from tracking.counters import counters_add
 
     campaign = CampaignFactory(status=Campaign.Status.SENDING)
     contacts = ContactFactory.create_batch(n)

@@ -28,7 +28,7 @@ transaction committed. So:
   normally drained within a second, so that is about what is at risk.
 
 Bounded (the same Redis is Celery's broker): a hit is pushed only if its repeat key
-(tracking.repeats) has had fewer than the cap this window and the buffer holds fewer than
+(tracking.hits.repeats) has had fewer than the cap this window and the buffer holds fewer than
 TRACKING_BUFFER_MAX_HITS (its queue, plus BATCH_SIZE per claimed batch: an upper bound in
 O(1), which batches a flusher cannot record fill too); otherwise it is dropped and counted in
 DROPPED. One Lua script per push decides, so it costs no extra round trip. A window's repeat
@@ -57,7 +57,7 @@ from django.conf import settings
 from redis.commands.core import Script
 
 from campaigns.ratelimit import redis_url
-from tracking.repeats import (
+from tracking.hits.repeats import (
     FULL,
     REPEAT,
     repeat_allowed,
@@ -354,7 +354,7 @@ def _pusher_loop() -> None:
 def buffer_push_pending() -> int:
     """Push this process's pending records now (buffer_push_hits: one script call), or hand
     those Redis did not take to the fallback, less the repeats this process counts over the
-    cap (tracking.repeats); returns how many there were."""
+    cap (tracking.hits.repeats); returns how many there were."""
     with _pending_lock:
         pairs = _pending[:]
         _pending.clear()

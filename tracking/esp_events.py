@@ -6,7 +6,7 @@ writes:
   - the Event row, deduplicated by an id derived from the SES event's content (`ses_event_id`),
     so the same event arriving by SNS, again by SNS, and from a file is recorded once;
   - the notification moved forward only (campaigns.ledger; a late Delivery never undoes a Bounce);
-  - the campaign's counters (tracking.counters), in the same transaction: a message counts at
+  - the campaign's counters (campaigns.counters), in the same transaction: a message counts at
     most once per counter, when its row moves (or, for soft bounces and delays, which move
     nothing, with its first event of the kind);
   - suppression: a hard bounce or a complaint at once, soft bounces after SOFT_BOUNCE_LIMIT
@@ -38,13 +38,13 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from campaigns.counters import counters_add
 from campaigns.ledger import ledger_transition, statuses_before
 from campaigns.models import Campaign, Contact, Notification
 from campaigns.services import campaign_transition
+from infra.db import pg_rows
 from tracking import buffer
-from tracking.counters import counters_add
 from tracking.models import CampaignCounter, Event, PendingEspEvent
-from tracking.pg import pg_rows
 
 logger = logging.getLogger(__name__)
 
@@ -693,10 +693,10 @@ def _pending_add_all(events: list[SesEvent], source: str) -> None:
 
 
 # -- the buffer (ESP_EVENTS_BUFFER) -------------------------------------------------------------
-# The webhook (tracking.webhooks), once an SNS message is verified, pushes its SES event to this
-# Redis list and answers 200 (~0.1 ms instead of ~2.7 ms of recording, measured); a thread of
-# `python -m tracking.buffer` claims batches of up to buffer.BATCH_SIZE and records them with
-# ses_events_record. Claims, leases and take-overs are tracking.buffer's (see its docstring).
+# The webhook (tracking.ses_events.webhook), once an SNS message is verified, pushes its SES
+# event to this Redis list and answers 200 (~0.1 ms instead of ~2.7 ms of recording, measured); a
+# thread of `python -m tracking.buffer` claims batches of up to buffer.BATCH_SIZE and records them
+# with ses_events_record. Claims, leases and take-overs are tracking.buffer's (see its docstring).
 # A record: "2<TAB>SNS MessageId<TAB>SES event object as SNS carried it (JSON)". The flusher
 # splits it per recipient (ses_event_recipients: anymail's rules), so the request does not build
 # anymail's per-recipient events only to serialise them again, nor quote the event inside
@@ -717,9 +717,9 @@ def esp_events_buffer_enabled() -> bool:
 def esp_events_buffer_push(*, sns_id: str, message: str) -> bool:
     """Queue the SES event an SNS Notification carries (one RPUSH): `message` as SNS carried
     it, which the caller found to be a JSON object; `sns_id` its SNS MessageId, checked by
-    tracking.sns (no tab or line break). False if Redis did not take it (down, or the buffer
-    full: ESP_EVENTS_BUFFER_MAX): the caller records it directly, so a flusher that cannot keep
-    up slows the webhook down instead of filling Redis, which is the broker too."""
+    tracking.ses_events.sns (no tab or line break). False if Redis did not take it (down, or the
+    buffer full: ESP_EVENTS_BUFFER_MAX): the caller records it directly, so a flusher that cannot
+    keep up slows the webhook down instead of filling Redis, which is the broker too."""
     record = f"{_RECORD_FORMAT}\t{sns_id}\t{message}"
     return buffer.buffer_push(
         record=record, queue=ESP_EVENTS_QUEUE, max_records=settings.ESP_EVENTS_BUFFER_MAX

@@ -1,6 +1,6 @@
 """Reading reports and journeys.
 
-A campaign's report reads its counters (`tracking.counters`: one row per campaign and name,
+A campaign's report reads its counters (`campaigns.counters`: one row per campaign and name,
 kept by the writers in the same transaction as what they count), its row and its links: three
 indexed queries whatever the campaign's size, never a scan of the ledger or the event table.
 A million-recipient campaign's report costs what a ten-recipient one does.
@@ -37,10 +37,10 @@ from django.db.models import (
 from django.db.models.expressions import RowRange
 from django.db.models.functions import Coalesce, TruncHour
 
+from campaigns.counters import campaign_counters
 from campaigns.models import Campaign, CampaignLink, Notification
-from tracking.counters import campaign_counters
+from infra.db import pg_lookup
 from tracking.models import Event
-from tracking.pg import pg_lookup
 
 N = Notification.Status
 E = Event.Type

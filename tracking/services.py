@@ -8,8 +8,8 @@ database read for an open). Hits are recorded by `tracking_hits_record`, in batc
 * direct (the demo without Redis, the tests, or Redis failing): the view records its one hit.
 
 Both run the same function, in one transaction per batch: the Event rows with their verdicts
-(tracking.classify), the FirstEngagement rows that say which open / click is a
-notification's first (all, and human only), and the report counters (tracking.counters),
+(tracking.hits.classify), the FirstEngagement rows that say which open / click is a
+notification's first (all, and human only), and the report counters (campaigns.counters),
 so counts and rows cannot drift apart. It is idempotent: each hit carries a unique id, kept
 as the Event's esp_event_id (prefix "trk:"), so a batch recorded twice counts once.
 """
@@ -36,9 +36,12 @@ from django.db import (
     transaction,
 )
 
+from campaigns.counters import counters_add
 from campaigns.models import Notification
+from infra.db import pg_rows
 from tracking import buffer
-from tracking.classify import (
+from tracking.esp_events import esp_events_flush_if_late
+from tracking.hits.classify import (
     CLICK,
     FAST_CLICK_SECONDS,
     HONEYPOT_WINDOW_SECONDS,
@@ -50,11 +53,8 @@ from tracking.classify import (
     classify_hit,
     parse_ip,
 )
-from tracking.counters import counters_add
-from tracking.esp_events import esp_events_flush_if_late
+from tracking.hits.repeats import repeat_allowed, repeat_key
 from tracking.models import Event, FirstEngagement
-from tracking.pg import pg_rows
-from tracking.repeats import repeat_allowed, repeat_key
 from tracking.selectors import campaign_links, notification_events, notifications_by_id
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def hit_new(
 def tracking_hit_record(*, hit: Hit) -> None:
     """Record one hit: into the buffer if it is on and Redis answers, else straight to the
     database (so a Redis outage slows tracking down but loses nothing). Either way a hit whose
-    repeat key already had its cap this window is dropped and counted (tracking.repeats)."""
+    repeat key already had its cap this window is dropped and counted (tracking.hits.repeats)."""
     key = repeat_key(hit)
     if buffer.buffer_enabled():
         if buffer.buffer_linger() > 0:

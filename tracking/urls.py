@@ -1,6 +1,7 @@
 from django.urls import path
 
-from tracking import unsubscribe_views, views
+from tracking.hits import views
+from tracking.unsubscribe import views as unsubscribe_views
 
 app_name = "tracking"
 urlpatterns = [

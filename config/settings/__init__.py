@@ -124,7 +124,7 @@ TRUSTED_PROXY_COUNT = (
     env_int("DJANGO_TRUSTED_PROXY_COUNT", 1, minimum=1) if _BEHIND_TLS_PROXY else 0
 )
 # With DEBUG off, https only: plain http is redirected (the tracking and webhook fast routes
-# leave plain http to Django for that: tracking.wsgi_direct), browsers are told to keep to
+# leave plain http to Django for that: infra.wsgi_direct), browsers are told to keep to
 # https for a year, subdomains included (HSTS, preload-ready), and cookies never travel in
 # clear. Preloading only happens if someone submits the domain to the browsers' list.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", not DEBUG)

@@ -45,11 +45,11 @@ ANYMAIL = {
     "AMAZON_SES_CLIENT_PARAMS": {"config": SES_CLIENT_CONFIG},
     "AMAZON_SES_CONFIGURATION_SET_NAME": SES_CONFIGURATION_SET,
     # Basic-auth credentials ("user:password") that SNS must present on the SES webhook
-    # (tracking.webhooks, which checks them itself; required to start unless DEBUG).
+    # (tracking.ses_events.webhook, which checks them itself; required to start unless DEBUG).
     "WEBHOOK_SECRET": env_str("ANYMAIL_WEBHOOK_SECRET", "") or None,
     # SNS subscription confirmations are confirmed by calling SNS, so pointing a topic at the
     # webhook is the whole set-up: only a topic of SNS_TOPIC_ARNS's, after basic auth and its
-    # signature were checked (tracking.webhooks).
+    # signature were checked (tracking.ses_events.webhook).
     "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": True,
 }
 

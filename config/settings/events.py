@@ -16,10 +16,11 @@ ESP_EVENTS_BUFFER = env_bool("ESP_EVENTS_BUFFER", False)
 # Redis at most; beyond it events are recorded during their request, as without the buffer.
 ESP_EVENTS_BUFFER_MAX = env_int("ESP_EVENTS_BUFFER_MAX", 50_000, minimum=1)
 
-# -- which SNS messages the webhook trusts (tracking.sns) ---------------------------------------
-# The SNS topics (comma-separated ARNs) whose messages the webhook accepts, subscription
-# confirmations included: any AWS account's topic can subscribe any URL, validly signed by SNS.
-# Required unless DEBUG: the web server refuses to start without it (tracking.sns.sns_topics).
+# -- which SNS messages the webhook trusts (tracking.ses_events.sns)
+# --------------------------------- The SNS topics (comma-separated ARNs) whose messages the
+# webhook accepts, subscription confirmations included: any AWS account's topic can subscribe any
+# URL, validly signed by SNS. Required unless DEBUG: the web server refuses to start without it
+# (tracking.ses_events.sns.sns_topics).
 SNS_TOPIC_ARNS = env_list("SNS_TOPIC_ARNS", "")
 # SNS retries an HTTPS delivery for 3,600 s at most (a hard limit), keeping the message's signed
 # Timestamp: an hour and 5 minutes (clock skew, queueing) bounds a genuine retry; anything older

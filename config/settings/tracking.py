@@ -34,7 +34,7 @@ TRACKING_FLUSHER_NICE = env_int("TRACKING_FLUSHER_NICE", 10)
 TRACKING_FLUSH_IN_WEB = env_bool("TRACKING_FLUSH_IN_WEB", True)
 # Floods (one message's pixel or link fetched over and over): per message, pixel or link, and
 # machine-or-not as the request shows, at most TRACKING_REPEAT_CAP hits are stored per window
-# of TRACKING_REPEAT_WINDOW_SECONDS; the rest are dropped and counted (tracking.repeats). The
+# of TRACKING_REPEAT_WINDOW_SECONDS; the rest are dropped and counted (tracking.hits.repeats). The
 # first hits are always stored, so unique opens and clicks and their verdicts stay exact.
 TRACKING_REPEAT_CAP = env_int("TRACKING_REPEAT_CAP", 5)
 TRACKING_REPEAT_WINDOW_SECONDS = env_int("TRACKING_REPEAT_WINDOW_SECONDS", 60)

@@ -12,8 +12,8 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
+from campaigns.counters import counters_rebuild
 from campaigns.models import Campaign
-from tracking.counters import counters_rebuild
 
 logger = logging.getLogger(__name__)
 

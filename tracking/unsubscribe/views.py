@@ -24,9 +24,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
+from campaigns.tokens import notification_id_from_unsubscribe_token
 from tracking.models import Event
-from tracking.tokens import notification_id_from_unsubscribe_token
-from tracking.unsubscribe import (
+from tracking.unsubscribe.services import (
     ONE_CLICK,
     SCOPE_ALL,
     SCOPE_LIST,
@@ -54,7 +54,7 @@ def _csrf_rejection(request: HttpRequest) -> str | None:
 
 
 def _client(request: HttpRequest) -> tuple[str, str | None]:
-    # As tracking.views: REMOTE_ADDR is the direct peer (a proxy must set it).
+    # As tracking.hits.views: REMOTE_ADDR is the direct peer (a proxy must set it).
     return request.META.get("HTTP_USER_AGENT", ""), request.META.get("REMOTE_ADDR") or None
 
 

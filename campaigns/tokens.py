@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils.crypto import constant_time_compare
 
 _TRACKING_SALT = "tracking.token"
-_UNSUBSCRIBE_SALT = "tracking.unsubscribe"
+_UNSUBSCRIBE_SALT = "tracking.unsubscribe.services"
 _SIGNATURE_CHARS = 16
 _SIGNED_BYTES = _SIGNATURE_CHARS * 3 // 4  # base64: 3 bytes per 4 characters
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")

@@ -2,7 +2,7 @@
 
 Per request: the tracking token's signature is checked in memory (no database read for an
 open; an unsubscribe token is not one), the hit is handed to tracking.services (a Redis push
-when buffered; a repeat over its cap is dropped there, tracking.repeats), and the answer goes
+when buffered; a repeat over its cap is dropped there, tracking.hits.repeats), and the answer goes
 out, the same whether the hit was kept or not. A click reads one row (the notification's
 campaign) and takes its destination from the process's cache of that campaign's links.
 
@@ -30,11 +30,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, HttpRes
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
-from tracking.classify import CLICK, OPEN
+from campaigns.tokens import notification_id_from
+from infra.wsgi_direct import direct_request, direct_response
+from tracking.hits.classify import CLICK, OPEN
 from tracking.selectors import link_target
 from tracking.services import hit_new, tracking_hit_record
-from tracking.tokens import notification_id_from
-from tracking.wsgi_direct import direct_request, direct_response
 
 logger = logging.getLogger(__name__)
 

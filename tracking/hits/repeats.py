@@ -3,7 +3,7 @@
 A pixel or link fetched over and over (an image proxy looping, a script: 2,859 opens of one
 message within seconds were seen) is recorded at most TRACKING_REPEAT_CAP times per window of
 TRACKING_REPEAT_WINDOW_SECONDS, per **repeat key**: the notification, what was hit (the pixel,
-or link N), and whether the request alone already says machine (tracking.classify without the
+or link N), and whether the request alone already says machine (tracking.hits.classify without the
 send time). Beyond the cap a hit is dropped and counted; the recipient gets the same pixel or
 redirect either way.
 
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from tracking.classify import MACHINE, classify_hit
+from tracking.hits.classify import MACHINE, classify_hit
 
 if TYPE_CHECKING:
     from tracking.services import Hit

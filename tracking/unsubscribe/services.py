@@ -1,7 +1,7 @@
 """Unsubscribes: the List-Unsubscribe headers (RFC 2369, RFC 8058 one-click), the footer link,
 and the one service that records a recipient's unsubscribe.
 
-**Tokens.** The unsubscribe URL carries a token of its own purpose (tracking.tokens:
+**Tokens.** The unsubscribe URL carries a token of its own purpose (campaigns.tokens:
 unsubscribe_token_for, the same shape as the tracking token, another HMAC salt), never the open
 pixel's or click links' token. The pixel and click URLs are fetched by image proxies and link
 scanners and kept in their logs and caches: a token that could unsubscribe must not travel
@@ -22,10 +22,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.counters import counters_add
 from campaigns.models import Contact, Membership, Notification
-from tracking.counters import counters_add
+from campaigns.tokens import unsubscribe_tokens_for
 from tracking.models import Event
-from tracking.tokens import unsubscribe_tokens_for
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""What the WSGI fast routes (tracking.views.tracking_wsgi, tracking.webhooks.ses_webhook_wsgi)
-share: which requests they may answer without Django's URL resolver and middleware, and how
-they hand the response back to the server."""
+"""What the WSGI fast routes (tracking.hits.views.tracking_wsgi,
+tracking.ses_events.webhook.ses_webhook_wsgi) share: which requests they may answer without
+Django's URL resolver and middleware, and how they hand the response back to the server."""
 
 import codecs
 import functools

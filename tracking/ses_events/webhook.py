@@ -5,8 +5,8 @@ Each step refuses before the next one reads more of the request:
      a challenge (SNS then sends the credentials of the subscription URL); wrong or malformed
      → 403. Nothing has read the body yet.
   2. the body: at most MAX_BODY_BYTES (413), one JSON object, an SNS message whose type and id
-     agree with SNS's headers (tracking.sns.sns_message_parse) → 400 otherwise;
-  3. tracking.sns.sns_verify: a pinned topic (SNS_TOPIC_ARNS), a recent Timestamp, the
+     agree with SNS's headers (tracking.ses_events.sns.sns_message_parse) → 400 otherwise;
+  3. tracking.ses_events.sns.sns_verify: a pinned topic (SNS_TOPIC_ARNS), a recent Timestamp, the
      certificate host of the topic's region, a valid signature → 403 otherwise; 503 if the
      signing certificate cannot be fetched right now (SNS retries 5xx, never 4xx);
   4. the message: a Notification's SES event is recorded (tracking.esp_events), or queued in
@@ -40,6 +40,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
+from infra.wsgi_direct import direct_request, direct_response
 from tracking.esp_events import (
     esp_events_buffer_enabled,
     esp_events_buffer_push,
@@ -48,7 +49,7 @@ from tracking.esp_events import (
 )
 from tracking.models import Event
 from tracking.services import tracking_flusher_ensure
-from tracking.sns import (
+from tracking.ses_events.sns import (
     MESSAGE_ID,
     TOPIC_ARN,
     SnsCertificateUnavailable,
@@ -58,7 +59,6 @@ from tracking.sns import (
     sns_topics,
     sns_verify,
 )
-from tracking.wsgi_direct import direct_request, direct_response
 
 logger = logging.getLogger(__name__)
 

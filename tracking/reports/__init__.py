@@ -1,0 +1,1 @@
+"""Reports: a campaign's report, its recount, and each message's journey."""

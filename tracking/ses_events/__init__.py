@@ -1,0 +1,1 @@
+"""SES events: the SNS webhook, parsing, recording, pending events and the buffer."""
