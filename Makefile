@@ -29,6 +29,7 @@ $(HANDLEBARS_JS):
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layers and the absence of cycles (pyproject.toml)
 
 format: $(BIN)/.installed
 	$(BIN)/ruff check --fix .

@@ -15,7 +15,7 @@ test (same DATABASE_URL, REDIS_URL or redis CELERY_BROKER_URL, ANYMAIL_WEBHOOK_S
   3. signs n SNS Notifications (96% Delivery, 2% hard Bounce, 2% Open; one per notification);
   4. POSTs them with `concurrency` keep-alive connections, timing only this step;
   5. counts the campaign's Event rows: lost = posted − recorded (a non-2xx answer is lost).
-     With a buffering server (ESP_EVENTS_BUFFER, flushed by `python -m tracking.buffer`) the
+     With a buffering server (ESP_EVENTS_BUFFER, flushed by `manage.py flush_buffers`) the
      rows come after the answers: it waits (up to `settle` seconds) until the count stops
      growing, and reports "recorded_per_s" (posting started → last row recorded) besides
      "events_per_s" (answers).
@@ -285,9 +285,9 @@ def _recorded_when_settled(campaign_id: int, n: int, settle: float) -> int:
     most `settle` seconds."""
     from django.db import connection
 
-    from tracking.buffer import buffer_backlog
-    from tracking.esp_events import ESP_EVENTS_QUEUE
+    from infra.queue import buffer_backlog
     from tracking.models import Event
+    from tracking.ses_events.buffer import ESP_EVENTS_QUEUE
 
     deadline = time.monotonic() + settle
     last, last_change = -1, time.monotonic()

@@ -6,7 +6,7 @@ creates a sent campaign of N recipients with 3 links; starts granian as docker-c
 tracking.hits.views.tracking_wsgi in front as config/wsgi.py applies it: --worker-threads 4 as the
 `web` service runs it; --app django measures without the fast routes; --server gunicorn compares
 with gunicorn, if installed) with the buffered write path on
-(TRACKING_BUFFER=true) and the flusher beside it (`python -m tracking.buffer`); drives it with
+(TRACKING_BUFFER=true) and the flusher beside it (`manage.py flush_buffers`); drives it with
 wrk, a Lua script walking valid signed tokens (precomputed here: wrk's Lua has no HMAC) with a
 mix of mail-client, proxy and scanner user agents:
 
@@ -141,7 +141,7 @@ def parse_args() -> argparse.Namespace:
         "--flusher",
         choices=["process", "web"],
         default="process",
-        help="process: `python -m tracking.buffer` beside gunicorn (as deployed); "
+        help="process: `manage.py flush_buffers` beside gunicorn (as deployed); "
         "web: none, only the web processes' safety-net threads (flush after 10 s)",
     )
     parser.add_argument(
@@ -221,10 +221,10 @@ def create_sent_campaign(n: int) -> tuple[int, list[int]]:
 
 
 def start_flusher(log: Path) -> subprocess.Popen:
-    """The dedicated flusher process, as production runs it (`python -m tracking.buffer`)."""
+    """The dedicated flusher process, as production runs it (`manage.py flush_buffers`)."""
     env = {**os.environ, **AS_DEPLOYED, "LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
-        [sys.executable, "-m", "tracking.buffer"], cwd=ROOT, env=env, stdout=log.open("w"),
+        [sys.executable, "manage.py", "flush_buffers"], cwd=ROOT, env=env, stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -312,7 +312,7 @@ def wait_drained(campaign_id: int, timeout: float) -> tuple[int, float]:
     """Wait until the buffer is empty and the Event count stops moving: (events, seconds)."""
     from django.db import connection
 
-    from tracking.buffer import buffer_backlog
+    from infra.queue import buffer_backlog
     from tracking.models import Event
 
     started = time.monotonic()
@@ -370,7 +370,7 @@ def main() -> int:
     from django.db import connection
 
     from campaigns.tokens import token_for
-    from tracking.buffer import buffer_dropped
+    from tracking.hits.buffer import buffer_dropped
 
     started = time.monotonic()
     campaign_id, ids = create_sent_campaign(args.n)

@@ -40,13 +40,8 @@ from campaigns.resources import (
     unreadable_text_message,
 )
 from tracking.models import FirstEngagement
-from tracking.selectors import (
-    CampaignReport,
-    Rate,
-    campaign_report,
-    contact_journeys,
-    notification_journey,
-)
+from tracking.reports.journeys import contact_journeys, notification_journey
+from tracking.reports.report import CampaignReport, Rate, campaign_report
 
 # -- CSV exports ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ same transaction as its own write, so counts and rows cannot drift apart.
 
 Names (one row per campaign and name):
   sent, failed, unknown, skipped            the hand-off's outcome (campaigns.delivery, sweeper)
-  delivered, bounced_hard, bounced_soft,    SES events (tracking.esp_events)
+  delivered, bounced_hard, bounced_soft,    SES events (tracking.ses_events)
   complained, rejected, delayed, rendering_failed
   opens, clicks, unique_opens, unique_clicks       all opens / clicks
   human_opens, human_clicks, unique_human_opens, unique_human_clicks
@@ -18,12 +18,12 @@ Names (one row per campaign and name):
 
 from collections.abc import Iterable, Mapping
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Sum
 
-from tracking.models import CampaignCounter
+from campaigns.models import CampaignCounter
 
-_TABLE = CampaignCounter._meta.db_table
+COUNTER_TABLE = CampaignCounter._meta.db_table
 
 
 def counters_add(*, campaign_id: int, deltas: Mapping[str, int]) -> None:
@@ -40,9 +40,9 @@ def counters_add(*, campaign_id: int, deltas: Mapping[str, int]) -> None:
     with connection.cursor() as cursor:
         # Only the table name and placeholders are formatted in; every value is a parameter.
         cursor.execute(
-            f"INSERT INTO {_TABLE} (campaign_id, name, value) VALUES {values} "  # noqa: S608
+            f"INSERT INTO {COUNTER_TABLE} (campaign_id, name, value) VALUES {values} "  # noqa: S608
             f"ON CONFLICT (campaign_id, name) "
-            f"DO UPDATE SET value = {_TABLE}.value + excluded.value",
+            f"DO UPDATE SET value = {COUNTER_TABLE}.value + excluded.value",
             params,
         )
 
@@ -52,9 +52,10 @@ def counter_add_count_sql(*, rows: str) -> str:
     its parameters: campaign id, counter name (both %b). For a writer that changes rows and
     counts them in one statement: one round trip, and atomic without a transaction block."""
     return (
-        f"INSERT INTO {_TABLE} (campaign_id, name, value) "  # noqa: S608 (our names)
+        f"INSERT INTO {COUNTER_TABLE} (campaign_id, name, value) "  # noqa: S608 (our names)
         f"SELECT %b, %b, count(*) FROM {rows} HAVING count(*) > 0 "
-        f"ON CONFLICT (campaign_id, name) DO UPDATE SET value = {_TABLE}.value + excluded.value"
+        "ON CONFLICT (campaign_id, name) "
+        f"DO UPDATE SET value = {COUNTER_TABLE}.value + excluded.value"
     )
 
 
@@ -71,38 +72,3 @@ def counters_sum(*, campaign_id: int, names: Iterable[str]) -> int:
         total=Sum("value")
     )["total"]
     return total or 0
-
-
-def counters_rebuild(*, campaign_id: int, apply: bool = True) -> dict[str, tuple[int, int]]:
-    """Recount the campaign's report counters from its ledger and events; where they drifted,
-    replace them (unless `apply` is False: a check). Returns {name: (stored, recounted)} for
-    every counter that differed. Only the counters the report reads are recounted
-    (tracking.selectors.counter_is_recounted); any other name is left alone.
-    """
-    from tracking.selectors import campaign_counters_recount, counter_is_recounted
-
-    with transaction.atomic():
-        if apply and connection.vendor == "postgresql":
-            # Writers add to counters in the same transaction as the rows they count. This
-            # lock waits for every writer holding counter rows to commit, and holds back new
-            # ones until the rebuild commits: a writer blocked here has not committed its row,
-            # so the recount misses it and its delta lands on top of the rebuilt value; nothing
-            # is counted twice or lost. It pauses every campaign's counter writes for the
-            # recount's duration (seconds at a million recipients).
-            with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {_TABLE} IN SHARE ROW EXCLUSIVE MODE")
-        recounted = campaign_counters_recount(campaign_id=campaign_id)
-        stored = {
-            name: value
-            for name, value in campaign_counters(campaign_id=campaign_id).items()
-            if counter_is_recounted(name)
-        }
-        drift = {
-            name: (stored.get(name, 0), recounted.get(name, 0))
-            for name in sorted(stored.keys() | recounted.keys())
-            if stored.get(name, 0) != recounted.get(name, 0)
-        }
-        if apply and drift:
-            CampaignCounter.objects.filter(campaign_id=campaign_id, name__in=stored).delete()
-            counters_add(campaign_id=campaign_id, deltas=recounted)
-    return drift

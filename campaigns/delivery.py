@@ -61,10 +61,9 @@ from campaigns.ses import (
     SesUnreachable,
     ses_client,
 )
-from campaigns.tokens import tokens_for
+from campaigns.tokens import ONE_CLICK_HEADER, tokens_for, unsubscribe_urls_for
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
-from tracking.unsubscribe.services import ONE_CLICK_HEADER, unsubscribe_urls_for
 
 logger = logging.getLogger(__name__)
 

@@ -109,6 +109,23 @@ class Campaign(models.Model):
         return self.name
 
 
+class CampaignCounter(models.Model):
+    """Report counts kept incrementally (one row per campaign and name, added to with an
+    upsert), so a report never scans a million-row ledger or event table."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="counters")
+    name = models.CharField(max_length=40)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "name"], name="uniq_campaign_counter")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} (campaign {self.campaign_id})"
+
+
 class CampaignLink(models.Model):
     """A tracked link of a campaign's HTML: click URLs carry its index, never the destination."""
 

@@ -5,8 +5,7 @@ from collections.abc import Iterable
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from campaigns.models import Campaign
-from tracking.models import CampaignCounter
+from campaigns.models import Campaign, CampaignCounter
 
 # The report counters of a row's hand-off outcome: once they add up to the audience frozen,
 # every row may have its answer.

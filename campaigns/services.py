@@ -1,7 +1,8 @@
 """Writes with rules: contacts, lists and the campaign life cycle.
 
 Every campaign status change goes through campaign_transition, a guarded UPDATE. Celery tasks
-are enqueued with transaction.on_commit, so a worker never looks for a row that isn't there.
+are enqueued once their transaction commits (infra.tasks), so a worker never looks for a row that
+isn't there.
 """
 
 import logging
@@ -28,10 +29,13 @@ from campaigns.models import (
 )
 from campaigns.selectors import ANSWERED_COUNTERS, campaigns_with_unanswered_rows
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
+from infra.tasks import task_enqueue_on_commit
 from templates_app.language import TemplateSyntaxError, merge_value
 from templates_app.services import template_compile, template_snapshot
 
 logger = logging.getLogger(__name__)
+
+DELIVER_BATCH = "campaigns.tasks.deliver_batch"  # the task a batch of the ledger goes out by
 
 C = Campaign.Status
 N = Notification.Status
@@ -373,13 +377,7 @@ def _enqueue_batches(campaign_id: int, ids: list[int]) -> int:
         (ids[i], ids[min(i + BATCH_SIZE, len(ids)) - 1]) for i in range(0, len(ids), BATCH_SIZE)
     ]
 
-    from campaigns.tasks import deliver_batch
-
-    def enqueue() -> None:
-        for first_id, last_id in ranges:
-            deliver_batch.delay(campaign_id, first_id, last_id)
-
-    transaction.on_commit(enqueue)
+    task_enqueue_on_commit(DELIVER_BATCH, *((campaign_id, first, last) for first, last in ranges))
     return len(ranges)
 
 
@@ -396,26 +394,16 @@ def campaign_fan_out(*, campaign_id: int) -> int:
         )
         ranges = cursor.fetchall()
 
-    from campaigns.tasks import deliver_batch
-
-    def enqueue() -> None:
-        for first_id, last_id in ranges:
-            deliver_batch.delay(campaign_id, first_id, last_id)
-
-    transaction.on_commit(enqueue)
+    task_enqueue_on_commit(DELIVER_BATCH, *((campaign_id, first, last) for first, last in ranges))
     return len(ranges)
 
 
 def _enqueue_freeze(campaign_id: int) -> None:
-    from campaigns.tasks import campaign_freeze as campaign_freeze_task
-
-    transaction.on_commit(lambda: campaign_freeze_task.delay(campaign_id))
+    task_enqueue_on_commit("campaigns.tasks.campaign_freeze", (campaign_id,))
 
 
 def _enqueue_start(campaign_id: int) -> None:
-    from campaigns.tasks import campaign_start as campaign_start_task
-
-    transaction.on_commit(lambda: campaign_start_task.delay(campaign_id))
+    task_enqueue_on_commit("campaigns.tasks.campaign_start", (campaign_id,))
 
 
 def campaigns_start_due() -> list[int]:
@@ -547,9 +535,8 @@ def _fan_out_if_lost(*, campaign_id: int, now: datetime, queued: int | None) -> 
 def _bulk_queue_length() -> int | None:
     """Messages waiting in the bulk queue (batches not yet taken by a worker), or None if the
     broker cannot tell."""
+    from celery import current_app as app
     from kombu.exceptions import ChannelError
-
-    from config.celery import app
 
     try:
         with app.connection_for_read() as conn:

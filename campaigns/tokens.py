@@ -22,6 +22,7 @@ import binascii
 import functools
 import hashlib
 import re
+from types import MappingProxyType
 
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
@@ -134,3 +135,46 @@ def notification_id_from_unsubscribe_token(token: str) -> int | None:
     """The notification an unsubscribe token names, or None if it is malformed, not ours, or
     of another purpose (a tracking token)."""
     return _verify(_UNSUBSCRIBE_SALT, token)
+
+
+# -- the unsubscribe links a message carries (no database) ------------------------------
+
+# Where tracking/urls.py's unsubscribe route answers, below config/urls.py's "t/" (a test
+# checks it against reverse()). Spelled out rather than reversed: URLs are built in workers,
+# for the public TRACKING_BASE_URL, 1M times per campaign.
+UNSUBSCRIBE_PATH = "/t/u/"
+# RFC 8058 §3.1: the List-Unsubscribe-Post value, and the POST body a mail provider sends.
+ONE_CLICK = "List-Unsubscribe=One-Click"
+ONE_CLICK_HEADER = MappingProxyType({"List-Unsubscribe-Post": ONE_CLICK})
+
+
+def unsubscribe_urls_for(notification_ids: list[int]) -> list[str]:
+    """The absolute unsubscribe URL of each message (its footer link and its List-Unsubscribe
+    header's URI), signed with the key looked up once: ~1.5 µs each, as tokens_for."""
+    prefix = f"{settings.TRACKING_BASE_URL}{UNSUBSCRIBE_PATH}"
+    return [prefix + token for token in unsubscribe_tokens_for(notification_ids)]
+
+
+def unsubscribe_url(*, notification_id: int) -> str:
+    """The absolute unsubscribe URL of one message."""
+    return unsubscribe_urls_for([notification_id])[0]
+
+
+def list_unsubscribe_header_for_url(url: str) -> dict[str, str]:
+    """The recipient's own List-Unsubscribe header for the URL unsubscribe_urls_for gave: one
+    URI in angle brackets (RFC 2369). The bulk path sends the other header, the same in every
+    message (ONE_CLICK_HEADER), once per SES call."""
+    return {"List-Unsubscribe": f"<{url}>"}
+
+
+def list_unsubscribe_headers(*, notification_id: int) -> dict[str, str]:
+    """Both RFC 8058 headers of a message: `List-Unsubscribe: <https://…/t/u/TOKEN>` and
+    `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+
+    RFC 8058 wants an https URI (TRACKING_BASE_URL is https in production; the demo's http
+    still gives a working RFC 2369 link), and both headers covered by the DKIM signature.
+    """
+    return {
+        **list_unsubscribe_header_for_url(unsubscribe_url(notification_id=notification_id)),
+        **ONE_CLICK_HEADER,
+    }

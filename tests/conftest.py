@@ -473,9 +473,9 @@ def redis_server():
 def redis_buffer(pattern: str):
     """The tracking buffer's Redis, with the keys matching `pattern` deleted before and after
     (a test's records never leak into the next)."""
-    from tracking import buffer
+    from infra import queue
 
-    client = buffer._client()
+    client = queue.buffer_client()
     assert client is not None, "the tests run with Redis (scripts/with-services.sh)"
 
     def forget():

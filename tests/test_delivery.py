@@ -8,10 +8,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from campaigns import delivery, services
-from campaigns.models import Campaign, Contact, Membership, Notification
+from campaigns.models import Campaign, CampaignCounter, Contact, Membership, Notification
 from campaigns.tokens import unsubscribe_token_for
 from tests.factories import CampaignFactory, list_with_contacts
-from tracking.models import CampaignCounter
 
 pytestmark = pytest.mark.django_db
 

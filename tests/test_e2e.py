@@ -9,7 +9,7 @@ from campaigns import services
 from campaigns.models import Campaign, Notification
 from tests.conftest import wait_for
 from tests.factories import CampaignFactory, list_with_contacts
-from tracking.selectors import campaign_report
+from tracking.reports.report import campaign_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -8,11 +8,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from campaigns.models import Contact, Notification
+from campaigns.models import CampaignCounter, Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import ses_sample
 from tests.test_webhooks import post, sns_envelope
-from tracking.models import CampaignCounter, Event, PendingEspEvent
+from tracking.models import Event, PendingEspEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -180,7 +180,7 @@ def test_the_same_event_by_sns_and_from_a_file_is_recorded_once(client, tmp_path
 
 
 def test_events_for_unknown_messages_go_pending_then_are_recorded_by_the_retry(tmp_path, sent):
-    from tracking.esp_events import esp_events_retry_pending
+    from tracking.ses_events.retry import esp_events_retry_pending
 
     Notification.objects.filter(pk=sent[0].pk).update(message_id=None)
     path = tmp_path / "events"

@@ -1,4 +1,4 @@
-"""The buffered SES event intake (ESP_EVENTS_BUFFER, tracking.esp_events) and the webhook's WSGI
+"""The buffered SES event intake (ESP_EVENTS_BUFFER, tracking.ses_events) and the webhook's WSGI
 fast route (tracking.ses_events.webhook.ses_webhook_wsgi)."""
 
 import base64
@@ -10,21 +10,22 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
 from campaigns.models import Contact, Notification
+from infra import queue
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import default_signer, sns_headers
 from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
-from tracking import buffer, esp_events
-from tracking.esp_events import (
+from tracking.models import Event, PendingEspEvent
+from tracking.ses_events import buffer as events_buffer
+from tracking.ses_events.buffer import (
     ESP_EVENTS_DEAD_LETTERS,
     ESP_EVENTS_QUEUE,
     _record_loads,
     esp_events_buffer_flush,
     esp_events_flush_if_late,
-    ses_event_parse,
-    ses_events_record,
 )
-from tracking.models import Event, PendingEspEvent
+from tracking.ses_events.parse import ses_event_parse
+from tracking.ses_events.record import ses_events_record
 from tracking.ses_events.webhook import ses_webhook_wsgi
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +117,7 @@ def test_buffered_intake_records_exactly_what_the_direct_path_records(client, se
     # m7 soft-bounced twice: one message, counted once.
     assert got["counters"][1] == {"delivered": 2, "bounced_hard": 1, "bounced_soft": 1}
     assert got["pending"] == 1
-    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
+    assert queue.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
 
 
 def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
@@ -124,7 +125,7 @@ def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
     for envelope in envelopes:
         post(client, envelope)
     # A flusher commits the batch and dies before acknowledging it: the batch stays claimed.
-    key, items = buffer.buffer_claim(queue=ESP_EVENTS_QUEUE)
+    key, items = queue.buffer_claim(queue=ESP_EVENTS_QUEUE)
     events = [
         ses_event_parse(payload=payload, recipient=recipient)
         for _, recipients in map(_record_loads, items)
@@ -133,12 +134,12 @@ def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
     assert ses_events_record(events=events, source=Event.Source.SES)["recorded"] == 12
     before = outcome(campaigns, contacts, notifications)
     assert esp_events_buffer_flush() == 0  # its lease (60 s) has not passed: left alone
-    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 1}
+    assert queue.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 1}
     assert esp_events_buffer_flush(lease_seconds=0) == 0  # taken over: all duplicates
     assert outcome(campaigns, contacts, notifications) == before
     assert Event.objects.count() == 12
     assert PendingEspEvent.objects.count() == 1
-    assert buffer.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
+    assert queue.buffer_backlog(queue=ESP_EVENTS_QUEUE) == {"queued": 0, "claimed": 0}
     # SNS delivers the whole run again, later: nothing new either.
     for envelope in envelopes:
         post(client, envelope)
@@ -149,7 +150,7 @@ def test_a_batch_flushed_twice_records_nothing_twice(client, buffered):
 def test_a_web_process_records_events_left_waiting_by_a_stopped_flusher(
     client, buffered, monkeypatch
 ):
-    monkeypatch.setattr(esp_events, "_head_seen", None)
+    monkeypatch.setattr(events_buffer, "_head_seen", None)
     _, _, notifications, envelopes = scenario("w")
     post(client, envelopes[0])
     assert esp_events_flush_if_late(after_seconds=0.3) is None  # the head, seen for the first time
@@ -164,7 +165,7 @@ def test_a_web_process_records_events_left_waiting_by_a_stopped_flusher(
 
 
 def test_a_head_that_moves_is_left_to_the_flusher(client, buffered, monkeypatch):
-    monkeypatch.setattr(esp_events, "_head_seen", None)
+    monkeypatch.setattr(events_buffer, "_head_seen", None)
     _, _, _, envelopes = scenario("v")
     post(client, envelopes[0])
     assert esp_events_flush_if_late(after_seconds=0.3) is None
@@ -264,11 +265,11 @@ def test_the_flusher_ignores_recipients_not_on_the_message(client, buffered):
 
 def test_redis_down_means_recorded_during_the_request(client, buffered, settings, monkeypatch):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    monkeypatch.setattr(buffer, "_down_until", 0.0)
+    monkeypatch.setattr(queue, "_down_until", 0.0)
     campaigns, contacts, notifications, envelopes = scenario("x")
     started = time.monotonic()
     assert post(client, envelopes[0]).status_code == 200
-    assert buffer._down_until > time.monotonic()  # the next requests do not try Redis
+    assert queue._down_until > time.monotonic()  # the next requests do not try Redis
     assert post(client, envelopes[6]).status_code == 200  # the hard bounce
     assert time.monotonic() - started < 5
     for row in notifications:
@@ -293,7 +294,7 @@ def test_a_full_buffer_records_during_the_request_and_stays_bounded(client, buff
         row.refresh_from_db()
     # The first three wait in the buffer; the rest were recorded at once, nothing lost.
     assert [row.status for row in notifications[:6]] == ["sent"] * 3 + ["delivered"] * 3
-    assert buffer._down_until <= time.monotonic()  # full is not down: the next push tries
+    assert queue._down_until <= time.monotonic()  # full is not down: the next push tries
     esp_events_buffer_flush()
     for row in notifications[:6]:
         row.refresh_from_db()

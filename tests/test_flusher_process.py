@@ -1,4 +1,4 @@
-"""`python -m tracking.buffer` as it is deployed: a process of its own, below the web server's
+"""`manage.py flush_buffers` as it is deployed: a process of its own, below the web server's
 CPU priority (TRACKING_FLUSHER_NICE), so requests come first on a shared machine; beside
 granian's worker processes, whose hits it records, floods capped once for all of them."""
 
@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from campaigns.models import CampaignLink, Notification
 from campaigns.tokens import token_for
+from infra import queue
 from tests.conftest import (
     ROOT,
     _free_port,
@@ -24,7 +25,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer
+from tracking.hits import buffer as hits_buffer
 from tracking.models import Event
 
 
@@ -40,7 +41,7 @@ def test_the_flusher_runs_below_the_web_servers_cpu_priority(tmp_path):
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tracking.buffer"], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "manage.py", "flush_buffers"], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -89,7 +90,7 @@ def test_a_flood_through_two_web_processes_is_capped_once_and_recorded(tmp_path)
             cwd=ROOT, env=env, stdout=web_out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         flusher = subprocess.Popen(
-            [sys.executable, "-m", "tracking.buffer"], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "manage.py", "flush_buffers"], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -122,8 +123,8 @@ def test_a_flood_through_two_web_processes_is_capped_once_and_recorded(tmp_path)
             assert statuses == [200] * 120
             wait_for(
                 lambda: (
-                    buffer.buffer_dropped()["repeat"] == 115
-                    and buffer.buffer_backlog() == {"queued": 0, "claimed": 0}
+                    hits_buffer.buffer_dropped()["repeat"] == 115
+                    and queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 0, "claimed": 0}
                     and Event.objects.count() == 5
                 ),
                 timeout=30,

@@ -15,16 +15,13 @@ from django.test.utils import CaptureQueriesContext
 
 from campaigns.admin import CappedCountPaginator, csv_cell
 from campaigns.counters import campaign_counters, counters_add
-from campaigns.models import Campaign, CampaignLink, Contact, Notification
+from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory, list_with_contacts
 from tests.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
-from tracking.models import CampaignCounter, Event
-from tracking.selectors import (
-    campaign_counters_recount,
-    campaign_report,
-    contact_journeys,
-    notification_journey,
-)
+from tracking.models import Event
+from tracking.reports.journeys import contact_journeys, notification_journey
+from tracking.reports.recount import campaign_counters_recount
+from tracking.reports.report import campaign_report
 
 pytestmark = pytest.mark.django_db
 
@@ -263,7 +260,8 @@ def test_recount_equals_the_writers_counts_for_a_campaign_sent_for_real(
     events to the intake and unsubscribe: whatever the writers counted, the recount agrees."""
     from campaigns.services import campaign_send_now
     from campaigns.tokens import token_for
-    from tracking.esp_events import ses_event_record, ses_events_parse
+    from tracking.ses_events.parse import ses_events_parse
+    from tracking.ses_events.record import ses_event_record
     from tracking.unsubscribe.services import contact_unsubscribe
 
     campaign = CampaignFactory(contact_list=list_with_contacts(6))

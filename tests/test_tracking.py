@@ -17,24 +17,23 @@ from django.utils import timezone
 from campaigns.counters import campaign_counters
 from campaigns.models import CampaignLink, Notification
 from campaigns.tokens import notification_id_from, token_for, unsubscribe_token_for
-from infra import wsgi_direct
+from infra import queue, wsgi_direct
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory
-from tracking import buffer, selectors
-from tracking.hits import repeats
-from tracking.hits.classify import CLICK, OPEN
-from tracking.hits.views import tracking_wsgi
-from tracking.models import Event, FirstEngagement
-from tracking.selectors import campaign_links, campaign_report, notification_campaign
-from tracking.services import (
+from tracking.hits import buffer as hits_buffer
+from tracking.hits import lookups, repeats
+from tracking.hits.buffer import (
     DEAD_LETTERS,
-    Hit,
     buffer_oldest_wait,
-    hit_new,
     tracking_buffer_flush,
     tracking_flush_if_late,
-    tracking_hits_record,
 )
+from tracking.hits.classify import CLICK, OPEN
+from tracking.hits.lookups import campaign_links, notification_campaign
+from tracking.hits.record import Hit, hit_new, tracking_hits_record
+from tracking.hits.views import tracking_wsgi
+from tracking.models import Event, FirstEngagement
+from tracking.reports.report import campaign_report
 
 pytestmark = pytest.mark.django_db
 
@@ -401,10 +400,10 @@ def test_honeypot_hit_is_machine_and_takes_the_concurrent_clicks_with_it(client)
 
 @pytest.fixture
 def fresh_ranges(monkeypatch):
-    monkeypatch.setattr(selectors, "RANGE_AFTER", 3)
-    monkeypatch.setattr(selectors, "_ranges", ([], []))
-    monkeypatch.setattr(selectors, "_lookups", {})
-    monkeypatch.setattr(selectors, "_not_dense", set())
+    monkeypatch.setattr(lookups, "RANGE_AFTER", 3)
+    monkeypatch.setattr(lookups, "_ranges", ([], []))
+    monkeypatch.setattr(lookups, "_lookups", {})
+    monkeypatch.setattr(lookups, "_not_dense", set())
 
 
 def test_a_campaigns_dense_run_of_ids_saves_the_lookup(fresh_ranges, django_assert_num_queries):
@@ -475,10 +474,10 @@ def test_buffered_hits_wait_for_the_flusher_then_are_recorded_once(client, notif
     assert get(client, click_path(notification, 0)).status_code == 302
     assert get(client, click_path(notification, 1)).status_code == 404  # never queued
     assert not Event.objects.exists()  # the views wrote nothing to the database
-    assert buffer.buffer_backlog() == {"queued": 4, "claimed": 0}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 4, "claimed": 0}
 
     assert tracking_buffer_flush() == 3  # the unknown notification's open is dropped
-    assert buffer.buffer_backlog() == {"queued": 0, "claimed": 0}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 0, "claimed": 0}
     assert verdicts(notification) == [
         ("opened", "human", "default"),
         ("opened", "machine", "apple-mpp"),
@@ -495,17 +494,17 @@ def test_a_flusher_dying_after_its_commit_records_nothing_twice(client, notifica
     for _ in range(3):
         get(client, open_path(notification))
     get(client, click_path(notification, 0))
-    key, items = buffer.buffer_claim()
+    key, items = queue.buffer_claim(queue=hits_buffer.QUEUE)
     # The flusher records the batch and dies before acknowledging it.
     assert tracking_hits_record(hits=[Hit.loads(raw) for raw in items]) == 4
     before = counters(notification)
-    assert buffer.buffer_backlog() == {"queued": 0, "claimed": 1}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 0, "claimed": 1}
     assert tracking_buffer_flush() == 0  # its lease (60 s) has not passed: left alone
-    assert buffer.buffer_backlog()["claimed"] == 1
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE)["claimed"] == 1
     # Once the lease has passed, another flusher takes the batch over: recorded again, and
     # every hit is found already there, so nothing is written or counted twice.
     assert tracking_buffer_flush(lease_seconds=0) == 0
-    assert buffer.buffer_backlog() == {"queued": 0, "claimed": 0}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 0, "claimed": 0}
     assert counters(notification) == before
     assert Event.objects.count() == 4
 
@@ -513,7 +512,9 @@ def test_a_flusher_dying_after_its_commit_records_nothing_twice(client, notifica
 def test_a_flusher_dying_before_its_commit_loses_nothing(client, notification, buffered):
     get(client, open_path(notification))
     get(client, click_path(notification, 0))
-    assert buffer.buffer_claim() is not None  # claimed, then the process is killed
+    assert (
+        queue.buffer_claim(queue=hits_buffer.QUEUE) is not None
+    )  # claimed, then the process is killed
     get(client, open_path(notification))  # traffic goes on meanwhile
     assert tracking_buffer_flush() == 1  # the new hit; the orphan batch waits for its lease
     assert tracking_buffer_flush(lease_seconds=0) == 2
@@ -525,18 +526,20 @@ def test_web_processes_flush_only_what_the_flusher_left_waiting(notification, bu
     fresh = hit_new(kind=OPEN, notification_id=notification.pk, method="GET",
                     user_agent=BROWSER, ip=HOME)  # fmt: skip
     assert buffer_oldest_wait() is None
-    buffer.buffer_push(record=fresh.dumps())
+    queue.buffer_push(record=fresh.dumps(), queue=hits_buffer.QUEUE)
     assert buffer_oldest_wait() < 5
     assert tracking_flush_if_late() is None  # the flusher's job: left alone
     assert not Event.objects.exists()
-    buffered.lpush(buffer.QUEUE, _shifted(fresh, -30).dumps().replace(fresh.id, "trk:old"))
+    buffered.lpush(hits_buffer.QUEUE, _shifted(fresh, -30).dumps().replace(fresh.id, "trk:old"))
     assert buffer_oldest_wait() > 25
     assert tracking_flush_if_late() == 2  # no flusher, it seems: flushed here
     assert buffer_oldest_wait() is None
     # A batch its flusher died with counts too, once its lease is over.
-    buffer.buffer_push(record=_shifted(fresh, -1).dumps().replace(fresh.id, "trk:orphan"))
-    key, _ = buffer.buffer_claim()
-    buffered.zadd(buffer.BATCHES, {key: time.time() - buffer.LEASE_SECONDS - 1})
+    queue.buffer_push(
+        record=_shifted(fresh, -1).dumps().replace(fresh.id, "trk:orphan"), queue=hits_buffer.QUEUE
+    )
+    key, _ = queue.buffer_claim(queue=hits_buffer.QUEUE)
+    buffered.zadd(hits_buffer.BATCHES, {key: time.time() - queue.LEASE_SECONDS - 1})
     assert buffer_oldest_wait() is not None
     assert tracking_flush_if_late(after_seconds=0) == 1
     assert Event.objects.count() == 3
@@ -544,22 +547,22 @@ def test_web_processes_flush_only_what_the_flusher_left_waiting(notification, bu
 
 def test_unreadable_records_are_kept_aside_and_the_rest_recorded(client, notification, buffered):
     get(client, open_path(notification))
-    buffered.rpush(buffer.QUEUE, b"not json", b'[1, "x"]')
+    buffered.rpush(hits_buffer.QUEUE, b"not json", b'[1, "x"]')
     get(client, open_path(notification))
     assert tracking_buffer_flush() == 2
     assert buffered.lrange(DEAD_LETTERS, 0, -1) == [b"not json", b'[1, "x"]']
-    assert buffer.buffer_backlog() == {"queued": 0, "claimed": 0}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 0, "claimed": 0}
 
 
 def test_redis_down_means_straight_to_the_database(
     client, notification, buffered, settings, monkeypatch
 ):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    monkeypatch.setattr(buffer, "_down_until", 0.0)
-    assert buffer.buffer_enabled()
+    monkeypatch.setattr(queue, "_down_until", 0.0)
+    assert hits_buffer.buffer_enabled()
     started = time.monotonic()
     assert get(client, open_path(notification)).status_code == 200
-    assert buffer._down_until > time.monotonic()  # the next requests do not try Redis
+    assert queue._down_until > time.monotonic()  # the next requests do not try Redis
     assert get(client, click_path(notification, 0)).status_code == 302
     assert time.monotonic() - started < 5
     assert [v[0] for v in verdicts(notification)] == ["opened", "clicked"]
@@ -572,9 +575,9 @@ def test_lingering_pushes_many_hits_in_one_go_and_loses_none(
     settings.TRACKING_BUFFER_LINGER_MS = 60_000  # the pusher thread stays asleep: we push
     for _ in range(5):
         get(client, open_path(notification))
-    assert buffer.buffer_backlog()["queued"] == 0  # still in this process
-    assert buffer.buffer_push_pending() == 5  # what the thread (or the exit handler) does
-    assert buffer.buffer_backlog()["queued"] == 5
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE)["queued"] == 0  # still in this process
+    assert hits_buffer.buffer_push_pending() == 5  # what the thread (or the exit handler) does
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE)["queued"] == 5
     assert tracking_buffer_flush() == 5
 
 
@@ -585,8 +588,8 @@ def test_lingering_hits_go_to_the_database_when_redis_fails(
     get(client, open_path(notification))
     get(client, click_path(notification, 0))
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # Redis goes away before the push
-    monkeypatch.setattr(buffer, "_down_until", 0.0)
-    assert buffer.buffer_push_pending() == 2
+    monkeypatch.setattr(queue, "_down_until", 0.0)
+    assert hits_buffer.buffer_push_pending() == 2
     assert [v[0] for v in verdicts(notification)] == ["opened", "clicked"]
 
 
@@ -621,14 +624,14 @@ class Recording:
 
     def flush(self) -> None:
         if self.name == "lingering":
-            buffer.buffer_push_pending()  # what the pusher thread does every few ms
+            hits_buffer.buffer_push_pending()  # what the pusher thread does every few ms
         if self.name != "direct":
             tracking_buffer_flush()
 
     def _dropped(self) -> dict[str, int]:
         if self.name == "direct":
             return repeats.repeats_dropped_counts()  # this process's own count
-        return buffer.buffer_dropped()  # every process's, in Redis
+        return hits_buffer.buffer_dropped()  # every process's, in Redis
 
     def dropped(self) -> dict[str, int]:
         now = self._dropped()
@@ -730,14 +733,14 @@ def test_the_buffer_holds_at_most_its_limit_and_drops_the_rest(client, buffered,
     settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
     _fresh_window(3600, room=60)
     settings.TRACKING_BUFFER_MAX_HITS = 10
-    window = buffer.REPEATS_PREFIX + str(repeats.repeat_window())
+    window = hits_buffer.REPEATS_PREFIX + str(repeats.repeat_window())
     notifications = [make_notification() for _ in range(4)]
     for notification in notifications:  # 4 repeat keys each: 16 first hits
         for method in ("get", "head"):
             assert get(client, open_path(notification), method=method).status_code == 200
             assert get(client, click_path(notification, 0), method=method).status_code == 302
-    assert buffered.llen(buffer.QUEUE) == 10
-    assert buffer.buffer_dropped() == {"repeat": 0, "full": 6}
+    assert buffered.llen(hits_buffer.QUEUE) == 10
+    assert hits_buffer.buffer_dropped() == {"repeat": 0, "full": 6}
     assert buffered.hlen(window) == 10  # a dropped hit counts no key
     assert 0 < buffered.ttl(window) <= 2 * 3600
     assert tracking_buffer_flush() == 10
@@ -745,17 +748,17 @@ def test_the_buffer_holds_at_most_its_limit_and_drops_the_rest(client, buffered,
     # a new key is dropped.
     assert get(client, open_path(notifications[0])).status_code == 200
     assert get(client, open_path(notifications[3])).status_code == 200
-    assert buffered.llen(buffer.QUEUE) == 1
-    assert buffer.buffer_dropped() == {"repeat": 0, "full": 7}
+    assert buffered.llen(hits_buffer.QUEUE) == 1
+    assert hits_buffer.buffer_dropped() == {"repeat": 0, "full": 7}
     # A batch its flusher could not record (the database down) still takes its room: its
     # BATCH_SIZE, whatever it holds.
-    settings.TRACKING_BUFFER_MAX_HITS = buffer.BATCH_SIZE + 2
+    settings.TRACKING_BUFFER_MAX_HITS = queue.BATCH_SIZE + 2
     buffered.delete(window)
-    assert buffer.buffer_claim() is not None  # claimed, never acknowledged
+    assert queue.buffer_claim(queue=hits_buffer.QUEUE) is not None  # claimed, never acknowledged
     for notification in notifications[1:]:
         get(client, open_path(notification))
-    assert buffer.buffer_backlog() == {"queued": 2, "claimed": 1}
-    assert buffer.buffer_dropped() == {"repeat": 0, "full": 8}
+    assert queue.buffer_backlog(queue=hits_buffer.QUEUE) == {"queued": 2, "claimed": 1}
+    assert hits_buffer.buffer_dropped() == {"repeat": 0, "full": 8}
 
 
 def test_a_large_push_is_split_and_bounded(buffered, settings):
@@ -763,11 +766,11 @@ def test_a_large_push_is_split_and_bounded(buffered, settings):
     broker too, while it runs); the limit holds across them."""
     settings.TRACKING_BUFFER_MAX_HITS = 2500
     pairs = [(f"{n}:o:h", f"record {n}") for n in range(3000)]
-    assert buffer.buffer_push_hits(pairs) == []
-    assert buffered.llen(buffer.QUEUE) == 2500
-    assert buffered.lrange(buffer.QUEUE, 0, 1) == [b"record 0", b"record 1"]
-    assert buffer.buffer_dropped() == {"repeat": 0, "full": 500}
-    buffered.delete(buffer.QUEUE)  # records of no hit: not for the flusher
+    assert hits_buffer.buffer_push_hits(pairs) == []
+    assert buffered.llen(hits_buffer.QUEUE) == 2500
+    assert buffered.lrange(hits_buffer.QUEUE, 0, 1) == [b"record 0", b"record 1"]
+    assert hits_buffer.buffer_dropped() == {"repeat": 0, "full": 500}
+    buffered.delete(hits_buffer.QUEUE)  # records of no hit: not for the flusher
 
 
 def test_a_flood_while_redis_is_down_is_capped_in_the_process(
@@ -776,14 +779,14 @@ def test_a_flood_while_redis_is_down_is_capped_in_the_process(
     settings.TRACKING_REPEAT_WINDOW_SECONDS = 3600
     _fresh_window(3600, room=60)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    monkeypatch.setattr(buffer, "_down_until", 0.0)
+    monkeypatch.setattr(queue, "_down_until", 0.0)
     before = repeats.repeats_dropped_counts()["repeat"]
     for _ in range(20):
         assert get(client, open_path(notification)).status_code == 200
     settings.TRACKING_BUFFER_LINGER_MS = 60_000  # and the pusher's fallback alike
     for _ in range(20):
         assert get(client, click_path(notification, 0)).status_code == 302
-    assert buffer.buffer_push_pending() == 20
+    assert hits_buffer.buffer_push_pending() == 20
     assert [v[0] for v in verdicts(notification)] == ["opened"] * 5 + ["clicked"] * 5
     assert repeats.repeats_dropped_counts()["repeat"] - before == 30
 
@@ -792,12 +795,12 @@ def test_a_process_holds_a_bounded_number_of_pending_hits(
     client, notification, buffered, settings, monkeypatch
 ):
     settings.TRACKING_BUFFER_LINGER_MS = 60_000
-    monkeypatch.setattr(buffer, "PENDING_MAX", 3)
+    monkeypatch.setattr(hits_buffer, "PENDING_MAX", 3)
     before = repeats.repeats_dropped_counts()["full"]
     for _ in range(5):
         assert get(client, open_path(notification)).status_code == 200
     assert repeats.repeats_dropped_counts()["full"] - before == 2
-    assert buffer.buffer_push_pending() == 3
+    assert hits_buffer.buffer_push_pending() == 3
     assert tracking_buffer_flush() == 3
 
 

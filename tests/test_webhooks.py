@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns.models import Contact, Notification
+from campaigns.models import CampaignCounter, Contact, Notification
 from tests.factories import CampaignFactory, ContactFactory
 from tests.sns_signing import default_signer, ses_sample, sns_headers
-from tracking.models import CampaignCounter, Event, PendingEspEvent
+from tracking.models import Event, PendingEspEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -291,7 +291,7 @@ def test_out_of_order_events_never_move_a_notification_back(client, sent):
 
 
 def test_pending_event_is_recorded_by_the_retry_once_the_message_id_is_known(client, sent):
-    from tracking.esp_events import esp_events_retry_pending
+    from tracking.ses_events.retry import esp_events_retry_pending
 
     Notification.objects.filter(pk=sent.pk).update(message_id=None)  # not recorded yet
     record = ses_sample("bounce", message_id=MESSAGE_ID, recipient=sent.contact.email)
@@ -329,14 +329,15 @@ def test_pending_event_is_recorded_by_the_retry_once_the_message_id_is_known(cli
 
 
 def test_pending_event_past_retention_is_kept_and_flagged(client, sent, caplog, admin_client):
-    from tracking.esp_events import GAVE_UP, esp_events_retry_pending
+    from tracking.ses_events.pending import GAVE_UP
+    from tracking.ses_events.retry import esp_events_retry_pending
 
     record = ses_sample("delivery", message_id="never-sent-here", recipient="a@example.org")
     post(client, sns_envelope(record))
     PendingEspEvent.objects.update(
         created_at=timezone.now() - timedelta(hours=73), next_attempt_at=timezone.now()
     )
-    with caplog.at_level(logging.WARNING, logger="tracking.esp_events"):
+    with caplog.at_level(logging.WARNING, logger="tracking.ses_events"):
         esp_events_retry_pending()
     pending = PendingEspEvent.objects.get()
     assert pending.next_attempt_at == GAVE_UP
@@ -623,7 +624,7 @@ def test_a_complaint_naming_other_recipients_does_not_trip_the_breaker(client, s
 def test_the_recount_agrees_with_what_the_intake_counted(client):
     """Out of order, replayed, repeated and misaddressed events: the recount
     (manage.py recount_campaign) replays the same rule."""
-    from tracking.selectors import campaign_counters_recount
+    from tracking.reports.recount import campaign_counters_recount
 
     campaign = CampaignFactory()
     rows = [
@@ -665,7 +666,7 @@ def test_the_recount_agrees_with_what_the_intake_counted(client):
 def test_pending_events_expire_after_the_expiry_and_are_counted_in_the_log(
     client, sent, settings, caplog, admin_client
 ):
-    from tracking.esp_events import esp_events_expire_pending
+    from tracking.ses_events.pending import esp_events_expire_pending
 
     settings.ESP_EVENT_PENDING_RETENTION_HOURS = 72
     settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 100
@@ -681,7 +682,7 @@ def test_pending_events_expire_after_the_expiry_and_are_counted_in_the_log(
     )
     page = admin_client.get("/admin/tracking/pendingespevent/")
     assert b"Expires" in page.content
-    with caplog.at_level(logging.WARNING, logger="tracking.esp_events"):
+    with caplog.at_level(logging.WARNING, logger="tracking.ses_events"):
         assert esp_events_expire_pending() == 2
     assert list(PendingEspEvent.objects.values_list("message_id", flat=True)) == ["elsewhere-2"]
     assert "ses events pending expired count=2" in caplog.text
@@ -689,7 +690,7 @@ def test_pending_events_expire_after_the_expiry_and_are_counted_in_the_log(
 
 
 def test_pending_events_never_expire_before_their_retries_stop(client, sent, settings):
-    from tracking.esp_events import esp_events_expire_pending
+    from tracking.ses_events.pending import esp_events_expire_pending
 
     settings.ESP_EVENT_PENDING_RETENTION_HOURS = 200
     settings.ESP_EVENT_PENDING_EXPIRY_HOURS = 1

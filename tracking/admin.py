@@ -4,13 +4,10 @@ journeys show what the events mean to anybody allowed to see campaigns."""
 from django.contrib import admin
 
 from config.admin_access import SuperuserOnlyAdmin
-from tracking.esp_events import (
-    GAVE_UP,
-    esp_events_retry_pending,
-    pending_expires_at,
-    ses_event_type,
-)
 from tracking.models import Event, PendingEspEvent
+from tracking.ses_events.parse import ses_event_type
+from tracking.ses_events.pending import GAVE_UP, pending_expires_at
+from tracking.ses_events.retry import esp_events_retry_pending
 
 
 @admin.register(Event)

@@ -80,25 +80,6 @@ class PendingEspEvent(models.Model):
         return f"pending SES event #{self.pk}"
 
 
-class CampaignCounter(models.Model):
-    """Report counts kept incrementally (one row per campaign and name, added to with an
-    upsert), so a report never scans a million-row ledger or event table."""
-
-    campaign = models.ForeignKey(
-        "campaigns.Campaign", on_delete=models.CASCADE, related_name="counters"
-    )
-    name = models.CharField(max_length=40)
-    value = models.BigIntegerField(default=0)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["campaign", "name"], name="uniq_campaign_counter")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name}={self.value} (campaign {self.campaign_id})"
-
-
 class FirstEngagement(models.Model):
     """The first open / click (all, and human only) of a notification: inserting with ON
     CONFLICT DO NOTHING tells whether an event is the first of its kind, which is what the

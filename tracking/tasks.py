@@ -2,16 +2,17 @@
 
 from celery import shared_task
 
-from tracking import esp_events
+from tracking.ses_events import pending as event_pending
+from tracking.ses_events import retry as event_retry
 
 
 @shared_task(name="tracking.tasks.esp_events_retry_pending")
 def esp_events_retry_pending() -> None:
     """Beat: retry the SES events that named a message id we did not know yet."""
-    esp_events.esp_events_retry_pending()
+    event_retry.esp_events_retry_pending()
 
 
 @shared_task(name="tracking.tasks.esp_events_expire_pending")
 def esp_events_expire_pending() -> int:
     """Beat, hourly: delete the pending SES events past ESP_EVENT_PENDING_EXPIRY_HOURS."""
-    return esp_events.esp_events_expire_pending()
+    return event_pending.esp_events_expire_pending()

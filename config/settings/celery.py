@@ -76,7 +76,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.campaigns_sweep",
         "schedule": timedelta(seconds=10),
     },
-    # SES events that named a message id not recorded yet (tracking.esp_events): retried with
+    # SES events that named a message id not recorded yet (tracking.ses_events): retried with
     # backoff; each row carries its own next attempt, this is only how often due rows are found.
     "esp-events-retry-pending": {
         "task": "tracking.tasks.esp_events_retry_pending",

@@ -6,9 +6,9 @@ See docs/EVENTS.md for what each setting does in operation.
 from config.env import env_bool, env_int, env_list, env_str
 from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
 
-# -- buffered intake (tracking.esp_events) -----------------------------------------------------
+# -- buffered intake (tracking.ses_events) -----------------------------------------------------
 # On: a verified SNS notification's events are pushed to Redis and answered at once (~0.1 ms),
-# and `python -m tracking.buffer` records them in batches (one INSERT per 500 events). Off (the
+# and `manage.py flush_buffers` records them in batches (one INSERT per 500 events). Off (the
 # default, tests, the demo): each is recorded during its request (~2.7 ms). Redis unreachable:
 # recorded directly either way, nothing lost.
 ESP_EVENTS_BUFFER = env_bool("ESP_EVENTS_BUFFER", False)
@@ -60,7 +60,7 @@ CACHES = {
     ),
 }
 
-# -- events naming a message we have not recorded yet (tracking.esp_events) -------------------
+# -- events naming a message we have not recorded yet (tracking.ses_events) -------------------
 # Retried with backoff (30 s doubling to 1 hour) by beat's `esp-events-retry-pending`; after
 # this many hours the retries stop and the row stays, flagged "retries stopped", in the admin.
 ESP_EVENT_PENDING_RETENTION_HOURS = env_int("ESP_EVENT_PENDING_RETENTION_HOURS", 72)

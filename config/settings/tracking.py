@@ -6,8 +6,8 @@ from config.env import env_bool, env_int, env_str
 # slash). Baked into every sent message's links, so it must be right before the first send.
 TRACKING_BASE_URL = env_str("TRACKING_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
-# Buffered recording of opens and clicks (tracking.buffer): each request pushes one record to
-# Redis and the flusher (`python -m tracking.buffer`, one process beside the web processes)
+# Buffered recording of opens and clicks (tracking.hits.buffer): each request pushes one record to
+# Redis and the flusher (`manage.py flush_buffers`, one process beside the web processes)
 # writes them in batches, instead of each request writing its own rows and counters. Needs
 # Redis (REDIS_URL, or a redis:// CELERY_BROKER_URL); without it, or with this off, each
 # request writes its own rows (the demo, the tests). Off by default: on in production.
@@ -21,7 +21,7 @@ TRACKING_BUFFER_LINGER_MS = env_int("TRACKING_BUFFER_LINGER_MS", 5)
 # The flusher's pause between passes: about how late an open shows in the report, and how
 # full each batch is (0.5 s at 3,000 hits/s: ~1,500 hits a transaction).
 TRACKING_FLUSH_INTERVAL_MS = env_int("TRACKING_FLUSH_INTERVAL_MS", 500)
-# `python -m tracking.buffer` lowers its own CPU priority by this much (os.nice): recording
+# `manage.py flush_buffers` lowers its own CPU priority by this much (os.nice): recording
 # is catch-up work, so on a machine it shares with the web server, requests come first and
 # the buffer absorbs a burst, drained once it passes. Measured on the 2-core benchmark
 # machine (make bench-tracking, alternating runs): click p99 46 and 15 ms at 0, 13.5 and

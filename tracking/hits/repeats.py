@@ -19,9 +19,9 @@ Why these three:
 The first hits of each key in each window are always stored, so unique counts, first
 engagements and verdicts are exact; totals (opens, clicks) count at most the cap per key and
 window. Where it is counted: buffered (TRACKING_BUFFER), in Redis as the hits are pushed
-(tracking.buffer), shared by every web process; direct, in this process's memory (each process
+(tracking.hits.buffer), shared by every web process; direct, in this process's memory (each process
 stores at most the cap). Drops are counted per process (`repeats_dropped_counts`, logged at
-most once per window) and, buffered, for all processes in Redis (tracking.buffer.DROPPED).
+most once per window) and, buffered, for all processes in Redis (tracking.hits.buffer.DROPPED).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from django.conf import settings
 from tracking.hits.classify import MACHINE, classify_hit
 
 if TYPE_CHECKING:
-    from tracking.services import Hit
+    from tracking.hits.record import Hit
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Recipient-facing tracking endpoints: small, fast, and safe to hit with anything.
 
 Per request: the tracking token's signature is checked in memory (no database read for an
-open; an unsubscribe token is not one), the hit is handed to tracking.services (a Redis push
+open; an unsubscribe token is not one), the hit is handed to tracking.hits.buffer (a Redis push
 when buffered; a repeat over its cap is dropped there, tracking.hits.repeats), and the answer goes
 out, the same whether the hit was kept or not. A click reads one row (the notification's
 campaign) and takes its destination from the process's cache of that campaign's links.
@@ -32,9 +32,10 @@ from django.views.decorators.http import require_safe
 
 from campaigns.tokens import notification_id_from
 from infra.wsgi_direct import direct_request, direct_response
+from tracking.hits.buffer import tracking_hit_record
 from tracking.hits.classify import CLICK, OPEN
-from tracking.selectors import link_target
-from tracking.services import hit_new, tracking_hit_record
+from tracking.hits.lookups import link_target
+from tracking.hits.record import hit_new
 
 logger = logging.getLogger(__name__)
 

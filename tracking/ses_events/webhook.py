@@ -9,8 +9,8 @@ Each step refuses before the next one reads more of the request:
   3. tracking.ses_events.sns.sns_verify: a pinned topic (SNS_TOPIC_ARNS), a recent Timestamp, the
      certificate host of the topic's region, a valid signature → 403 otherwise; 503 if the
      signing certificate cannot be fetched right now (SNS retries 5xx, never 4xx);
-  4. the message: a Notification's SES event is recorded (tracking.esp_events), or queued in
-     Redis with ESP_EVENTS_BUFFER (recorded in batches by `python -m tracking.buffer`; if Redis
+  4. the message: a Notification's SES event is recorded (tracking.ses_events), or queued in
+     Redis with ESP_EVENTS_BUFFER (recorded in batches by `manage.py flush_buffers`; if Redis
      does not take it, recorded now); a SubscriptionConfirmation is confirmed with SNS, so only
      a pinned topic is ever confirmed; an UnsubscribeConfirmation is ignored.
 Nothing is written before step 4. A refusal is answered with a short fixed reason and logged
@@ -41,14 +41,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
 
 from infra.wsgi_direct import direct_request, direct_response
-from tracking.esp_events import (
+from tracking.models import Event
+from tracking.ses_events.buffer import (
     esp_events_buffer_enabled,
     esp_events_buffer_push,
-    ses_event_type,
-    ses_payload_record,
+    esp_events_flusher_ensure,
 )
-from tracking.models import Event
-from tracking.services import tracking_flusher_ensure
+from tracking.ses_events.parse import ses_event_type
+from tracking.ses_events.record import ses_payload_record
 from tracking.ses_events.sns import (
     MESSAGE_ID,
     TOPIC_ARN,
@@ -184,7 +184,7 @@ def _notification(message: dict) -> HttpResponse:
         return _refused(400, "an SES inbound notification: not for the tracking webhook", message)
     sns_id = message["MessageId"]  # letters, digits and hyphens (sns_message_parse)
     if esp_events_buffer_enabled() and esp_events_buffer_push(sns_id=sns_id, message=text):
-        tracking_flusher_ensure()  # this process records it if the flusher is down
+        esp_events_flusher_ensure()  # this process records it if the flusher is down
         return HttpResponse()
     ses_payload_record(payload=payload, source=Event.Source.SES, sns_id=sns_id)
     return HttpResponse()

@@ -24,10 +24,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from campaigns.tokens import notification_id_from_unsubscribe_token
+from campaigns.tokens import ONE_CLICK, notification_id_from_unsubscribe_token
 from tracking.models import Event
 from tracking.unsubscribe.services import (
-    ONE_CLICK,
     SCOPE_ALL,
     SCOPE_LIST,
     SCOPES,

@@ -11,7 +11,6 @@ from django.db import transaction
 
 from campaigns.models import Campaign, Contact, ContactList
 from campaigns.services import contact_list_add
-from config.env import VAR_DIR
 from templates_app.models import Template
 
 FIRST = ["Ada", "Grace", "Alan", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", ""]
@@ -45,7 +44,7 @@ class Command(BaseCommand):
         )
 
     def _admin_password(self) -> str:
-        path = VAR_DIR / "demo-admin-password.txt"
+        path = settings.VAR_DIR / "demo-admin-password.txt"
         user_model = get_user_model()
         if path.exists() and user_model.objects.filter(username="admin").exists():
             return path.read_text().strip()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tracking.esp_events import ses_event_file_import, ses_event_files
+from tracking.ses_events.files import ses_event_file_import, ses_event_files
 
 
 class Command(BaseCommand):

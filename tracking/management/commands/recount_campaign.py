@@ -4,16 +4,17 @@
     manage.py recount_campaign 42 --check   # compare only; exits 1 if any counter drifted
 
 For campaigns sent before counters existed, and to check that the writers' counts match the
-rows. Only the counters the report reads are rebuilt (tracking.selectors.counter_is_recounted);
-any other name is left alone. Prints counter names and numbers, never addresses.
+rows. Only the counters the report reads are rebuilt
+(tracking.reports.recount.counter_is_recounted); any other name is left alone. Prints counter names
+and numbers, never addresses.
 """
 
 import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.counters import counters_rebuild
 from campaigns.models import Campaign
+from tracking.reports.recount import counters_rebuild
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,61 @@
+"""The one Redis client factory: which Redis (REDIS_URL, else a Redis broker) and a client per
+URL and timeout, shared by the process's threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from django.conf import settings
+
+_clients: dict[tuple[str, float], redis.Redis] = {}
+_thread_clients = threading.local()
+
+
+def redis_url() -> str | None:
+    """REDIS_URL, else CELERY_BROKER_URL when that is Redis; None without Redis (the demo)."""
+    url = getattr(settings, "REDIS_URL", "") or ""
+    if url:
+        return url
+    broker = getattr(settings, "CELERY_BROKER_URL", "") or ""
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+def redis_client(*, timeout: float) -> redis.Redis | None:
+    """This process's client of the Redis (None without one), whose commands fail after
+    `timeout` seconds: each caller picks how long a sick Redis may hold it up. redis-py
+    rebuilds its pool after a fork, so a client made before one is safe."""
+    url = redis_url()
+    if url is None:
+        return None
+    client = _clients.get((url, timeout))
+    if client is None:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        _clients[url, timeout] = client
+    return client
+
+
+def redis_thread_client(shared: redis.Redis) -> redis.Redis:
+    """This thread's own connection to `shared`'s Redis. A client on a shared pool checks each
+    pooled connection for stray data before every command (three more system calls, see
+    docs/PERFORMANCE.md); the threads that push on every request are few and long-lived (the
+    web server's), so one connection each is cheap."""
+    kwargs = shared.connection_pool.connection_kwargs
+    key = (os.getpid(), id(shared))  # a fork's child must not share its parent's socket
+    if getattr(_thread_clients, "key", None) != key:
+        _thread_clients.client = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=shared.connection_pool.connection_class, **kwargs
+            ),
+            single_connection_client=True,
+        )
+        _thread_clients.key = key
+    return _thread_clients.client
+
+
+def redis_thread_client_drop() -> None:
+    """Forget this thread's connection (after an error): the next push reconnects."""
+    _thread_clients.__dict__.clear()

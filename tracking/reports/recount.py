@@ -1,0 +1,209 @@
+"""Counting a campaign's report from the rows themselves (the ledger and the events): the one
+place that does, for the `recount_campaign` command (campaigns sent before counters existed,
+and checks for drift). docs/REPORTS.md says what each number means."""
+
+import functools
+import operator
+from datetime import UTC
+
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    Max,
+    Q,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.expressions import RowRange
+from django.db.models.functions import Coalesce, TruncHour
+
+from campaigns.counters import COUNTER_TABLE, campaign_counters, counters_add
+from campaigns.models import CampaignCounter, Notification
+from tracking.models import Event
+from tracking.reports.report import HOUR_FORMAT, LINK_COUNTERS, PLAIN_COUNTERS, TIMELINE_SERIES
+
+N = Notification.Status
+E = Event.Type
+
+# -- recounting from the rows (the recount_campaign command) ---------------------------------
+
+
+def counter_is_recounted(name: str) -> bool:
+    """True for the names `campaign_counters_recount` rebuilds (others are left alone)."""
+    if name in PLAIN_COUNTERS:
+        return True
+    if name.startswith("link:"):
+        return name.rsplit(":", 1)[-1] in LINK_COUNTERS
+    series, at, _ = name.partition("@")
+    return bool(at) and series in TIMELINE_SERIES
+
+
+def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
+    """The SES outcome counters of `ses` (a campaign's SES events; `hard`: which bounces are
+    hard), by tracking.esp_events' rule: each row moves forward only (campaigns.ledger.RANK), so
+    an event moved its row when its status ranks above every earlier event's of that row (and
+    above `sent`, where every row SES reports on starts)."""
+    from campaigns.ledger import RANK
+    from tracking.ses_events.record import BOUNCE_COUNTERS, COUNTERS, NOTIFICATION_STATUS
+
+    moves = []  # (condition, rank, counter)
+    for event_type, status in NOTIFICATION_STATUS.items():
+        if event_type == E.BOUNCED:
+            moves.append((Q(type=E.BOUNCED) & hard, RANK[status], BOUNCE_COUNTERS["hard"]))
+        else:
+            moves.append((Q(type=event_type), RANK[status], COUNTERS[event_type]))
+    # Before SES events had their own intake, anymail recorded SES's Rendering Failure as
+    # `failed`.
+    moves.append((Q(type=E.FAILED), RANK[N.FAILED], COUNTERS[E.RENDERING_FAILED]))
+    rank = Case(*(When(c, then=Value(r)) for c, r, _ in moves), output_field=IntegerField())
+    counter = Case(*(When(c, then=Value(n)) for c, _, n in moves), output_field=CharField())
+    moved = (
+        ses.filter(functools.reduce(operator.or_, (c for c, _, _ in moves)))
+        .annotate(rank=rank, counter=counter)
+        .annotate(
+            before=Window(
+                Max("rank"),
+                partition_by=[F("notification_id")],
+                order_by=F("id").asc(),
+                frame=RowRange(start=None, end=-1),
+            )
+        )
+        .filter(rank__gt=Coalesce("before", RANK[N.SENT]))
+    )
+    counts = {name: 0 for _, _, name in moves}
+    # Grouped outside: SQL cannot group by a window function's result.
+    counts.update(
+        Event.objects.filter(pk__in=moved.values("pk"))
+        .annotate(counter=counter)
+        .values_list("counter")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    soft = Case(When(hard, then=None), When(type=E.BOUNCED, then=F("notification_id")))
+    counts.update(
+        ses.aggregate(
+            bounced_soft=Count(soft, distinct=True),
+            delayed=Count("notification_id", distinct=True, filter=Q(type=E.DEFERRED)),
+        )
+    )
+    return counts
+
+
+def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
+    """The campaign's counters counted from its ledger rows and events (non-zero ones only).
+
+    Seconds for a million recipients: a handful of GROUP BY queries over the campaign's rows.
+    What each counts (the writers count the same, one at a time):
+    - sent: rows with an SES MessageId (accepted, whatever SES said later); failed: `failed`
+      rows without one (a later Rendering Failure makes a sent row `failed`); unknown, skipped:
+      rows in that status.
+    - SES outcomes count messages, as tracking.esp_events does: an outcome that moves the
+      ledger (delivered, hard bounce, complaint, reject, rendering failure) counts where it
+      moved its row, found by replaying each row's SES events in the order they were recorded;
+      soft bounces and delays count the rows that had one.
+    - opens and clicks are our own pixel's and redirect's events (source `tracking`); unique
+      ones count notifications; human ones have the verdict `human` (events recorded before
+      verdicts existed have none, so they count in "all" only). Hourly series by UTC hour.
+    - unsubscribed: notifications with an unsubscribe event.
+    """
+    counts: dict[str, int] = {}
+    not_accepted = Q(message_id__isnull=True) | Q(message_id="")
+    counts.update(
+        Notification.objects.filter(campaign_id=campaign_id).aggregate(
+            sent=Count("id", filter=~not_accepted),
+            failed=Count("id", filter=Q(status=N.FAILED) & not_accepted),
+            unknown=Count("id", filter=Q(status=N.UNKNOWN)),
+            skipped=Count("id", filter=Q(status=N.SKIPPED)),
+        )
+    )
+
+    events = Event.objects.filter(notification__campaign_id=campaign_id)
+    ses = events.filter(source__in=[Event.Source.SES, Event.Source.SES_FILE])
+    # Bounces recorded before `bounce_type` existed: SES's own bounceType says which.
+    hard = Q(bounce_type=Event.BounceType.HARD) | Q(
+        bounce_type="", payload__bounce__bounceType="Permanent"
+    )
+
+    counts.update(_ses_outcomes_recount(ses, hard))
+    counts["unsubscribed"] = events.filter(type=E.UNSUBSCRIBED).aggregate(
+        n=Count("notification_id", distinct=True)
+    )["n"]
+
+    own = events.filter(source=Event.Source.TRACKING)
+    human = Q(verdict=Event.Verdict.HUMAN)
+    for kind, event_type in (("opens", E.OPENED), ("clicks", E.CLICKED)):
+        of_type = Q(type=event_type)
+        counts.update(
+            own.aggregate(
+                **{
+                    kind: Count("id", filter=of_type),
+                    f"unique_{kind}": Count("notification_id", distinct=True, filter=of_type),
+                    f"human_{kind}": Count("id", filter=of_type & human),
+                    f"unique_human_{kind}": Count(
+                        "notification_id", distinct=True, filter=of_type & human
+                    ),
+                }
+            )
+        )
+    for row in (
+        own.filter(type=E.CLICKED, link__isnull=False)
+        .values("link__index")
+        .annotate(
+            clicks=Count("id"),
+            unique_clicks=Count("notification_id", distinct=True),
+            human_clicks=Count("id", filter=human),
+        )
+        .order_by()
+    ):
+        for name in LINK_COUNTERS:
+            counts[f"link:{row['link__index']}:{name}"] = row[name]
+    for row in (
+        own.filter(type__in=[E.OPENED, E.CLICKED])
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values("hour", "type")
+        .annotate(all=Count("id"), human=Count("id", filter=human))
+        .order_by()
+    ):
+        kind = "opens" if row["type"] == E.OPENED else "clicks"
+        hour = row["hour"].astimezone(UTC).strftime(HOUR_FORMAT)
+        counts[f"{kind}@{hour}"] = row["all"]
+        counts[f"human_{kind}@{hour}"] = row["human"]
+    return {name: value for name, value in counts.items() if value}
+
+
+def counters_rebuild(*, campaign_id: int, apply: bool = True) -> dict[str, tuple[int, int]]:
+    """Recount the campaign's report counters from its ledger and events; where they drifted,
+    replace them (unless `apply` is False: a check). Returns {name: (stored, recounted)} for
+    every counter that differed. Only the counters the report reads are recounted
+    (tracking.reports.recount.counter_is_recounted); any other name is left alone.
+    """
+    with transaction.atomic():
+        if apply and connection.vendor == "postgresql":
+            # Writers add to counters in the same transaction as the rows they count. This
+            # lock waits for every writer holding counter rows to commit, and holds back new
+            # ones until the rebuild commits: a writer blocked here has not committed its row,
+            # so the recount misses it and its delta lands on top of the rebuilt value; nothing
+            # is counted twice or lost. It pauses every campaign's counter writes for the
+            # recount's duration (seconds at a million recipients).
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {COUNTER_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        recounted = campaign_counters_recount(campaign_id=campaign_id)
+        stored = {
+            name: value
+            for name, value in campaign_counters(campaign_id=campaign_id).items()
+            if counter_is_recounted(name)
+        }
+        drift = {
+            name: (stored.get(name, 0), recounted.get(name, 0))
+            for name in sorted(stored.keys() | recounted.keys())
+            if stored.get(name, 0) != recounted.get(name, 0)
+        }
+        if apply and drift:
+            CampaignCounter.objects.filter(campaign_id=campaign_id, name__in=stored).delete()
+            counters_add(campaign_id=campaign_id, deltas=recounted)
+    return drift
