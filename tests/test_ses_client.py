@@ -521,9 +521,11 @@ def test_an_unreadable_answer_is_outcome_unknown(kind, answer):
         (503, ["x-amzn-ErrorType: ServiceUnavailable"], b"{}", SesOutcomeUnknown,
          "ServiceUnavailable"),
         (302, ["Location: http://elsewhere.example/"], b"", SesOutcomeUnknown, "302"),
+        # A forwarding proxy's, never SES's: the proxy passed nothing on.
+        (407, ['Proxy-Authenticate: Basic realm="p"'], b"<html>", SesUnreachable, "407"),
     ],
     ids=["429", "throttling", "limit-exceeded", "rejected-naming-addresses", "403",
-         "address-as-code", "500-not-json", "503", "redirect"],
+         "address-as-code", "500-not-json", "503", "redirect", "proxy-407"],
 )  # fmt: skip
 def test_error_answers_are_the_four_exceptions(kind, status, headers, body, error, code):
     server = Recorder(status=status, body=body, headers=[h.split(": ", 1) for h in headers])

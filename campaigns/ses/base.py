@@ -6,7 +6,8 @@ interchangeable: the delivery tests run against both. Every error is one of four
 exceptions, each saying what the pipeline may do next:
 
 - SesThrottled: SES refused the call for its rate; nothing was sent. Retry later.
-- SesUnreachable: no connection was made; SES never saw the call. Retry later.
+- SesUnreachable: no connection was made (or a proxy refused the call); SES never saw the
+  call. Retry later.
 - SesRejected: SES answered 4xx and refused the whole call; nothing was sent. Not worth
   retrying as it is (the reason says why).
 - SesOutcomeUnknown: the call may have reached SES (a 5xx, a timeout, an answer cut short).
@@ -72,7 +73,8 @@ class SesThrottled(SesError):
 
 
 class SesUnreachable(SesError):
-    """No connection to SES was made: nothing was sent."""
+    """No connection to SES was made (or a proxy refused to pass the call on): nothing was
+    sent."""
 
 
 class SesRejected(SesError):

@@ -17,6 +17,7 @@ from campaigns.ses.base import (
     SesOutcomeUnknown,
     SesRejected,
     SesThrottled,
+    SesUnreachable,
     blank_addresses,
 )
 
@@ -252,11 +253,14 @@ def max_send_rate(answer: object) -> float:
 def answer_error(*, operation: str, code: str, status: int | None, message: str) -> SesError:
     """The exception for an error answer from SES: throttled (a rate code, or 429), rejected
     (any other 4xx: SES looked at the call and refused it) or outcome unknown (5xx, or
-    anything else: SES may have acted on it). A code that is not an identifier (an odd
-    endpoint's) is replaced by the status: codes go to logs as they are."""
+    anything else: SES may have acted on it). A 407 is not SES's but a forwarding proxy's,
+    refusing the call before passing it on: unreachable. A code that is not an identifier
+    (an odd endpoint's) is replaced by the status: codes go to logs as they are."""
     if not _ERROR_CODE.match(code):
         code = str(status or "UnknownError")
     reason = f"{operation}: {code}: {message}" if message else f"{operation}: {code}"
+    if status == 407:
+        return SesUnreachable(f"{operation}: the proxy refused the call", code=code, status=status)
     if status == 429 or code in THROTTLE_CODES:
         return SesThrottled(reason, code=code, status=status)
     if status is not None and 400 <= status < 500:

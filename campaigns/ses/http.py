@@ -8,7 +8,9 @@ them as JSON (orjson), SigV4-signed exactly as botocore signs them (tested again
 over one keep-alive connection per thread (opened by http.client; the request written and
 the answer read here). Credentials, region, endpoint (`AWS_ENDPOINT_URL_SESV2` included) and
 timeouts come from the boto3 client it is given, so it is configured exactly as boto3 would
-be; the rare calls (stored templates, the account's quota) go through that boto3 client.
+be; the rare calls (stored templates, the account's quota) go through that boto3 client. So
+is its proxy: the client config's `proxies`, else HTTPS_PROXY / HTTP_PROXY unless NO_PROXY
+names the endpoint's host, chosen and used as botocore chooses and uses it.
 
 Every failure is one of the four SesErrors (campaigns.ses.base); there are no retries.
 """
@@ -22,12 +24,15 @@ import http.client
 import select
 import socket
 import threading
+import urllib.request
+from base64 import b64encode
 from datetime import UTC, datetime
 from importlib import metadata
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 from botocore.exceptions import BotoCoreError, NoCredentialsError, PartialCredentialsError
+from django.core.exceptions import ImproperlyConfigured
 
 from campaigns.ses import calls
 from campaigns.ses.base import (
@@ -78,6 +83,16 @@ class HttpSesClient(calls.SesClient):
         self._canonical_host = (
             self._host if self._port == default_port else f"{self._host}:{self._port}"
         )
+        self._proxy, self._proxy_headers = _proxy(self.endpoint_url, meta.config.proxies)
+        # Through a proxy, as botocore (urllib3's ProxyManager) does it: an https:// endpoint
+        # through a CONNECT tunnel (the proxy sees neither the request nor the credentials);
+        # an http:// one forwarded, the request sent to the proxy with the absolute URL as its
+        # target and the proxy's credentials in each request's head.
+        forwarding = self._proxy is not None and not self._https
+        self._target = f"http://{self._canonical_host}" if forwarding else ""
+        self._proxy_head = "".join(
+            f"{name}: {value}\r\n" for name, value in self._proxy_headers.items() if forwarding
+        )
         self._local = threading.local()
 
     # -- the interface ------------------------------------------------------------------------
@@ -114,8 +129,8 @@ class HttpSesClient(calls.SesClient):
         connection = self._connection(operation)
         head = "".join(
             [
-                f"POST {path} HTTP/1.1\r\nHost: {self._canonical_host}\r\n"
-                f"User-Agent: {USER_AGENT}\r\n"
+                f"POST {self._target}{path} HTTP/1.1\r\nHost: {self._canonical_host}\r\n"
+                f"User-Agent: {USER_AGENT}\r\n{self._proxy_head}"
                 f"Accept-Encoding: identity\r\nContent-Length: {len(body)}\r\n",
                 *(f"{name}: {value}\r\n" for name, value in headers.items()),
                 "\r\n",
@@ -219,25 +234,73 @@ class HttpSesClient(calls.SesClient):
             connection = None
         if connection is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            connection = cls(self._host, self._port, timeout=self.connect_timeout)
+            if self._proxy is None:
+                connection = cls(self._host, self._port, timeout=self.connect_timeout)
+            else:
+                connection = cls(*self._proxy, timeout=self.connect_timeout)
+                if self._https:  # TLS with the endpoint (its name checked) inside the tunnel
+                    connection.set_tunnel(
+                        self._host,
+                        self._port,
+                        headers={"User-Agent": USER_AGENT, **self._proxy_headers},
+                    )
             try:
-                connection.connect()  # (TLS handshake included: nothing is sent before it)
+                # TLS handshake and the proxy's CONNECT included: nothing is sent before them.
+                connection.connect()
             except TimeoutError:
                 connection.close()
                 raise SesUnreachable(
                     f"{operation}: no connection within {self.connect_timeout} s",
                     code="ConnectTimeoutError",
                 ) from None
-            except OSError as err:  # refused, DNS, TLS
+            except OSError as err:  # refused, DNS, TLS, the proxy refusing the tunnel
                 connection.close()
+                via = " through the proxy" if self._proxy else ""
                 raise SesUnreachable(
-                    f"{operation}: no connection to SES ({type(err).__name__})",
-                    code="EndpointConnectionError",
+                    f"{operation}: no connection to SES{via} ({type(err).__name__})",
+                    code="ProxyConnectionError" if self._proxy else "EndpointConnectionError",
                 ) from None
             connection.sock.settimeout(self.read_timeout)
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._local.connection = connection
         return connection
+
+
+def _proxy(
+    endpoint_url: str, configured: dict[str, str] | None
+) -> tuple[tuple[str, int] | None, dict[str, str]]:
+    """The proxy botocore would send to `endpoint_url` through, as (host, port) or None, and
+    the headers it would give it (Proxy-Authorization, from the proxy URL's user:password).
+
+    botocore takes the client config's `proxies`, else the environment's unless the host is
+    one NO_PROXY names (botocore.utils.get_environ_proxies: urllib's getproxies and
+    proxy_bypass, lower-case variables first), then the entry for the endpoint's scheme."""
+    url = urlsplit(endpoint_url)
+    proxies = configured
+    if not proxies:
+        try:
+            bypass = urllib.request.proxy_bypass(url.netloc)
+        except (TypeError, socket.gaierror):  # as botocore: an odd host is not bypassed
+            bypass = False
+        proxies = {} if bypass else urllib.request.getproxies()
+    proxy_url = proxies.get(url.scheme)
+    if not proxy_url:
+        return None, {}
+    if not proxy_url.startswith(("http:", "https:")):  # "host:port", as botocore reads it
+        proxy_url = ("http:" if proxy_url.startswith("//") else "http://") + proxy_url
+    proxy = urlsplit(proxy_url)
+    if proxy.scheme != "http" or not proxy.hostname:
+        # TLS to the proxy itself (an https:// proxy URL) is not something http.client does;
+        # going around the proxy instead would break the installation's egress rules.
+        raise ImproperlyConfigured(
+            "SES_CLIENT=http needs an http:// proxy (the tunnel to SES is TLS either way); "
+            "use SES_CLIENT=boto3 for an https:// one."
+        )
+    headers = {}
+    if proxy.username and proxy.password:  # botocore sends them only as a pair
+        pair = f"{unquote(proxy.username)}:{unquote(proxy.password)}"
+        headers["Proxy-Authorization"] = "Basic " + b64encode(pair.encode()).decode()
+    return (proxy.hostname, proxy.port or 80), headers
 
 
 def _utcnow() -> datetime:
