@@ -266,8 +266,11 @@ class LocalRateLimiter(BaseRateLimiter):
     def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
         with self._lock:
             now = self.clock.now()
-            tat = max(self._tat, now) + n / self.rate
-            wait = max(0.0, tat - now - self.burst / self.rate)
+            start = max(self._tat, now)
+            tat = start + n / self.rate
+            # tat - now - burst / rate, summed so that an idle limiter's n <= burst waits
+            # exactly 0 (the other order leaves ~1e-13 s, which a timeout of 0 refuses).
+            wait = max(0.0, (start - now) + (n - self.burst) / self.rate)
             if max_wait is not None and wait > max_wait:
                 return False, wait
             self._tat = tat
