@@ -23,7 +23,9 @@ Why GCRA rather than a two-field token bucket or a sliding-window log:
   nothing ever blocks forever, and an idle key is equivalent to a missing one, so it expires.
 
 Time is Redis server time (TIME inside the script), so the clocks of the workers' machines do
-not matter. Needs Redis >= 5 (scripts replicate their effects; 3.2-4.x are asked to).
+not matter. Needs Redis >= 5 (scripts replicate their effects; 3.2-4.x are asked to). Waits are
+timed and slept on a `Clock` (the process's monotonic clock); tests give a fake one, which the
+Redis limiter then also hands to the script in place of TIME.
 
 Without Redis (the demo: file-system broker and SQLite) `ses_rate_limiter()` returns a
 `LocalRateLimiter`: same algorithm and interface, but per process only, so N worker processes
@@ -39,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 from django.conf import settings
@@ -75,13 +78,17 @@ DEFAULT_SEND_RATE_FRACTION = 0.95
 ON_WAIT_INTERVAL_SECONDS = 1.0
 
 # KEYS[1]: TAT in µs of Redis server time. ARGV: n, rate (tokens/s), burst (tokens), max wait
-# (µs; negative: no limit). Returns {granted 1/0, wait µs}; a refused reservation writes nothing.
+# (µs; negative: no limit), and, from tests only, now (µs) in place of Redis's TIME. Returns
+# {granted 1/0, wait µs}; a refused reservation writes nothing.
 # µs since 1970 (~1.8e15) stay exact in Lua's doubles (2^53 ~ 9e15); costs round up, so
 # rounding never lets a reservation in early. The key lives until the TAT passes, plus 1 s.
 _GCRA_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_wait = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
@@ -100,11 +107,35 @@ class RateLimitUnavailable(Exception):
     """The shared limiter's Redis cannot be reached: no slot was taken."""
 
 
+class Clock(Protocol):
+    """Where a limiter reads the time and sleeps: seconds that only ever go forward."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    """The process's own clock (time.monotonic, time.sleep)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+MONOTONIC_CLOCK = MonotonicClock()
+
+
 class BaseRateLimiter:
     """Reservations of tokens (here: recipients) at `rate` per second with `burst` tolerance."""
 
-    def __init__(self, *, name: str, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self, *, name: str, rate: float, burst: float | None = None, clock: Clock = MONOTONIC_CLOCK
+    ) -> None:
         self.name = name
+        self.clock = clock
         self.configure(rate=rate, burst=burst)
 
     def configure(self, *, rate: float, burst: float | None = None) -> None:
@@ -136,19 +167,20 @@ class BaseRateLimiter:
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0, not {timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        clock = self.clock
+        deadline = None if timeout is None else clock.now() + timeout
         for _ in range(LATE_RETRIES + 1):
-            started = time.monotonic()
+            started = clock.now()
             max_wait = None if deadline is None else max(0.0, deadline - started)
             granted, wait = self._reserve(_check(n), max_wait=max_wait)
             if not granted:
                 return False
-            _sleep(wait, on_wait)
+            _sleep(wait, on_wait, clock=clock)
             # Woken (or answered) much later than the slot: the process was not scheduled in
             # time. Sent now, this call would bunch with the next slots' calls (seen at the
             # endpoint: 12 calls of 50 within 1 s at 7.6 calls/s on a loaded 2-core box), so
             # the stale slot is left unused and a fresh one taken.
-            if time.monotonic() - (started + wait) <= LATE_TOLERANCE_SECONDS:
+            if clock.now() - (started + wait) <= LATE_TOLERANCE_SECONDS:
                 return True
         return True  # still late after a few tries: send rather than starve
 
@@ -156,15 +188,15 @@ class BaseRateLimiter:
         raise NotImplementedError
 
 
-def _sleep(seconds: float, on_wait: Callable[[], object] | None) -> None:
+def _sleep(seconds: float, on_wait: Callable[[], object] | None, *, clock: Clock) -> None:
     if on_wait is None:
         if seconds > 0:
-            time.sleep(seconds)
+            clock.sleep(seconds)
         return
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        time.sleep(min(left, ON_WAIT_INTERVAL_SECONDS))
-        if end - time.monotonic() > 0:
+    end = clock.now() + seconds
+    while (left := end - clock.now()) > 0:
+        clock.sleep(min(left, ON_WAIT_INTERVAL_SECONDS))
+        if end - clock.now() > 0:
             on_wait()
 
 
@@ -178,14 +210,25 @@ class RateLimiter(BaseRateLimiter):
     """The limit shared by every process using the same Redis and name (key `ratelimit:<name>`).
 
     One round-trip per call (EVALSHA; redis-py loads the script on NOSCRIPT and retries).
+    Slots are timed by Redis's clock, the one all machines share; a `clock` (tests only)
+    replaces it, as well as the process's clock for the waits.
     """
 
     def __init__(
-        self, redis_client: redis.Redis, *, name: str, rate: float, burst: float | None = None
+        self,
+        redis_client: redis.Redis,
+        *,
+        name: str,
+        rate: float,
+        burst: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(name=name, rate=rate, burst=burst)
+        super().__init__(
+            name=name, rate=rate, burst=burst, clock=MONOTONIC_CLOCK if clock is None else clock
+        )
         self.key = f"ratelimit:{name}"
         self._script = redis_client.register_script(_GCRA_LUA)
+        self._script_clock = clock
 
     def acquire(
         self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
@@ -203,25 +246,31 @@ class RateLimiter(BaseRateLimiter):
         if n == 0:
             return True, 0.0
         max_wait_us = -1 if max_wait is None else math.floor(max_wait * 1e6)
-        granted, wait_us = self._script(
-            keys=[self.key], args=[n, self.rate, self.burst, max_wait_us]
-        )
+        args = [n, self.rate, self.burst, max_wait_us]
+        if self._script_clock is not None:
+            args.append(round(self._script_clock.now() * 1e6))
+        granted, wait_us = self._script(keys=[self.key], args=args)
         return bool(granted), wait_us / 1e6
 
 
 class LocalRateLimiter(BaseRateLimiter):
     """The same contract within one process (threads), for setups without Redis."""
 
-    def __init__(self, *, name: str, rate: float, burst: float | None = None) -> None:
-        super().__init__(name=name, rate=rate, burst=burst)
+    def __init__(
+        self, *, name: str, rate: float, burst: float | None = None, clock: Clock = MONOTONIC_CLOCK
+    ) -> None:
+        super().__init__(name=name, rate=rate, burst=burst, clock=clock)
         self._lock = threading.Lock()
-        self._tat = 0.0  # time.monotonic() seconds
+        self._tat = 0.0  # seconds of self.clock
 
     def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
         with self._lock:
-            now = time.monotonic()
-            tat = max(self._tat, now) + n / self.rate
-            wait = max(0.0, tat - now - self.burst / self.rate)
+            now = self.clock.now()
+            start = max(self._tat, now)
+            tat = start + n / self.rate
+            # tat - now - burst / rate, summed so that an idle limiter's n <= burst waits
+            # exactly 0 (the other order leaves ~1e-13 s, which a timeout of 0 refuses).
+            wait = max(0.0, (start - now) + (n - self.burst) / self.rate)
             if max_wait is not None and wait > max_wait:
                 return False, wait
             self._tat = tat

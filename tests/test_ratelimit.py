@@ -1,10 +1,13 @@
-"""The global SES rate limit: real Redis, several real processes, the local SES endpoint."""
+"""The global SES rate limit: its maths on a fake clock (through real Redis and in process),
+one real-time test of processes sharing a Redis limiter, and the rate read from SES."""
 
 import bisect
+import heapq
 import logging
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -14,6 +17,8 @@ import redis
 
 from campaigns import ratelimit
 from campaigns.ratelimit import (
+    LATE_RETRIES,
+    ON_WAIT_INTERVAL_SECONDS,
     LocalRateLimiter,
     RateLimiter,
     RateLimitUnavailable,
@@ -27,6 +32,25 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 needs_redis = pytest.mark.skipif(
     not REDIS_URL, reason="REDIS_URL is unset: run under scripts/with-services.sh (make test)"
 )
+START = 1000.0  # the fake clock's first reading
+US = 1e-6  # Redis's limiter counts in whole µs
+
+
+class FakeClock:
+    """A clock that moves only when slept on: waits cost no real time. `overruns` are added
+    to the next sleeps (a process woken late)."""
+
+    def __init__(self) -> None:
+        self.time = START
+        self.slept: list[float] = []
+        self.overruns: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.time += seconds + (self.overruns.pop(0) if self.overruns else 0.0)
 
 
 @pytest.fixture
@@ -43,6 +67,20 @@ def name(client):
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
     client.delete(f"ratelimit:{name}")
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture(params=["redis", "local"])
+def make_limiter(request, clock):
+    """Both limiters on the fake clock: the Lua script and the Python code do the same maths."""
+    if request.param == "local":
+        return lambda **kwargs: LocalRateLimiter(name="local", clock=clock, **kwargs)
+    client, name = request.getfixturevalue("client"), request.getfixturevalue("name")
+    return lambda **kwargs: RateLimiter(client, name=name, clock=clock, **kwargs)
 
 
 @pytest.fixture
@@ -75,7 +113,7 @@ def _assert_paced(stamps, *, n, rate, burst, duration):
     assert sent >= 0.8 * rate * duration, f"starved: {sent} in {duration} s at {rate}/s"
 
 
-# --- the Redis limiter --------------------------------------------------------------------
+# --- several processes, real time -----------------------------------------------------------
 
 
 def _hammer(url, name, rate, burst, n, duration, barrier, results):
@@ -97,6 +135,8 @@ def _hammer(url, name, rate, burst, n, duration, barrier, results):
 
 @needs_redis
 def test_processes_share_one_rate(client, name):
+    """The one test on real time: 4 processes, each with its own Redis connection, together
+    stay within one rate (the maths themselves are tested on the fake clock below)."""
     rate, burst, n, duration, workers = 2000.0, 200.0, 50, 2.0, 4
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with Django and threads
     barrier, results = ctx.Barrier(workers), ctx.Queue()
@@ -116,45 +156,6 @@ def test_processes_share_one_rate(client, name):
     _assert_paced(sum(per_worker, []), n=n, rate=rate, burst=burst, duration=duration)
 
 
-@needs_redis
-def test_reservations_queue_in_order_and_n_may_exceed_burst(client, name):
-    limiter = RateLimiter(client, name=name, rate=100, burst=10)
-    # 50 > burst 10: the first waits (50 - 10) / 100 = 0.4 s, the next one 0.5 s more.
-    first, second = limiter.reserve(50), limiter.reserve(50)
-    assert first == pytest.approx(0.4, abs=0.005)
-    assert second == pytest.approx(0.9, abs=0.02)
-    assert 0 < client.pttl(limiter.key) <= 2000  # idle keys go: TAT (~1 s ahead) + 1 s
-
-
-@needs_redis
-def test_acquire_beyond_timeout_takes_nothing(client, name):
-    limiter = RateLimiter(client, name=name, rate=100, burst=10)
-    limiter.reserve(60)  # the next slot is 0.5 s away
-    started = time.monotonic()
-    assert limiter.acquire(50, timeout=0.5) is False  # needs 1.0 s
-    assert time.monotonic() - started < 0.1, "a refusal does not sleep"
-    # Had the refused 50 been taken, this would wait 0.51 + 0.5 s.
-    assert limiter.reserve(1) == pytest.approx(0.51, abs=0.02)
-
-
-@needs_redis
-def test_acquire_sleeps_until_the_slot(client, name):
-    limiter = RateLimiter(client, name=name, rate=100, burst=10)
-    assert limiter.acquire(10, timeout=0) is True  # within the burst: now
-    started = time.monotonic()
-    assert limiter.acquire(5, timeout=1) is True
-    assert time.monotonic() - started >= 0.045  # 5 / 100 s, less Redis-vs-local rounding
-    assert limiter.reserve(0) == 0.0
-
-
-@needs_redis
-def test_rate_change_applies_to_the_next_reservation(client, name):
-    limiter = RateLimiter(client, name=name, rate=100, burst=10)
-    limiter.reserve(10)
-    limiter.configure(rate=10, burst=1)
-    assert limiter.reserve(1) == pytest.approx(0.1, abs=0.01)  # 10 @100/s + 1 @10/s - 1 @10/s
-
-
 def test_unreachable_redis_takes_nothing_and_says_so(caplog):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -171,35 +172,147 @@ def test_unreachable_redis_takes_nothing_and_says_so(caplog):
         limiter.reserve(5)
 
 
+# --- the maths, on a fake clock (both limiters) ---------------------------------------------
+
+
+def _saturate(limiter, clock, *, n, callers, duration) -> list[list[float]]:
+    """Callers that each reserve again the moment their last slot comes (what acquire does
+    when woken on time), for `duration` seconds of the fake clock: each caller's send times."""
+    due = [(START, caller) for caller in range(callers)]
+    stamps: list[list[float]] = [[] for _ in range(callers)]
+    while due:
+        clock.time, caller = heapq.heappop(due)  # the earliest first: time only goes forward
+        slot = clock.time + limiter.reserve(n)
+        if slot < START + duration:
+            stamps[caller].append(slot)
+            heapq.heappush(due, (slot, caller))
+    return stamps
+
+
+def test_callers_share_one_rate_over_many_calls(make_limiter, clock):
+    rate, burst, n, duration, callers = 2000.0, 200.0, 50, 10.0, 4
+    limiter = make_limiter(rate=rate, burst=burst)
+    per_caller = _saturate(limiter, clock, n=n, callers=callers, duration=duration)
+    assert all(per_caller), "every caller got slots"
+    stamps = sum(per_caller, [])
+    _assert_paced(stamps, n=n, rate=rate, burst=burst, duration=duration)
+    # On the fake clock, never starved: the rate throughout, plus the burst.
+    assert rate * duration <= len(stamps) * n <= rate * duration + burst
+
+
+def test_reservations_queue_in_order_and_n_may_exceed_burst(make_limiter):
+    limiter = make_limiter(rate=100, burst=10)
+    # 50 > burst 10: the first waits (50 - 10) / 100 = 0.4 s, the next one 0.5 s more.
+    first, second = limiter.reserve(50), limiter.reserve(50)
+    assert first == pytest.approx(0.4, abs=US)
+    assert second == pytest.approx(0.9, abs=US)
+
+
+def test_idle_redis_keys_expire(client, name, clock):
+    limiter = RateLimiter(client, name=name, rate=100, burst=10, clock=clock)
+    limiter.reserve(50)
+    limiter.reserve(50)
+    # Idle keys go: the TAT (1 s ahead of the last reservation) + 1 s, less Redis's own time.
+    assert 1500 < client.pttl(limiter.key) <= 2000
+
+
+def test_acquire_beyond_timeout_takes_nothing(make_limiter, clock):
+    limiter = make_limiter(rate=100, burst=10)
+    limiter.reserve(60)  # the next slot is 0.5 s away
+    assert limiter.acquire(50, timeout=0.5) is False  # needs 1.0 s
+    assert clock.slept == [], "a refusal does not sleep"
+    # Had the refused 50 been taken, this would wait 0.51 + 0.5 s.
+    assert limiter.reserve(1) == pytest.approx(0.51, abs=US)
+
+
+def test_acquire_sleeps_until_the_slot(make_limiter, clock):
+    limiter = make_limiter(rate=100, burst=10)
+    assert limiter.acquire(10, timeout=0) is True  # within the burst: now
+    assert clock.slept == []
+    assert limiter.acquire(5, timeout=1) is True
+    assert clock.slept == [pytest.approx(0.05, abs=US)]  # 5 / 100 s
+    assert limiter.reserve(0) == 0.0
+
+
+def test_on_wait_runs_every_interval_while_the_wait_lasts(make_limiter, clock):
+    """A running batch keeps its lease alive through a long wait for its slot."""
+    limiter = make_limiter(rate=4, burst=1)
+    calls = []
+    assert limiter.acquire(11, on_wait=lambda: calls.append(clock.now()))  # (11 - 1) / 4 s
+    assert ON_WAIT_INTERVAL_SECONDS == 1.0
+    assert clock.slept == [1.0, 1.0, 0.5]
+    assert calls == [START + 1.0, START + 2.0], "none once the slot has come"
+    calls.clear()
+    assert limiter.acquire(3, on_wait=lambda: calls.append(clock.now()))
+    assert clock.slept[3:] == [0.75] and calls == [], "a short wait: one sleep, no call"
+
+
+def test_rate_change_applies_to_the_next_reservation(make_limiter):
+    limiter = make_limiter(rate=100, burst=10)
+    limiter.reserve(10)
+    limiter.configure(rate=10, burst=1)
+    # 10 @100/s + 1 @10/s - 1 @10/s
+    assert limiter.reserve(1) == pytest.approx(0.1, abs=US)
+
+
+def test_a_slot_used_late_is_given_up_for_a_fresh_one(make_limiter, clock):
+    """Woken long after its slot (the process was not scheduled), a caller takes a new slot
+    instead of sending late and bunching with the next callers' slots."""
+    limiter = make_limiter(rate=10, burst=1)
+    assert limiter.acquire(1)  # within the burst: no wait
+    clock.overruns.append(0.3)  # the next wait overruns its slot by 0.3 s
+    assert limiter.acquire(1)  # slot at +0.1 s, woken at +0.4 s: stale, re-reserved
+    assert clock.now() == pytest.approx(START + 0.4)
+    # A fresh slot was taken when it woke (its 0.1 s paid from +0.4 s on): the limiter's
+    # clock is at +0.5 s. Used late, the stale slot would have left it at +0.2 s, and the
+    # next callers' slots right behind a call that went out 0.3 s late (this would be 0).
+    assert limiter.reserve(1) == pytest.approx(0.1, abs=US)
+
+
+def test_a_caller_late_every_time_sends_rather_than_starves(make_limiter, clock):
+    limiter = make_limiter(rate=10, burst=1)
+    clock.overruns.extend([0.3] * (LATE_RETRIES + 1))
+    assert limiter.acquire(2) is True  # each slot 0.1 s away, each woken 0.3 s late
+    assert clock.slept == [pytest.approx(0.1, abs=US)] * (LATE_RETRIES + 1)
+
+
+def test_a_timeout_passed_while_oversleeping_takes_no_fresh_slot(make_limiter, clock):
+    limiter = make_limiter(rate=10, burst=1)
+    clock.overruns.append(0.3)
+    # The slot (0.1 s) fits the timeout; woken at +0.4 s, past it, no fresh one is taken.
+    assert limiter.acquire(2, timeout=0.15) is False
+    assert clock.slept == [pytest.approx(0.1, abs=US)]
+    # Nothing more was taken: a fresh slot (0.2 s from +0.4 s on) would make this wait 0.2 s.
+    assert limiter.reserve(1) == pytest.approx(0.0, abs=US)
+
+
 # --- the in-process limiter ---------------------------------------------------------------
 
 
-def test_local_limiter_same_contract_across_threads():
-    rate, burst, n, duration = 2000.0, 200.0, 50, 1.0
-    limiter = LocalRateLimiter(name="local", rate=rate, burst=burst)
-    stamps, lock, start = [], threading.Lock(), threading.Barrier(4)
+def test_local_limiter_hands_out_each_slot_once_across_threads(clock):
+    """Threads racing for slots (the clock stands still): none lost, none given twice."""
+    rate, threads, per_thread = 1000.0, 4, 2000
+    limiter = LocalRateLimiter(name="local", rate=rate, burst=1, clock=clock)
+    waits, lock, start = [], threading.Lock(), threading.Barrier(threads)
 
     def worker():
         start.wait()
-        end = time.monotonic() + duration
-        while limiter.acquire(n):
-            now = time.monotonic()
-            if now >= end:
-                return
-            with lock:
-                stamps.append(now)
+        mine = [limiter.reserve(1) for _ in range(per_thread)]
+        with lock:
+            waits.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    _assert_paced(stamps, n=n, rate=rate, burst=burst, duration=duration)
-
-    slow = LocalRateLimiter(name="slow", rate=100, burst=10)
-    assert slow.reserve(50) == pytest.approx(0.4, abs=0.005)
-    assert slow.acquire(50, timeout=0.5) is False
-    assert slow.reserve(1) == pytest.approx(0.41, abs=0.01)  # the refusal took nothing
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch mid-reservation, as they may under load
+    try:
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(timeout=10)
+    finally:
+        sys.setswitchinterval(interval)
+    expected = [k / rate for k in range(threads * per_thread)]  # the k-th slot, less the burst
+    assert sorted(waits) == pytest.approx(expected, abs=US)
 
 
 # --- the rate and the accessor ------------------------------------------------------------
@@ -268,50 +381,18 @@ def test_accessor_shares_redis_and_falls_back_to_process_memory(settings, fresh_
     assert local.acquire(plan.group_size, timeout=0) is True
 
 
-def test_a_slot_used_late_is_given_up_for_a_fresh_one(monkeypatch):
-    """Woken long after its slot (the process was not scheduled), a caller takes a new slot
-    instead of sending late and bunching with the next callers' slots."""
-    import campaigns.ratelimit as ratelimit
-
-    limiter = ratelimit.LocalRateLimiter(name="late", rate=10, burst=1)
-    real_sleep = time.sleep
-    late = []
-
-    def oversleep(seconds):
-        overrun = 0.3 if late and late.pop() else 0.0
-        real_sleep(seconds + overrun)
-
-    monkeypatch.setattr(ratelimit.time, "sleep", oversleep)
-    limiter.acquire(1)  # within the burst: no wait
-    late.append(True)  # the next wait overruns its slot by 0.3 s
-    started = time.monotonic()
-    assert limiter.acquire(1)  # slot at +0.1 s, woken at +0.4 s: stale, re-reserved
-    # A fresh slot was taken when it woke (its 0.1 s paid from +0.4 s on); used late, the
-    # stale slot would have left the limiter's clock at +0.2 s, and the next callers' slots
-    # right behind a call that went out 0.3 s late.
-    assert limiter._tat >= started + 0.45
-
-
 # --- the send plan ----------------------------------------------------------------------
 
 
 def _peak_of_a_saturated_send(plan, seconds: float = 6.0) -> tuple[int, float]:
-    """Callers that always want the next call, through the limiter on a virtual clock: the
+    """Callers that always want the next call, through the limiter on a fake clock: the
     most recipients in any closed 1-second window, and the average rate."""
-    clock = {"now": 1000.0}
-    limiter = LocalRateLimiter(name="plan", rate=plan.rate, burst=plan.burst)
+    clock = FakeClock()
+    limiter = LocalRateLimiter(name="plan", rate=plan.rate, burst=plan.burst, clock=clock)
     stamps = []
-    import campaigns.ratelimit as module
-
-    real_monotonic, real_sleep = module.time.monotonic, module.time.sleep
-    module.time.monotonic = lambda: clock["now"]
-    module.time.sleep = lambda s: clock.__setitem__("now", clock["now"] + s)
-    try:
-        while clock["now"] < 1000.0 + seconds:
-            assert limiter.acquire(plan.group_size)
-            stamps.append(clock["now"])
-    finally:
-        module.time.monotonic, module.time.sleep = real_monotonic, real_sleep
+    while clock.now() < START + seconds:
+        assert limiter.acquire(plan.group_size)
+        stamps.append(clock.now())
     peak, start = 0, 0
     for end, stamp in enumerate(stamps):
         while stamps[start] < stamp - 1.0 - 1e-9:
