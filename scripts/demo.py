@@ -1,13 +1,14 @@
 """`make demo`: migrate an embedded SQLite database, load demo data, then run the web app, a
-Celery worker, beat and the local SES endpoint in the foreground until Ctrl-C (with honcho)."""
+Celery worker, beat and the local SES endpoint in the foreground until Ctrl-C (with honcho).
+tests/test_demo_defaults.py prepares and runs the same processes on a folder of its own."""
 
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
 
 DEMO_ENV = {
@@ -25,15 +26,30 @@ DEMO_ENV = {
 }
 
 
-def main() -> int:
-    # kombu's file-system broker does not create its folder.
-    for folder in ("processed", "control"):
-        (VAR / "broker" / folder).mkdir(parents=True, exist_ok=True)
-    env = {**DEMO_ENV, **os.environ}
+def demo_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The demo's settings under `environ` (which wins), with this Python's tools first on PATH."""
+    env = {**DEMO_ENV, **environ}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def demo_prepare(*, env: Mapping[str, str]) -> None:
+    """What the processes need before they start: the broker's folders (kombu's file-system
+    transport does not create them) and the database's tables, in the folder the settings
+    use (MAILWRIGHT_VAR_DIR, as config.env reads it)."""
+    var = Path(env.get("MAILWRIGHT_VAR_DIR", ROOT / "var"))
+    for folder in ("processed", "control"):
+        (var / "broker" / folder).mkdir(parents=True, exist_ok=True)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--verbosity", "0"], check=True, env=env, cwd=ROOT)
-    subprocess.run([*manage, "demo_setup"], check=True, env=env, cwd=ROOT)
+
+
+def main() -> int:
+    env = demo_environment(os.environ)
+    demo_prepare(env=env)
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "demo_setup"], check=True, env=env, cwd=ROOT
+    )
     try:
         return subprocess.call(
             [str(BIN / "honcho"), "-f", str(ROOT / "Procfile.demo"), "start"], env=env, cwd=ROOT

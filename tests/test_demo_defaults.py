@@ -1,0 +1,173 @@
+"""`make demo`'s embedded defaults, end to end: a fresh SQLite database and the file-system
+broker, with the processes Procfile.demo runs (the local SES endpoint, the web app, a Celery
+worker, beat), as scripts/demo.py prepares them, on a folder of the test's own.
+
+None of the PostgreSQL or Redis that `make test` starts is used: the processes get no
+environment but the demo's (tests.test_deploy.base_environment), so every setting falls back
+to its embedded default, as in the demo. This is what runs the SQLite side of the code that
+branches on the database: the claim and the recording of a send (campaigns.ledger), the
+direct tracking path (tracking.services, tracking.selectors), an SES event
+(tracking.esp_events), a recount (tracking.counters) and the migrations.
+"""
+
+import json
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SesEndpoint, _free_port, wait_for
+from tests.sns_signing import ses_sample
+from tests.test_deploy import base_environment, request
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPIENTS = 100
+# The first link of the demo's template (campaigns/management/commands/demo_setup.py).
+SPRING = "https://example.com/spring?utm_source=demo"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+class Demo:
+    """The demo's processes on `var`, with the local endpoint and the web app on free ports."""
+
+    def __init__(self, var: Path):
+        self.var = var
+        self.ses_port, self.web_port = _free_port(), _free_port()
+        demo = runpy.run_path(str(ROOT / "scripts" / "demo.py"))  # (main() runs as a script)
+        env = demo["demo_environment"]({**base_environment(), "MAILWRIGHT_VAR_DIR": str(var)})
+        self.env = {name: self._ports(value) for name, value in env.items()}
+        self.env["PYTHONUNBUFFERED"] = "1"  # logs complete when a failure shows them
+        demo["demo_prepare"](env=self.env)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def _ports(self, text: str) -> str:
+        return text.replace("127.0.0.1:8025", f"127.0.0.1:{self.ses_port}").replace(
+            "127.0.0.1:8000", f"127.0.0.1:{self.web_port}"
+        )
+
+    def start(self) -> None:
+        """Procfile.demo's processes, each command as written but for its ports and folder."""
+        procfile = dict(
+            line.split(":", 1) for line in (ROOT / "Procfile.demo").read_text().splitlines() if line
+        )
+        assert sorted(procfile) == ["beat", "ses", "web", "worker"]
+        for name, line in procfile.items():
+            command = self._ports(line.strip().replace("--port 8025", f"--port {self.ses_port}"))
+            command = command.replace(" var/", f" {self.var}/")
+            with self.log(name).open("w") as out:
+                self.processes[name] = subprocess.Popen(
+                    shlex.split(command), cwd=ROOT, env=self.env, stdout=out,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        wait_for(lambda: "listening" in self.output("ses"), timeout=30, message=self.logs)
+        wait_for(self._web_answers, timeout=60, message=self.logs)
+        wait_for(lambda: "ready." in self.output("worker"), timeout=60, message=self.logs)
+
+    def _web_answers(self) -> bool:
+        for name, process in self.processes.items():
+            assert process.poll() is None, f"{name} exited\n{self.logs()}"
+        try:
+            return request(self.web_port, "GET", "/admin/login/")[0] == 200
+        except OSError:
+            return False
+
+    def log(self, name: str) -> Path:
+        return self.var / f"{name}.log"
+
+    def output(self, name: str) -> str:
+        return self.log(name).read_text(errors="replace")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{self.output(name)[-4000:]}" for name in self.processes)
+
+    def run(self, *args: str) -> str:
+        """A command in the demo's environment (after the demo's own processes' logs if it
+        fails); its standard output."""
+        done = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+            timeout=90, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}\n{self.logs()}"
+        return done.stdout
+
+    def driver(self, *args: str) -> dict:
+        return json.loads(self.run("-m", "tests.demo_driver", *args).splitlines()[-1])
+
+    def stop(self) -> None:
+        """SIGTERM to all at once (the worker's warm shutdown alone takes seconds), then
+        SIGKILL to any still running 30 s later."""
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def demo(tmp_path):
+    demo = Demo(tmp_path / "var")
+    try:
+        demo.start()
+        yield demo
+    finally:
+        demo.stop()
+
+
+def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_path):
+    sent = demo.driver("send", str(RECIPIENTS), "60")
+    assert (sent["database"], sent["broker"]) == ("sqlite", "filesystem://")
+    assert sent["status"] == "sent", demo.logs()
+    campaign_id = sent["campaign_id"]
+
+    ses = SesEndpoint(f"http://127.0.0.1:{demo.ses_port}")
+    stats = ses.stats()
+    assert (stats["recipients"], stats["distinct_recipients"]) == (RECIPIENTS, RECIPIENTS)
+    messages = ses.messages()
+    assert len(messages) == RECIPIENTS
+
+    # A person opens one message and clicks its first link, through the demo's web process.
+    base = re.escape(f"http://127.0.0.1:{demo.web_port}")
+    html = messages[0]["html"]
+    pixel = re.search(rf'src="{base}(/t/o/[^"]+\.gif)"', html).group(1)
+    click = re.search(rf'href="{base}(/t/c/[^"]+/0)"', html).group(1)
+    headers = {"User-Agent": BROWSER}
+    assert request(demo.web_port, "GET", pixel, headers)[0] == 200
+    status, response_headers, _ = request(demo.web_port, "GET", click, headers)
+    assert (status, response_headers["Location"]) == (302, SPRING)
+
+    # SES reports a delivery and a hard bounce, in an event file as Firehose writes them.
+    delivered, bounced = messages[0], messages[1]
+    events = tmp_path / "ses-events"
+    events.write_text(
+        json.dumps(ses_sample("delivery", message_id=delivered["message_id"],
+                              recipient=delivered["to"][0])) + "\n"
+        + json.dumps(ses_sample("bounce", message_id=bounced["message_id"],
+                                recipient=bounced["to"][0])) + "\n"
+    )  # fmt: skip
+    imported = demo.run("manage.py", "import_ses_events", str(events))
+    assert "total: 1 files, 2 events, 2 recorded" in imported
+
+    report = demo.driver("report", str(campaign_id))
+    assert report["status"] == "sent"
+    assert (report["recipients"], report["sent"]) == (RECIPIENTS, RECIPIENTS)
+    assert report["opens"] >= 1 and report["clicks"] >= 1
+    assert (report["unique_opens"], report["unique_clicks"]) == (1, 1)
+    assert (report["delivered"], report["bounced_hard"]) == (1, 1)
+    assert report["links"][0] == [SPRING, 1]
+
+    # The counters every writer kept on SQLite are what a recount from the rows gives.
+    recount = demo.run("manage.py", "recount_campaign", str(campaign_id))
+    assert f"campaign {campaign_id}: all match" in recount, recount
+
+    for name in demo.processes:
+        output = demo.output(name)
+        assert "Traceback" not in output and "database is locked" not in output, demo.logs()
