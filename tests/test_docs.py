@@ -1,8 +1,9 @@
 """The configuration table in docs/CONFIGURATION.md names every environment variable the code reads.
 
-The code is read with `ast`, not imported: a name counts wherever it is passed, as a literal, to
-one of config/env.py's helpers or to `os.environ` / `os.getenv`. A name that is not a literal
-fails too, since nobody could document it.
+The product's packages (every top-level one but the tests and development tools) are read with
+`ast`, not imported: a name counts wherever it is passed, as a literal, to one of config/env.py's
+helpers or to `os.environ` / `os.getenv`. A name that is not a literal fails too, since nobody
+could document it.
 """
 
 import ast
@@ -12,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "CONFIGURATION.md"
 ENV_MODULE = ROOT / "config" / "env.py"
-PACKAGES = ("config", "campaigns", "tracking", "templates_app")
+# Every top-level package of the product is scanned (new ones too); these are not the product.
+NOT_PRODUCT = {"tests", "seslocal", "bench", "scripts"}
 
 # Documented, but read by others: boto3 (credentials, the endpoint) and docker-compose.yml
 # (the passwords it puts into the app's URLs).
@@ -38,10 +40,18 @@ def _env_helpers() -> set[str]:
     }
 
 
+def _packages() -> list[Path]:
+    return sorted(
+        path.parent
+        for path in ROOT.glob("*/__init__.py")
+        if path.parent.name not in NOT_PRODUCT and not path.parent.name.startswith(".")
+    )
+
+
 def _source_files() -> list[Path]:
     files = []
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
+    for package in _packages():
+        for path in sorted(package.rglob("*.py")):
             parts = path.relative_to(ROOT).parts
             if "tests" in parts or path.name.startswith("test_") or path.name == "conftest.py":
                 continue
@@ -132,6 +142,10 @@ def variables_documented() -> set[str]:
         elif in_table:
             names.update(_NAME.findall(first_cell))
     return names
+
+
+def test_the_product_packages_are_scanned():
+    assert {"config", "campaigns", "tracking", "templates_app"} <= {p.name for p in _packages()}
 
 
 def test_the_helpers_are_found():
