@@ -1,4 +1,4 @@
-"""Settings: read from the environment (see the README's configuration table).
+"""Settings: read from the environment (see docs/CONFIGURATION.md).
 
 The defaults are the embedded demo setup (SQLite, a file-system Celery broker, the local SES
 endpoint); production sets DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and friends.
