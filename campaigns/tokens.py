@@ -28,7 +28,9 @@ from django.conf import settings
 from django.utils.crypto import constant_time_compare
 
 _TRACKING_SALT = "tracking.token"
-_UNSUBSCRIBE_SALT = "tracking.unsubscribe.services"
+_UNSUBSCRIBE_SALT = (
+    "tracking.unsubscribe"  # (named before the module moved: a new salt would void sent links)
+)
 _SIGNATURE_CHARS = 16
 _SIGNED_BYTES = _SIGNATURE_CHARS * 3 // 4  # base64: 3 bytes per 4 characters
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")

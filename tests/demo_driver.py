@@ -58,7 +58,7 @@ def send(recipients: int, timeout: float) -> dict:
 
 
 def report(campaign_id: int) -> dict:
-    from tracking.selectors import PLAIN_COUNTERS, campaign_report
+    from tracking.reports.report import PLAIN_COUNTERS, campaign_report
 
     found = campaign_report(campaign_id=campaign_id)
     return {

@@ -6,8 +6,8 @@ None of the PostgreSQL or Redis that `make test` starts is used: the processes g
 environment but the demo's (tests.test_deploy.base_environment), so every setting falls back
 to its embedded default, as in the demo. This is what runs the SQLite side of the code that
 branches on the database: the claim and the recording of a send (campaigns.ledger), the
-direct tracking path (tracking.services, tracking.selectors), an SES event
-(tracking.esp_events), a recount (tracking.counters) and the migrations.
+direct tracking path (tracking.hits.record, tracking.hits.lookups), an SES event
+(tracking.ses_events.record), a recount (tracking.reports.recount) and the migrations.
 """
 
 import json
