@@ -47,6 +47,8 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from infra.redis_client import redis_client, redis_clients_reset, redis_url
+
 logger = logging.getLogger(__name__)
 
 # The fewest SES calls a second at full rate: a call carries at most 1/20 s of MaxSendRate.
@@ -280,29 +282,12 @@ class LocalRateLimiter(BaseRateLimiter):
 # --- the SES limiter --------------------------------------------------------------------------
 
 
-def redis_url() -> str | None:
-    """REDIS_URL, else CELERY_BROKER_URL when that is Redis; None without Redis (the demo)."""
-    url = getattr(settings, "REDIS_URL", "") or ""
-    if url:
-        return url
-    broker = getattr(settings, "CELERY_BROKER_URL", "") or ""
-    return broker if broker.startswith(("redis://", "rediss://")) else None
-
-
-_clients: dict[str, redis.Redis] = {}
+# Redis answers in µs: this only bounds a hung server (acquire then says False).
+REDIS_TIMEOUT_SECONDS = 5.0
 
 
 def _redis_client() -> redis.Redis | None:
-    url = redis_url()
-    if url is None:
-        return None
-    client = _clients.get(url)
-    if client is None:
-        # Redis answers in µs; 5 s only bounds a hung server (acquire then says False).
-        # redis-py rebuilds its pool after a fork, so a client made before prefork is safe.
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        _clients[url] = client
-    return client
+    return redis_client(timeout=REDIS_TIMEOUT_SECONDS)
 
 
 def _send_rate_fraction() -> float:
@@ -440,4 +425,4 @@ def ses_rate_limiter_reset() -> None:
     global _limiter, _limiter_url, _limiter_plan, _local_rate
     with _lock:
         _limiter, _limiter_url, _limiter_plan, _local_rate = None, None, None, None
-        _clients.clear()
+        redis_clients_reset()

@@ -59,3 +59,8 @@ def redis_thread_client(shared: redis.Redis) -> redis.Redis:
 def redis_thread_client_drop() -> None:
     """Forget this thread's connection (after an error): the next push reconnects."""
     _thread_clients.__dict__.clear()
+
+
+def redis_clients_reset() -> None:
+    """Forget this process's clients (tests, changed settings)."""
+    _clients.clear()
