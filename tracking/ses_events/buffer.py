@@ -18,14 +18,13 @@ logger = logging.getLogger(__name__)
 # -- the buffer (ESP_EVENTS_BUFFER) -------------------------------------------------------------
 # The webhook (tracking.ses_events.webhook), once an SNS message is verified, pushes its SES
 # event to this Redis list and answers 200 (~0.1 ms instead of ~2.7 ms of recording, measured); a
-# thread of `python -m tracking.buffer` claims batches of up to buffer.BATCH_SIZE and records them
-# with ses_events_record. Claims, leases and take-overs are tracking.buffer's (see its docstring).
+# thread of `manage.py flush_buffers` claims batches of up to buffer.BATCH_SIZE and records them
+# with ses_events_record. Claims, leases and take-overs are infra.queue's (see its docstring).
 # A record: "2<TAB>SNS MessageId<TAB>SES event object as SNS carried it (JSON)". The flusher
 # splits it per recipient (ses_event_recipients: anymail's rules), so the request does not build
 # anymail's per-recipient events only to serialise them again, nor quote the event inside
-# another JSON document (together ~15% of its CPU, measured). Format 1, the JSON array [1, SNS
-# MessageId, recipient, SES event object] (one record per recipient), is what earlier versions
-# queued; it is still read.
+# another JSON document (docs/PERFORMANCE.md). A record of another format is kept aside in
+# ESP_EVENTS_DEAD_LETTERS, not lost.
 
 ESP_EVENTS_QUEUE = "esp:events"
 ESP_EVENTS_DEAD_LETTERS = "esp:events:dead"  # records that cannot be recorded: for a person
@@ -55,17 +54,6 @@ def _record_loads(raw: bytes | str) -> tuple[str, list[tuple[str, dict]]]:
     """(SNS MessageId, [(recipient, SES event object)…]) of a record, its recipients those on
     the message (ses_event_recipients); SesEventError if none is, ValueError if unreadable."""
     raw = raw.encode() if isinstance(raw, str) else raw
-    if raw.startswith(b"["):  # format 1
-        try:
-            fmt, sns_id, recipient, payload = json.loads(raw)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"unreadable record: {type(err).__name__}") from None
-        if fmt != 1:
-            raise ValueError(f"unknown record format {fmt!r}")
-        on_message = {r.lower() for r in ses_event_recipients(payload)}
-        if str(recipient).strip().lower() not in on_message:
-            raise SesEventError("no recipient of the event is on its message")
-        return str(sns_id), [(str(recipient), payload)]
     fmt, _, rest = raw.partition(b"\t")
     if fmt != str(_RECORD_FORMAT).encode():
         raise ValueError("unknown record format")
