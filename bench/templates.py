@@ -18,14 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from templates_app.handlebars import to_handlebars  # noqa: E402
 from templates_app.instrument import instrument_html  # noqa: E402
-from templates_app.language import (  # noqa: E402
-    MAX_BODY_BYTES,
-    TemplateSyntaxError,
-    parse,
-    render,
-    to_handlebars,
-)
+from templates_app.language import MAX_BODY_BYTES, TemplateSyntaxError, parse  # noqa: E402
+from templates_app.render import render  # noqa: E402
 
 BLOCK = (
     '<tr><td style="padding:8px;font-family:Arial"><a href="https://shop.example/p/{i}?utm=nl">'

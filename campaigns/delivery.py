@@ -62,7 +62,8 @@ from campaigns.ses import (
     ses_client,
 )
 from campaigns.tokens import ONE_CLICK_HEADER, tokens_for, unsubscribe_urls_for
-from templates_app.language import TemplateSyntaxError, merge_value
+from templates_app.language import TemplateSyntaxError
+from templates_app.render import merge_value
 from templates_app.services import CompiledTemplate, template_compile, template_snapshot
 
 logger = logging.getLogger(__name__)

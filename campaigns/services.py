@@ -30,7 +30,8 @@ from campaigns.models import (
 from campaigns.selectors import ANSWERED_COUNTERS, campaigns_with_unanswered_rows
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from infra.tasks import task_enqueue_on_commit
-from templates_app.language import TemplateSyntaxError, merge_value
+from templates_app.language import TemplateSyntaxError
+from templates_app.render import merge_value
 from templates_app.services import template_compile, template_snapshot
 
 logger = logging.getLogger(__name__)

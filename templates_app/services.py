@@ -14,18 +14,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from templates_app.handlebars import to_handlebars
 from templates_app.instrument import instrument_html
-from templates_app.language import (
-    PARTS,
-    Node,
-    TemplateLimitError,
-    TemplateSyntaxError,
-    field_names,
-    parse,
-    render,
-    to_handlebars,
-)
+from templates_app.language import PARTS, Node, TemplateLimitError, TemplateSyntaxError, parse
 from templates_app.models import Template
+from templates_app.render import field_names, render
 
 #: SES's quota for one stored template, its three parts together ("up to 500 KB",
 #: docs.aws.amazon.com/ses/latest/dg/send-personalized-email-api.html).

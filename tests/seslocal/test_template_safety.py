@@ -12,7 +12,9 @@ from hypothesis import assume, given
 
 from seslocal import serve_in_thread
 from seslocal.handlebars import CompiledTemplate, TemplateError, compile_template, parse_data
-from templates_app.language import parse, render, to_handlebars
+from templates_app.handlebars import to_handlebars
+from templates_app.language import parse
+from templates_app.render import render
 from tests.templates_app.test_handlebars_parity import (
     CASES,
     DATA,

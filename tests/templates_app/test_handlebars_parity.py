@@ -23,19 +23,10 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from pybars import Compiler, strlist
 
-from templates_app.language import (
-    If,
-    TemplateSyntaxError,
-    Text,
-    Var,
-    field_names,
-    merge_data,
-    parse,
-    render,
-    to_handlebars,
-)
+from templates_app.handlebars import to_handlebars
+from templates_app.language import If, TemplateSyntaxError, Text, Var, parse
+from templates_app.render import field_names, merge_data, render
 
-# ---------------------------------------------------------------------------
 # Reference engines
 # ---------------------------------------------------------------------------
 

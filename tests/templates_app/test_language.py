@@ -6,23 +6,10 @@ import time
 
 import pytest
 
-from templates_app.language import (
-    RESERVED_NAMES,
-    If,
-    TemplateSyntaxError,
-    Text,
-    Var,
-    escape_html,
-    field_names,
-    merge_data,
-    merge_value,
-    parse,
-    render,
-    renderer,
-    to_handlebars,
-)
+from templates_app.handlebars import to_handlebars
+from templates_app.language import RESERVED_NAMES, If, TemplateSyntaxError, Text, Var, parse
+from templates_app.render import escape_html, field_names, merge_data, merge_value, render, renderer
 
-# ---------------------------------------------------------------------------
 # Parsing
 # ---------------------------------------------------------------------------
 

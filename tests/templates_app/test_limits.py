@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from seslocal.handlebars import compile_template, parse_data
 from templates_app import instrument, language
+from templates_app.handlebars import to_handlebars
 from templates_app.instrument import MAX_TRACKED_LINKS, instrument_html
 from templates_app.language import (
     MAX_BODY_BYTES,
@@ -30,12 +31,9 @@ from templates_app.language import (
     TemplateSyntaxError,
     Text,
     Var,
-    merge_data,
     parse,
-    render,
-    renderer,
-    to_handlebars,
 )
+from templates_app.render import merge_data, render, renderer
 
 BASE = "https://t.example.com"
 

@@ -9,7 +9,7 @@ import pytest
 from campaigns.models import Campaign, Notification
 from campaigns.services import contact_merge_data
 from seslocal.handlebars import compile_template, parse_data
-from templates_app.language import merge_value, render
+from templates_app.render import merge_value, render
 from templates_app.services import template_compile
 from tests.factories import CampaignFactory, TemplateFactory, list_with_contacts
 
