@@ -22,6 +22,10 @@ READ_ELSEWHERE = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_ENDPOINT_URL_SESV2",
+    # The proxy variables: urllib.request.getproxies() (the lean SES client) and botocore.
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
     "POSTGRES_PASSWORD",
     "REDIS_PASSWORD",
 }
