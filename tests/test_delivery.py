@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns import delivery, services
+from campaigns import delivery, messages, senders, services
 from campaigns.models import Campaign, CampaignCounter, Contact, Membership, Notification
 from campaigns.tokens import unsubscribe_token_for
 from tests.factories import CampaignFactory, list_with_contacts
@@ -217,7 +217,7 @@ def test_a_pause_during_the_wait_for_a_slot_claims_nothing_more(started, ses, mo
     counts = _statuses(started)
     assert set(counts) == {N.SENT, N.CREATED}, counts
     assert counts[N.SENT] == result.sent == result.claimed == ses.stats()["recipients"]
-    assert 10 <= result.sent <= 10 + 5 * delivery.BULK_IN_FLIGHT
+    assert 10 <= result.sent <= 10 + 5 * senders.BULK_IN_FLIGHT
 
 
 def test_cancel_skips_unclaimed_rows_and_counts_add_up(started, ses):
@@ -554,22 +554,22 @@ def test_batches_read_the_template_snapshot_once_per_campaign_version(
 ):
     """A batch reads its campaign without the snapshot; the compiled template is kept per SES
     template name (which names the content), so only a new name reads it again."""
-    delivery._compiled_by_name.clear()
+    messages._compiled_by_name.clear()
 
     def load():
         return Campaign.objects.defer("template_snapshot").get(pk=started.pk)
 
     campaign = load()
     with django_assert_num_queries(1):  # the deferred snapshot
-        first = delivery.campaign_compiled_template(campaign)
+        first = messages.campaign_compiled_template(campaign)
     again = load()
     with django_assert_num_queries(0):
-        assert delivery.campaign_compiled_template(again) is first
+        assert messages.campaign_compiled_template(again) is first
     snapshot = {**started.template_snapshot, "subject": "Changed {{ first_name }}"}
     Campaign.objects.filter(pk=started.pk).update(
         template_snapshot=snapshot, ses_template_name=started.ses_template_name + "x"
     )
-    changed = delivery.campaign_compiled_template(load())
+    changed = messages.campaign_compiled_template(load())
     assert changed is not first
     assert changed.render({"first_name": "Ann"}).subject == "Changed Ann"
 
@@ -577,7 +577,7 @@ def test_batches_read_the_template_snapshot_once_per_campaign_version(
 def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
     from campaigns.ledger import ClaimedRow
 
-    compiled = delivery._compile_snapshot(
+    compiled = messages._compile_snapshot(
         json.dumps(
             {
                 "subject": "{{ first_name }} {{ email }}",
@@ -590,14 +590,14 @@ def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
     )
     attributes = {"city": "Zürich", "score": 3.0, "vip": True, "gone": None}
     row = ClaimedRow(7, 3, "a@example.com", "Ann", "Lee", attributes, "")
-    plan = delivery._merge_plan(compiled.fields)
-    data = delivery._merge_data(row, plan, "7.abcdefghijklmnop", "https://t.example/u")
+    plan = messages.merge_plan(compiled.fields)
+    data = messages.merge_data(row, plan, "7.abcdefghijklmnop", "https://t.example/u")
     expected = services.contact_merge_data(
         email=row.email,
         first_name=row.first_name,
         last_name=row.last_name,
         attributes=attributes,
-        fields=compiled.fields - delivery.BUILTIN_FIELDS,
+        fields=compiled.fields - messages.BUILTIN_FIELDS,
     )
     assert data == {
         **expected,

@@ -20,7 +20,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from campaigns import delivery, services
+from campaigns import senders, services
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.conftest import wait_for
 from tests.factories import CampaignFactory, ContactListFactory
@@ -158,7 +158,7 @@ def observed_peak(messages: list[dict], window: float = 1.0) -> int:
 
 # What one killed process can leave in doubt: its SES calls in flight (the rows of calls not
 # yet made are still `created`: a batch claims one call's rows right before the call).
-IN_FLIGHT_PER_PROCESS = delivery.BULK_IN_FLIGHT * 50
+IN_FLIGHT_PER_PROCESS = senders.BULK_IN_FLIGHT * 50
 
 
 def test_workers_killed_mid_send_strand_only_their_calls_in_flight(ses, celery_workers):
