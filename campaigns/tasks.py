@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, leases, senders, services
+from campaigns import delivery, leases, senders, services, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def campaigns_start_due() -> None:
 
 @shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_sweep() -> None:
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
 
 
 @worker_process_init.connect
