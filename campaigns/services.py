@@ -8,18 +8,17 @@ isn't there.
 import logging
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from campaigns import leases, ledger
+from campaigns import ledger
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
 from campaigns.counters import counters_add, counters_sum
 from campaigns.models import (
-    BatchLease,
     Campaign,
     CampaignLink,
     Contact,
@@ -27,7 +26,7 @@ from campaigns.models import (
     Membership,
     Notification,
 )
-from campaigns.selectors import ANSWERED_COUNTERS, campaigns_with_unanswered_rows
+from campaigns.selectors import ANSWERED_COUNTERS
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from infra.tasks import task_enqueue_on_commit
 from templates_app.language import TemplateSyntaxError
@@ -57,10 +56,6 @@ BATCH_SIZE = 500
 FREEZE_CHUNK = 50_000
 # …and a small first chunk, so the first batches go out within ~0.1 s of the start.
 FIRST_FREEZE_CHUNK = 5_000
-# Where the broker cannot say what is queued, `created` rows untouched this long, with no
-# batch alive, have lost theirs (a crash between commit and enqueue, a purged queue): they
-# are enqueued again. Claims are guarded, so a duplicate batch is harmless.
-CREATED_GRACE = timedelta(minutes=5)
 
 
 class CampaignError(Exception):
@@ -399,10 +394,6 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     return len(ranges)
 
 
-def _enqueue_freeze(campaign_id: int) -> None:
-    task_enqueue_on_commit("campaigns.tasks.campaign_freeze", (campaign_id,))
-
-
 def _enqueue_start(campaign_id: int) -> None:
     task_enqueue_on_commit("campaigns.tasks.campaign_start", (campaign_id,))
 
@@ -417,136 +408,6 @@ def campaigns_start_due() -> list[int]:
     for campaign_id in due:
         _enqueue_start(campaign_id)
     return due
-
-
-def campaigns_sweep() -> None:
-    """Find stuck work (beat, every 10 s): rows of batches that died mid-hand-off, batches
-    lost before they ran, freezes that stopped half-way, finished campaigns, and rows given
-    back just as their campaign was cancelled.
-
-    What runs is known from the batches' leases (campaigns.leases), so the sweep reads the
-    ledger row by row only where nothing runs: without a status index, that read walks all of
-    a campaign's rows (~0.15 s at a million). Campaigns are picked by their counters
-    (campaigns_with_unanswered_rows), so finished and cancelled ones cost nothing.
-    """
-    now = timezone.now()
-    unanswered = campaigns_with_unanswered_rows(statuses=[C.SENDING, C.PAUSED, C.CANCELLED])
-    for campaign_id in unanswered:
-        _settle_dead_batches(campaign_id=campaign_id, now=now)
-    cancelled = set(
-        Campaign.objects.filter(pk__in=unanswered, status=C.CANCELLED).values_list("pk", flat=True)
-    )
-    for campaign_id in sorted(cancelled):
-        ids = list(
-            Notification.objects.filter(campaign_id=campaign_id, status=N.CREATED)
-            .order_by("pk")
-            .values_list("id", flat=True)[:10_000]
-        )
-        with transaction.atomic():
-            skipped = ledger.ledger_transition(
-                ids=ids, from_statuses={N.CREATED}, to=N.SKIPPED, reason="campaign cancelled"
-            )
-            counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
-    # A freeze that stopped half-way (its worker died) shows no progress: finish it.
-    unfrozen = Campaign.objects.filter(
-        status__in=[C.SENDING, C.PAUSED], frozen_at=None, updated_at__lt=now - CREATED_GRACE
-    )
-    for campaign_id in unfrozen.values_list("id", flat=True):
-        logger.warning("campaign %s freeze stalled: freezing the rest", campaign_id)
-        _enqueue_freeze(campaign_id)
-    queued = _bulk_queue_length()
-    for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
-        if campaign_id in unanswered and not leases.leases_live(campaign_id=campaign_id, now=now):
-            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones.
-            _settle_orphans(campaign_id=campaign_id, now=now)
-            _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
-        if campaign_id not in unanswered or not leases.leases_live(
-            campaign_id=campaign_id, now=now
-        ):
-            campaign_finish_if_done(campaign_id=campaign_id)
-
-
-def _settle_dead_batches(*, campaign_id: int, now: datetime) -> None:
-    """The `sending` rows of the campaign's dead leases that no live lease covers (a batch
-    killed mid-hand-off: whatever was in flight may have been sent) → unknown; then the dead
-    leases go. Reads only the dead leases' id ranges (primary key)."""
-    dead = list(
-        BatchLease.objects.filter(
-            campaign_id=campaign_id, heartbeat_at__lt=now - leases.LEASE_TIMEOUT
-        ).values_list("first_id", "last_id")
-    )
-    if not dead:
-        return
-    live = leases.leases_live(campaign_id=campaign_id, now=now)
-    in_range = Q()
-    for first_id, last_id in dead:
-        in_range |= Q(id__range=(first_id, last_id))
-    stranded = [
-        nid
-        for nid in Notification.objects.filter(
-            in_range, campaign_id=campaign_id, status=N.SENDING
-        ).values_list("id", flat=True)
-        if not any(first <= nid <= last for first, last in live)
-    ]
-    _flag_unknown(campaign_id, stranded)
-    leases.leases_drop_dead(campaign_id=campaign_id, now=now)
-
-
-def _settle_orphans(*, campaign_id: int, now: datetime) -> None:
-    """`sending` rows while no batch of the campaign is alive (a batch that died without a
-    lease, or whose lease was lost) → unknown, once they have sat for LEASE_TIMEOUT."""
-    stranded = Notification.objects.filter(
-        campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - leases.LEASE_TIMEOUT
-    ).values_list("id", flat=True)
-    _flag_unknown(campaign_id, list(stranded))
-
-
-def _flag_unknown(campaign_id: int, ids: list[int]) -> None:
-    if not ids:
-        return
-    with transaction.atomic():
-        flagged = ledger.ledger_transition(
-            ids=ids,
-            from_statuses={N.SENDING},
-            to=N.UNKNOWN,
-            reason="batch died during the hand-off to SES",
-        )
-        counters_add(campaign_id=campaign_id, deltas={"unknown": flagged})
-    if flagged:
-        logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
-
-
-def _fan_out_if_lost(*, campaign_id: int, now: datetime, queued: int | None) -> None:
-    """Enqueue batches again for a sending campaign's `created` rows when nothing will send
-    them: no live lease (nothing runs, no retry is due) and nothing waits in the bulk queue —
-    its batches were lost (a worker killed with a task in hand, a purged queue, a retry that
-    never got published). Where the queue cannot be read, only once its rows have sat still
-    for CREATED_GRACE. Claims are guarded, so a batch enqueued twice sends nothing twice."""
-    if queued:
-        return  # its batches may be waiting there
-    rows = Notification.objects.filter(campaign_id=campaign_id)
-    with transaction.atomic():
-        if queued is None and rows.filter(updated_at__gte=now - CREATED_GRACE).exists():
-            return
-        if rows.filter(status=N.CREATED).exists():
-            logger.warning("campaign %s stalled: enqueueing its batches again", campaign_id)
-            campaign_fan_out(campaign_id=campaign_id)
-
-
-def _bulk_queue_length() -> int | None:
-    """Messages waiting in the bulk queue (batches not yet taken by a worker), or None if the
-    broker cannot tell."""
-    from celery import current_app as app
-    from kombu.exceptions import ChannelError
-
-    try:
-        with app.connection_for_read() as conn:
-            return conn.default_channel.queue_declare(queue="bulk", passive=True).message_count
-    except ChannelError:
-        return 0  # Redis keeps no empty queue: it is "not found"
-    except Exception as err:  # noqa: BLE001 (any broker trouble: not known)
-        logger.info("bulk queue length unknown: %s", type(err).__name__)
-        return None
 
 
 def campaign_finish_if_answered(*, campaign_id: int) -> bool:

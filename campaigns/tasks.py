@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, leases, services
+from campaigns import delivery, leases, senders, services, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def campaigns_start_due() -> None:
 
 @shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_sweep() -> None:
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
 
 
 @worker_process_init.connect
@@ -82,6 +82,6 @@ def open_ses_client(**_) -> None:
     """A worker process opens its SES client as it starts, not in its first send (botocore
     loads its service models: up to ~0.7 s of CPU). If that fails, the first send raises."""
     try:
-        delivery.ses_client_open()
+        senders.ses_client_open()
     except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)
         logger.warning("ses client not opened at start: %s", type(err).__name__)

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns import delivery, services
+from campaigns import delivery, messages, senders, services, sweeper
 from campaigns.models import Campaign, CampaignCounter, Contact, Membership, Notification
 from campaigns.tokens import unsubscribe_token_for
 from tests.factories import CampaignFactory, list_with_contacts
@@ -68,7 +68,7 @@ def test_a_batch_finishes_its_campaign_once_the_counters_and_the_ledger_agree(st
     CampaignCounter.objects.filter(campaign_id=started.pk, name="sent").update(value=119)
     assert not services.campaign_finish_if_answered(campaign_id=started.pk)
     assert Campaign.objects.get(pk=started.pk).status == Campaign.Status.SENDING
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
     assert Campaign.objects.get(pk=started.pk).status == Campaign.Status.SENT
 
 
@@ -217,7 +217,7 @@ def test_a_pause_during_the_wait_for_a_slot_claims_nothing_more(started, ses, mo
     counts = _statuses(started)
     assert set(counts) == {N.SENT, N.CREATED}, counts
     assert counts[N.SENT] == result.sent == result.claimed == ses.stats()["recipients"]
-    assert 10 <= result.sent <= 10 + 5 * delivery.BULK_IN_FLIGHT
+    assert 10 <= result.sent <= 10 + 5 * senders.BULK_IN_FLIGHT
 
 
 def test_cancel_skips_unclaimed_rows_and_counts_add_up(started, ses):
@@ -237,7 +237,7 @@ def test_sweeper_flags_rows_of_a_dead_batch_unknown_and_finishes(started, ses):
     Notification.objects.filter(campaign=started).update(
         status=N.SENDING, updated_at=timezone.now() - timedelta(hours=1)
     )
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
     assert _statuses(started) == {N.UNKNOWN: 120}
     started.refresh_from_db()
     assert started.status == Campaign.Status.SENT
@@ -258,7 +258,7 @@ def test_sweeper_settles_a_dead_batch_within_seconds_and_spares_live_ones(starte
         heartbeat_at=timezone.now() - leases.LEASE_TIMEOUT - timedelta(seconds=1)
     )
     leases.lease_take(campaign_id=started.pk, first_id=ids[60], last_id=ids[-1])  # alive
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
     assert _statuses(started) == {N.UNKNOWN: 60, N.SENDING: 60}
     assert list(BatchLease.objects.filter(campaign=started).values_list("first_id", flat=True)) == [
         ids[60]
@@ -286,7 +286,7 @@ def test_sweeper_leaves_created_rows_to_a_batch_waiting_for_its_retry(
         until=timezone.now() + timedelta(minutes=5),
     )
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
-        services.campaigns_sweep()
+        sweeper.campaigns_sweep()
     assert enqueued == []
 
 
@@ -303,7 +303,7 @@ def test_sweeper_leaves_created_rows_whose_batches_wait_in_the_queue(
         app.send_task("campaigns.tasks.campaigns_sweep", queue="bulk", connection=conn)
         try:
             with django_capture_on_commit_callbacks(execute=False) as enqueued:
-                services.campaigns_sweep()
+                sweeper.campaigns_sweep()
         finally:
             conn.default_channel.queue_purge("bulk")
     assert enqueued == []
@@ -320,7 +320,7 @@ def test_sweeper_reenqueues_a_campaign_whose_batches_were_lost(
         updated_at=timezone.now() - timedelta(hours=1)
     )
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
-        services.campaigns_sweep()
+        sweeper.campaigns_sweep()
     assert len(enqueued) == 1
     started.refresh_from_db()
     assert started.status == Campaign.Status.SENDING
@@ -465,7 +465,7 @@ def test_rows_given_back_after_a_cancel_are_skipped_not_stranded(started, ses, m
 
 def test_sweeper_skips_created_rows_left_in_a_cancelled_campaign(started):
     Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.CANCELLED)
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
     assert _statuses(started) == {N.SKIPPED: 120}
 
 
@@ -477,7 +477,7 @@ def test_sweeper_reads_the_ledger_only_of_campaigns_with_unanswered_rows(started
     Campaign.objects.filter(pk=started.pk).update(status=Campaign.Status.CANCELLED)
     cancelled = [Campaign.Status.CANCELLED]
     assert campaigns_with_unanswered_rows(statuses=cancelled) == [started.pk]  # 120 created
-    services.campaigns_sweep()  # skips them, counting them
+    sweeper.campaigns_sweep()  # skips them, counting them
     assert campaigns_with_unanswered_rows(statuses=cancelled) == []
     # Counters short of the audience (drifted, or rows given back late): read again.
     CampaignCounter.objects.filter(campaign=started, name="skipped").update(value=119)
@@ -524,8 +524,8 @@ def test_a_campaign_is_not_finished_before_its_audience_is_frozen(
     assert not services.campaign_finish_if_done(campaign_id=started.pk)
     Campaign.objects.filter(pk=started.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=True):
-        services.campaigns_sweep()  # the freeze looks dead: the sweeper has it finished
-    services.campaigns_sweep()  # …and the next sweep finds the campaign done
+        sweeper.campaigns_sweep()  # the freeze looks dead: the sweeper has it finished
+    sweeper.campaigns_sweep()  # …and the next sweep finds the campaign done
     started.refresh_from_db()
     assert started.frozen_at is not None and started.status == Campaign.Status.SENT
 
@@ -554,22 +554,22 @@ def test_batches_read_the_template_snapshot_once_per_campaign_version(
 ):
     """A batch reads its campaign without the snapshot; the compiled template is kept per SES
     template name (which names the content), so only a new name reads it again."""
-    delivery._compiled_by_name.clear()
+    messages._compiled_by_name.clear()
 
     def load():
         return Campaign.objects.defer("template_snapshot").get(pk=started.pk)
 
     campaign = load()
     with django_assert_num_queries(1):  # the deferred snapshot
-        first = delivery.campaign_compiled_template(campaign)
+        first = messages.campaign_compiled_template(campaign)
     again = load()
     with django_assert_num_queries(0):
-        assert delivery.campaign_compiled_template(again) is first
+        assert messages.campaign_compiled_template(again) is first
     snapshot = {**started.template_snapshot, "subject": "Changed {{ first_name }}"}
     Campaign.objects.filter(pk=started.pk).update(
         template_snapshot=snapshot, ses_template_name=started.ses_template_name + "x"
     )
-    changed = delivery.campaign_compiled_template(load())
+    changed = messages.campaign_compiled_template(load())
     assert changed is not first
     assert changed.render({"first_name": "Ann"}).subject == "Changed Ann"
 
@@ -577,7 +577,7 @@ def test_batches_read_the_template_snapshot_once_per_campaign_version(
 def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
     from campaigns.ledger import ClaimedRow
 
-    compiled = delivery._compile_snapshot(
+    compiled = messages._compile_snapshot(
         json.dumps(
             {
                 "subject": "{{ first_name }} {{ email }}",
@@ -590,14 +590,14 @@ def test_merge_data_is_the_contacts_as_services_give_them_plus_the_builtins():
     )
     attributes = {"city": "Zürich", "score": 3.0, "vip": True, "gone": None}
     row = ClaimedRow(7, 3, "a@example.com", "Ann", "Lee", attributes, "")
-    plan = delivery._merge_plan(compiled.fields)
-    data = delivery._merge_data(row, plan, "7.abcdefghijklmnop", "https://t.example/u")
+    plan = messages.merge_plan(compiled.fields)
+    data = messages.merge_data(row, plan, "7.abcdefghijklmnop", "https://t.example/u")
     expected = services.contact_merge_data(
         email=row.email,
         first_name=row.first_name,
         last_name=row.last_name,
         attributes=attributes,
-        fields=compiled.fields - delivery.BUILTIN_FIELDS,
+        fields=compiled.fields - messages.BUILTIN_FIELDS,
     )
     assert data == {
         **expected,

@@ -20,7 +20,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from campaigns import delivery, services
+from campaigns import senders, services, sweeper
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.conftest import wait_for
 from tests.factories import CampaignFactory, ContactListFactory
@@ -97,7 +97,7 @@ def sweep_while(predicate, *, timeout: float, message: str = "", every: float = 
                 f"timed out waiting: {message() if callable(message) else message}"
             )
         if now >= next_sweep:
-            services.campaigns_sweep()
+            sweeper.campaigns_sweep()
             next_sweep = now + every
         time.sleep(0.2)
 
@@ -158,7 +158,7 @@ def observed_peak(messages: list[dict], window: float = 1.0) -> int:
 
 # What one killed process can leave in doubt: its SES calls in flight (the rows of calls not
 # yet made are still `created`: a batch claims one call's rows right before the call).
-IN_FLIGHT_PER_PROCESS = delivery.BULK_IN_FLIGHT * 50
+IN_FLIGHT_PER_PROCESS = senders.BULK_IN_FLIGHT * 50
 
 
 def test_workers_killed_mid_send_strand_only_their_calls_in_flight(ses, celery_workers):
@@ -427,7 +427,7 @@ def test_cancel_while_a_batch_is_throttled_leaves_no_row_created(ses, celery_wor
     services.campaign_cancel(campaign=campaign)
     ses.faults(throttle=1.0)  # the batch's calls in flight are throttled: rows given back
     celery_workers.wait_quiescent(timeout=60)
-    services.campaigns_sweep()
+    sweeper.campaigns_sweep()
 
     counts = statuses(campaign)
     assert counts[N.SKIPPED] > 0

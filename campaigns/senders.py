@@ -1,0 +1,275 @@
+"""The two ways a batch sends a call's claimed rows, and what SES's answers come to.
+
+- bulk (the default): SendBulkEmail with the campaign's stored template, a few calls in
+  flight per process; a call refused for its request's content is split in halves until the
+  entry at fault is alone;
+- rendered: one SendEmail per recipient, rendered here from the same compiled template,
+  several in flight per process.
+
+Each runs in pool threads and touches no database: it answers with a GroupOutcome, which the
+batch (campaigns.delivery) records.
+"""
+
+import functools
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+from django.conf import settings
+
+from campaigns.addresses import InvalidAddress, sender_header
+from campaigns.ledger import ClaimedRow
+from campaigns.messages import merge_data, merge_plan, shared_headers
+from campaigns.models import Campaign
+from campaigns.ses import (
+    BulkEntry,
+    SesError,
+    SesOutcomeUnknown,
+    SesRejected,
+    SesThrottled,
+    SesUnreachable,
+    ses_client,
+)
+from campaigns.tokens import tokens_for, unsubscribe_urls_for
+from templates_app.services import CompiledTemplate
+
+logger = logging.getLogger(__name__)
+
+# SES calls in flight at once per worker process: SendBulkEmail groups on the bulk path,
+# SendEmail messages on the rendered path.
+BULK_IN_FLIGHT = 4
+RENDERED_CONCURRENCY = 8
+# SES refusals of a whole call that name its request's content (an address or header it
+# cannot parse): the call is split to find the entry at fault. SES validates an address in
+# one entry by refusing the whole call ("Illegal address"), as it does for a SendEmail.
+CONTENT_REFUSALS = frozenset(
+    {"BadRequestException", "InvalidParameterValue", "ValidationException", "400"}
+)
+# Refusals that are about the campaign or the account, never one recipient: failing every
+# recipient for them would spend the audience; the campaign is paused with the reason.
+CAMPAIGN_REFUSALS = frozenset(
+    {
+        "NotFoundException",  # the stored template is gone
+        "MailFromDomainNotVerifiedException",
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "MessageRejected",  # bulk only: the same template for all (an unverified sender)
+    }
+)
+
+
+@dataclass
+class GroupOutcome:
+    """What became of one SES call's rows: {id: MessageId} accepted, {id: (verdict, reason)}
+    refused or unknown, ids to give back (throttled), and a campaign-level refusal."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    retry: list[int] = field(default_factory=list)
+    # SES refused the campaign itself (CAMPAIGN_REFUSALS): the reason to pause it with.
+    campaign_refused: str = ""
+
+    def merge(self, other: "GroupOutcome") -> "GroupOutcome":
+        self.accepted.update(other.accepted)
+        self.errors.update(other.errors)
+        self.retry.extend(other.retry)
+        self.campaign_refused = self.campaign_refused or other.campaign_refused
+        return self
+
+
+class Sender(Protocol):
+    """What a batch needs of a way of sending."""
+
+    # How many of its calls a batch keeps in flight at once.
+    in_flight: int
+    # The contact attributes its messages read (the claim loads only these).
+    attributes: tuple[str, ...]
+
+    def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
+        """Send the rows from a pool thread; the future's result is their outcome."""
+        ...
+
+
+def sender_for(campaign: Campaign, compiled: CompiledTemplate) -> Sender:
+    """The campaign's way of sending; ValueError if its From cannot be sent."""
+    if campaign.send_path == Campaign.SendPath.RENDERED:
+        return RenderedSender(campaign, compiled)
+    return BulkSender(campaign, compiled)
+
+
+def ses_client_open() -> None:
+    """Open the process's SES client as a worker process starts (campaigns.tasks)."""
+    ses_client()
+
+
+class BulkSender:
+    """SendBulkEmail calls with the stored template, a few in flight (pool threads)."""
+
+    def __init__(self, campaign: Campaign, compiled: CompiledTemplate) -> None:
+        self.campaign_id = campaign.pk
+        self.in_flight = BULK_IN_FLIGHT
+        self.plan = merge_plan(compiled.fields)
+        self.attributes = self.plan[1]
+        self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
+        self.template_name = campaign.ses_template_name
+        self.headers = tuple(shared_headers(campaign).items())
+
+    def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
+        return _group_pool().submit(self.send, rows)
+
+    def send(self, rows: list[ClaimedRow]) -> GroupOutcome:
+        """Runs in a pool thread: no database."""
+        outcome = GroupOutcome()
+        entries, sent_rows = [], []
+        plan = self.plan
+        ids = [row.id for row in rows]
+        for row, token, url in zip(rows, tokens_for(ids), unsubscribe_urls_for(ids), strict=True):
+            try:
+                data = orjson.dumps(merge_data(row, plan, token, url)).decode()
+            except Exception as err:  # noqa: BLE001 (one recipient's data: that recipient fails)
+                outcome.errors[row.id] = (
+                    "failed",
+                    f"could not build the message: {type(err).__name__}",
+                )
+                continue
+            entries.append(BulkEntry(row.email, data, (("List-Unsubscribe", f"<{url}>"),)))
+            sent_rows.append(row)
+        if entries:
+            outcome.merge(self._call(sent_rows, entries))
+        return outcome
+
+    def _call(self, rows: list[ClaimedRow], entries: list[BulkEntry]) -> GroupOutcome:
+        try:
+            results = ses_client().send_bulk(
+                from_address=self.from_address,
+                template_name=self.template_name,
+                entries=entries,
+                headers=self.headers,
+                configuration_set=settings.SES_CONFIGURATION_SET,
+            )
+        except (SesThrottled, SesUnreachable):
+            return GroupOutcome(retry=[row.id for row in rows])
+        except SesRejected as err:
+            if err.code in CONTENT_REFUSALS and len(rows) > 1:
+                # Nothing was sent: find the entry at fault by halves (≤ 2n - 1 calls).
+                half = len(rows) // 2
+                return self._call(rows[:half], entries[:half]).merge(
+                    self._call(rows[half:], entries[half:])
+                )
+            if err.code in CAMPAIGN_REFUSALS:
+                return GroupOutcome(retry=[row.id for row in rows], campaign_refused=_reason(err))
+            return GroupOutcome(errors={row.id: ("failed", _reason(err)) for row in rows})
+        except SesOutcomeUnknown as err:
+            return GroupOutcome(errors={row.id: ("unknown", _reason(err)) for row in rows})
+        except Exception as err:  # noqa: BLE001 (a bug: the call may have gone, so unknown)
+            logger.exception("bulk send failed campaign=%s", self.campaign_id)
+            reason = f"internal error: {type(err).__name__}"
+            return GroupOutcome(errors={row.id: ("unknown", reason) for row in rows})
+        if len(results) != len(rows):  # (the clients check it; this path must never guess)
+            reason = "SES answered for a different number of recipients"
+            return GroupOutcome(errors={row.id: ("unknown", reason) for row in rows})
+        outcome = GroupOutcome()
+        for row, result in zip(rows, results, strict=True):
+            if result.accepted:
+                outcome.accepted[row.id] = result.message_id
+            elif result.retryable:
+                outcome.retry.append(row.id)
+            else:
+                reason = f"{result.status}: {result.error}" if result.error else result.status
+                outcome.errors[row.id] = ("failed", reason[:300])
+        return outcome
+
+
+class RenderedSender:
+    """One SendEmail per recipient, rendered here, several in flight (pool threads)."""
+
+    def __init__(self, campaign: Campaign, compiled: CompiledTemplate) -> None:
+        self.campaign_id = campaign.pk
+        self.compiled = compiled
+        self.in_flight = 1  # a group's messages already go in parallel
+        self.plan = merge_plan(compiled.fields)
+        self.attributes = self.plan[1]
+        self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
+        self.headers = shared_headers(campaign)
+
+    def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
+        # From a thread of its own: the batch keeps its lease alive while the group goes.
+        return _group_pool().submit(self.send, rows)
+
+    def send(self, rows: list[ClaimedRow]) -> GroupOutcome:
+        outcome = GroupOutcome()
+        for part in _rendered_pool().map(self._send_one, rows):
+            outcome.merge(part)
+        return outcome
+
+    def _send_one(self, row: ClaimedRow) -> GroupOutcome:
+        """Runs in a pool thread: no database."""
+        [token], [url] = tokens_for([row.id]), unsubscribe_urls_for([row.id])
+        try:
+            rendered = self.compiled.render(merge_data(row, self.plan, token, url))
+            if "\r" in rendered.subject or "\n" in rendered.subject:
+                raise ValueError("a line break in the subject")
+        except Exception as err:  # noqa: BLE001 (one recipient's message: that recipient fails)
+            return GroupOutcome(
+                errors={row.id: ("failed", f"could not render the message: {type(err).__name__}")}
+            )
+        headers = (*self.headers.items(), ("List-Unsubscribe", f"<{url}>"))
+        try:
+            message_id = ses_client().send_simple(
+                from_address=self.from_address,
+                to=row.email,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                headers=headers,
+                configuration_set=settings.SES_CONFIGURATION_SET,
+            )
+        except (SesThrottled, SesUnreachable):
+            return GroupOutcome(retry=[row.id])  # this one again later; the rest go on
+        except SesRejected as err:
+            if err.code in CAMPAIGN_REFUSALS - {"MessageRejected"}:
+                return GroupOutcome(retry=[row.id], campaign_refused=_reason(err))
+            return GroupOutcome(errors={row.id: ("failed", _reason(err))})
+        except SesOutcomeUnknown as err:
+            return GroupOutcome(errors={row.id: ("unknown", _reason(err))})
+        except Exception as err:  # noqa: BLE001 (a bug: the call may have gone, so unknown)
+            logger.exception("send failed campaign=%s", self.campaign_id)
+            return GroupOutcome(
+                errors={row.id: ("unknown", f"internal error: {type(err).__name__}")}
+            )
+        return GroupOutcome(accepted={row.id: message_id})
+
+
+def _reason(err: SesError) -> str:
+    """The ledger's reason for an SES refusal: its code and SES's words (no address)."""
+    text = f"{err.code}: {err.reason}" if err.code and err.code not in err.reason else err.reason
+    return text[:300]
+
+
+@functools.lru_cache(maxsize=64)
+def _from_address(value: str) -> str:
+    """A campaign's From as SES takes it (campaigns.addresses.sender_header, once per value);
+    ValueError if it cannot be sent."""
+    try:
+        return sender_header(value)
+    except InvalidAddress as err:
+        raise ValueError("the sender cannot be used") from err
+
+
+@functools.cache
+def _group_pool() -> ThreadPoolExecutor:
+    # Bulk path: a few SendBulkEmail calls in flight per process, so the wait for one answer
+    # (~10 ms for 50 entries) overlaps with preparing the next group.
+    return ThreadPoolExecutor(max_workers=BULK_IN_FLIGHT, thread_name_prefix="ses-bulk")
+
+
+@functools.cache
+def _rendered_pool() -> ThreadPoolExecutor:
+    # SendEmail carries one recipient: a few calls in flight at once hide the round-trip
+    # (~5 ms) behind the rendering of the next ones.
+    return ThreadPoolExecutor(max_workers=RENDERED_CONCURRENCY, thread_name_prefix="ses-send")
