@@ -495,7 +495,7 @@ def unanalyzed_campaign(n: int, **fields) -> list:
     writes them, with no ANALYZE since: the planner knows nothing of them. PostgreSQL only
     (skips the test elsewhere)."""
     from campaigns.models import Contact, Notification
-    from tests.factories import CampaignFactory
+    from tests.factories import CampaignFactory, NotificationFactory
 
     if connection.vendor != "postgresql":
         pytest.skip("a PostgreSQL plan")
@@ -505,7 +505,8 @@ def unanalyzed_campaign(n: int, **fields) -> list:
         Contact(email=f"plan{tag}-{i}@example.org") for i in range(n)
     )
     return Notification.objects.bulk_create(
-        Notification(campaign=campaign, contact=contact, **fields) for contact in contacts
+        NotificationFactory.build(campaign=campaign, contact=contact, **fields)
+        for contact in contacts
     )
 
 
