@@ -28,6 +28,8 @@ from tests.factories import CampaignLinkFactory, NotificationFactory
 from tracking.hits import buffer as hits_buffer
 from tracking.models import Event
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.django_db(transaction=True)
 def test_the_flusher_runs_below_the_web_servers_cpu_priority(tmp_path):

@@ -776,6 +776,7 @@ def test_the_webhook_will_not_start_without_pinned_topics(settings):
         ses_webhook_wsgi(WSGIHandler())
 
 
+@pytest.mark.slow
 def test_the_web_server_fails_at_start_up_naming_what_to_set(tmp_path):
     """The real start-up (config.wsgi, as granian loads it), without SNS_TOPIC_ARNS."""
     env = {

@@ -709,6 +709,7 @@ def test_a_scanner_flooding_every_link_is_still_caught_by_the_all_links_rule(cli
 
 
 @pytest.mark.parametrize("name", ["direct", "buffered"])
+@pytest.mark.slow
 def test_the_cap_is_per_window(client, notification, settings, name):
     settings.TRACKING_REPEAT_CAP = 2
     settings.TRACKING_REPEAT_WINDOW_SECONDS = 2
