@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format clean bench bench-tracking
+.PHONY: install demo test test-fast lint format clean bench bench-tracking
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ clean:
 test: $(BIN)/.installed $(HANDLEBARS_JS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" NODE_PATH="$(CURDIR)/.cache/js/node_modules" \
 	  scripts/with-services.sh $(BIN)/pytest -q
+
+## test-fast: the inner loop: the suite less the tests marked worker, browser, e2e or slow (pyproject.toml)
+FAST_TESTS := not worker and not browser and not e2e and not slow
+test-fast: $(BIN)/.installed $(HANDLEBARS_JS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" NODE_PATH="$(CURDIR)/.cache/js/node_modules" \
+	  scripts/with-services.sh $(BIN)/pytest -q -m "$(FAST_TESTS)"
 
 ## bench: the send benchmark (N recipients, default 1,000,000; SEND_PATH=bulk|rendered)
 N ?= 1000000

@@ -18,6 +18,27 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The markers a test gets from the fixtures it uses (registered in pyproject.toml), so that
+# `make test-fast` leaves out every test that starts a worker or a browser, or restarts a
+# service, without each test having to say so.
+FIXTURE_MARKERS = {
+    "celery_worker_process": "worker",
+    "celery_workers": "worker",
+    "page": "browser",
+    "redis_server": "slow",
+    "postgres_server": "slow",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+        # Generated (hypothesis) tests run hundreds of examples each: seconds apiece.
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker("slow")
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -495,7 +516,7 @@ def unanalyzed_campaign(n: int, **fields) -> list:
     writes them, with no ANALYZE since: the planner knows nothing of them. PostgreSQL only
     (skips the test elsewhere)."""
     from campaigns.models import Contact, Notification
-    from tests.factories import CampaignFactory
+    from tests.factories import CampaignFactory, NotificationFactory
 
     if connection.vendor != "postgresql":
         pytest.skip("a PostgreSQL plan")
@@ -505,7 +526,8 @@ def unanalyzed_campaign(n: int, **fields) -> list:
         Contact(email=f"plan{tag}-{i}@example.org") for i in range(n)
     )
     return Notification.objects.bulk_create(
-        Notification(campaign=campaign, contact=contact, **fields) for contact in contacts
+        NotificationFactory.build(campaign=campaign, contact=contact, **fields)
+        for contact in contacts
     )
 
 

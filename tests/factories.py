@@ -1,7 +1,19 @@
-import factory
+"""factory-boy factories for the tests' rows: contacts, lists, templates, campaigns, the ledger
+(notifications), tracked links, events and SES events waiting for their message."""
 
-from campaigns.models import Campaign, Contact, ContactList, Membership
+import factory
+from django.utils import timezone
+
+from campaigns.models import (
+    Campaign,
+    CampaignLink,
+    Contact,
+    ContactList,
+    Membership,
+    Notification,
+)
 from templates_app.models import Template
+from tracking.models import Event, PendingEspEvent
 
 
 class ContactFactory(factory.django.DjangoModelFactory):
@@ -43,6 +55,70 @@ class CampaignFactory(factory.django.DjangoModelFactory):
     template = factory.SubFactory(TemplateFactory)
     contact_list = factory.SubFactory(ContactListFactory)
     from_email = "News <news@example.com>"
+
+
+class CampaignLinkFactory(factory.django.DjangoModelFactory):
+    """A campaign's tracked link: pass `index` for a campaign's second and later links."""
+
+    class Meta:
+        model = CampaignLink
+
+    campaign = factory.SubFactory(CampaignFactory)
+    index = 0
+    url = factory.LazyAttribute(lambda link: f"https://example.com/{link.index}")
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    """A ledger row: `created`, with no MessageId, unless told. `sent=True` is a row SES
+    accepted (status `sent` and a MessageId of its own); other statuses are passed as they
+    are, with whatever MessageId and reason the test needs."""
+
+    class Meta:
+        model = Notification
+
+    campaign = factory.SubFactory(CampaignFactory)
+    contact = factory.SubFactory(ContactFactory)
+
+    class Params:
+        sent = factory.Trait(
+            status=Notification.Status.SENT,
+            message_id=factory.Sequence(lambda n: f"message-{n}"),
+        )
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    """Something that happened to a sent message, now unless told. The traits set the type
+    and the source it comes from (our tracking views, or SES); verdicts, links and bounce
+    types only where the test gives them, except `bounced` (a hard bounce)."""
+
+    class Meta:
+        model = Event
+
+    notification = factory.SubFactory(NotificationFactory, sent=True)
+    type = Event.Type.OPENED
+    source = Event.Source.TRACKING
+    occurred_at = factory.LazyFunction(timezone.now)
+
+    class Params:
+        opened = factory.Trait(type=Event.Type.OPENED, source=Event.Source.TRACKING)
+        clicked = factory.Trait(type=Event.Type.CLICKED, source=Event.Source.TRACKING)
+        delivered = factory.Trait(type=Event.Type.DELIVERED, source=Event.Source.SES)
+        bounced = factory.Trait(
+            type=Event.Type.BOUNCED, source=Event.Source.SES, bounce_type=Event.BounceType.HARD
+        )
+
+
+class PendingEspEventFactory(factory.django.DjangoModelFactory):
+    """An SES event kept until its message is recorded, due for its next attempt now."""
+
+    class Meta:
+        model = PendingEspEvent
+
+    esp_event_id = factory.Sequence(lambda n: f"pending-{n}")
+    message_id = factory.Sequence(lambda n: f"unknown-{n}")
+    source = Event.Source.SES
+    payload = factory.LazyFunction(lambda: {"eventType": "Delivery"})
+    next_attempt_at = factory.LazyFunction(timezone.now)
 
 
 def list_with_contacts(n: int, **contact_kwargs) -> ContactList:

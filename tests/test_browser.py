@@ -9,7 +9,7 @@ from django.db import connections
 
 from campaigns.counters import counters_add
 from campaigns.models import Campaign
-from tests.factories import CampaignFactory, list_with_contacts
+from tests.factories import CampaignFactory, NotificationFactory, list_with_contacts
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -82,9 +82,8 @@ def test_progress_updates_live_with_rate_and_eta(page, live_server):
     Campaign.objects.filter(pk=campaign.pk).update(
         status=Campaign.Status.SENDING, recipient_count=100
     )
-    Notification.objects.bulk_create(
-        [Notification(campaign=campaign, contact=c) for c in campaign.contact_list.contacts.all()]
-    )
+    for contact in campaign.contact_list.contacts.all():
+        NotificationFactory(campaign=campaign, contact=contact)
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
     page.wait_for_timeout(2500)  # the first poll: the baseline of the rate
 

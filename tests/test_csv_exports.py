@@ -8,9 +8,14 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from campaigns.csv_cells import csv_cell_escape, csv_cell_unescape
-from campaigns.models import Campaign, CampaignLink, Contact, Notification
+from campaigns.models import Campaign, Contact
 from tests.admin_helpers import EXPORT_URL, import_file
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import (
+    CampaignFactory,
+    CampaignLinkFactory,
+    ContactFactory,
+    NotificationFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -88,7 +93,7 @@ def test_a_contacts_export_imports_back_unchanged(admin_client):
 def test_report_csv_prefixes_formulas(admin_client):
     campaign = CampaignFactory(name="=2+5@x")
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENT)
-    CampaignLink.objects.create(campaign=campaign, index=0, url="https://example.com/=x")
+    CampaignLinkFactory(campaign=campaign, index=0, url="https://example.com/=x")
 
     rows = _rows(admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/report.csv"))
     assert rows[0] == ["Campaign", str(campaign.pk), "'=2+5@x"]
@@ -103,7 +108,7 @@ def test_recipients_csv_prefixes_formulas(admin_client):
     for contact, (reason, message_id) in zip(
         contacts, [("=2+5@x", "@mid"), ("-1", "'mid")], strict=True
     ):
-        Notification.objects.create(
+        NotificationFactory(
             campaign=campaign, contact=contact, status="failed", reason=reason,
             message_id=message_id,
         )  # fmt: skip

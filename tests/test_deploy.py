@@ -98,6 +98,7 @@ print("imported")
 """
 
 
+@pytest.mark.slow
 def test_the_image_leaves_seslocal_out_and_the_app_runs_without_it():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert not any(dep.startswith("pybars3") for dep in project["project"]["dependencies"])
@@ -122,6 +123,7 @@ def test_the_image_leaves_seslocal_out_and_the_app_runs_without_it():
 # --- https only in production ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_the_production_environment():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_environment())
     assert result.returncode == 0, result.stdout + result.stderr
@@ -160,6 +162,7 @@ def settings_in(env: dict[str, str], *names: str) -> list[str]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_request_limits_come_from_the_environment():
     env = production_environment(
         DJANGO_MAX_REQUEST_BYTES="1000",
@@ -205,6 +208,7 @@ def login(client, password, username=USERNAME, **extra):
     return client.post(LOGIN, {"username": username, "password": password}, **extra)
 
 
+@pytest.mark.slow
 def test_login_throttling_settings_come_from_the_environment():
     env = production_environment(
         LOGIN_FAILURE_LIMIT="7", LOGIN_COOLOFF_MINUTES="60", DJANGO_TRUSTED_PROXY_COUNT="2"
@@ -435,6 +439,7 @@ def test_compose_redis_needs_a_password_and_the_app_sends_it():
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+@pytest.mark.slow
 def test_compose_file_validates_and_requires_its_secrets():
     secrets_env = {
         "DJANGO_SECRET_KEY": "k", "POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r",

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from campaigns.models import CampaignCounter, Contact, Notification
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignFactory, NotificationFactory
 from tests.sns_signing import ses_sample
 from tests.test_webhooks import post, sns_envelope
 from tracking.models import Event, PendingEspEvent
@@ -21,12 +21,7 @@ pytestmark = pytest.mark.django_db
 def sent():
     """Three sent notifications of one campaign, message ids m0..m2."""
     campaign = CampaignFactory()
-    return [
-        Notification.objects.create(
-            campaign=campaign, contact=ContactFactory(), status="sent", message_id=f"m{i}"
-        )
-        for i in range(3)
-    ]
+    return [NotificationFactory(campaign=campaign, sent=True, message_id=f"m{i}") for i in range(3)]
 
 
 def record(sample: str, row: Notification, **kwargs) -> dict:

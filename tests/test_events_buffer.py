@@ -9,10 +9,10 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
-from campaigns.models import Contact, Notification
+from campaigns.models import Contact
 from infra import queue
 from tests.conftest import call_wsgi, redis_buffer
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignFactory, ContactFactory, NotificationFactory
 from tests.sns_signing import default_signer, sns_headers
 from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
 from tracking.models import Event, PendingEspEvent
@@ -47,9 +47,9 @@ def scenario(prefix: str):
     campaigns = [CampaignFactory(), CampaignFactory()]
     contacts = [ContactFactory() for _ in range(4)]
     notifications = [
-        Notification.objects.create(
-            campaign=campaigns[i // 4], contact=contacts[i % 4],
-            status=Notification.Status.SENT, message_id=f"{prefix}-m{i}",
+        NotificationFactory(
+            campaign=campaigns[i // 4], contact=contacts[i % 4], sent=True,
+            message_id=f"{prefix}-m{i}",
         )
         for i in range(8)
     ]  # fmt: skip
@@ -194,10 +194,7 @@ def test_an_event_for_two_recipients_is_one_record_and_two_events(client, settin
         settings.ESP_EVENTS_BUFFER = buffered_intake
         prefix = f"two-{buffered_intake}"
         contact = ContactFactory()
-        notification = Notification.objects.create(
-            campaign=CampaignFactory(), contact=contact, status=Notification.Status.SENT,
-            message_id=f"{prefix}-m",
-        )  # fmt: skip
+        notification = NotificationFactory(contact=contact, sent=True, message_id=f"{prefix}-m")
         event = ses_event("Delivery", f"{prefix}-m", contact.email)
         event["delivery"]["recipients"].append("cc@example.org")
         event["mail"]["destination"].append("cc@example.org")

@@ -4,11 +4,11 @@ autovacuum analyzes them, and a plan chosen on "about one row" scanned them all 
 
 import pytest
 from django.db import transaction
-from django.utils import timezone
 
 from campaigns.models import Notification
 from infra.db import pg_lookup_sql, pg_rows
 from tests.conftest import plan_nodes, unanalyzed_campaign
+from tests.factories import EventFactory
 from tracking.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -19,8 +19,7 @@ def clicked():
     """3,000 notifications of a new campaign, each clicked once, none of it analyzed."""
     notifications = unanalyzed_campaign(3_000, status="sent")
     Event.objects.bulk_create(
-        Event(notification=n, type="clicked", source="tracking", occurred_at=timezone.now())
-        for n in notifications
+        EventFactory.build(notification=n, clicked=True) for n in notifications
     )
     return [n.pk for n in notifications]
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns.models import CampaignLink, Notification
+from campaigns.models import Notification
 from campaigns.tokens import token_for
 from infra import queue
 from tests.conftest import (
@@ -24,9 +24,11 @@ from tests.conftest import (
     stop_process,
     wait_for,
 )
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignLinkFactory, NotificationFactory
 from tracking.hits import buffer as hits_buffer
 from tracking.models import Event
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.django_db(transaction=True)
@@ -62,11 +64,8 @@ def test_a_flood_through_two_web_processes_is_capped_once_and_recorded(tmp_path)
     """As deployed: granian with 2 worker processes, the buffer on (lingering pushes), the
     flusher beside them. A flood of one token, spread over both processes, stores the cap
     once (the count is Redis's, shared), not once per process; the rest is counted dropped."""
-    campaign = CampaignFactory()
-    CampaignLink.objects.create(campaign=campaign, index=0, url="https://example.com/a")
-    notification = Notification.objects.create(
-        campaign=campaign, contact=ContactFactory(), status="sent", message_id="m-flood"
-    )
+    link = CampaignLinkFactory(index=0, url="https://example.com/a")
+    notification = NotificationFactory(campaign=link.campaign, sent=True, message_id="m-flood")
     Notification.objects.filter(pk=notification.pk).update(
         updated_at=timezone.now() - timedelta(hours=1)
     )

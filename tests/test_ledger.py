@@ -13,7 +13,7 @@ from campaigns.ledger import (
 )
 from campaigns.models import Notification
 from tests.conftest import plan_nodes, unanalyzed_campaign
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignFactory, ContactFactory, NotificationFactory
 
 N = Notification.Status
 
@@ -35,7 +35,7 @@ ATTRIBUTES = {
 def test_claim_returns_the_contacts_attributes_as_stored():
     contact = ContactFactory(attributes=ATTRIBUTES)
     campaign = CampaignFactory()
-    row = Notification.objects.create(campaign=campaign, contact=contact)
+    row = NotificationFactory(campaign=campaign, contact=contact)
     (claimed,) = ledger_claim(
         campaign_id=campaign.pk,
         contact_list_id=campaign.contact_list_id,
@@ -96,9 +96,7 @@ def test_a_claim_of_unknown_outcome_gives_back_exactly_its_rows():
     """A claim whose connection broke may or may not have happened: its stamp gives back the
     rows it took, and never rows another claim of the same range holds."""
     campaign = CampaignFactory()
-    rows = [
-        Notification.objects.create(campaign=campaign, contact=ContactFactory()) for _ in range(6)
-    ]
+    rows = NotificationFactory.create_batch(6, campaign=campaign)
     claim = {"campaign_id": campaign.pk, "contact_list_id": campaign.contact_list_id}
     mine, theirs = timezone.now(), timezone.now() + timedelta(microseconds=1)
     # Another batch claimed the first three, this one the next three.
@@ -158,10 +156,7 @@ def test_accepted_rows_and_their_counter_move_together():
     `sent` counter raised by the rows that actually moved (one statement on PostgreSQL)."""
     campaign = CampaignFactory()
     sending, sent_before = (
-        [
-            Notification.objects.create(campaign=campaign, contact=ContactFactory(), status=status)
-            for _ in range(count)
-        ]
+        NotificationFactory.create_batch(count, campaign=campaign, status=status)
         for status, count in ((N.SENDING, 3), (N.SENT, 1))
     )
     accepted = {row.pk: f"msg-{row.pk}" for row in [*sending, *sent_before]}
@@ -183,9 +178,7 @@ def test_accepted_rows_and_their_counter_move_together():
     }
 
     # Without commas, the message ids travel as one comma-separated text.
-    more = Notification.objects.create(
-        campaign=campaign, contact=ContactFactory(), status=N.SENDING
-    )
+    more = NotificationFactory(campaign=campaign, status=N.SENDING)
     assert (
         ledger_transition(
             ids=[more.pk],

@@ -5,12 +5,16 @@ import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
-from django.utils import timezone
 
 from campaigns.models import Campaign, Contact, ContactList
 from tests.admin_helpers import CONFIRM_URL, EXPORT_URL, IMPORT_URL, hidden_inputs, upload
-from tests.factories import CampaignFactory, ContactFactory, ContactListFactory, TemplateFactory
-from tracking.models import PendingEspEvent
+from tests.factories import (
+    CampaignFactory,
+    ContactFactory,
+    ContactListFactory,
+    PendingEspEventFactory,
+    TemplateFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -56,10 +60,7 @@ def world():
     contact_list.contacts.add(contact)
     template = TemplateFactory(subject="Hi {{ first_name }}")
     campaign = CampaignFactory(contact_list=contact_list, template=template)
-    pending = PendingEspEvent.objects.create(
-        esp_event_id="e-1", message_id="m-1", source="sns", payload={"eventType": "Delivery"},
-        next_attempt_at=timezone.now(),
-    )  # fmt: skip
+    pending = PendingEspEventFactory(esp_event_id="e-1", message_id="m-1", source="sns")
     return {"contact": contact, "template": template, "campaign": campaign, "pending": pending}
 
 

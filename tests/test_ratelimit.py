@@ -134,6 +134,7 @@ def _hammer(url, name, rate, burst, n, duration, barrier, results):
 
 
 @needs_redis
+@pytest.mark.slow
 def test_processes_share_one_rate(client, name):
     """The one test on real time: 4 processes, each with its own Redis connection, together
     stay within one rate (the maths themselves are tested on the fake clock below)."""

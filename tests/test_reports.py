@@ -2,6 +2,7 @@
 pages that show them."""
 
 import csv
+import functools
 import io
 import json
 import re
@@ -16,7 +17,14 @@ from django.test.utils import CaptureQueriesContext
 from campaigns.admin import CappedCountPaginator, csv_cell
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
-from tests.factories import CampaignFactory, ContactFactory, list_with_contacts
+from tests.factories import (
+    CampaignFactory,
+    CampaignLinkFactory,
+    ContactFactory,
+    EventFactory,
+    NotificationFactory,
+    list_with_contacts,
+)
 from tests.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tracking.models import Event
 from tracking.reports.journeys import contact_journeys, notification_journey
@@ -31,10 +39,8 @@ E = Event.Type
 
 def _campaign(recipients: int = 1000, links: int = 2) -> Campaign:
     campaign = CampaignFactory(status=Campaign.Status.SENT, recipient_count=recipients)
-    CampaignLink.objects.bulk_create(
-        [CampaignLink(campaign=campaign, index=i, url=f"https://example.com/{i}") for i in
-         range(links)]
-    )  # fmt: skip
+    for index in range(links):
+        CampaignLinkFactory(campaign=campaign, index=index, url=f"https://example.com/{index}")
     return campaign
 
 
@@ -149,49 +155,44 @@ def test_report_never_reads_the_ledger_or_the_events():
 # -- recount ------------------------------------------------------------------------------------
 
 
-def _notification(campaign, status, message_id=None, **kwargs) -> Notification:
-    return Notification.objects.create(
-        campaign=campaign, contact=ContactFactory(), status=status, message_id=message_id, **kwargs
-    )
-
-
-def _event(notification, type_, at, **kwargs) -> Event:
-    return Event.objects.create(
-        notification=notification, type=type_, occurred_at=at,
-        source=kwargs.pop("source", Event.Source.TRACKING), **kwargs,
-    )  # fmt: skip
-
-
 def _campaign_with_rows() -> Campaign:
     """Ledger rows and events made by hand, one of each kind the report counts."""
     campaign = _campaign(recipients=7)
     link0, link1 = campaign.links.order_by("index")
     at = datetime(2026, 3, 1, 9, 15, tzinfo=UTC)
-    delivered = _notification(campaign, N.DELIVERED, "m-1")
-    bounced = _notification(campaign, N.BOUNCED, "m-2")
-    soft = _notification(campaign, N.SENT, "m-3")
-    render_failed = _notification(campaign, N.FAILED, "m-4")  # sent, then SES could not render
-    _notification(campaign, N.FAILED, reason="SES refused it")
-    _notification(campaign, N.UNKNOWN)
-    _notification(campaign, N.SKIPPED)
+    row = functools.partial(NotificationFactory, campaign=campaign)
+    delivered = row(status=N.DELIVERED, message_id="m-1")
+    bounced = row(status=N.BOUNCED, message_id="m-2")
+    soft = row(sent=True, message_id="m-3")
+    render_failed = row(status=N.FAILED, message_id="m-4")  # sent, then SES could not render
+    row(status=N.FAILED, reason="SES refused it")
+    row(status=N.UNKNOWN)
+    row(status=N.SKIPPED)
+    event = functools.partial(EventFactory, occurred_at=at)
+    hour_later = at + timedelta(hours=1)
     ses = {"source": Event.Source.SES}
-    _event(delivered, E.DELIVERED, at, **ses)
-    _event(delivered, E.DEFERRED, at, **ses)
-    _event(delivered, E.DEFERRED, at + timedelta(minutes=5), source=Event.Source.SES_FILE)
-    _event(bounced, E.BOUNCED, at, bounce_type="hard", **ses)
+    event(notification=delivered, delivered=True)
+    event(notification=delivered, type=E.DEFERRED, **ses)
+    event(notification=delivered, type=E.DEFERRED, source=Event.Source.SES_FILE,
+          occurred_at=at + timedelta(minutes=5))  # fmt: skip
+    event(notification=bounced, bounced=True)
     # Recorded before bounce types existed: the payload says which.
-    _event(soft, E.BOUNCED, at, payload={"bounce": {"bounceType": "Transient"}}, **ses)
-    _event(render_failed, E.RENDERING_FAILED, at, **ses)
-    _event(delivered, E.OPENED, at, verdict="machine", verdict_reason="apple-mpp")
-    _event(delivered, E.OPENED, at + timedelta(hours=1), verdict="human")
-    _event(delivered, E.OPENED, at + timedelta(hours=1, minutes=1), verdict="human")
-    _event(soft, E.OPENED, at + timedelta(hours=1))  # no verdict: counted in "all" only
-    _event(delivered, E.OPENED, at, **ses)  # SES's own open: our pixel counts opens
-    _event(delivered, E.CLICKED, at + timedelta(hours=1), link=link1, verdict="human")
-    _event(delivered, E.CLICKED, at + timedelta(hours=1), link=link1, verdict="machine")
-    _event(soft, E.CLICKED, at + timedelta(hours=2), link=link0, verdict="machine")
-    _event(delivered, E.UNSUBSCRIBED, at, source=Event.Source.RECIPIENT)
-    _event(delivered, E.UNSUBSCRIBED, at, source=Event.Source.RECIPIENT)  # list, then all
+    event(notification=soft, type=E.BOUNCED, payload={"bounce": {"bounceType": "Transient"}}, **ses)
+    event(notification=render_failed, type=E.RENDERING_FAILED, **ses)
+    event(notification=delivered, opened=True, verdict="machine", verdict_reason="apple-mpp")
+    event(notification=delivered, opened=True, occurred_at=hour_later, verdict="human")
+    event(notification=delivered, opened=True, verdict="human",
+          occurred_at=hour_later + timedelta(minutes=1))  # fmt: skip
+    event(notification=soft, opened=True, occurred_at=hour_later)  # no verdict: "all" only
+    event(notification=delivered, type=E.OPENED, **ses)  # SES's own open: our pixel counts opens
+    event(notification=delivered, clicked=True, occurred_at=hour_later, link=link1, verdict="human")
+    event(notification=delivered, clicked=True, occurred_at=hour_later, link=link1,
+          verdict="machine")  # fmt: skip
+    event(notification=soft, clicked=True, occurred_at=at + timedelta(hours=2), link=link0,
+          verdict="machine")  # fmt: skip
+    unsubscribed = {"type": E.UNSUBSCRIBED, "source": Event.Source.RECIPIENT}
+    event(notification=delivered, **unsubscribed)
+    event(notification=delivered, **unsubscribed)  # list, then all
     return campaign
 
 
@@ -332,10 +333,8 @@ def test_report_and_recipient_csv_exports_are_formula_safe(admin_client):
     CampaignLink.objects.filter(campaign=campaign, index=1).update(url="=1+1")
     counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
     evil = Contact.objects.create(email="=2+5@example.com")
-    Notification.objects.create(campaign=campaign, contact=evil, status=N.SENT, message_id="m-1")
-    Notification.objects.create(
-        campaign=campaign, contact=ContactFactory(), status=N.FAILED, reason="-ERR @ refused"
-    )
+    NotificationFactory(campaign=campaign, contact=evil, sent=True, message_id="m-1")
+    NotificationFactory(campaign=campaign, status=N.FAILED, reason="-ERR @ refused")
 
     response = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/report.csv")
     assert response.status_code == 200
@@ -368,7 +367,7 @@ def test_report_and_recipient_csv_exports_are_formula_safe(admin_client):
 def test_journey_lists_ledger_times_and_every_event_in_time_order():
     campaign = _campaign(recipients=1)
     contact = ContactFactory(email="ada@example.com")
-    row = Notification.objects.create(
+    row = NotificationFactory(
         campaign=campaign, contact=contact, status=N.DELIVERED, message_id="m-1"
     )
     start = datetime(2020, 3, 1, 9, tzinfo=UTC)
@@ -376,13 +375,29 @@ def test_journey_lists_ledger_times_and_every_event_in_time_order():
         created_at=start, updated_at=start + timedelta(minutes=1)
     )
     link = campaign.links.get(index=1)
-    _event(row, E.CLICKED, start + timedelta(hours=2), link=link, verdict="human",
-           user_agent="Firefox")  # fmt: skip
-    _event(row, E.OPENED, start + timedelta(hours=1), verdict="machine",
-           verdict_reason="apple-mpp")  # fmt: skip
-    _event(row, E.DELIVERED, start + timedelta(seconds=30), source=Event.Source.SES)
-    _event(row, E.UNSUBSCRIBED, start + timedelta(hours=3), source=Event.Source.RECIPIENT,
-           description="list 1 (one-click)")  # fmt: skip
+    EventFactory(
+        notification=row,
+        clicked=True,
+        occurred_at=start + timedelta(hours=2),
+        link=link,
+        verdict="human",
+        user_agent="Firefox",
+    )
+    EventFactory(
+        notification=row,
+        opened=True,
+        occurred_at=start + timedelta(hours=1),
+        verdict="machine",
+        verdict_reason="apple-mpp",
+    )
+    EventFactory(notification=row, delivered=True, occurred_at=start + timedelta(seconds=30))
+    EventFactory(
+        notification=row,
+        type=E.UNSUBSCRIBED,
+        source=Event.Source.RECIPIENT,
+        occurred_at=start + timedelta(hours=3),
+        description="list 1 (one-click)",
+    )
 
     journey = notification_journey(notification_id=row.pk)
     assert [(s.what, s.source) for s in journey.steps] == [
@@ -399,7 +414,7 @@ def test_journey_lists_ledger_times_and_every_event_in_time_order():
     assert "m-1" in journey.steps[2].detail
     assert journey.contact_email == "ada@example.com"
 
-    later = Notification.objects.create(campaign=_campaign(recipients=1), contact=contact)
+    later = NotificationFactory(campaign=_campaign(recipients=1), contact=contact)
     assert [j.notification_id for j in contact_journeys(contact_id=contact.pk)] == [
         later.pk, row.pk,
     ]  # fmt: skip
@@ -450,9 +465,8 @@ def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
 ):
     campaign = _campaign(recipients=5)
     ada = ContactFactory(email="ada@example.com")
-    Notification.objects.create(campaign=campaign, contact=ada, status=N.SENT, message_id="m-ada")
-    for _ in range(4):
-        Notification.objects.create(campaign=campaign, contact=ContactFactory())
+    NotificationFactory(campaign=campaign, contact=ada, sent=True, message_id="m-ada")
+    NotificationFactory.create_batch(4, campaign=campaign)
     url = "/admin/campaigns/notification/"
 
     with CaptureQueriesContext(connection) as queries:
@@ -478,11 +492,14 @@ def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
 def test_notification_and_contact_pages_show_journeys(admin_client):
     campaign = _campaign(recipients=1)
     contact = ContactFactory(email="grace@example.com")
-    row = Notification.objects.create(
-        campaign=campaign, contact=contact, status=N.SENT, message_id="m-g"
+    row = NotificationFactory(campaign=campaign, contact=contact, sent=True, message_id="m-g")
+    EventFactory(
+        notification=row,
+        opened=True,
+        occurred_at=datetime(2026, 3, 1, 10, tzinfo=UTC),
+        verdict="machine",
+        verdict_reason="apple-mpp",
     )
-    _event(row, E.OPENED, datetime(2026, 3, 1, 10, tzinfo=UTC), verdict="machine",
-           verdict_reason="apple-mpp")  # fmt: skip
 
     html = admin_client.get(f"/admin/campaigns/notification/{row.pk}/change/").content.decode()
     assert f'id="journey-{row.pk}"' in html
@@ -504,7 +521,7 @@ def staff_client(client):
 def test_report_pages_are_refused_without_permission(staff_client):
     campaign = _campaign(recipients=1)
     contact = ContactFactory()
-    row = Notification.objects.create(campaign=campaign, contact=contact)
+    row = NotificationFactory(campaign=campaign, contact=contact)
     urls = [
         f"/admin/campaigns/campaign/{campaign.pk}/change/",
         f"/admin/campaigns/campaign/{campaign.pk}/report.csv",

@@ -27,9 +27,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
-from campaigns.models import Notification
 from tests.conftest import call_wsgi
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import NotificationFactory
 from tests.sns_signing import (
     CERT_URL,
     TOPIC_ARN,
@@ -67,9 +66,7 @@ def signer():
 
 @pytest.fixture
 def sent():
-    return Notification.objects.create(
-        campaign=CampaignFactory(), contact=ContactFactory(), status="sent", message_id=MESSAGE_ID
-    )
+    return NotificationFactory(sent=True, message_id=MESSAGE_ID)
 
 
 def delivery(sent) -> dict:
@@ -779,6 +776,7 @@ def test_the_webhook_will_not_start_without_pinned_topics(settings):
         ses_webhook_wsgi(WSGIHandler())
 
 
+@pytest.mark.slow
 def test_the_web_server_fails_at_start_up_naming_what_to_set(tmp_path):
     """The real start-up (config.wsgi, as granian loads it), without SNS_TOPIC_ARNS."""
     env = {

@@ -117,6 +117,7 @@ def test_only_the_one_spelling_of_a_token_is_accepted(verify):
         assert verify(spelling) is None, repr(spelling[:40])
 
 
+@pytest.mark.slow
 def test_fallbacks_are_read_from_the_environment():
     """DJANGO_SECRET_KEY_FALLBACKS, comma-separated, in the real settings module."""
     code = (

@@ -15,11 +15,16 @@ from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from campaigns.counters import campaign_counters
-from campaigns.models import CampaignLink, Notification
+from campaigns.models import Notification
 from campaigns.tokens import notification_id_from, token_for, unsubscribe_token_for
 from infra import queue, wsgi_direct
 from tests.conftest import call_wsgi, redis_buffer
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import (
+    CampaignFactory,
+    CampaignLinkFactory,
+    EventFactory,
+    NotificationFactory,
+)
 from tracking.hits import buffer as hits_buffer
 from tracking.hits import lookups, repeats
 from tracking.hits.buffer import (
@@ -45,10 +50,8 @@ def make_notification(links=("https://example.com/a", "javascript:alert(1)"), se
     """A notification sent `sent_ago` seconds ago, of a campaign with `links`."""
     campaign = CampaignFactory()
     for index, url in enumerate(links):
-        CampaignLink.objects.create(campaign=campaign, index=index, url=url)
-    notification = Notification.objects.create(
-        campaign=campaign, contact=ContactFactory(), status="sent", message_id="m-1"
-    )
+        CampaignLinkFactory(campaign=campaign, index=index, url=url)
+    notification = NotificationFactory(campaign=campaign, sent=True, message_id="m-1")
     # The send is the ledger's last change of a `sent` row (no SES event yet).
     Notification.objects.filter(pk=notification.pk).update(
         updated_at=timezone.now() - timedelta(seconds=sent_ago)
@@ -309,9 +312,9 @@ def test_send_time_comes_from_ses_events_when_there_are_some():
     notification = make_notification(sent_ago=3600)
     # Sent an hour ago, but SES delivered it only 3 s ago (the ledger moved on, to
     # `delivered`): gateways scan on arrival, so a click now is still a scanner's.
-    Event.objects.create(
-        type=Event.Type.DELIVERED, source=Event.Source.SES, notification=notification,
-        occurred_at=timezone.now() - timedelta(seconds=3), esp_event_id="sns-1",
+    EventFactory(
+        notification=notification, delivered=True, esp_event_id="sns-1",
+        occurred_at=timezone.now() - timedelta(seconds=3),
     )  # fmt: skip
     Notification.objects.filter(pk=notification.pk).update(
         status="delivered", updated_at=timezone.now() - timedelta(seconds=2)
@@ -408,9 +411,7 @@ def fresh_ranges(monkeypatch):
 
 def test_a_campaigns_dense_run_of_ids_saves_the_lookup(fresh_ranges, django_assert_num_queries):
     campaign = CampaignFactory()
-    rows = Notification.objects.bulk_create(
-        Notification(campaign=campaign, contact=ContactFactory()) for _ in range(5)
-    )
+    rows = NotificationFactory.create_batch(5, campaign=campaign)
     for row in rows[:2]:  # looked up, not mapped yet
         with django_assert_num_queries(1):
             assert notification_campaign(notification_id=row.pk) == campaign.pk
@@ -428,10 +429,7 @@ def test_a_campaigns_dense_run_of_ids_saves_the_lookup(fresh_ranges, django_asse
 
 def test_interleaved_campaigns_are_never_mapped(fresh_ranges, django_assert_num_queries):
     a, b = CampaignFactory(), CampaignFactory()
-    rows = [
-        Notification.objects.create(campaign=campaign, contact=ContactFactory())
-        for campaign in (a, b, a, b, a, b)
-    ]
+    rows = [NotificationFactory(campaign=campaign) for campaign in (a, b, a, b, a, b)]
     for _ in range(3):
         for row in rows:
             assert notification_campaign(notification_id=row.pk) == row.campaign_id
@@ -711,6 +709,7 @@ def test_a_scanner_flooding_every_link_is_still_caught_by_the_all_links_rule(cli
 
 
 @pytest.mark.parametrize("name", ["direct", "buffered"])
+@pytest.mark.slow
 def test_the_cap_is_per_window(client, notification, settings, name):
     settings.TRACKING_REPEAT_CAP = 2
     settings.TRACKING_REPEAT_WINDOW_SECONDS = 2

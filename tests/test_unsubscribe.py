@@ -26,7 +26,12 @@ from campaigns.tokens import (
     unsubscribe_urls_for,
 )
 from tests.conftest import ROOT
-from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
+from tests.factories import (
+    CampaignFactory,
+    ContactFactory,
+    ContactListFactory,
+    NotificationFactory,
+)
 from tracking.models import Event
 from tracking.unsubscribe.services import contact_unsubscribe
 
@@ -46,9 +51,11 @@ def _notification(*, contact=None, contact_list=None) -> Notification:
     contact = contact or ContactFactory(email="recipient.secret@private.example")
     contact_list = contact_list or ContactListFactory()
     Membership.objects.get_or_create(contact_list=contact_list, contact=contact)
-    campaign = CampaignFactory(contact_list=contact_list)
-    return Notification.objects.create(
-        campaign=campaign, contact=contact, status="sent", message_id=f"m-{contact.pk}"
+    return NotificationFactory(
+        campaign__contact_list=contact_list,
+        contact=contact,
+        sent=True,
+        message_id=f"m-{contact.pk}",
     )
 
 

@@ -14,10 +14,10 @@ from email.message import Message
 
 import pytest
 
-from campaigns.models import CampaignLink, Notification
+from campaigns.models import Notification
 from campaigns.tokens import token_for
 from tests.conftest import ROOT, _free_port, _test_database_url, stop_process, wait_for
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignLinkFactory, NotificationFactory
 from tracking.models import Event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -88,12 +88,9 @@ def web_server(tmp_path):
 
 def test_the_image_serves_tracking_admin_and_static_files(web_server):
     url, log = web_server
-    campaign = CampaignFactory()
-    CampaignLink.objects.create(campaign=campaign, index=0, url="https://example.com/a?b=1")
-    contact = ContactFactory()
-    row = Notification.objects.create(
-        campaign=campaign, contact=contact, status="sent", message_id="m-web"
-    )
+    link = CampaignLinkFactory(index=0, url="https://example.com/a?b=1")
+    row = NotificationFactory(campaign=link.campaign, sent=True, message_id="m-web")
+    contact = row.contact
     Notification.objects.filter(pk=row.pk).update(updated_at=row.updated_at.replace(year=2020))
     token = token_for(row.pk)
 

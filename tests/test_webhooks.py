@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import CampaignCounter, Contact, Notification
-from tests.factories import CampaignFactory, ContactFactory
+from tests.factories import CampaignFactory, ContactFactory, NotificationFactory
 from tests.sns_signing import default_signer, ses_sample, sns_headers
 from tracking.models import Event, PendingEspEvent
 
@@ -118,11 +118,7 @@ def post(client, envelope: dict, auth: str | None = AUTH):
 
 @pytest.fixture
 def sent():
-    contact = ContactFactory()
-    campaign = CampaignFactory()
-    return Notification.objects.create(
-        campaign=campaign, contact=contact, status=Notification.Status.SENT, message_id=MESSAGE_ID
-    )
+    return NotificationFactory(sent=True, message_id=MESSAGE_ID)
 
 
 @pytest.mark.parametrize(
@@ -386,19 +382,10 @@ def test_retry_task_runs_the_service(client, sent, eager_celery):
 # -- suppression ------------------------------------------------------------------------------
 
 
-def _notifications(contact, n: int, prefix: str = "m") -> list[Notification]:
-    return [
-        Notification.objects.create(
-            campaign=CampaignFactory(), contact=contact, status="sent", message_id=f"{prefix}{i}"
-        )
-        for i in range(n)
-    ]
-
-
 def test_soft_bounces_suppress_after_the_limit_within_the_window(client, settings):
     settings.SOFT_BOUNCE_LIMIT = 3
     contact = ContactFactory()
-    rows = _notifications(contact, 4)
+    rows = [NotificationFactory(contact=contact, sent=True, message_id=f"m{i}") for i in range(4)]
 
     def soft_bounce(row, when):
         record = ses_sample(
@@ -422,7 +409,7 @@ def test_soft_bounces_suppress_after_the_limit_within_the_window(client, setting
 def test_soft_bounce_limit_is_a_setting(client, settings):
     settings.SOFT_BOUNCE_LIMIT = 1
     contact = ContactFactory()
-    (row,) = _notifications(contact, 1)
+    row = NotificationFactory(contact=contact, sent=True, message_id="m0")
     post(
         client,
         sns_envelope(
@@ -446,12 +433,8 @@ def _sending_campaign(n: int, *, sent_counter: bool = True):
 
     campaign = CampaignFactory(status=Campaign.Status.SENDING)
     contacts = ContactFactory.create_batch(n)
-    Notification.objects.bulk_create(
-        [
-            Notification(campaign=campaign, contact=c, status="sent", message_id=f"cb-{c.pk}")
-            for c in contacts
-        ]
-    )
+    for c in contacts:
+        NotificationFactory(campaign=campaign, contact=c, sent=True, message_id=f"cb-{c.pk}")
     if sent_counter:
         counters_add(campaign_id=campaign.pk, deltas={"sent": n})
     return campaign, contacts
@@ -628,10 +611,7 @@ def test_the_recount_agrees_with_what_the_intake_counted(client):
 
     campaign = CampaignFactory()
     rows = [
-        Notification.objects.create(
-            campaign=campaign, contact=ContactFactory(), status="sent", message_id=f"rc-{i}"
-        )
-        for i in range(5)
+        NotificationFactory(campaign=campaign, sent=True, message_id=f"rc-{i}") for i in range(5)
     ]
 
     def send(sample, row, when=None, recipients=None):

@@ -337,6 +337,7 @@ def cpu_seconds(operation, runs: int = 2) -> float:
 
 
 @pytest.mark.parametrize("name", HOSTILE)
+@pytest.mark.slow
 def test_cpu_time_stays_linear_far_past_the_limits(name, monkeypatch):
     """Step counts miss C-level work (a str.count from the start for every link was
     quadratic); CPU time at 8x the input catches it, with the limits lifted so the input can
