@@ -24,7 +24,7 @@ from django.core.mail.message import sanitize_address
 
 # RFC 5322 dot-atom local part, and a domain of LDH labels with an alphabetic TLD: the shape
 # of nearly every stored address. An address of this shape (and length) passes
-# address_normalize unchanged but for case, which tests/test_addresses.py checks with
+# address_normalize unchanged but for case, which tests/campaigns/test_addresses.py checks with
 # generated addresses: the sender's per-recipient check is then one regex match (~0.3 µs)
 # instead of a validation (~15 µs).
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"

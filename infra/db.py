@@ -40,7 +40,7 @@ def pg_lookup(
     estimated at a handful and the planner scanned them all for each batch, or compared each
     with every id: a batch of 2,000 clicks of a 20,000-click campaign took 5 s (measured),
     growing with the square of the campaign's clicks; this way, ~4 ms at any size
-    (tests/test_flush_plans.py)."""
+    (tests/tracking/hits/test_flush_plans.py)."""
     sql = pg_lookup_sql(table=table, key=key, columns=columns, where=where)
     return pg_rows(sql, [sorted(set(ids)), *params])
 

@@ -1,6 +1,6 @@
 """`make demo`: migrate an embedded SQLite database, load demo data, then run the web app, a
 Celery worker, beat and the local SES endpoint in the foreground until Ctrl-C (with honcho).
-tests/test_demo_defaults.py prepares and runs the same processes on a folder of its own."""
+tests/e2e/test_demo_defaults.py prepares and runs the same processes on a folder of its own."""
 
 import os
 import subprocess

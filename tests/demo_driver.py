@@ -1,4 +1,4 @@
-"""The steps of tests/test_demo_defaults.py that run inside the demo's Django: the demo's own
+"""The steps of tests/e2e/test_demo_defaults.py that run inside the demo's Django: the demo's own
 settings (config.settings on its embedded defaults), never the tests' (PostgreSQL, Redis).
 
     python -m tests.demo_driver send N TIMEOUT   # N contacts in a list, a campaign sent to them

@@ -21,7 +21,7 @@ if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql
 from config.settings import *  # noqa: E402, F403
 
 ALLOWED_HOSTS = ["*"]
-# The test client and the test servers speak plain http (tests/test_deploy.py checks the
+# The test client and the test servers speak plain http (tests/config/test_deploy.py checks the
 # https-only production settings).
 SECURE_SSL_REDIRECT = False
 # Hashing passwords slowly is for production; tests create admin users constantly.

@@ -176,7 +176,7 @@ class HttpSesClient(calls.SesClient):
         Written out for this client's one request shape (a POST of JSON, no query string):
         botocore's signer took ~0.8 ms a call (it rebuilds and re-parses the URL, sorts and
         normalises every header, derives the signing key with four HMACs), this ~40 µs.
-        tests/test_ses_client.py checks it against botocore's, header for header.
+        tests/campaigns/ses/test_ses_client.py checks it against botocore's, header for header.
         """
         credentials = self._frozen_credentials()
         stamp = _utcnow().strftime("%Y%m%dT%H%M%SZ")

@@ -1,7 +1,7 @@
 """Human or machine: a verdict and a short reason for every open and click.
 
 Pure functions over tables (no Django, no I/O), so every rule is tested with recorded traffic
-patterns (tests/test_classify.py) and a new scanner is one row, not a new branch.
+patterns (tests/tracking/hits/test_classify.py) and a new scanner is one row, not a new branch.
 
 What each verdict means:
 

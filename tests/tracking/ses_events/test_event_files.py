@@ -11,7 +11,7 @@ from django.utils import timezone
 from campaigns.models import CampaignCounter, Contact, Notification
 from tests.factories import CampaignFactory, NotificationFactory
 from tests.sns_signing import ses_sample
-from tests.test_webhooks import post, sns_envelope
+from tests.tracking.ses_events.test_webhooks import post, sns_envelope
 from tracking.models import Event, PendingEspEvent
 
 pytestmark = pytest.mark.django_db

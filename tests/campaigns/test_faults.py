@@ -254,7 +254,7 @@ def test_throttling_and_5xx_lose_nothing_send_nothing_twice_and_keep_the_rate(
     assert stats["duplicate_recipients"] == 0
 
     # The observed rate, from the endpoint's timestamps of accepted messages: the limiter's
-    # slots keep every second within RATE (tests/test_ratelimit.py checks the slots
+    # slots keep every second within RATE (tests/campaigns/test_ratelimit.py checks the slots
     # themselves), but on this 2-core machine, with 4 worker processes, PostgreSQL and the
     # endpoint all busy, a call can reach the endpoint a few hundred ms late (measured: up
     # to 3 calls of one window stamped in the next). Over 5 s that cannot add up.

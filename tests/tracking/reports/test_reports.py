@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from campaigns.admin import CappedCountPaginator, csv_cell
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
+from tests.e2e.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tests.factories import (
     CampaignFactory,
     CampaignLinkFactory,
@@ -25,7 +26,6 @@ from tests.factories import (
     NotificationFactory,
     list_with_contacts,
 )
-from tests.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tracking.models import Event
 from tracking.reports.journeys import contact_journeys, notification_journey
 from tracking.reports.recount import campaign_counters_recount

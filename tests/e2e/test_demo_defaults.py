@@ -3,7 +3,7 @@ broker, with the processes Procfile.demo runs (the local SES endpoint, the web a
 worker, beat), as scripts/demo.py prepares them, on a folder of the test's own.
 
 None of the PostgreSQL or Redis that `make test` starts is used: the processes get no
-environment but the demo's (tests.test_deploy.base_environment), so every setting falls back
+environment but the demo's (tests.config.test_deploy.base_environment), so every setting falls back
 to its embedded default, as in the demo. This is what runs the SQLite side of the code that
 branches on the database: the claim and the recording of a send (campaigns.ledger), the
 direct tracking path (tracking.hits.record, tracking.hits.lookups), an SES event
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.config.test_deploy import base_environment, request
 from tests.conftest import SesEndpoint, _free_port, wait_for
 from tests.sns_signing import ses_sample
-from tests.test_deploy import base_environment, request
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPIENTS = 100
 # The first link of the demo's template (campaigns/management/commands/demo_setup.py).
 SPRING = "https://example.com/spring?utm_source=demo"

@@ -20,8 +20,8 @@ import yaml
 from django.utils import timezone
 from setuptools import find_packages
 
+from tests.config.test_web_server import _image_environment
 from tests.conftest import ROOT, _free_port, stop_process, wait_for
-from tests.test_web_server import _image_environment
 
 HOST = "mail.example.test"
 # A token and an address as they would appear in URLs: neither may reach a log.

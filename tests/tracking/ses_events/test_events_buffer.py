@@ -14,7 +14,14 @@ from infra import queue
 from tests.conftest import call_wsgi, redis_buffer
 from tests.factories import CampaignFactory, ContactFactory, NotificationFactory
 from tests.sns_signing import default_signer, sns_headers
-from tests.test_webhooks import AUTH, WEBHOOK, counters, post, ses_event, sns_envelope
+from tests.tracking.ses_events.test_webhooks import (
+    AUTH,
+    WEBHOOK,
+    counters,
+    post,
+    ses_event,
+    sns_envelope,
+)
 from tracking.models import Event, PendingEspEvent
 from tracking.ses_events import buffer as events_buffer
 from tracking.ses_events.buffer import (

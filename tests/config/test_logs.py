@@ -8,7 +8,7 @@ import pytest
 from campaigns.models import Notification
 from campaigns.tokens import token_for
 from tests.factories import CampaignFactory, ContactFactory, TemplateFactory
-from tests.test_webhooks import post, ses_event, sns_envelope
+from tests.tracking.ses_events.test_webhooks import post, ses_event, sns_envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +60,7 @@ def test_celery_failure_lines_name_the_exception_not_its_text(settings):
     # (Data reaches an exception at run time, never from the source lines a traceback shows.)
     address, subject = "secret.person@private.example", "Subject: Confidential for Zebedee"
 
-    @shared_task(name="tests.test_logs.fails_with_data")
+    @shared_task(name="tests.config.test_logs.fails_with_data")
     def fails_with_data():
         try:
             {}[address]
@@ -79,7 +79,9 @@ def test_celery_failure_lines_name_the_exception_not_its_text(settings):
     finally:
         logging.config.dictConfig(settings.LOGGING)
     logged = stream.getvalue()
-    assert "tests.test_logs.fails_with_data[task-id-1] raised unexpected: ValueError" in logged
+    assert (
+        "tests.config.test_logs.fails_with_data[task-id-1] raised unexpected: ValueError" in logged
+    )
     assert "KeyError (message withheld)" in logged  # the chain, frames and types kept
     for secret in ["secret.person", "private.example", "Confidential", "Zebedee"]:
         assert secret not in logged, f"{secret!r} was logged"
@@ -90,8 +92,8 @@ def test_celery_failure_lines_name_the_exception_not_its_text(settings):
 def test_a_poisoned_campaign_through_a_real_worker_logs_no_personal_data(
     celery_worker_process, ses
 ):
-    """The poisoned batch of tests/test_poisoned_batch.py (addresses SES refuses, a name with
-    a line break) sent by a real worker at DEBUG, with SES answering 5xx and throttling
+    """The poisoned batch of tests/campaigns/test_poisoned_batch.py (addresses SES refuses, a
+    name with a line break) sent by a real worker at DEBUG, with SES answering 5xx and throttling
     some calls: neither the worker's output nor the SES endpoint's holds an address, a name
     or the subject."""
     from campaigns import services

@@ -28,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from campaigns.ses import SesUnreachable
 from campaigns.ses.http import HttpSesClient
-from tests.test_ses_client import _BOTOCORE, KINDS, bulk, entry, make_client, simple
+from tests.campaigns.ses.test_ses_client import _BOTOCORE, KINDS, bulk, entry, make_client, simple
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy")  # fmt: skip

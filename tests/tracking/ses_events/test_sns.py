@@ -38,7 +38,7 @@ from tests.sns_signing import (
     sns_headers,
     sns_timestamp,
 )
-from tests.test_webhooks import AUTH, WEBHOOK, post
+from tests.tracking.ses_events.test_webhooks import AUTH, WEBHOOK, post
 from tracking.models import Event, PendingEspEvent
 from tracking.ses_events.sns import (
     SnsVerificationError,
@@ -785,7 +785,7 @@ def test_the_web_server_fails_at_start_up_naming_what_to_set(tmp_path):
         if key not in ("SNS_TOPIC_ARNS", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE")
     }
     env.update(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_SECRET_KEY="x")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     started = subprocess.run(
         [sys.executable, "-c", "import config.wsgi"],
         cwd=root, env=env, capture_output=True, text=True, timeout=120,
