@@ -11,7 +11,7 @@ from django.db import DatabaseError, OperationalError
 from infra import queue as buffer
 from tracking.models import Event
 from tracking.ses_events.parse import SesEvent, SesEventError, ses_event_parse, ses_event_recipients
-from tracking.ses_events.record import RECORDED, ses_event_record, ses_events_record
+from tracking.ses_events.record import RECORDED, ses_events_record
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _flush_batch(key: str, items: list[bytes]) -> int:
         kept_aside: set[bytes] = set()  # a record of several recipients is kept aside once
         for raw, event in parsed:
             try:
-                recorded += ses_event_record(event=event, source=Event.Source.SES) == RECORDED
+                recorded += ses_events_record(events=[event], source=Event.Source.SES)[RECORDED]
             except OperationalError:
                 raise
             except DatabaseError:

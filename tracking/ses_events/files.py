@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tracking.models import Event
 from tracking.ses_events.parse import SesEventError, ses_events_parse
-from tracking.ses_events.record import ses_event_record
+from tracking.ses_events.record import ses_events_record
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ def ses_event_file_import(*, path: Path) -> FileSummary:
             except SesEventError as err:
                 summary.malformed.append((lineno, str(err)))
                 continue
-            for event in events:
-                summary.events += 1
-                outcome = ses_event_record(event=event, source=Event.Source.SES_FILE)
-                setattr(summary, outcome, getattr(summary, outcome) + 1)
+            summary.events += len(events)
+            recorded = ses_events_record(events=events, source=Event.Source.SES_FILE)
+            for outcome, n in recorded.items():
+                setattr(summary, outcome, getattr(summary, outcome) + n)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         summary.error = f"{type(err).__name__}: {err}"
     logger.info(

@@ -1,8 +1,8 @@
 """Recording SES's events (SNS webhook, event files) and what follows from them.
 
 One path for every source: an SES event object (as SES publishes it) and each of its recipients
-that is on its message (`mail.destination`) become an `SesEvent`, which `ses_event_record`
-writes:
+that is on its message (`mail.destination`) become an `SesEvent`, and `ses_events_record`, the
+one recorder (a single event is a batch of one), writes for each:
   - the Event row, deduplicated by an id derived from the SES event's content (`ses_event_id`),
     so the same event arriving by SNS, again by SNS, and from a file is recorded once;
   - the notification moved forward only (campaigns.ledger; a late Delivery never undoes a Bounce);
@@ -33,9 +33,9 @@ from campaigns.counters import counters_add
 from campaigns.ledger import ledger_transition, statuses_before
 from campaigns.models import Contact, Notification
 from infra.db import pg_rows
-from tracking.models import Event, PendingEspEvent
+from tracking.models import Event
 from tracking.ses_events.parse import SesEvent, SesEventError, ses_events_parse
-from tracking.ses_events.pending import pending_add_all, pending_reschedule
+from tracking.ses_events.pending import pending_add_all
 
 logger = logging.getLogger(__name__)
 
@@ -73,51 +73,23 @@ RECORDED, DUPLICATE, PENDING = "recorded", "duplicate", "pending"
 # -- recording -----------------------------------------------------------------------------------
 
 
-def ses_payload_record(*, payload: dict, source: str, sns_id: str = "") -> list[str]:
+def ses_payload_record(*, payload: dict, source: str, sns_id: str = "") -> dict[str, int]:
     """Record an SES event object (the webhook's, without the buffer): one SesEvent per
-    recipient on its message, each in its own transaction. The outcome of each (RECORDED,
-    DUPLICATE or PENDING); [] if it is not an SES sending event we can record (logged with
-    `sns_id`, an SNS MessageId already checked to be safe to log)."""
+    recipient on its message, together (ses_events_record, whose summary it returns; all zero
+    if it is not an SES sending event we can record, logged with `sns_id`, an SNS MessageId
+    already checked to be safe to log)."""
     try:
         events = ses_events_parse(payload=payload)
     except SesEventError as err:
         logger.warning("ses event not recorded sns_id=%s reason=%s", sns_id or "-", str(err))
-        return []
-    return [ses_event_record(event=event, source=source) for event in events]
+        return {RECORDED: 0, DUPLICATE: 0, PENDING: 0}
+    return ses_events_record(events=events, source=source)
 
 
-def ses_event_record(*, event: SesEvent, source: str, pending_id: int | None = None) -> str:
-    """Record `event` (see the module's docstring); RECORDED, DUPLICATE or PENDING.
-
-    `pending_id`: the PendingEspEvent being retried (deleted once recorded, else rescheduled).
-    """
-    with transaction.atomic():
-        found = _event_insert(event, source)
-        if found is None:
-            if pending_id is None:
-                pending_add_all([event], source)
-            else:
-                pending_reschedule(pending_id)
-            return PENDING
-        notification_id, contact_id, campaign_id, inserted = found
-        if pending_id is not None:
-            PendingEspEvent.objects.filter(pk=pending_id).delete()
-        if not inserted:
-            return DUPLICATE
-        breakers = _outcomes_apply([(event, notification_id, campaign_id)])
-        if event.type == T.COMPLAINED:
-            _contact_suppress(contact_id, Contact.Status.COMPLAINED, event)
-        elif event.type == T.BOUNCED and (
-            event.bounce_type == Event.BounceType.HARD
-            or _soft_bounce_limit_reached(contact_id, event)
-        ):
-            _contact_suppress(contact_id, Contact.Status.BOUNCED, event)
-        if breakers:
-            transaction.on_commit(lambda: campaign_circuit_check_after_commit(campaign_id))
-    logger.debug(
-        "ses event type=%s notification=%s id=%s", event.type, notification_id, event.esp_event_id
-    )
-    return RECORDED
+def ses_event_record(*, event: SesEvent, source: str, keep_unknown: bool = True) -> str:
+    """Record one event: a batch of one (ses_events_record). RECORDED, DUPLICATE or PENDING."""
+    summary = ses_events_record(events=[event], source=source, keep_unknown=keep_unknown)
+    return next(outcome for outcome, n in summary.items() if n)
 
 
 def event_counter(event: SesEvent) -> str | None:
@@ -215,54 +187,142 @@ def _firsts_count(items: list[tuple[SesEvent, int, int]]) -> None:
         counters_add(campaign_id=campaign_id, deltas=deltas[campaign_id])
 
 
+def ses_events_record(
+    *, events: Sequence[SesEvent], source: str, keep_unknown: bool = True
+) -> dict[str, int]:
+    """Record `events` (see the module's docstring), in one transaction and a few statements
+    whatever their number: one to find their notifications and insert their Event rows
+    (_events_insert_all), one ledger update (with its counter) per target status, reason and
+    campaign (_outcomes_apply). Suppression is decided per contact in event order (its first
+    complaint or bounce wins); soft-bounce limits are checked in event order too; the circuit
+    breaker after commit, once per campaign. Returns {RECORDED: n, DUPLICATE: n, PENDING: n}.
+
+    Events whose message id we do not know become PendingEspEvents, unless `keep_unknown` is
+    False (the pending retry, whose rows they are already: it decides by the outcome).
+    Re-recording the same events writes and counts nothing (the content-based esp_event_id),
+    which is what makes a batch flushed twice harmless."""
+    summary = {RECORDED: 0, DUPLICATE: 0, PENDING: 0}
+    unique: dict[str, SesEvent] = {}
+    for event in events:
+        unique.setdefault(event.esp_event_id, event)
+    summary[DUPLICATE] += len(events) - len(unique)
+    if not unique:
+        return summary
+    with transaction.atomic():
+        found, inserted = _events_insert_all(list(unique.values()), source)
+        unknown = [e for e in unique.values() if e.message_id not in found]
+        if unknown:
+            if keep_unknown:
+                pending_add_all(unknown, source)
+            summary[PENDING] += len(unknown)
+        summary[DUPLICATE] += len(unique) - len(unknown) - len(inserted)
+        summary[RECORDED] += len(inserted)
+        new = [e for e in unique.values() if e.esp_event_id in inserted]  # in the order they came
+        breakers = _outcomes_apply(
+            [(e, found[e.message_id][0], found[e.message_id][2]) for e in new]
+        )
+        _suppress_all(new, found)
+        for campaign_id in sorted(breakers):
+            transaction.on_commit(
+                lambda campaign_id=campaign_id: campaign_circuit_check_after_commit(campaign_id)
+            )
+    for event in new:
+        logger.debug("ses event recorded type=%s id=%s", event.type, event.esp_event_id)
+    return summary
+
+
 _NOTIFICATION_TABLE = Notification._meta.db_table
 _EVENT_TABLE = Event._meta.db_table
 _EVENT_COLUMNS = (
-    "type, source, occurred_at, user_agent, ip, esp_event_id, description, verdict, "
-    "verdict_reason, bounce_type, payload, created_at, notification_id"
+    "type, source, occurred_at, notification_id, link_id, user_agent, ip, esp_event_id, "
+    "description, verdict, verdict_reason, bounce_type, payload, created_at"
 )
-_EVENT_VALUES = "%s, %s, %s, %s, %s, %s, %s, '', '', %s, %s, %s"
+Found = dict[str, tuple[int, int, int]]  # SES message id → (notification, contact, campaign)
 
 
-def _event_insert(event: SesEvent, source: str) -> tuple[int, int, int, bool] | None:
-    """Insert the Event row for the notification SES gave `event.message_id`, unless its
-    esp_event_id is recorded already. Returns (notification id, contact id, campaign id,
-    inserted), or None if no notification has that message id.
+def _events_insert_all(events: list[SesEvent], source: str) -> tuple[Found, set[str]]:
+    """Find the notifications of `events`' message ids (the lowest id, should one have two)
+    and insert the Event rows of those found that are not recorded yet (ON CONFLICT DO
+    NOTHING on esp_event_id, rather than a savepoint per event), in the order they came:
+    Event ids follow it (the recount replays ledger moves in that order: tracking.reports),
+    and a batch taken over while its first flusher still runs holds the same records in the
+    same order, so the two lock its ids in the same order. Returns (the notifications found,
+    the esp_event_ids inserted).
 
-    The intake's hot path: on PostgreSQL, the lookup and the insert are one statement (a
-    data-modifying CTE), with ON CONFLICT DO NOTHING rather than a savepoint per event, and
-    raw SQL because building the ORM's queries cost more than running them (measured: ~0.3 ms
-    of a ~1 ms event)."""
-    params = [event.type, source, event.occurred_at, event.user_agent, event.ip,
-              event.esp_event_id, event.description, event.bounce_type,
-              json.dumps(event.payload), timezone.now()]  # fmt: skip
+    The one place the dialect matters: PostgreSQL (the intake's hot path) does it all in one
+    statement of array parameters, SQLite (the demo) in portable statements."""
+    if connection.vendor == "postgresql":
+        return _events_insert_all_pg(events, source)
+    return _events_insert_all_portable(events, source)
+
+
+def _events_insert_all_pg(events: list[SesEvent], source: str) -> tuple[Found, set[str]]:
+    """One data-modifying CTE whatever the batch size, with array parameters: a VALUES list of
+    500 rows × 12 placeholders cost psycopg more to split and quote than PostgreSQL took to
+    insert, and building the ORM's queries more than running them (see docs/PERFORMANCE.md).
+    Its rows: the notifications found, then (with NULL ids) the esp_event_ids inserted."""
+    rows = pg_rows(
+        "WITH n AS (SELECT DISTINCT ON (message_id) message_id, id, contact_id, campaign_id "  # noqa: S608 (our names)
+        f"FROM {_NOTIFICATION_TABLE} WHERE message_id = ANY(%b::text[]) ORDER BY message_id, id), "
+        f"ins AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "
+        "SELECT x.t, %b, x.o, n.id, NULL, x.u, x.i, x.e, x.d, '', '', x.b, x.p::jsonb, now() "
+        "FROM unnest(%b::text[], %b::timestamptz[], %b::text[], %b::inet[], %b::text[], "
+        "%b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
+        "AS x(t, o, u, i, e, d, b, p, m, k) JOIN n ON n.message_id = x.m ORDER BY x.k "
+        "ON CONFLICT (esp_event_id) DO NOTHING RETURNING esp_event_id) "
+        "SELECT message_id, id, contact_id, campaign_id FROM n "
+        "UNION ALL SELECT esp_event_id, NULL, NULL, NULL FROM ins",
+        [
+            sorted({e.message_id for e in events}),
+            str(source),
+            [str(e.type) for e in events],
+            [e.occurred_at for e in events],
+            [e.user_agent for e in events],
+            [e.ip for e in events],
+            [e.esp_event_id for e in events],
+            [e.description for e in events],
+            [str(e.bounce_type) for e in events],
+            [json.dumps(e.payload) for e in events],
+            [e.message_id for e in events],
+        ],
+    )
+    found = {row[0]: (row[1], row[2], row[3]) for row in rows if row[1] is not None}
+    return found, {row[0] for row in rows if row[1] is None}
+
+
+_LOOKUP_CHUNK = 500  # message ids per IN (…): well under SQLite's limit of parameters
+
+
+def _events_insert_all_portable(events: list[SesEvent], source: str) -> tuple[Found, set[str]]:
+    """Any database (SQLite, the demo): the notifications found with IN (…), then one INSERT …
+    ON CONFLICT DO NOTHING RETURNING per event."""
+    found: Found = {}
+    inserted: set[str] = set()
+    adapt = connection.ops.adapt_datetimefield_value
+    now = adapt(timezone.now())
+    message_ids = sorted({e.message_id for e in events})
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        for start in range(0, len(message_ids), _LOOKUP_CHUNK):
+            chunk = message_ids[start : start + _LOOKUP_CHUNK]
             cursor.execute(
-                f"WITH n AS (SELECT id, contact_id, campaign_id FROM {_NOTIFICATION_TABLE} "  # noqa: S608
-                "WHERE message_id = %s LIMIT 1), "
-                f"e AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "
-                f"SELECT {_EVENT_VALUES}, n.id FROM n "
-                "ON CONFLICT (esp_event_id) DO NOTHING RETURNING id) "
-                "SELECT n.id, n.contact_id, n.campaign_id, EXISTS (SELECT 1 FROM e) FROM n",
-                [event.message_id, *params],
+                f"SELECT message_id, id, contact_id, campaign_id FROM {_NOTIFICATION_TABLE} "  # noqa: S608
+                f"WHERE message_id IN ({', '.join(['%s'] * len(chunk))}) ORDER BY id DESC",
+                chunk,
             )
-            row = cursor.fetchone()
-            return (row[0], row[1], row[2], bool(row[3])) if row else None
-        cursor.execute(
-            f"SELECT id, contact_id, campaign_id FROM {_NOTIFICATION_TABLE} "  # noqa: S608
-            "WHERE message_id = %s LIMIT 1",
-            [event.message_id],
-        )
-        found = cursor.fetchone()
-        if found is None:
-            return None
-        cursor.execute(
-            f"INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "  # noqa: S608
-            f"VALUES ({_EVENT_VALUES}, %s) ON CONFLICT (esp_event_id) DO NOTHING RETURNING id",
-            [*params, found[0]],
-        )
-        return (*found, cursor.fetchone() is not None)
+            found.update((row[0], (row[1], row[2], row[3])) for row in cursor.fetchall())
+        for e in events:
+            if e.message_id not in found:
+                continue
+            cursor.execute(
+                f"INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "  # noqa: S608
+                f"VALUES ({', '.join(['%s'] * 14)}) "
+                "ON CONFLICT (esp_event_id) DO NOTHING RETURNING esp_event_id",
+                [str(e.type), str(source), adapt(e.occurred_at), found[e.message_id][0], None,
+                 e.user_agent, e.ip, e.esp_event_id, e.description, "", "", str(e.bounce_type),
+                 json.dumps(e.payload), now],
+            )  # fmt: skip
+            inserted.update(row[0] for row in cursor.fetchall())
+    return found, inserted
 
 
 def _contact_suppress(contact_id: int, status: str, event: SesEvent) -> None:
@@ -283,96 +343,9 @@ def _soft_bounce_limit_reached(contact_id: int, event: SesEvent) -> bool:
     return count >= settings.SOFT_BOUNCE_LIMIT
 
 
-# -- recording many at once (the buffered intake) ------------------------------------------------
-
-
-def ses_events_record(*, events: Sequence[SesEvent], source: str) -> dict[str, int]:
-    """Record `events` as `ses_event_record` would one by one, in one transaction and a few
-    statements: one notification lookup, one INSERT … ON CONFLICT DO NOTHING, one ledger update
-    (with its counter) per target status, reason and campaign (_outcomes_apply).
-    Suppression is decided per contact in event order (its first complaint or bounce wins, as
-    one by one); soft-bounce limits and the circuit breaker are checked as one by one (after
-    commit, once per campaign). Returns {RECORDED: n, DUPLICATE: n, PENDING: n}.
-
-    Re-recording the same events writes and counts nothing (the content-based esp_event_id),
-    which is what makes a batch flushed twice harmless."""
-    summary = {RECORDED: 0, DUPLICATE: 0, PENDING: 0}
-    if connection.vendor != "postgresql":
-        for event in events:
-            summary[ses_event_record(event=event, source=source)] += 1
-        return summary
-    unique: dict[str, SesEvent] = {}
-    for event in events:
-        unique.setdefault(event.esp_event_id, event)
-    summary[DUPLICATE] += len(events) - len(unique)
-    with transaction.atomic():
-        found = _notifications_by_message_id({e.message_id for e in unique.values()})
-        known = [e for e in unique.values() if e.message_id in found]
-        unknown = [e for e in unique.values() if e.message_id not in found]
-        if unknown:
-            pending_add_all(unknown, source)
-            summary[PENDING] += len(unknown)
-        inserted = _events_insert_all(known, found, source)
-        summary[DUPLICATE] += len(known) - len(inserted)
-        summary[RECORDED] += len(inserted)
-        new = [e for e in known if e.esp_event_id in inserted]  # in the order they came
-        breakers = _outcomes_apply(
-            [(e, found[e.message_id][0], found[e.message_id][2]) for e in new]
-        )
-        _suppress_all(new, found)
-        for campaign_id in sorted(breakers):
-            transaction.on_commit(
-                lambda campaign_id=campaign_id: campaign_circuit_check_after_commit(campaign_id)
-            )
-    return summary
-
-
-def _notifications_by_message_id(message_ids: set[str]) -> dict[str, tuple[int, int, int]]:
-    """{SES message id: (notification id, contact id, campaign id)} of those we know."""
-    if not message_ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT ON (message_id) message_id, id, contact_id, campaign_id "  # noqa: S608
-            f"FROM {_NOTIFICATION_TABLE} WHERE message_id = ANY(%s) ORDER BY message_id, id",
-            [sorted(message_ids)],
-        )
-        return {row[0]: (row[1], row[2], row[3]) for row in cursor.fetchall()}
-
-
-def _events_insert_all(
-    events: list[SesEvent], found: dict[str, tuple[int, int, int]], source: str
-) -> set[str]:
-    """Insert the Event rows not recorded yet; the esp_event_ids inserted. One statement of
-    array parameters whatever the batch size: a VALUES list of 500 rows × 12 placeholders cost
-    psycopg more to split and quote than PostgreSQL took to insert (~45% of a flush, measured).
-    Inserted in the order they came, so Event ids follow it (the recount replays ledger moves
-    in that order: tracking.selectors); a batch taken over while its first flusher still runs
-    holds the same records in the same order, so the two lock its ids in the same order."""
-    rows = events
-    rows_inserted = pg_rows(
-        f"INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "  # noqa: S608 (our names)
-        "SELECT t, %b, o, u, i, e, d, '', '', b, p::jsonb, now(), n FROM unnest("
-        "%b::text[], %b::timestamptz[], %b::text[], %b::inet[], %b::text[], %b::text[], "
-        "%b::text[], %b::text[], %b::bigint[]) AS x(t, o, u, i, e, d, b, p, n) "
-        "ON CONFLICT (esp_event_id) DO NOTHING RETURNING esp_event_id",
-        [
-            str(source),
-            [str(e.type) for e in rows],
-            [e.occurred_at for e in rows],
-            [e.user_agent for e in rows],
-            [e.ip for e in rows],
-            [e.esp_event_id for e in rows],
-            [e.description for e in rows],
-            [str(e.bounce_type) for e in rows],
-            [json.dumps(e.payload) for e in rows],
-            [found[e.message_id][0] for e in rows],
-        ],
-    )
-    return {row[0] for row in rows_inserted}
-
-
-def _suppress_all(events: list[SesEvent], found: dict[str, tuple[int, int, int]]) -> None:
+def _suppress_all(events: list[SesEvent], found: Found) -> None:
+    """Suppress the contacts these newly recorded events call for, in event order: a contact's
+    first complaint, hard bounce, or soft bounce reaching the limit decides."""
     decided: set[int] = set()
     for event in events:
         contact_id = found[event.message_id][1]

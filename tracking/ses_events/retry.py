@@ -7,8 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from tracking.models import PendingEspEvent
-from tracking.ses_events.pending import GAVE_UP, pending_event_parse
-from tracking.ses_events.record import ses_event_record
+from tracking.ses_events.pending import GAVE_UP, pending_event_parse, pending_reschedule
+from tracking.ses_events.record import PENDING, ses_event_record
 
 logger = logging.getLogger(__name__)
 
@@ -67,5 +67,10 @@ def _retry_one(pending_id: int, summary: RetrySummary, *, due_only: bool) -> Non
             logger.warning("ses event pending unreadable pending=%s", pending.pk)
             summary.unreadable += 1
             return
-        outcome = ses_event_record(event=event, source=pending.source, pending_id=pending.pk)
+        # The row is the event's pending record already: the recorder must not add another.
+        outcome = ses_event_record(event=event, source=pending.source, keep_unknown=False)
+        if outcome == PENDING:
+            pending_reschedule(pending.pk)
+        else:  # recorded now, or before (from a file, or SNS again): nothing left to retry
+            PendingEspEvent.objects.filter(pk=pending.pk).delete()
         setattr(summary, outcome, getattr(summary, outcome) + 1)
