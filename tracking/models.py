@@ -64,6 +64,16 @@ class Event(models.Model):
         return f"{self.type} event #{self.pk}"
 
 
+# The columns of the raw INSERTs of Event rows (the hot paths: tracking.hits.record and
+# tracking.ses_events.record), in the order both give their values.
+EVENT_INSERT_COLUMNS = (
+    "type, source, occurred_at, notification_id, link_id, user_agent, ip, esp_event_id, "
+    "description, verdict, verdict_reason, bounce_type, payload, created_at"
+)
+# One row's placeholders for them, for a VALUES list.
+EVENT_INSERT_ROW = "(" + ", ".join(["%s"] * len(EVENT_INSERT_COLUMNS.split(","))) + ")"
+
+
 class PendingEspEvent(models.Model):
     """An SES event that names a message we have not recorded yet (the event outran the send's
     own bookkeeping, or came from a file first): kept and retried, never dropped."""

@@ -46,7 +46,7 @@ from tracking.hits.classify import (
     parse_ip,
 )
 from tracking.hits.lookups import campaign_links, notification_events, notifications_by_id
-from tracking.models import Event, FirstEngagement
+from tracking.models import EVENT_INSERT_COLUMNS, EVENT_INSERT_ROW, Event, FirstEngagement
 
 logger = logging.getLogger(__name__)
 
@@ -370,12 +370,6 @@ def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, i
     )
 
 
-_EVENT_COLUMNS = (
-    "type, source, occurred_at, notification_id, link_id, user_agent, ip, esp_event_id, "
-    "description, verdict, verdict_reason, bounce_type, payload, created_at"
-)
-
-
 def _insert_events(rows: list[_Row]) -> dict[str, int]:
     """INSERT … ON CONFLICT (esp_event_id) DO NOTHING: {hit id: event id} of rows written."""
     table = Event._meta.db_table
@@ -397,7 +391,7 @@ def _insert_events(rows: list[_Row]) -> dict[str, int]:
         # 2,000 rows × 14 placeholders costs psycopg more to parse than the insert itself).
         return dict(
             pg_rows(
-                f"INSERT INTO {table} ({_EVENT_COLUMNS}) "  # noqa: S608 (our names)
+                f"INSERT INTO {table} ({EVENT_INSERT_COLUMNS}) "  # noqa: S608 (our names)
                 "SELECT t, %b, o, n, l, u, i, e, '', v, r, '', NULL, now() FROM unnest("
                 "%b::text[], %b::timestamptz[], %b::bigint[], %b::bigint[], %b::text[], "
                 "%b::inet[], %b::text[], %b::text[], %b::text[]) AS x(t, o, n, l, u, i, e, v, r) "
@@ -434,9 +428,9 @@ def _insert_events(rows: list[_Row]) -> dict[str, int]:
                     now,
                 )  # fmt: skip
             ]
-            values = ", ".join(["(" + ", ".join(["%s"] * 14) + ")"] * len(chunk))
+            values = ", ".join([EVENT_INSERT_ROW] * len(chunk))
             cursor.execute(
-                f"INSERT INTO {table} ({_EVENT_COLUMNS}) VALUES {values} "  # noqa: S608
+                f"INSERT INTO {table} ({EVENT_INSERT_COLUMNS}) VALUES {values} "  # noqa: S608
                 "ON CONFLICT (esp_event_id) DO NOTHING RETURNING esp_event_id, id",
                 params,
             )

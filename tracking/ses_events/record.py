@@ -33,7 +33,7 @@ from campaigns.counters import counters_add
 from campaigns.ledger import ledger_transition, statuses_before
 from campaigns.models import Contact, Notification
 from infra.db import pg_rows
-from tracking.models import Event
+from tracking.models import EVENT_INSERT_COLUMNS, EVENT_INSERT_ROW, Event
 from tracking.ses_events.parse import SesEvent, SesEventError, ses_events_parse
 from tracking.ses_events.pending import pending_add_all
 
@@ -233,10 +233,6 @@ def ses_events_record(
 
 _NOTIFICATION_TABLE = Notification._meta.db_table
 _EVENT_TABLE = Event._meta.db_table
-_EVENT_COLUMNS = (
-    "type, source, occurred_at, notification_id, link_id, user_agent, ip, esp_event_id, "
-    "description, verdict, verdict_reason, bounce_type, payload, created_at"
-)
 Found = dict[str, tuple[int, int, int]]  # SES message id → (notification, contact, campaign)
 
 
@@ -264,7 +260,7 @@ def _events_insert_all_pg(events: list[SesEvent], source: str) -> tuple[Found, s
     rows = pg_rows(
         "WITH n AS (SELECT DISTINCT ON (message_id) message_id, id, contact_id, campaign_id "  # noqa: S608 (our names)
         f"FROM {_NOTIFICATION_TABLE} WHERE message_id = ANY(%b::text[]) ORDER BY message_id, id), "
-        f"ins AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "
+        f"ins AS (INSERT INTO {_EVENT_TABLE} ({EVENT_INSERT_COLUMNS}) "
         "SELECT x.t, %b, x.o, n.id, NULL, x.u, x.i, x.e, x.d, '', '', x.b, x.p::jsonb, now() "
         "FROM unnest(%b::text[], %b::timestamptz[], %b::text[], %b::inet[], %b::text[], "
         "%b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY "
@@ -314,8 +310,8 @@ def _events_insert_all_portable(events: list[SesEvent], source: str) -> tuple[Fo
             if e.message_id not in found:
                 continue
             cursor.execute(
-                f"INSERT INTO {_EVENT_TABLE} ({_EVENT_COLUMNS}) "  # noqa: S608
-                f"VALUES ({', '.join(['%s'] * 14)}) "
+                f"INSERT INTO {_EVENT_TABLE} ({EVENT_INSERT_COLUMNS}) "  # noqa: S608
+                f"VALUES {EVENT_INSERT_ROW} "
                 "ON CONFLICT (esp_event_id) DO NOTHING RETURNING esp_event_id",
                 [str(e.type), str(source), adapt(e.occurred_at), found[e.message_id][0], None,
                  e.user_agent, e.ip, e.esp_event_id, e.description, "", "", str(e.bounce_type),
