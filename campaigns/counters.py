@@ -4,7 +4,7 @@ A million-recipient campaign's report must render in well under 200 ms, so it ne
 the ledger or the event table; every writer that changes a count adds to it here, in the
 same transaction as its own write, so counts and rows cannot drift apart.
 
-Names (one row per campaign and name):
+Names (one row per campaign and name); the per-hour ones made by `hourly_counter`:
   sent, failed, unknown, skipped            the hand-off's outcome (campaigns.delivery, sweeper)
   delivered, bounced_hard, bounced_soft,    SES events (tracking.ses_events)
   complained, rejected, delayed, rendering_failed
@@ -17,6 +17,7 @@ Names (one row per campaign and name):
 """
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 from django.db import connection
 from django.db.models import Sum
@@ -24,6 +25,31 @@ from django.db.models import Sum
 from campaigns.models import CampaignCounter
 
 COUNTER_TABLE = CampaignCounter._meta.db_table
+
+
+HOUR_FORMAT = "%Y-%m-%dT%H"  # the UTC hour in an hourly counter's name
+
+
+def counter_hour(*, at: datetime) -> str:
+    """The UTC hour of `at` as hourly counters' names spell it (YYYY-MM-DDTHH)."""
+    return at.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+def hourly_counter(*, series: str, hour: str) -> str:
+    """The name of the counter of `series` (opens, clicks…) in `hour` (counter_hour):
+    <series>@<hour>."""
+    return f"{series}@{hour}"
+
+
+def hourly_counter_parse(*, name: str) -> tuple[str, datetime] | None:
+    """(series, UTC hour) of an hourly counter's name; None if `name` is not one."""
+    series, _, hour = name.partition("@")
+    if not hour:
+        return None
+    try:
+        return series, datetime.strptime(hour, HOUR_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def counters_add(*, campaign_id: int, deltas: Mapping[str, int]) -> None:

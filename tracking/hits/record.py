@@ -30,7 +30,7 @@ from django.db import (
     transaction,
 )
 
-from campaigns.counters import counters_add
+from campaigns.counters import counter_hour, counters_add, hourly_counter
 from campaigns.models import Notification
 from infra.db import pg_rows
 from tracking.hits.classify import (
@@ -262,10 +262,6 @@ def _seconds_since_send(at: float, send_times: list[float]) -> float | None:
     return at - max(before) if before else None
 
 
-def _hour(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H")
-
-
 def _prior_clicks(rows: list[_Row]) -> dict[int, list[dict]]:
     """The clicks already recorded for the notifications clicked in this batch, by
     notification (one query, used by the burst rules and by the unique-per-link counts). A
@@ -346,7 +342,8 @@ def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, i
         for event in events:
             counts = deltas[event["campaign_id"]]
             counts["human_clicks"] -= 1
-            counts[f"human_clicks@{_hour(event['occurred_at'].timestamp())}"] -= 1
+            hour = counter_hour(at=event["occurred_at"])
+            counts[hourly_counter(series="human_clicks", hour=hour)] -= 1
             if event["index"] is not None:
                 counts[f"link:{event['index']}:human_clicks"] -= 1
             touched[event["notification_id"]] = event["campaign_id"]
@@ -447,12 +444,12 @@ def _count(rows: list[_Row], prior: dict[int, list[dict]], deltas: dict) -> None
         counts = deltas[row.campaign_id]
         human = row.verdict == HUMAN
         plural = "opens" if hit.kind == OPEN else "clicks"
-        hour = _hour(hit.at)
+        hour = counter_hour(at=datetime.fromtimestamp(hit.at, tz=UTC))
         counts[plural] += 1
-        counts[f"{plural}@{hour}"] += 1
+        counts[hourly_counter(series=plural, hour=hour)] += 1
         if human:
             counts[f"human_{plural}"] += 1
-            counts[f"human_{plural}@{hour}"] += 1
+            counts[hourly_counter(series=f"human_{plural}", hour=hour)] += 1
         # A honeypot hit is a (machine) click of the message, so it counts in the clicks of
         # all kinds, as the recount (tracking.selectors) counts every click event; it is not
         # a link of the message, so no link counts it.

@@ -22,10 +22,17 @@ from django.db.models import (
 from django.db.models.expressions import RowRange
 from django.db.models.functions import Coalesce, TruncHour
 
-from campaigns.counters import COUNTER_TABLE, campaign_counters, counters_add
+from campaigns.counters import (
+    COUNTER_TABLE,
+    campaign_counters,
+    counter_hour,
+    counters_add,
+    hourly_counter,
+    hourly_counter_parse,
+)
 from campaigns.models import CampaignCounter, Notification
 from tracking.models import Event
-from tracking.reports.report import HOUR_FORMAT, LINK_COUNTERS, PLAIN_COUNTERS, TIMELINE_SERIES
+from tracking.reports.report import LINK_COUNTERS, PLAIN_COUNTERS, TIMELINE_SERIES
 
 N = Notification.Status
 E = Event.Type
@@ -39,8 +46,8 @@ def counter_is_recounted(name: str) -> bool:
         return True
     if name.startswith("link:"):
         return name.rsplit(":", 1)[-1] in LINK_COUNTERS
-    series, at, _ = name.partition("@")
-    return bool(at) and series in TIMELINE_SERIES
+    hourly = hourly_counter_parse(name=name)
+    return hourly is not None and hourly[0] in TIMELINE_SERIES
 
 
 def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
@@ -170,9 +177,9 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
         .order_by()
     ):
         kind = "opens" if row["type"] == E.OPENED else "clicks"
-        hour = row["hour"].astimezone(UTC).strftime(HOUR_FORMAT)
-        counts[f"{kind}@{hour}"] = row["all"]
-        counts[f"human_{kind}@{hour}"] = row["human"]
+        hour = counter_hour(at=row["hour"])
+        counts[hourly_counter(series=kind, hour=hour)] = row["all"]
+        counts[hourly_counter(series=f"human_{kind}", hour=hour)] = row["human"]
     return {name: value for name, value in counts.items() if value}
 
 

@@ -9,9 +9,9 @@ A million-recipient campaign's report costs what a ten-recipient one does.
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from campaigns.counters import campaign_counters
+from campaigns.counters import campaign_counters, hourly_counter_parse
 from campaigns.models import Campaign, CampaignLink, Notification
 from tracking.models import Event
 
@@ -20,9 +20,8 @@ E = Event.Type
 
 # The hand-off's outcomes: every recipient ends in exactly one (campaigns.delivery, sweeper).
 HANDED_OFF = ("sent", "failed", "unknown", "skipped")
-# Hourly counters (`<series>@YYYY-MM-DDTHH`, UTC) that the timeline chart draws.
+# Hourly counters (campaigns.counters.hourly_counter) that the timeline chart draws.
 TIMELINE_SERIES = ("opens", "clicks", "human_opens", "human_clicks")
-HOUR_FORMAT = "%Y-%m-%dT%H"
 # Up to 14 days (336 points) the timeline is drawn per hour; a longer one per day, so a
 # campaign still opened a year later is 365 points, not 8,760.
 HOURLY_SPAN = timedelta(days=14)
@@ -246,13 +245,10 @@ def timeline_from_counters(counters: Mapping[str, int]) -> Timeline:
     """The hourly counters as evenly spaced points (per hour, or per day past 14 days)."""
     by_hour: dict[datetime, dict[str, int]] = defaultdict(dict)
     for name, value in counters.items():
-        series, _, hour = name.partition("@")
-        if series not in TIMELINE_SERIES or not hour:
-            continue
-        try:
-            at = datetime.strptime(hour, HOUR_FORMAT).replace(tzinfo=UTC)
-        except ValueError:
+        hourly = hourly_counter_parse(name=name)
+        if hourly is None or hourly[0] not in TIMELINE_SERIES:
             continue  # not a counter this chart draws
+        series, at = hourly
         by_hour[at][series] = value
     if not by_hour:
         return Timeline(unit="hour", labels=[], series={name: [] for name in TIMELINE_SERIES})
