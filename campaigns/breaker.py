@@ -5,6 +5,7 @@ import logging
 
 from django.conf import settings
 
+from campaigns.counters import CounterName
 from campaigns.models import Campaign, CampaignCounter, Notification
 from campaigns.services import campaign_transition
 
@@ -30,15 +31,17 @@ def campaign_circuit_check(*, campaign_id: int) -> bool:
         return False
     counts = dict(
         CampaignCounter.objects.filter(
-            campaign_id=campaign_id, name__in=["sent", "bounced_hard", "complained"]
+            campaign_id=campaign_id,
+            name__in=[CounterName.SENT, CounterName.BOUNCED_HARD, CounterName.COMPLAINED],
         ).values_list("name", "value")
     )
-    sent = counts.get("sent") or 0
+    sent = counts.get(CounterName.SENT) or 0
     if sent <= 0:  # counters not kept for this campaign (yet): count the ledger
         sent = Notification.objects.filter(campaign_id=campaign_id, status__in=ACCEPTED).count()
     if sent < settings.CIRCUIT_BREAKER_MIN_SENT:
         return False
-    bounced, complained = counts.get("bounced_hard", 0), counts.get("complained", 0)
+    bounced = counts.get(CounterName.BOUNCED_HARD, 0)
+    complained = counts.get(CounterName.COMPLAINED, 0)
     reason = ""
     if bounced / sent > settings.CIRCUIT_BREAKER_BOUNCE_RATE:
         reason = (

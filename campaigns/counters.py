@@ -4,7 +4,8 @@ A million-recipient campaign's report must render in well under 200 ms, so it ne
 the ledger or the event table; every writer that changes a count adds to it here, in the
 same transaction as its own write, so counts and rows cannot drift apart.
 
-Names (one row per campaign and name); the per-hour ones made by `hourly_counter`:
+Names (one row per campaign and name), all spelled here: `CounterName`, and the per-link and
+per-hour names their builders make (`link_counter`, `hourly_counter`):
   sent, failed, unknown, skipped            the hand-off's outcome (campaigns.delivery, sweeper)
   delivered, bounced_hard, bounced_soft,    SES events (tracking.ses_events)
   complained, rejected, delayed, rendering_failed
@@ -27,7 +28,52 @@ from campaigns.models import CampaignCounter
 COUNTER_TABLE = CampaignCounter._meta.db_table
 
 
+class CounterName:
+    """The campaign-wide counters' names: plain strings (dict keys, SQL parameters and log
+    lines everywhere, where an enum member would print as its repr)."""
+
+    # The hand-off's outcome: every recipient ends in exactly one (HANDED_OFF).
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    # SES events.
+    DELIVERED = "delivered"
+    BOUNCED_HARD = "bounced_hard"
+    BOUNCED_SOFT = "bounced_soft"
+    COMPLAINED = "complained"
+    REJECTED = "rejected"
+    DELAYED = "delayed"
+    RENDERING_FAILED = "rendering_failed"
+    # Engagement: all, and those judged a person's; every one, and each message's first.
+    OPENS = "opens"
+    CLICKS = "clicks"
+    UNIQUE_OPENS = "unique_opens"
+    UNIQUE_CLICKS = "unique_clicks"
+    HUMAN_OPENS = "human_opens"
+    HUMAN_CLICKS = "human_clicks"
+    UNIQUE_HUMAN_OPENS = "unique_human_opens"
+    UNIQUE_HUMAN_CLICKS = "unique_human_clicks"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+# The hand-off's outcomes: once they add up to the audience frozen, every row has its answer.
+HANDED_OFF = (CounterName.SENT, CounterName.FAILED, CounterName.UNKNOWN, CounterName.SKIPPED)
+# The series counted per link (link_counter) and per UTC hour (hourly_counter).
+LINK_SERIES = (CounterName.CLICKS, CounterName.UNIQUE_CLICKS, CounterName.HUMAN_CLICKS)
+HOURLY_SERIES = (
+    CounterName.OPENS,
+    CounterName.CLICKS,
+    CounterName.HUMAN_OPENS,
+    CounterName.HUMAN_CLICKS,
+)
 HOUR_FORMAT = "%Y-%m-%dT%H"  # the UTC hour in an hourly counter's name
+_LINK_PREFIX = "link:"
+
+
+def link_counter(*, index: int, series: str) -> str:
+    """The name of the link's counter of `series` (one of LINK_SERIES): link:<index>:<series>."""
+    return f"{_LINK_PREFIX}{index}:{series}"
 
 
 def counter_hour(*, at: datetime) -> str:
@@ -36,9 +82,16 @@ def counter_hour(*, at: datetime) -> str:
 
 
 def hourly_counter(*, series: str, hour: str) -> str:
-    """The name of the counter of `series` (opens, clicks…) in `hour` (counter_hour):
+    """The name of the counter of `series` (one of HOURLY_SERIES) in `hour` (counter_hour):
     <series>@<hour>."""
     return f"{series}@{hour}"
+
+
+def link_counter_series(*, name: str) -> str | None:
+    """The series of a per-link counter's name, None if `name` is not one."""
+    if not name.startswith(_LINK_PREFIX):
+        return None
+    return name.rsplit(":", 1)[-1]
 
 
 def hourly_counter_parse(*, name: str) -> tuple[str, datetime] | None:

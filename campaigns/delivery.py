@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from campaigns import leases
 from campaigns.addresses import address_sendable
-from campaigns.counters import counters_add
+from campaigns.counters import CounterName, counters_add
 from campaigns.ledger import (
     ClaimedRow,
     ledger_claim,
@@ -373,7 +373,7 @@ class _Batch:
                     from_statuses={N.SENDING},
                     to=N.SENT,
                     message_ids=outcome.accepted,
-                    counter=(campaign_id, "sent"),
+                    counter=(campaign_id, CounterName.SENT),
                 )
             )
             self.throttle_pause = 0.0
@@ -455,7 +455,7 @@ class _Batch:
             moved = ledger_transition(
                 ids=ids, from_statuses={N.CREATED}, to=N.SKIPPED, reason="campaign cancelled"
             )
-            counters_add(campaign_id=self.campaign.pk, deltas={"skipped": moved})
+            counters_add(campaign_id=self.campaign.pk, deltas={CounterName.SKIPPED: moved})
         self.result.skipped += moved
         return moved
 

@@ -5,11 +5,8 @@ from collections.abc import Iterable
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from campaigns.counters import HANDED_OFF
 from campaigns.models import Campaign, CampaignCounter
-
-# The report counters of a row's hand-off outcome: once they add up to the audience frozen,
-# every row may have its answer.
-ANSWERED_COUNTERS = ("sent", "failed", "unknown", "skipped")
 
 
 def campaigns_with_unanswered_rows(*, statuses: Iterable[str]) -> list[int]:
@@ -22,7 +19,7 @@ def campaigns_with_unanswered_rows(*, statuses: Iterable[str]) -> list[int]:
     ledger again.
     """
     answered = (
-        CampaignCounter.objects.filter(campaign_id=OuterRef("pk"), name__in=ANSWERED_COUNTERS)
+        CampaignCounter.objects.filter(campaign_id=OuterRef("pk"), name__in=HANDED_OFF)
         .values("campaign_id")
         .annotate(total=Sum("value"))
         .values("total")

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from campaigns import ledger
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
-from campaigns.counters import counters_add, counters_sum
+from campaigns.counters import HANDED_OFF, CounterName, counters_add, counters_sum
 from campaigns.models import (
     Campaign,
     CampaignLink,
@@ -26,7 +26,6 @@ from campaigns.models import (
     Membership,
     Notification,
 )
-from campaigns.selectors import ANSWERED_COUNTERS
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from infra.tasks import task_enqueue_on_commit
 from templates_app.language import TemplateSyntaxError
@@ -216,7 +215,7 @@ def _skip_created(*, campaign_id: int, reason: str) -> None:
         to=N.SKIPPED,
         reason=reason,
     )
-    counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
+    counters_add(campaign_id=campaign_id, deltas={CounterName.SKIPPED: skipped})
 
 
 def campaign_start(*, campaign_id: int) -> None:
@@ -428,7 +427,7 @@ def campaign_finish_if_answered(*, campaign_id: int) -> bool:
     )
     if audience is None:
         return False
-    if counters_sum(campaign_id=campaign_id, names=ANSWERED_COUNTERS) < audience:
+    if counters_sum(campaign_id=campaign_id, names=HANDED_OFF) < audience:
         return False
     return campaign_finish_if_done(campaign_id=campaign_id)
 

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from campaigns import leases
-from campaigns.counters import counters_add
+from campaigns.counters import CounterName, counters_add
 from campaigns.ledger import ledger_transition
 from campaigns.models import BatchLease, Campaign, Notification
 from campaigns.selectors import campaigns_with_unanswered_rows
@@ -78,7 +78,7 @@ def _skip_left_in_cancelled(*, unanswered: Collection[int]) -> None:
             skipped = ledger_transition(
                 ids=ids, from_statuses={N.CREATED}, to=N.SKIPPED, reason="campaign cancelled"
             )
-            counters_add(campaign_id=campaign_id, deltas={"skipped": skipped})
+            counters_add(campaign_id=campaign_id, deltas={CounterName.SKIPPED: skipped})
 
 
 def _refreeze_stalled(*, now: datetime) -> None:
@@ -136,7 +136,7 @@ def _flag_unknown(campaign_id: int, ids: list[int]) -> None:
             to=N.UNKNOWN,
             reason="batch died during the hand-off to SES",
         )
-        counters_add(campaign_id=campaign_id, deltas={"unknown": flagged})
+        counters_add(campaign_id=campaign_id, deltas={CounterName.UNKNOWN: flagged})
     if flagged:
         logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
 

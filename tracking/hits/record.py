@@ -30,7 +30,13 @@ from django.db import (
     transaction,
 )
 
-from campaigns.counters import counter_hour, counters_add, hourly_counter
+from campaigns.counters import (
+    CounterName,
+    counter_hour,
+    counters_add,
+    hourly_counter,
+    link_counter,
+)
 from campaigns.models import Notification
 from infra.db import pg_rows
 from tracking.hits.classify import (
@@ -341,11 +347,11 @@ def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, i
         )
         for event in events:
             counts = deltas[event["campaign_id"]]
-            counts["human_clicks"] -= 1
+            counts[CounterName.HUMAN_CLICKS] -= 1
             hour = counter_hour(at=event["occurred_at"])
-            counts[hourly_counter(series="human_clicks", hour=hour)] -= 1
+            counts[hourly_counter(series=CounterName.HUMAN_CLICKS, hour=hour)] -= 1
             if event["index"] is not None:
-                counts[f"link:{event['index']}:human_clicks"] -= 1
+                counts[link_counter(index=event["index"], series=CounterName.HUMAN_CLICKS)] -= 1
             touched[event["notification_id"]] = event["campaign_id"]
     still_human = {
         event["notification_id"]
@@ -360,7 +366,7 @@ def _flip_to_machine(flips: dict[str, list[dict]], deltas: dict[int, dict[str, i
             notification_id=nid, kind=FE.HUMAN_CLICK
         ).delete()
         if deleted:
-            deltas[campaign_id]["unique_human_clicks"] -= 1
+            deltas[campaign_id][CounterName.UNIQUE_HUMAN_CLICKS] -= 1
     logger.info(
         "tracking clicks turned machine by burst rules: %s",
         {reason: len(events) for reason, events in flips.items()},
@@ -443,20 +449,20 @@ def _count(rows: list[_Row], prior: dict[int, list[dict]], deltas: dict) -> None
         hit = row.hit
         counts = deltas[row.campaign_id]
         human = row.verdict == HUMAN
-        plural = "opens" if hit.kind == OPEN else "clicks"
+        every, humans = _SERIES[hit.kind]
         hour = counter_hour(at=datetime.fromtimestamp(hit.at, tz=UTC))
-        counts[plural] += 1
-        counts[hourly_counter(series=plural, hour=hour)] += 1
+        counts[every] += 1
+        counts[hourly_counter(series=every, hour=hour)] += 1
         if human:
-            counts[f"human_{plural}"] += 1
-            counts[hourly_counter(series=f"human_{plural}", hour=hour)] += 1
+            counts[humans] += 1
+            counts[hourly_counter(series=humans, hour=hour)] += 1
         # A honeypot hit is a (machine) click of the message, so it counts in the clicks of
         # all kinds, as the recount (tracking.selectors) counts every click event; it is not
         # a link of the message, so no link counts it.
         if hit.kind == CLICK and not hit.honeypot:
-            counts[f"link:{hit.index}:clicks"] += 1
+            counts[link_counter(index=hit.index, series=CounterName.CLICKS)] += 1
             if human:
-                counts[f"link:{hit.index}:human_clicks"] += 1
+                counts[link_counter(index=hit.index, series=CounterName.HUMAN_CLICKS)] += 1
             link_pairs[(hit.notification_id, row.link_id)] = (row.campaign_id, hit.index)
         kinds = [FE.OPEN, FE.HUMAN_OPEN] if hit.kind == OPEN else [FE.CLICK, FE.HUMAN_CLICK]
         for kind in kinds[: 2 if human else 1]:
@@ -465,19 +471,27 @@ def _count(rows: list[_Row], prior: dict[int, list[dict]], deltas: dict) -> None
                 firsts[key] = (hit.at, row.campaign_id)
     if firsts:
         for nid, kind in _insert_first_engagements(firsts):
-            deltas[firsts[(nid, kind)][1]][f"unique_{_UNIQUE_NAMES[kind]}"] += 1
+            deltas[firsts[(nid, kind)][1]][_UNIQUE_COUNTERS[kind]] += 1
     if link_pairs:
         seen = {(nid, e["link_id"]) for nid, events in prior.items() for e in events}
         for pair, (campaign_id, index) in link_pairs.items():
             if pair not in seen:
-                deltas[campaign_id][f"link:{index}:unique_clicks"] += 1
+                deltas[campaign_id][
+                    link_counter(index=index, series=CounterName.UNIQUE_CLICKS)
+                ] += 1
 
 
-_UNIQUE_NAMES = {
-    FE.OPEN: "opens",
-    FE.CLICK: "clicks",
-    FE.HUMAN_OPEN: "human_opens",
-    FE.HUMAN_CLICK: "human_clicks",
+# The counters of a hit's kind: (all, human ones).
+_SERIES = {
+    OPEN: (CounterName.OPENS, CounterName.HUMAN_OPENS),
+    CLICK: (CounterName.CLICKS, CounterName.HUMAN_CLICKS),
+}
+# The counter a new first engagement of each kind adds one to.
+_UNIQUE_COUNTERS = {
+    FE.OPEN: CounterName.UNIQUE_OPENS,
+    FE.CLICK: CounterName.UNIQUE_CLICKS,
+    FE.HUMAN_OPEN: CounterName.UNIQUE_HUMAN_OPENS,
+    FE.HUMAN_CLICK: CounterName.UNIQUE_HUMAN_CLICKS,
 }
 
 

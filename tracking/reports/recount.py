@@ -24,11 +24,14 @@ from django.db.models.functions import Coalesce, TruncHour
 
 from campaigns.counters import (
     COUNTER_TABLE,
+    CounterName,
     campaign_counters,
     counter_hour,
     counters_add,
     hourly_counter,
     hourly_counter_parse,
+    link_counter,
+    link_counter_series,
 )
 from campaigns.models import CampaignCounter, Notification
 from tracking.models import Event
@@ -37,6 +40,14 @@ from tracking.reports.report import LINK_COUNTERS, PLAIN_COUNTERS, TIMELINE_SERI
 N = Notification.Status
 E = Event.Type
 
+# Our own opens' and clicks' counters: (all, unique, human, unique human).
+_ENGAGEMENT_COUNTERS = {
+    E.OPENED: (CounterName.OPENS, CounterName.UNIQUE_OPENS, CounterName.HUMAN_OPENS,
+               CounterName.UNIQUE_HUMAN_OPENS),
+    E.CLICKED: (CounterName.CLICKS, CounterName.UNIQUE_CLICKS, CounterName.HUMAN_CLICKS,
+                CounterName.UNIQUE_HUMAN_CLICKS),
+}  # fmt: skip
+
 # -- recounting from the rows (the recount_campaign command) ---------------------------------
 
 
@@ -44,8 +55,9 @@ def counter_is_recounted(name: str) -> bool:
     """True for the names `campaign_counters_recount` rebuilds (others are left alone)."""
     if name in PLAIN_COUNTERS:
         return True
-    if name.startswith("link:"):
-        return name.rsplit(":", 1)[-1] in LINK_COUNTERS
+    series = link_counter_series(name=name)
+    if series is not None:
+        return series in LINK_COUNTERS
     hourly = hourly_counter_parse(name=name)
     return hourly is not None and hourly[0] in TIMELINE_SERIES
 
@@ -56,12 +68,12 @@ def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
     an event moved its row when its status ranks above every earlier event's of that row (and
     above `sent`, where every row SES reports on starts)."""
     from campaigns.ledger import RANK
-    from tracking.ses_events.record import BOUNCE_COUNTERS, COUNTERS, NOTIFICATION_STATUS
+    from tracking.ses_events.record import COUNTERS, NOTIFICATION_STATUS
 
     moves = []  # (condition, rank, counter)
     for event_type, status in NOTIFICATION_STATUS.items():
         if event_type == E.BOUNCED:
-            moves.append((Q(type=E.BOUNCED) & hard, RANK[status], BOUNCE_COUNTERS["hard"]))
+            moves.append((Q(type=E.BOUNCED) & hard, RANK[status], CounterName.BOUNCED_HARD))
         else:
             moves.append((Q(type=event_type), RANK[status], COUNTERS[event_type]))
     # Before SES events had their own intake, anymail recorded SES's Rendering Failure as
@@ -94,8 +106,12 @@ def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
     soft = Case(When(hard, then=None), When(type=E.BOUNCED, then=F("notification_id")))
     counts.update(
         ses.aggregate(
-            bounced_soft=Count(soft, distinct=True),
-            delayed=Count("notification_id", distinct=True, filter=Q(type=E.DEFERRED)),
+            **{
+                CounterName.BOUNCED_SOFT: Count(soft, distinct=True),
+                CounterName.DELAYED: Count(
+                    "notification_id", distinct=True, filter=Q(type=E.DEFERRED)
+                ),
+            }
         )
     )
     return counts
@@ -122,10 +138,12 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     not_accepted = Q(message_id__isnull=True) | Q(message_id="")
     counts.update(
         Notification.objects.filter(campaign_id=campaign_id).aggregate(
-            sent=Count("id", filter=~not_accepted),
-            failed=Count("id", filter=Q(status=N.FAILED) & not_accepted),
-            unknown=Count("id", filter=Q(status=N.UNKNOWN)),
-            skipped=Count("id", filter=Q(status=N.SKIPPED)),
+            **{
+                CounterName.SENT: Count("id", filter=~not_accepted),
+                CounterName.FAILED: Count("id", filter=Q(status=N.FAILED) & not_accepted),
+                CounterName.UNKNOWN: Count("id", filter=Q(status=N.UNKNOWN)),
+                CounterName.SKIPPED: Count("id", filter=Q(status=N.SKIPPED)),
+            }
         )
     )
 
@@ -137,23 +155,21 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     )
 
     counts.update(_ses_outcomes_recount(ses, hard))
-    counts["unsubscribed"] = events.filter(type=E.UNSUBSCRIBED).aggregate(
+    counts[CounterName.UNSUBSCRIBED] = events.filter(type=E.UNSUBSCRIBED).aggregate(
         n=Count("notification_id", distinct=True)
     )["n"]
 
     own = events.filter(source=Event.Source.TRACKING)
     human = Q(verdict=Event.Verdict.HUMAN)
-    for kind, event_type in (("opens", E.OPENED), ("clicks", E.CLICKED)):
+    for event_type, (every, unique, humans, unique_humans) in _ENGAGEMENT_COUNTERS.items():
         of_type = Q(type=event_type)
         counts.update(
             own.aggregate(
                 **{
-                    kind: Count("id", filter=of_type),
-                    f"unique_{kind}": Count("notification_id", distinct=True, filter=of_type),
-                    f"human_{kind}": Count("id", filter=of_type & human),
-                    f"unique_human_{kind}": Count(
-                        "notification_id", distinct=True, filter=of_type & human
-                    ),
+                    every: Count("id", filter=of_type),
+                    unique: Count("notification_id", distinct=True, filter=of_type),
+                    humans: Count("id", filter=of_type & human),
+                    unique_humans: Count("notification_id", distinct=True, filter=of_type & human),
                 }
             )
         )
@@ -161,14 +177,16 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
         own.filter(type=E.CLICKED, link__isnull=False)
         .values("link__index")
         .annotate(
-            clicks=Count("id"),
-            unique_clicks=Count("notification_id", distinct=True),
-            human_clicks=Count("id", filter=human),
+            **{
+                CounterName.CLICKS: Count("id"),
+                CounterName.UNIQUE_CLICKS: Count("notification_id", distinct=True),
+                CounterName.HUMAN_CLICKS: Count("id", filter=human),
+            }
         )
         .order_by()
     ):
-        for name in LINK_COUNTERS:
-            counts[f"link:{row['link__index']}:{name}"] = row[name]
+        for series in LINK_COUNTERS:
+            counts[link_counter(index=row["link__index"], series=series)] = row[series]
     for row in (
         own.filter(type__in=[E.OPENED, E.CLICKED])
         .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
@@ -176,10 +194,10 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
         .annotate(all=Count("id"), human=Count("id", filter=human))
         .order_by()
     ):
-        kind = "opens" if row["type"] == E.OPENED else "clicks"
+        every, _, humans, _ = _ENGAGEMENT_COUNTERS[row["type"]]
         hour = counter_hour(at=row["hour"])
-        counts[hourly_counter(series=kind, hour=hour)] = row["all"]
-        counts[hourly_counter(series=f"human_{kind}", hour=hour)] = row["human"]
+        counts[hourly_counter(series=every, hour=hour)] = row["all"]
+        counts[hourly_counter(series=humans, hour=hour)] = row["human"]
     return {name: value for name, value in counts.items() if value}
 
 

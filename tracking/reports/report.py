@@ -11,17 +11,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from campaigns.counters import campaign_counters, hourly_counter_parse
+from campaigns.counters import (
+    HANDED_OFF,
+    HOURLY_SERIES,
+    LINK_SERIES,
+    CounterName,
+    campaign_counters,
+    hourly_counter_parse,
+    link_counter,
+)
 from campaigns.models import Campaign, CampaignLink, Notification
 from tracking.models import Event
 
 N = Notification.Status
 E = Event.Type
 
-# The hand-off's outcomes: every recipient ends in exactly one (campaigns.delivery, sweeper).
-HANDED_OFF = ("sent", "failed", "unknown", "skipped")
 # Hourly counters (campaigns.counters.hourly_counter) that the timeline chart draws.
-TIMELINE_SERIES = ("opens", "clicks", "human_opens", "human_clicks")
+TIMELINE_SERIES = HOURLY_SERIES
 # Up to 14 days (336 points) the timeline is drawn per hour; a longer one per day, so a
 # campaign still opened a year later is 365 points, not 8,760.
 HOURLY_SPAN = timedelta(days=14)
@@ -29,13 +35,16 @@ HOURLY_SPAN = timedelta(days=14)
 # exactly these, and leaves any other name alone.
 PLAIN_COUNTERS = (
     *HANDED_OFF,
-    "delivered", "bounced_hard", "bounced_soft", "complained", "rejected", "delayed",
-    "rendering_failed",
-    "opens", "clicks", "unique_opens", "unique_clicks",
-    "human_opens", "human_clicks", "unique_human_opens", "unique_human_clicks",
-    "unsubscribed",
+    CounterName.DELIVERED, CounterName.BOUNCED_HARD, CounterName.BOUNCED_SOFT,
+    CounterName.COMPLAINED, CounterName.REJECTED, CounterName.DELAYED,
+    CounterName.RENDERING_FAILED,
+    CounterName.OPENS, CounterName.CLICKS, CounterName.UNIQUE_OPENS, CounterName.UNIQUE_CLICKS,
+    CounterName.HUMAN_OPENS, CounterName.HUMAN_CLICKS, CounterName.UNIQUE_HUMAN_OPENS,
+    CounterName.UNIQUE_HUMAN_CLICKS,
+    CounterName.UNSUBSCRIBED,
 )  # fmt: skip
-LINK_COUNTERS = ("clicks", "unique_clicks", "human_clicks")
+# The per-link counters (campaigns.counters.link_counter) the report reads.
+LINK_COUNTERS = LINK_SERIES
 
 
 @dataclass(frozen=True)
@@ -221,9 +230,9 @@ def campaign_report(*, campaign_id: int) -> CampaignReport:
         LinkClicks(
             index=index,
             url=url,
-            clicks=count(f"link:{index}:clicks", 0),
-            unique_clicks=count(f"link:{index}:unique_clicks", 0),
-            human_clicks=count(f"link:{index}:human_clicks", 0),
+            clicks=count(link_counter(index=index, series=CounterName.CLICKS), 0),
+            unique_clicks=count(link_counter(index=index, series=CounterName.UNIQUE_CLICKS), 0),
+            human_clicks=count(link_counter(index=index, series=CounterName.HUMAN_CLICKS), 0),
         )
         for index, url in CampaignLink.objects.filter(campaign_id=campaign_id)
         .order_by("index")

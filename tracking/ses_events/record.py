@@ -29,7 +29,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from campaigns.breaker import campaign_circuit_check_after_commit
-from campaigns.counters import counters_add
+from campaigns.counters import CounterName, counters_add
 from campaigns.ledger import ledger_transition, statuses_before
 from campaigns.models import Contact, Notification
 from infra.db import pg_rows
@@ -57,15 +57,18 @@ FROM_STATUSES = {status: statuses_before(status) for status in NOTIFICATION_STAT
 # An event whose type moves the notification (NOTIFICATION_STATUS) counts if it moved it; the
 # others (soft bounces, delays) count with the message's first event of their kind.
 COUNTERS = {
-    T.DELIVERED: "delivered",
-    T.COMPLAINED: "complained",
-    T.REJECTED: "rejected",
-    T.DEFERRED: "delayed",
-    T.RENDERING_FAILED: "rendering_failed",
+    T.DELIVERED: CounterName.DELIVERED,
+    T.COMPLAINED: CounterName.COMPLAINED,
+    T.REJECTED: CounterName.REJECTED,
+    T.DEFERRED: CounterName.DELAYED,
+    T.RENDERING_FAILED: CounterName.RENDERING_FAILED,
 }
-BOUNCE_COUNTERS = {Event.BounceType.HARD: "bounced_hard", Event.BounceType.SOFT: "bounced_soft"}
+BOUNCE_COUNTERS = {
+    Event.BounceType.HARD: CounterName.BOUNCED_HARD,
+    Event.BounceType.SOFT: CounterName.BOUNCED_SOFT,
+}
 # Counters whose growth the circuit breaker looks at.
-BREAKER_COUNTERS = {"bounced_hard", "complained"}
+BREAKER_COUNTERS = {CounterName.BOUNCED_HARD, CounterName.COMPLAINED}
 # Statuses that mean SES accepted the message: the circuit breaker's fallback count of `sent`.
 
 RECORDED, DUPLICATE, PENDING = "recorded", "duplicate", "pending"

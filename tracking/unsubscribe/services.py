@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns.counters import counters_add
+from campaigns.counters import CounterName, counters_add
 from campaigns.models import Contact, Membership, Notification
 from tracking.models import Event
 
@@ -152,7 +152,7 @@ def contact_unsubscribe(
                 ip=ip,
             )
             if first:
-                counters_add(campaign_id=row["campaign_id"], deltas={"unsubscribed": 1})
+                counters_add(campaign_id=row["campaign_id"], deltas={CounterName.UNSUBSCRIBED: 1})
     logger.info(
         "unsubscribe notification=%s campaign=%s contact=%s list=%s scope=%s via=%s changed=%s",
         notification_id, row["campaign_id"], contact_id, list_id, scope, via or "-", changed,
