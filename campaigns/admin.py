@@ -101,7 +101,7 @@ RECIPIENT_CSV_HEADER = (
 def recipient_csv_rows(*, campaign_id: int) -> Iterator[tuple]:
     """The campaign's ledger, one row per recipient, read in chunks through a server-side
     cursor: a million rows stream out without being held in memory."""
-    K = FirstEngagement.Kind
+    FE = FirstEngagement.Kind
 
     def first(kind: str) -> Min:
         return Min("firstengagement__occurred_at", filter=Q(firstengagement__kind=kind))
@@ -112,7 +112,7 @@ def recipient_csv_rows(*, campaign_id: int) -> Iterator[tuple]:
         .values_list("id", "contact__email", "status", "reason", "message_id", "created_at",
                      "updated_at")
         .annotate(**{f"first_{kind}": first(kind) for kind in
-                     (K.OPEN, K.HUMAN_OPEN, K.CLICK, K.HUMAN_CLICK)})
+                     (FE.OPEN, FE.HUMAN_OPEN, FE.CLICK, FE.HUMAN_CLICK)})
         .order_by("id")
         .iterator(chunk_size=2000)
     )  # fmt: skip

@@ -17,26 +17,26 @@ from campaigns.counters import counter_add_count_sql, counters_add
 from campaigns.models import Contact, Membership, Notification
 from infra.db import pg_execute, pg_rows
 
-S = Notification.Status
+N = Notification.Status
 
 # How far along its journey each status is. An event moves a row only to a higher rank, so a
 # late Delivery never overwrites a Bounce, and an `unknown` row is resolved by any SES event.
 RANK = {
-    S.CREATED: 0,
-    S.SENDING: 1,
-    S.SENT: 2,
-    S.UNKNOWN: 2,
-    S.DELIVERED: 3,
-    S.REJECTED: 4,
-    S.FAILED: 4,
-    S.BOUNCED: 4,
-    S.COMPLAINED: 5,
+    N.CREATED: 0,
+    N.SENDING: 1,
+    N.SENT: 2,
+    N.UNKNOWN: 2,
+    N.DELIVERED: 3,
+    N.REJECTED: 4,
+    N.FAILED: 4,
+    N.BOUNCED: 4,
+    N.COMPLAINED: 5,
 }
 
 
 def statuses_before(status: str) -> set[str]:
     """The statuses an SES event may move a sent row from to reach `status` (forward only)."""
-    return {s for s, rank in RANK.items() if RANK[S.SENT] <= rank < RANK[status]}
+    return {s for s, rank in RANK.items() if RANK[N.SENT] <= rank < RANK[status]}
 
 
 class ClaimedRow(NamedTuple):
@@ -61,7 +61,7 @@ def ledger_pending_ids(*, campaign_id: int, first_id: int, last_id: int) -> list
         cursor.execute(
             f"SELECT id FROM {Notification._meta.db_table} WHERE id BETWEEN %s AND %s "  # noqa: S608
             "AND campaign_id + 0 = %s AND status = %s ORDER BY id",
-            [first_id, last_id, campaign_id, S.CREATED],
+            [first_id, last_id, campaign_id, N.CREATED],
         )
         return [nid for (nid,) in cursor.fetchall()]
 
@@ -164,7 +164,7 @@ def claim_update(
         "RETURNING id, contact_id"
     )
     stamp = connection.ops.adapt_datetimefield_value(claimed_at)  # as the ORM writes it
-    return sql, [S.SENDING, stamp, first_id, last_id, campaign_id, S.CREATED]
+    return sql, [N.SENDING, stamp, first_id, last_id, campaign_id, N.CREATED]
 
 
 def ledger_release_claim(
@@ -176,9 +176,9 @@ def ledger_release_claim(
     return Notification.objects.filter(
         id__range=(first_id, last_id),
         campaign_id=campaign_id,
-        status=S.SENDING,
+        status=N.SENDING,
         updated_at=claimed_at,
-    ).update(status=S.CREATED, updated_at=timezone.now())
+    ).update(status=N.CREATED, updated_at=timezone.now())
 
 
 def _json(value: object) -> object:

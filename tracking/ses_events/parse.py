@@ -11,27 +11,25 @@ from datetime import UTC, datetime
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from campaigns.models import Notification
 from tracking.models import Event
 
 logger = logging.getLogger(__name__)
 
-N = Notification.Status
-T = Event.Type
+E = Event.Type
 
 # SES's eventType (event publishing) / notificationType (identity notifications) → ours, and the
 # key of the object holding that event's details.
 SES_TYPES = {
-    "Send": (T.SENT, "send"),
-    "Delivery": (T.DELIVERED, "delivery"),
-    "Bounce": (T.BOUNCED, "bounce"),
-    "Complaint": (T.COMPLAINED, "complaint"),
-    "Reject": (T.REJECTED, "reject"),
-    "Open": (T.OPENED, "open"),
-    "Click": (T.CLICKED, "click"),
-    "Rendering Failure": (T.RENDERING_FAILED, "failure"),
-    "DeliveryDelay": (T.DEFERRED, "deliveryDelay"),
-    "Subscription": (T.SUBSCRIPTION, "subscription"),
+    "Send": (E.SENT, "send"),
+    "Delivery": (E.DELIVERED, "delivery"),
+    "Bounce": (E.BOUNCED, "bounce"),
+    "Complaint": (E.COMPLAINED, "complaint"),
+    "Reject": (E.REJECTED, "reject"),
+    "Open": (E.OPENED, "open"),
+    "Click": (E.CLICKED, "click"),
+    "Rendering Failure": (E.RENDERING_FAILED, "failure"),
+    "DeliveryDelay": (E.DEFERRED, "deliveryDelay"),
+    "Subscription": (E.SUBSCRIPTION, "subscription"),
 }
 
 # SES message ids are letters, digits and hyphens ("0100018c5d2a7b1e-3f2f1c7e-…-000000"): an id
@@ -149,25 +147,25 @@ def ses_event_parse(*, payload: dict, recipient: str) -> SesEvent:
     message_id = mail.get("messageId") if isinstance(mail, dict) else None
     if not isinstance(message_id, str) or not SES_MESSAGE_ID.fullmatch(message_id):
         raise SesEventError("no SES mail.messageId")
-    event_type, details_key = SES_TYPES.get(ses_type, (T.UNKNOWN, ""))
+    event_type, details_key = SES_TYPES.get(ses_type, (E.UNKNOWN, ""))
     details = payload.get(details_key) or {}
     if not isinstance(details, dict):
         raise SesEventError(f"{details_key} is not an object")
     when = details.get("timestamp") or mail.get("timestamp")
     occurred_at = _parse_time(when) or timezone.now()
     bounce_type = ""
-    if event_type == T.BOUNCED:
+    if event_type == E.BOUNCED:
         # Permanent: the address does not work. Transient and Undetermined: it may later.
         hard = details.get("bounceType") == "Permanent"
         bounce_type = Event.BounceType.HARD if hard else Event.BounceType.SOFT
     description = {
-        T.BOUNCED: f"{details.get('bounceType')}: {details.get('bounceSubType')}",
-        T.COMPLAINED: details.get("complaintFeedbackType") or "",
-        T.DELIVERED: details.get("smtpResponse") or "",
-        T.REJECTED: details.get("reason") or "",
-        T.RENDERING_FAILED: details.get("errorMessage") or "",
-        T.DEFERRED: details.get("delayType") or "",
-        T.UNKNOWN: f"Unknown SES eventType '{ses_type}'",
+        E.BOUNCED: f"{details.get('bounceType')}: {details.get('bounceSubType')}",
+        E.COMPLAINED: details.get("complaintFeedbackType") or "",
+        E.DELIVERED: details.get("smtpResponse") or "",
+        E.REJECTED: details.get("reason") or "",
+        E.RENDERING_FAILED: details.get("errorMessage") or "",
+        E.DEFERRED: details.get("delayType") or "",
+        E.UNKNOWN: f"Unknown SES eventType '{ses_type}'",
     }.get(event_type, "")
     return SesEvent(
         ses_type=ses_type,

@@ -40,15 +40,15 @@ from tracking.ses_events.pending import pending_add_all
 logger = logging.getLogger(__name__)
 
 N = Notification.Status
-T = Event.Type
+E = Event.Type
 
 # Events that move the notification forward (bounces: hard ones only).
 NOTIFICATION_STATUS = {
-    T.DELIVERED: N.DELIVERED,
-    T.BOUNCED: N.BOUNCED,
-    T.COMPLAINED: N.COMPLAINED,
-    T.REJECTED: N.REJECTED,
-    T.RENDERING_FAILED: N.FAILED,  # SES could not render the stored template: nothing was sent
+    E.DELIVERED: N.DELIVERED,
+    E.BOUNCED: N.BOUNCED,
+    E.COMPLAINED: N.COMPLAINED,
+    E.REJECTED: N.REJECTED,
+    E.RENDERING_FAILED: N.FAILED,  # SES could not render the stored template: nothing was sent
 }
 FROM_STATUSES = {status: statuses_before(status) for status in NOTIFICATION_STATUS.values()}
 # The counter each event may add one to. SES Open / Click events are recorded but counted
@@ -57,11 +57,11 @@ FROM_STATUSES = {status: statuses_before(status) for status in NOTIFICATION_STAT
 # An event whose type moves the notification (NOTIFICATION_STATUS) counts if it moved it; the
 # others (soft bounces, delays) count with the message's first event of their kind.
 COUNTERS = {
-    T.DELIVERED: CounterName.DELIVERED,
-    T.COMPLAINED: CounterName.COMPLAINED,
-    T.REJECTED: CounterName.REJECTED,
-    T.DEFERRED: CounterName.DELAYED,
-    T.RENDERING_FAILED: CounterName.RENDERING_FAILED,
+    E.DELIVERED: CounterName.DELIVERED,
+    E.COMPLAINED: CounterName.COMPLAINED,
+    E.REJECTED: CounterName.REJECTED,
+    E.DEFERRED: CounterName.DELAYED,
+    E.RENDERING_FAILED: CounterName.RENDERING_FAILED,
 }
 BOUNCE_COUNTERS = {
     Event.BounceType.HARD: CounterName.BOUNCED_HARD,
@@ -335,7 +335,7 @@ def _soft_bounce_limit_reached(contact_id: int, event: SesEvent) -> bool:
     since = event.occurred_at - timedelta(days=settings.SOFT_BOUNCE_WINDOW_DAYS)
     count = Event.objects.filter(
         notification__contact_id=contact_id,
-        type=T.BOUNCED,
+        type=E.BOUNCED,
         bounce_type=Event.BounceType.SOFT,
         occurred_at__gt=since,
     ).count()
@@ -348,9 +348,9 @@ def _suppress_all(events: list[SesEvent], found: Found) -> None:
     decided: set[int] = set()
     for event in events:
         contact_id = found[event.message_id][1]
-        if contact_id in decided or event.type not in (T.COMPLAINED, T.BOUNCED):
+        if contact_id in decided or event.type not in (E.COMPLAINED, E.BOUNCED):
             continue
-        if event.type == T.COMPLAINED:
+        if event.type == E.COMPLAINED:
             status = Contact.Status.COMPLAINED
         elif event.bounce_type == Event.BounceType.HARD or _soft_bounce_limit_reached(
             contact_id, event
