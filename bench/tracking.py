@@ -313,12 +313,13 @@ def wait_drained(campaign_id: int, timeout: float) -> tuple[int, float]:
     from django.db import connection
 
     from infra.queue import buffer_backlog
+    from tracking.hits.buffer import QUEUE
     from tracking.models import Event
 
     started = time.monotonic()
     last = -1
     while True:
-        backlog = buffer_backlog()
+        backlog = buffer_backlog(queue=QUEUE)
         events = Event.objects.filter(
             notification__campaign_id=campaign_id, source=Event.Source.TRACKING
         ).count()
