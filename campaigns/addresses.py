@@ -1,16 +1,11 @@
 """The one rule for recipient addresses: what may be stored is exactly what can be sent.
 
-SES takes 7-bit ASCII addresses only (no SMTPUTF8): the part before the @ must be plain
-ASCII, and an internationalized domain travels as its IDNA ("xn--") form. An address that
-Django's validator accepts but SES or the MIME layer cannot carry (a quoted local part with
-a control character, consecutive dots, a symbol domain such as `☃.com`) used to be stored,
-then refused at send time, taking its whole SES call down with it. So every entry point
-(the admin's contact form, the CSV import, the API) stores `address_normalize(raw)`, and the
-sender checks `address_sendable(stored)` before a row goes into an SES call.
-
-The rule is email-validator's (RFC 5321/5322 syntax, IDNA 2008 domains) with quoted local
-parts, domain literals, display names and SMTPUTF8 refused, the domain in its ASCII form and
-the whole address lower-cased (one contact per mailbox, whatever the case).
+Every entry point stores `address_normalize(raw)` and the sender checks
+`address_sendable(stored)` before a row goes into an SES call: an address SES cannot carry
+(it takes ASCII before the @ and IDNA domains only) must never take its call down with it.
+The rule is email-validator's with quoted local parts, domain literals, display names and
+SMTPUTF8 refused, the domain in its ASCII form, the whole address lower-cased (one contact
+per mailbox).
 """
 
 import functools
@@ -25,8 +20,8 @@ from django.core.mail.message import sanitize_address
 # RFC 5322 dot-atom local part, and a domain of LDH labels with an alphabetic TLD: the shape
 # of nearly every stored address. An address of this shape (and length) passes
 # address_normalize unchanged but for case, which tests/campaigns/test_addresses.py checks with
-# generated addresses: the sender's per-recipient check is then one regex match (~0.3 µs)
-# instead of a validation (~15 µs).
+# generated addresses: the sender's per-recipient check is then one regex match instead of
+# a full validation (cost: docs/PERFORMANCE.md).
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _PLAIN = re.compile(

@@ -366,8 +366,8 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def get_inlines(self, request, obj):
         # Links are recorded when the campaign starts; from then on the report's per-link
-        # table lists them with their clicks, and a read-only formset of the same 10 rows
-        # took a third of the page's time (bench/report.py: median 23 ms without, 37-57 with).
+        # table lists them with their clicks, and a read-only formset of the same rows would
+        # be a large share of the page's time (bench/report.py; docs/PERFORMANCE.md).
         if obj is not None and obj.status != Campaign.Status.DRAFT:
             return []
         return super().get_inlines(request, obj)

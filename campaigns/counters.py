@@ -2,19 +2,9 @@
 
 A million-recipient campaign's report must render in well under 200 ms, so it never counts
 the ledger or the event table; every writer that changes a count adds to it here, in the
-same transaction as its own write, so counts and rows cannot drift apart.
-
-Names (one row per campaign and name), all spelled here: `CounterName`, and the per-link and
-per-hour names their builders make (`link_counter`, `hourly_counter`):
-  sent, failed, unknown, skipped            the hand-off's outcome (campaigns.delivery, sweeper)
-  delivered, bounced_hard, bounced_soft,    SES events (tracking.ses_events)
-  complained, rejected, delayed, rendering_failed
-  opens, clicks, unique_opens, unique_clicks       all opens / clicks
-  human_opens, human_clicks, unique_human_opens, unique_human_clicks
-  unsubscribed
-  link:<index>:clicks, link:<index>:unique_clicks, link:<index>:human_clicks
-  opens@<YYYY-MM-DDTHH>, clicks@<…>, human_opens@<…>, human_clicks@<…>   per UTC hour (the
-                                            report's timeline chart)
+same transaction as its own write, so counts and rows cannot drift apart. Every name is
+spelled here (`CounterName`, `link_counter`, `hourly_counter`); who writes which:
+docs/REPORTS.md.
 """
 
 from collections.abc import Iterable, Mapping

@@ -1,15 +1,10 @@
 """The one rule for cells of the CSV files this site writes (contacts, reports, recipients)
 and reads back (contact imports): formula-safe, and otherwise unchanged.
 
-A spreadsheet opening a CSV reads a cell starting with `=`, `+`, `-` or `@` as a formula, and
-a leading tab or carriage return can hide one (CSV injection): such a cell is written with a
-leading `'`, which spreadsheets take as "this is text" and do not show. A cell that itself
-starts with `'` gets one too, or a spreadsheet would eat its apostrophe (and an import could
-not tell it from an escaped one). Nothing else is changed. Numbers follow the same rule as
-text (OWASP's advice): a negative number is written `'-1`.
-
-The import undoes exactly this (csv_cell_unescape), so a file exported here and imported
-again, with or without a spreadsheet in between, holds the same values.
+A cell a spreadsheet would read as a formula (CSV injection), or that starts with `'`, is
+written with a leading `'`; nothing else changes, numbers included (`'-1`). The import undoes
+exactly this (csv_cell_unescape): a file exported and imported again holds the same values.
+Why each character: docs/REPORTS.md (Downloads).
 """
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -1,29 +1,9 @@
 """Handing a campaign's recipients to SES: the one place that sends campaign mail.
 
-A batch owns an id range of a campaign's ledger. Under a lease it keeps alive (campaigns.leases),
-it repeats, one SES call at a time: take a send slot, claim the call's rows (created → sending,
-committed), set aside the rows that must not go (skipped, or an address SES cannot take), send
-the rest (SendBulkEmail with the campaign's stored template, or one SendEmail each on the
-rendered path) and record every answer:
-
-- accepted → sent, with the SES MessageId;
-- refused (the whole call with a definite 4xx, or one entry alone) → failed, with the reason;
-  a call refused for its request's content is split in halves until the culprit is alone;
-- throttled, or the connection never opened → given back (created) and sent again after a
-  pause; SES refusing the whole campaign (template gone, sending paused) → given back and
-  the campaign paused with the reason;
-- anything else (a 5xx, a timeout, a reset connection) → unknown: SES may have sent it, so it
-  is flagged and never re-sent automatically.
-
-Rows are claimed right before their call, so a crash can strand only the rows of calls in
-flight: they stay `sending` under a lease that stops beating, and the sweeper makes them
-unknown within seconds. That is the at-most-once promise. A batch that loses PostgreSQL or
-Redis waits for them, holding its answers, instead of failing.
-
-Here is the batch, step by step (deliver_batch, _Batch.run): take the lease, read the pending
-rows, then for each call: may it go on, make room, take a slot, claim, set aside, submit; and
-collect and record every answer. The two ways of sending are campaigns.senders; what each
-message carries, campaigns.messages.
+A batch owns an id range of a campaign's ledger under a lease it keeps alive
+(campaigns.leases) and claims each SES call's rows right before the call, so a crash strands
+only the rows of calls in flight, which the sweeper makes `unknown`: the at-most-once promise.
+The steps are _Batch.run's; what each answer and each failure comes to is in docs/DATAFLOW.md.
 """
 
 import functools
@@ -208,7 +188,11 @@ class _Batch:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Send call by call while the batch may go on, then answer every call made."""
+        """Send call by call while the batch may go on, then answer every call made.
+
+        Each call: may the batch go on, make room, take a send slot, claim the call's rows
+        (committed), set aside the rows that must not go (skipped, or an address SES cannot
+        take), submit (campaigns.senders); then collect and record every answer."""
         self._read_pending()
         try:
             going = True
@@ -364,7 +348,12 @@ class _Batch:
 
     def _record(self, outcome: GroupOutcome) -> None:
         """Write one call's answers to the ledger, each move with the report counter it adds
-        to (the accepted rows in one statement); waits for the database if it is away."""
+        to (the accepted rows in one statement); waits for the database if it is away.
+
+        Accepted → sent with its MessageId; refused → failed; throttled or never connected →
+        created again, sent after a pause; SES refusing the campaign → created again and the
+        campaign paused; anything else (5xx, timeout, reset) → unknown: SES may have sent it,
+        so it is never re-sent automatically."""
         campaign_id = self.campaign.pk
         if outcome.accepted:
             self.result.sent += self._write(

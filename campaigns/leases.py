@@ -1,11 +1,8 @@
 """Batch leases: how the sweeper tells a running batch from a dead one (models.BatchLease).
 
-A batch takes a lease on its id range before it claims anything, beats it while it runs and
-drops it once every row it claimed has its answer. A throttled batch that will be retried
-later leaves a *waiting* lease whose heartbeat lies at its retry time: the promise that its
-rows are not lost. The sweeper reads them (`leases_live`): a `sending` row no live lease
-covers is the remains of a dead batch, and a campaign with `created` rows, no live lease and
-nothing queued has lost its batches.
+A throttled batch that will be retried leaves a *waiting* lease whose heartbeat lies at its
+retry time: the promise that its rows are not lost. A `sending` row no live lease covers is
+the remains of a dead batch (`leases_live`, read by the sweeper).
 """
 
 import os

@@ -41,7 +41,8 @@ def statuses_before(status: str) -> set[str]:
 
 class ClaimedRow(NamedTuple):
     """A claimed notification and what sending it needs from its contact. (A named tuple: a
-    batch builds 500, and a frozen dataclass's __init__ costs ~5x more.)"""
+    batch builds 500, and a frozen dataclass's __init__ costs several times more; cost:
+    docs/PERFORMANCE.md.)"""
 
     id: int
     contact_id: int
@@ -82,10 +83,11 @@ def ledger_claim(
     never handed to SES twice (at most once). A batch claims one SES call's rows at a time
     (their ids from ledger_pending_ids), right before the call, so a crash can strand only the
     rows of calls in flight. The contact columns come back from the same statement (no second
-    query with an IN list: that and the ORM's row building were ~20% of a send worker's CPU),
-    and of `attributes` only the template's fields, each extracted by PostgreSQL (no JSON
-    document parsed per contact). If the statement's outcome is unknown (the connection
-    broke), `ledger_release_claim` with the same stamp gives back exactly the rows it took.
+    query with an IN list, no ORM row building: both weighed on the send worker, see
+    docs/PERFORMANCE.md), and of `attributes` only the template's fields, each extracted by
+    PostgreSQL (no JSON document parsed per contact). If the statement's outcome is unknown (the
+    connection broke), `ledger_release_claim` with the same stamp gives back exactly the rows it
+    took.
     """
     n, c, m = (
         Notification._meta.db_table,
@@ -123,8 +125,8 @@ def ledger_claim(
                     [*attributes, contact_list_id, *claimed],
                 )
                 rows = cursor.fetchall()
-    # Per row, only tuple work: ~1.5 µs a row against ~4.7 with keyword arguments and
-    # `Contact.Status.ACTIVE` looked up (an enum member) for every row (measured, 500 rows).
+    # Per row, only tuple work: no keyword arguments and no `Contact.Status.ACTIVE` (an enum
+    # member) looked up per row; this loop runs for every recipient (cost: docs/PERFORMANCE.md).
     active, row = str(Contact.Status.ACTIVE), ClaimedRow._make
     return [
         row(
@@ -151,12 +153,12 @@ def claim_update(
 ) -> tuple[str, list]:
     """The claim's UPDATE (created → sending for one id range), with its parameters.
 
-    It must read the range through the primary key and nothing else. `campaign_id + 0` keeps
-    the planner off the (campaign, contact) index: for a campaign frozen since the last
-    ANALYZE, the statistics promise ~1 row there, and the claim then walked every row of the
-    campaign to find its own (52,000 rows read per claim at 100k recipients, measured:
-    quadratic in the campaign's size). The `status` test is what makes a claim exclusive: a
-    concurrent claim of the same rows waits for the first and then finds them taken.
+    It must read the range through the primary key and nothing else. `campaign_id + 0` keeps the
+    planner off the (campaign, contact) index: for a campaign frozen since the last ANALYZE, the
+    statistics promise ~1 row there, and the claim then walked every row of the campaign to find
+    its own: quadratic in the campaign's size (docs/PERFORMANCE.md). The `status` test is what
+    makes a claim exclusive: a concurrent claim of the same rows waits for the first and then
+    finds them taken.
     """
     sql = (
         f"UPDATE {Notification._meta.db_table} SET status = %s, updated_at = %s "  # noqa: S608
@@ -237,13 +239,12 @@ def _transition_with_message_ids(
     to: str,
     counter: tuple[int, str] | None,
 ) -> int:
-    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), parameters bound by the server.
-    Measured 40x cheaper than the ORM's CASE WHEN for 50 rows (Django spends ~40 ms resolving
-    a 50-branch CASE). The ids and message ids go as comma-separated text that PostgreSQL
-    splits: psycopg's array dumpers cost ~0.1 ms of Python per call (measured, 50 rows); a
-    message id with a comma in it (SES's never have one) goes as an array. With `counter`, the
-    counter's upsert is part of the same statement: one round trip per SES answer instead of
-    four (begin, update, upsert, commit); in-process that was ~a fifth of a send worker's CPU."""
+    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), parameters bound by the server,
+    instead of the ORM's CASE WHEN, whose 50 branches Django is slow to resolve. The ids and
+    message ids go as comma-separated text that PostgreSQL splits, sparing psycopg's array
+    dumpers; a message id with a comma in it (SES's never have one) goes as an array. With
+    `counter`, the counter's upsert is part of the same statement: one round trip per SES
+    answer instead of four (begin, update, upsert, commit). (Costs: docs/PERFORMANCE.md.)"""
     mids = list(message_ids.values())
     if any("," in mid for mid in mids):
         mids_sql, mids_param = "%b::text[]", mids

@@ -150,9 +150,9 @@ class Notification(models.Model):
     covers `status` (nor `updated_at` or `reason`), and the table keeps half of each page free
     (fillfactor 50, migration 0006), so the claim is a HOT update: PostgreSQL writes the new
     row version into the same page and touches no index. (The record sets `message_id`, which
-    is indexed for SES events, so it adds index entries.) With a (campaign, status) index and
-    full pages, each change added an entry to every index: the claim and the record cost
-    PostgreSQL 0.069 s per 1,000 rows against 0.045 s now (measured). Readers that look for a
+    is indexed for SES events, so it adds index entries.) Any index on `status`, or full
+    pages, would add an entry to every index on each change
+    (docs/decisions/0002-ledger-without-status-index.md). Readers that look for a
     campaign's pending rows read its rows through (campaign, contact), so they run only where
     the report counters say rows are pending (campaigns.selectors).
     """
@@ -206,8 +206,8 @@ class BatchLease(models.Model):
     A batch writes its lease before it claims a row and deletes it once every row it claimed
     has its answer; while it runs it beats at least every few seconds (campaigns.delivery).
     A `sending` row that no live lease covers belongs to a batch that died mid-hand-off: the
-    sweeper makes it `unknown` within seconds, where a fixed lease on the rows had to outlast
-    the slowest batch (10 minutes).
+    sweeper makes it `unknown` within seconds (a fixed lease on the rows would have to outlast
+    the slowest batch).
     """
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="leases")

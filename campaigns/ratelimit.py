@@ -1,35 +1,9 @@
 """One global send-rate limit for SES, shared by every worker process through Redis.
 
-SES enforces a per-account MaxSendRate (recipients per second; GetAccount's
-`SendQuota.MaxSendRate`) and answers 429 above it. Celery workers on several machines send
-SendBulkEmail calls of up to 50 recipients each, so the limit has to be global: each call first
-reserves its recipients here, then sleeps until its slot.
-
-Algorithm: GCRA (the generic cell rate algorithm, i.e. a token bucket written as one timestamp).
-The state is one number per limiter, the theoretical arrival time (TAT): the instant at which
-every reservation made so far is paid for at `rate`. Reserving n tokens at time `now`:
-
-    tat     = max(TAT, now) + n / rate        (stored)
-    send at = tat - burst / rate              (wait = max(0, send at - now))
-
-Why GCRA rather than a two-field token bucket or a sliding-window log:
-- one key holding one integer (GET + SET PX in one Lua script = one round-trip: ~0.25 ms from
-  Python on a 2-core VM whose bare PING takes ~0.15 ms, 28 µs of it inside Redis), where a
-  bucket needs a hash of (tokens, stamp) and a log needs a sorted-set entry per send;
-- a TAT ahead of `now` *is* the queue of promised slots, so a reservation is simply a slot in
-  the future: callers are told exactly how long to wait, slots are handed out in order, and the
-  recipients sent in any window [a, a + w] never exceed rate * w + max(burst, n);
-- n may exceed burst (50 recipients at 14/s): the caller just waits (n - burst) / rate longer,
-  nothing ever blocks forever, and an idle key is equivalent to a missing one, so it expires.
-
-Time is Redis server time (TIME inside the script), so the clocks of the workers' machines do
-not matter. Needs Redis >= 5 (scripts replicate their effects; 3.2-4.x are asked to). Waits are
-timed and slept on a `Clock` (the process's monotonic clock); tests give a fake one, which the
-Redis limiter then also hands to the script in place of TIME.
-
-Without Redis (the demo: file-system broker and SQLite) `ses_rate_limiter()` returns a
-`LocalRateLimiter`: same algorithm and interface, but per process only, so N worker processes
-may together send N times the rate.
+SES's MaxSendRate is per account and workers on several machines send, so each SES call first
+reserves its recipients here (GCRA, on Redis's clock), then sleeps until its slot. Without
+Redis (the demo) `ses_rate_limiter()` returns a per-process `LocalRateLimiter`: N worker
+processes may then together send N times the rate.
 """
 
 from __future__ import annotations
@@ -64,7 +38,7 @@ LATE_RETRIES = 3
 # Used when GetAccount fails: 1/s is the SES sandbox's rate, the lowest any account has.
 FALLBACK_MAX_SEND_RATE = 1.0
 # GetAccount's answer is shared through Redis for 5 minutes (quota raises are rare and take
-# effect within that); a failure is remembered for 30 s so ~200 calls/s never hammer it.
+# effect within that); a failure is remembered for 30 s so the workers' calls never hammer it.
 RATE_CACHE_SECONDS = 300
 RATE_FAILURE_CACHE_SECONDS = 30
 # Each process re-reads the rate (one Redis GET) at most every 30 s, so the per-call cost
@@ -79,6 +53,18 @@ DEFAULT_SEND_RATE_FRACTION = 0.95
 # batch keeps its lease alive meanwhile).
 ON_WAIT_INTERVAL_SECONDS = 1.0
 
+# GCRA (the generic cell rate algorithm: a token bucket written as one timestamp). The state is
+# one number, the theoretical arrival time (TAT): the instant at which every reservation made so
+# far is paid for at `rate`. Reserving n tokens at `now`:
+#     tat     = max(TAT, now) + n / rate        (stored)
+#     send at = tat - burst / rate              (wait = max(0, send at - now))
+# A TAT ahead of `now` is the queue of promised slots, handed out in order; the recipients sent
+# in any window [a, a + w] never exceed rate * w + max(burst, n); n may exceed burst (the caller
+# waits longer), and an idle key equals a missing one. Why GCRA: docs/ARCHITECTURE.md.
+# Time is Redis's (TIME inside the script), so the workers' clocks do not matter. Needs
+# Redis >= 5 (scripts replicate their effects; 3.2-4.x are asked to). Waits are timed and slept
+# on a `Clock`; tests give a fake one, which is then also handed to the script in place of TIME.
+#
 # KEYS[1]: TAT in µs of Redis server time. ARGV: n, rate (tokens/s), burst (tokens), max wait
 # (µs; negative: no limit), and, from tests only, now (µs) in place of Redis's TIME. Returns
 # {granted 1/0, wait µs}; a refused reservation writes nothing.
@@ -179,9 +165,9 @@ class BaseRateLimiter:
                 return False
             _sleep(wait, on_wait, clock=clock)
             # Woken (or answered) much later than the slot: the process was not scheduled in
-            # time. Sent now, this call would bunch with the next slots' calls (seen at the
-            # endpoint: 12 calls of 50 within 1 s at 7.6 calls/s on a loaded 2-core box), so
-            # the stale slot is left unused and a fresh one taken.
+            # time. Sent now, this call would bunch with the next slots' calls (seen on a loaded
+            # machine: docs/PERFORMANCE.md), so the stale slot is left unused and a fresh one
+            # taken.
             if clock.now() - (started + wait) <= LATE_TOLERANCE_SECONDS:
                 return True
         return True  # still late after a few tries: send rather than starve
@@ -365,11 +351,11 @@ def send_plan(*, max_rate: float, fraction: float) -> SendPlan:
     """The pace, burst and call size that keep every second within `max_rate`.
 
     GCRA lets `rate × w + burst` recipients through in any window of w seconds, so the burst
-    comes out of the headroom `max_rate × (1 - fraction)` rather than on top of the pace (it
-    sat on top: 3,150 recipients in the first second at 3,000/s), and where the headroom is
-    smaller than one call, the pace gives way. A call carries at most 1/20 s of MaxSendRate
-    (all 50 recipients from 1,000/s up; one below 40/s), so at the usual 95% one call fits
-    in the headroom and the pace keeps its full share.
+    comes out of the headroom `max_rate × (1 - fraction)` rather than on top of the pace (on
+    top, the first second after an idle spell would carry more than max_rate), and where the
+    headroom is smaller than one call, the pace gives way. A call carries at most 1/20 s of
+    MaxSendRate (all 50 recipients from 1,000/s up; one below 40/s), so at the usual 95% one
+    call fits in the headroom and the pace keeps its full share.
     """
     if not max_rate > 0:
         raise ValueError(f"max_rate must be > 0, not {max_rate!r}")

@@ -1,12 +1,8 @@
 """CSV import and export of contacts (django-import-export).
 
-Columns: email (required), first_name, last_name; every other column becomes a custom field
-(attribute) named like a template field ("Favourite Colour" → favourite_colour). Rows are
-matched by normalized email, so importing a contact twice updates it. Every row is checked by
-the rules of campaigns.contact_fields (the address rule, no control characters); a bad row,
-or an address a file holds twice, is reported with its line number and reason, and the whole
-file is refused until it is fixed (nothing half-written). Cells are read and written by the
-one CSV rule (campaigns.csv_cells), so an exported file imports back unchanged.
+Rows are matched by normalized email and checked by campaigns.contact_fields; one bad row
+refuses the whole file (nothing half-written; docs/DATAFLOW.md). Columns other than email,
+first_name and last_name become custom fields named like template fields.
 """
 
 import csv

@@ -1,13 +1,8 @@
 """The two ways a batch sends a call's claimed rows, and what SES's answers come to.
 
-- bulk (the default): SendBulkEmail with the campaign's stored template, a few calls in
-  flight per process; a call refused for its request's content is split in halves until the
-  entry at fault is alone;
-- rendered: one SendEmail per recipient, rendered here from the same compiled template,
-  several in flight per process.
-
-Each runs in pool threads and touches no database: it answers with a GroupOutcome, which the
-batch (campaigns.delivery) records.
+Bulk (the default: SendBulkEmail with the stored template) and rendered (one SendEmail per
+recipient, rendered here). Each runs in pool threads and touches no database: it answers
+with a GroupOutcome, which the batch (campaigns.delivery) records.
 """
 
 import functools
@@ -264,12 +259,12 @@ def _from_address(value: str) -> str:
 @functools.cache
 def _group_pool() -> ThreadPoolExecutor:
     # Bulk path: a few SendBulkEmail calls in flight per process, so the wait for one answer
-    # (~10 ms for 50 entries) overlaps with preparing the next group.
+    # overlaps with preparing the next group.
     return ThreadPoolExecutor(max_workers=BULK_IN_FLIGHT, thread_name_prefix="ses-bulk")
 
 
 @functools.cache
 def _rendered_pool() -> ThreadPoolExecutor:
     # SendEmail carries one recipient: a few calls in flight at once hide the round-trip
-    # (~5 ms) behind the rendering of the next ones.
+    # behind the rendering of the next ones.
     return ThreadPoolExecutor(max_workers=RENDERED_CONCURRENCY, thread_name_prefix="ses-send")

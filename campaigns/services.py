@@ -50,10 +50,10 @@ TRANSITIONS: dict[str, set[str]] = {
 # A batch is this many notifications: 10 SendBulkEmail calls of 50, a few seconds of work, so
 # pausing takes effect quickly and a crashed batch strands few rows.
 BATCH_SIZE = 500
-# Members frozen into the ledger per transaction: ~0.6 s of PostgreSQL each (measured), so
-# the first batches start within a second and a crash redoes little.
+# Members frozen into the ledger per transaction: small enough that each chunk's batches start
+# while the rest is written and a crash redoes little (cost: docs/PERFORMANCE.md).
 FREEZE_CHUNK = 50_000
-# …and a small first chunk, so the first batches go out within ~0.1 s of the start.
+# …and a smaller first chunk, so the first batches go out right after the start.
 FIRST_FREEZE_CHUNK = 5_000
 
 
@@ -296,12 +296,11 @@ def campaign_freeze(*, campaign_id: int) -> int:
     """Freeze the audience into the ledger, FREEZE_CHUNK members per transaction, enqueueing
     each chunk's batches as it commits; then mark the campaign frozen. Returns the recipients.
 
-    Why chunks: one INSERT … SELECT of a million rows holds the first send back until all of
-    it, and its commit (deferred foreign-key checks: ~1 s per 100,000 rows), are done —
-    ~25 s at 1M, measured. Chunked, the first batches send within a second while the rest is
-    written. Safe to run again (after a crash, from the sweeper): the ledger's unique
-    (campaign, contact) makes every insert idempotent and claims are guarded, and the
-    campaign cannot finish before `frozen_at` is set.
+    Why chunks: one INSERT … SELECT of a million rows holds the first send back until all of it,
+    and its commit (deferred foreign-key checks), are done (docs/PERFORMANCE.md). Chunked, the
+    first batches send while the rest is written. Safe to run again (after a crash, from the
+    sweeper): the ledger's unique (campaign, contact) makes every insert idempotent and claims
+    are guarded, and the campaign cannot finish before `frozen_at` is set.
     """
     contact_list_id = Campaign.objects.values_list("contact_list_id", flat=True).get(pk=campaign_id)
     m = Membership._meta.db_table
@@ -415,10 +414,9 @@ def campaign_finish_if_answered(*, campaign_id: int) -> bool:
 
     Why not ask the ledger after every batch: with no status index, that check reads the
     campaign's rows up to the first unanswered one, which at the end of a campaign is all of
-    them (through the old (campaign, status) index it already cost 6.8 ms a call at 1M
-    recipients, measured, ×2,000 batches). The counters are one indexed read. They are
-    written with the rows they count, so they do not drift; if they ever did, the sweeper's
-    own ledger check (every 30 s) still finishes the campaign.
+    them, once per batch (docs/decisions/0002-ledger-without-status-index.md). The counters
+    are one indexed read. They are written with the rows they count, so they do not drift; if
+    they ever did, the sweeper's own ledger check (every 10 s) still finishes the campaign.
     """
     audience = (
         Campaign.objects.filter(pk=campaign_id, status=C.SENDING, frozen_at__isnull=False)

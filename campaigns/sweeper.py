@@ -1,10 +1,8 @@
 """The sweeper: beat's search for stuck work (campaigns_sweep, every 10 s).
 
-A batch that dies mid-hand-off leaves its calls' rows `sending` under a lease that stops
-beating: they become `unknown` (never re-sent). Batches lost before they ran (a crash between
-commit and enqueue, a purged queue) are enqueued again, freezes that stopped half-way are
-finished, rows given back as their campaign was cancelled are skipped, and campaigns with
-nothing left are finished. The life cycle it drives is campaigns.services.
+Rows of a dead batch become `unknown` (never re-sent); lost batches are enqueued again,
+stalled freezes finished, and campaigns with nothing left finished. Every case it handles is
+in docs/DATAFLOW.md; the life cycle it drives is campaigns.services.
 """
 
 import logging
@@ -41,7 +39,7 @@ def campaigns_sweep() -> None:
 
     What runs is known from the batches' leases (campaigns.leases), so the sweep reads the
     ledger row by row only where nothing runs: without a status index, that read walks all of
-    a campaign's rows (~0.15 s at a million). Campaigns are picked by their counters
+    a campaign's rows (cost: docs/PERFORMANCE.md). Campaigns are picked by their counters
     (campaigns_with_unanswered_rows), so finished and cancelled ones cost nothing.
     """
     now = timezone.now()

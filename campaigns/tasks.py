@@ -20,7 +20,7 @@ THROTTLE_RETRY_MAX_SECONDS = 600
 # its calls in flight and an outage of PostgreSQL or Redis (delivery.OUTAGE_WAIT_SECONDS).
 BATCH_TIME_LIMIT = int(delivery.BATCH_MAX_SECONDS + 2 * delivery.OUTAGE_WAIT_SECONDS + 120)
 START_TIME_LIMIT = 600  # compile, store the SES template, freeze the first chunk
-FREEZE_TIME_LIMIT = 3600  # chunks of 50,000 at ~0.6 s each: ~6M members an hour
+FREEZE_TIME_LIMIT = 3600  # millions of members (chunk cost: docs/PERFORMANCE.md)
 PERIODIC_TIME_LIMIT = 300
 
 
@@ -80,7 +80,7 @@ def campaigns_sweep() -> None:
 @worker_process_init.connect
 def open_ses_client(**_) -> None:
     """A worker process opens its SES client as it starts, not in its first send (botocore
-    loads its service models: up to ~0.7 s of CPU). If that fails, the first send raises."""
+    loads its service models, a noticeable pause). If that fails, the first send raises."""
     try:
         senders.ses_client_open()
     except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)

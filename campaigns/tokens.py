@@ -1,21 +1,10 @@
 """Opaque signed tokens: each names one notification, for one purpose.
 
-A token is base36(id) + "." + 16 chars of HMAC-SHA256 (96 bits), keyed by SECRET_KEY and salted
-by its purpose, so a token does one thing only:
-
-* **tracking** (token_for): the open pixel and the click links. These URLs are fetched by
-  image proxies and link scanners, and land in their logs and caches;
-* **unsubscribe** (unsubscribe_token_for): the List-Unsubscribe header and the footer's
-  {{ unsubscribe_url }}. Whoever saw only a pixel or click URL cannot unsubscribe anyone.
-
-Tokens carry no address and cannot be forged or walked; click URLs add only a link index, and
-the destination is looked up server-side from the campaign's links. Alphabet [0-9a-z._-], so
-they survive URLs and Handlebars' HTML escaping unchanged.
-
-Key rotation: a token signed with SECRET_KEY or any of SECRET_KEY_FALLBACKS (as Django's own
-signing) is accepted; new ones are signed with SECRET_KEY only. The current key is tried first,
-so the fallbacks cost nothing until it fails. Before the purposes were split, unsubscribe URLs
-carried the tracking token; no such message was sent by a release, so none is accepted.
+base36(id) + "." + 16 chars of HMAC-SHA256 (96 bits), keyed by SECRET_KEY (or one of
+SECRET_KEY_FALLBACKS, tried after it) and salted by purpose: **tracking** (the pixel and click
+URLs, which proxies and scanners fetch and log) or **unsubscribe** (List-Unsubscribe and the
+footer link), so no URL a proxy fetches can unsubscribe anyone. Alphabet [0-9a-z._-]: tokens
+survive URLs and Handlebars' HTML escaping unchanged.
 """
 
 import binascii
@@ -43,8 +32,8 @@ _TOKEN = re.compile(r"([1-9a-z][0-9a-z]{0,12})\.([A-Za-z0-9_-]{16})")
 def _key(salt: str, secret: str) -> tuple:
     """HMAC-SHA256 (RFC 2104) with Django's salted_hmac key, its two padded-key hash states
     computed once per salt and secret: a signature is then two copies and two small updates,
-    ~1.5 µs, where hmac.digest() takes ~4 µs (OpenSSL looks the digest up by name and sets up
-    a fresh context every call, measured) and salted_hmac ~10% of a send worker's CPU."""
+    where hmac.digest() looks the digest up by name and sets up a fresh context every call
+    (one signature per token, two tokens per recipient; cost: docs/PERFORMANCE.md)."""
     key = hashlib.sha256((salt + secret).encode()).digest().ljust(64, b"\0")  # SHA-256's block
     return (
         hashlib.sha256(bytes(b ^ 0x36 for b in key)),
@@ -152,7 +141,7 @@ ONE_CLICK_HEADER = MappingProxyType({"List-Unsubscribe-Post": ONE_CLICK})
 
 def unsubscribe_urls_for(notification_ids: list[int]) -> list[str]:
     """The absolute unsubscribe URL of each message (its footer link and its List-Unsubscribe
-    header's URI), signed with the key looked up once: ~1.5 µs each, as tokens_for."""
+    header's URI), signed with the key looked up once, as tokens_for."""
     prefix = f"{settings.TRACKING_BASE_URL}{UNSUBSCRIBE_PATH}"
     return [prefix + token for token in unsubscribe_tokens_for(notification_ids)]
 

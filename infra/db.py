@@ -8,9 +8,9 @@ from django.db import connection
 
 def pg_rows(sql: str, params: list) -> list[tuple]:
     """Run `sql` on PostgreSQL in the current transaction with binary parameters (%b): Django's
-    cursor binds client-side, quoting arrays element by element in Python (~50 ms for five
-    2,000-element arrays, measured) and splitting a long VALUES list with a regular expression
-    every time; psycopg's binary array dumpers take ~10 ms."""
+    cursor binds client-side, quoting arrays element by element in Python and splitting a long
+    VALUES list with a regular expression every time; psycopg's binary array dumpers cost a
+    fraction of that (docs/PERFORMANCE.md)."""
     connection.ensure_connection()
     # Its errors as Django's cursor raises them (django.db.DataError, OperationalError…), so
     # the callers' `except DatabaseError` and Django's connection health checks see them.
@@ -38,9 +38,8 @@ def pg_lookup(
     that OFFSET 0 keeps from being flattened into a join. As a join or a semi-join
     (`IN (SELECT unnest(…))`, `= ANY(…)`), the rows of a new campaign, not analyzed yet, were
     estimated at a handful and the planner scanned them all for each batch, or compared each
-    with every id: a batch of 2,000 clicks of a 20,000-click campaign took 5 s (measured),
-    growing with the square of the campaign's clicks; this way, ~4 ms at any size
-    (tests/tracking/hits/test_flush_plans.py)."""
+    with every id: growing with the square of the campaign's clicks (docs/PERFORMANCE.md);
+    this way, the same cost at any size (tests/tracking/hits/test_flush_plans.py)."""
     sql = pg_lookup_sql(table=table, key=key, columns=columns, where=where)
     return pg_rows(sql, [sorted(set(ids)), *params])
 

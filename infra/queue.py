@@ -7,9 +7,6 @@ key of its own, listed in a sorted set by claim time, and deleted only after its
 committed. So a flusher that dies mid-batch leaves it in Redis, taken over by the next flush
 once its lease (LEASE_SECONDS) has passed; one that dies after the commit but before the
 acknowledgement has it recorded again, which the records' unique ids make harmless.
-
-Keys of a queue Q: Q (list of records), "Q:batch:<uuid>" (a claimed batch), "Q:batches"
-(sorted set: batch key → claim time).
 """
 
 from __future__ import annotations
@@ -29,8 +26,8 @@ from infra.redis_client import redis_client, redis_thread_client, redis_thread_c
 
 logger = logging.getLogger(__name__)
 
-# ~2,000 records is ~0.4 MB and one multi-row INSERT of a few ms: large enough that per-batch
-# costs (a transaction, the counter upserts) vanish, small enough to stay well under a second.
+# ~2,000 records is ~0.4 MB and one multi-row INSERT: large enough that per-batch costs (a
+# transaction, the counter upserts) vanish, small enough to stay well under a second.
 BATCH_SIZE = 2000
 # A batch is recorded in well under a second; one still claimed after 60 s belongs to a
 # flusher that died, and another may take it over (recording twice is harmless).
@@ -102,7 +99,8 @@ def buffer_mark_down(err: Exception, *, queue: str) -> None:
 
 
 def buffer_keys(queue: str) -> tuple[str, str]:
-    """(sorted set of claimed batches, batch key prefix) of `queue`."""
+    """(sorted set of claimed batches, batch key prefix) of `queue`. A queue Q's keys: Q (list of
+    records), "Q:batch:<uuid>" (a claimed batch), "Q:batches" (batch key → claim time)."""
     return f"{queue}:batches", f"{queue}:batch:"
 
 

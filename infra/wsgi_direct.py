@@ -26,8 +26,8 @@ def _content_type(value: str) -> tuple[str, dict]:
 
 class DirectRequest(WSGIRequest):
     """Django's request, with its Content-Type parsed once per distinct header value: Django
-    parses it with the email package on every request, ~15% of a webhook request's CPU
-    (measured), and SNS sends the same one every time."""
+    parses it with the email package on every request, a noticeable share of a webhook
+    request's CPU (docs/PERFORMANCE.md), and SNS sends the same one every time."""
 
     def _set_content_type_params(self, meta):
         content_type, params = _content_type(meta.get("CONTENT_TYPE", ""))
@@ -44,8 +44,8 @@ class DirectRequest(WSGIRequest):
 @functools.lru_cache(maxsize=64)
 def _host_allowed(host: str, allowed_hosts: tuple[str, ...], debug: bool) -> bool:
     """HttpRequest.get_host()'s check, remembered per Host header (a server sees the same few
-    all day): ~11 µs a request (measured), ~8% of a pixel's CPU. Whatever the cache holds, a
-    Host it does not allow goes to Django, which answers 400 and logs it."""
+    all day; cost: docs/PERFORMANCE.md). Whatever the cache holds, a Host it does not allow goes
+    to Django, which answers 400 and logs it."""
     if debug and not allowed_hosts:
         allowed_hosts = (".localhost", "127.0.0.1", "[::1]")  # as get_host() does
     domain, _ = split_domain_port(host)
@@ -72,8 +72,8 @@ def direct_response(
     close when it has sent it: the request is closed, and the database connection kept, or
     closed if it broke or passed CONN_MAX_AGE, as after any Django request. request_started is
     not sent (its receivers reset the query log and the connections' state, which these views
-    never use: ~100 µs a request, measured), and request_finished's receivers are called
-    without the signal's dispatch (~15 µs)."""
+    never use), and request_finished's receivers are called without the signal's dispatch
+    (costs: docs/PERFORMANCE.md)."""
     if response.streaming:  # not one of ours: closed as Django's handler would
         response._resource_closers.append(request.close)
         start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
@@ -108,8 +108,8 @@ class _Body:
 @functools.cache
 def _caches_close() -> bool:
     """Whether a configured cache backend does anything on close() (Django's memcached ones
-    do; LocMem's and Redis's close is BaseCache's no-op). Finding the caches to close costs
-    ~17 µs a request (caches.all(), measured): ~6% of an SES event's CPU, ~12% of a pixel's."""
+    do; LocMem's and Redis's close is BaseCache's no-op). Finding the caches to close
+    (caches.all()) on every request is a visible share of a pixel's CPU (docs/PERFORMANCE.md)."""
     return any(
         import_string(config["BACKEND"]).close is not BaseCache.close
         for config in settings.CACHES.values()

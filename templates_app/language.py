@@ -1,31 +1,11 @@
 """The template language marketers write: a small, sandboxed subset of Liquid.
 
-Marketers write ``{{ first_name | default: "there" }}`` for personalisation and
-``{% if vip %}…{% elsif city %}…{% else %}…{% endif %}`` /
-``{% unless vip %}…{% endunless %}`` for conditional content.  See
-``docs/TEMPLATES.md`` for the user-facing description.
-
-Design constraints (why this module looks the way it does):
-
-* **Sandboxed by construction.**  A template is parsed into a tiny AST of
-  three frozen node types (:class:`Text`, :class:`Var`, :class:`If`).  Rendering
-  only ever looks up *flat string keys* in a mapping of strings; there is no
-  attribute access, no method call, no filter other than ``default``, no
-  access to settings or to Django's template engine.  Nothing a marketer types
-  can reach a Python object.
-* **Two renderers, one output.**  :func:`render` renders locally (per
-  recipient, for previews/tests and the "rendered" send path);
-  :func:`to_handlebars` compiles the same AST to an Amazon SES stored template
-  (SES renders Handlebars).  The compiled Handlebars source is written so that
-  handlebars.js, pybars3 and our renderer produce byte-identical output: it
-  avoids every construct whose meaning differs between those engines
-  (standalone-line stripping, ``\\{{`` escapes, ``{{{`` / ``}}}`` lexing,
-  ``{{#unless}}…{{else}}``, ``~}}`` …).  Anything that *cannot* be expressed
-  identically is refused when parsing, with a reason a marketer understands.
-* **No Django imports**, so the module is fast to import and easy to test.
-
-This module parses (and checks the limits); ``templates_app.render`` renders the nodes here,
-``templates_app.handlebars`` compiles them for SES.
+A template parses into three frozen node types (:class:`Text`, :class:`Var`, :class:`If`);
+rendering only looks up flat string keys, so nothing a marketer types can reach a Python
+object. Anything SES's Handlebars and our renderer could not render byte for byte alike is
+refused here, with a reason a marketer understands. No Django imports. This module parses
+and checks the limits; templates_app.render renders, templates_app.handlebars compiles for
+SES. Why this language: docs/TEMPLATES.md (For contributors).
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """The SES hand-off's vocabulary: what the send pipeline hands SES, and the answers it reads.
 
-The client (campaigns.ses.calls.SesClient) has two implementations (campaigns.ses.http: the
-lean HTTP client; campaigns.ses.boto: plain boto3), chosen by the SES_CLIENT setting and
-interchangeable: the delivery tests run against both. Every error is one of four
-exceptions, each saying what the pipeline may do next:
-
-- SesThrottled: SES refused the call for its rate; nothing was sent. Retry later.
-- SesUnreachable: no connection was made (or a proxy refused the call); SES never saw the
-  call. Retry later.
-- SesRejected: SES answered 4xx and refused the whole call; nothing was sent. Not worth
-  retrying as it is (the reason says why).
-- SesOutcomeUnknown: the call may have reached SES (a 5xx, a timeout, an answer cut short).
-  Its recipients may have been sent: never send them again automatically.
-
-A bulk call answers per entry, in the order of the entries (never matched by address, which
-SES may rewrite): an entry SES refused alone is an EntryResult without a message id.
-
-Reasons and messages carry no address (SES puts addresses in some of its error messages):
-they are blanked before an exception is raised, so an exception's text may reach a log.
+Every error is one of four SesErrors, each saying what the pipeline may do next (below). A
+bulk call's answers are matched to its entries by position, never by address (SES may
+rewrite one). Reasons and messages carry no address: they are blanked before an exception is
+raised, so an exception's text may reach a log.
 """
 
 from __future__ import annotations
@@ -34,7 +20,7 @@ RETRYABLE_ENTRY_STATUSES = frozenset({"ACCOUNT_THROTTLED", "TRANSIENT_FAILURE"})
 
 
 class BulkEntry(NamedTuple):
-    """One recipient of a SendBulkEmail call (a named tuple: a worker builds 10,000 a second)."""
+    """One recipient of a SendBulkEmail call (a named tuple: one is built per recipient)."""
 
     to: str  # one addr-spec, as campaigns.addresses stores it
     template_data: str  # the entry's ReplacementTemplateData: a JSON object, as text

@@ -20,7 +20,7 @@ _client: SesClient | None = None
 
 def ses_client() -> SesClient:
     """The process's client, built on first use (under a lock: a worker's send threads all
-    ask at once, and building one loads botocore's service models, ~0.2-0.7 s of CPU)."""
+    ask at once, and building one loads botocore's service models, which is slow)."""
     global _client
     client = _client
     if client is None:

@@ -1,18 +1,10 @@
 """The lean SES client (SES_CLIENT=http): SendBulkEmail and SendEmail as plain HTTP.
 
-Why: on the bulk path botocore spent ~40% of a worker's CPU per SendBulkEmail (measured with
-cProfile on 500-recipient batches): it re-serializes the parameters through the API model,
-emits a dozen events per call, rebuilds the User-Agent, parses the answer through the model
-again. Both calls are REST-JSON: the body *is* the parameters as JSON. So this client sends
-them as JSON (orjson), SigV4-signed exactly as botocore signs them (tested against botocore),
-over one keep-alive connection per thread (opened by http.client; the request written and
-the answer read here). Credentials, region, endpoint (`AWS_ENDPOINT_URL_SESV2` included) and
-timeouts come from the boto3 client it is given, so it is configured exactly as boto3 would
-be; the rare calls (stored templates, the account's quota) go through that boto3 client. So
-is its proxy: the client config's `proxies`, else HTTPS_PROXY / HTTP_PROXY unless NO_PROXY
-names the endpoint's host, chosen and used as botocore chooses and uses it.
-
-Every failure is one of the four SesErrors (campaigns.ses.base); there are no retries.
+Both calls are REST-JSON, so they go as JSON, SigV4-signed exactly as botocore signs them,
+over one keep-alive connection per thread; everything else (credentials, region, endpoint,
+timeouts, proxy, the rare calls) comes from the boto3 client it is given, so it is configured
+exactly as boto3 is. Why: docs/decisions/0001-lean-ses-client.md. Every failure is one of the
+four SesErrors (campaigns.ses.base); there are no retries.
 """
 
 from __future__ import annotations
@@ -118,8 +110,7 @@ class HttpSesClient(calls.SesClient):
         """POST `params` as JSON to `path`; the parsed answer, or a SesError."""
         path = self._prefix + path
         try:
-            # orjson: ~0.3 ms → 15 µs for a 50-entry SendBulkEmail (20 kB), measured
-            body = orjson.dumps(params)
+            body = orjson.dumps(params)  # orjson: far cheaper than json (docs/PERFORMANCE.md)
         except TypeError:  # a lone surrogate, which UTF-8 cannot carry (nor SES's parser)
             raise SesRejected(
                 f"{operation}: not sent: a value is not valid Unicode",
@@ -164,7 +155,7 @@ class HttpSesClient(calls.SesClient):
         if not 200 <= status < 300:
             raise _answer_error(operation, status, response_headers, data)
         try:
-            return orjson.loads(data)  # 50 entries' answers: ~5x json's
+            return orjson.loads(data)  # orjson, as the request (docs/PERFORMANCE.md)
         except orjson.JSONDecodeError:
             raise SesOutcomeUnknown(
                 f"{operation}: the answer is not JSON", code="UnreadableAnswer", status=status
@@ -174,8 +165,8 @@ class HttpSesClient(calls.SesClient):
         """The request's headers, SigV4-signed as botocore's SigV4Auth signs them.
 
         Written out for this client's one request shape (a POST of JSON, no query string):
-        botocore's signer took ~0.8 ms a call (it rebuilds and re-parses the URL, sorts and
-        normalises every header, derives the signing key with four HMACs), this ~40 µs.
+        botocore's signer rebuilds and re-parses the URL, sorts and normalises every header and
+        derives the signing key with four HMACs on every call (cost: docs/PERFORMANCE.md).
         tests/campaigns/ses/test_ses_client.py checks it against botocore's, header for header.
         """
         credentials = self._frozen_credentials()
@@ -345,9 +336,9 @@ def _read_line(reader) -> bytes:
 def _read_response(reader) -> tuple[int, dict[str, str], bytes, bool]:
     """(status, {lower-cased header name: value}, body, whether the server closes the
     connection) of one HTTP/1.1 answer. Read here rather than by http.client, whose header
-    parsing (the email package's parser) was ~0.36 ms of CPU a call, about as much as
-    building the 50 entries. Bodies by Content-Length, chunked, or to the end of the
-    connection; interim 1xx answers are skipped."""
+    parsing goes through the email package's parser, costing about as much as building the
+    50 entries (docs/decisions/0001-lean-ses-client.md). Bodies by Content-Length, chunked,
+    or to the end of the connection; interim 1xx answers are skipped."""
     while True:
         version, _, rest = _read_line(reader).partition(b" ")
         if not version.startswith(b"HTTP/") or not rest[:3].isdigit():

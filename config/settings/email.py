@@ -18,9 +18,9 @@ AWS_SES_REGION = env_str("AWS_SES_REGION", env_str("AWS_DEFAULT_REGION", "us-eas
 SES_CONFIGURATION_SET = env_str("SES_CONFIGURATION_SET", "") or None
 
 # The client campaign sends go through (campaigns.ses): "http", the lean one (SendBulkEmail and
-# SendEmail as plain SigV4-signed HTTP: botocore's request machinery was ~40% of a send
-# worker's CPU), or "boto3", plain boto3. Both take their endpoint, region, credentials and
-# timeouts from boto3.
+# SendEmail as plain SigV4-signed HTTP, sparing the send workers botocore's request machinery:
+# docs/decisions/0001-lean-ses-client.md), or "boto3", plain boto3. Both take their endpoint,
+# region, credentials and timeouts from boto3.
 SES_CLIENT = env_str("SES_CLIENT", "http")
 if SES_CLIENT not in ("http", "boto3"):
     raise ImproperlyConfigured(f"SES_CLIENT must be 'http' or 'boto3', not {SES_CLIENT!r}.")
@@ -34,9 +34,9 @@ SES_CLIENT_CONFIG = {
     "read_timeout": env_int("SES_READ_TIMEOUT_SECONDS", 30),
     "max_pool_connections": 20,
     "user_agent_appid": "mailwright",  # names the product in boto3's User-Agent
-    # botocore re-checks every request against the API model before sending: ~4 ms per
-    # 50-entry SendBulkEmail (measured), i.e. 20% of a worker's CPU. campaigns.ses builds
-    # the requests and SES validates them anyway.
+    # botocore re-checks every request against the API model before sending, a large share
+    # of a worker's CPU (docs/PERFORMANCE.md). campaigns.ses builds the requests and SES
+    # validates them anyway.
     "parameter_validation": False,
 }
 

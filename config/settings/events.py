@@ -7,19 +7,19 @@ from config.env import env_bool, env_int, env_list, env_str
 from config.settings.celery import CELERY_BROKER_URL, REDIS_URL
 
 # -- buffered intake (tracking.ses_events) -----------------------------------------------------
-# On: a verified SNS notification's events are pushed to Redis and answered at once (~0.1 ms),
-# and `manage.py flush_buffers` records them in batches (one INSERT per 500 events). Off (the
-# default, tests, the demo): each is recorded during its request (~2.7 ms). Redis unreachable:
-# recorded directly either way, nothing lost.
+# On: a verified SNS notification's events are pushed to Redis and answered at once, and
+# `manage.py flush_buffers` records them in batches (one INSERT per 500 events), far cheaper
+# per event (docs/PERFORMANCE.md). Off (the default, tests, the demo): each is recorded during
+# its request. Redis unreachable: recorded directly either way, nothing lost.
 ESP_EVENTS_BUFFER = env_bool("ESP_EVENTS_BUFFER", False)
 # The most events the buffer holds (queued and claimed): ~2 kB each, so 50,000 are ~100 MB of
 # Redis at most; beyond it events are recorded during their request, as without the buffer.
 ESP_EVENTS_BUFFER_MAX = env_int("ESP_EVENTS_BUFFER_MAX", 50_000, minimum=1)
 
-# -- which SNS messages the webhook trusts (tracking.ses_events.sns)
-# --------------------------------- The SNS topics (comma-separated ARNs) whose messages the
-# webhook accepts, subscription confirmations included: any AWS account's topic can subscribe any
-# URL, validly signed by SNS. Required unless DEBUG: the web server refuses to start without it
+# -- which SNS messages the webhook trusts (tracking.ses_events.sns) ---------------------------
+# The SNS topics (comma-separated ARNs) whose messages the webhook accepts, subscription
+# confirmations included: any AWS account's topic can subscribe any URL, validly signed by SNS.
+# Required unless DEBUG: the web server refuses to start without it
 # (tracking.ses_events.sns.sns_topics).
 SNS_TOPIC_ARNS = env_list("SNS_TOPIC_ARNS", "")
 # SNS retries an HTTPS delivery for 3,600 s at most (a hard limit), keeping the message's signed
@@ -34,7 +34,7 @@ SNS_MESSAGE_MAX_FUTURE_SECONDS = 300
 SNS_CERT_HOST = "sns.{region}.{dns_suffix}"
 SNS_CERT_URL_SCHEMES = ("https",)
 # A certificate fetch happens once per URL and process (then from the cache below): 3 s is far
-# above a normal fetch (~50 ms) and well inside SNS's 15 s delivery timeout.
+# above a normal fetch and well inside SNS's 15 s delivery timeout.
 SNS_CERT_FETCH_TIMEOUT_SECONDS = env_int("SNS_CERT_FETCH_TIMEOUT_SECONDS", 3)
 # SNS certificates are valid for a year and rotate with a new URL: a day of caching is safe.
 SNS_CERT_CACHE_SECONDS = env_int("SNS_CERT_CACHE_SECONDS", 86_400)

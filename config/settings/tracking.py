@@ -13,7 +13,8 @@ TRACKING_BASE_URL = env_str("TRACKING_BASE_URL", "http://127.0.0.1:8000").rstrip
 # request writes its own rows (the demo, the tests). Off by default: on in production.
 TRACKING_BUFFER = env_bool("TRACKING_BUFFER", False)
 # Each web process pushes its hits to Redis together, once per this many ms, instead of one
-# round trip per request: twice the requests/s on the 2-core benchmark machine. The price: a
+# round trip per request, which costs a request more than the rest of its work
+# (docs/PERFORMANCE.md). The price: a
 # web process killed hard (SIGKILL, out of memory) loses the hits of its last LINGER ms, ~10
 # at 2,000/s (a normal stop or restart pushes them first). 0: each hit is in Redis before
 # its answer is sent.
@@ -23,9 +24,8 @@ TRACKING_BUFFER_LINGER_MS = env_int("TRACKING_BUFFER_LINGER_MS", 5)
 TRACKING_FLUSH_INTERVAL_MS = env_int("TRACKING_FLUSH_INTERVAL_MS", 500)
 # `manage.py flush_buffers` lowers its own CPU priority by this much (os.nice): recording
 # is catch-up work, so on a machine it shares with the web server, requests come first and
-# the buffer absorbs a burst, drained once it passes. Measured on the 2-core benchmark
-# machine (make bench-tracking, alternating runs): click p99 46 and 15 ms at 0, 13.5 and
-# 18.7 ms at 10; the drain after a 20 s burst took ~7 s instead of ~2. 0 keeps the priority.
+# the buffer absorbs a burst, drained once it passes: a lower p99 for a slower drain
+# (docs/decisions/0003-redis-buffers.md). 0 keeps the priority.
 TRACKING_FLUSHER_NICE = env_int("TRACKING_FLUSHER_NICE", 10)
 # A safety net: each web process checks the buffer every 5 s and flushes hits that waited
 # more than 10 s (no flusher running, or it is far behind). Costly for web throughput while

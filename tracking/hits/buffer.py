@@ -2,17 +2,9 @@
 and answers; a flusher records them in batches (tracking_buffer_flush, in the `flush_buffers`
 command's process; the web processes step in for hits that waited over 10 s).
 
-Failure paths: Redis unreachable when a view (or its process's pusher, see lingering below)
-pushes: the hits are recorded straight to the database, slower but nothing is lost; a web
-process killed hard loses the hits it had not pushed yet, at most TRACKING_BUFFER_LINGER_MS of
-them (a normal stop pushes them first); Redis itself dying loses what it held unless it
-persists (appendonly yes, appendfsync everysec).
-
-Bounded (the same Redis is Celery's broker): a hit is pushed only if its repeat key
-(tracking.hits.repeats) has had fewer than the cap this window and the buffer holds fewer than
-TRACKING_BUFFER_MAX_HITS (its queue, plus BATCH_SIZE per claimed batch); otherwise it is
-dropped and counted in DROPPED ("repeat", "full"). One Lua script per push decides. A window's
-repeat counts are one hash "tracking:repeats:<window>" of at most TRACKING_BUFFER_MAX_HITS keys.
+Redis unreachable: hits are recorded straight to the database. Bounded, since the same Redis
+is Celery's broker: one Lua script per push drops (and counts) hits over their repeat cap or
+past TRACKING_BUFFER_MAX_HITS. Every failure path: docs/DATAFLOW.md (Tracking).
 """
 
 from __future__ import annotations
@@ -141,8 +133,8 @@ def buffer_dropped() -> dict[str, int]:
 # --- lingering: one RPUSH for many requests -------------------------------------------------
 # With TRACKING_BUFFER_LINGER_MS > 0 (5 by default) a view only appends its record to a list in
 # its own process, and a thread pushes what gathered every LINGER ms in one RPUSH. A Redis round
-# trip costs a request ~120 µs of CPU on the benchmark machine, and its wait holds a sync worker;
-# shared by a few dozen requests it is nearly free (measured: requests/s doubled). The price: a
+# trip per request is a large share of a hit's CPU, and its wait holds a sync worker; shared by
+# a few dozen requests it is nearly free (docs/PERFORMANCE.md). The price: a
 # record is in Redis only LINGER ms after its answer was sent, so a web process killed hard
 # (SIGKILL, out of memory) loses what it held, at most LINGER ms of its hits. A normal stop
 # (SIGTERM, a restart, max_requests) pushes them on exit. 0 pushes each one before the answer.

@@ -3,36 +3,8 @@
 Pure functions over tables (no Django, no I/O), so every rule is tested with recorded traffic
 patterns (tests/tracking/hits/test_classify.py) and a new scanner is one row, not a new branch.
 
-What each verdict means:
-
-* **machine** – software fetched the pixel or followed the link with no person behind it
-  at that moment: Apple Mail Privacy Protection prefetching every image at delivery, a
-  security gateway (Microsoft Defender Safe Links, Proofpoint, Mimecast, Barracuda) following
-  every link to scan it, a crawler, a HEAD probe, a hit on the invisible honeypot link.
-* **human** – nothing says machine. Gmail's and Yahoo's image proxies count as **human**:
-  they fetch the pixel when the person opens the message (Gmail has proxied images on open
-  since 2013; it caches, so a second open may not show), not ahead of time at delivery. The
-  reason (`gmail-proxy`, `yahoo-proxy`) is kept, so a report can still set them apart.
-
-Rules, first match wins (so the reason names the strongest evidence):
-
-1. ``honeypot``        the invisible link every instrumented message carries (index = number
-                       of real links): no person can see it, so whoever follows it is a bot.
-2. ``head``            HEAD request: a link checker, never a person's browser.
-3. UA rules            known scanner / bot / MPP user agents (``USER_AGENT_RULES``).
-4. network rules       known scanner and Apple proxy networks (``NETWORKS``).
-5. ``fast-click``      a click less than ``FAST_CLICK_SECONDS`` after the send: gateways scan
-                       on arrival; people take longer to open, read and click.
-6. human UA rules      Gmail / Yahoo image proxies (human, with their reason).
-7. ``default``         human.
-
-Then burst rules over all of a notification's clicks (``burst_reasons``), which may turn
-human clicks into machine ones after the fact:
-
-* ``honeypot-burst``   clicks within ``HONEYPOT_WINDOW_SECONDS`` of a honeypot hit: the bot
-                       that followed the invisible link followed these too.
-* ``all-links``        every real link of the message (at least 2) clicked within
-                       ``ALL_LINKS_WINDOW_SECONDS``: a scanner walking the links.
+Machine means software with no person behind it at that moment; human, that nothing says
+machine. What each verdict and reason means: docs/GUIDE.md (Opens and clicks).
 """
 
 from __future__ import annotations
@@ -170,8 +142,8 @@ NETWORKS: tuple[Network, ...] = (
 
 
 class _NetworkIndex:
-    """NETWORKS as sorted integer ranges per IP version: a lookup is one bisect, ~1 µs,
-    instead of testing every network (the flusher classifies thousands of hits a batch)."""
+    """NETWORKS as sorted integer ranges per IP version: a lookup is one bisect instead of
+    testing every network (the flusher classifies thousands of hits a batch)."""
 
     def __init__(self, networks: Iterable[Network]):
         ranges: dict[int, list[tuple[int, int, Network]]] = {4: [], 6: []}
@@ -242,7 +214,12 @@ def classify_hit(
 ) -> Verdict:
     """The verdict on one open (kind=OPEN) or click (kind=CLICK), from what its request shows.
 
-    `seconds_since_send` is None when the send time is unknown (no fast-click rule then).
+    First match wins, strongest evidence first, so the reason names it: the honeypot link (no
+    person can see it), HEAD (never a person's browser), machine user agents, scanner and Apple
+    proxy networks, a fast click (gateways scan on arrival), then human user agents (Gmail's
+    and Yahoo's image proxies fetch when the person opens, not at delivery; their reason is
+    kept so a report can set them apart), else human. `seconds_since_send` is None when the
+    send time is unknown (no fast-click rule then).
     """
     if honeypot:
         return Verdict(MACHINE, "honeypot")
@@ -280,8 +257,11 @@ class Click:
 def burst_reasons(clicks: Sequence[Click], *, link_count: int) -> dict[Hashable, str]:
     """The clicks (of ONE notification) that a burst rule marks as machine: {key: reason}.
 
-    `link_count` is the number of real (followable) links of the message. Honeypot hits
-    themselves are not in the result: classify_hit already calls them machine.
+    `honeypot-burst`: within HONEYPOT_WINDOW_SECONDS of a honeypot hit (the bot that followed
+    the invisible link followed these too); `all-links`: every real link (at least 2) clicked
+    within ALL_LINKS_WINDOW_SECONDS (a scanner walking the links). `link_count` is the number of
+    real (followable) links of the message. Honeypot hits themselves are not in the result:
+    classify_hit already calls them machine.
     """
     reasons: dict[Hashable, str] = {}
     traps = sorted(c.at for c in clicks if c.honeypot)

@@ -31,7 +31,7 @@ class CampaignLinks:
 def campaign_links(campaign_id: int) -> CampaignLinks:
     """A campaign's links, cached in process memory: they are written once, in the same
     transaction that freezes the audience (campaign_start), and never change after, so no
-    token for the campaign can exist before them. 1,024 campaigns × a few links is ~1 MB."""
+    token for the campaign can exist before them. 1,024 campaigns × a few links is small."""
     rows = list(
         CampaignLink.objects.filter(campaign_id=campaign_id).values_list("id", "index", "url")
     )
@@ -71,8 +71,8 @@ def link_target(*, notification_id: int, index: int) -> ClickTarget | None:
 # query (min, max, count) tells whether its ids are exactly [min, max] (count = max − min + 1:
 # then no other campaign's id can be inside, and ids are never reused, so none can come
 # later). Runs with gaps or interleaved with another campaign are never mapped: those clicks
-# keep their primary-key read. 50 lookups keep small campaigns from paying for the query
-# (~50 ms for a million rows, once per process).
+# keep their primary-key read. RANGE_AFTER lookups keep small campaigns from paying for the
+# query, which reads the campaign's rows (once per process; cost: docs/PERFORMANCE.md).
 RANGE_AFTER = 50
 _ranges: tuple[list[int], list[tuple[int, int, int]]] = ([], [])  # (firsts, (first, last, c))
 _lookups: dict[int, int] = {}  # campaign → lookups since the process started, unmapped ones

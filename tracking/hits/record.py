@@ -1,17 +1,9 @@
 """Recording opens and clicks from our pixel and redirect (SES events: tracking.ses_events).
 
-A request becomes a `Hit` (what the view saw, validated by the token's signature alone, no
-database read for an open). Hits are recorded by `tracking_hits_record`, in batches:
-
-* buffered (TRACKING_BUFFER on, with Redis): the view pushes the hit to a Redis list
-  (tracking.buffer) and answers; a flusher drains it, thousands of hits per transaction;
-* direct (the demo without Redis, the tests, or Redis failing): the view records its one hit.
-
-Both run the same function, in one transaction per batch: the Event rows with their verdicts
-(tracking.hits.classify), the FirstEngagement rows that say which open / click is a
-notification's first (all, and human only), and the report counters (campaigns.counters),
-so counts and rows cannot drift apart. It is idempotent: each hit carries a unique id, kept
-as the Event's esp_event_id (prefix "trk:"), so a batch recorded twice counts once.
+Buffered (a flusher's batches) and direct (a view's one hit) run the same
+`tracking_hits_record`, one transaction per batch: Events with their verdicts, first
+engagements and counters, so counts and rows cannot drift apart. Idempotent: each hit's id is
+its Event's esp_event_id ("trk:…"), so a batch recorded twice counts once.
 """
 
 from __future__ import annotations

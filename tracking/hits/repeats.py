@@ -1,27 +1,10 @@
 """The repeat cap: how often one message's pixel or link is recorded.
 
-A pixel or link fetched over and over (an image proxy looping, a script: 2,859 opens of one
-message within seconds were seen) is recorded at most TRACKING_REPEAT_CAP times per window of
-TRACKING_REPEAT_WINDOW_SECONDS, per **repeat key**: the notification, what was hit (the pixel,
-or link N), and whether the request alone already says machine (tracking.hits.classify without the
-send time). Beyond the cap a hit is dropped and counted; the recipient gets the same pixel or
-redirect either way.
-
-Why these three:
-- the notification: a flood of one token costs at most the cap in rows per window;
-- each link apart: a scanner walking every link has each link's first click stored, which the
-  all-links rule and the unique clicks per link need;
-- machine or not: a prefetch (Apple Mail Privacy Protection, Safe Links, a HEAD probe) never
-  uses up the allowance of the person's own open or click in the same window. A scanner that
-  looks like a browser does share it: it would have to hit one link more than the cap within
-  the minute the person clicks it for the person's click to be dropped.
-
-The first hits of each key in each window are always stored, so unique counts, first
-engagements and verdicts are exact; totals (opens, clicks) count at most the cap per key and
-window. Where it is counted: buffered (TRACKING_BUFFER), in Redis as the hits are pushed
-(tracking.hits.buffer), shared by every web process; direct, in this process's memory (each process
-stores at most the cap). Drops are counted per process (`repeats_dropped_counts`, logged at
-most once per window) and, buffered, for all processes in Redis (tracking.hits.buffer.DROPPED).
+At most TRACKING_REPEAT_CAP hits per window are recorded per repeat key (`repeat_key`); the
+rest are dropped and counted, and answered alike. The first hits of each window are always
+kept, so unique counts and verdicts stay exact (why these keys: docs/REPORTS.md, Repeats).
+Buffered, it is counted in Redis as hits are pushed (tracking.hits.buffer), shared by every
+web process; direct, in this process's memory.
 """
 
 from __future__ import annotations
@@ -65,7 +48,9 @@ def repeat_window(at: float | None = None) -> int:
 
 def repeat_key(hit: Hit) -> str:
     """The hit's repeat key: `<notification>:<o, or c and the link index>:<m or h>`, m when
-    the request alone shows a machine."""
+    the request alone shows a machine (classify_hit without the send time). A scanner that
+    looks like a browser shares the person's allowance: it would have to hit one link more than
+    the cap within the window the person clicks it for the person's click to be dropped."""
     verdict = classify_hit(
         kind=hit.kind, method=hit.method, user_agent=hit.user_agent, ip=hit.ip,
         honeypot=hit.honeypot,

@@ -1,22 +1,9 @@
 """Recipient-facing tracking endpoints: small, fast, and safe to hit with anything.
 
-Per request: the tracking token's signature is checked in memory (no database read for an
-open; an unsubscribe token is not one), the hit is handed to tracking.hits.buffer (a Redis push
-when buffered; a repeat over its cap is dropped there, tracking.hits.repeats), and the answer goes
-out, the same whether the hit was kept or not. A click reads one row (the notification's
-campaign) and takes its destination from the process's cache of that campaign's links.
-
-Middleware: Django runs the project's whole MIDDLEWARE list for every URL and offers no way
-to skip it per view. These views never touch request.session or request.user, so the session
-and auth middleware stay lazy (no session read, no user query); they are csrf_exempt (GET and
-HEAD only, no state a forged request could change); they set their own cache and security
-headers (as constants, instead of never_cache's date formatting). Served through Django's
-handler they cost ~630 µs of CPU a request on the 2-core benchmark machine, ~350 µs of it
-Django's resolver, middleware and handler; `tracking_wsgi` below routes the two URLs to the
-same views without them (config/wsgi.py wraps the application with it).
-
-HEAD: a person's browser never sends one, so it is recorded as a machine hit and answered
-like GET (the redirect carries no body either way); it changes nothing else.
+A token's signature is checked in memory (no database read for an open), the hit handed to
+tracking.hits.buffer, and the answer is the same whether the hit was kept or not. The views
+use no session, user or CSRF state and set their own headers, so `tracking_wsgi` can serve
+them past Django's middleware. HEAD (never a person's browser) is recorded as a machine hit.
 """
 
 import base64
@@ -126,8 +113,8 @@ _TRACKING_PATH = re.compile(r"/t/(?:o/(?P<open>[^/]+)\.gif|c/(?P<click>[^/]+)/(?
 
 def tracking_wsgi(application: Callable) -> Callable:
     """Wrap Django's WSGI application so GET/HEAD of the pixel and click URLs go straight to
-    their views (above), skipping URL resolution and the MIDDLEWARE chain: ~350 µs of CPU a
-    request (measured), more than half of what serving them costs. Everything else, and any
+    their views (above), skipping URL resolution and the MIDDLEWARE chain, more than half of
+    what serving them costs (docs/PERFORMANCE.md). Everything else, and any
     request these views must not answer themselves (a Host not in ALLOWED_HOSTS, plain http
     when SECURE_SSL_REDIRECT is on, another method), goes to `application` unchanged.
 

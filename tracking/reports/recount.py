@@ -120,7 +120,8 @@ def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
 def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     """The campaign's counters counted from its ledger rows and events (non-zero ones only).
 
-    Seconds for a million recipients: a handful of GROUP BY queries over the campaign's rows.
+    A handful of GROUP BY queries that read all of the campaign's rows: for an operator
+    (recount_campaign), never a hot path.
     What each counts (the writers count the same, one at a time):
     - sent: rows with an SES MessageId (accepted, whatever SES said later); failed: `failed`
       rows without one (a later Rendering Failure makes a sent row `failed`); unknown, skipped:
@@ -214,7 +215,7 @@ def counters_rebuild(*, campaign_id: int, apply: bool = True) -> dict[str, tuple
             # ones until the rebuild commits: a writer blocked here has not committed its row,
             # so the recount misses it and its delta lands on top of the rebuilt value; nothing
             # is counted twice or lost. It pauses every campaign's counter writes for the
-            # recount's duration (seconds at a million recipients).
+            # recount's duration.
             with connection.cursor() as cursor:
                 cursor.execute(f"LOCK TABLE {COUNTER_TABLE} IN SHARE ROW EXCLUSIVE MODE")
         recounted = campaign_counters_recount(campaign_id=campaign_id)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 # -- the buffer (ESP_EVENTS_BUFFER) -------------------------------------------------------------
 # The webhook (tracking.ses_events.webhook), once an SNS message is verified, pushes its SES
-# event to this Redis list and answers 200 (~0.1 ms instead of ~2.7 ms of recording, measured); a
+# event to this Redis list and answers 200, a small share of recording it (docs/PERFORMANCE.md); a
 # thread of `manage.py flush_buffers` claims batches of up to buffer.BATCH_SIZE and records them
 # with ses_events_record. Claims, leases and take-overs are infra.queue's (see its docstring).
 # A record: "2<TAB>SNS MessageId<TAB>SES event object as SNS carried it (JSON)". The flusher

@@ -1,24 +1,9 @@
 """Trusting Amazon SNS messages: which topics, which certificates, which signatures, how old.
 
-A message is trusted when, in this order (cheapest first, so junk costs no RSA or fetch):
-  - its TopicArn is one of SNS_TOPIC_ARNS (an SNS topic of any AWS account can subscribe any
-    URL: only our topics may speak to the webhook, confirmations included);
-  - its Timestamp (signed) is within SNS_MESSAGE_MAX_AGE_SECONDS in the past and
-    SNS_MESSAGE_MAX_FUTURE_SECONDS in the future: an older one is a replay, not a retry;
-  - SignatureVersion is 1 (RSA PKCS#1 v1.5 with SHA1) or 2 (with SHA256);
-  - SigningCertURL is https, on exactly the host SNS serves that topic's region from
-    (sns.<region>.amazonaws.com, …amazonaws.com.cn in China), a one-segment path ending in
-    .pem, and no user, port, query or fragment;
-  - the signature verifies, with that certificate's key, over the string to sign (per AWS's
-    "Verifying the signatures of Amazon SNS messages"): "Key\\nValue\\n" for Message,
-    MessageId, Subject (if present), Timestamp, TopicArn, Type (Notification), or Message,
-    MessageId, SubscribeURL, Timestamp, Token, TopicArn, Type (confirmations).
-
-Errors carry fixed reasons only: nothing of the message reaches a log through them.
-
-Certificates are fetched once per URL (no redirects followed, 64 KiB at most, a short timeout)
-and cached in process memory and in the shared Django cache named by SNS_CERT_CACHE, so a fleet
-of web processes fetches each certificate once a day. Only a successful fetch is cached.
+The checks run cheapest first, so junk costs no RSA or fetch (sns_verify; each check and why:
+docs/EVENTS.md). Errors carry fixed reasons only: nothing of the message reaches a log through
+them. Certificates are fetched once per URL and cached in the shared Django cache, so a fleet
+of web processes fetches each one once a day.
 """
 
 import base64
@@ -228,9 +213,14 @@ def sns_timestamp_check(*, timestamp: object, now: float) -> None:
 
 
 def sns_verify(*, message: dict, now: float | None = None) -> SnsTopic:
-    """The pinned topic `message` comes from, if it is provably from SNS and recent (see the
-    module's docstring); SnsVerificationError if not, SnsCertificateUnavailable if its
-    certificate cannot be fetched right now."""
+    """The pinned topic `message` comes from, if it is provably from SNS and recent;
+    SnsVerificationError if not, SnsCertificateUnavailable if its certificate cannot be
+    fetched right now.
+
+    In order: TopicArn pinned (SNS_TOPIC_ARNS: any account's topic can subscribe any URL),
+    Timestamp within the window (an older one is a replay, not a retry), SignatureVersion 1
+    or 2, SigningCertURL on the topic's region's SNS host, then the signature over AWS's
+    string to sign."""
     arn = message.get("TopicArn")
     topic = sns_topics().get(arn) if isinstance(arn, str) else None
     if topic is None:

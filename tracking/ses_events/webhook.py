@@ -1,25 +1,9 @@
 """The SES event webhook: SNS messages POSTed by our topics, trusted step by step.
 
-Each step refuses before the next one reads more of the request:
-  1. basic auth (ANYMAIL_WEBHOOK_SECRET), from the Authorization header alone: none → 401 with
-     a challenge (SNS then sends the credentials of the subscription URL); wrong or malformed
-     → 403. Nothing has read the body yet.
-  2. the body: at most MAX_BODY_BYTES (413), one JSON object, an SNS message whose type and id
-     agree with SNS's headers (tracking.ses_events.sns.sns_message_parse) → 400 otherwise;
-  3. tracking.ses_events.sns.sns_verify: a pinned topic (SNS_TOPIC_ARNS), a recent Timestamp, the
-     certificate host of the topic's region, a valid signature → 403 otherwise; 503 if the
-     signing certificate cannot be fetched right now (SNS retries 5xx, never 4xx);
-  4. the message: a Notification's SES event is recorded (tracking.ses_events), or queued in
-     Redis with ESP_EVENTS_BUFFER (recorded in batches by `manage.py flush_buffers`; if Redis
-     does not take it, recorded now); a SubscriptionConfirmation is confirmed with SNS, so only
-     a pinned topic is ever confirmed; an UnsubscribeConfirmation is ignored.
-Nothing is written before step 4. A refusal is answered with a short fixed reason and logged
-with it, plus the SNS MessageId and TopicArn only where they have SNS's shape: nothing else of
-the request reaches a log (a CR or LF in it cannot forge a line).
-
-Only this route is mounted (config/urls.py): anymail's other webhooks (SES inbound, other ESPs)
-are not. `ses_webhook_wsgi` (config/wsgi.py) answers Notifications without Django's URL
-resolver and middleware, with the same function.
+Basic auth, then the body, then the SNS checks (tracking.ses_events.sns), each refusing before
+the next reads more of the request; nothing is written, and nothing of the request but the
+SNS MessageId and TopicArn is logged, before every check has passed. The checks and their
+answers: docs/EVENTS.md. `ses_webhook_wsgi` answers Notifications without Django's middleware.
 """
 
 import base64

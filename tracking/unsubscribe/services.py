@@ -1,17 +1,10 @@
 """Unsubscribes: the List-Unsubscribe headers (RFC 2369, RFC 8058 one-click), the footer link,
 and the one service that records a recipient's unsubscribe.
 
-**Tokens.** The unsubscribe URL carries a token of its own purpose (campaigns.tokens:
-unsubscribe_token_for, the same shape as the tracking token, another HMAC salt), never the open
-pixel's or click links' token. The pixel and click URLs are fetched by image proxies and link
-scanners and kept in their logs and caches: a token that could unsubscribe must not travel
-there. The unsubscribe token travels only in the List-Unsubscribe header and the footer's
-{{ unsubscribe_url }}, whose page (GET) changes nothing. A second HMAC per recipient costs
-~1.5 µs at send time (unsubscribe_urls_for).
-
-**Scopes.** "list" sets Membership.unsubscribed_at (that list only; the row is kept, so a
-re-import cannot subscribe them again); "all" sets Contact.status = unsubscribed (no mail at
-all) and never overwrites bounced / complained, which already stop all mail.
+The URL carries the unsubscribe token (campaigns.tokens), never the tracking one, which
+travels where proxies log it. "list" sets Membership.unsubscribed_at (the row is kept, so a
+re-import cannot subscribe them again); "all" sets Contact.status = unsubscribed, never
+overwriting bounced / complained, which already stop all mail.
 """
 
 import logging

@@ -1,18 +1,10 @@
 """The unsubscribe endpoint, /t/u/<token>: RFC 8058 one-click for mail providers, and a page
 that link scanners can fetch safely.
 
-- POST with the body `List-Unsubscribe=One-Click` (a mail provider acting on the
-  List-Unsubscribe-Post header): off the campaign's list at once; 200, no redirect, no cookie,
-  no login, no CSRF token (providers have none).
-- GET / HEAD: a page saying what will happen, with a form that POSTs (this list / all mail).
-  It never changes anything: scanners and previews fetch every link in a message.
-- POST from that form (CSRF-checked here: the view is exempt for the one-click POST only): does
-  it and shows a confirmation page. Repeating either POST changes nothing more.
-- A token that is not ours, names no message, or is not an unsubscribe token (the open
-  pixel's and click links' tokens cannot unsubscribe): 404 with a plain message.
-
-Error responses are not logged by Django (its "Not Found: /t/u/…" line would carry the token);
-our own log lines carry ids.
+A GET never changes anything (scanners fetch every link); the one-click POST acts at once
+with no CSRF token (providers have none), the page's form POST is CSRF-checked here; only an
+unsubscribe token is accepted (docs/DATAFLOW.md, Unsubscribes). Error responses are not logged
+by Django: its "Not Found: /t/u/…" line would carry the token.
 """
 
 import logging

@@ -3,10 +3,8 @@
     manage.py recount_campaign 42           # rebuild (prints what changed)
     manage.py recount_campaign 42 --check   # compare only; exits 1 if any counter drifted
 
-For campaigns sent before counters existed, and to check that the writers' counts match the
-rows. Only the counters the report reads are rebuilt
-(tracking.reports.recount.counter_is_recounted); any other name is left alone. Prints counter names
-and numbers, never addresses.
+Only the counters the report reads are rebuilt (docs/REPORTS.md, Recount). Prints counter
+names and numbers, never addresses.
 """
 
 import logging
