@@ -74,10 +74,14 @@ RETRY_AFTER_SECONDS = 5.0
 _down_until = 0.0  # monotonic time before which this process does not try Redis again
 
 
+# A view must not hang on a sick Redis: past this, it records another way.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
 def buffer_client() -> redis.Redis | None:
-    """The queues' Redis client, None without Redis. Short timeouts: a view must not hang on a
-    sick Redis; it records another way (TRACKING_REDIS_TIMEOUT_SECONDS)."""
-    return redis_client(timeout=float(getattr(settings, "TRACKING_REDIS_TIMEOUT_SECONDS", 0.5)))
+    """The queues' Redis client (short timeouts), None without Redis. Called on every push:
+    a constant timeout, not a settings lookup (docs/PERFORMANCE.md)."""
+    return redis_client(timeout=REDIS_TIMEOUT_SECONDS)
 
 
 def buffer_is_down() -> bool:
