@@ -42,11 +42,6 @@ def ses_event_files(*, path: Path) -> list[Path]:
     )
 
 
-def ses_events_import(*, path: Path) -> list[FileSummary]:
-    """Import SES event files (see `ses_event_file_import`) from a file or a folder."""
-    return [ses_event_file_import(path=file) for file in ses_event_files(path=path)]
-
-
 def ses_event_file_import(*, path: Path) -> FileSummary:
     """Record the SES events of one file: JSON lines of SES event objects (as Kinesis Firehose
     writes them to S3), gzip-compressed or not, or one JSON object (or array) for the whole
