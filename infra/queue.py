@@ -208,6 +208,36 @@ def buffer_backlog(*, queue: str) -> dict[str, int]:
     return {"queued": int(queued), "claimed": int(claimed)}
 
 
+def buffer_drain(
+    *,
+    queue: str,
+    flush_batch: Callable[[str, list[bytes]], int],
+    max_batches: int,
+    lease_seconds: float | None = None,
+) -> int:
+    """Flush `queue` batch by batch with `flush_batch(key, records)`, which records a batch and
+    acknowledges it: first the batches of flushers that died (claimed more than
+    `lease_seconds` ago), then up to `max_batches` new ones. Returns the sum of what
+    `flush_batch` returned. Safe to run in several processes at once."""
+    lease = LEASE_SECONDS if lease_seconds is None else lease_seconds
+    total = 0
+    for key in buffer_take_over(lease_seconds=lease, queue=queue):
+        items = buffer_batch(key=key)
+        logger.warning(
+            "batch taken over from a dead flusher queue=%s batch=%s records=%d",
+            queue,
+            key,
+            len(items),
+        )
+        total += flush_batch(key, items)
+    for _ in range(max_batches):
+        claimed = buffer_claim(queue=queue)
+        if claimed is None:
+            break
+        total += flush_batch(*claimed)
+    return total
+
+
 def buffer_flush_forever(flush: Callable[[], int], *, name: str) -> None:
     """A dedicated flusher's loop: `flush()`, then sleep TRACKING_FLUSH_INTERVAL_MS, forever.
     The sleep lets each batch fill: at 3,000 hits/s and 0.5 s, ~1,500 records a transaction,

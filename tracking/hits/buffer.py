@@ -261,20 +261,9 @@ def tracking_buffer_flush(*, max_batches: int = 50, lease_seconds: float | None 
     transaction fails stays claimed, and is retried once its lease has passed; if the
     database is reachable but the batch still fails, its hits are retried one by one and
     those that fail alone are kept in the DEAD_LETTERS list (logged with their ids)."""
-    lease = queue.LEASE_SECONDS if lease_seconds is None else lease_seconds
-    written = 0
-    for key in queue.buffer_take_over(lease_seconds=lease, queue=QUEUE):
-        items = queue.buffer_batch(key=key)
-        logger.warning(
-            "tracking batch taken over from a dead flusher batch=%s hits=%d", key, len(items)
-        )
-        written += _flush_batch(key, items)
-    for _ in range(max_batches):
-        claimed = queue.buffer_claim(queue=QUEUE)
-        if claimed is None:
-            break
-        written += _flush_batch(*claimed)
-    return written
+    return queue.buffer_drain(
+        queue=QUEUE, flush_batch=_flush_batch, max_batches=max_batches, lease_seconds=lease_seconds
+    )
 
 
 def _flush_batch(key: str, items: list[bytes]) -> int:

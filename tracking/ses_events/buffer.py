@@ -79,18 +79,12 @@ def esp_events_buffer_flush(*, max_batches: int = 50, lease_seconds: float | Non
     batch whose database is unreachable stays claimed (retried after its lease); one that fails
     otherwise is retried event by event, and an event that fails alone is kept in
     ESP_EVENTS_DEAD_LETTERS (logged by id)."""
-    lease = buffer.LEASE_SECONDS if lease_seconds is None else lease_seconds
-    recorded = 0
-    for key in buffer.buffer_take_over(lease_seconds=lease, queue=ESP_EVENTS_QUEUE):
-        items = buffer.buffer_batch(key=key)
-        logger.warning("ses events batch taken over batch=%s events=%d", key, len(items))
-        recorded += _flush_batch(key, items)
-    for _ in range(max_batches):
-        claimed = buffer.buffer_claim(queue=ESP_EVENTS_QUEUE)
-        if claimed is None:
-            break
-        recorded += _flush_batch(*claimed)
-    return recorded
+    return buffer.buffer_drain(
+        queue=ESP_EVENTS_QUEUE,
+        flush_batch=_flush_batch,
+        max_batches=max_batches,
+        lease_seconds=lease_seconds,
+    )
 
 
 def _flush_batch(key: str, items: list[bytes]) -> int:
