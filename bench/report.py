@@ -36,6 +36,8 @@ HOURS = 7 * 24  # a week of hourly opens and clicks
 def realistic_counters(n: int, *, start: datetime) -> dict[str, int]:
     """Counters of an n-recipient campaign a week after sending (rates typical of a
     newsletter: 97% sent, 95% delivered, 25% unique opens of which half machine, 3% clicks)."""
+    from campaigns.counters import counter_hour, hourly_counter, link_counter
+
     sent = n * 97 // 100
     counters = {
         "sent": sent, "failed": n // 200, "unknown": n // 1000, "skipped": 0,
@@ -48,18 +50,17 @@ def realistic_counters(n: int, *, start: datetime) -> dict[str, int]:
     counters["skipped"] = n - sent - counters["failed"] - counters["unknown"]
     for i in range(LINKS):
         share = 2 ** -(i + 1)  # the first link gets half the clicks, the next a quarter…
-        counters[f"link:{i}:clicks"] = int(counters["clicks"] * share)
-        counters[f"link:{i}:unique_clicks"] = int(counters["unique_clicks"] * share)
-        counters[f"link:{i}:human_clicks"] = int(counters["human_clicks"] * share)
+        for series in ("clicks", "unique_clicks", "human_clicks"):
+            counters[link_counter(index=i, series=series)] = int(counters[series] * share)
     for h in range(HOURS):
-        hour = (start + timedelta(hours=h)).strftime("%Y-%m-%dT%H")
+        hour = counter_hour(at=start + timedelta(hours=h))
         decay = 0.97**h  # most opens in the first hours, a long tail after
         for series, total in [("opens", counters["opens"]), ("clicks", counters["clicks"]),
                               ("human_opens", counters["human_opens"]),
                               ("human_clicks", counters["human_clicks"])]:  # fmt: skip
             value = int(total * 0.03 * decay)
             if value:
-                counters[f"{series}@{hour}"] = value
+                counters[hourly_counter(series=series, hour=hour)] = value
     return counters
 
 
