@@ -449,7 +449,7 @@ def _count(rows: list[_Row], prior: dict[int, list[dict]], deltas: dict) -> None
             counts[humans] += 1
             counts[hourly_counter(series=humans, hour=hour)] += 1
         # A honeypot hit is a (machine) click of the message, so it counts in the clicks of
-        # all kinds, as the recount (tracking.selectors) counts every click event; it is not
+        # all kinds, as the recount (tracking.reports.recount) counts every click event; it is not
         # a link of the message, so no link counts it.
         if hit.kind == CLICK and not hit.honeypot:
             counts[link_counter(index=hit.index, series=CounterName.CLICKS)] += 1

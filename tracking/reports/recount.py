@@ -64,9 +64,9 @@ def counter_is_recounted(name: str) -> bool:
 
 def _ses_outcomes_recount(ses, hard: Q) -> dict[str, int]:
     """The SES outcome counters of `ses` (a campaign's SES events; `hard`: which bounces are
-    hard), by tracking.esp_events' rule: each row moves forward only (campaigns.ledger.RANK), so
-    an event moved its row when its status ranks above every earlier event's of that row (and
-    above `sent`, where every row SES reports on starts)."""
+    hard), by tracking.ses_events.record's rule: each row moves forward only
+    (campaigns.ledger.RANK), so an event moved its row when its status ranks above every earlier
+    event's of that row (and above `sent`, where every row SES reports on starts)."""
     from campaigns.ledger import RANK
     from tracking.ses_events.record import COUNTERS, NOTIFICATION_STATUS
 
@@ -126,7 +126,7 @@ def campaign_counters_recount(*, campaign_id: int) -> dict[str, int]:
     - sent: rows with an SES MessageId (accepted, whatever SES said later); failed: `failed`
       rows without one (a later Rendering Failure makes a sent row `failed`); unknown, skipped:
       rows in that status.
-    - SES outcomes count messages, as tracking.esp_events does: an outcome that moves the
+    - SES outcomes count messages, as tracking.ses_events.record does: an outcome that moves the
       ledger (delivered, hard bounce, complaint, reject, rendering failure) counts where it
       moved its row, found by replaying each row's SES events in the order they were recorded;
       soft bounces and delays count the rows that had one.

@@ -154,7 +154,7 @@ def esp_events_flush_if_late(*, after_seconds: float) -> int | None:
         return None
     logger.warning(
         "ses events waited %.0f s at the head of the buffer: flushing from this process "
-        "(is `python -m tracking.buffer` running?)",
+        "(is `manage.py flush_buffers` running?)",
         now - _head_seen[1],
     )
     _head_seen = None
