@@ -337,7 +337,9 @@ CAMPAIGN_ACTIONS = {
 class CampaignForm(forms.ModelForm):
     class Meta:
         model = Campaign
-        fields = ("name", "template", "contact_list", "from_email", "send_path", "scheduled_at")
+        # No scheduled_at: the Schedule control on the campaign page is the one way to set it
+        # (a form field would save a time that nothing acts on: the status stays draft).
+        fields = ("name", "template", "contact_list", "from_email", "send_path")
 
     def clean_from_email(self) -> str:
         value = self.cleaned_data["from_email"]

@@ -140,9 +140,24 @@ def campaign_check_sendable(*, campaign: Campaign) -> None:
 
 
 def campaign_schedule(*, campaign: Campaign, send_at: datetime) -> None:
-    """Schedule a draft for `send_at` (aware); beat starts it within seconds of that time."""
+    """Schedule a draft for `send_at` (aware, to come); beat starts it within seconds of that
+    time. A time that has passed is refused: it would send at once, which is Send now's job
+    (and its confirmation's), not a schedule's."""
     if timezone.is_naive(send_at):
         raise CampaignError("The time to send must include a time zone.")
+    if send_at <= timezone.now():
+        raise CampaignError(
+            "That time has passed: pick a time to come, or press Send now to send at once."
+        )
+    _campaign_queue(campaign=campaign, send_at=send_at)
+
+
+def campaign_send_now(*, campaign: Campaign) -> None:
+    _campaign_queue(campaign=campaign, send_at=timezone.now())
+
+
+def _campaign_queue(*, campaign: Campaign, send_at: datetime) -> None:
+    """Move a sendable draft to scheduled for `send_at`; a start is enqueued at once if due."""
     campaign_check_sendable(campaign=campaign)
     if not campaign_transition(
         campaign_id=campaign.pk, from_statuses={C.DRAFT}, to=C.SCHEDULED, scheduled_at=send_at
@@ -150,10 +165,6 @@ def campaign_schedule(*, campaign: Campaign, send_at: datetime) -> None:
         raise CampaignError(f"Only a draft can be scheduled; this campaign is {campaign.status}.")
     if send_at <= timezone.now():
         _enqueue_start(campaign.pk)
-
-
-def campaign_send_now(*, campaign: Campaign) -> None:
-    campaign_schedule(campaign=campaign, send_at=timezone.now())
 
 
 def campaign_unschedule(*, campaign: Campaign) -> None:

@@ -177,6 +177,40 @@ def test_schedule_then_beat_starts_it_when_due(
     assert ses.stats()["distinct_recipients"] == 3
 
 
+def test_a_time_that_has_passed_is_refused_and_nothing_is_sent(
+    admin_client, django_capture_on_commit_callbacks
+):
+    campaign = CampaignFactory(contact_list=list_with_contacts(3))
+    with django_capture_on_commit_callbacks(execute=False) as enqueued:
+        response = admin_client.post(
+            f"/admin/campaigns/campaign/{campaign.pk}/schedule/",
+            {"send_at": "2000-01-01T09:00"},
+            follow=True,
+        )
+    assert "That time has passed" in response.content.decode()
+    assert enqueued == []
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.scheduled_at) == (Campaign.Status.DRAFT, None)
+
+
+def test_the_campaign_form_has_no_schedule_field_that_nothing_acts_on(admin_client):
+    """Scheduling is the Schedule control's alone: a time saved through the form would show in
+    the list while the campaign stayed a draft that never sends."""
+    campaign = CampaignFactory(contact_list=list_with_contacts(1))
+    url = f"/admin/campaigns/campaign/{campaign.pk}/change/"
+    assert 'name="scheduled_at' not in admin_client.get(url).content.decode()
+    response = admin_client.post(url, {
+        "name": "Renamed", "template": campaign.template_id,
+        "contact_list": campaign.contact_list_id, "from_email": "", "send_path": "bulk",
+        "scheduled_at_0": "2999-01-01", "scheduled_at_1": "09:00",
+        "links-TOTAL_FORMS": "0", "links-INITIAL_FORMS": "0",
+    })  # fmt: skip
+    assert response.status_code == 302  # saved
+    campaign.refresh_from_db()
+    assert campaign.name == "Renamed"
+    assert (campaign.status, campaign.scheduled_at) == (Campaign.Status.DRAFT, None)
+
+
 def test_ragged_and_undecodable_csv_files_get_a_clear_error(admin_client):
     csv = "email,first_name\nok@example.com,Ok\nada@example.com,Ada,extra,cells\n\nb@example.com\n"
     ragged = upload(admin_client, csv)
