@@ -10,7 +10,6 @@ import ipaddress
 import select
 import socket
 import ssl
-import threading
 from base64 import b64encode
 from unittest import mock
 from urllib.parse import urlsplit
@@ -28,7 +27,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from campaigns.ses import SesUnreachable
 from campaigns.ses.http import HttpSesClient
-from tests.campaigns.ses.test_ses_client import _BOTOCORE, KINDS, bulk, entry, make_client, simple
+from tests.campaigns.ses.test_ses_client import (
+    _BOTOCORE,
+    KINDS,
+    TinyServer,
+    bulk,
+    entry,
+    make_client,
+    simple,
+)
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy")  # fmt: skip
@@ -80,34 +87,7 @@ def _splice(a: socket.socket, b: socket.socket, received: bytearray | None = Non
             (b if sock is a else a).sendall(data)
 
 
-class Listener:
-    """A local TCP server; each connection handled by `_handle` in a thread of its own."""
-
-    def __init__(self):
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn):
-        raise NotImplementedError
-
-    def close(self):
-        self.sock.close()
-
-
-class Proxy(Listener):
+class Proxy(TinyServer):
     """A forwarding HTTP proxy, as squid is one: CONNECT tunnels (their targets in `tunnels`)
     and requests with an absolute URL forwarded (`forwarded`: target, headers, body). With
     `credentials` it answers 407 to anything that does not carry them (`refused` counts)."""
@@ -119,7 +99,7 @@ class Proxy(Listener):
         self.refused = 0
         super().__init__()
 
-    def url(self, userinfo: str = "") -> str:
+    def proxy_url(self, userinfo: str = "") -> str:
         return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
     def _handle(self, conn):
@@ -165,7 +145,7 @@ class Proxy(Listener):
                 conn.sendall(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
 
 
-class TlsFront(Listener):
+class TlsFront(TinyServer):
     """TLS in front of the local endpoint (which speaks plain HTTP), at https://127.0.0.1:port
     with a certificate of its own; what it decrypted and passed on is in `received`."""
 
@@ -255,7 +235,7 @@ def test_an_http_endpoint_is_reached_through_http_proxy(ses, kind, monkeypatch):
     """Forwarded, as botocore does it for http://: the absolute URL as the request target,
     the proxy's credentials in each request, the endpoint's host in Host and the signature."""
     proxy = Proxy(credentials=CREDENTIALS)
-    monkeypatch.setenv("HTTP_PROXY", proxy.url(PROXY_USERINFO))
+    monkeypatch.setenv("HTTP_PROXY", proxy.proxy_url(PROXY_USERINFO))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # not for an http:// endpoint
     client = make_client(kind, ses.url)
     _send_three(client)
@@ -284,7 +264,7 @@ def test_an_https_endpoint_is_reached_through_a_connect_tunnel(ses, kind, truste
     proxy; the endpoint sees the product's User-Agent and its own host."""
     proxy = Proxy(credentials=CREDENTIALS)
     front = TlsFront(ses.url, *trusted)
-    monkeypatch.setenv("HTTPS_PROXY", proxy.url(PROXY_USERINFO))
+    monkeypatch.setenv("HTTPS_PROXY", proxy.proxy_url(PROXY_USERINFO))
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # not for an https:// endpoint
     client = make_client(kind, front.url)
     simple(client)
@@ -307,7 +287,7 @@ def test_an_https_endpoint_is_reached_through_a_connect_tunnel(ses, kind, truste
 def test_no_proxy_goes_around_the_proxy(ses, kind, monkeypatch, variable, value):
     proxy = Proxy()
     for name in ("HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(name, proxy.url())
+        monkeypatch.setenv(name, proxy.proxy_url())
     monkeypatch.setenv(variable, value)
     client = make_client(kind, ses.url)
     assert simple(client)
@@ -331,9 +311,9 @@ def test_a_proxy_that_refuses_is_unreachable(ses, kind, trusted, monkeypatch, sc
     proxy = Proxy(credentials=CREDENTIALS)
     front = TlsFront(ses.url, *trusted)
     proxy_url = {
-        "407": proxy.url(),
+        "407": proxy.proxy_url(),
         "connection refused": _refused_proxy_url(),
-        "wrong credentials": proxy.url("mail:wrong"),
+        "wrong credentials": proxy.proxy_url("mail:wrong"),
     }[refusal]
     monkeypatch.setenv(f"{scheme.upper()}_PROXY", proxy_url)
     client = make_client(kind, ses.url if scheme == "http" else front.url)
