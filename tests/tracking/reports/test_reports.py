@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from campaigns.admin import CappedCountPaginator, csv_cell
+from campaigns.admin.exports import csv_cell
+from campaigns.admin.notifications import CappedCountPaginator
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
 from tests.e2e.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
