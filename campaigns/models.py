@@ -4,6 +4,7 @@ Models hold data only: every write with rules goes through campaigns.services, e
 change through its one guarded function.
 """
 
+from django.conf import settings
 from django.db import models
 
 
@@ -219,3 +220,23 @@ class BatchLease(models.Model):
 
     def __str__(self) -> str:
         return f"lease {self.first_id}-{self.last_id} of campaign {self.campaign_id}"
+
+
+class UserPreferences(models.Model):
+    """What the admin remembers for each of its users (read and written through
+    campaigns.preferences): the time zone their schedule times are typed and shown in, and the
+    addresses their test sends go to."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mailwright_preferences"
+    )
+    # An IANA name (Europe/Paris); empty: the site's time zone (settings.TIME_ZONE).
+    time_zone = models.CharField(max_length=64, blank=True)
+    # Normalized addresses (the one address rule), in the order the user gave them.
+    proof_addresses = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "user preferences"
+
+    def __str__(self) -> str:
+        return f"preferences of user {self.user_id}"
