@@ -18,7 +18,7 @@ from campaigns.admin.exports import csv_cell
 from campaigns.admin.notifications import CappedCountPaginator
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
-from tests.e2e.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
+from tests.e2e.conftest import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tests.factories import (
     CampaignFactory,
     CampaignLinkFactory,
@@ -404,7 +404,7 @@ def test_journey_lists_ledger_times_and_every_event_in_time_order():
     assert [(s.what, s.source) for s in journey.steps] == [
         ("queued", "ledger"),
         ("delivered", "ses"),
-        ("status: delivered", "ledger"),
+        ("status: Delivered", "ledger"),
         ("opened", "tracking"),
         ("clicked", "tracking"),
         ("unsubscribed", "recipient"),
@@ -504,7 +504,7 @@ def test_notification_and_contact_pages_show_journeys(admin_client):
 
     html = admin_client.get(f"/admin/campaigns/notification/{row.pk}/change/").content.decode()
     assert f'id="journey-{row.pk}"' in html
-    assert "apple-mpp" in html and "status: sent" in html and "grace@example.com" in html
+    assert "apple-mpp" in html and "status: Sent" in html and "grace@example.com" in html
 
     html = admin_client.get(f"/admin/campaigns/contact/{contact.pk}/change/").content.decode()
     assert "Where did the emails to this contact go?" in html
