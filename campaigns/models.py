@@ -159,16 +159,18 @@ class Notification(models.Model):
     """
 
     class Status(models.TextChoices):
-        CREATED = "created"  # frozen into the audience, not yet claimed
-        SENDING = "sending"  # claimed by a batch; its hand-off to SES is in progress
-        SENT = "sent"  # SES accepted it (message_id set)
-        DELIVERED = "delivered"
-        BOUNCED = "bounced"
-        COMPLAINED = "complained"
-        REJECTED = "rejected"  # refused by SES
-        FAILED = "failed"  # a definite failure before SES accepted it
-        UNKNOWN = "unknown"  # the hand-off's outcome is unknown: never re-sent automatically
-        SKIPPED = "skipped"  # suppressed or unsubscribed when its turn came
+        # Values are what the database and the API keep; labels are what a marketer reads.
+        CREATED = "created", "Waiting"  # frozen into the audience, not yet claimed
+        SENDING = "sending", "Handing to SES"  # claimed by a batch; the hand-off is under way
+        SENT = "sent", "Sent"  # SES accepted it (message_id set)
+        DELIVERED = "delivered", "Delivered"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Marked as spam"
+        REJECTED = "rejected", "Refused by SES"
+        FAILED = "failed", "Failed"  # a definite failure before SES accepted it
+        # The hand-off's outcome is unknown: never re-sent automatically.
+        UNKNOWN = "unknown", "Outcome unknown"
+        SKIPPED = "skipped", "Skipped (unsubscribed or suppressed)"  # or campaign cancelled
 
     id = models.BigAutoField(primary_key=True)
     # No index of its own: (campaign, contact) starts with it. Every update that is not HOT

@@ -1,9 +1,11 @@
 """Reads with rules for the campaign life cycle (services write, selectors read)."""
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from campaigns.counters import HANDED_OFF
 from campaigns.models import Campaign, CampaignCounter
@@ -31,3 +33,16 @@ def campaigns_with_unanswered_rows(*, statuses: Iterable[str]) -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+
+
+# A scheduled campaign whose time has come waits only for its start task (seconds): that is
+# what Send now leaves, and "Scheduled" there reads as "not going out yet".
+STARTING_LABEL = "Starting"
+
+
+def campaign_status_label(*, status: str, scheduled_at: datetime | None) -> str:
+    """The campaign's status as a marketer reads it: the status's label, except a scheduled
+    campaign that is due (Send now, or a schedule whose time came) reads "Starting"."""
+    if status == Campaign.Status.SCHEDULED and scheduled_at and scheduled_at <= timezone.now():
+        return STARTING_LABEL
+    return Campaign.Status(status).label

@@ -20,6 +20,8 @@ from campaigns.addresses import sender_header
 from campaigns.admin.contacts import can_view_contacts
 from campaigns.admin.exports import csv_download, recipient_csv_rows, report_csv_rows
 from campaigns.models import Campaign, CampaignLink
+from campaigns.preferences import user_time_zone
+from campaigns.selectors import campaign_status_label
 from tracking.reports.report import campaign_report
 
 
@@ -66,15 +68,21 @@ class CampaignForm(forms.ModelForm):
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
     change_form_template = "admin/campaigns/campaign/change_form.html"
-    list_display = ("name", "status", "contact_list", "template", "scheduled_at", "recipients")
+    list_display = (
+        "name", "status_label", "contact_list", "template", "scheduled_at", "recipients",
+    )  # fmt: skip
     list_filter = ("status",)
     search_fields = ("name",)
     autocomplete_fields = ("contact_list",)
     inlines = [CampaignLinkInline]
     readonly_fields = (
-        "status", "status_reason", "started_at", "finished_at", "recipient_count",
+        "status_label", "status_reason", "started_at", "finished_at", "recipient_count",
         "ses_template_name", "created_at", "updated_at",
     )  # fmt: skip
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj) -> str:
+        return campaign_status_label(status=obj.status, scheduled_at=obj.scheduled_at)
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipients(self, obj) -> int:
@@ -114,7 +122,9 @@ class CampaignAdmin(admin.ModelAdmin):
         extra_context = extra_context or {}
         # Without the permission the admin answers 403: nothing to compute for it.
         if campaign is not None and self.has_view_or_change_permission(request, campaign):
-            report = campaign_report(campaign_id=campaign.pk)
+            report = campaign_report(
+                campaign_id=campaign.pk, time_zone=user_time_zone(user=request.user)
+            )
             extra_context["report"] = report
             extra_context["report_timeline"] = report.timeline.as_json()
             # The buttons show only to those who may press them (change permission).
@@ -196,16 +206,7 @@ class CampaignAdmin(admin.ModelAdmin):
         campaign = get_object_or_404(Campaign, pk=pk)
         if not self.has_view_permission(request, campaign):
             return JsonResponse({"error": "forbidden"}, status=403)
-        report = campaign_report(campaign_id=pk)
-        return JsonResponse(
-            {
-                "status": campaign.status,
-                "recipients": report.recipients,
-                "pending": report.pending,
-                "sent": report.sent,
-                "progress_percent": report.progress_percent,
-            }
-        )
+        return JsonResponse(campaign_report(campaign_id=pk).progress())
 
 
 class ScheduleForm(forms.Form):

@@ -44,6 +44,11 @@ class Journey:
     steps: list[JourneyStep]
     events_not_shown: int = 0
 
+    @property
+    def status_label(self) -> str:
+        """The status as a marketer reads it ("Marked as spam"); `status` is the stored value."""
+        return N(self.status).label
+
 
 _NOTIFICATION_FIELDS = (
     "id", "campaign_id", "campaign__name", "contact_id", "contact__email", "status", "reason",
@@ -90,7 +95,7 @@ def _journey(row: dict) -> Journey:
             detail = f"SES MessageId {row['message_id']}" + (f"; {detail}" if detail else "")
         steps.append(
             JourneyStep(
-                at=row["updated_at"], what=f"status: {row['status']}", source="ledger",
+                at=row["updated_at"], what=f"status: {N(row['status']).label}", source="ledger",
                 detail=detail,
             )
         )  # fmt: skip

@@ -9,7 +9,7 @@ A million-recipient campaign's report costs what a ten-recipient one does.
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from campaigns.counters import (
     HANDED_OFF,
@@ -21,10 +21,15 @@ from campaigns.counters import (
     link_counter,
 )
 from campaigns.models import Campaign, CampaignLink, Notification
+from campaigns.selectors import campaign_status_label
 from tracking.models import Event
 
+C = Campaign.Status
 N = Notification.Status
 E = Event.Type
+# Statuses after which the delivery numbers no longer change (the page stops polling). A paused
+# campaign is not one: its claimed rows still finish, and it can be resumed.
+FINAL_STATUSES = frozenset({C.SENT, C.CANCELLED, C.FAILED})
 
 # Hourly counters (campaigns.counters.hourly_counter) that the timeline chart draws.
 TIMELINE_SERIES = HOURLY_SERIES
@@ -49,14 +54,26 @@ LINK_COUNTERS = LINK_SERIES
 
 @dataclass(frozen=True)
 class Rate:
-    """A share (`part / whole`), None when the whole is zero; prints as a percentage."""
+    """A share (`part / whole`), None when the whole is zero; prints as a percentage.
+
+    Never above 100 %: counts that arrive apart (a click recorded before the delivery event
+    that explains it) could make the part outrun its whole for a while, and "150 %" says
+    nothing true. `basis` names the whole ("delivered"), so the page can say what a rate is
+    out of (`detail`).
+    """
 
     part: int
     whole: int
+    basis: str = ""
 
     @property
     def value(self) -> float | None:
-        return self.part / self.whole if self.whole else None
+        return min(self.part, self.whole) / self.whole if self.whole else None
+
+    @property
+    def detail(self) -> str:
+        """ "12 of 400 delivered": the counts behind the percentage."""
+        return f"{min(self.part, self.whole):,} of {self.whole:,} {self.basis}".rstrip()
 
     @property
     def percent(self) -> float | None:
@@ -77,11 +94,13 @@ class LinkClicks:
 
 @dataclass(frozen=True)
 class Timeline:
-    """Opens and clicks over time, from the hourly counters, zeros filled in (UTC)."""
+    """Opens and clicks over time, from the hourly counters, zeros filled in. Hours are
+    labelled in `time_zone` (the reader's); days are UTC days."""
 
     unit: str  # "hour" or "day"
     labels: list[str]
     series: dict[str, list[int]]  # TIMELINE_SERIES → one value per label
+    time_zone: str = "UTC"
 
     def as_json(self) -> dict:
         return {"unit": self.unit, "labels": self.labels, **self.series}
@@ -95,6 +114,7 @@ class Timeline:
 class CampaignReport:
     campaign_id: int
     status: str
+    status_label: str  # as a marketer reads it (campaigns.selectors.campaign_status_label)
     recipients: int  # the audience frozen at start (Campaign.recipient_count)
     # The hand-off: each recipient ends in exactly one of these four, or is still pending.
     sent: int  # SES accepted it (a MessageId)
@@ -124,6 +144,48 @@ class CampaignReport:
     counters: dict[str, int] = field(repr=False)
 
     @property
+    def final(self) -> bool:
+        """Nothing more will change its delivery numbers (the page stops polling)."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def not_sent(self) -> int:
+        """Recipients SES did not accept and never will for this campaign: failed, skipped, and
+        (once final) those never handed over. Unknown ones may have gone out: apart."""
+        return max(0, self.recipients - self.sent - self.unknown)
+
+    @property
+    def summary(self) -> str:
+        """One sentence saying where the campaign stands, in a marketer's words: "Cancelled: 400
+        of 1,000 sent, 600 not sent". Empty before it has an audience."""
+        if not self.recipients:
+            return ""
+        sent = f"{self.sent:,} of {self.recipients:,} sent"
+        unknown = f", {self.unknown:,} outcome unknown" if self.unknown else ""
+        if self.status == C.SENDING:
+            return f"Sending: {sent} so far, {self.pending:,} waiting{unknown}"
+        if self.status == C.PAUSED:
+            return f"Paused: {sent} so far, {self.pending:,} waiting{unknown}"
+        if self.status in (C.CANCELLED, C.FAILED, C.SENT):
+            # "Sent: 900 of 1,000 sent" would say sent twice.
+            label = "Finished" if self.status == C.SENT else C(self.status).label
+            return f"{label}: {sent}, {self.not_sent:,} not sent{unknown}"
+        return ""
+
+    def progress(self) -> dict:
+        """What the campaign page polls (progress_view): numbers and the words around them."""
+        return {
+            "status": self.status,
+            "status_label": self.status_label,
+            "final": self.final,
+            "recipients": self.recipients,
+            "pending": self.pending,
+            "sent": self.sent,
+            "progress_percent": self.progress_percent,
+            "summary": self.summary,
+        }
+
+    @property
     def processed(self) -> int:
         return sum((self.sent, self.failed, self.unknown, self.skipped))
 
@@ -134,9 +196,11 @@ class CampaignReport:
 
     @property
     def progress_percent(self) -> int:
+        """The share of recipients SES accepted (the bar): rounded down, so the bar reaches
+        100 only when every one was, and a cancelled campaign never reads 100."""
         if not self.recipients:
             return 0
-        return min(100, round(100 * self.processed / self.recipients))
+        return min(100, 100 * self.sent // self.recipients)
 
     @property
     def bounced(self) -> int:
@@ -154,39 +218,43 @@ class CampaignReport:
 
     @property
     def open_rate(self) -> Rate:
-        return Rate(self.unique_opens, self.rate_base)
+        return Rate(self.unique_opens, self.rate_base, self.rate_basis)
 
     @property
     def human_open_rate(self) -> Rate:
-        return Rate(self.unique_human_opens, self.rate_base)
+        return Rate(self.unique_human_opens, self.rate_base, self.rate_basis)
 
     @property
     def click_through_rate(self) -> Rate:
-        return Rate(self.unique_clicks, self.rate_base)
+        return Rate(self.unique_clicks, self.rate_base, self.rate_basis)
 
     @property
     def human_click_through_rate(self) -> Rate:
-        return Rate(self.unique_human_clicks, self.rate_base)
+        return Rate(self.unique_human_clicks, self.rate_base, self.rate_basis)
 
     @property
     def click_to_open_rate(self) -> Rate:
-        return Rate(self.unique_clicks, self.unique_opens)
+        return Rate(self.unique_clicks, openers(self.unique_opens, self.unique_clicks), "openers")
 
     @property
     def human_click_to_open_rate(self) -> Rate:
-        return Rate(self.unique_human_clicks, self.unique_human_opens)
+        return Rate(
+            self.unique_human_clicks,
+            openers(self.unique_human_opens, self.unique_human_clicks),
+            "openers",
+        )
 
     @property
     def unsubscribe_rate(self) -> Rate:
-        return Rate(self.unsubscribed, self.rate_base)
+        return Rate(self.unsubscribed, self.rate_base, self.rate_basis)
 
     @property
     def bounce_rate(self) -> Rate:
-        return Rate(self.bounced, self.sent)
+        return Rate(self.bounced, self.sent, "sent")
 
     @property
     def complaint_rate(self) -> Rate:
-        return Rate(self.complained, self.rate_base)
+        return Rate(self.complained, self.rate_base, self.rate_basis)
 
     def rows(self) -> list[tuple[str, int | Rate, int | Rate | None]]:
         """(label, all, human or None) in the order the page and the CSV show them."""
@@ -213,7 +281,7 @@ class CampaignReport:
              self.human_open_rate),
             (f"Click-through rate (unique clicks / {self.rate_basis})", self.click_through_rate,
              self.human_click_through_rate),
-            ("Click-to-open rate (unique clicks / unique opens)", self.click_to_open_rate,
+            ("Click-to-open rate (unique clicks / openers)", self.click_to_open_rate,
              self.human_click_to_open_rate),
             (f"Unsubscribe rate (/ {self.rate_basis})", self.unsubscribe_rate, None),
             ("Bounce rate (/ sent)", self.bounce_rate, None),
@@ -221,9 +289,20 @@ class CampaignReport:
         ]  # fmt: skip
 
 
-def campaign_report(*, campaign_id: int) -> CampaignReport:
-    """The campaign's report from its counters (three indexed queries, whatever its size)."""
-    campaign = Campaign.objects.values("status", "recipient_count").get(pk=campaign_id)
+def openers(unique_opens: int, unique_clicks: int) -> int:
+    """Recipients who opened, for the click-to-open rate: a recipient who clicked did see the
+    message, even when their images were off and our pixel never loaded. The counters do not
+    say how many clickers also opened, so this is the fewest openers the counts allow
+    (max, not sum): the rate can read low, never above 100 % (docs/REPORTS.md)."""
+    return max(unique_opens, unique_clicks)
+
+
+def campaign_report(*, campaign_id: int, time_zone: tzinfo = UTC) -> CampaignReport:
+    """The campaign's report from its counters (three indexed queries, whatever its size);
+    the timeline's hours are labelled in `time_zone` (the reader's)."""
+    campaign = Campaign.objects.values("status", "recipient_count", "scheduled_at").get(
+        pk=campaign_id
+    )
     counters = campaign_counters(campaign_id=campaign_id)
     count = counters.get
     links = [
@@ -242,16 +321,21 @@ def campaign_report(*, campaign_id: int) -> CampaignReport:
     return CampaignReport(
         campaign_id=campaign_id,
         status=campaign["status"],
+        status_label=campaign_status_label(
+            status=campaign["status"], scheduled_at=campaign["scheduled_at"]
+        ),
         recipients=campaign["recipient_count"],
         links=links,
-        timeline=timeline_from_counters(counters),
+        timeline=timeline_from_counters(counters, time_zone=time_zone),
         counters=counters,
         **plain,
     )
 
 
-def timeline_from_counters(counters: Mapping[str, int]) -> Timeline:
-    """The hourly counters as evenly spaced points (per hour, or per day past 14 days)."""
+def timeline_from_counters(counters: Mapping[str, int], *, time_zone: tzinfo = UTC) -> Timeline:
+    """The hourly counters as evenly spaced points (per hour, labelled in `time_zone`; or per
+    UTC day past 14 days)."""
+    zone = str(time_zone)
     by_hour: dict[datetime, dict[str, int]] = defaultdict(dict)
     for name, value in counters.items():
         hourly = hourly_counter_parse(name=name)
@@ -260,12 +344,16 @@ def timeline_from_counters(counters: Mapping[str, int]) -> Timeline:
         series, at = hourly
         by_hour[at][series] = value
     if not by_hour:
-        return Timeline(unit="hour", labels=[], series={name: [] for name in TIMELINE_SERIES})
+        return Timeline(
+            unit="hour", labels=[], series={name: [] for name in TIMELINE_SERIES}, time_zone=zone
+        )
     first, last = min(by_hour), max(by_hour)
-    step, unit, label = timedelta(hours=1), "hour", "%Y-%m-%d %H:00"
+    # Minutes shown: a zone half an hour off UTC (India) starts its hours at :30.
+    step, unit, label, shown_in = timedelta(hours=1), "hour", "%Y-%m-%d %H:%M", time_zone
     if last - first > HOURLY_SPAN:
-        step, unit, label = timedelta(days=1), "day", "%Y-%m-%d"
+        step, unit, label, shown_in = timedelta(days=1), "day", "%Y-%m-%d", UTC
         first = first.replace(hour=0)
+        zone = "UTC"
     points: dict[datetime, dict[str, int]] = {}
     at = first
     while at <= last:
@@ -277,6 +365,7 @@ def timeline_from_counters(counters: Mapping[str, int]) -> Timeline:
             points[bucket][series] += value
     return Timeline(
         unit=unit,
-        labels=[at.strftime(label) for at in points],
+        labels=[at.astimezone(shown_in).strftime(label) for at in points],
         series={name: [p[name] for p in points.values()] for name in TIMELINE_SERIES},
+        time_zone=zone,
     )
