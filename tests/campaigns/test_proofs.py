@@ -117,6 +117,34 @@ def test_a_proof_reuses_its_stored_template(admin_client, ses, campaign):
     assert len(ses.messages()) == 2 and len(names) == 1
 
 
+def test_ten_addresses_are_one_bulk_call(admin_client, ses, campaign):
+    addresses = [f"p{i}@example.net" for i in range(10)]
+
+    response = admin_client.post(_proof_url(campaign), {"addresses": ",".join(addresses)})
+
+    assert "accepted it for 10 addresses" in _messages(response)
+    messages = ses.messages()
+    assert sorted(m["to"][0] for m in messages) == sorted(addresses)
+    assert ses.stats()["calls"]["SendBulkEmail"] == 1
+
+
+def test_a_started_campaigns_proof_is_its_frozen_template(admin_client, ses, campaign):
+    # Edited after the start: recipients get the snapshot, so the proof shows it too.
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status=Campaign.Status.SENT,
+        template_snapshot={"subject": "Frozen {{ first_name }}", "html": "<p>F</p>", "text": ""},
+    )
+    campaign.refresh_from_db()
+
+    admin_client.post(_proof_url(campaign), {"addresses": "one@example.net"})
+
+    [message] = ses.messages()
+    assert message["subject"] == "[Test] Frozen Ada"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SENT
+    assert not Notification.objects.filter(campaign=campaign).exists()
+
+
 def test_a_proof_is_rendered_for_the_contact_named(admin_client, ses, campaign):
     other = ContactFactory(first_name="<b>Grace</b>", email="grace@example.org")
 
@@ -169,6 +197,7 @@ def test_the_addresses_are_remembered_and_offered_again(admin_client, admin_user
         (", ".join(f"p{i}@example.net" for i in range(11)), "at most 10 addresses; you entered 11"),
         ("not an address", "cannot receive a test"),
         (" , ", "Enter at least one address"),
+        ("a" * 100_000 + "@example.net", "too long for 10 addresses"),
     ],
 )
 def test_bad_addresses_are_refused_with_the_reason(
@@ -214,6 +243,46 @@ def test_ses_refusing_or_failing_is_said_in_plain_words(admin_client, ses, campa
     assert "the test may or may not arrive" in _messages(response)
     assert ses.messages() == []
     _nothing_recorded(campaign)
+
+
+@pytest.fixture
+def slow_account(settings):
+    """A sandbox account's MaxSendRate: 1 a second (paced at 0.5, one at a time)."""
+    from campaigns.ratelimit import ses_rate_limiter_reset
+
+    settings.SES_MAX_SEND_RATE = 1
+    ses_rate_limiter_reset()
+    yield
+    settings.SES_MAX_SEND_RATE = 0
+    ses_rate_limiter_reset()
+
+
+def test_a_proof_the_accounts_rate_would_hold_too_long_asks_for_fewer_addresses(
+    admin_client, ses, campaign, slow_account
+):
+    many = ",".join(f"p{i}@example.net" for i in range(10))
+    response = admin_client.post(_proof_url(campaign), {"addresses": many})
+    assert "(1 a second) a test to 10 addresses takes 18 seconds" in _messages(response)
+    assert ses.messages() == []
+
+    response = admin_client.post(_proof_url(campaign), {"addresses": "a@example.net"})
+    assert "Test sent" in _messages(response)
+
+
+def test_a_proof_waits_its_turn_in_the_shared_rate_and_says_when_it_is_taken(
+    admin_client, ses, campaign, slow_account
+):
+    from campaigns import ratelimit
+
+    limiter, _ = ratelimit.ses_rate_limiter()
+    limiter.reserve(100)  # a campaign's batches hold the next 200 seconds
+    try:
+        response = admin_client.post(_proof_url(campaign), {"addresses": "a@example.net"})
+    finally:  # give the slots back: the limiter's key outlives the test
+        ratelimit._redis_client().delete(limiter.key)
+
+    assert "Campaigns are using the whole SES sending rate right now." in _messages(response)
+    assert ses.messages() == []
 
 
 def test_an_endpoint_that_is_down_is_said_in_plain_words(admin_client, ses, campaign, monkeypatch):
