@@ -47,6 +47,7 @@ class ProofAdminMixin:
                     "max_addresses": PROOF_MAX_ADDRESSES,
                     "subject_prefix": PROOF_SUBJECT_PREFIX,
                     "may_read_contacts": can_view_contacts(request),
+                    "for_campaign": is_campaign,
                     "default_contact": "the list's first member"
                     if is_campaign
                     else "the first contact",

@@ -188,6 +188,8 @@ def test_the_addresses_are_remembered_and_offered_again(admin_client, admin_user
         f"/admin/templates_app/template/{campaign.template_id}/change/"
     ).content.decode()
     assert 'value="two@example.net, one@example.net"' in template_page
+    assert "the way this campaign will be sent" in page
+    assert "by default (bulk, from the default sender)" in template_page
 
 
 @pytest.mark.parametrize(
