@@ -116,6 +116,8 @@ def proof_contact(*, wanted: str, campaign: Campaign | None) -> Contact | None:
             contacts = contacts.filter(membership__contact_list_id=campaign.contact_list_id)
         return contacts.first()
     found = None
+    if len(wanted) > 320:  # longer than any address
+        raise ProofError("That is not a contact's id or address: it is too long.")
     if wanted.isascii() and wanted.isdigit():
         found = contacts.filter(pk=int(wanted)).first() if len(wanted) < 19 else None  # bigint
     else:
