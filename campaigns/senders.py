@@ -113,17 +113,21 @@ class BulkSender:
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.template_name = campaign.ses_template_name
         self.headers = tuple(shared_headers(campaign).items())
+        self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
         return _group_pool().submit(self.send, rows)
+
+    def _addressing(self, rows: list[ClaimedRow]) -> tuple[list[str], list[str], list[str]]:
+        return recipient_addressing(rows)
 
     def send(self, rows: list[ClaimedRow]) -> GroupOutcome:
         """Runs in a pool thread: no database."""
         outcome = GroupOutcome()
         entries, sent_rows = [], []
         plan = self.plan
-        ids = [row.id for row in rows]
-        for row, token, url in zip(rows, tokens_for(ids), unsubscribe_urls_for(ids), strict=True):
+        addresses, tokens, urls = self._addressing(rows)
+        for row, to, token, url in zip(rows, addresses, tokens, urls, strict=True):
             try:
                 data = orjson.dumps(merge_data(row, plan, token, url)).decode()
             except Exception as err:  # noqa: BLE001 (one recipient's data: that recipient fails)
@@ -132,7 +136,7 @@ class BulkSender:
                     f"could not build the message: {type(err).__name__}",
                 )
                 continue
-            entries.append(BulkEntry(row.email, data, (("List-Unsubscribe", f"<{url}>"),)))
+            entries.append(BulkEntry(to, data, (("List-Unsubscribe", f"<{url}>"),)))
             sent_rows.append(row)
         if entries:
             outcome.merge(self._call(sent_rows, entries))
@@ -145,7 +149,7 @@ class BulkSender:
                 template_name=self.template_name,
                 entries=entries,
                 headers=self.headers,
-                configuration_set=settings.SES_CONFIGURATION_SET,
+                configuration_set=self.configuration_set,
             )
         except (SesThrottled, SesUnreachable):
             return GroupOutcome(retry=[row.id for row in rows])
@@ -191,10 +195,14 @@ class RenderedSender:
         self.attributes = self.plan[1]
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.headers = shared_headers(campaign)
+        self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
         # From a thread of its own: the batch keeps its lease alive while the group goes.
         return _group_pool().submit(self.send, rows)
+
+    def _addressing(self, rows: list[ClaimedRow]) -> tuple[list[str], list[str], list[str]]:
+        return recipient_addressing(rows)
 
     def send(self, rows: list[ClaimedRow]) -> GroupOutcome:
         outcome = GroupOutcome()
@@ -204,7 +212,7 @@ class RenderedSender:
 
     def _send_one(self, row: ClaimedRow) -> GroupOutcome:
         """Runs in a pool thread: no database."""
-        [token], [url] = tokens_for([row.id]), unsubscribe_urls_for([row.id])
+        [to], [token], [url] = self._addressing([row])
         try:
             rendered = self.compiled.render(merge_data(row, self.plan, token, url))
             if "\r" in rendered.subject or "\n" in rendered.subject:
@@ -217,12 +225,12 @@ class RenderedSender:
         try:
             message_id = ses_client().send_simple(
                 from_address=self.from_address,
-                to=row.email,
+                to=to,
                 subject=rendered.subject,
                 text=rendered.text,
                 html=rendered.html,
                 headers=headers,
-                configuration_set=settings.SES_CONFIGURATION_SET,
+                configuration_set=self.configuration_set,
             )
         except (SesThrottled, SesUnreachable):
             return GroupOutcome(retry=[row.id])  # this one again later; the rest go on
@@ -238,6 +246,14 @@ class RenderedSender:
                 errors={row.id: ("unknown", f"internal error: {type(err).__name__}")}
             )
         return GroupOutcome(accepted={row.id: message_id})
+
+
+def recipient_addressing(rows: list[ClaimedRow]) -> tuple[list[str], list[str], list[str]]:
+    """Each row's To, tracking token and unsubscribe URL. A sender asks through its
+    `_addressing`, which a test send (campaigns.proofs) replaces: proof addresses, and links
+    that name no notification."""
+    ids = [row.id for row in rows]
+    return [row.email for row in rows], tokens_for(ids), unsubscribe_urls_for(ids)
 
 
 def _reason(err: SesError) -> str:

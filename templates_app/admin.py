@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from campaigns.admin.proofs import ProofAdminMixin
 from campaigns.models import Contact
 from campaigns.services import contact_merge_data, contact_normalize_email
 from templates_app.language import TemplateLimitError, TemplateSyntaxError
@@ -46,7 +47,7 @@ class TemplateForm(forms.ModelForm):
 
 
 @admin.register(Template)
-class TemplateAdmin(admin.ModelAdmin):
+class TemplateAdmin(ProofAdminMixin, admin.ModelAdmin):
     form = TemplateForm
     list_display = ("name", "subject", "updated_at", "preview_link")
     search_fields = ("name", "subject")

@@ -19,6 +19,7 @@ from campaigns import services
 from campaigns.addresses import sender_header
 from campaigns.admin.contacts import can_view_contacts
 from campaigns.admin.exports import csv_download, recipient_csv_rows, report_csv_rows
+from campaigns.admin.proofs import ProofAdminMixin
 from campaigns.models import Campaign, CampaignLink
 from campaigns.preferences import user_time_zone
 from campaigns.selectors import campaign_status_label
@@ -65,7 +66,7 @@ class CampaignForm(forms.ModelForm):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
     form = CampaignForm
     change_form_template = "admin/campaigns/campaign/change_form.html"
     list_display = (
