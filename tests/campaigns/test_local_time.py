@@ -115,10 +115,10 @@ def wall_tomorrow() -> datetime:
     return datetime(day.year, day.month, day.day, 9, 0)
 
 
-def schedule(campaign: Campaign) -> list[waves.Wave]:
+def schedule(campaign: Campaign, fallback_zone: str = "Asia/Kolkata") -> list[waves.Wave]:
     # Contacts without a zone: the scheduling user's, Kolkata here (its own wave, 03:30 UTC).
     services.campaign_schedule_local(
-        campaign=campaign, wall=wall_tomorrow(), fallback_zone="Asia/Kolkata"
+        campaign=campaign, wall=wall_tomorrow(), fallback_zone=fallback_zone
     )
     campaign.refresh_from_db()
     _FIRST_WALL[campaign.pk] = waves.wall_time_parse(campaign.local_send_time)
