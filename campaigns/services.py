@@ -139,7 +139,13 @@ def campaign_check_sendable(*, campaign: Campaign) -> None:
         raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
 
 
-def campaign_schedule(*, campaign: Campaign, send_at: datetime, **local_time) -> None:
+def campaign_schedule(
+    *,
+    campaign: Campaign,
+    send_at: datetime,
+    local_send_time: str = "",
+    local_fallback_zone: str = "",
+) -> None:
     """Schedule a draft for `send_at` (aware, to come); beat starts it within seconds of that
     time. A time that has passed is refused: it would send at once, which is Send now's job
     (and its confirmation's), not a schedule's."""
@@ -149,7 +155,12 @@ def campaign_schedule(*, campaign: Campaign, send_at: datetime, **local_time) ->
         raise CampaignError(
             "That time has passed: pick a time to come, or press Send now to send at once."
         )
-    _campaign_queue(campaign=campaign, send_at=send_at, **local_time)
+    _campaign_queue(
+        campaign=campaign,
+        send_at=send_at,
+        local_send_time=local_send_time,  # campaign_schedule_local's waves, if set
+        local_fallback_zone=local_fallback_zone,
+    )
 
 
 def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone: str) -> None:
@@ -190,7 +201,7 @@ def campaign_send_now(*, campaign: Campaign) -> None:
     _campaign_queue(campaign=campaign, send_at=timezone.now())
 
 
-def _campaign_queue(*, campaign: Campaign, send_at: datetime, **local_time) -> None:
+def _campaign_queue(*, campaign: Campaign, send_at: datetime, **local_time: str) -> None:
     """Move a sendable draft to scheduled for `send_at`; a start is enqueued at once if due."""
     campaign_check_sendable(campaign=campaign)
     if not campaign_transition(

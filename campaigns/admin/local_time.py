@@ -3,7 +3,7 @@ schedule option's call and the waves shown (the rules are campaigns.services and
 campaigns.waves)."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -37,12 +37,14 @@ def campaign_wave_rows(*, campaign: Campaign) -> list[WaveRow]:
         Campaign.Status.PAUSED,
     ):
         return []
-    now = timezone.now()
+    # Started: frozen into the ledger, i.e. before the wave beat waits for (next_wave_at);
+    # with none set, a wave is being frozen now, or all are.
+    started_before = campaign.next_wave_at or timezone.now() + timedelta(microseconds=1)
+    if campaign.frozen_at:
+        started_before = datetime.max.replace(tzinfo=UTC)
     rows, next_seen = [], False
     for wave in waves.campaign_waves(campaign=campaign):
-        if campaign.status != Campaign.Status.SCHEDULED and (
-            campaign.frozen_at or wave.moment <= now
-        ):
+        if campaign.status != Campaign.Status.SCHEDULED and wave.moment < started_before:
             state = "started"
         elif not next_seen:
             state, next_seen = "next", True

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from campaigns import services, sweeper, waves
+from campaigns.admin.local_time import campaign_wave_rows
 from campaigns.contact_fields import CONTACT_IMPORT_FIELDS, contact_time_zone_check
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
@@ -151,6 +152,11 @@ def moved(campaign: Campaign) -> timedelta:
     return _FIRST_WALL[campaign.pk] - waves.wall_time_parse(campaign.local_send_time)
 
 
+def states(campaign: Campaign) -> list[str]:
+    """The waves' states as the campaign page shows them."""
+    return [row.state for row in campaign_wave_rows(campaign=campaign)]
+
+
 def frozen_zones(campaign: Campaign) -> Counter:
     rows = Notification.objects.filter(campaign=campaign)
     return Counter(rows.values_list("contact__time_zone", flat=True))
@@ -212,6 +218,7 @@ def test_each_wave_starts_only_when_due_and_everyone_gets_it_once(
     assert campaign.next_wave_at + moved(campaign) == plan[1].moment
     assert campaign.frozen_at is None
     assert campaign.recipient_count == 8  # frozen + waiting: the report counts them pending
+    assert states(campaign) == ["started", "next", "waiting"]
     assert set(accepted(ses, campaign).values()) == {1} and len(accepted(ses, campaign)) == 3
     assert not services.campaign_finish_if_done(campaign_id=campaign.pk)  # waves wait
 
@@ -225,6 +232,7 @@ def test_each_wave_starts_only_when_due_and_everyone_gets_it_once(
     assert beat() == ([], [campaign.pk])
     assert frozen_zones(campaign) == {"Asia/Tokyo": 3, "Asia/Kolkata": 2, "": 1}
     assert campaign.next_wave_at + moved(campaign) == plan[2].moment
+    assert states(campaign) == ["started", "started", "next"]
     assert campaign.status == C.SENDING
 
     clock_moves_to(campaign, plan[2].moment)
