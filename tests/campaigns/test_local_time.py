@@ -385,3 +385,22 @@ def test_cancel_while_scheduled_sends_nothing(
         assert services.campaigns_start_due() == []
         assert services.campaign_waves_start_due() == []
     assert not Notification.objects.filter(campaign=campaign).exists()
+
+
+def test_the_contact_form_refuses_an_unknown_time_zone_with_the_reason(admin_client):
+    contact = ContactFactory(time_zone="Asia/Tokyo")
+    url = f"/admin/campaigns/contact/{contact.pk}/change/"
+    data = {
+        "email": contact.email, "first_name": "A", "last_name": "B", "attributes": "{}",
+        "status": "active", "time_zone": "Europe/<b>Atlantis</b>",
+    }  # fmt: skip
+    response = admin_client.post(url, data)
+    assert response.status_code == 200  # the form again, with the reason
+    assert "is not a time zone name such as Europe/Paris" in response.content.decode()
+    assert "<b>Atlantis" not in response.content.decode()
+    contact.refresh_from_db()
+    assert contact.time_zone == "Asia/Tokyo"
+    response = admin_client.post(url, {**data, "time_zone": "Europe/Paris"})
+    assert response.status_code == 302
+    contact.refresh_from_db()
+    assert contact.time_zone == "Europe/Paris"
