@@ -8,6 +8,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from campaigns.preferences import time_zone_check
+
 # C0 controls (NUL, tab, LF, CR, …), DEL, C1 controls and the Unicode line and paragraph
 # separators: none belongs in a name or a custom field, and each can break a header line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -45,3 +47,19 @@ def contact_attributes_check(attributes: object) -> dict:
         if isinstance(value, str):
             contact_text_check(value, label=f"custom field “{name}”")
     return attributes
+
+
+# The contact's own fields an import may fill (the email matches rows to contacts); any other
+# column is a custom field. Read by the CSV import, so a new field is added here once.
+CONTACT_IMPORT_FIELDS = ("email", "first_name", "last_name", "time_zone")
+
+
+def contact_time_zone_check(value: str) -> str:
+    """A contact's time zone as stored: blank (not known) or an IANA name such as Europe/Paris,
+    else ValidationError with the reason (surrounding spaces are dropped)."""
+    value = value.strip()
+    if len(value) > 64:  # no zone name is this long; not echoed back whole
+        raise ValidationError(
+            f"“{value[:20]}…” is not a time zone name such as Europe/Paris.", code="invalid"
+        )
+    return time_zone_check(value) if value else ""

@@ -22,6 +22,9 @@ class Contact(models.Model):
     # Custom fields for personalization: flat {name: value} (names as in templates).
     attributes = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # An IANA name (Europe/Paris) for "send at this local time"; empty: not known, and such a
+    # contact gets a local-time campaign at the time in the scheduling user's zone.
+    time_zone = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -99,6 +102,13 @@ class Campaign(models.Model):
     # chunk's batches sent while the next is written; until this is set the campaign cannot
     # be finished (an empty ledger is not a sent campaign).
     frozen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # "Send at this local time in each contact's time zone" (campaigns.waves): the wall-clock
+    # time typed ("2030-01-31T09:00"; empty: one moment for everyone), the zone of contacts
+    # without one (the scheduling user's), and when the next wave of zones is due (set while
+    # waves wait; beat freezes a due wave through campaign_freeze). scheduled_at is the first.
+    local_send_time = models.CharField(max_length=16, blank=True, editable=False)
+    local_fallback_zone = models.CharField(max_length=64, blank=True, editable=False)
+    next_wave_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

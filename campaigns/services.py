@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from campaigns import ledger
+from campaigns import ledger, waves
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
 from campaigns.counters import HANDED_OFF, CounterName, counters_add, counters_sum
 from campaigns.models import (
@@ -139,7 +139,13 @@ def campaign_check_sendable(*, campaign: Campaign) -> None:
         raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
 
 
-def campaign_schedule(*, campaign: Campaign, send_at: datetime) -> None:
+def campaign_schedule(
+    *,
+    campaign: Campaign,
+    send_at: datetime,
+    local_send_time: str = "",
+    local_fallback_zone: str = "",
+) -> None:
     """Schedule a draft for `send_at` (aware, to come); beat starts it within seconds of that
     time. A time that has passed is refused: it would send at once, which is Send now's job
     (and its confirmation's), not a schedule's."""
@@ -149,18 +155,61 @@ def campaign_schedule(*, campaign: Campaign, send_at: datetime) -> None:
         raise CampaignError(
             "That time has passed: pick a time to come, or press Send now to send at once."
         )
-    _campaign_queue(campaign=campaign, send_at=send_at)
+    _campaign_queue(
+        campaign=campaign,
+        send_at=send_at,
+        local_send_time=local_send_time,  # campaign_schedule_local's waves, if set
+        local_fallback_zone=local_fallback_zone,
+    )
+
+
+def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone: str) -> None:
+    """Schedule a draft to reach each contact at the naive `wall` time in their own zone
+    (contacts without one: `fallback_zone`, the scheduling user's), in waves (campaigns.waves).
+
+    Every zone's moment must be to come: one that has passed would get it late, and the
+    marketer asked for a local time. So it is refused, naming the earliest zone, as a time
+    that has passed is for a plain schedule.
+    """
+    if timezone.is_aware(wall):
+        raise ValueError("a local-time schedule takes a wall-clock time without a zone")
+    fallback_zone = waves.zone_or_fallback(fallback_zone, settings.TIME_ZONE)
+    plan = waves.waves_plan(
+        wall=wall,
+        fallback_zone=fallback_zone,
+        zone_counts=waves.audience_zones(contact_list_id=campaign.contact_list_id),
+    )
+    if not plan:
+        campaign_check_sendable(campaign=campaign)  # says why: no active contacts
+        raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
+    first = plan[0]
+    if first.moment <= timezone.now():
+        raise CampaignError(
+            f"{wall:%Y-%m-%d %H:%M} has already passed in {first.zones[0]} "
+            f"({first.recipients} recipients): pick a later time, so that every contact "
+            "gets it at that time in their own zone."
+        )
+    campaign_schedule(
+        campaign=campaign,
+        send_at=first.moment,
+        local_send_time=waves.wall_time_text(wall),
+        local_fallback_zone=fallback_zone,
+    )
 
 
 def campaign_send_now(*, campaign: Campaign) -> None:
     _campaign_queue(campaign=campaign, send_at=timezone.now())
 
 
-def _campaign_queue(*, campaign: Campaign, send_at: datetime) -> None:
+def _campaign_queue(*, campaign: Campaign, send_at: datetime, **local_time: str) -> None:
     """Move a sendable draft to scheduled for `send_at`; a start is enqueued at once if due."""
     campaign_check_sendable(campaign=campaign)
     if not campaign_transition(
-        campaign_id=campaign.pk, from_statuses={C.DRAFT}, to=C.SCHEDULED, scheduled_at=send_at
+        campaign_id=campaign.pk,
+        from_statuses={C.DRAFT},
+        to=C.SCHEDULED,
+        scheduled_at=send_at,
+        **local_time,
     ):
         raise CampaignError(f"Only a draft can be scheduled; this campaign is {campaign.status}.")
     if send_at <= timezone.now():
@@ -169,7 +218,12 @@ def _campaign_queue(*, campaign: Campaign, send_at: datetime) -> None:
 
 def campaign_unschedule(*, campaign: Campaign) -> None:
     if not campaign_transition(
-        campaign_id=campaign.pk, from_statuses={C.SCHEDULED}, to=C.DRAFT, scheduled_at=None
+        campaign_id=campaign.pk,
+        from_statuses={C.SCHEDULED},
+        to=C.DRAFT,
+        scheduled_at=None,
+        local_send_time="",
+        local_fallback_zone="",
     ):
         raise CampaignError("Only a scheduled campaign that has not started can be unscheduled.")
 
@@ -195,6 +249,7 @@ def campaign_cancel(*, campaign: Campaign) -> None:
             from_statuses={C.DRAFT, C.SCHEDULED, C.SENDING, C.PAUSED},
             to=C.CANCELLED,
             finished_at=timezone.now(),
+            next_wave_at=None,  # waves not yet frozen never will be (campaign_freeze)
         ):
             raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
         _skip_created(campaign_id=campaign.pk, reason="campaign cancelled")
@@ -313,7 +368,20 @@ def campaign_freeze(*, campaign_id: int) -> int:
     sweeper): the ledger's unique (campaign, contact) makes every insert idempotent and claims
     are guarded, and the campaign cannot finish before `frozen_at` is set.
     """
-    contact_list_id = Campaign.objects.values_list("contact_list_id", flat=True).get(pk=campaign_id)
+    campaign = Campaign.objects.values(
+        "contact_list_id", "local_send_time", "local_fallback_zone"
+    ).get(pk=campaign_id)
+    contact_list_id = campaign["contact_list_id"]
+    # A local-time campaign freezes only the zones whose moment has come; the rest wait for
+    # their wave (campaign_waves_start_due), and it is frozen once no wave is left.
+    zones, next_wave_at, waiting = None, None, 0
+    if campaign["local_send_time"]:
+        zones, next_wave_at, waiting = waves.waves_due(
+            wall=waves.wall_time_parse(campaign["local_send_time"]),
+            fallback_zone=campaign["local_fallback_zone"],
+            zone_counts=waves.audience_zones(contact_list_id=contact_list_id),
+            now=timezone.now(),
+        )
     m = Membership._meta.db_table
     lower: int | None = 0  # contact ids start at 1
     while lower is not None:
@@ -329,14 +397,29 @@ def campaign_freeze(*, campaign_id: int) -> int:
             upper = (cursor.fetchone() or [None])[0]
         with transaction.atomic():
             ids = _freeze_audience(
-                campaign_id=campaign_id, contact_list_id=contact_list_id, contact_ids=(lower, upper)
+                campaign_id=campaign_id,
+                contact_list_id=contact_list_id,
+                contact_ids=(lower, upper),
+                zones=zones,
             )
             if ids:
-                Campaign.objects.filter(pk=campaign_id).update(
-                    recipient_count=F("recipient_count") + len(ids), updated_at=timezone.now()
+                # A local-time campaign's count already holds its waiting waves: set at the end.
+                grown = (
+                    {}
+                    if campaign["local_send_time"]
+                    else {"recipient_count": F("recipient_count") + len(ids)}
                 )
+                Campaign.objects.filter(pk=campaign_id).update(updated_at=timezone.now(), **grown)
                 _enqueue_batches(campaign_id, ids)
         lower = upper
+    if next_wave_at is not None:
+        # Waves wait: the report counts their recipients as pending; beat freezes the next.
+        count = Notification.objects.filter(campaign_id=campaign_id).count()
+        Campaign.objects.filter(pk=campaign_id, frozen_at=None).update(
+            recipient_count=count + waiting, next_wave_at=next_wave_at, updated_at=timezone.now()
+        )
+        logger.info("campaign %s wave frozen recipients=%s waiting=%s", campaign_id, count, waiting)
+        return count
     with transaction.atomic():
         count = Notification.objects.filter(campaign_id=campaign_id).count()
         Campaign.objects.filter(pk=campaign_id).update(
@@ -350,14 +433,19 @@ def campaign_freeze(*, campaign_id: int) -> int:
 
 
 def _freeze_audience(
-    *, campaign_id: int, contact_list_id: int, contact_ids: tuple[int, int | None]
+    *,
+    campaign_id: int,
+    contact_list_id: int,
+    contact_ids: tuple[int, int | None],
+    zones: list[str] | None = None,
 ) -> list[int]:
     """One INSERT … SELECT for the members with contact ids in [first, upper) (upper None: to
     the end): a `created` row per active member, no Python loop over contacts. Returns the
     new rows' ids, in order.
 
     Left out: members who unsubscribed from this list (Membership.unsubscribed_at) and contacts
-    who are not active (unsubscribed from all mail, bounced, complained).
+    who are not active (unsubscribed from all mail, bounced, complained). With `zones`, only
+    contacts whose stored time zone is one of them (a local-time campaign's due waves).
     """
     n, m, c = (Notification._meta.db_table, Membership._meta.db_table, Contact._meta.db_table)
     now = timezone.now()
@@ -369,9 +457,10 @@ def _freeze_audience(
             "WHERE m.contact_list_id = %s AND m.unsubscribed_at IS NULL AND c.status = %s "
             "AND m.contact_id >= %s"
             + ("" if upper is None else " AND m.contact_id < %s")
+            + ("" if zones is None else " AND c.time_zone = ANY(%s)")
             + " ORDER BY m.contact_id ON CONFLICT DO NOTHING RETURNING id",
             [campaign_id, N.CREATED, now, now, contact_list_id, Contact.Status.ACTIVE, first,
-             *([] if upper is None else [upper])],
+             *([] if upper is None else [upper]), *([] if zones is None else [zones])],
         )  # fmt: skip
         return sorted(row[0] for row in cursor.fetchall())
 
@@ -417,6 +506,25 @@ def campaigns_start_due() -> list[int]:
     for campaign_id in due:
         _enqueue_start(campaign_id)
     return due
+
+
+def campaign_waves_start_due() -> list[int]:
+    """Enqueue the freeze of every local-time campaign whose next wave has come (beat, with
+    campaigns_start_due). Taking the wave clears next_wave_at in a guarded UPDATE, so two
+    beats never freeze it twice; a freeze that dies after that is a stalled freeze, which the
+    sweeper finishes (campaigns.sweeper._refreeze_stalled)."""
+    now = timezone.now()
+    due = Campaign.objects.filter(
+        status__in=[C.SENDING, C.PAUSED], frozen_at=None, next_wave_at__lte=now
+    )
+    taken = []
+    for campaign_id in due.order_by("next_wave_at").values_list("id", flat=True):
+        if Campaign.objects.filter(pk=campaign_id, next_wave_at__lte=now).update(
+            next_wave_at=None, updated_at=now
+        ):
+            task_enqueue_on_commit("campaigns.tasks.campaign_freeze", (campaign_id,))
+            taken.append(campaign_id)
+    return taken
 
 
 def campaign_finish_if_answered(*, campaign_id: int) -> bool:

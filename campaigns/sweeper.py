@@ -80,9 +80,13 @@ def _skip_left_in_cancelled(*, unanswered: Collection[int]) -> None:
 
 
 def _refreeze_stalled(*, now: datetime) -> None:
-    """A freeze that stopped half-way (its worker died) shows no progress: finish it."""
+    """A freeze that stopped half-way (its worker died) shows no progress: finish it. (A
+    local-time campaign whose next wave is set is not stalled: it waits for that wave.)"""
     unfrozen = Campaign.objects.filter(
-        status__in=[C.SENDING, C.PAUSED], frozen_at=None, updated_at__lt=now - CREATED_GRACE
+        status__in=[C.SENDING, C.PAUSED],
+        frozen_at=None,
+        next_wave_at=None,
+        updated_at__lt=now - CREATED_GRACE,
     )
     for campaign_id in unfrozen.values_list("id", flat=True):
         logger.warning("campaign %s freeze stalled: freezing the rest", campaign_id)

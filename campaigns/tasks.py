@@ -70,6 +70,7 @@ def deliver_batch(
 @shared_task(name="campaigns.tasks.campaigns_start_due", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_start_due() -> None:
     services.campaigns_start_due()
+    services.campaign_waves_start_due()
 
 
 @shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)

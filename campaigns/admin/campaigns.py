@@ -19,6 +19,7 @@ from campaigns import services
 from campaigns.addresses import sender_header
 from campaigns.admin.contacts import can_view_contacts
 from campaigns.admin.exports import csv_download, recipient_csv_rows, report_csv_rows
+from campaigns.admin.local_time import campaign_wave_rows, schedule_local_time
 from campaigns.admin.proofs import ProofAdminMixin
 from campaigns.models import Campaign, CampaignLink
 from campaigns.preferences import user_time_zone
@@ -136,6 +137,7 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
             ]  # fmt: skip
             extra_context["can_schedule"] = can_change and campaign.status == Campaign.Status.DRAFT
             extra_context["can_download_recipients"] = can_view_contacts(request)
+            extra_context["local_time_waves"] = campaign_wave_rows(campaign=campaign)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _back(self, pk: int) -> HttpResponseRedirect:
@@ -175,7 +177,10 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
             return self._back(pk)
         send_at = form.cleaned_data["send_at"]
         try:
-            services.campaign_schedule(campaign=campaign, send_at=send_at)
+            if form.cleaned_data["local_time"]:
+                schedule_local_time(request=request, campaign=campaign, send_at=send_at)
+            else:
+                services.campaign_schedule(campaign=campaign, send_at=send_at)
         except services.CampaignError as err:
             messages.error(request, str(err))
         else:
@@ -213,3 +218,4 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
 class ScheduleForm(forms.Form):
     # Interpreted in the site's time zone (DJANGO_TIME_ZONE), shown next to the field.
     send_at = forms.DateTimeField()
+    local_time = forms.BooleanField(required=False)  # campaigns.admin.local_time

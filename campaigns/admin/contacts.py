@@ -1,6 +1,8 @@
 """Contacts in the admin: the form (the same rules as the CSV import), the import itself and
 each contact's journeys."""
 
+import zoneinfo
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -16,7 +18,11 @@ from import_export.forms import ConfirmImportForm, ImportForm
 from import_export.results import RowResult
 
 from campaigns import services
-from campaigns.contact_fields import contact_attributes_check, contact_text_check
+from campaigns.contact_fields import (
+    contact_attributes_check,
+    contact_text_check,
+    contact_time_zone_check,
+)
 from campaigns.models import Contact, ContactList
 from campaigns.resources import (
     ContactCSV,
@@ -54,12 +60,25 @@ class ContactConfirmImportForm(ConfirmImportForm):
     )
 
 
+TIME_ZONE_HELP = (
+    "For campaigns sent at a local time in each contact's time zone. Not known: they get such "
+    "a campaign at that time in the time zone of the person who schedules it."
+)
+
+
+def time_zone_widget() -> forms.Select:
+    zones = sorted(zoneinfo.available_timezones())
+    return forms.Select(choices=[("", "Not known"), *((zone, zone) for zone in zones)])
+
+
 class ContactForm(forms.ModelForm):
     """The rules of campaigns.contact_fields, as the CSV import applies them."""
 
     class Meta:
         model = Contact
-        fields = ("email", "first_name", "last_name", "attributes", "status")
+        fields = ("email", "first_name", "last_name", "time_zone", "attributes", "status")
+        widgets = {"time_zone": time_zone_widget()}
+        help_texts = {"time_zone": TIME_ZONE_HELP}
 
     def clean_email(self) -> str:
         # Normalized before the unique check, so "Ada@Example.com" meets "ada@example.com".
@@ -70,6 +89,9 @@ class ContactForm(forms.ModelForm):
 
     def clean_last_name(self) -> str:
         return contact_text_check(self.cleaned_data["last_name"], label="last name")
+
+    def clean_time_zone(self) -> str:
+        return contact_time_zone_check(self.cleaned_data["time_zone"])
 
     def clean_attributes(self) -> dict:
         return contact_attributes_check(self.cleaned_data["attributes"])
