@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from campaigns.contact_fields import contact_text_check
@@ -31,6 +31,7 @@ from campaigns.services import contact_attribute_name, contact_list_add
 logger = logging.getLogger(__name__)
 
 S = Contact.Status
+NOT_ACTIVE = (S.UNSUBSCRIBED, S.BOUNCED, S.COMPLAINED)
 
 # Longest text value of a custom field: a merged value lands in subjects and bodies; a
 # megabyte pasted by mistake should be refused where it is typed, not sent.
@@ -159,28 +160,51 @@ class ListCounts:
 
 
 def list_counts(*, list_ids: Iterable[int]) -> dict[int, ListCounts]:
-    """Each list's members by what happens to them at the next send, in one grouped query over
-    these lists (a changelist page). A member who unsubscribed from all mail or is suppressed
-    counts there even if they also unsubscribed from the list: the stronger reason wins."""
+    """Each list's members by what happens to them at the next send, for the lists of one
+    changelist page. A member who unsubscribed from all mail or is suppressed counts there even
+    if they also left the list: the stronger reason wins.
+
+    Three grouped queries over all the page's lists, whatever their number: the members, the
+    members who get no mail (starting from the few contacts that are not active:
+    contact_not_active), and the active ones who left the list (membership_unsubscribed). For a
+    page holding a 1M-member list they took 1.6-2.0 s together on the shared test VM, against
+    2.6-3.7 s for one query joining every member to its contact (docs/PERFORMANCE.md, "List
+    counts")."""
     list_ids = list(list_ids)
     if not list_ids:
         return {}
-    listed = Q(unsubscribed_at__isnull=False)
-    rows = (
-        Membership.objects.filter(contact_list_id__in=list_ids)
-        .values("contact_list_id")
-        .annotate(
-            subscribed=Count("pk", filter=Q(contact__status=S.ACTIVE) & ~listed),
-            unsubscribed_list=Count("pk", filter=Q(contact__status=S.ACTIVE) & listed),
-            unsubscribed_all=Count("pk", filter=Q(contact__status=S.UNSUBSCRIBED)),
-            suppressed=Count("pk", filter=Q(contact__status__in=(S.BOUNCED, S.COMPLAINED))),
-        )
-        .order_by()
+    members = Membership.objects.filter(contact_list_id__in=list_ids).order_by()
+    totals = dict(
+        members.values("contact_list_id")
+        .annotate(n=Count("contact_id"))
+        .values_list("contact_list_id", "n")
     )
-    counts = {pk: ListCounts() for pk in list_ids}
-    for row in rows:
-        pk = row.pop("contact_list_id")
-        counts[pk] = ListCounts(**row)
+    no_mail: dict[int, dict[str, int]] = {}
+    for list_id, status, n in (
+        members.filter(contact__status__in=NOT_ACTIVE)
+        .values("contact_list_id", "contact__status")
+        .annotate(n=Count("pk"))
+        .values_list("contact_list_id", "contact__status", "n")
+    ):
+        no_mail.setdefault(list_id, {})[status] = n
+    left = dict(
+        members.filter(unsubscribed_at__isnull=False, contact__status=S.ACTIVE)
+        .values("contact_list_id")
+        .annotate(n=Count("pk"))
+        .values_list("contact_list_id", "n")
+    )
+    counts = {}
+    for pk in list_ids:
+        statuses = no_mail.get(pk, {})
+        unsubscribed_all = statuses.get(S.UNSUBSCRIBED, 0)
+        suppressed = statuses.get(S.BOUNCED, 0) + statuses.get(S.COMPLAINED, 0)
+        unsubscribed_list = left.get(pk, 0)
+        counts[pk] = ListCounts(
+            subscribed=totals.get(pk, 0) - unsubscribed_all - suppressed - unsubscribed_list,
+            unsubscribed_list=unsubscribed_list,
+            unsubscribed_all=unsubscribed_all,
+            suppressed=suppressed,
+        )
     return counts
 
 

@@ -12,8 +12,8 @@ class ContactListAdmin(admin.ModelAdmin):
     search_fields = ("name",)
 
     def get_changelist_instance(self, request):
-        # One grouped query for the lists on this page, not four counts per list: a list can
-        # have a million members (docs/PERFORMANCE.md, "List counts").
+        # Grouped queries for all the lists on this page, not counts per list: a list can have
+        # a million members (docs/PERFORMANCE.md, "List counts").
         changelist = super().get_changelist_instance(request)
         counts = list_counts(list_ids=[obj.pk for obj in changelist.result_list])
         for obj in changelist.result_list:

@@ -66,7 +66,7 @@ def test_list_counts_split_members_by_what_the_next_send_does(mixed_list):
     assert counts[empty.pk] == audiences.ListCounts()
 
 
-def test_the_list_changelist_counts_in_one_query_whatever_the_number_of_lists(
+def test_the_list_changelist_counts_in_three_queries_whatever_the_number_of_lists(
     admin_client, mixed_list
 ):
     for _ in range(5):
@@ -75,7 +75,7 @@ def test_the_list_changelist_counts_in_one_query_whatever_the_number_of_lists(
     with CaptureQueriesContext(connection) as few:
         response = admin_client.get(LISTS_URL)
     membership_queries = [q for q in few.captured_queries if q["sql"].startswith(MEMBERSHIP_SELECT)]
-    assert len(membership_queries) == 1
+    assert len(membership_queries) == 3  # grouped over the page's lists, not per list
     page = response.content.decode()
     assert "Unsubscribed from this list" in page and "Bounced or marked as spam" in page
     assert 'class="field-subscribed">3<' in page and 'class="field-suppressed">2<' in page
