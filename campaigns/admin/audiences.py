@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from campaigns import audiences
 from campaigns.models import Contact, ContactList, CustomField, Membership
@@ -121,7 +122,10 @@ def _form_field(field: CustomField) -> forms.Field:
         field,
         label=field.label or field.name,
         widget=widget,
-        help_text=f"{field.get_type_display()}; in templates: {{{{ {field.name} }}}}",
+        # The admin prints help text unescaped: the name is escaped here.
+        help_text=format_html(
+            "{}; in templates: {}", field.get_type_display(), f"{{{{ {field.name} }}}}"
+        ),
     )
 
 
@@ -194,6 +198,13 @@ class ContactAudiencesMixin:
         if issubclass(self.form, TypedAttributesForm):
             kwargs.setdefault("form", typed_contact_form(self.form))
         return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only, the custom fields show in "Attributes" as stored.
+            fields = [name for name in fields if not name.startswith(FIELD_PREFIX)]
+        return fields
 
     def get_urls(self):
         own = [

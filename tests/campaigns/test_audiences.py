@@ -396,3 +396,26 @@ def test_the_export_names_the_lists_a_contact_unsubscribed_from(admin_client):
     assert by_email["left@example.com"] == ["left@example.com", "active", "Alpha; Beta"]
     assert by_email[other.email][2] == "'=HYPERLINK"
     assert by_email["stays@example.com"][2] == ""
+
+
+def test_view_only_and_add_pages_work_with_declared_fields(admin_client):
+    CustomField.objects.create(name="city", label="City <i>", type=T.TEXT)
+    CustomField.objects.create(name="orders", label="Orders", type=T.NUMBER)
+    contact = ContactFactory(attributes={"city": "Paris"})
+    viewer = _staff("campaigns.view_contact")
+    page = viewer.get(f"{CONTACTS_URL}{contact.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "&quot;city&quot;: &quot;Paris&quot;" in text and "None" not in text
+    assert (
+        "City &lt;i&gt;" in admin_client.get(f"{CONTACTS_URL}{contact.pk}/change/").content.decode()
+    )
+
+    response = admin_client.post(
+        f"{CONTACTS_URL}add/",
+        {"email": "new@example.com", "first_name": "", "last_name": "", "attributes": "{}",
+         "custom__city": "Oslo", "custom__orders": "3"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    new = Contact.objects.get(email="new@example.com")
+    assert (new.status, new.attributes) == (S.ACTIVE, {"city": "Oslo", "orders": 3})
