@@ -268,6 +268,8 @@ class ContactAudiencesMixin:
             except audiences.ResubscribeError as err:
                 form.add_error(None, str(err))
             else:
+                where = f"the list #{contact_list.pk}" if contact_list else "all mail"
+                self.log_change(request, contact, f"Resubscribed to {where}.")
                 messages.success(request, "Resubscribed; the reason is kept on this page.")
                 return HttpResponseRedirect(
                     reverse("admin:campaigns_contact_change", args=[contact.pk])
@@ -317,6 +319,8 @@ class ContactAudiencesMixin:
                         f" {done.kept} had unsubscribed from it: they stay recorded as "
                         "unsubscribed, so adding them again will not resubscribe them."
                     )
+            verb = "Added" if add else "Removed"
+            self.log_change(request, contact_list, f"{verb} {done.changed} contacts.")
             self.message_user(request, text, messages.SUCCESS)
             return None
         context = {

@@ -6,6 +6,7 @@ import datetime
 import io
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -338,6 +339,8 @@ def test_add_and_remove_from_a_list_keep_the_unsubscribe_record(admin_client):
     assert Membership.objects.get(contact=left).unsubscribed_at is not None  # still left
 
     _action(admin_client, "remove_from_list", [left, member, new], contact_list)
+    logged = LogEntry.objects.filter(object_id=str(contact_list.pk)).order_by("pk")
+    assert [e.change_message for e in logged] == ["Added 1 contacts.", "Removed 2 contacts."]
     assert list(Membership.objects.values_list("contact_id", flat=True)) == [left.pk]
     _action(admin_client, "add_to_list", [left], contact_list)
     assert Membership.objects.get(contact=left).unsubscribed_at is not None
