@@ -30,6 +30,14 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # The few contacts who get no mail, for a list's counts (campaigns.audiences).
+            models.Index(
+                fields=["status"],
+                condition=~models.Q(status="active"),
+                name="contact_not_active",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Contact #{self.pk}"
@@ -59,6 +67,15 @@ class Membership(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["contact_list", "contact"], name="uniq_membership")
+        ]
+        indexes = [
+            # Who left each list, for its counts (campaigns.audiences), without reading every
+            # member's row.
+            models.Index(
+                fields=["contact_list", "contact"],
+                condition=models.Q(unsubscribed_at__isnull=False),
+                name="membership_unsubscribed",
+            )
         ]
 
     def __str__(self) -> str:
@@ -252,3 +269,56 @@ class UserPreferences(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of user {self.user_id}"
+
+
+class CustomField(models.Model):
+    """A custom field declared once: its name as templates use it, its label in the admin and
+    the type its values are checked against (campaigns.audiences.custom_field_value).
+    Values live in Contact.attributes under `name`."""
+
+    class Type(models.TextChoices):
+        TEXT = "text", "Text"
+        NUMBER = "number", "Number"
+        DATE = "date", "Date"
+        YES_NO = "yes_no", "Yes / no"
+
+    name = models.CharField(
+        max_length=60,
+        unique=True,
+        help_text="As written in templates, e.g. city for {{ city }}: lower-case letters, "
+        "digits and underscores, starting with a letter.",
+    )
+    label = models.CharField(max_length=100, help_text="As shown on a contact's page.")
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.TEXT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.label or self.name
+
+
+class ContactStatusChange(models.Model):
+    """Who resubscribed a contact (to all mail, or to one list), when and why: the consent
+    record a resubscribe cannot happen without (campaigns.audiences)."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="status_changes")
+    # Set for a resubscribe to one list; empty for all mail (Contact.status).
+    contact_list = models.ForeignKey(
+        ContactList, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    list_name = models.CharField(max_length=200, blank=True)  # kept if the list is deleted
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    reason = models.TextField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"status change #{self.pk} of contact {self.contact_id}"

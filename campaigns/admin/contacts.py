@@ -18,6 +18,11 @@ from import_export.forms import ConfirmImportForm, ImportForm
 from import_export.results import RowResult
 
 from campaigns import services
+from campaigns.admin.audiences import (
+    ContactAudiencesMixin,
+    TypedAttributesForm,
+    UnsubscribedFromListFilter,
+)
 from campaigns.contact_fields import (
     contact_attributes_check,
     contact_text_check,
@@ -71,12 +76,13 @@ def time_zone_widget() -> forms.Select:
     return forms.Select(choices=[("", "Not known"), *((zone, zone) for zone in zones)])
 
 
-class ContactForm(forms.ModelForm):
-    """The rules of campaigns.contact_fields, as the CSV import applies them."""
+class ContactForm(TypedAttributesForm):
+    """The rules of campaigns.contact_fields, as the CSV import applies them. The status is not
+    here: it changes only by a resubscribe with a reason (campaigns.audiences)."""
 
     class Meta:
         model = Contact
-        fields = ("email", "first_name", "last_name", "time_zone", "attributes", "status")
+        fields = ("email", "first_name", "last_name", "time_zone", "attributes")
         widgets = {"time_zone": time_zone_widget()}
         help_texts = {"time_zone": TIME_ZONE_HELP}
 
@@ -108,7 +114,7 @@ CONTACT_JOURNEYS_SHOWN = 20
 
 
 @admin.register(Contact)
-class ContactAdmin(ImportExportModelAdmin):
+class ContactAdmin(ContactAudiencesMixin, ImportExportModelAdmin):
     form = ContactForm
     resource_classes = [ContactResource]
     import_form_class = ContactImportForm
@@ -116,10 +122,10 @@ class ContactAdmin(ImportExportModelAdmin):
     import_formats = [ContactCSV]
     export_formats = [ContactCSV]  # the formula-safe cell rule; spreadsheets open CSV
     import_template_name = "admin/campaigns/contact/import.html"
-    list_display = ("email", "first_name", "last_name", "status", "created_at")
-    list_filter = ("status", "lists")
+    list_display = ("email", "first_name", "last_name", "status_shown", "created_at")
+    list_filter = ("status", UnsubscribedFromListFilter, "lists")
     search_fields = ("email", "first_name", "last_name")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("status", "created_at", "updated_at")
     show_full_result_count = False  # COUNT(*) over millions of contacts on every page
 
     # Permissions as Django's own views have them (import-export lets any staff user do both).
