@@ -1,0 +1,114 @@
+"""The admin's home and menu: a marketer sees a dashboard and the marketing pages; the
+operators' tables (beat, pending and raw SES events) show only to superusers, apart, last."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from campaigns.counters import CounterName, counters_add
+from tests.factories import CampaignFactory, ContactFactory, ContactListFactory, EventFactory
+
+pytestmark = pytest.mark.django_db
+
+MARKETER_PERMS = [
+    ("campaigns", "view_campaign"), ("campaigns", "change_campaign"),
+    ("campaigns", "view_contact"), ("campaigns", "view_contactlist"),
+    ("campaigns", "view_notification"), ("templates_app", "view_template"),
+    ("templates_app", "change_template"),
+]  # fmt: skip
+SYSTEM_PAGES = [
+    "/admin/django_celery_beat/periodictask/",
+    "/admin/tracking/event/",
+    "/admin/tracking/pendingespevent/",
+]
+
+
+def _client(*, superuser: bool, perms=MARKETER_PERMS, everything=False) -> Client:
+    user = User.objects.create_user(
+        username="super" if superuser else "marketer", password="x", is_staff=True,
+        is_superuser=superuser,
+    )  # fmt: skip
+    if everything:
+        user.user_permissions.set(Permission.objects.all())
+    for app_label, codename in perms:
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _sections(html: str) -> list[str]:
+    """The app list's section names in page order (the home page's table captions)."""
+    return re.findall(r'<caption>\s*<a href="[^"]*" class="section"[^>]*>([^<]+)</a>', html)
+
+
+@pytest.mark.parametrize("everything", [False, True])
+def test_a_marketer_sees_no_plumbing_even_with_every_model_permission(everything):
+    client = _client(superuser=False, everything=everything)
+    page = client.get("/admin/").content.decode()
+    assert "System (operators)" not in page
+    for url in SYSTEM_PAGES:
+        assert url not in page
+        assert client.get(url).status_code == 403
+    assert "/admin/campaigns/campaign/" in page and "/admin/templates_app/template/" in page
+
+
+def test_a_superuser_sees_the_plumbing_apart_and_last():
+    page = _client(superuser=True, perms=[]).get("/admin/").content.decode()
+    sections = _sections(page)
+    assert sections[-1] == "System (operators)", sections
+    system = page[page.index("System (operators)") :]
+    for url in SYSTEM_PAGES:
+        assert page.count(f'href="{url}"') >= 1 and url in system
+    # Nothing of the system is left in the marketing sections above it.
+    marketing = page[: page.index("System (operators)")]
+    for url in SYSTEM_PAGES:
+        assert f'<a href="{url}"' not in marketing.split('id="nav-sidebar"')[0]
+    assert "Periodic Tasks" not in sections and "Tracking" not in sections
+
+
+def test_the_dashboard_shows_recent_campaigns_rates_and_list_sizes():
+    contact_list = ContactListFactory(name="Spring <readers>")
+    contact_list.contacts.add(*[ContactFactory() for _ in range(3)])
+    campaign = CampaignFactory(name="April <b>news</b>", status="sent", recipient_count=10)
+    counters_add(
+        campaign_id=campaign.pk,
+        deltas={CounterName.SENT: 10, CounterName.UNIQUE_OPENS: 4, CounterName.UNIQUE_CLICKS: 1},
+    )
+    page = _client(superuser=False).get("/admin/").content.decode()
+    dashboard = page[page.index('id="dashboard"') : page.index("send-quota")]
+    assert "April &lt;b&gt;news&lt;/b&gt;" in dashboard  # names are escaped
+    assert "Spring &lt;readers&gt;" in dashboard
+    assert f"/admin/campaigns/campaign/{campaign.pk}/change/" in dashboard
+    assert "40.0 %" in dashboard and "10.0 %" in dashboard  # open and click rates, out of sent
+    assert re.search(r"Spring &lt;readers&gt;</a></th>\s*<td>3</td>", dashboard)
+    assert re.search(r'id="send-quota">unknown<', page)
+    assert "app-campaigns" in page  # Django's list of pages stays, below the dashboard
+    assert page.index('id="dashboard"') < page.index("app-campaigns")
+
+
+def test_the_dashboard_shows_only_what_the_user_may_view():
+    CampaignFactory(name="Hidden campaign")
+    page = _client(superuser=False, perms=[("templates_app", "view_template")]).get("/admin/")
+    html = page.content.decode()
+    assert "Recent campaigns" not in html and "Hidden campaign" not in html
+    assert "Subscribed contacts" not in html
+
+
+def test_the_dashboard_costs_the_same_few_queries_for_many_campaigns(
+    django_assert_max_num_queries,
+):
+    client = _client(superuser=False)
+    client.get("/admin/")  # (the session and the user's permissions, once)
+    for _ in range(30):
+        campaign = CampaignFactory(status="sent", recipient_count=100)
+        counters_add(campaign_id=campaign.pk, deltas={CounterName.SENT: 100})
+        ContactListFactory().contacts.add(ContactFactory())
+        EventFactory(notification__campaign=campaign)
+    with django_assert_max_num_queries(12):
+        response = client.get("/admin/")
+    assert response.status_code == 200
