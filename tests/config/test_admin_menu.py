@@ -112,3 +112,35 @@ def test_the_dashboard_costs_the_same_few_queries_for_many_campaigns(
     with django_assert_max_num_queries(12):
         response = client.get("/admin/")
     assert response.status_code == 200
+
+
+def test_the_menu_and_the_campaign_page_speak_plainly():
+    campaign = CampaignFactory(ses_template_name="mailwright-c1-abc")
+    client = _client(superuser=False)
+    home = client.get("/admin/").content.decode()
+    assert "Messages (one per recipient)" in home and "Notifications" not in home
+    page = client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "How it is sent" in page and "In batches of 50 (recommended)" in page
+    assert "Send path" not in page and "Ses template name" not in page
+    assert "mailwright-c1-abc" not in page  # the engine's own names: superusers only
+    superuser = _client(superuser=True, perms=[])
+    page = superuser.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    assert "SES stored template" in page and "mailwright-c1-abc" in page
+
+
+def test_the_events_list_names_what_happened_and_deletes_nothing():
+    event = EventFactory(clicked=True, notification__campaign__name="June <news>")
+    client = _client(superuser=True, perms=[])
+    page = client.get("/admin/tracking/event/").content.decode()
+    assert "June &lt;news&gt;" in page
+    assert f"/admin/campaigns/campaign/{event.notification.campaign_id}/change/" in page
+    assert f"Message #{event.notification_id}" in page
+    assert 'value="delete_selected"' not in page
+    response = client.post(f"/admin/tracking/event/{event.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert (
+        client.get("/admin/tracking/pendingespevent/")
+        .content.decode()
+        .count('value="delete_selected"')
+        == 0
+    )
