@@ -198,7 +198,7 @@ class Notification(models.Model):
         ]
         # What a marketer calls it: one message per recipient of a campaign.
         verbose_name = "message"
-        verbose_name_plural = "messages (one per recipient)"
+        verbose_name_plural = "messages"
         indexes = [
             # Only rows SES accepted have a MessageId: the freeze and the claim write none.
             models.Index(

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterModelOptions(
             name='notification',
-            options={'verbose_name': 'message', 'verbose_name_plural': 'messages (one per recipient)'},
+            options={'verbose_name': 'message', 'verbose_name_plural': 'messages'},
         ),
         migrations.AlterField(
             model_name='campaign',

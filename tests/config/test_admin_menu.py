@@ -8,7 +8,13 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from campaigns.counters import CounterName, counters_add
-from tests.factories import CampaignFactory, ContactFactory, ContactListFactory, EventFactory
+from tests.factories import (
+    CampaignFactory,
+    ContactFactory,
+    ContactListFactory,
+    EventFactory,
+    NotificationFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +128,7 @@ def test_the_menu_and_the_campaign_page_speak_plainly():
     campaign = CampaignFactory(ses_template_name="mailwright-c1-abc")
     client = _client(superuser=False)
     home = client.get("/admin/").content.decode()
-    assert "Messages (one per recipient)" in home and "Notifications" not in home
+    assert ">Messages<" in home and "Notifications" not in home
     page = client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
     assert "How it is sent" in page and "In batches of 50 (recommended)" in page
     assert "Send path" not in page and "Ses template name" not in page
@@ -148,3 +154,12 @@ def test_the_events_list_names_what_happened_and_deletes_nothing():
         .count('value="delete_selected"')
         == 0
     )
+
+
+def test_a_messages_journey_speaks_plainly():
+    message = NotificationFactory(sent=True)
+    page = _client(superuser=False).get(f"/admin/campaigns/notification/{message.pk}/change/")
+    html = page.content.decode()
+    assert f"Journey of message #{message.pk}" in html
+    assert "added to the campaign&#x27;s recipients" in html
+    assert "ledger</td>" not in html and "notification #" not in html

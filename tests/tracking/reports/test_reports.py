@@ -18,7 +18,7 @@ from campaigns.admin.exports import csv_cell
 from campaigns.admin.notifications import CappedCountPaginator
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
-from tests.e2e.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
+from tests.e2e.conftest import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tests.factories import (
     CampaignFactory,
     CampaignLinkFactory,
@@ -482,10 +482,10 @@ def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
     created = {"campaign__id__exact": campaign.pk, "status__exact": "created"}
     filtered = admin_client.get(url, created)
     assert filtered.status_code == 200 and "ada@example.com" not in filtered.content.decode()
-    assert "4 notifications" in filtered.content.decode()
+    assert "4 messages" in filtered.content.decode()
 
     monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
-    assert "3+ notifications" in admin_client.get(url).content.decode()
+    assert "3+ messages" in admin_client.get(url).content.decode()
     ada_row = Notification.objects.get(contact=ada)
     assert admin_client.get(f"{url}{ada_row.pk}/delete/").status_code == 403  # the ledger stays
 
