@@ -94,27 +94,34 @@ class Campaign(models.Model):
 
     name = models.CharField(max_length=200)
     template = models.ForeignKey("templates_app.Template", on_delete=models.PROTECT)
-    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT)
+    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT, verbose_name="List")
     from_email = models.CharField(
-        max_length=254, blank=True, help_text="Leave empty for the default sender."
+        "From", max_length=254, blank=True, help_text="Leave empty for the default sender."
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    status_reason = models.CharField(max_length=500, blank=True)
+    status_reason = models.CharField("Why", max_length=500, blank=True)
 
     class SendPath(models.TextChoices):
-        BULK = "bulk", "Bulk (SES stored template, 50 recipients per call)"
-        RENDERED = "rendered", "Rendered (each message rendered here, one call each)"
+        BULK = "bulk", "In batches of 50 (recommended)"
+        RENDERED = "rendered", "One message at a time"
 
-    send_path = models.CharField(max_length=10, choices=SendPath.choices, default=SendPath.BULK)
+    send_path = models.CharField(
+        "How it is sent",
+        max_length=10,
+        choices=SendPath.choices,
+        default=SendPath.BULK,
+        help_text="In batches is faster; one at a time suits small lists. Both send the same "
+        "message.",
+    )
     # The template's source as it was when the campaign started: both send paths compile this,
     # so editing the template later never changes what a running campaign sends.
     template_snapshot = models.JSONField(null=True, blank=True, editable=False)
     # The SES stored template this campaign sends with, created when it starts (immutable name).
-    ses_template_name = models.CharField(max_length=64, blank=True)
-    recipient_count = models.PositiveIntegerField(default=0)
+    ses_template_name = models.CharField("SES stored template", max_length=64, blank=True)
+    recipient_count = models.PositiveIntegerField("Recipients", default=0)
     # When the audience was completely frozen into the ledger. It is frozen in chunks, each
     # chunk's batches sent while the next is written; until this is set the campaign cannot
     # be finished (an empty ledger is not a sent campaign).
@@ -163,6 +170,7 @@ class CampaignLink(models.Model):
 
     class Meta:
         ordering = ["campaign", "index"]
+        verbose_name = "link"
         constraints = [
             models.UniqueConstraint(fields=["campaign", "index"], name="uniq_campaign_link")
         ]
@@ -207,7 +215,7 @@ class Notification(models.Model):
     )
     contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="notifications")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
-    message_id = models.CharField(max_length=100, null=True, blank=True)
+    message_id = models.CharField("SES message id", max_length=100, null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -217,6 +225,9 @@ class Notification(models.Model):
             # At most once per recipient per campaign, enforced by the database.
             models.UniqueConstraint(fields=["campaign", "contact"], name="uniq_notification")
         ]
+        # What a marketer calls it: one message per recipient of a campaign.
+        verbose_name = "message"
+        verbose_name_plural = "messages"
         indexes = [
             # Only rows SES accepted have a MessageId: the freeze and the claim write none.
             models.Index(
@@ -227,7 +238,7 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Notification #{self.pk}"
+        return f"Message #{self.pk}"
 
 
 class BatchLease(models.Model):

@@ -5,9 +5,6 @@ from django.views.generic import RedirectView
 from config.admin_access import admin_superuser_only
 from tracking.ses_events.webhook import ses_webhook
 
-admin.site.site_header = "Mailwright"
-admin.site.site_title = "Mailwright"
-admin.site.index_title = "Email marketing"
 # Beat's schedules can enqueue any task with any arguments: superusers only.
 admin_superuser_only(admin.site, "django_celery_beat")
 

@@ -21,13 +21,23 @@ class TemplateForm(forms.ModelForm):
     class Meta:
         model = Template
         fields = ("name", "subject", "html", "text")
+        # Numbered lines (static/templates_app/line_numbers.js), not wrapped: an error names
+        # its line.
         widgets = {
-            "html": forms.Textarea(attrs={"rows": 24, "class": "vLargeTextField code"}),
-            "text": forms.Textarea(attrs={"rows": 12, "class": "vLargeTextField code"}),
+            "html": forms.Textarea(
+                attrs={"rows": 24, "class": "vLargeTextField code line-numbered", "wrap": "off"}
+            ),
+            "text": forms.Textarea(
+                attrs={"rows": 12, "class": "vLargeTextField code line-numbered", "wrap": "off"}
+            ),
         }
         help_texts = {
             "subject": 'Personalize: {{ first_name | default: "there" }} (see docs/TEMPLATES.md).',
         }
+
+    class Media:
+        js = ("templates_app/line_numbers.js",)
+        css = {"all": ("templates_app/line_numbers.css",)}
 
     def clean(self):
         cleaned = super().clean()
@@ -42,7 +52,8 @@ class TemplateForm(forms.ModelForm):
                 if isinstance(error, TemplateLimitError)
                 else "This does not parse"
             )
-            self.add_error(part, f"{what}: {error}")
+            # The line first: the editor numbers its lines, so the user goes straight there.
+            self.add_error(part, f"Line {error.line}: {what}: {error.reason}")
         return cleaned
 
 

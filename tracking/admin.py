@@ -2,6 +2,8 @@
 journeys show what the events mean to anybody allowed to see campaigns."""
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from config.admin_access import SuperuserOnlyAdmin
 from tracking.models import Event, PendingEspEvent
@@ -12,19 +14,40 @@ from tracking.ses_events.retry import esp_events_retry_pending
 
 @admin.register(Event)
 class EventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
-    list_display = (
-        "id", "type", "bounce_type", "source", "occurred_at", "notification_id", "link_id",
-    )  # fmt: skip
+    """Read-only: events are the record the reports were counted from (no add, change or
+    delete, superusers included)."""
+
+    list_display = ("type", "occurred_at", "campaign", "message", "link_url", "source")
+    list_display_links = ("type",)
+    list_select_related = ("notification__campaign", "link")
     list_filter = ("type", "source")
     search_fields = ("=notification__id", "=esp_event_id")
     raw_id_fields = ("notification", "link")
     show_full_result_count = False
     readonly_fields = [f.name for f in Event._meta.fields]
 
+    @admin.display(description="Campaign")
+    def campaign(self, obj) -> str:
+        campaign = obj.notification.campaign
+        url = reverse("admin:campaigns_campaign_change", args=[campaign.pk])
+        return format_html('<a href="{}">{}</a>', url, campaign)
+
+    @admin.display(description="Message")
+    def message(self, obj) -> str:
+        url = reverse("admin:campaigns_notification_change", args=[obj.notification_id])
+        return format_html('<a href="{}">Message #{}</a>', url, obj.notification_id)
+
+    @admin.display(description="Link")
+    def link_url(self, obj) -> str:
+        return obj.link.url if obj.link_id else "—"
+
     def has_add_permission(self, request) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
@@ -71,6 +94,10 @@ class PendingEspEventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Beat deletes them when they expire (and logs how many); by hand, none is lost.
         return False
 
     def has_retry_permission(self, request) -> bool:

@@ -59,6 +59,8 @@ class Event(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["notification", "type"])]
+        verbose_name = "message event"
+        verbose_name_plural = "message events (opens, clicks, SES events)"
 
     def __str__(self) -> str:
         return f"{self.type} event #{self.pk}"
@@ -85,6 +87,10 @@ class PendingEspEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "SES event waiting for its message"
+        verbose_name_plural = "SES events waiting for their message"
 
     def __str__(self) -> str:
         return f"pending SES event #{self.pk}"

@@ -86,6 +86,15 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
     def status_label(self, obj) -> str:
         return campaign_status_label(status=obj.status, scheduled_at=obj.scheduled_at)
 
+    # What the engine keeps for itself: shown to superusers only.
+    internal_fields = ("ses_template_name",)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if request.user.is_superuser:
+            return fields
+        return [name for name in fields if name not in self.internal_fields]
+
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipients(self, obj) -> int:
         return obj.recipient_count

@@ -35,7 +35,7 @@ class NotificationAdmin(admin.ModelAdmin):
     # The one search box finds by an exact key, each an index lookup (see get_search_results):
     # a substring search ("icontains") would scan a million rows.
     search_fields = ("contact__email",)
-    search_help_text = "A contact's email address, a notification id or an SES MessageId (exact)."
+    search_help_text = "A contact's email address, a message number or an SES message id (exact)."
     raw_id_fields = ("campaign", "contact")
     show_full_result_count = False
     paginator = CappedCountPaginator

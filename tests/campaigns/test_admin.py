@@ -83,7 +83,7 @@ def test_template_that_does_not_parse_is_refused_with_line_and_reason(admin_clie
     )
     assert response.status_code == 200
     page = response.content.decode()
-    assert "This does not parse: line 2" in page
+    assert "Line 2: This does not parse: " in page
     assert not Template.objects.exists()
 
 

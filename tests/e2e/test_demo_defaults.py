@@ -168,6 +168,31 @@ def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_
     recount = demo.run("manage.py", "recount_campaign", str(campaign_id))
     assert f"campaign {campaign_id}: all match" in recount, recount
 
+    # What the demo's logs would show of a person: a search for an address (the admin sends
+    # anyone not signed in to the login page with the search in `next`) and an unsubscribe page.
+    header = next(h["value"] for h in delivered["headers"] if h["name"] == "List-Unsubscribe")
+    unsubscribe = re.search(rf"<{base}(/t/u/[^>]+)>", header).group(1)
+    assert request(demo.web_port, "GET", unsubscribe, headers)[0] == 200
+    search = f"/admin/campaigns/contact/?q={delivered['to'][0]}"
+    assert request(demo.web_port, "GET", search)[0] == 302
+    assert_logs_hold_nothing_personal(demo, messages)
+
     for name in demo.processes:
         output = demo.output(name)
         assert "Traceback" not in output and "database is locked" not in output, demo.logs()
+
+
+def assert_logs_hold_nothing_personal(demo: Demo, messages: list[dict]) -> None:
+    """The web, worker, beat and local SES logs name ids, never an address, a name, a
+    tracking or unsubscribe token or a body (the demo's recipients are e2e0000@example.com …
+    with first names Reader0 …; each message's tokens are in its links)."""
+    secrets = {"e2e0", "Reader", "Hello Reader"}
+    for message in messages:
+        links = message["html"] + " ".join(h["value"] for h in message["headers"])
+        secrets.update(re.findall(r"/t/[ocu]/([0-9a-z]+\.[A-Za-z0-9_-]{16})", links))
+    assert len(secrets) == 3 + 2 * len(messages)  # each message's tracking and unsubscribe token
+    for name in demo.processes:
+        output = demo.output(name)
+        assert "GET /t/" in output or name != "web", output  # the web log did record the hits
+        for secret in secrets:
+            assert secret not in output, f"{name}'s log holds {secret!r}"

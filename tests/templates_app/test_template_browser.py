@@ -18,6 +18,6 @@ def test_too_deep_template_is_refused_with_the_reason_shown(page, live_server): 
     page.click("input[name=_save]")
 
     error = page.locator(".field-html .errorlist").inner_text()
-    assert error.startswith(f"This is over a limit: line {depth}: conditions are nested more than")
+    assert error.startswith(f"Line {depth}: This is over a limit: conditions are nested more than")
     assert "{% elsif %}" in error
     assert not Template.objects.exists()

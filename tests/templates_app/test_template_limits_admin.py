@@ -43,18 +43,21 @@ def post_template(admin_client, **parts):
     [
         (
             {"html": nested(MAX_DEPTH + 1)},
-            f"This is over a limit: line {MAX_DEPTH + 1}: conditions are nested more than "
+            f"Line {MAX_DEPTH + 1}: This is over a limit: conditions are nested more than "
             f"{MAX_DEPTH} levels deep here",
         ),
-        ({"html": nested(1000)}, "This is over a limit: line 33: conditions are nested"),
+        ({"html": nested(1000)}, "Line 33: This is over a limit: conditions are nested"),
         (
             {"text": "x" * (MAX_BODY_BYTES + 1)},
-            "This is over a limit: line 1: the text body is 201 kB",
+            "Line 1: This is over a limit: the text body is 201 kB",
         ),
-        ({"subject": "Hi\r\nBcc: x@evil.example"}, "line 1: the subject must be one line"),
+        (
+            {"subject": "Hi\r\nBcc: x@evil.example"},
+            "Line 1: This does not parse: the subject must be one line",
+        ),
         (
             {"html": many_links(MAX_TRACKED_LINKS + 1)},
-            f"This is over a limit: line {MAX_TRACKED_LINKS + 1}: more than "
+            f"Line {MAX_TRACKED_LINKS + 1}: This is over a limit: more than "
             f"{MAX_TRACKED_LINKS} different tracked links",
         ),
         (

@@ -86,7 +86,7 @@ def _journey(row: dict) -> Journey:
         not_shown = Event.objects.filter(notification_id=row["id"]).count() - len(events)
     steps = [
         JourneyStep(at=row["created_at"], what="queued", source="ledger",
-                    detail="frozen into the campaign's audience")
+                    detail="added to the campaign's recipients")
     ]  # fmt: skip
     if row["status"] != N.CREATED:
         # updated_at is the time of the row's last status change (campaigns.ledger sets it).

@@ -20,7 +20,7 @@ from campaigns.counters import (
     hourly_counter_parse,
     link_counter,
 )
-from campaigns.models import Campaign, CampaignLink, Notification
+from campaigns.models import Campaign, CampaignCounter, CampaignLink, Notification
 from campaigns.selectors import campaign_status_label
 from tracking.models import Event
 
@@ -369,3 +369,30 @@ def timeline_from_counters(counters: Mapping[str, int], *, time_zone: tzinfo = U
         series={name: [p[name] for p in points.values()] for name in TIMELINE_SERIES},
         time_zone=zone,
     )
+
+
+def campaign_summaries(*, campaign_ids: Iterable[int]) -> dict[int, CampaignReport]:
+    """Reports of several campaigns at once, without links or timeline (the dashboard): two
+    indexed queries for any number of campaigns, the rates as `campaign_report` computes them."""
+    ids = list(campaign_ids)
+    campaigns = Campaign.objects.filter(pk__in=ids).values_list(
+        "pk", "status", "scheduled_at", "recipient_count"
+    )
+    counters: dict[int, dict[str, int]] = defaultdict(dict)
+    rows = CampaignCounter.objects.filter(campaign_id__in=ids, name__in=PLAIN_COUNTERS)
+    for campaign_id, name, value in rows.values_list("campaign_id", "name", "value"):
+        counters[campaign_id][name] = value
+    no_timeline = timeline_from_counters({})
+    return {
+        pk: CampaignReport(
+            campaign_id=pk,
+            status=status,
+            status_label=campaign_status_label(status=status, scheduled_at=scheduled_at),
+            recipients=recipient_count,
+            links=[],
+            timeline=no_timeline,
+            counters=counters[pk],
+            **{name: counters[pk].get(name, 0) for name in PLAIN_COUNTERS},
+        )
+        for pk, status, scheduled_at, recipient_count in campaigns
+    }

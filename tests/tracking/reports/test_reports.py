@@ -488,10 +488,10 @@ def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
     created = {"campaign__id__exact": campaign.pk, "status__exact": "created"}
     filtered = admin_client.get(url, created)
     assert filtered.status_code == 200 and "ada@example.com" not in filtered.content.decode()
-    assert "4 notifications" in filtered.content.decode()
+    assert "4 messages" in filtered.content.decode()
 
     monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
-    assert "3+ notifications" in admin_client.get(url).content.decode()
+    assert "3+ messages" in admin_client.get(url).content.decode()
     ada_row = Notification.objects.get(contact=ada)
     assert admin_client.get(f"{url}{ada_row.pk}/delete/").status_code == 403  # the ledger stays
 

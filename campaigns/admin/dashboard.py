@@ -1,0 +1,90 @@
+"""The admin's home page for marketers: the latest campaigns with their key rates, the lists
+with their sizes and the SES send quota. Each part shows only to a user who may view its
+model; the whole page costs a fixed handful of indexed queries however many campaigns there
+are and however long their ledgers (rates come from the counters, never the ledger)."""
+
+from dataclasses import dataclass
+
+from django.contrib import admin
+from django.db.models import Count
+from django.http import HttpRequest
+from django.urls import reverse
+
+from campaigns.models import Campaign, ContactList, Membership
+from tracking.reports.report import CampaignReport, campaign_summaries
+
+RECENT_CAMPAIGNS = 8
+LISTS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class DashboardCampaign:
+    campaign: Campaign
+    report: CampaignReport
+    url: str
+
+
+@dataclass(frozen=True)
+class DashboardList:
+    contact_list: ContactList
+    subscribed: int
+    url: str
+
+
+def dashboard_context(*, request: HttpRequest, site: admin.AdminSite) -> dict:
+    """The home page's parts, each None when the user may not view what it shows."""
+    return {
+        "recent_campaigns": _recent_campaigns(request, site),
+        "list_sizes": _list_sizes(request, site),
+        "send_quota": _send_quota(),
+    }
+
+
+def _may_view(request: HttpRequest, site: admin.AdminSite, model) -> bool:
+    return site.is_registered(model) and site.get_model_admin(model).has_view_permission(request)
+
+
+def _recent_campaigns(request, site) -> list[DashboardCampaign] | None:
+    if not _may_view(request, site, Campaign):
+        return None
+    campaigns = list(
+        Campaign.objects.only("name", "status", "recipient_count", "created_at").order_by(
+            "-created_at", "-pk"
+        )[:RECENT_CAMPAIGNS]
+    )
+    reports = campaign_summaries(campaign_ids=[c.pk for c in campaigns])
+    return [
+        DashboardCampaign(
+            campaign=c,
+            report=reports[c.pk],
+            url=reverse("admin:campaigns_campaign_change", args=[c.pk]),
+        )
+        for c in campaigns
+    ]
+
+
+def _list_sizes(request, site) -> list[DashboardList] | None:
+    """The newest lists with their subscribed members, counted for those lists only."""
+    if not _may_view(request, site, ContactList):
+        return None
+    lists = list(ContactList.objects.order_by("-created_at", "-pk")[:LISTS_SHOWN])
+    subscribed = dict(
+        Membership.objects.filter(contact_list__in=lists, unsubscribed_at__isnull=True)
+        .values_list("contact_list_id")
+        .annotate(n=Count("pk"))
+        .values_list("contact_list_id", "n")
+    )
+    return [
+        DashboardList(
+            contact_list=contact_list,
+            subscribed=subscribed.get(contact_list.pk, 0),
+            url=reverse("admin:campaigns_contactlist_change", args=[contact_list.pk]),
+        )
+        for contact_list in lists
+    ]
+
+
+def _send_quota():
+    # MERGE (review): return campaigns.quota's reading here (the quota, or None when unknown);
+    # the template's "send quota" block shows "unknown" for None.
+    return None
