@@ -10,11 +10,17 @@ from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.views.decorators.http import require_POST
 
 from campaigns import imports
 from campaigns.admin.exports import csv_download
@@ -237,7 +243,7 @@ class ContactImportViews:
 
     def import_start_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if request.method != "POST":
-            return require_POST(lambda r: None)(request)
+            return HttpResponseNotAllowed(["POST"])
         job = self._import_job(request, pk)
         imports.import_job_start(job=job)
         return HttpResponseRedirect(reverse("admin:campaigns_contact_import_job", args=[job.pk]))
