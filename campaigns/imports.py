@@ -653,6 +653,15 @@ def import_job_fail_if_stale(*, job: ImportJob) -> bool:
     return stopped
 
 
+def import_jobs_fail_stale() -> int:
+    """For the periodic sweep: stop every job whose lease ran out (how many), so a job no
+    worker holds is reported even if nobody opens its page."""
+    stale = ImportJob.objects.filter(
+        status__in=(S.CHECKING, S.IMPORTING), leased_until__lt=timezone.now()
+    ).only("pk", "status", "leased_until")
+    return sum(import_job_fail_if_stale(job=job) for job in stale)
+
+
 def import_error_rows(*, job: ImportJob) -> Iterator[list[str]]:
     """The error file: each refused row's line, reason and cells as read."""
     header, _ = file_rows(_job_text(job), job.delimiter)

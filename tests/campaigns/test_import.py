@@ -354,6 +354,26 @@ def test_a_job_whose_worker_died_is_stopped_and_restarts_where_it_stopped(
     assert Contact.objects.count() == 5
 
 
+def test_the_sweep_stops_a_job_no_worker_holds(admin_client, eager_celery):
+    from campaigns.sweeper import campaigns_sweep
+
+    job = _checked(admin_client, "email\na@example.com\n")
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.IMPORTING, leased_until=timezone.now()
+    )
+    campaigns_sweep()
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED
+    assert job.status_reason.startswith("The background worker stopped")
+
+
+def test_import_logs_carry_ids_not_addresses(admin_client, eager_celery, caplog):
+    caplog.set_level("DEBUG")
+    import_file(admin_client, "email,first_name\nsecret.person@example.com,Secretname\nbad\n")
+    assert "secret.person" not in caplog.text and "Secretname" not in caplog.text
+    assert "contact import" in caplog.text
+
+
 def test_progress_is_a_small_json(admin_client, eager_celery):
     job, _ = import_file(admin_client, "email\na@example.com\n")
     data = admin_client.get(job_url(job, "progress.json")).json()
