@@ -49,11 +49,6 @@ def contact_attributes_check(attributes: object) -> dict:
     return attributes
 
 
-# The contact's own fields an import may fill (the email matches rows to contacts); any other
-# column is a custom field. Read by the CSV import, so a new field is added here once.
-CONTACT_IMPORT_FIELDS = ("email", "first_name", "last_name", "time_zone")
-
-
 def contact_time_zone_check(value: str) -> str:
     """A contact's time zone as stored: blank (not known) or an IANA name such as Europe/Paris,
     else ValidationError with the reason (surrounding spaces are dropped)."""

@@ -333,3 +333,65 @@ class ContactStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"status change #{self.pk} of contact {self.contact_id}"
+
+
+class ImportJob(models.Model):
+    """One contacts file on its way in (campaigns.imports): the file's bytes live here, not on
+    a web server's disk, so a worker on any machine reads them."""
+
+    class Status(models.TextChoices):
+        MAPPING = "mapping", "Waiting for the columns to be matched"
+        CHECKING = "checking", "Checking the file"
+        CHECKED = "checked", "Checked: waiting for your go-ahead"
+        IMPORTING = "importing", "Importing"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Stopped"
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    file_name = models.CharField(max_length=255)
+    data = models.BinaryField()
+    encoding = models.CharField(max_length=20)
+    delimiter = models.CharField(max_length=1)
+    # One entry per column: {"to": "email" | a contact field | "custom" | "skip", "name": …}.
+    mapping = models.JSONField(default=list)
+    contact_list = models.ForeignKey(ContactList, null=True, on_delete=models.SET_NULL)
+    update_existing = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.MAPPING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    # A worker holds the job until this time and renews it as it goes; past it, nobody does.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)  # the import's checkpoint
+    new_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk}"
+
+
+class ImportRowError(models.Model):
+    """A row the import refuses, with its line and reason and its cells as read (the error
+    file), so nothing refused is lost."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    line = models.PositiveIntegerField()
+    reason = models.CharField(max_length=1000)
+    cells = models.JSONField(default=list)
+    is_duplicate = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["line"]
+        indexes = [models.Index(fields=["job", "line"])]
+
+    def __str__(self) -> str:
+        return f"line {self.line} of import #{self.job_id}"

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from campaigns import leases
 from campaigns.counters import CounterName, counters_add
+from campaigns.imports import import_jobs_fail_stale
 from campaigns.ledger import ledger_transition
 from campaigns.models import BatchLease, Campaign, Notification
 from campaigns.selectors import campaigns_with_unanswered_rows
@@ -58,6 +59,7 @@ def campaigns_sweep() -> None:
             campaign_id=campaign_id, now=now
         ):
             campaign_finish_if_done(campaign_id=campaign_id)
+    import_jobs_fail_stale()  # contact imports whose worker died (campaigns.imports)
 
 
 def _skip_left_in_cancelled(*, unanswered: Collection[int]) -> None:

@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, leases, senders, services, sweeper
+from campaigns import delivery, imports, leases, senders, services, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +86,16 @@ def open_ses_client(**_) -> None:
         senders.ses_client_open()
     except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)
         logger.warning("ses client not opened at start: %s", type(err).__name__)
+
+
+IMPORT_TIME_LIMIT = 3600  # a file at CONTACT_IMPORT_MAX_MB is minutes of work at most
+
+
+@shared_task(name="campaigns.tasks.contact_import_check", time_limit=IMPORT_TIME_LIMIT)
+def contact_import_check(job_id: int) -> None:
+    imports.import_job_check(job_id=job_id)
+
+
+@shared_task(name="campaigns.tasks.contact_import_run", time_limit=IMPORT_TIME_LIMIT)
+def contact_import_run(job_id: int) -> None:
+    imports.import_job_run(job_id=job_id)

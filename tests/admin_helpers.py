@@ -1,43 +1,73 @@
-"""Driving the admin's contact import as a browser would: upload, preview, confirm."""
+"""Driving the admin's contact import as a browser would: upload, match columns, check, import.
+
+The check and the import are Celery tasks enqueued on commit: tests that go past the upload use
+the `eager_celery` fixture, and these helpers run the on-commit callbacks."""
 
 import re
 
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import TestCase
 
-from campaigns.models import ContactList
+from campaigns.models import ContactList, ImportJob
 
 IMPORT_URL = "/admin/campaigns/contact/import/"
-CONFIRM_URL = "/admin/campaigns/contact/process_import/"
 EXPORT_URL = "/admin/campaigns/contact/export/"
 
 
-def csv_format(client) -> str:
-    page = client.get(IMPORT_URL).content.decode()
-    found = re.search(r'<option value="(\d+)"[^>]*>csv</option>', page) or re.search(
-        r'name="format" value="(\d+)"', page
+def job_url(job: ImportJob, view: str = "") -> str:
+    return f"{IMPORT_URL}{job.pk}/{view}"
+
+
+def upload(client, content: str | bytes, *, delimiter: str = "", name: str = "contacts.csv"):
+    data = content.encode() if isinstance(content, str) else content
+    return client.post(
+        IMPORT_URL,
+        {"file": SimpleUploadedFile(name, data, "text/csv"), "delimiter": delimiter},
     )
-    return found.group(1)
 
 
-def upload(client, content: str | bytes, contact_list: ContactList | None = None, fmt=None):
-    data = {
-        "format": fmt if fmt is not None else csv_format(client),
-        "import_file": SimpleUploadedFile(
-            "contacts.csv", content.encode() if isinstance(content, str) else content, "text/csv"
-        ),
-    }
+def mapping_data(job: ImportJob, **overrides) -> dict:
+    """The mapping form as the page first shows it (the guessed matches), with `overrides`."""
+    data = {"existing": "add"}
+    for i, entry in enumerate(job.mapping):
+        data[f"to_{i}"] = entry["to"]
+        data[f"name_{i}"] = entry.get("name", "")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return data
+
+
+def check(client, job: ImportJob, **overrides):
+    """Post the mapping (the check runs); returns the response."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(job_url(job), mapping_data(job, **overrides))
+
+
+def start(client, job: ImportJob):
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(job_url(job, "start/"))
+
+
+def import_file(
+    client, content: str, contact_list: ContactList | None = None, *, update: bool = True
+):
+    """Upload, check with the guessed matches, import; returns (job, the last response)."""
+    response = upload(client, content)
+    assert response.status_code == 302, _errors(response)
+    job = ImportJob.objects.latest("pk")
+    overrides = {"existing": "update" if update else "add"}
     if contact_list is not None:
-        data["contact_list"] = contact_list.pk
-    return client.post(IMPORT_URL, data)
+        overrides["contact_list"] = contact_list.pk
+    checked = check(client, job, **overrides)
+    assert checked.status_code == 302, _errors(checked)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.CHECKED, job.status_reason
+    response = start(client, job)
+    job.refresh_from_db()
+    return job, response
 
 
-def hidden_inputs(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
-
-
-def import_file(client, content: str, contact_list: ContactList | None = None):
-    """Upload and confirm; returns (preview page, confirm response)."""
-    preview = upload(client, content, contact_list)
-    page = preview.content.decode()
-    assert "Confirm import" in page, page[page.find("errorlist") - 200 :][:2000]
-    return page, client.post(CONFIRM_URL, hidden_inputs(page))
+def _errors(response) -> str:
+    page = response.content.decode()
+    return (
+        "\n".join(re.findall(r'<ul class="errorlist[^"]*">(.*?)</ul>', page, re.S)) or page[:2000]
+    )

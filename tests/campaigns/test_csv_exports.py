@@ -71,7 +71,7 @@ def test_contacts_export_prefixes_formulas_and_keeps_every_value(admin_client):
     assert "'-dash@example.com" in by_email
 
 
-def test_a_contacts_export_imports_back_unchanged(admin_client):
+def test_a_contacts_export_imports_back_unchanged(admin_client, eager_celery):
     originals = {}
     for i, value in enumerate(v for v in CELLS if "\r" not in v and "\t" not in v):
         contact = ContactFactory(email=f"c{i}@example.com", first_name=value, last_name="-1")

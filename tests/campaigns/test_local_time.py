@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from campaigns import services, sweeper, waves
 from campaigns.admin.local_time import campaign_wave_rows
-from campaigns.contact_fields import CONTACT_IMPORT_FIELDS, contact_time_zone_check
+from campaigns.contact_fields import contact_time_zone_check
+from campaigns.imports import IMPORT_FIELDS
 from campaigns.models import Campaign, Contact, Membership, Notification
 from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
 
@@ -89,7 +90,7 @@ def test_contact_time_zone_rule_and_import_fields():
     for bad in ("Paris", "Europe/\nParis", "<b>x</b>", "x" * 10_000):
         with pytest.raises(ValidationError, match="not a time zone name"):
             contact_time_zone_check(bad)
-    assert "time_zone" in CONTACT_IMPORT_FIELDS
+    assert "time_zone" in IMPORT_FIELDS
 
 
 # -- the engine ---------------------------------------------------------------------------------
