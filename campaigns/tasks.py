@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, leases, senders, services, sweeper
+from campaigns import delivery, leases, linkcheck, senders, services, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +85,8 @@ def open_ses_client(**_) -> None:
         senders.ses_client_open()
     except Exception as err:  # noqa: BLE001 (reported, and raised again by the first send)
         logger.warning("ses client not opened at start: %s", type(err).__name__)
+
+
+@shared_task(name="campaigns.tasks.links_check", time_limit=PERIODIC_TIME_LIMIT)
+def links_check(campaign_id: int) -> None:
+    linkcheck.links_check(campaign_id=campaign_id)
