@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, TextField, Value
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from campaigns.messages import BUILTIN_FIELDS, CONTACT_FIELDS, TOKEN_FIELD, UNSUBSCRIBE_FIELD
@@ -124,11 +125,19 @@ def _missing_fields(campaign: Campaign, compiled: CompiledTemplate) -> list[tupl
         if name in CONTACT_FIELDS:
             empty = Q(**{f"contact__{name}": ""})
         else:
-            empty = Q(**{f"v{i}__isnull": True}) | Q(**{f"v{i}": ""})
+            empty = Q(**{f"v{i}": ""})
+            # JSON null too: SQLite reads it as the text "null", so ask for it as JSON (a key
+            # with "__" would read as a lookup; v{i} alone covers it).
+            if "__" not in name:
+                empty |= Q(**{f"contact__attributes__{name}": None})
         counts[f"m{i}"] = Count("pk", filter=empty)
     members = audience_memberships(contact_list_id=campaign.contact_list_id).annotate(
         **{
-            f"v{i}": KeyTextTransform(name, "contact__attributes")
+            # Missing, JSON null and "" alike: Coalesce, not isnull, which on SQLite means
+            # "no such key" only.
+            f"v{i}": Coalesce(
+                KeyTextTransform(name, "contact__attributes"), Value(""), output_field=TextField()
+            )
             for i, name in enumerate(names)
             if name not in CONTACT_FIELDS
         }
