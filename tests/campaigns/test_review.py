@@ -218,8 +218,8 @@ def test_only_http_links_without_credentials_are_fetched():
 # -- the SES quota ----------------------------------------------------------------------------
 
 
-def test_the_quota_comes_from_the_local_ses_endpoint(ses):
-    quota = ses_send_quota()
+def test_the_quota_comes_from_the_local_ses_endpoint(ses, ses_kind):
+    quota = ses_send_quota()  # through each SES client (ses_kind)
     assert quota is not None
     assert quota.max_send_rate > 0 and quota.max_24_hour_send > 0
     assert quota.sent_last_24_hours == 0
