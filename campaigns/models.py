@@ -395,3 +395,24 @@ class ImportRowError(models.Model):
 
     def __str__(self) -> str:
         return f"line {self.line} of import #{self.job_id}"
+
+
+class LinkCheck(models.Model):
+    """What one link of a campaign answered when the pre-send review checked it (written by
+    campaigns.linkcheck in the background; the review page polls it). A check informs, it never
+    holds the send back."""
+
+    class State(models.TextChoices):
+        CHECKING = "checking"
+        OK = "ok"
+        BROKEN = "broken"  # answered 4xx/5xx
+        UNREACHABLE = "unreachable"  # no answer in time, or no connection
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="link_checks")
+    url = models.TextField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CHECKING)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    checked_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"link check {self.pk} of campaign {self.campaign_id}"

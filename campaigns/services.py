@@ -12,7 +12,16 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import (
+    BigIntegerField,
+    CharField,
+    DateTimeField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    Value,
+)
 from django.utils import timezone
 
 from campaigns import ledger, waves
@@ -21,11 +30,11 @@ from campaigns.counters import HANDED_OFF, CounterName, counters_add, counters_s
 from campaigns.models import (
     Campaign,
     CampaignLink,
-    Contact,
     ContactList,
     Membership,
     Notification,
 )
+from campaigns.selectors import audience_memberships
 from campaigns.ses import SesError, SesRejected, ses_template_ensure
 from infra.tasks import task_enqueue_on_commit
 from templates_app.language import TemplateSyntaxError
@@ -131,11 +140,7 @@ def campaign_check_sendable(*, campaign: Campaign) -> None:
         template_compile(template=campaign.template, tracking_base_url=None)
     except TemplateSyntaxError as err:
         raise CampaignError(f"The template “{campaign.template}” does not parse: {err}") from err
-    active = Contact.objects.filter(
-        status=Contact.Status.ACTIVE,
-        id__in=Membership.objects.filter(contact_list=campaign.contact_list).values("contact_id"),
-    )
-    if not active.exists():
+    if not audience_memberships(contact_list_id=campaign.contact_list_id).exists():
         raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
 
 
@@ -443,25 +448,38 @@ def _freeze_audience(
     the end): a `created` row per active member, no Python loop over contacts. Returns the
     new rows' ids, in order.
 
-    Left out: members who unsubscribed from this list (Membership.unsubscribed_at) and contacts
-    who are not active (unsubscribed from all mail, bounced, complained). With `zones`, only
-    contacts whose stored time zone is one of them (a local-time campaign's due waves).
+    Who: selectors.audience_memberships, the one audience rule. With `zones`, only contacts
+    whose stored time zone is one of them (a local-time campaign's due waves).
     """
-    n, m, c = (Notification._meta.db_table, Membership._meta.db_table, Contact._meta.db_table)
-    now = timezone.now()
     first, upper = contact_ids
+    now = timezone.now()
+    members = audience_memberships(contact_list_id=contact_list_id).filter(contact_id__gte=first)
+    if upper is not None:
+        members = members.filter(contact_id__lt=upper)
+    if zones is not None:
+        members = members.filter(contact__time_zone__in=zones)
+    # The SELECT comes from the audience rule itself, so the freeze cannot drift from what
+    # the review counted; the row is built in SQL (one INSERT … SELECT, no Python loop).
+    columns = {
+        "n_campaign": Value(campaign_id, output_field=BigIntegerField()),
+        "n_status": Value(N.CREATED, output_field=CharField()),
+        "n_reason": Value("", output_field=CharField()),
+        "n_created": Value(now, output_field=DateTimeField()),
+        "n_updated": Value(now, output_field=DateTimeField()),
+    }
+    select = (
+        members.annotate(**columns)
+        .order_by("contact_id")
+        .values_list("n_campaign", "contact_id", "n_status", "n_reason", "n_created", "n_updated")
+    )
+    select_sql, params = select.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {n} (campaign_id, contact_id, status, reason, created_at, updated_at) "  # noqa: S608
-            f"SELECT %s, m.contact_id, %s, '', %s, %s FROM {m} m JOIN {c} c ON c.id = m.contact_id "
-            "WHERE m.contact_list_id = %s AND m.unsubscribed_at IS NULL AND c.status = %s "
-            "AND m.contact_id >= %s"
-            + ("" if upper is None else " AND m.contact_id < %s")
-            + ("" if zones is None else " AND c.time_zone = ANY(%s)")
-            + " ORDER BY m.contact_id ON CONFLICT DO NOTHING RETURNING id",
-            [campaign_id, N.CREATED, now, now, contact_list_id, Contact.Status.ACTIVE, first,
-             *([] if upper is None else [upper]), *([] if zones is None else [zones])],
-        )  # fmt: skip
+            f"INSERT INTO {Notification._meta.db_table} "  # noqa: S608
+            f"(campaign_id, contact_id, status, reason, created_at, updated_at) {select_sql} "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            params,
+        )
         return sorted(row[0] for row in cursor.fetchall())
 
 

@@ -7,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, imports, leases, senders, services, sweeper
+from campaigns import delivery, imports, leases, linkcheck, senders, services, sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +99,8 @@ def contact_import_check(job_id: int) -> None:
 @shared_task(name="campaigns.tasks.contact_import_run", time_limit=IMPORT_TIME_LIMIT)
 def contact_import_run(job_id: int) -> None:
     imports.import_job_run(job_id=job_id)
+
+
+@shared_task(name="campaigns.tasks.links_check", time_limit=PERIODIC_TIME_LIMIT)
+def links_check(campaign_id: int) -> None:
+    linkcheck.links_check(campaign_id=campaign_id)

@@ -88,6 +88,25 @@ def field_names(nodes: Iterable[Node]) -> set[str]:
     return names
 
 
+def fields_without_default(nodes: Iterable[Node]) -> set[str]:
+    """The fields ``nodes`` output with no ``default`` where nothing guards them: a contact
+    without a value for one gets an empty gap in the message. A ``{{ x }}`` inside
+    ``{% if x %}`` (or an ``{% unless x %}``'s else) only shows when x has a value, so it is
+    not one of them."""
+    names: set[str] = set()
+    stack: list[tuple[Node, frozenset[str]]] = [(node, frozenset()) for node in nodes]
+    while stack:
+        node, guarded = stack.pop()
+        if isinstance(node, Var):
+            if node.default is None and node.name not in guarded:
+                names.add(node.name)
+        elif isinstance(node, If):
+            present = guarded | {node.name}
+            stack.extend((child, guarded if node.negate else present) for child in node.body)
+            stack.extend((child, present if node.negate else guarded) for child in node.orelse)
+    return names
+
+
 # ---------------------------------------------------------------------------
 # Local renderer
 # ---------------------------------------------------------------------------

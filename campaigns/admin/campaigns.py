@@ -1,6 +1,9 @@
 """Campaigns in the admin: the form, the controls (send now, schedule, pause, resume, cancel),
 the report with its CSV exports, and the progress the page polls."""
 
+import functools
+import zoneinfo
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,15 +17,17 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 
 from campaigns import services
 from campaigns.addresses import sender_header
 from campaigns.admin.contacts import can_view_contacts
 from campaigns.admin.exports import csv_download, recipient_csv_rows, report_csv_rows
-from campaigns.admin.local_time import campaign_wave_rows, schedule_local_time
+from campaigns.admin.local_time import campaign_wave_rows
 from campaigns.admin.proofs import ProofAdminMixin
+from campaigns.admin.review import CampaignReviewViews, review_url, wall_time
 from campaigns.models import Campaign, CampaignLink
-from campaigns.preferences import user_time_zone
+from campaigns.preferences import user_preferences_update, user_time_zone
 from campaigns.selectors import campaign_status_label
 from tracking.reports.report import campaign_report
 
@@ -38,9 +43,9 @@ class CampaignLinkInline(admin.TabularInline):
         return False
 
 
-# Buttons on the campaign page: action → (label, service, statuses it shows in).
+# Buttons on the campaign page: action → (label, service, statuses it shows in). Send now and
+# Schedule are not among them: they open the pre-send review (campaigns/admin/review.py).
 CAMPAIGN_ACTIONS = {
-    "send-now": ("Send now", services.campaign_send_now, {Campaign.Status.DRAFT}),
     "unschedule": ("Unschedule", services.campaign_unschedule, {Campaign.Status.SCHEDULED}),
     "pause": ("Pause", services.campaign_pause, {Campaign.Status.SENDING}),
     "resume": ("Resume", services.campaign_resume, {Campaign.Status.PAUSED}),
@@ -67,11 +72,11 @@ class CampaignForm(forms.ModelForm):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
+class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
     form = CampaignForm
     change_form_template = "admin/campaigns/campaign/change_form.html"
     list_display = (
-        "name", "status_label", "contact_list", "template", "scheduled_at", "recipients",
+        "name", "status_label", "contact_list", "template", "scheduled", "recipients",
     )  # fmt: skip
     list_filter = ("status",)
     search_fields = ("name",)
@@ -94,6 +99,19 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
         if request.user.is_superuser:
             return fields
         return [name for name in fields if name not in self.internal_fields]
+
+    @admin.display(description="Scheduled at", ordering="scheduled_at")
+    def scheduled(self, obj) -> str:
+        # In the zone of the user reading the list (changelist_view activates it).
+        return (
+            wall_time(obj.scheduled_at, timezone.get_current_timezone())
+            if obj.scheduled_at
+            else "-"
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        with timezone.override(user_time_zone(user=request.user)):
+            return _rendered(super().changelist_view(request, extra_context))
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipients(self, obj) -> int:
@@ -126,7 +144,7 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
             path("<int:pk>/recipients.csv", self.admin_site.admin_view(self.recipients_csv_view),
                  name="campaigns_campaign_recipients_csv"),
         ]  # fmt: skip
-        return own + super().get_urls()
+        return own + self.review_urls() + super().get_urls()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         campaign = self.get_object(request, object_id)
@@ -145,9 +163,17 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
                 if can_change and campaign.status in shown
             ]  # fmt: skip
             extra_context["can_schedule"] = can_change and campaign.status == Campaign.Status.DRAFT
+            if extra_context["can_schedule"]:
+                form = ScheduleForm(user=request.user, auto_id="schedule_%s")
+                for field in form.fields.values():  # its <form> follows the admin's own
+                    field.widget.attrs["form"] = "campaign-schedule-form"
+                extra_context["schedule_form"] = form
+            extra_context["review_url"] = review_url(campaign.pk)
             extra_context["can_download_recipients"] = can_view_contacts(request)
             extra_context["local_time_waves"] = campaign_wave_rows(campaign=campaign)
-        return super().change_view(request, object_id, form_url, extra_context)
+        # Times on the page (the scheduled time, the read-only dates) in the user's zone.
+        with timezone.override(user_time_zone(user=request.user)):
+            return _rendered(super().change_view(request, object_id, form_url, extra_context))
 
     def _back(self, pk: int) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
@@ -177,25 +203,22 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
         return self._back(pk)
 
     def schedule_view(self, request: HttpRequest, pk: int):
+        """The schedule form: checked, its time zone remembered as the user's, then on to the
+        review (which schedules only once confirmed)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        campaign = self._changeable(request, pk)
-        form = ScheduleForm(request.POST)
+        self._changeable(request, pk)
+        form = ScheduleForm(request.POST, user=request.user)
         if not form.is_valid():
-            messages.error(request, "Enter the date and time to send, e.g. 2030-01-31 09:00.")
+            for errors in form.errors.values():
+                messages.error(request, " ".join(errors))
             return self._back(pk)
-        send_at = form.cleaned_data["send_at"]
-        try:
-            if form.cleaned_data["local_time"]:
-                schedule_local_time(request=request, campaign=campaign, send_at=send_at)
-            else:
-                services.campaign_schedule(campaign=campaign, send_at=send_at)
-        except services.CampaignError as err:
-            messages.error(request, str(err))
-        else:
-            self.log_change(request, campaign, f"Scheduled for {send_at.isoformat()}")
-            messages.success(request, "Scheduled.")
-        return self._back(pk)
+        zone = form.cleaned_data["time_zone"]
+        if zone != user_time_zone(user=request.user).key:
+            user_preferences_update(user=request.user, time_zone=zone)
+        return HttpResponseRedirect(
+            review_url(pk, form.cleaned_data["send_at"], local_time=form.cleaned_data["local_time"])
+        )
 
     def _viewable(self, request: HttpRequest, pk: int) -> Campaign:
         campaign = get_object_or_404(Campaign, pk=pk)
@@ -224,7 +247,52 @@ class CampaignAdmin(ProofAdminMixin, admin.ModelAdmin):
         return JsonResponse(campaign_report(campaign_id=pk).progress())
 
 
+def _rendered(response):
+    """Render a template response now, inside the caller's time zone override (it would
+    otherwise render after the view returns, in the site's zone)."""
+    if hasattr(response, "render") and not response.is_rendered:
+        response.render()
+    return response
+
+
+@functools.cache
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
 class ScheduleForm(forms.Form):
-    # Interpreted in the site's time zone (DJANGO_TIME_ZONE), shown next to the field.
-    send_at = forms.DateTimeField()
-    local_time = forms.BooleanField(required=False)  # campaigns.admin.local_time
+    """When to send: a date and time typed in the chosen time zone (the user's own by default),
+    cleaned to an aware time. Subclass or add fields here; clean() leaves other fields as they
+    are."""
+
+    send_at = forms.DateTimeField(
+        label="Send on",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={
+            "required": "Enter the date and time to send.",
+            "invalid": "Enter the date and time to send, e.g. 2030-01-31 09:00.",
+        },
+    )
+    time_zone = forms.ChoiceField(label="Time zone", choices=_time_zone_choices)
+    # campaigns.waves: each contact gets the typed wall time in their own zone.
+    local_time = forms.BooleanField(
+        required=False,
+        label="Send at this local time in each contact's time zone",
+        help_text="Contacts with no time zone get it at this time in the zone above; every "
+        "time zone must still be before that time.",
+    )
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["time_zone"].initial = user_time_zone(user=user).key
+
+    def clean(self):
+        cleaned = super().clean()
+        send_at, zone = cleaned.get("send_at"), cleaned.get("time_zone")
+        if send_at is not None and zone:
+            # The field read the wall time in the current zone; the same wall time, in the
+            # chosen zone, is what the user meant.
+            wall = timezone.make_naive(send_at) if timezone.is_aware(send_at) else send_at
+            cleaned["send_at"] = timezone.make_aware(wall, zoneinfo.ZoneInfo(zone))
+        return cleaned

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from campaigns.models import Campaign, ContactList, Membership
+from campaigns.quota import quota_remaining, ses_send_quota
 from tracking.reports.report import CampaignReport, campaign_summaries
 
 RECENT_CAMPAIGNS = 8
@@ -84,7 +85,16 @@ def _list_sizes(request, site) -> list[DashboardList] | None:
     ]
 
 
-def _send_quota():
-    # MERGE (review): return campaigns.quota's reading here (the quota, or None when unknown);
-    # the template's "send quota" block shows "unknown" for None.
-    return None
+def _send_quota() -> str | None:
+    """The 24-hour quota in words ("1,200 of 50,000 sent; 48,800 left"), None when SES does
+    not answer (the page says "unknown")."""
+    quota = ses_send_quota()
+    if quota is None:
+        return None
+    left = quota_remaining(quota)
+    if left is None:
+        return f"{quota.sent_last_24_hours:,.0f} sent; no daily limit"
+    return (
+        f"{quota.sent_last_24_hours:,.0f} of {quota.max_24_hour_send:,.0f} sent; "
+        f"{left:,.0f} left, at up to {quota.max_send_rate:,.0f} per second"
+    )

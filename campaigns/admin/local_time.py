@@ -1,26 +1,14 @@
 """The campaign page's part of "send at this local time in each contact's time zone": the
-schedule option's call and the waves shown (the rules are campaigns.services and
-campaigns.waves)."""
+waves shown. The option is a field of the schedule form, confirmed on the review; the rules
+are campaigns.services and campaigns.waves."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.http import HttpRequest
 from django.utils import timezone
 
-from campaigns import services, waves
+from campaigns import waves
 from campaigns.models import Campaign
-from campaigns.preferences import user_time_zone
-
-
-def schedule_local_time(*, request: HttpRequest, campaign: Campaign, send_at: datetime) -> None:
-    """Schedule at the wall-clock time typed (send_at as the form read it, in the zone it was
-    typed in); contacts without a zone get it at that time in this user's zone."""
-    services.campaign_schedule_local(
-        campaign=campaign,
-        wall=timezone.make_naive(send_at),
-        fallback_zone=user_time_zone(user=request.user).key,
-    )
 
 
 @dataclass(frozen=True)

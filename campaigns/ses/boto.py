@@ -61,6 +61,9 @@ class BotoSesClient(calls.SesClient):
     def max_send_rate(self) -> float:
         return calls.max_send_rate(_call("GetAccount", self._client.get_account, {}))
 
+    def send_quota(self) -> calls.SendQuota:
+        return calls.send_quota(_call("GetAccount", self._client.get_account, {}))
+
     def close(self) -> None:
         """Nothing per thread: botocore's connection pool is the client's."""
 

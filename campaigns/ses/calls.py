@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from campaigns.addresses import InvalidAddress, sender_header
 from campaigns.ses.base import (
@@ -190,6 +191,10 @@ class SesClient:
         """GetAccount's SendQuota.MaxSendRate (recipients per second)."""
         raise NotImplementedError
 
+    def send_quota(self) -> SendQuota:
+        """GetAccount's SendQuota (raises a SesError when SES cannot answer)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Drop the calling thread's connection (the next call opens a new one)."""
 
@@ -239,6 +244,29 @@ def message_id(answer: object) -> str:
     if not value or type(value) is not str:
         raise SesOutcomeUnknown("SendEmail: the answer has no MessageId", code="UnreadableAnswer")
     return value
+
+
+class SendQuota(NamedTuple):
+    """GetAccount's SendQuota: messages per 24 hours (-1: no limit), per second, and sent in
+    the last 24 hours."""
+
+    max_24_hour_send: float
+    max_send_rate: float
+    sent_last_24_hours: float
+
+
+def send_quota(answer: object) -> SendQuota:
+    """GetAccount's SendQuota; a SesOutcomeUnknown when the answer has none."""
+    quota = answer.get("SendQuota") if isinstance(answer, Mapping) else None
+    if not isinstance(quota, Mapping):
+        raise SesOutcomeUnknown("GetAccount: the answer has no SendQuota", code="UnreadableAnswer")
+    values = []
+    for key in ("Max24HourSend", "MaxSendRate", "SentLast24Hours"):
+        value = quota.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SesOutcomeUnknown(f"GetAccount: SendQuota has no {key}", code="UnreadableAnswer")
+        values.append(float(value))
+    return SendQuota(*values)
 
 
 def max_send_rate(answer: object) -> float:

@@ -98,6 +98,9 @@ class HttpSesClient(calls.SesClient):
     def max_send_rate(self) -> float:
         return self._boto.max_send_rate()
 
+    def send_quota(self) -> calls.SendQuota:
+        return self._boto.send_quota()
+
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:

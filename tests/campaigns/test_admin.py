@@ -2,6 +2,7 @@
 
 import html
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,6 +10,7 @@ from campaigns.models import Campaign, Contact, ImportJob, Notification
 from templates_app.models import Template
 from tests.admin_helpers import check, import_file, start, upload
 from tests.factories import CampaignFactory, ContactListFactory, TemplateFactory, list_with_contacts
+from tests.review_helpers import confirm_schedule, confirm_send_now, review_url
 
 pytestmark = pytest.mark.django_db
 
@@ -110,9 +112,11 @@ def test_send_now_sends_the_campaign(
     campaign = CampaignFactory(contact_list=list_with_contacts(60))
     page = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
     assert "Send now" in page
+    review = admin_client.get(review_url(campaign)).content.decode()
+    assert "Send to 60 recipients now" in review
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/")
+        response = confirm_send_now(admin_client, campaign)
 
     assert response.status_code == 302
     campaign.refresh_from_db()
@@ -125,10 +129,10 @@ def test_send_now_sends_the_campaign(
 
 def test_send_now_with_an_empty_list_is_refused_with_a_reason(admin_client):
     campaign = CampaignFactory()
-    response = admin_client.post(
-        f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/", follow=True
-    )
-    assert "has no active contacts" in response.content.decode()
+    page = admin_client.get(review_url(campaign)).content.decode()
+    assert "has no contact to send to" in page and "disabled" in page
+    response = confirm_send_now(admin_client, campaign)
+    assert "has no contact to send to" in response.content.decode()
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
 
@@ -140,9 +144,13 @@ def test_schedule_then_beat_starts_it_when_due(
 
     campaign = CampaignFactory(contact_list=list_with_contacts(3))
     with django_capture_on_commit_callbacks(execute=True) as enqueued:
-        admin_client.post(
-            f"/admin/campaigns/campaign/{campaign.pk}/schedule/", {"send_at": "2999-01-01T09:00"}
+        form = admin_client.post(
+            f"/admin/campaigns/campaign/{campaign.pk}/schedule/",
+            {"send_at": "2999-01-01T09:00", "time_zone": "UTC"},
         )
+        assert form.status_code == 302 and "/review/?send_at=2999-01-01T09" in form["Location"]
+        assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT  # not yet
+        confirm_schedule(admin_client, campaign, datetime(2999, 1, 1, 9, tzinfo=UTC))
         assert campaigns_start_due() == []
     assert enqueued == []
     campaign.refresh_from_db()
@@ -161,13 +169,16 @@ def test_a_time_that_has_passed_is_refused_and_nothing_is_sent(
     admin_client, django_capture_on_commit_callbacks
 ):
     campaign = CampaignFactory(contact_list=list_with_contacts(3))
+    response = admin_client.post(
+        f"/admin/campaigns/campaign/{campaign.pk}/schedule/",
+        {"send_at": "2000-01-01T09:00", "time_zone": "UTC"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "That time has passed" in page and "disabled" in page
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
-        response = admin_client.post(
-            f"/admin/campaigns/campaign/{campaign.pk}/schedule/",
-            {"send_at": "2000-01-01T09:00"},
-            follow=True,
-        )
-    assert "That time has passed" in response.content.decode()
+        refused = confirm_schedule(admin_client, campaign, datetime(2000, 1, 1, 9, tzinfo=UTC))
+    assert "That time has passed" in refused.content.decode()
     assert enqueued == []
     campaign.refresh_from_db()
     assert (campaign.status, campaign.scheduled_at) == (Campaign.Status.DRAFT, None)

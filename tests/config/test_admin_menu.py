@@ -8,6 +8,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from campaigns.counters import CounterName, counters_add
+from campaigns.quota import ses_send_quota_forget
+from campaigns.ses import ses_client_reset
 from tests.factories import (
     CampaignFactory,
     ContactFactory,
@@ -92,9 +94,31 @@ def test_the_dashboard_shows_recent_campaigns_rates_and_list_sizes():
     assert f"/admin/campaigns/campaign/{campaign.pk}/change/" in dashboard
     assert "40.0 %" in dashboard and "10.0 %" in dashboard  # open and click rates, out of sent
     assert re.search(r"Spring &lt;readers&gt;</a></th>\s*<td>3</td>", dashboard)
-    assert re.search(r'id="send-quota">unknown<', page)
     assert "app-campaigns" in page  # Django's list of pages stays, below the dashboard
     assert page.index('id="dashboard"') < page.index("app-campaigns")
+
+
+def test_the_dashboard_reads_the_send_quota_from_ses(ses):
+    ses_send_quota_forget()
+    try:
+        page = _client(superuser=False).get("/admin/").content.decode()
+    finally:
+        ses_send_quota_forget()
+    quota = re.search(r'id="send-quota">([^<]*)<', page).group(1)
+    assert re.fullmatch(r"0 of [\d,]+ sent; [\d,]+ left, at up to [\d,]+ per second", quota), quota
+
+
+def test_the_dashboard_says_unknown_when_ses_does_not_answer(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", "http://127.0.0.1:9")  # discard: nobody answers
+    ses_client_reset()
+    ses_send_quota_forget()
+    try:
+        page = _client(superuser=False).get("/admin/").content.decode()
+    finally:
+        monkeypatch.undo()
+        ses_client_reset()
+        ses_send_quota_forget()
+    assert re.search(r'id="send-quota">unknown<', page)
 
 
 def test_the_dashboard_shows_only_what_the_user_may_view():

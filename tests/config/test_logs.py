@@ -8,6 +8,7 @@ import pytest
 from campaigns.models import Notification
 from campaigns.tokens import token_for
 from tests.factories import CampaignFactory, ContactFactory, TemplateFactory
+from tests.review_helpers import confirm_send_now
 from tests.tracking.ses_events.test_webhooks import post, ses_event, sns_envelope
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +30,7 @@ def test_a_send_and_its_events_log_no_personal_data(
 
     caplog.set_level(logging.DEBUG)
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/")
+        confirm_send_now(admin_client, campaign)
     notification = Notification.objects.get(contact=contacts[0])
     assert notification.status == "sent"
     ses.faults(error_5xx=1.0)  # an error path logs too

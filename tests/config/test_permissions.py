@@ -1,6 +1,8 @@
 """Who may do what in the admin, as Django's own views decide it: each staff role against each
 admin page and action that reads contacts' data or changes something."""
 
+from datetime import UTC, datetime
+
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission, User
@@ -15,6 +17,7 @@ from tests.factories import (
     PendingEspEventFactory,
     TemplateFactory,
 )
+from tests.review_helpers import confirm_schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -104,8 +107,14 @@ CASES = {
         f"campaign action {action}": ("post", lambda w, action=action: "/admin/campaigns/"
                                       f"campaign/{w['campaign'].pk}/action/{action}/",
                                       {"change campaign"} | ALL_PERMS)
-        for action in ("send-now", "unschedule", "pause", "resume", "cancel")
+        for action in ("unschedule", "pause", "resume", "cancel")
     },
+    "campaign review": ("get", lambda w: f"/admin/campaigns/campaign/{w['campaign'].pk}"
+                        "/review/", {"change campaign"} | ALL_PERMS),
+    "campaign review confirm": ("post", lambda w: f"/admin/campaigns/campaign/"
+                                f"{w['campaign'].pk}/review/", {"change campaign"} | ALL_PERMS),
+    "campaign link checks": ("get", lambda w: f"/admin/campaigns/campaign/{w['campaign'].pk}"
+                             "/links/", {"change campaign"} | ALL_PERMS),
     "campaign schedule": ("post", lambda w: f"/admin/campaigns/campaign/{w['campaign'].pk}"
                           "/schedule/", {"change campaign"} | ALL_PERMS),
     "beat periodic tasks": ("get", lambda w: "/admin/django_celery_beat/periodictask/",
@@ -124,7 +133,8 @@ CASES = {
 
 POST_DATA = {
     "contact export download": {"format": "0", "resource": "0", "contactresource_email": "on"},
-    "campaign schedule": {"send_at": "2999-01-01T09:00"},
+    "campaign schedule": {"send_at": "2999-01-01T09:00", "time_zone": "UTC"},
+    "campaign review confirm": {"send_at": "2999-01-01T09:00:00+00:00", "recipients": "-1"},
 }
 
 
@@ -197,7 +207,7 @@ def test_a_get_to_an_action_is_refused(world):
 def test_campaign_actions_land_in_the_admin_log(world, admin_client, admin_user):
     campaign = world["campaign"]
     url = f"/admin/campaigns/campaign/{campaign.pk}"
-    admin_client.post(f"{url}/schedule/", {"send_at": "2999-01-01T09:00"})
+    confirm_schedule(admin_client, campaign, datetime(2999, 1, 1, 9, tzinfo=UTC))
     admin_client.post(f"{url}/action/unschedule/")
     admin_client.post(f"{url}/action/cancel/")
     admin_client.post(f"{url}/action/cancel/")  # refused (already cancelled): not logged

@@ -14,9 +14,10 @@ def test_send_now_button_sends_the_campaign(page, live_server, eager_celery, ses
     campaign = CampaignFactory(contact_list=list_with_contacts(5))
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
 
-    page.click("button:has-text('Send now')")
+    page.click("text=Send now…")
+    page.click("button:has-text('Send to 5 recipients now')")
 
-    page.wait_for_selector("text=Send now: done.")
+    page.wait_for_selector("text=Sending to 5 recipients.")
     assert page.inner_text("[data-field=status]") == "Sent"
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SENT
@@ -27,10 +28,12 @@ def test_schedule_button_schedules_at_the_chosen_time(page, live_server):
     campaign = CampaignFactory(contact_list=list_with_contacts(1))
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
 
-    page.fill("#campaign-send-at", "2999-03-04T05:06")
-    page.click("button:has-text('Schedule')")
+    page.fill("#schedule_send_at", "2999-03-04T05:06")
+    page.select_option("#schedule_time_zone", "UTC")
+    page.click("button:has-text('Review and schedule')")
+    page.click("button:has-text('Schedule for 1 recipient on')")
 
-    page.wait_for_selector("text=Scheduled.")
+    page.wait_for_selector("text=Scheduled for")
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SCHEDULED
     assert (campaign.scheduled_at.month, campaign.scheduled_at.hour) == (3, 5)

@@ -12,6 +12,7 @@ from seslocal.handlebars import compile_template, parse_data
 from templates_app.render import merge_value, render
 from templates_app.services import template_compile
 from tests.factories import CampaignFactory, TemplateFactory, list_with_contacts
+from tests.review_helpers import confirm_send_now
 
 HOSTILE_NAME = "Ann\r\nBcc: x@evil.example"
 SAFE_SUBJECT = "Hi Ann  Bcc: x@evil.example!"
@@ -69,7 +70,7 @@ def test_a_name_with_a_line_break_is_sent_with_the_same_safe_subject_on_both_pat
         send_path=send_path,
     )
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(f"/admin/campaigns/campaign/{campaign.pk}/action/send-now/")
+        confirm_send_now(admin_client, campaign)
 
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SENT
