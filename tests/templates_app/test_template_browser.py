@@ -5,7 +5,7 @@ import pytest
 
 from templates_app.language import MAX_DEPTH
 from templates_app.models import Template
-from tests.e2e.test_browser import page  # noqa: F401 (the logged-in browser fixture)
+from tests.e2e.conftest import page  # noqa: F401 (the logged-in browser fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

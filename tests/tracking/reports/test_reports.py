@@ -18,7 +18,7 @@ from campaigns.admin.exports import csv_cell
 from campaigns.admin.notifications import CappedCountPaginator
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
-from tests.e2e.test_browser import page  # noqa: F401 (the logged-in Playwright page fixture)
+from tests.e2e.conftest import page  # noqa: F401 (the logged-in Playwright page fixture)
 from tests.factories import (
     CampaignFactory,
     CampaignLinkFactory,
