@@ -31,7 +31,7 @@ or read <a href="https://example.com/blog">the blog</a>.</p>
 </body></html>
 """
 DEMO_TEXT = """Hi {{ first_name | default: "there" }}!
-Our spring collection is here: https://example.com/spring
+Our spring collection is here: https://example.com/spring?utm_source=demo
 """
 
 
