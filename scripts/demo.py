@@ -13,15 +13,22 @@ BIN = Path(sys.executable).parent
 
 DEMO_ENV = {
     "DJANGO_DEBUG": "1",
-    "DJANGO_SETTINGS_MODULE": "config.settings",
+    # The embedded defaults, trusting the local endpoint's SNS certificate (nothing else does).
+    "DJANGO_SETTINGS_MODULE": "config.settings.demo",
     # Any SES-compatible endpoint is chosen the standard boto3 way; the demo uses its own.
     "AWS_ENDPOINT_URL_SESV2": "http://127.0.0.1:8025",
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",  # the local endpoint accepts any credentials
     "TRACKING_BASE_URL": "http://127.0.0.1:8000",
     "ANYMAIL_WEBHOOK_SECRET": "demo:demo-webhook-secret",
-    # The SNS topic the webhook would accept (the demo receives no SNS messages).
+    # The local endpoint publishes SES's events (Send, Delivery, Bounce, Complaint) to the
+    # webhook a second after each send, as SNS notifications of this topic, signed with its own
+    # certificate (seslocal/events.py; docs/LOCAL_SES.md).
     "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:000000000000:mailwright-demo",
+    "SESLOCAL_EVENTS_TOPIC_ARN": "arn:aws:sns:us-east-1:000000000000:mailwright-demo",
+    "SESLOCAL_EVENTS_WEBHOOK": (
+        "http://demo:demo-webhook-secret@127.0.0.1:8000/webhooks/anymail/amazon_ses/tracking/"
+    ),
     "CAMPAIGN_START_POLL_SECONDS": "5",
 }
 

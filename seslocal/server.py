@@ -31,6 +31,7 @@ import orjson
 
 from . import handlebars, pages
 from .errors import SesError
+from .events import DEFAULT_TOPIC_ARN, EventPublisher, EventsConfig
 from .faults import FaultConfig
 from .ses import CallContext, SesBackend, Settings
 from .store import Store, split_header_filter
@@ -128,12 +129,28 @@ class SesLocalServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def events_start(self, config: EventsConfig) -> None:
+        """Publish SES events of what is accepted (seslocal.events), with the signing
+        certificate served here: from the address listened on, or 127.0.0.1 on a wildcard."""
+        host, port = self.server_address[:2]
+        host = "127.0.0.1" if host in _WILDCARD_ADDRESSES else host
+        host = f"[{host}]" if ":" in host else host
+        self.backend.events = EventPublisher(config, base_url=f"http://{host}:{port}")
+        logger.info(
+            "publishing SES events topic=%s delay_s=%s retries=%d",
+            config.topic_arn,
+            config.delay,
+            config.retries,
+        )
+
     def stop(self) -> None:
         """Stop serving and close the database (for servers from ``serve_in_thread``)."""
         self.shutdown()
         self.server_close()
         if self.thread is not None:
             self.thread.join(timeout=5)
+        if self.backend.events is not None:
+            self.backend.events.stop()
         self.backend.store.close()
 
 
@@ -355,6 +372,7 @@ class Handler(BaseHTTPRequestHandler):
             "max_24_hour_send": s.max_24_hour_send,
             "enforce_send_rate": s.enforce_rate,
             "store_bodies": s.store_bodies,
+            "events": s.events is not None,
         }
 
     def _local(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
@@ -371,6 +389,24 @@ class Handler(BaseHTTPRequestHandler):
                 store.stats(), messages, backend.faults.config.to_obj(), self._config()
             )
             self._respond(200, page, "text/html; charset=utf-8")
+        elif (
+            method == "GET"
+            and backend.events is not None
+            and path == backend.events.signer.cert_path
+        ):
+            self._respond(200, backend.events.signer.pem, "application/x-pem-file")
+        elif method == "GET" and path == "/_local/events":
+            events = backend.events
+            self._json(
+                200,
+                {"enabled": events is not None}
+                | (
+                    {"pending": events.pending(), "published": events.published,
+                     "dropped": events.dropped, "topic_arn": events.config.topic_arn,
+                     "signing_cert_url": events.cert_url}
+                    if events is not None else {}
+                ),
+            )  # fmt: skip
         elif method == "GET" and path == "/_local/health":
             self._json(200, {"ok": True, "sends_in_progress": self.server.sends.count})
         elif method == "GET" and path == "/_local/config":
@@ -456,7 +492,11 @@ def serve_in_thread(
     :class:`~seslocal.faults.FaultConfig`)."""
     if isinstance(options.get("faults"), dict):
         options["faults"] = FaultConfig.from_obj(options["faults"])
+    if isinstance(options.get("events"), dict):
+        options["events"] = EventsConfig(**options["events"])
     server = make_server(host, port, db, settings or Settings(**options), allowed_hosts)
+    if server.backend.settings.events is not None:
+        server.events_start(server.backend.settings.events)
     server.thread = threading.Thread(
         target=server.serve_forever, name=f"seslocal-{server.server_address[1]}", daemon=True
     )
@@ -514,6 +554,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env("SESLOCAL_ALLOWED_HOSTS", ""),
         help="comma-separated host names answered besides localhost, 127.0.0.1, ::1 and --host",
     )
+    parser.add_argument(
+        "--events-webhook",
+        default=env("SESLOCAL_EVENTS_WEBHOOK", ""),
+        help="publish SES events (Send, Delivery, Bounce, Complaint) as SNS notifications to "
+        "this URL (credentials as user:password@ in it, as in an SNS subscription)",
+    )
+    parser.add_argument(
+        "--events-topic-arn",
+        default=env("SESLOCAL_EVENTS_TOPIC_ARN", DEFAULT_TOPIC_ARN),
+        help="the SNS TopicArn the notifications carry",
+    )
+    parser.add_argument(
+        "--events-delay",
+        type=float,
+        default=float(env("SESLOCAL_EVENTS_DELAY", "1")),
+        help="seconds between a send and its delivery event",
+    )
+    parser.add_argument(
+        "--events-retries",
+        type=int,
+        default=int(env("SESLOCAL_EVENTS_RETRIES", "3")),
+        help="how many times a failed post is retried (after 1, 2, 4… s) before it is dropped",
+    )
     parser.add_argument("--log-level", default=env("SESLOCAL_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -530,7 +593,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"seslocal: bad --faults: {exc}", file=sys.stderr)
         return 2
+    events = None
+    if args.events_webhook:
+        try:
+            events = EventsConfig(
+                webhook=args.events_webhook,
+                topic_arn=args.events_topic_arn,
+                delay=args.events_delay,
+                retries=args.events_retries,
+            )
+        except ValueError as exc:
+            print(f"seslocal: bad --events-*: {exc}", file=sys.stderr)
+            return 2
     settings = Settings(
+        events=events,
         max_send_rate=args.max_send_rate,
         max_24_hour_send=args.max_24_hour_send,
         store_bodies=args.store_bodies,
@@ -539,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     allowed_hosts = [name for name in args.allowed_hosts.split(",") if name.strip()]
     server = make_server(args.host, args.port, args.db, settings, allowed_hosts)
+    if events is not None:
+        server.events_start(events)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

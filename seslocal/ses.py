@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SesError, bad_request, not_found, throttled
+from .events import EventPublisher, EventsConfig
 from .faults import Fault, FaultConfig, FaultInjector, RateLimiter
 from .handlebars import (
     CompiledTemplate,
@@ -56,6 +57,7 @@ class Settings:
     store_bodies: bool = True
     enforce_rate: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
+    events: EventsConfig | None = None  # publish SES events to a webhook (seslocal.events)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class SesBackend:
         self.faults = FaultInjector(self.settings.faults)
         self.rate = RateLimiter(self.settings.max_send_rate, self.settings.enforce_rate)
         self.cache = TemplateCache()
+        # Set by the server when it publishes events (seslocal.events): it needs the server's URL.
+        self.events: EventPublisher | None = None
 
     def reset(self) -> None:
         """Forget messages, templates and counters; faults go back to the startup config."""
@@ -101,6 +105,8 @@ class SesBackend:
         self.cache.clear()
         self.faults.reset()
         self.rate.reset()
+        if self.events is not None:
+            self.events.clear()
 
     # --- account -----------------------------------------------------------------------
 
@@ -297,6 +303,8 @@ class SesBackend:
             ctx.counters.append("errors_5xx")
         counters, ctx.counters = ctx.counters, []
         self.store.record(messages, counters, store_bodies=self.settings.store_bodies)
+        if self.events is not None:  # accepted is sent, 5xx after accepting included
+            self.events.messages_accepted(messages)
         ctx.log["accepted"] = len(messages)
         ctx.log["recipients"] = count
         if fault is Fault.ERROR_AFTER_ACCEPT:

@@ -1,7 +1,8 @@
-"""Click and open tracking for HTML templates, done on the parsed template.
+"""Click and open tracking, done on the parsed template.
 
-:func:`instrument_html` rewrites static links to go through the click
-tracker and adds the open pixel.  It works on the AST from
+:func:`instrument_links` rewrites the static links of the HTML part and the
+http(s) URLs of the text part to go through the click tracker (one index per
+destination, shared by both parts) and adds the open pixel to the HTML.  It works on the AST from
 :mod:`templates_app.language`, so the result renders locally and compiles to
 the SES template exactly like any other template (the tracking token is just
 the reserved field ``_t``).  No Django imports.
@@ -17,7 +18,7 @@ from html.entities import html5 as _HTML5_ENTITIES
 
 from templates_app.language import If, Node, TemplateLimitError, Text, Var
 
-__all__ = ["MAX_TRACKED_LINKS", "instrument_html"]
+__all__ = ["MAX_TRACKED_LINKS", "instrument_html", "instrument_links"]
 
 #: Distinct tracked destinations in one template: a long newsletter has about a hundred;
 #: each is a row of the campaign's click report.
@@ -36,6 +37,14 @@ _EQUALS = re.compile(r"\s*=\s*")
 _UNQUOTED = re.compile(r"[^\s>]*")
 _BODY_END = re.compile(r"</body(?=[\s/>])", re.IGNORECASE)
 _HTTP = re.compile(r"https?://", re.IGNORECASE)
+# A URL in plain text: http(s):// after a start of text or a character that cannot be part of
+# a word or a scheme, then anything but space, quotes, angle brackets and backticks (which
+# delimit URLs in text: "<https://…>", `https://…`) or a masked field or condition.
+_TEXT_URL = re.compile(r"(?<![\w.+-])https?://[^\s<>\"`\x00\x01]+", re.IGNORECASE | re.ASCII)
+# What ends a sentence rather than a URL: left off the URL's end (as GitHub's autolinks do).
+_TRAILING = ".,;:!?'*_~"
+_CLOSING = {")": "(", "]": "[", "}": "{"}
+_OPENING = {opening: closing for closing, opening in _CLOSING.items()}
 _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
 
 
@@ -110,7 +119,11 @@ def _parse_start_tag(text: str, pos: int):
 class _Context:
     def __init__(self, base_url: str, token_var: str) -> None:
         self.prefix = html.escape(base_url, quote=True) + "/t/c/"
+        self.text_prefix = base_url + "/t/c/"
+        # Our own tracking URLs (clicks, pixel, unsubscribe page) are never wrapped again.
+        self.own = base_url.lower() + "/t/"
         self.token_var = token_var
+        self.part = "html"
         self.index: dict[str, int] = {}
         self.urls: list[str] = []
         # Line of the text being instrumented (texts are visited in document order); tags
@@ -126,15 +139,16 @@ class _Context:
                     f"more than {MAX_TRACKED_LINKS} different tracked links; mark the ones "
                     "that need no click count with data-notrack, or link to a web page that "
                     "lists them",
-                    part="html",
+                    part=self.part,
                 )
             index = self.index[url] = len(self.urls)
             self.urls.append(url)
         return index
 
 
-def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool, str]]]:
-    """Trackable hrefs among sibling ``nodes``: node index → [(start, end, quoted, url)]."""
+def _masked(nodes: tuple[Node, ...]) -> tuple[str, list[int], list[int]]:
+    """The masked text of sibling ``nodes``, the flat offset of each Text node, and their
+    indexes among ``nodes``."""
     pieces = []
     starts = []  # flat offset of each Text node
     text_indexes = []
@@ -148,8 +162,14 @@ def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool,
             piece = _VAR if isinstance(node, Var) else _IF
         pieces.append(piece)
         offset += len(piece)
-    flat = "".join(pieces)
+    return "".join(pieces), starts, text_indexes
 
+
+def _find_links(
+    nodes: tuple[Node, ...], ctx: _Context
+) -> dict[int, list[tuple[int, int, bool, str]]]:
+    """Trackable hrefs among sibling ``nodes``: node index → [(start, end, quoted, url)]."""
+    flat, starts, text_indexes = _masked(nodes)
     found: dict[int, list[tuple[int, int, bool, str]]] = {}
     pos = 0
     while True:
@@ -175,25 +195,68 @@ def _find_links(nodes: tuple[Node, ...]) -> dict[int, list[tuple[int, int, bool,
         if _VAR in raw:
             continue  # template tags inside the href: not a static URL
         url = _decode_attribute(raw).strip()
-        if not _HTTP.match(url):
-            continue  # mailto:, tel:, #anchors, relative links, javascript:, …
+        if not _HTTP.match(url) or url.lower().startswith(ctx.own):
+            continue  # mailto:, tel:, #anchors, relative links, javascript:, ours already, …
         k = bisect.bisect_right(starts, vstart) - 1
         base = starts[k]
         found.setdefault(text_indexes[k], []).append((vstart - base, vend - base, quoted, url))
     return found
 
 
-def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
+def _url_end(flat: str, start: int, end: int) -> int:
+    """Where the URL matched at flat[start:end] really ends: trailing sentence punctuation,
+    and closing brackets it did not open, are left off (``(see https://x.example/a_(b)).``
+    keeps ``https://x.example/a_(b)``). Linear: the brackets are counted once."""
+    opened = dict.fromkeys(_CLOSING, 0)
+    for char in flat[start:end]:
+        if char in _CLOSING:
+            opened[char] -= 1
+        elif char in _OPENING:
+            opened[_OPENING[char]] += 1
+    while end > start:
+        char = flat[end - 1]
+        if char in _TRAILING:
+            end -= 1
+        elif char in _CLOSING and opened[char] < 0:
+            opened[char] += 1
+            end -= 1
+        else:
+            break
+    return end
+
+
+def _find_text_urls(
+    nodes: tuple[Node, ...], ctx: _Context
+) -> dict[int, list[tuple[int, int, bool, str]]]:
+    """Trackable URLs of plain text among sibling ``nodes``: node index → [(start, end,
+    True, url)]. A URL that runs into a field or a condition (``https://x.example/?e={{ email
+    }}``) is not a fixed address: left alone, as in an href."""
+    flat, starts, text_indexes = _masked(nodes)
+    found: dict[int, list[tuple[int, int, bool, str]]] = {}
+    for match in _TEXT_URL.finditer(flat):
+        if match.end() < len(flat) and flat[match.end()] in (_VAR, _IF):
+            continue
+        start, end = match.start(), _url_end(flat, match.start(), match.end())
+        url = flat[start:end]
+        if _TEXT_URL.fullmatch(url) is None or url.lower().startswith(ctx.own):
+            continue  # nothing after the scheme but punctuation; or ours already
+        k = bisect.bisect_right(starts, start) - 1
+        base = starts[k]
+        found.setdefault(text_indexes[k], []).append((start - base, end - base, True, url))
+    return found
+
+
+def _instrument(nodes: tuple[Node, ...], ctx: _Context, *, text: bool = False) -> list[Node]:
     """Recurses once per nesting level: If.depth bounds it (language.MAX_DEPTH)."""
-    links = _find_links(nodes)
+    links = _find_text_urls(nodes, ctx) if text else _find_links(nodes, ctx)
     out: list[Node] = []
     for i, node in enumerate(nodes):
         if isinstance(node, If):
             out.append(
                 If(
                     node.name,
-                    tuple(_instrument(node.body, ctx)),
-                    tuple(_instrument(node.orelse, ctx)),
+                    tuple(_instrument(node.body, ctx, text=text)),
+                    tuple(_instrument(node.orelse, ctx, text=text)),
                     node.negate,
                 )
             )
@@ -201,23 +264,24 @@ def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
         if not isinstance(node, Text):
             out.append(node)
             continue
-        text = node.value
+        value = node.value
         spans = links.get(i)
         if not spans:
             out.append(node)
-            ctx.line += text.count("\n")
+            ctx.line += value.count("\n")
             continue
         last = 0
         for start, end, quoted, url in spans:
-            ctx.line += text.count("\n", last, start)
+            ctx.line += value.count("\n", last, start)
             index = ctx.link_index(url, ctx.line)
             quote = "" if quoted else '"'
-            out.append(Text(text[last:start] + quote + ctx.prefix))
+            prefix = ctx.text_prefix if text else ctx.prefix
+            out.append(Text(value[last:start] + quote + prefix))
             out.append(Var(ctx.token_var))
             out.append(Text(f"/{index}{quote}"))
             last = end
-        ctx.line += text.count("\n", last)
-        out.append(Text(text[last:]))
+        ctx.line += value.count("\n", last)
+        out.append(Text(value[last:]))
     return _merge(out)
 
 
@@ -268,13 +332,48 @@ def _merge(nodes: list[Node]) -> list[Node]:
     return merged
 
 
+def instrument_links(
+    *,
+    html: Iterable[Node],
+    text: Iterable[Node],
+    base_url: str,
+    token_var: str = "_t",  # noqa: S107 (a field name, not a secret)
+) -> tuple[tuple[Node, ...], tuple[Node, ...], list[str]]:
+    """Add click tracking to both bodies and open tracking to the HTML: (html, text, urls).
+
+    The one function every path compiles through (templates_app.services.template_compile:
+    the sends, previews and test sends). The HTML part is tracked as :func:`instrument_html`
+    says, then the text part, through the same index: a destination in both parts is one
+    tracked link, counted once in the report whichever part was clicked.
+
+    * In the text part every ``http://`` or ``https://`` URL written in the template is
+      rewritten to ``{base_url}/t/c/{{_t}}/{index}``. Its end is where a reader would see it:
+      space, ``"``, ``<``, ``>`` or a backtick end it, and trailing ``. , ; : ! ? ' * _ ~``
+      and closing brackets it did not open are left after it (``(see https://x.example/a).``).
+    * Left alone there: a URL that runs into a field or a condition
+      (``https://x.example/?e={{ email }}``), a field holding a URL (``{{ url }}``: the value
+      is the contact's, not a link of the template), and our own tracking URLs (nothing is
+      wrapped twice; the unsubscribe link is the ``{{ unsubscribe_url }}`` field).
+    * The text part gets no pixel and no honeypot link: it has no images, and a person sees
+      every URL in it. The honeypot's index is one past every link of both parts.
+    """
+    base_url = base_url.rstrip("/")
+    ctx = _Context(base_url, token_var)
+    instrumented_html = _instrument(tuple(html), ctx)
+    ctx.part, ctx.line = "text", 1
+    instrumented_text = _instrument(tuple(text), ctx, text=True)
+    trailer = _trailer(base_url, token_var, honeypot_index=len(ctx.urls))
+    return tuple(_pixel(instrumented_html, trailer)), tuple(instrumented_text), ctx.urls
+
+
 def instrument_html(
     nodes: Iterable[Node],
     *,
     base_url: str,
     token_var: str = "_t",  # noqa: S107 (a field name, not a secret)
 ) -> tuple[tuple[Node, ...], list[str]]:
-    """Add click and open tracking to a parsed HTML template.
+    """Add click and open tracking to a parsed HTML template (alone: instrument_links does
+    both parts).
 
     * Every ``<a>`` whose ``href`` is a static ``http(s)://`` URL (no template
       tags in it) gets ``href="{base_url}/t/c/{{_t}}/{index}"``.  ``index`` is
@@ -288,8 +387,5 @@ def instrument_html(
       honeypot link ``<a href="{base_url}/t/c/{{_t}}/{len(urls)}" …></a>``: invisible,
       so only software follows it (see tracking.hits.classify). It is not in the returned list.
     """
-    base_url = base_url.rstrip("/")
-    ctx = _Context(base_url, token_var)
-    instrumented = _instrument(tuple(nodes), ctx)
-    trailer = _trailer(base_url, token_var, honeypot_index=len(ctx.urls))
-    return tuple(_pixel(instrumented, trailer)), ctx.urls
+    html, _, urls = instrument_links(html=nodes, text=(), base_url=base_url, token_var=token_var)
+    return html, urls

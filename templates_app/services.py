@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from templates_app.handlebars import to_handlebars
-from templates_app.instrument import instrument_html
+from templates_app.instrument import instrument_links
 from templates_app.language import PARTS, Node, TemplateLimitError, TemplateSyntaxError, parse
 from templates_app.models import Template
 from templates_app.render import field_names, render
@@ -123,8 +123,10 @@ def _assemble(
     """The parsed parts with tracking (when a base URL is given), checked against SES's size."""
     links: list[str] = []
     if tracking_base_url:
-        html, links = instrument_html(parsed["html"], base_url=tracking_base_url)
-        parsed = {**parsed, "html": html}
+        html, text, links = instrument_links(
+            html=parsed["html"], text=parsed["text"], base_url=tracking_base_url
+        )
+        parsed = {**parsed, "html": html, "text": text}
     compiled = CompiledTemplate(**parsed, links=tuple(links))
     _check_ses_size(compiled)
     return compiled

@@ -384,7 +384,11 @@ def test_bulk_and_rendered_paths_send_the_same_message(
         "subject": 'Hi {{ first_name | default: "there" }} & co',
         "html": '<p>{% if city %}{{ city }}{% else %}nowhere{% endif %} <a href="https://e.x/?a=1&amp;b=2">x</a></p>'
                 '<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
-        "text": "{{ first_name }} in {{ city | default: \"?\" }}",
+        # Text-part URLs: one shared with the HTML (one link row), one of its own with
+        # sentence punctuation after it, one running into a field, and the unsubscribe field.
+        "text": "{{ first_name }} in {{ city | default: \"?\" }}\n"
+                "Shop (https://e.x/?a=1&b=2). More: <https://e.x/more>.\n"
+                "Yours: https://e.x/?c={{ city }} Unsubscribe: {{ unsubscribe_url }}",
     }  # fmt: skip
     from tests.factories import TemplateFactory
 
@@ -417,7 +421,15 @@ def test_bulk_and_rendered_paths_send_the_same_message(
     subject, html, text = messages(bulk)[first.email]
     assert subject == 'Hi Ada "Q" O\'Neil & co'
     assert "Zürich &amp; &lt;Co&gt;" in html
-    assert text == 'Ada "Q" O\'Neil in Zürich & <Co>'
+    base = settings.TRACKING_BASE_URL
+    assert text == (
+        'Ada "Q" O\'Neil in Zürich & <Co>\n'
+        f"Shop ({base}/t/c/TOKEN/0). More: <{base}/t/c/TOKEN/1>.\n"
+        f"Yours: https://e.x/?c=Zürich & <Co> Unsubscribe: {base}/t/u/TOKEN"
+    )
+    for campaign in (bulk, rendered):
+        links = campaign.links.order_by("index").values_list("index", "url")
+        assert list(links) == [(0, "https://e.x/?a=1&b=2"), (1, "https://e.x/more")]
 
 
 def test_editing_the_template_mid_send_changes_nothing(started, ses):

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connections
 
 from campaigns.counters import CounterName, counters_add
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -23,7 +23,7 @@ def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
-        connections.close_all()  # (inside Playwright's context: see tests/e2e/conftest.py)
+        connections.close_all()  # (inside Playwright's context: see tests/conftest.py)
         browser.close()
 
 

@@ -128,6 +128,14 @@ def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_
     assert sent["status"] == "sent", demo.logs()
     campaign_id = sent["campaign_id"]
 
+    # The local endpoint publishes SES's events to the webhook (SESLOCAL_EVENTS_WEBHOOK), signed
+    # with its own certificate, which only the demo's settings trust: every message ends
+    # delivered, as the report counts it.
+    def delivered_count() -> int:
+        return demo.driver("report", str(campaign_id))["delivered"]
+
+    wait_for(lambda: delivered_count() == RECIPIENTS, timeout=150, interval=1, message=demo.logs)
+
     ses = SesEndpoint(f"http://127.0.0.1:{demo.ses_port}")
     stats = ses.stats()
     assert (stats["recipients"], stats["distinct_recipients"]) == (RECIPIENTS, RECIPIENTS)
@@ -143,8 +151,14 @@ def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_
     assert request(demo.web_port, "GET", pixel, headers)[0] == 200
     status, response_headers, _ = request(demo.web_port, "GET", click, headers)
     assert (status, response_headers["Location"]) == (302, SPRING)
+    # The same link in the plain-text part: tracked too, through the same link row.
+    text_click = re.search(rf"{base}(/t/c/\S+/0)\s", messages[0]["text"]).group(1)
+    assert text_click == click
+    text_click = re.search(rf"{base}(/t/c/\S+/0)\s", messages[2]["text"]).group(1)
+    status, response_headers, _ = request(demo.web_port, "GET", text_click, headers)
+    assert (status, response_headers["Location"]) == (302, SPRING)
 
-    # SES reports a delivery and a hard bounce, in an event file as Firehose writes them.
+    # SES reports a delivery (again) and a hard bounce, in an event file as Firehose writes them.
     delivered, bounced = messages[0], messages[1]
     events = tmp_path / "ses-events"
     events.write_text(
@@ -160,9 +174,10 @@ def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_
     assert report["status"] == "sent"
     assert (report["recipients"], report["sent"]) == (RECIPIENTS, RECIPIENTS)
     assert report["opens"] >= 1 and report["clicks"] >= 1
-    assert (report["unique_opens"], report["unique_clicks"]) == (1, 1)
-    assert (report["delivered"], report["bounced_hard"]) == (1, 1)
-    assert report["links"][0] == [SPRING, 1]
+    assert (report["unique_opens"], report["unique_clicks"]) == (1, 2)
+    # The bounce came after the message's delivery: still counted delivered once, and bounced.
+    assert (report["delivered"], report["bounced_hard"]) == (RECIPIENTS, 1)
+    assert report["links"][0] == [SPRING, 2]  # one click from an HTML part, one from a text part
 
     # The counters every writer kept on SQLite are what a recount from the rows gives.
     recount = demo.run("manage.py", "recount_campaign", str(campaign_id))
