@@ -6,12 +6,15 @@ time is "could not check", not broken. Logs carry the campaign id and counts, ne
 link may carry credentials or a recipient's data in its query).
 """
 
+import ipaddress
 import logging
+import socket
 import urllib.error
 import urllib.request
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -64,16 +67,47 @@ def links_check(*, campaign_id: int) -> dict[str, int]:
 
 def link_answer(url: str) -> tuple[str, int | None]:
     """(state, HTTP status) for one link: a GET (some servers refuse HEAD) whose body is not
-    read, redirects followed; only http and https, without credentials."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    read, redirects followed; only http and https, without credentials, and only to public
+    addresses (each redirect too) unless LINK_CHECK_PRIVATE_ADDRESSES."""
+    if not _fetchable(url):
         return S.UNREACHABLE, None
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})  # noqa: S310
+    opener = urllib.request.build_opener(_CheckedRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=LINK_TIMEOUT_SECONDS) as answer:  # noqa: S310
+        with opener.open(request, timeout=LINK_TIMEOUT_SECONDS) as answer:
             status = answer.status
     except urllib.error.HTTPError as err:
         status = err.code
     except (OSError, ValueError):  # refused, timed out, no such host, TLS, bad URL
         return S.UNREACHABLE, None
     return (S.BROKEN if status >= 400 else S.OK), status
+
+
+def _fetchable(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return False
+    return settings.LINK_CHECK_PRIVATE_ADDRESSES or _public_host(parts.hostname)
+
+
+def _public_host(hostname: str) -> bool:
+    """Whether every address the name has is a public one. The check fetches what a marketer
+    typed from inside the servers' network: a link to localhost, 10.0.0.5 or the cloud's
+    metadata address must not let anyone probe what answers there."""
+    try:
+        infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False  # no such host: the fetch could not answer anyway
+    return bool(infos) and all(
+        ipaddress.ip_address(info[4][0].partition("%")[0]).is_global for info in infos
+    )
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to where the first request may go (a public page must not
+    bounce the check onto a private address)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not _fetchable(newurl):
+            raise urllib.error.URLError("redirect to an address the check does not fetch")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -205,3 +205,6 @@ from config.settings.tracking import *  # noqa: E402, F403
 # file is stored in the database and read whole by a worker: 20 MB is ~280,000 rows of a
 # five-column export, checked and written in about a minute each (docs/PERFORMANCE.md).
 CONTACT_IMPORT_MAX_MB = env_int("CONTACT_IMPORT_MAX_MB", 20)
+# The pre-send review's link check fetches public addresses only (not this network's own
+# hosts); on for a site whose newsletters link to an intranet the servers share.
+LINK_CHECK_PRIVATE_ADDRESSES = env_bool("LINK_CHECK_PRIVATE_ADDRESSES", False)

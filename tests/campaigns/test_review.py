@@ -162,7 +162,12 @@ def test_the_confirmation_reviews_again_and_refuses_a_changed_audience(admin_cli
 
 
 class LinkServer(TinyServer):
-    """Answers /ok 200, /missing 404, /error 500; /slow never answers in time."""
+    """Answers /ok 200, /missing 404, /error 500, /inside a redirect to localhost; /slow never
+    answers in time. `hits`: the paths asked for."""
+
+    def __init__(self):
+        self.hits: list[str] = []
+        super().__init__()
 
     def _handle(self, conn):
         with conn:
@@ -174,19 +179,27 @@ class LinkServer(TinyServer):
             if path == "/slow":
                 time.sleep(3)
                 return
+            self.hits.append(path)
+            if path == "/inside":  # a redirect to this same server, named as a private host
+                location = f"http://localhost:{self.port}/ok"
+                conn.sendall(
+                    f"HTTP/1.1 302 X\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+                )
+                return
             status = {"/ok": 200, "/missing": 404, "/error": 500}.get(path, 404)
             conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
 
 
 def test_links_are_checked_in_the_background_and_polled(
-    admin_client, eager_celery, django_capture_on_commit_callbacks, monkeypatch
+    admin_client, eager_celery, django_capture_on_commit_callbacks, monkeypatch, settings
 ):
+    settings.LINK_CHECK_PRIVATE_ADDRESSES = True  # the test's server is on 127.0.0.1
     monkeypatch.setattr(linkcheck, "LINK_TIMEOUT_SECONDS", 0.5)
     server = LinkServer()
     paths = ["ok", "missing", "error", "slow"]
     html = "".join(f'<a href="{server.url}/{p}">{p}</a>' for p in paths)
     campaign = CampaignFactory(
-        contact_list=list_with_contacts(1), template=TemplateFactory(html=html)
+        contact_list=list_with_contacts(1), template=TemplateFactory(html=html, text="Hi")
     )
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
         page = admin_client.get(review_url(campaign)).content.decode()
@@ -313,3 +326,28 @@ def test_the_confirmation_needs_the_csrf_token(admin_user):
     assert confirm_send_now(client, campaign).status_code == 403
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "169.254.169.254", "10.0.0.5"],  # noqa: S104
+)
+def test_the_link_check_never_fetches_the_servers_own_network(host):
+    server = LinkServer()
+    assert linkcheck.link_answer(f"http://{host}:{server.port}/ok") == ("unreachable", None)
+    assert server.hits == []
+
+
+def test_a_redirect_into_the_servers_own_network_is_not_followed(monkeypatch):
+    server = LinkServer()
+    # The first hop passes as public; where it redirects (localhost) must still be refused.
+    monkeypatch.setattr(linkcheck, "_public_host", lambda host: host == "127.0.0.1")
+    assert linkcheck.link_answer(f"{server.url}/inside") == ("unreachable", None)
+    assert server.hits == ["/inside"]
+
+
+def test_private_addresses_are_fetched_when_the_site_allows_it(settings):
+    settings.LINK_CHECK_PRIVATE_ADDRESSES = True
+    server = LinkServer()
+    assert linkcheck.link_answer(f"{server.url}/inside") == ("ok", 200)
+    assert server.hits == ["/inside", "/ok"]
