@@ -21,6 +21,7 @@ from campaigns.admin.local_time import campaign_wave_rows
 from campaigns.contact_fields import contact_time_zone_check
 from campaigns.imports import IMPORT_FIELDS
 from campaigns.models import Campaign, Contact, Membership, Notification
+from campaigns.preferences import user_preferences_update
 from tests.factories import CampaignFactory, ContactFactory, ContactListFactory
 
 pytestmark = pytest.mark.django_db
@@ -405,3 +406,28 @@ def test_the_contact_form_refuses_an_unknown_time_zone_with_the_reason(admin_cli
     assert response.status_code == 302
     contact.refresh_from_db()
     assert contact.time_zone == "Europe/Paris"
+
+
+def test_the_schedule_form_and_its_review_schedule_the_waves(admin_client, admin_user):
+    """The option goes from the schedule form through the review to its confirmation, with
+    the wall time as typed in the chosen zone."""
+    user_preferences_update(user=admin_user, time_zone="Europe/Paris")
+    contact_list = ContactListFactory()
+    for zone in ("Asia/Tokyo", "", "America/New_York"):
+        Membership.objects.create(contact_list=contact_list, contact=ContactFactory(time_zone=zone))
+    campaign = CampaignFactory(contact_list=contact_list)
+    base = f"/admin/campaigns/campaign/{campaign.pk}"
+    form = {"send_at": "2031-01-15T09:00", "time_zone": "Europe/Paris", "local_time": "on"}
+
+    review = admin_client.post(f"{base}/schedule/", form, follow=True)
+    page = review.content.decode()
+    assert "Schedule for 3 recipients at 2031-01-15 09:00 in each contact" in page
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT
+
+    confirm = {"send_at": "2031-01-15T09:00:00+01:00", "recipients": "3", "local_time": "1"}
+    admin_client.post(f"{base}/review/", confirm)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert campaign.local_send_time == waves.wall_time_text(datetime(2031, 1, 15, 9))
+    assert campaign.local_fallback_zone == "Europe/Paris"
+    assert campaign.scheduled_at == datetime(2031, 1, 15, 0, tzinfo=UTC)  # 09:00 in Tokyo

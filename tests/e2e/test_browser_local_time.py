@@ -1,7 +1,8 @@
 """Send at this local time in each contact's time zone, in a real browser: a contact's time
 zone on its page, the schedule option on the campaign page, and the waves it shows."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -38,23 +39,27 @@ def test_schedule_at_local_time_shows_the_waves_and_refuses_a_passed_zone(
     )
     campaign = CampaignFactory(contact_list=contact_list)
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
-    assert "no time zone get it at this time in your time zone" in page.inner_text(
+    assert "no time zone get it at this time in the zone above" in page.inner_text(
         ".campaign-schedule"
     )
 
-    # Today 00:01 has passed in Tokyo whatever the time: refused, with the reason.
-    today = datetime.now(UTC).date()
-    page.fill("#campaign-send-at", f"{today:%Y-%m-%d}T00:01")
-    page.check("#campaign-local-time")
-    page.click("button:has-text('Schedule')")
+    # A minute ago on Tokyo's clock: still to come in Paris (the review lets it through), past
+    # in Tokyo, so the confirmation refuses it with the reason.
+    passed = datetime.now(ZoneInfo("Asia/Tokyo")) - timedelta(minutes=1)
+    page.fill("#schedule_send_at", f"{passed:%Y-%m-%dT%H:%M}")
+    page.check("#schedule_local_time")
+    page.click("button:has-text('Review and schedule')")
+    page.click("button:has-text('in each contact')")
     page.wait_for_selector("text=has already passed in Asia/Tokyo")
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
 
-    page.fill("#campaign-send-at", "2031-01-15T09:00")
-    page.check("#campaign-local-time")
-    page.click("button:has-text('Schedule')")
-    page.wait_for_selector("text=Scheduled.")
+    page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
+    page.fill("#schedule_send_at", "2031-01-15T09:00")
+    page.check("#schedule_local_time")
+    page.click("button:has-text('Review and schedule')")
+    page.click("button:has-text('Schedule for 6 recipients at 2031-01-15 09:00 in each contact')")
+    page.wait_for_selector("text=Scheduled for 2031-01-15 09:00 in each contact's time zone.")
     waves = page.inner_text("#campaign-waves")
     assert "in 3 waves" in waves
     assert "Next: 2 recipients at 09:00 Asia/Tokyo = 2031-01-15 00:00 UTC" in waves
