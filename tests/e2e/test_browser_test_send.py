@@ -14,6 +14,9 @@ def test_a_test_send_from_the_campaign_page_arrives_once_and_counts_nothing(page
     first = campaign.contact_list.contacts.order_by("id").first()
     Contact.objects.filter(pk=first.pk).update(first_name="Ada")
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
+    # The box sits below the campaign's form, not behind it (the admin floats the form).
+    form, proof = (page.locator(sel).bounding_box() for sel in ("#campaign_form", "#test-send"))
+    assert proof["y"] >= form["y"] + form["height"] - 1, (form, proof)
 
     page.fill("#proof-addresses", "proof@example.net")
     page.click("button:has-text('Send test')")
