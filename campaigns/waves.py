@@ -11,7 +11,6 @@ their own moment (the ledger's unique (campaign, contact) still sends nobody twi
 last wave takes every remaining member, whatever their zone.
 """
 
-import functools
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from django.db.models import Count
 
 from campaigns.models import Campaign
+from campaigns.preferences import known_time_zones
 from campaigns.selectors import audience_memberships
 
 WALL_TIME_FORMAT = "%Y-%m-%dT%H:%M"
@@ -31,15 +31,10 @@ class Wave:
     recipients: int
 
 
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
 def zone_or_fallback(name: str, fallback: str) -> str:
     """The zone a contact is sent in: theirs if it is a known zone, else the fallback (the
     scheduling user's): a blank or stale name must not hold a contact back forever."""
-    return name if name in _known_zones() else fallback
+    return name if name in known_time_zones() else fallback
 
 
 def zone_moment(wall: datetime, zone: str) -> datetime:
