@@ -21,7 +21,8 @@ EXCLUDED_REASONS = {
 
 def audience_memberships(*, contact_list_id: int) -> QuerySet[Membership]:
     """The members a campaign to this list sends to: the one audience rule, read by the
-    freeze (services._freeze_audience), the sendable check and the pre-send review.
+    freeze (services._freeze_audience), the sendable check, the pre-send review and the
+    local-time waves (waves.audience_zones).
 
     Left out: members who unsubscribed from this list (Membership.unsubscribed_at) and contacts
     who are not active (unsubscribed from all mail, bounced, complained).

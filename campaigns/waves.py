@@ -11,14 +11,15 @@ their own moment (the ledger's unique (campaign, contact) still sends nobody twi
 last wave takes every remaining member, whatever their zone.
 """
 
-import functools
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection
+from django.db.models import Count
 
-from campaigns.models import Campaign, Contact, Membership
+from campaigns.models import Campaign
+from campaigns.preferences import known_time_zones
+from campaigns.selectors import audience_memberships
 
 WALL_TIME_FORMAT = "%Y-%m-%dT%H:%M"
 
@@ -30,15 +31,10 @@ class Wave:
     recipients: int
 
 
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
 def zone_or_fallback(name: str, fallback: str) -> str:
     """The zone a contact is sent in: theirs if it is a known zone, else the fallback (the
     scheduling user's): a blank or stale name must not hold a contact back forever."""
-    return name if name in _known_zones() else fallback
+    return name if name in known_time_zones() else fallback
 
 
 def zone_moment(wall: datetime, zone: str) -> datetime:
@@ -60,17 +56,15 @@ def wall_time_parse(text: str) -> datetime:
 
 
 def audience_zones(*, contact_list_id: int) -> dict[str, int]:
-    """Active, subscribed members of the list per stored time zone (blank included): what a
-    freeze would take now, counted in one grouped read of the list's memberships."""
-    m, c = Membership._meta.db_table, Contact._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.time_zone, COUNT(*) FROM {m} m JOIN {c} c ON c.id = m.contact_id "  # noqa: S608
-            "WHERE m.contact_list_id = %s AND m.unsubscribed_at IS NULL AND c.status = %s "
-            "GROUP BY c.time_zone",
-            [contact_list_id, Contact.Status.ACTIVE],
-        )
-        return dict(cursor.fetchall())
+    """The audience (selectors.audience_memberships, the one audience rule) per stored time
+    zone (blank included): what a freeze would take now, counted in one grouped read."""
+    rows = (
+        audience_memberships(contact_list_id=contact_list_id)
+        .order_by()
+        .values_list("contact__time_zone")
+        .annotate(recipients=Count("pk"))
+    )
+    return dict(rows)
 
 
 def waves_plan(*, wall: datetime, fallback_zone: str, zone_counts: dict[str, int]) -> list[Wave]:

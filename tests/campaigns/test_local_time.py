@@ -169,6 +169,25 @@ def accepted(ses, campaign: Campaign) -> Counter:
     return Counter(address for m in messages for address in m["recipients"])
 
 
+def first_wave_started(capture_on_commit) -> tuple[Campaign, list[waves.Wave]]:
+    """make_local_campaign, scheduled (schedule) and started by beat: its first wave (Tokyo,
+    3 recipients) frozen and sent."""
+    campaign = make_local_campaign()
+    plan = schedule(campaign)
+    clock_moves_to(campaign, plan[0].moment)
+    with capture_on_commit(execute=True):
+        services.campaigns_start_due()
+    return campaign, plan
+
+
+def assert_sent_to_everyone_once(ses, campaign: Campaign) -> None:
+    """Sent, and SES accepted it once for each of make_local_campaign's 8 recipients."""
+    campaign.refresh_from_db()
+    assert campaign.status == C.SENT
+    assert set(accepted(ses, campaign).values()) == {1}
+    assert len(accepted(ses, campaign)) == 8
+
+
 def test_scheduling_refuses_a_time_already_past_in_some_zone_and_unschedule_forgets_it(ses):
     campaign = make_local_campaign()
     day = timezone.now().astimezone(UTC).date()
@@ -256,11 +275,7 @@ def test_each_wave_starts_only_when_due_and_everyone_gets_it_once(
 def test_a_freeze_lost_between_waves_is_redone_by_the_sweeper_and_sends_nobody_twice(
     ses, eager_celery, django_capture_on_commit_callbacks
 ):
-    campaign = make_local_campaign()
-    plan = schedule(campaign)
-    clock_moves_to(campaign, plan[0].moment)
-    with django_capture_on_commit_callbacks(execute=True):
-        services.campaigns_start_due()
+    campaign, plan = first_wave_started(django_capture_on_commit_callbacks)
 
     # Beat takes the second wave, and the worker dies before its freeze runs: the task is lost.
     clock_moves_to(campaign, plan[1].moment)
@@ -291,21 +306,14 @@ def test_a_freeze_lost_between_waves_is_redone_by_the_sweeper_and_sends_nobody_t
     with django_capture_on_commit_callbacks(execute=True):
         services.campaign_waves_start_due()
         services.campaign_freeze(campaign_id=campaign.pk)  # and once more, late
-    campaign.refresh_from_db()
-    assert campaign.status == C.SENT
+    assert_sent_to_everyone_once(ses, campaign)
     assert Notification.objects.filter(campaign=campaign).count() == 8
-    assert set(accepted(ses, campaign).values()) == {1}
-    assert len(accepted(ses, campaign)) == 8
 
 
 def test_a_contact_who_moves_to_a_passed_zone_goes_with_the_next_wave(
     ses, eager_celery, django_capture_on_commit_callbacks
 ):
-    campaign = make_local_campaign()
-    plan = schedule(campaign)
-    clock_moves_to(campaign, plan[0].moment)
-    with django_capture_on_commit_callbacks(execute=True):
-        services.campaigns_start_due()
+    campaign, plan = first_wave_started(django_capture_on_commit_callbacks)
     # A Bogota contact moves to Tokyo, whose wave has gone; and a Tokyo one to Bogota (frozen
     # already: it is not sent again).
     mover = Contact.objects.filter(time_zone="America/Bogota").first()
@@ -320,20 +328,13 @@ def test_a_contact_who_moves_to_a_passed_zone_goes_with_the_next_wave(
     clock_moves_to(campaign, plan[2].moment)
     with django_capture_on_commit_callbacks(execute=True):
         services.campaign_waves_start_due()
-    campaign.refresh_from_db()
-    assert campaign.status == C.SENT
-    assert set(accepted(ses, campaign).values()) == {1}
-    assert len(accepted(ses, campaign)) == 8
+    assert_sent_to_everyone_once(ses, campaign)
 
 
 def test_pause_before_a_wave_holds_it_until_resume(
     ses, eager_celery, django_capture_on_commit_callbacks
 ):
-    campaign = make_local_campaign()
-    plan = schedule(campaign)
-    clock_moves_to(campaign, plan[0].moment)
-    with django_capture_on_commit_callbacks(execute=True):
-        services.campaigns_start_due()
+    campaign, plan = first_wave_started(django_capture_on_commit_callbacks)
     services.campaign_pause(campaign=campaign)
 
     clock_moves_to(campaign, plan[1].moment)
@@ -349,20 +350,13 @@ def test_pause_before_a_wave_holds_it_until_resume(
     clock_moves_to(campaign, plan[2].moment)
     with django_capture_on_commit_callbacks(execute=True):
         services.campaign_waves_start_due()
-    campaign.refresh_from_db()
-    assert campaign.status == C.SENT
-    assert set(accepted(ses, campaign).values()) == {1}
-    assert len(accepted(ses, campaign)) == 8
+    assert_sent_to_everyone_once(ses, campaign)
 
 
 def test_cancel_before_a_wave_sends_no_later_wave(
     ses, eager_celery, django_capture_on_commit_callbacks
 ):
-    campaign = make_local_campaign()
-    plan = schedule(campaign)
-    clock_moves_to(campaign, plan[0].moment)
-    with django_capture_on_commit_callbacks(execute=True):
-        services.campaigns_start_due()
+    campaign, plan = first_wave_started(django_capture_on_commit_callbacks)
     services.campaign_cancel(campaign=campaign)
 
     clock_moves_to(campaign, plan[2].moment)
