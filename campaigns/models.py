@@ -10,10 +10,11 @@ from django.db import models
 
 class Contact(models.Model):
     class Status(models.TextChoices):
-        ACTIVE = "active"
-        UNSUBSCRIBED = "unsubscribed"
-        BOUNCED = "bounced"  # hard bounce: the address does not exist
-        COMPLAINED = "complained"  # marked as spam
+        # Values are what the database and the API keep; labels are what a marketer reads.
+        ACTIVE = "active", "Gets mail"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed from all mail"
+        BOUNCED = "bounced", "Bounced (address does not exist)"  # hard bounce
+        COMPLAINED = "complained", "Marked an email as spam"
 
     # Normalized by contact_normalize_email (trimmed, lower-cased): unique regardless of case.
     email = models.EmailField(max_length=254, unique=True)

@@ -16,12 +16,6 @@ from campaigns import audiences
 from campaigns.models import Contact, ContactList, CustomField, Membership
 
 S = Contact.Status
-STATUS_WORDS = {
-    S.ACTIVE: "Gets mail",
-    S.UNSUBSCRIBED: "Unsubscribed from all mail",
-    S.BOUNCED: "Bounced (address does not exist)",
-    S.COMPLAINED: "Marked an email as spam",
-}
 FIELD_PREFIX = "custom__"
 
 
@@ -188,7 +182,7 @@ class ContactAudiencesMixin:
 
     @admin.display(description="Status", ordering="status")
     def status_shown(self, obj) -> str:
-        words = STATUS_WORDS.get(obj.status, obj.status)
+        words = obj.get_status_display()
         left = getattr(obj, "list_unsubscribes", None) or 0
         if obj.status == S.ACTIVE and left:
             words += f", but unsubscribed from {left} list{'s' if left > 1 else ''}"
@@ -222,7 +216,7 @@ class ContactAudiencesMixin:
         if contact is not None and self.has_view_or_change_permission(request, contact):
             can_change = self.has_change_permission(request, contact)
             extra_context["audience"] = {
-                "status": STATUS_WORDS.get(contact.status, contact.status),
+                "status": contact.get_status_display(),
                 "suppressed": contact.status in (S.BOUNCED, S.COMPLAINED),
                 "can_resubscribe": can_change and contact.status != S.ACTIVE,
                 "can_resubscribe_lists": can_change and self.has_list_change_permission(request),
@@ -280,7 +274,7 @@ class ContactAudiencesMixin:
             "title": "Resubscribe",
             "contact": contact,
             "contact_list": contact_list,
-            "status": STATUS_WORDS.get(contact.status, contact.status),
+            "status": contact.get_status_display(),
             "suppressed": suppressed,
             "bounced": contact.status == S.BOUNCED,
             "form": form,

@@ -124,6 +124,8 @@ def test_the_contact_list_shows_list_level_unsubscribes(admin_client, mixed_list
     only_left = Contact.objects.filter(membership__unsubscribed_at__isnull=False, status=S.ACTIVE)
     page = admin_client.get(CONTACTS_URL).content.decode()
     assert "Gets mail, but unsubscribed from 1 list" in page
+    # The status filter says it in the same words as the column (the status's own labels).
+    assert ">Marked an email as spam</a>" in page and ">Complained</a>" not in page
     filtered = admin_client.get(CONTACTS_URL + "?list_unsubscribed=yes").content.decode()
     for contact in only_left:
         assert contact.email in filtered

@@ -6,6 +6,7 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 
 from campaigns.counters import CounterName, counters_add
 from campaigns.quota import ses_send_quota_forget
@@ -96,6 +97,14 @@ def test_the_dashboard_shows_recent_campaigns_rates_and_list_sizes():
     assert re.search(r"Spring &lt;readers&gt;</a></th>\s*<td>3</td>", dashboard)
     assert "app-campaigns" in page  # Django's list of pages stays, below the dashboard
     assert page.index('id="dashboard"') < page.index("app-campaigns")
+
+
+def test_the_dashboard_words_a_campaign_status_as_the_campaign_list_does():
+    due = CampaignFactory(name="Due", status="scheduled", scheduled_at=timezone.now())
+    client = _client(superuser=False)
+    page = client.get("/admin/").content.decode()
+    assert re.search(rf'{due.pk}/change/">Due</a></th>\s*<td>Starting</td>', page)
+    assert "Starting" in client.get("/admin/campaigns/campaign/").content.decode()
 
 
 def test_the_dashboard_reads_the_send_quota_from_ses(ses):

@@ -6,34 +6,14 @@ sit behind a confirmation) and rows are accepted as the send path writes them, b
 import pytest
 
 from campaigns import services
-from campaigns.counters import CounterName
-from campaigns.ledger import ledger_transition
-from campaigns.models import Campaign, Notification
-from tests.factories import CampaignFactory, NotificationFactory, list_with_contacts
+from campaigns.models import Campaign
+from tests.factories import CampaignFactory, list_with_contacts
+from tests.progress_helpers import accept, sending_campaign
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 C = Campaign.Status
-N = Notification.Status
 POLL_MS = 10_000  # the page polls every 2 s; room for a slow shared machine
-
-
-def _sending(n: int) -> tuple[Campaign, list[int]]:
-    campaign = CampaignFactory(contact_list=list_with_contacts(n))
-    Campaign.objects.filter(pk=campaign.pk).update(status=C.SENDING, recipient_count=n)
-    ids = [
-        NotificationFactory(campaign=campaign, contact=contact).pk
-        for contact in campaign.contact_list.contacts.order_by("id")
-    ]
-    campaign.refresh_from_db()
-    return campaign, ids
-
-
-def _accept(campaign: Campaign, ids: list[int]) -> None:
-    ledger_transition(
-        ids=ids, from_statuses={N.CREATED, N.SENDING}, to=N.SENT,
-        message_ids={i: f"m-{i}" for i in ids}, counter=(campaign.pk, CounterName.SENT),
-    )  # fmt: skip
 
 
 def _wait_text(page, field: str, text: str) -> None:
@@ -46,17 +26,17 @@ def _wait_text(page, field: str, text: str) -> None:
 
 
 def test_the_bar_follows_accepted_rows_also_while_paused(page, live_server):
-    campaign, ids = _sending(30)
+    campaign, ids = sending_campaign(30)
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
     assert page.inner_text("[data-field=done]") == "0"
 
-    _accept(campaign, ids[:7])
+    accept(campaign, ids[:7])
     _wait_text(page, "done", "7")
     assert page.get_attribute("[data-field=progressbar]", "aria-valuenow") == "23"
 
     services.campaign_pause(campaign=campaign)
     _wait_text(page, "status", "Paused")  # the page reloads on the change of status
-    _accept(campaign, ids[7:20])  # rows claimed before the pause finish
+    accept(campaign, ids[7:20])  # rows claimed before the pause finish
     _wait_text(page, "done", "20")
     assert page.inner_text("[data-field=summary]") == "Paused: 20 of 30 sent so far, 10 waiting"
     width = page.eval_on_selector("[data-field=bar]", "el => el.style.width")
@@ -64,9 +44,9 @@ def test_the_bar_follows_accepted_rows_also_while_paused(page, live_server):
 
 
 def test_a_cancelled_campaign_says_what_was_and_was_not_sent(page, live_server):
-    campaign, ids = _sending(10)
+    campaign, ids = sending_campaign(10)
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
-    _accept(campaign, ids[:4])
+    accept(campaign, ids[:4])
     _wait_text(page, "done", "4")
 
     services.campaign_cancel(campaign=campaign)

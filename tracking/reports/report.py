@@ -317,18 +317,38 @@ def campaign_report(*, campaign_id: int, time_zone: tzinfo = UTC) -> CampaignRep
         .order_by("index")
         .values_list("index", "url")
     ]
-    plain = {name: count(name, 0) for name in PLAIN_COUNTERS}
-    return CampaignReport(
+    return _report(
         campaign_id=campaign_id,
         status=campaign["status"],
-        status_label=campaign_status_label(
-            status=campaign["status"], scheduled_at=campaign["scheduled_at"]
-        ),
+        scheduled_at=campaign["scheduled_at"],
         recipients=campaign["recipient_count"],
+        counters=counters,
         links=links,
         timeline=timeline_from_counters(counters, time_zone=time_zone),
+    )
+
+
+def _report(
+    *,
+    campaign_id: int,
+    status: str,
+    scheduled_at: datetime | None,
+    recipients: int,
+    counters: dict[str, int],
+    links: list[LinkClicks],
+    timeline: Timeline,
+) -> CampaignReport:
+    """The report of one campaign from its row's fields and its counters: how both
+    campaign_report and campaign_summaries build it."""
+    return CampaignReport(
+        campaign_id=campaign_id,
+        status=status,
+        status_label=campaign_status_label(status=status, scheduled_at=scheduled_at),
+        recipients=recipients,
+        links=links,
+        timeline=timeline,
         counters=counters,
-        **plain,
+        **{name: counters.get(name, 0) for name in PLAIN_COUNTERS},
     )
 
 
@@ -384,15 +404,14 @@ def campaign_summaries(*, campaign_ids: Iterable[int]) -> dict[int, CampaignRepo
         counters[campaign_id][name] = value
     no_timeline = timeline_from_counters({})
     return {
-        pk: CampaignReport(
+        pk: _report(
             campaign_id=pk,
             status=status,
-            status_label=campaign_status_label(status=status, scheduled_at=scheduled_at),
+            scheduled_at=scheduled_at,
             recipients=recipient_count,
+            counters=counters[pk],
             links=[],
             timeline=no_timeline,
-            counters=counters[pk],
-            **{name: counters[pk].get(name, 0) for name in PLAIN_COUNTERS},
         )
         for pk, status, scheduled_at, recipient_count in campaigns
     }

@@ -9,38 +9,16 @@ from django.utils import timezone
 
 from campaigns import services
 from campaigns.counters import CounterName, counters_add
-from campaigns.ledger import ledger_transition
 from campaigns.models import Campaign, Notification
 from campaigns.preferences import user_preferences_update
-from tests.factories import CampaignFactory, NotificationFactory, list_with_contacts
+from tests.factories import CampaignFactory, list_with_contacts
+from tests.progress_helpers import accept, sending_campaign
 from tracking.reports.report import campaign_report
 
 pytestmark = pytest.mark.django_db
 
 C = Campaign.Status
 N = Notification.Status
-
-
-def _sending(n: int, *, status: str = C.SENDING) -> tuple[Campaign, list[int]]:
-    """A campaign mid-send: `n` recipients frozen into the ledger, none handed to SES yet."""
-    campaign = CampaignFactory(contact_list=list_with_contacts(n))
-    Campaign.objects.filter(pk=campaign.pk).update(
-        status=status, recipient_count=n, started_at=timezone.now()
-    )
-    ids = [
-        NotificationFactory(campaign=campaign, contact=contact).pk
-        for contact in campaign.contact_list.contacts.order_by("id")
-    ]
-    campaign.refresh_from_db()
-    return campaign, ids
-
-
-def _accept(campaign: Campaign, ids: list[int]) -> None:
-    """SES accepts these rows, written as the send path writes them (row and counter at once)."""
-    ledger_transition(
-        ids=ids, from_statuses={N.CREATED, N.SENDING}, to=N.SENT,
-        message_ids={i: f"m-{i}" for i in ids}, counter=(campaign.pk, CounterName.SENT),
-    )  # fmt: skip
 
 
 def _progress(client, campaign: Campaign) -> dict:
@@ -51,14 +29,14 @@ def _progress(client, campaign: Campaign) -> dict:
 
 
 def test_progress_counts_each_accepted_row_at_once_below_a_batch_and_while_paused(admin_client):
-    campaign, ids = _sending(30)  # well below one batch (500)
-    _accept(campaign, ids[:7])
+    campaign, ids = sending_campaign(30)  # well below one batch (500)
+    accept(campaign, ids[:7])
     progress = _progress(admin_client, campaign)
     assert (progress["sent"], progress["progress_percent"], progress["final"]) == (7, 23, False)
     assert progress["summary"] == "Sending: 7 of 30 sent so far, 23 waiting"
 
     services.campaign_pause(campaign=campaign)
-    _accept(campaign, ids[7:20])  # rows claimed before the pause still finish
+    accept(campaign, ids[7:20])  # rows claimed before the pause still finish
     progress = _progress(admin_client, campaign)
     assert (progress["status"], progress["status_label"]) == ("paused", "Paused")
     assert (progress["sent"], progress["progress_percent"], progress["final"]) == (20, 66, False)
@@ -66,16 +44,16 @@ def test_progress_counts_each_accepted_row_at_once_below_a_batch_and_while_pause
 
 
 def test_the_bar_reaches_100_only_when_every_recipient_was_accepted():
-    campaign, ids = _sending(1000)
-    _accept(campaign, ids[:999])
+    campaign, ids = sending_campaign(1000)
+    accept(campaign, ids[:999])
     assert campaign_report(campaign_id=campaign.pk).progress_percent == 99
-    _accept(campaign, ids[999:])
+    accept(campaign, ids[999:])
     assert campaign_report(campaign_id=campaign.pk).progress_percent == 100
 
 
 def test_a_cancelled_campaign_says_how_many_were_sent_and_not_sent(admin_client):
-    campaign, ids = _sending(10)
-    _accept(campaign, ids[:4])
+    campaign, ids = sending_campaign(10)
+    accept(campaign, ids[:4])
     services.campaign_cancel(campaign=campaign)
 
     report = campaign_report(campaign_id=campaign.pk)
@@ -89,8 +67,8 @@ def test_a_cancelled_campaign_says_how_many_were_sent_and_not_sent(admin_client)
 
 
 def test_a_failed_campaign_with_unknown_outcomes_keeps_them_apart():
-    campaign, ids = _sending(1000)
-    _accept(campaign, ids[:400])
+    campaign, ids = sending_campaign(1000)
+    accept(campaign, ids[:400])
     counters_add(campaign_id=campaign.pk, deltas={CounterName.UNKNOWN: 3})
     services.campaign_fail_sending(campaign_id=campaign.pk, reason="template broke")
     report = campaign_report(campaign_id=campaign.pk)
@@ -123,7 +101,7 @@ def test_a_campaign_scheduled_for_later_reads_scheduled(admin_client):
 
 
 def test_notification_statuses_read_as_a_marketer_would_and_keep_their_values(admin_client):
-    campaign, ids = _sending(2)
+    campaign, ids = sending_campaign(2)
     Notification.objects.filter(pk=ids[0]).update(status=N.COMPLAINED)
     Notification.objects.filter(pk=ids[1]).update(status=N.SKIPPED)
     listing = admin_client.get("/admin/campaigns/notification/").content.decode()
