@@ -294,9 +294,18 @@ class EventPublisher:
             self._wake.notify()
         self._thread.join(timeout=self.config.timeout + 1)
 
-    def pending(self) -> int:
+    def stats(self) -> dict[str, Any]:
+        """``GET /_local/events``'s counts."""
         with self._wake:
-            return len(self._queue)
+            pending = len(self._queue)
+        return {
+            "enabled": True,
+            "pending": pending,
+            "published": self.published,
+            "dropped": self.dropped,
+            "topic_arn": self.config.topic_arn,
+            "signing_cert_url": self.cert_url,
+        }
 
     # --- publishing (its own thread) ----------------------------------------------------
 

@@ -397,16 +397,7 @@ class Handler(BaseHTTPRequestHandler):
             self._respond(200, backend.events.signer.pem, "application/x-pem-file")
         elif method == "GET" and path == "/_local/events":
             events = backend.events
-            self._json(
-                200,
-                {"enabled": events is not None}
-                | (
-                    {"pending": events.pending(), "published": events.published,
-                     "dropped": events.dropped, "topic_arn": events.config.topic_arn,
-                     "signing_cert_url": events.cert_url}
-                    if events is not None else {}
-                ),
-            )  # fmt: skip
+            self._json(200, events.stats() if events is not None else {"enabled": False})
         elif method == "GET" and path == "/_local/health":
             self._json(200, {"ok": True, "sends_in_progress": self.server.sends.count})
         elif method == "GET" and path == "/_local/config":
