@@ -10,6 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# The SNS topic the local endpoint publishes SES's events as, and the webhook pins.
+DEMO_TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:mailwright-demo"
+# The SES webhook's basic auth (user:password), which the local endpoint posts with.
+DEMO_WEBHOOK_SECRET = "demo:demo-webhook-secret"  # noqa: S105 (the demo's, on this machine)
 
 DEMO_ENV = {
     "DJANGO_DEBUG": "1",
@@ -20,14 +24,14 @@ DEMO_ENV = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",  # the local endpoint accepts any credentials
     "TRACKING_BASE_URL": "http://127.0.0.1:8000",
-    "ANYMAIL_WEBHOOK_SECRET": "demo:demo-webhook-secret",
+    "ANYMAIL_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET,
     # The local endpoint publishes SES's events (Send, Delivery, Bounce, Complaint) to the
     # webhook a second after each send, as SNS notifications of this topic, signed with its own
     # certificate (seslocal/events.py; docs/LOCAL_SES.md).
-    "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:000000000000:mailwright-demo",
-    "SESLOCAL_EVENTS_TOPIC_ARN": "arn:aws:sns:us-east-1:000000000000:mailwright-demo",
+    "SNS_TOPIC_ARNS": DEMO_TOPIC_ARN,
+    "SESLOCAL_EVENTS_TOPIC_ARN": DEMO_TOPIC_ARN,
     "SESLOCAL_EVENTS_WEBHOOK": (
-        "http://demo:demo-webhook-secret@127.0.0.1:8000/webhooks/anymail/amazon_ses/tracking/"
+        f"http://{DEMO_WEBHOOK_SECRET}@127.0.0.1:8000/webhooks/anymail/amazon_ses/tracking/"
     ),
     "CAMPAIGN_START_POLL_SECONDS": "5",
 }

@@ -39,11 +39,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .messages import OutMessage
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 logger = logging.getLogger("seslocal.events")
 
@@ -187,30 +191,41 @@ def ses_events(message: OutMessage, *, delay: float) -> list[tuple[float, dict[s
     return events
 
 
+def self_signed_rsa(
+    common_name: str, *, key_size: int = 2048
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """An RSA key and its self-signed certificate (valid from a day ago for a year), as a
+    stand-in for SNS's: this endpoint's, and the tests' signer (tests/sns_signing.py)."""
+    # Imported here: only a server publishing events needs them (cryptography is one of the
+    # project's own dependencies).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
 class SnsSigner:
     """A key and its self-signed certificate: SNS's role, for this endpoint's events."""
 
     def __init__(self) -> None:
-        # Imported here: only a server publishing events needs them (cryptography is one of
-        # the project's own dependencies).
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
+        from cryptography.hazmat.primitives import serialization
 
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.seslocal")])
-        now = datetime.now(UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(datetime.fromtimestamp(now.timestamp() - 86_400, UTC))
-            .not_valid_after(datetime.fromtimestamp(now.timestamp() + 365 * 86_400, UTC))
-            .sign(self._key, hashes.SHA256())
-        )
+        self._key, cert = self_signed_rsa("sns.seslocal")
         self.pem = cert.public_bytes(serialization.Encoding.PEM)
         fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         self.cert_path = f"/SimpleNotificationService-seslocal-{fingerprint[:32]}.pem"
@@ -220,6 +235,8 @@ class SnsSigner:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
+        # tracking.ses_events.sns.sns_string_to_sign's for a Notification, written again:
+        # seslocal never imports the product.
         keys = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
         text = "".join(f"{key}\n{message[key]}\n" for key in keys if key in message)
         signature = self._key.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
@@ -277,9 +294,18 @@ class EventPublisher:
             self._wake.notify()
         self._thread.join(timeout=self.config.timeout + 1)
 
-    def pending(self) -> int:
+    def stats(self) -> dict[str, Any]:
+        """``GET /_local/events``'s counts."""
         with self._wake:
-            return len(self._queue)
+            pending = len(self._queue)
+        return {
+            "enabled": True,
+            "pending": pending,
+            "published": self.published,
+            "dropped": self.dropped,
+            "topic_arn": self.config.topic_arn,
+            "signing_cert_url": self.cert_url,
+        }
 
     # --- publishing (its own thread) ----------------------------------------------------
 

@@ -123,13 +123,15 @@ class SesLocalServer(ThreadingHTTPServer):
         self.handling = threading.Lock()
         self.sends = InProgress()
         super().__init__(address, Handler)
+        if backend.settings.events is not None:
+            self._events_start(backend.settings.events)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def events_start(self, config: EventsConfig) -> None:
+    def _events_start(self, config: EventsConfig) -> None:
         """Publish SES events of what is accepted (seslocal.events), with the signing
         certificate served here: from the address listened on, or 127.0.0.1 on a wildcard."""
         host, port = self.server_address[:2]
@@ -397,16 +399,7 @@ class Handler(BaseHTTPRequestHandler):
             self._respond(200, backend.events.signer.pem, "application/x-pem-file")
         elif method == "GET" and path == "/_local/events":
             events = backend.events
-            self._json(
-                200,
-                {"enabled": events is not None}
-                | (
-                    {"pending": events.pending(), "published": events.published,
-                     "dropped": events.dropped, "topic_arn": events.config.topic_arn,
-                     "signing_cert_url": events.cert_url}
-                    if events is not None else {}
-                ),
-            )  # fmt: skip
+            self._json(200, events.stats() if events is not None else {"enabled": False})
         elif method == "GET" and path == "/_local/health":
             self._json(200, {"ok": True, "sends_in_progress": self.server.sends.count})
         elif method == "GET" and path == "/_local/config":
@@ -495,8 +488,6 @@ def serve_in_thread(
     if isinstance(options.get("events"), dict):
         options["events"] = EventsConfig(**options["events"])
     server = make_server(host, port, db, settings or Settings(**options), allowed_hosts)
-    if server.backend.settings.events is not None:
-        server.events_start(server.backend.settings.events)
     server.thread = threading.Thread(
         target=server.serve_forever, name=f"seslocal-{server.server_address[1]}", daemon=True
     )
@@ -615,8 +606,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     allowed_hosts = [name for name in args.allowed_hosts.split(",") if name.strip()]
     server = make_server(args.host, args.port, args.db, settings, allowed_hosts)
-    if events is not None:
-        server.events_start(events)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -118,8 +118,9 @@ def _parse_start_tag(text: str, pos: int):
 
 class _Context:
     def __init__(self, base_url: str, token_var: str) -> None:
+        self.base_url = base_url
+        # The click URL's start, as the part being instrumented writes it (escaped in HTML).
         self.prefix = html.escape(base_url, quote=True) + "/t/c/"
-        self.text_prefix = base_url + "/t/c/"
         # Our own tracking URLs (clicks, pixel, unsubscribe page) are never wrapped again.
         self.own = base_url.lower() + "/t/"
         self.token_var = token_var
@@ -144,6 +145,11 @@ class _Context:
             index = self.index[url] = len(self.urls)
             self.urls.append(url)
         return index
+
+    def start_text_part(self) -> None:
+        """Go on with the text part: through the same index, with its own lines."""
+        self.part, self.line = "text", 1
+        self.prefix = self.base_url + "/t/c/"
 
 
 def _masked(nodes: tuple[Node, ...]) -> tuple[str, list[int], list[int]]:
@@ -246,17 +252,17 @@ def _find_text_urls(
     return found
 
 
-def _instrument(nodes: tuple[Node, ...], ctx: _Context, *, text: bool = False) -> list[Node]:
+def _instrument(nodes: tuple[Node, ...], ctx: _Context) -> list[Node]:
     """Recurses once per nesting level: If.depth bounds it (language.MAX_DEPTH)."""
-    links = _find_text_urls(nodes, ctx) if text else _find_links(nodes, ctx)
+    links = (_find_text_urls if ctx.part == "text" else _find_links)(nodes, ctx)
     out: list[Node] = []
     for i, node in enumerate(nodes):
         if isinstance(node, If):
             out.append(
                 If(
                     node.name,
-                    tuple(_instrument(node.body, ctx, text=text)),
-                    tuple(_instrument(node.orelse, ctx, text=text)),
+                    tuple(_instrument(node.body, ctx)),
+                    tuple(_instrument(node.orelse, ctx)),
                     node.negate,
                 )
             )
@@ -275,8 +281,7 @@ def _instrument(nodes: tuple[Node, ...], ctx: _Context, *, text: bool = False) -
             ctx.line += value.count("\n", last, start)
             index = ctx.link_index(url, ctx.line)
             quote = "" if quoted else '"'
-            prefix = ctx.text_prefix if text else ctx.prefix
-            out.append(Text(value[last:start] + quote + prefix))
+            out.append(Text(value[last:start] + quote + ctx.prefix))
             out.append(Var(ctx.token_var))
             out.append(Text(f"/{index}{quote}"))
             last = end
@@ -360,8 +365,8 @@ def instrument_links(
     base_url = base_url.rstrip("/")
     ctx = _Context(base_url, token_var)
     instrumented_html = _instrument(tuple(html), ctx)
-    ctx.part, ctx.line = "text", 1
-    instrumented_text = _instrument(tuple(text), ctx, text=True)
+    ctx.start_text_part()
+    instrumented_text = _instrument(tuple(text), ctx)
     trailer = _trailer(base_url, token_var, honeypot_index=len(ctx.urls))
     return tuple(_pixel(instrumented_html, trailer)), tuple(instrumented_text), ctx.urls
 

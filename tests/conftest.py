@@ -88,34 +88,43 @@ class SesEndpoint:
         return self._call("GET", f"/_local/messages?limit={limit}" + (f"&{qs}" if qs else ""))
 
 
-@pytest.fixture(scope="session")
-def ses_endpoint(tmp_path_factory):
-    """Starts `python -m seslocal` and points boto3 at it the standard way."""
+@contextlib.contextmanager
+def seslocal_running(folder: Path, *args: str):
+    """`python -m seslocal` (with `args`) on a free port, its database and log in `folder`,
+    and boto3 pointed at it the standard way until the block ends."""
     port = _free_port()
-    folder = tmp_path_factory.mktemp("seslocal")
     db, log = folder / "ses.sqlite3", folder / "seslocal.log"
     with log.open("w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "seslocal", "--host", "127.0.0.1", "--port", str(port),
-             "--db", str(db)],
+             "--db", str(db), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
     line = process.stdout.readline()
-    assert "listening" in line, f"seslocal did not start: {line!r}"
+    assert "listening" in line, f"seslocal did not start: {line!r}\n{log.read_text()}"
     url = f"http://127.0.0.1:{port}"
     previous = os.environ.get("AWS_ENDPOINT_URL_SESV2")
     os.environ["AWS_ENDPOINT_URL_SESV2"] = url
     from campaigns.ses import ses_client_reset
 
     ses_client_reset()
-    yield SesEndpoint(url, log)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
-    if previous is None:
-        os.environ.pop("AWS_ENDPOINT_URL_SESV2", None)
-    else:
-        os.environ["AWS_ENDPOINT_URL_SESV2"] = previous
-    ses_client_reset()
+    try:
+        yield SesEndpoint(url, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        if previous is None:
+            os.environ.pop("AWS_ENDPOINT_URL_SESV2", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL_SESV2"] = previous
+        ses_client_reset()
+
+
+@pytest.fixture(scope="session")
+def ses_endpoint(tmp_path_factory):
+    """Starts `python -m seslocal` and points boto3 at it the standard way."""
+    with seslocal_running(tmp_path_factory.mktemp("seslocal")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -1,24 +1,24 @@
 """Signing SNS messages the way SNS does, with a test certificate (tests and bench/events.py).
 
-A `TestSigner` makes an RSA key and a self-signed certificate (no CA: tracking.ses_events.sns trusts
-a certificate because of where it comes from, sns.<region>.amazonaws.com over https, and the tests
-put it in the certificate cache for that URL, or serve it from a local server they allow). It
-signs for TOPIC_ARN (the topic tests/settings.py pins) unless told another; messages carry the
-current time, as SNS's do (the webhook refuses old ones).
+A `TestSigner` makes an RSA key and a self-signed certificate, as the local SES endpoint does
+(seslocal.events.self_signed_rsa; no CA: tracking.ses_events.sns trusts a certificate because
+of where it comes from, sns.<region>.amazonaws.com over https, and the tests put it in the
+certificate cache for that URL, or serve it from a local server they allow). It signs for
+TOPIC_ARN (the topic tests/settings.py pins) unless told another; messages carry the current
+time, as SNS's do (the webhook refuses old ones).
 """
 
 import base64
-import datetime
 import functools
 import json
+import time
 import uuid
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import padding
 
+from seslocal.events import iso_ms, self_signed_rsa
 from tracking.ses_events.sns import sns_cert_cache_seed, sns_string_to_sign
 
 REGION = "us-east-1"
@@ -29,8 +29,7 @@ _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 
 def sns_timestamp(delta_seconds: float = 0) -> str:
     """SNS's Timestamp for now (plus `delta_seconds`): 2026-11-20T10:00:06.000Z."""
-    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delta_seconds)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return iso_ms(time.time() + delta_seconds)
 
 
 class TestSigner:
@@ -40,19 +39,7 @@ class TestSigner:
 
     def __init__(self, cert_url: str = CERT_URL, key_size: int = 2048):
         self.cert_url = cert_url
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .sign(self.key, hashes.SHA256())
-        )
+        self.key, self.cert = self_signed_rsa("sns.amazonaws.com", key_size=key_size)
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
     def seed(self, timeout: int | None = None) -> None:

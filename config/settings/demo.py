@@ -3,16 +3,16 @@ signing certificate, so the events seslocal publishes (seslocal/events.py) reach
 
 Production never loads this module (DJANGO_SETTINGS_MODULE=config.settings). Here, and only
 here, the SNS certificate host is the local endpoint's own host:port over http (taken from
-AWS_ENDPOINT_URL_SESV2, the endpoint the demo sends to), and the pinned topic is the one
-seslocal signs for: every other check of the webhook (basic auth, topic, age, signature) is
-unchanged. Refused unless DEBUG is on and the endpoint is on this machine.
+AWS_ENDPOINT_URL_SESV2, the endpoint the demo sends to); scripts/demo.py pins seslocal's topic
+(SNS_TOPIC_ARNS, read as everywhere). Every other check of the webhook (basic auth, topic, age,
+signature) is unchanged. Refused unless DEBUG is on and the endpoint is on this machine.
 """
 
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_list, env_str
+from config.env import env_str
 from config.settings import *  # noqa: F403
 from config.settings import DEBUG
 
@@ -24,5 +24,3 @@ if not DEBUG or _endpoint.hostname not in ("127.0.0.1", "localhost", "::1"):
     )
 SNS_CERT_HOST = _endpoint.netloc
 SNS_CERT_URL_SCHEMES = ("http",)
-# seslocal's topic (its --events-topic-arn / SESLOCAL_EVENTS_TOPIC_ARN).
-SNS_TOPIC_ARNS = env_list("SNS_TOPIC_ARNS", "arn:aws:sns:us-east-1:000000000000:mailwright-demo")

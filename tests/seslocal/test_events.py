@@ -3,19 +3,16 @@ to the product's webhook on a live server (signature, certificate and all), and 
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from campaigns.models import Contact, Membership, Notification
 from seslocal import serve_in_thread
 from seslocal.events import BOUNCED, COMPLAINED, DELIVERED, SUPPRESSED, recipient_outcome
-from tests.conftest import SesEndpoint, _free_port, wait_for
+from tests.conftest import _free_port, seslocal_running, wait_for
 from tests.factories import CampaignFactory, ContactListFactory
 from tracking.ses_events.parse import ses_event_recipients
 from tracking.ses_events.webhook import WEBHOOK_PATH
@@ -175,40 +172,21 @@ def test_events_are_off_unless_asked():
 def publishing_ses(live_server, settings, tmp_path):
     """`python -m seslocal --events-webhook …` posting to the live server's SES webhook, which
     trusts its certificate host (as config/settings/demo.py does), and the app sending to it."""
-    from campaigns.ses import ses_client_reset
     from tracking.ses_events.sns import sns_cert_cache_clear
 
-    port = _free_port()
     secret = settings.ANYMAIL["WEBHOOK_SECRET"]
     webhook = live_server.url.replace("http://", f"http://{secret}@") + WEBHOOK_PATH
-    log = tmp_path / "seslocal.log"
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "seslocal", "--port", str(port), "--db",
-             str(tmp_path / "ses.sqlite3"), "--events-webhook", webhook,
-             "--events-topic-arn", TOPIC, "--events-delay", "0.5"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
-    assert "listening" in process.stdout.readline(), log.read_text()
-    url = f"http://127.0.0.1:{port}"
-    settings.SNS_CERT_HOST = f"127.0.0.1:{port}"
-    settings.SNS_CERT_URL_SCHEMES = ("http",)
-    settings.SNS_TOPIC_ARNS = [TOPIC]
-    sns_cert_cache_clear()
-    previous = os.environ.get("AWS_ENDPOINT_URL_SESV2")
-    os.environ["AWS_ENDPOINT_URL_SESV2"] = url
-    ses_client_reset()
-    try:
-        yield SesEndpoint(url, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
-        if previous is None:
-            os.environ.pop("AWS_ENDPOINT_URL_SESV2", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL_SESV2"] = previous
-        ses_client_reset()
+    with seslocal_running(
+        tmp_path, "--events-webhook", webhook, "--events-topic-arn", TOPIC, "--events-delay", "0.5"
+    ) as endpoint:
+        settings.SNS_CERT_HOST = urlsplit(endpoint.url).netloc
+        settings.SNS_CERT_URL_SCHEMES = ("http",)
+        settings.SNS_TOPIC_ARNS = [TOPIC]
         sns_cert_cache_clear()
+        try:
+            yield endpoint
+        finally:
+            sns_cert_cache_clear()
 
 
 @pytest.mark.e2e
