@@ -14,9 +14,11 @@ from campaigns import linkcheck
 from campaigns.models import Campaign, Contact, LinkCheck, Membership, Notification
 from campaigns.preferences import user_preferences_update, user_time_zone
 from campaigns.quota import ses_send_quota, ses_send_quota_forget
+from campaigns.ratelimit import ses_rate_limiter_reset
 from campaigns.review import GMAIL_CLIP_BYTES, campaign_review
 from campaigns.services import campaign_freeze, campaign_start
 from campaigns.ses import ses_client_reset
+from infra.redis_client import redis_client
 from tests.campaigns.ses.test_ses_client import TinyServer
 from tests.factories import (
     CampaignFactory,
@@ -236,6 +238,19 @@ def test_the_quota_comes_from_the_local_ses_endpoint(ses, ses_kind):
     assert quota is not None
     assert quota.max_send_rate > 0 and quota.max_24_hour_send > 0
     assert quota.sent_last_24_hours == 0
+
+
+def test_the_rate_and_the_quota_share_one_get_account_reading(ses, settings):
+    settings.SES_MAX_SEND_RATE = 0  # the rate from GetAccount, not from the setting
+    ses_rate_limiter_reset()
+    if client := redis_client(timeout=5):  # no rate another test left in Redis
+        client.delete(f"ratelimit:ses-max-send-rate:{settings.AWS_SES_REGION}")
+    try:
+        review = campaign_review(campaign=CampaignFactory(), send_at=None)
+    finally:
+        ses_rate_limiter_reset()
+    assert review.send_rate > 0 and review.quota is not None
+    assert ses.stats()["calls"]["GetAccount"] == 1
 
 
 def test_the_quota_is_none_when_ses_cannot_be_reached(monkeypatch, ses):
