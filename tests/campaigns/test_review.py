@@ -16,7 +16,8 @@ from campaigns.preferences import user_preferences_update, user_time_zone
 from campaigns.quota import ses_send_quota, ses_send_quota_forget
 from campaigns.ratelimit import ses_rate_limiter_reset
 from campaigns.review import GMAIL_CLIP_BYTES, campaign_review
-from campaigns.services import campaign_freeze, campaign_start
+from campaigns.selectors import audience_counts
+from campaigns.services import CampaignError, campaign_freeze, campaign_send_now, campaign_start
 from campaigns.ses import ses_client_reset
 from infra.redis_client import redis_client
 from tests.campaigns.ses.test_ses_client import TinyServer
@@ -87,6 +88,19 @@ def test_the_freeze_sends_to_exactly_the_audience_the_review_counted(
         "contact__status", flat=True
     )
     assert len(frozen) == counted == 5 and set(frozen) == {Contact.Status.ACTIVE}
+
+
+def test_the_guarded_services_refuse_a_list_the_review_counts_no_one_in():
+    """campaign_check_sendable reads the review's audience rule: active contacts who
+    unsubscribed from this list only are no one to send to either."""
+    contact_list = list_with_contacts(2)
+    Membership.objects.filter(contact_list=contact_list).update(unsubscribed_at=timezone.now())
+    campaign = CampaignFactory(contact_list=contact_list)
+    assert audience_counts(contact_list_id=contact_list.pk)[0] == 0
+    with pytest.raises(CampaignError, match="has no active contacts"):
+        campaign_send_now(campaign=campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
 
 
 def test_contacts_missing_a_field_without_a_fallback_are_counted():
