@@ -1,7 +1,6 @@
 """The pre-send review: its numbers, the link check, the SES quota, the schedule in the user's
 time zone, and who may confirm (PostgreSQL, Redis and the local SES endpoint, as everywhere)."""
 
-import socket
 import time
 from datetime import UTC, datetime
 
@@ -18,7 +17,6 @@ from campaigns.ratelimit import ses_rate_limiter_reset
 from campaigns.review import GMAIL_CLIP_BYTES, campaign_review
 from campaigns.selectors import audience_counts
 from campaigns.services import CampaignError, campaign_freeze, campaign_send_now, campaign_start
-from campaigns.ses import ses_client_reset
 from infra.redis_client import redis_client
 from tests.campaigns.ses.test_ses_client import TinyServer
 from tests.factories import (
@@ -267,18 +265,8 @@ def test_the_rate_and_the_quota_share_one_get_account_reading(ses, settings):
     assert ses.stats()["calls"]["GetAccount"] == 1
 
 
-def test_the_quota_is_none_when_ses_cannot_be_reached(monkeypatch, ses):
-    sock = socket.socket()  # a port nobody listens on
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
-    ses_client_reset()
-    try:
-        assert ses_send_quota() is None
-    finally:
-        monkeypatch.undo()
-        ses_client_reset()
+def test_the_quota_is_none_when_ses_cannot_be_reached(ses_unreachable):
+    assert ses_send_quota() is None
 
 
 # -- the schedule, in the user's time zone ------------------------------------------------------
