@@ -3,6 +3,7 @@ endpoint: what arrives is the campaign's message for the chosen contact, by the 
 path, marked as a test, and nothing of it is recorded."""
 
 import logging
+import socket
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -287,6 +288,23 @@ def test_a_proof_waits_its_turn_in_the_shared_rate_and_says_when_it_is_taken(
         ratelimit._redis_client().delete(limiter.key)
 
     assert "Campaigns are using the whole SES sending rate right now." in _messages(response)
+    assert ses.messages() == []
+
+
+def test_a_proof_is_refused_when_the_shared_rate_cannot_be_checked(
+    admin_client, ses, campaign, settings
+):
+    from campaigns.ratelimit import ses_rate_limiter_reset
+
+    with socket.socket() as probe:  # a Redis nobody answers for
+        probe.bind(("127.0.0.1", 0))
+        settings.REDIS_URL = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    ses_rate_limiter_reset()
+    try:
+        response = admin_client.post(_proof_url(campaign), {"addresses": "a@example.net"})
+    finally:
+        ses_rate_limiter_reset()
+    assert "The shared sending rate could not be checked" in _messages(response)
     assert ses.messages() == []
 
 
