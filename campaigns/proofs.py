@@ -206,9 +206,9 @@ def _take_send_slots(count: int) -> None:
                 "addresses at once."
             )
         granted = limiter.acquire(count, timeout=own_wait + PROOF_RATE_WAIT_SECONDS)
-    except (RateLimitUnavailable, SesError):
+    except RateLimitUnavailable:  # GetAccount failing is not it: the rate falls back to 1/s
         raise ProofError(
-            "The shared sending rate could not be checked (Redis or SES is not answering). "
+            "The shared sending rate could not be checked (Redis is not answering). "
             "Nothing was sent; try again in a minute."
         ) from None
     if not granted:

@@ -20,28 +20,41 @@ QUOTA_CACHE_SECONDS = 30
 UNREACHABLE_CACHE_SECONDS = 10
 
 _lock = threading.Lock()
-_cached: tuple[SendQuota | None, float] | None = None  # (quota, monotonic expiry)
+# (the reading, or the SesError that stood for one, and its monotonic expiry)
+_cached: tuple[SendQuota | SesError, float] | None = None
 
 
-def ses_send_quota() -> SendQuota | None:
+def ses_send_quota_read() -> SendQuota:
     """The account's SendQuota (Max24HourSend, MaxSendRate, SentLast24Hours) through the
-    project's SES client, cached for QUOTA_CACHE_SECONDS in this process; None when SES cannot
-    be reached or gives no quota."""
+    project's SES client, cached for QUOTA_CACHE_SECONDS in this process: the one GetAccount
+    reading the pages and the rate limit's MaxSendRate (campaigns.ratelimit) share. Raises the
+    SesError of a failed reading, itself kept for UNREACHABLE_CACHE_SECONDS."""
     global _cached
     with _lock:
         cached = _cached
     if cached is not None and time.monotonic() < cached[1]:
-        return cached[0]
+        reading = cached[0]
+    else:
+        try:
+            reading = ses_client().send_quota()
+            ttl = QUOTA_CACHE_SECONDS
+        except SesError as err:
+            # The code only: SES's messages can carry the account id and the IAM principal.
+            logger.warning("SES send quota unavailable: %s", err.code or type(err).__name__)
+            reading, ttl = err, UNREACHABLE_CACHE_SECONDS
+        with _lock:
+            _cached = (reading, time.monotonic() + ttl)
+    if isinstance(reading, SesError):
+        raise reading.with_traceback(None)
+    return reading
+
+
+def ses_send_quota() -> SendQuota | None:
+    """ses_send_quota_read's SendQuota, or None when SES cannot be reached or gives none."""
     try:
-        quota: SendQuota | None = ses_client().send_quota()
-        ttl = QUOTA_CACHE_SECONDS
-    except SesError as err:
-        # The code only: SES's messages can carry the account id and the IAM principal.
-        logger.warning("SES send quota unavailable: %s", err.code or type(err).__name__)
-        quota, ttl = None, UNREACHABLE_CACHE_SECONDS
-    with _lock:
-        _cached = (quota, time.monotonic() + ttl)
-    return quota
+        return ses_send_quota_read()
+    except SesError:
+        return None
 
 
 def ses_send_quota_forget() -> None:

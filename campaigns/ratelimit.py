@@ -316,11 +316,13 @@ def ses_max_send_rate() -> float:
 
 
 def _get_account_max_send_rate() -> tuple[float, int]:
-    """(MaxSendRate, seconds to cache it) from SES GetAccount, or the fallback."""
-    from campaigns.ses import SesError, ses_client
+    """(MaxSendRate, seconds to cache it) from SES GetAccount, or the fallback. The reading is
+    campaigns.quota's, shared with the pages that show the quota."""
+    from campaigns.quota import ses_send_quota_read
+    from campaigns.ses import SesError
 
     try:
-        rate = ses_client().max_send_rate()
+        rate = ses_send_quota_read().max_send_rate
     except SesError as err:
         # The error code only: messages can carry the account id and the IAM principal.
         reason = err.code or type(err).__name__
@@ -407,8 +409,12 @@ def ses_rate_limiter() -> tuple[BaseRateLimiter, SendPlan]:
 
 
 def ses_rate_limiter_reset() -> None:
-    """Forget the process's limiter, clients and cached rate (tests, changed settings)."""
+    """Forget the process's limiter, clients and cached rate, and the GetAccount reading it
+    came from (tests, changed settings)."""
+    from campaigns.quota import ses_send_quota_forget
+
     global _limiter, _limiter_url, _limiter_plan, _local_rate
     with _lock:
         _limiter, _limiter_url, _limiter_plan, _local_rate = None, None, None, None
         redis_clients_reset()
+    ses_send_quota_forget()

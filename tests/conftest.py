@@ -148,6 +148,22 @@ def ses_kind(request, settings, ses):
 
 
 @pytest.fixture
+def ses_unreachable(monkeypatch):
+    """SES at a local port nobody listens on, for this test (clients built afresh before and
+    after): every call fails as unreachable."""
+    from campaigns.ses import ses_client_reset
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
+    ses_client_reset()
+    yield
+    monkeypatch.undo()
+    ses_client_reset()
+
+
+@pytest.fixture
 def eager_celery(settings):
     """Run tasks inline (in-process tests of the whole path; the e2e tests use a worker)."""
     from config.celery import app

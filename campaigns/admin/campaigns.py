@@ -149,11 +149,10 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         campaign = self.get_object(request, object_id)
         extra_context = extra_context or {}
+        zone = user_time_zone(user=request.user)
         # Without the permission the admin answers 403: nothing to compute for it.
         if campaign is not None and self.has_view_or_change_permission(request, campaign):
-            report = campaign_report(
-                campaign_id=campaign.pk, time_zone=user_time_zone(user=request.user)
-            )
+            report = campaign_report(campaign_id=campaign.pk, time_zone=zone)
             extra_context["report"] = report
             extra_context["report_timeline"] = report.timeline.as_json()
             # The buttons show only to those who may press them (change permission).
@@ -164,7 +163,7 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
             ]  # fmt: skip
             extra_context["can_schedule"] = can_change and campaign.status == Campaign.Status.DRAFT
             if extra_context["can_schedule"]:
-                form = ScheduleForm(user=request.user, auto_id="schedule_%s")
+                form = ScheduleForm(time_zone=zone, auto_id="schedule_%s")
                 for field in form.fields.values():  # its <form> follows the admin's own
                     field.widget.attrs["form"] = "campaign-schedule-form"
                 extra_context["schedule_form"] = form
@@ -172,7 +171,7 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
             extra_context["can_download_recipients"] = can_view_contacts(request)
             extra_context["local_time_waves"] = campaign_wave_rows(campaign=campaign)
         # Times on the page (the scheduled time, the read-only dates) in the user's zone.
-        with timezone.override(user_time_zone(user=request.user)):
+        with timezone.override(zone):
             return _rendered(super().change_view(request, object_id, form_url, extra_context))
 
     def _back(self, pk: int) -> HttpResponseRedirect:
@@ -208,13 +207,14 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         self._changeable(request, pk)
-        form = ScheduleForm(request.POST, user=request.user)
+        user_zone = user_time_zone(user=request.user)
+        form = ScheduleForm(request.POST, time_zone=user_zone)
         if not form.is_valid():
             for errors in form.errors.values():
                 messages.error(request, " ".join(errors))
             return self._back(pk)
         zone = form.cleaned_data["time_zone"]
-        if zone != user_time_zone(user=request.user).key:
+        if zone != user_zone.key:
             user_preferences_update(user=request.user, time_zone=zone)
         return HttpResponseRedirect(
             review_url(pk, form.cleaned_data["send_at"], local_time=form.cleaned_data["local_time"])
@@ -263,9 +263,9 @@ def _time_zone_choices() -> list[tuple[str, str]]:
 
 
 class ScheduleForm(forms.Form):
-    """When to send: a date and time typed in the chosen time zone (the user's own by default),
-    cleaned to an aware time. Subclass or add fields here; clean() leaves other fields as they
-    are."""
+    """When to send: a date and time typed in the chosen time zone (`time_zone`, the user's own,
+    by default), cleaned to an aware time. Subclass or add fields here; clean() leaves other
+    fields as they are."""
 
     send_at = forms.DateTimeField(
         label="Send on",
@@ -285,9 +285,9 @@ class ScheduleForm(forms.Form):
         "time zone must still be before that time.",
     )
 
-    def __init__(self, *args, user, **kwargs) -> None:
+    def __init__(self, *args, time_zone: zoneinfo.ZoneInfo, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["time_zone"].initial = user_time_zone(user=user).key
+        self.fields["time_zone"].initial = time_zone.key
 
     def clean(self):
         cleaned = super().clean()

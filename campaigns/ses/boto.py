@@ -58,9 +58,6 @@ class BotoSesClient(calls.SesClient):
             if err.code != "AlreadyExistsException":
                 raise
 
-    def max_send_rate(self) -> float:
-        return calls.max_send_rate(_call("GetAccount", self._client.get_account, {}))
-
     def send_quota(self) -> calls.SendQuota:
         return calls.send_quota(_call("GetAccount", self._client.get_account, {}))
 

@@ -187,10 +187,6 @@ class SesClient:
         """Create the stored template `name`; one that already exists is left as it is."""
         raise NotImplementedError
 
-    def max_send_rate(self) -> float:
-        """GetAccount's SendQuota.MaxSendRate (recipients per second)."""
-        raise NotImplementedError
-
     def send_quota(self) -> SendQuota:
         """GetAccount's SendQuota (raises a SesError when SES cannot answer)."""
         raise NotImplementedError
@@ -267,15 +263,6 @@ def send_quota(answer: object) -> SendQuota:
             raise SesOutcomeUnknown(f"GetAccount: SendQuota has no {key}", code="UnreadableAnswer")
         values.append(float(value))
     return SendQuota(*values)
-
-
-def max_send_rate(answer: object) -> float:
-    """GetAccount's SendQuota.MaxSendRate; 0.0 when the answer has none."""
-    quota = answer.get("SendQuota") if isinstance(answer, Mapping) else None
-    rate = quota.get("MaxSendRate") if isinstance(quota, Mapping) else None
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        return 0.0
-    return float(rate)
 
 
 def answer_error(*, operation: str, code: str, status: int | None, message: str) -> SesError:

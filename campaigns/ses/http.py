@@ -95,9 +95,6 @@ class HttpSesClient(calls.SesClient):
     def template_create(self, *, name: str, subject: str, html: str, text: str) -> None:
         self._boto.template_create(name=name, subject=subject, html=html, text=text)
 
-    def max_send_rate(self) -> float:
-        return self._boto.max_send_rate()
-
     def send_quota(self) -> calls.SendQuota:
         return self._boto.send_quota()
 

@@ -11,7 +11,6 @@ from django.test import Client
 
 from campaigns.models import Campaign, CampaignCounter, Contact, Notification
 from campaigns.preferences import user_preferences
-from campaigns.ses import ses_client_reset
 from tests.factories import (
     CampaignFactory,
     ContactFactory,
@@ -292,17 +291,25 @@ def test_a_proof_waits_its_turn_in_the_shared_rate_and_says_when_it_is_taken(
     assert ses.messages() == []
 
 
-def test_an_endpoint_that_is_down_is_said_in_plain_words(admin_client, ses, campaign, monkeypatch):
-    with socket.socket() as probe:  # a port nobody listens on
+def test_a_proof_is_refused_when_the_shared_rate_cannot_be_checked(
+    admin_client, ses, campaign, settings
+):
+    from campaigns.ratelimit import ses_rate_limiter_reset
+
+    with socket.socket() as probe:  # a Redis nobody answers for
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
-    ses_client_reset()
+        settings.REDIS_URL = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    ses_rate_limiter_reset()
     try:
-        response = admin_client.post(_proof_url(campaign), {"addresses": "one@example.net"})
+        response = admin_client.post(_proof_url(campaign), {"addresses": "a@example.net"})
     finally:
-        monkeypatch.undo()
-        ses_client_reset()
+        ses_rate_limiter_reset()
+    assert "The shared sending rate could not be checked" in _messages(response)
+    assert ses.messages() == []
+
+
+def test_an_endpoint_that_is_down_is_said_in_plain_words(admin_client, campaign, ses_unreachable):
+    response = admin_client.post(_proof_url(campaign), {"addresses": "one@example.net"})
     text = _messages(response)
     assert "The test was not sent." in text and "could not be reached" in text
 

@@ -342,21 +342,11 @@ def test_send_rate_from_get_account_cached_in_redis(ses, settings, fresh_state, 
 
 @needs_redis
 def test_send_rate_falls_back_when_get_account_fails(
-    settings, fresh_state, client, monkeypatch, caplog
+    settings, fresh_state, client, ses_unreachable, caplog
 ):
-    from campaigns.ses import ses_client_reset
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
-    ses_client_reset()
     settings.SES_MAX_SEND_RATE = 0
-    try:
-        with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
-            assert ses_max_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
-    finally:
-        ses_client_reset()
+    with caplog.at_level(logging.WARNING, logger="campaigns.ratelimit"):
+        assert ses_max_send_rate() == ratelimit.FALLBACK_MAX_SEND_RATE
     assert "ses GetAccount failed (EndpointConnectionError)" in caplog.text
     assert "127.0.0.1" not in caplog.text
     # Remembered briefly, so the failure is retried soon but not on every send.

@@ -1,7 +1,6 @@
 """The pre-send review: its numbers, the link check, the SES quota, the schedule in the user's
 time zone, and who may confirm (PostgreSQL, Redis and the local SES endpoint, as everywhere)."""
 
-import socket
 import time
 from datetime import UTC, datetime
 
@@ -14,9 +13,11 @@ from campaigns import linkcheck
 from campaigns.models import Campaign, Contact, LinkCheck, Membership, Notification
 from campaigns.preferences import user_preferences_update, user_time_zone
 from campaigns.quota import ses_send_quota, ses_send_quota_forget
+from campaigns.ratelimit import ses_rate_limiter_reset
 from campaigns.review import GMAIL_CLIP_BYTES, campaign_review
-from campaigns.services import campaign_freeze, campaign_start
-from campaigns.ses import ses_client_reset
+from campaigns.selectors import audience_counts
+from campaigns.services import CampaignError, campaign_freeze, campaign_send_now, campaign_start
+from infra.redis_client import redis_client
 from tests.campaigns.ses.test_ses_client import TinyServer
 from tests.factories import (
     CampaignFactory,
@@ -85,6 +86,19 @@ def test_the_freeze_sends_to_exactly_the_audience_the_review_counted(
         "contact__status", flat=True
     )
     assert len(frozen) == counted == 5 and set(frozen) == {Contact.Status.ACTIVE}
+
+
+def test_the_guarded_services_refuse_a_list_the_review_counts_no_one_in():
+    """campaign_check_sendable reads the review's audience rule: active contacts who
+    unsubscribed from this list only are no one to send to either."""
+    contact_list = list_with_contacts(2)
+    Membership.objects.filter(contact_list=contact_list).update(unsubscribed_at=timezone.now())
+    campaign = CampaignFactory(contact_list=contact_list)
+    assert audience_counts(contact_list_id=contact_list.pk)[0] == 0
+    with pytest.raises(CampaignError, match="has no active contacts"):
+        campaign_send_now(campaign=campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
 
 
 def test_contacts_missing_a_field_without_a_fallback_are_counted():
@@ -238,18 +252,21 @@ def test_the_quota_comes_from_the_local_ses_endpoint(ses, ses_kind):
     assert quota.sent_last_24_hours == 0
 
 
-def test_the_quota_is_none_when_ses_cannot_be_reached(monkeypatch, ses):
-    sock = socket.socket()  # a port nobody listens on
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", f"http://127.0.0.1:{port}")
-    ses_client_reset()
+def test_the_rate_and_the_quota_share_one_get_account_reading(ses, settings):
+    settings.SES_MAX_SEND_RATE = 0  # the rate from GetAccount, not from the setting
+    ses_rate_limiter_reset()
+    if client := redis_client(timeout=5):  # no rate another test left in Redis
+        client.delete(f"ratelimit:ses-max-send-rate:{settings.AWS_SES_REGION}")
     try:
-        assert ses_send_quota() is None
+        review = campaign_review(campaign=CampaignFactory(), send_at=None)
     finally:
-        monkeypatch.undo()
-        ses_client_reset()
+        ses_rate_limiter_reset()
+    assert review.send_rate > 0 and review.quota is not None
+    assert ses.stats()["calls"]["GetAccount"] == 1
+
+
+def test_the_quota_is_none_when_ses_cannot_be_reached(ses_unreachable):
+    assert ses_send_quota() is None
 
 
 # -- the schedule, in the user's time zone ------------------------------------------------------

@@ -203,7 +203,7 @@ def test_templates_are_created_once_and_the_quota_is_read(endpoint):
     client.template_create(name=TEMPLATE, subject="other", html="other", text="")  # exists: kept
     assert bulk(client, [entry("a@example.com", {"name": "A"})])[0].accepted
     assert ses.messages()[0]["subject"] == "Hi A"
-    assert client.max_send_rate() == 1000.0  # the local endpoint's default
+    assert client.send_quota().max_send_rate == 1000.0  # the local endpoint's default
     with pytest.raises(SesRejected) as err:  # the local endpoint refuses broken Handlebars
         client.template_create(name="broken", subject="{{#if a}}", html="x", text="")
     assert (err.value.code, err.value.status) == ("BadRequestException", 400)
@@ -456,7 +456,7 @@ def test_no_connection_is_unreachable(kind):
         with pytest.raises(SesUnreachable):
             simple(client)
         with pytest.raises(SesUnreachable):
-            client.max_send_rate()
+            client.send_quota()
 
 
 def test_a_connection_closed_after_the_request_is_outcome_unknown(kind):
