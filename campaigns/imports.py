@@ -56,9 +56,9 @@ class ImportField:
     headers: tuple[str, ...] = ()  # other header names it is recognised by (normalized)
 
 
-# The contact fields an import fills, in the order the mapping page offers them: adding a text
-# field of Contact is one line here. Header names are compared lower-case with spaces, dashes
-# and underscores removed.
+# The contact fields an import fills, in the order the mapping page offers them (a field added
+# here is also a column of the upsert, _UPSERT). Header names are compared lower-case with
+# spaces, dashes and underscores removed.
 IMPORT_FIELDS: dict[str, ImportField] = {
     "email": ImportField("Email address", ("email", "emailaddress", "mail", "e-mail")),
     "first_name": ImportField("First name", ("firstname", "fname", "givenname", "forename")),
@@ -543,29 +543,20 @@ FROM unnest(%(emails)s::text[], %(firsts)s::text[], %(lasts)s::text[], %(zones)s
 ON CONFLICT (email) DO {action}
 RETURNING id, (xmax = 0) AS inserted
 """
+# EXCLUDED holds '' for a value the file left empty (the value inserted): an empty cell never
+# erases, so '' keeps the stored value. The WHERE is _would_change's rule.
 _UPDATE = """UPDATE SET
-    first_name = coalesce(EXCLUDED_F.f, campaigns_contact.first_name),
-    last_name = coalesce(EXCLUDED_F.l, campaigns_contact.last_name),
-    time_zone = coalesce(EXCLUDED_F.z, campaigns_contact.time_zone),
+    first_name = coalesce(nullif(EXCLUDED.first_name, ''), campaigns_contact.first_name),
+    last_name = coalesce(nullif(EXCLUDED.last_name, ''), campaigns_contact.last_name),
+    time_zone = coalesce(nullif(EXCLUDED.time_zone, ''), campaigns_contact.time_zone),
     attributes = campaigns_contact.attributes || EXCLUDED.attributes,
     updated_at = now()
-WHERE (EXCLUDED_F.f IS NOT NULL AND EXCLUDED_F.f <> campaigns_contact.first_name)
-   OR (EXCLUDED_F.l IS NOT NULL AND EXCLUDED_F.l <> campaigns_contact.last_name)
-   OR (EXCLUDED_F.z IS NOT NULL AND EXCLUDED_F.z <> campaigns_contact.time_zone)
+WHERE EXCLUDED.first_name NOT IN ('', campaigns_contact.first_name)
+   OR EXCLUDED.last_name NOT IN ('', campaigns_contact.last_name)
+   OR EXCLUDED.time_zone NOT IN ('', campaigns_contact.time_zone)
    OR NOT (campaigns_contact.attributes @> EXCLUDED.attributes)"""
-
-
-def _upsert_sql(update: bool) -> str:
-    if not update:
-        return _UPSERT.format(action="NOTHING")
-    # EXCLUDED holds '' for a name the file left empty (the inserted value); to keep "an empty
-    # cell never erases", the update reads NULLIF(EXCLUDED.x, '') instead.
-    action = (
-        _UPDATE.replace("EXCLUDED_F.f", "NULLIF(EXCLUDED.first_name, '')")
-        .replace("EXCLUDED_F.l", "NULLIF(EXCLUDED.last_name, '')")
-        .replace("EXCLUDED_F.z", "NULLIF(EXCLUDED.time_zone, '')")
-    )
-    return _UPSERT.format(action=action)
+_ADD_ONLY_SQL = _UPSERT.format(action="NOTHING")
+_UPDATE_SQL = _UPSERT.format(action=_UPDATE)
 
 
 def _write_chunk(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
@@ -574,7 +565,7 @@ def _write_chunk(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
         return _write_chunk_portable(job, parsed)
     with connection.cursor() as cursor:
         cursor.execute(
-            _upsert_sql(job.update_existing),
+            _UPDATE_SQL if job.update_existing else _ADD_ONLY_SQL,
             {
                 "active": Contact.Status.ACTIVE,
                 "emails": [p.email for p in parsed],
