@@ -67,6 +67,7 @@ IMPORT_FIELDS: dict[str, ImportField] = {
 }
 # The contact fields other than the address, as the writes and the comparisons read them.
 TEXT_FIELDS = tuple(name for name in IMPORT_FIELDS if name != "email")
+STORED = (*TEXT_FIELDS, "attributes")  # what an import may change in a contact
 CUSTOM, SKIP = "custom", "skip"
 # Columns this site's own export writes that are not for importing: an import never sets a
 # contact's status (it would resubscribe), and ids and dates are this database's own.
@@ -360,12 +361,11 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _would_change(parsed: Parsed, stored: tuple) -> bool:
-    # The same rule as the upsert's WHERE clause (_UPSERT): a non-empty value that differs.
-    *texts, attributes = stored
-    current = dict(zip(TEXT_FIELDS, texts, strict=True))
-    return any(current.get(k) != v for k, v in parsed.fields.items()) or any(
-        attributes.get(k) != v for k, v in parsed.attributes.items()
+def _would_change(parsed: Parsed, stored: dict) -> bool:
+    """Whether `parsed` changes the contact whose STORED values are `stored`: a non-empty
+    value that differs (the rule of the upsert's WHERE clause, _UPDATE)."""
+    return any(stored[k] != v for k, v in parsed.fields.items()) or any(
+        stored["attributes"].get(k) != v for k, v in parsed.attributes.items()
     )
 
 
@@ -462,10 +462,10 @@ def import_job_check(*, job_id: int) -> None:
         for chunk in _chunks(_job_contacts(job), CHUNK):
             parsed = [item for item in chunk if isinstance(item, Parsed)]
             stored = {
-                email: stored
-                for email, *stored in Contact.objects.filter(
-                    email__in=[p.email for p in parsed]
-                ).values_list("email", *TEXT_FIELDS, "attributes")
+                row["email"]: row
+                for row in Contact.objects.filter(email__in=[p.email for p in parsed]).values(
+                    "email", *STORED
+                )
             }
             for item in chunk:
                 counts["total"] += 1
@@ -604,19 +604,14 @@ def _write_chunk_portable(job: ImportJob, parsed: list[Parsed]) -> tuple[int, in
         now = timezone.now()
         for p in parsed:
             contact = existing.get(p.email)
-            stored = (
-                (*(getattr(contact, name) for name in TEXT_FIELDS), contact.attributes)
-                if contact
-                else None
-            )
-            if contact is None or not _would_change(p, stored):
+            if contact is None or not _would_change(p, {n: getattr(contact, n) for n in STORED}):
                 continue
             for name, value in p.fields.items():
                 setattr(contact, name, value)
             contact.attributes = {**contact.attributes, **p.attributes}
             contact.updated_at = now  # bulk_update leaves auto_now alone
             changed.append(contact)
-        Contact.objects.bulk_update(changed, [*TEXT_FIELDS, "attributes", "updated_at"])
+        Contact.objects.bulk_update(changed, [*STORED, "updated_at"])
     if job.contact_list_id:
         # Existing memberships stay as they are: a list-level unsubscribe is kept.
         ids = Contact.objects.filter(email__in=emails).values_list("pk", flat=True)
