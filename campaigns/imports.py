@@ -635,8 +635,8 @@ def import_job_run(*, job_id: int) -> None:
         if end <= job.processed_rows:
             position = end
             continue  # committed by an earlier run
-        parsed = [item for item in chunk[max(0, job.processed_rows - position) :]]
-        parsed = [item for item in parsed if isinstance(item, Parsed)]
+        unwritten = chunk[max(0, job.processed_rows - position) :]
+        parsed = [item for item in unwritten if isinstance(item, Parsed)]
         with transaction.atomic():
             new, updated = _write_chunk(job, parsed) if parsed else (0, 0)
             still = ImportJob.objects.filter(pk=job.pk, status=S.IMPORTING).update(
