@@ -10,6 +10,8 @@ import io
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns import imports
@@ -397,6 +399,14 @@ def test_progress_is_a_small_json(admin_client, eager_celery):
     data = admin_client.get(job_url(job, "progress.json")).json()
     assert data == {"status": "done", "processed": 1, "total": 1, "new": 1, "updated": 0,
                     "unchanged": 0}  # fmt: skip
+
+
+def test_the_progress_poll_does_not_read_the_file(admin_client, eager_celery):
+    job = checked(admin_client, "email\na@example.com\n")
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(job_url(job, "progress.json")).status_code == 200
+    job_reads = [q["sql"] for q in queries.captured_queries if "campaigns_importjob" in q["sql"]]
+    assert job_reads and not any('"data"' in sql for sql in job_reads)
 
 
 # -- permissions -------------------------------------------------------------------------------
