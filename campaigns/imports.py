@@ -656,7 +656,8 @@ def import_job_run(*, job_id: int) -> None:
         )
         # (No user left to name: the admin log needs one; the job keeps its counts.)
         if done and job.created_by_id is not None:
-            job.refresh_from_db()
+            # The counts this run added to (not the file: it may be 20 MB).
+            job.refresh_from_db(fields=["new_count", "updated_count", "unchanged_count"])
             LogEntry.objects.create(
                 user_id=job.created_by_id,
                 content_type=ContentType.objects.get_for_model(ImportJob),
