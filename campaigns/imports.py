@@ -516,6 +516,7 @@ def import_job_start(*, job: ImportJob) -> bool:
         status, task = S.IMPORTING, RUN_TASK
         reset = RUN_RESET
     elif job.status == S.FAILED:
+        # total_rows is 0 until the check finishes (import_job_map, import_job_check).
         status, task, reset = (
             (S.IMPORTING, RUN_TASK, {}) if job.total_rows else (S.CHECKING, CHECK_TASK, {})
         )
@@ -696,8 +697,6 @@ def import_job_fail_if_stale(*, job: ImportJob) -> bool:
         "worker is running). Rows already imported stay; Restart continues from there.",
     )
     if stopped:
-        if job.status == S.CHECKING:
-            ImportJob.objects.filter(pk=job.pk).update(total_rows=0)
         logger.warning("contact import %s stopped: lease ran out", job.pk)
         job.refresh_from_db()
     return stopped

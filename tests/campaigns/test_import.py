@@ -11,6 +11,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -372,6 +373,19 @@ def test_a_job_whose_worker_died_is_stopped_and_restarts_where_it_stopped(
         ImportJob.Status.DONE, 5, 5, 0,
     )  # fmt: skip
     assert Contact.objects.count() == 5
+
+
+def test_a_check_whose_worker_died_restarts_as_a_check(admin_client, eager_celery):
+    job = uploaded(admin_client, "email\na@example.com\nb@example.com\n")
+    # The check was enqueued and its worker died before it finished.
+    with TestCase.captureOnCommitCallbacks(execute=False):
+        admin_client.post(job_url(job), mapping_data(job))
+    ImportJob.objects.filter(pk=job.pk).update(processed_rows=1, leased_until=timezone.now())
+    assert "The background worker stopped" in _page(admin_client.get(job_url(job)))
+    start(admin_client, job)
+    job.refresh_from_db()
+    assert (job.status, job.total_rows, job.new_count) == (ImportJob.Status.CHECKED, 2, 2)
+    assert not Contact.objects.exists()
 
 
 def test_the_sweep_stops_a_job_no_worker_holds(admin_client, eager_celery):
