@@ -56,9 +56,9 @@ class ImportField:
     headers: tuple[str, ...] = ()  # other header names it is recognised by (normalized)
 
 
-# The contact fields an import fills, in the order the mapping page offers them: adding a text
-# field of Contact is one line here. Header names are compared lower-case with spaces, dashes
-# and underscores removed.
+# The contact fields an import fills, in the order the mapping page offers them (a field added
+# here is also a column of the upsert, _UPSERT). Header names are compared lower-case with
+# spaces, dashes and underscores removed.
 IMPORT_FIELDS: dict[str, ImportField] = {
     "email": ImportField("Email address", ("email", "emailaddress", "mail", "e-mail")),
     "first_name": ImportField("First name", ("firstname", "fname", "givenname", "forename")),
@@ -67,6 +67,7 @@ IMPORT_FIELDS: dict[str, ImportField] = {
 }
 # The contact fields other than the address, as the writes and the comparisons read them.
 TEXT_FIELDS = tuple(name for name in IMPORT_FIELDS if name != "email")
+STORED = (*TEXT_FIELDS, "attributes")  # what an import may change in a contact
 CUSTOM, SKIP = "custom", "skip"
 # Columns this site's own export writes that are not for importing: an import never sets a
 # contact's status (it would resubscribe), and ids and dates are this database's own.
@@ -360,12 +361,11 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _would_change(parsed: Parsed, stored: tuple) -> bool:
-    # The same rule as the upsert's WHERE clause (_UPSERT): a non-empty value that differs.
-    *texts, attributes = stored
-    current = dict(zip(TEXT_FIELDS, texts, strict=True))
-    return any(current.get(k) != v for k, v in parsed.fields.items()) or any(
-        attributes.get(k) != v for k, v in parsed.attributes.items()
+def _would_change(parsed: Parsed, stored: dict) -> bool:
+    """Whether `parsed` changes the contact whose STORED values are `stored`: a non-empty
+    value that differs (the rule of the upsert's WHERE clause, _UPDATE)."""
+    return any(stored[k] != v for k, v in parsed.fields.items()) or any(
+        stored["attributes"].get(k) != v for k, v in parsed.attributes.items()
     )
 
 
@@ -462,10 +462,10 @@ def import_job_check(*, job_id: int) -> None:
         for chunk in _chunks(_job_contacts(job), CHUNK):
             parsed = [item for item in chunk if isinstance(item, Parsed)]
             stored = {
-                email: stored
-                for email, *stored in Contact.objects.filter(
-                    email__in=[p.email for p in parsed]
-                ).values_list("email", *TEXT_FIELDS, "attributes")
+                row["email"]: row
+                for row in Contact.objects.filter(email__in=[p.email for p in parsed]).values(
+                    "email", *STORED
+                )
             }
             for item in chunk:
                 counts["total"] += 1
@@ -516,6 +516,7 @@ def import_job_start(*, job: ImportJob) -> bool:
         status, task = S.IMPORTING, RUN_TASK
         reset = RUN_RESET
     elif job.status == S.FAILED:
+        # total_rows is 0 until the check finishes (import_job_map, import_job_check).
         status, task, reset = (
             (S.IMPORTING, RUN_TASK, {}) if job.total_rows else (S.CHECKING, CHECK_TASK, {})
         )
@@ -543,29 +544,20 @@ FROM unnest(%(emails)s::text[], %(firsts)s::text[], %(lasts)s::text[], %(zones)s
 ON CONFLICT (email) DO {action}
 RETURNING id, (xmax = 0) AS inserted
 """
+# EXCLUDED holds '' for a value the file left empty (the value inserted): an empty cell never
+# erases, so '' keeps the stored value. The WHERE is _would_change's rule.
 _UPDATE = """UPDATE SET
-    first_name = coalesce(EXCLUDED_F.f, campaigns_contact.first_name),
-    last_name = coalesce(EXCLUDED_F.l, campaigns_contact.last_name),
-    time_zone = coalesce(EXCLUDED_F.z, campaigns_contact.time_zone),
+    first_name = coalesce(nullif(EXCLUDED.first_name, ''), campaigns_contact.first_name),
+    last_name = coalesce(nullif(EXCLUDED.last_name, ''), campaigns_contact.last_name),
+    time_zone = coalesce(nullif(EXCLUDED.time_zone, ''), campaigns_contact.time_zone),
     attributes = campaigns_contact.attributes || EXCLUDED.attributes,
     updated_at = now()
-WHERE (EXCLUDED_F.f IS NOT NULL AND EXCLUDED_F.f <> campaigns_contact.first_name)
-   OR (EXCLUDED_F.l IS NOT NULL AND EXCLUDED_F.l <> campaigns_contact.last_name)
-   OR (EXCLUDED_F.z IS NOT NULL AND EXCLUDED_F.z <> campaigns_contact.time_zone)
+WHERE EXCLUDED.first_name NOT IN ('', campaigns_contact.first_name)
+   OR EXCLUDED.last_name NOT IN ('', campaigns_contact.last_name)
+   OR EXCLUDED.time_zone NOT IN ('', campaigns_contact.time_zone)
    OR NOT (campaigns_contact.attributes @> EXCLUDED.attributes)"""
-
-
-def _upsert_sql(update: bool) -> str:
-    if not update:
-        return _UPSERT.format(action="NOTHING")
-    # EXCLUDED holds '' for a name the file left empty (the inserted value); to keep "an empty
-    # cell never erases", the update reads NULLIF(EXCLUDED.x, '') instead.
-    action = (
-        _UPDATE.replace("EXCLUDED_F.f", "NULLIF(EXCLUDED.first_name, '')")
-        .replace("EXCLUDED_F.l", "NULLIF(EXCLUDED.last_name, '')")
-        .replace("EXCLUDED_F.z", "NULLIF(EXCLUDED.time_zone, '')")
-    )
-    return _UPSERT.format(action=action)
+_ADD_ONLY_SQL = _UPSERT.format(action="NOTHING")
+_UPDATE_SQL = _UPSERT.format(action=_UPDATE)
 
 
 def _write_chunk(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
@@ -574,7 +566,7 @@ def _write_chunk(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
         return _write_chunk_portable(job, parsed)
     with connection.cursor() as cursor:
         cursor.execute(
-            _upsert_sql(job.update_existing),
+            _UPDATE_SQL if job.update_existing else _ADD_ONLY_SQL,
             {
                 "active": Contact.Status.ACTIVE,
                 "emails": [p.email for p in parsed],
@@ -613,19 +605,14 @@ def _write_chunk_portable(job: ImportJob, parsed: list[Parsed]) -> tuple[int, in
         now = timezone.now()
         for p in parsed:
             contact = existing.get(p.email)
-            stored = (
-                (*(getattr(contact, name) for name in TEXT_FIELDS), contact.attributes)
-                if contact
-                else None
-            )
-            if contact is None or not _would_change(p, stored):
+            if contact is None or not _would_change(p, {n: getattr(contact, n) for n in STORED}):
                 continue
             for name, value in p.fields.items():
                 setattr(contact, name, value)
             contact.attributes = {**contact.attributes, **p.attributes}
             contact.updated_at = now  # bulk_update leaves auto_now alone
             changed.append(contact)
-        Contact.objects.bulk_update(changed, [*TEXT_FIELDS, "attributes", "updated_at"])
+        Contact.objects.bulk_update(changed, [*STORED, "updated_at"])
     if job.contact_list_id:
         # Existing memberships stay as they are: a list-level unsubscribe is kept.
         ids = Contact.objects.filter(email__in=emails).values_list("pk", flat=True)
@@ -649,8 +636,8 @@ def import_job_run(*, job_id: int) -> None:
         if end <= job.processed_rows:
             position = end
             continue  # committed by an earlier run
-        parsed = [item for item in chunk[max(0, job.processed_rows - position) :]]
-        parsed = [item for item in parsed if isinstance(item, Parsed)]
+        unwritten = chunk[max(0, job.processed_rows - position) :]
+        parsed = [item for item in unwritten if isinstance(item, Parsed)]
         with transaction.atomic():
             new, updated = _write_chunk(job, parsed) if parsed else (0, 0)
             still = ImportJob.objects.filter(pk=job.pk, status=S.IMPORTING).update(
@@ -670,7 +657,8 @@ def import_job_run(*, job_id: int) -> None:
         )
         # (No user left to name: the admin log needs one; the job keeps its counts.)
         if done and job.created_by_id is not None:
-            job.refresh_from_db()
+            # The counts this run added to (not the file: it may be 20 MB).
+            job.refresh_from_db(fields=["new_count", "updated_count", "unchanged_count"])
             LogEntry.objects.create(
                 user_id=job.created_by_id,
                 content_type=ContentType.objects.get_for_model(ImportJob),
@@ -709,8 +697,6 @@ def import_job_fail_if_stale(*, job: ImportJob) -> bool:
         "worker is running). Rows already imported stay; Restart continues from there.",
     )
     if stopped:
-        if job.status == S.CHECKING:
-            ImportJob.objects.filter(pk=job.pk).update(total_rows=0)
         logger.warning("contact import %s stopped: lease ran out", job.pk)
         job.refresh_from_db()
     return stopped

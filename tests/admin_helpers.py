@@ -47,20 +47,31 @@ def start(client, job: ImportJob):
         return client.post(job_url(job, "start/"))
 
 
+def uploaded(client, content: str | bytes, **kwargs) -> ImportJob:
+    """Upload `content` (the upload must be accepted); the job it made."""
+    response = upload(client, content, **kwargs)
+    assert response.status_code == 302, _errors(response)
+    return ImportJob.objects.latest("pk")
+
+
+def checked(client, content: str | bytes, **choices) -> ImportJob:
+    """Upload and check with the guessed matches and `choices`; the checked job."""
+    job = uploaded(client, content)
+    response = check(client, job, **choices)
+    assert response.status_code == 302, _errors(response)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.CHECKED, job.status_reason
+    return job
+
+
 def import_file(
     client, content: str, contact_list: ContactList | None = None, *, update: bool = True
 ):
     """Upload, check with the guessed matches, import; returns (job, the last response)."""
-    response = upload(client, content)
-    assert response.status_code == 302, _errors(response)
-    job = ImportJob.objects.latest("pk")
-    overrides = {"existing": "update" if update else "add"}
+    choices = {"existing": "update" if update else "add"}
     if contact_list is not None:
-        overrides["contact_list"] = contact_list.pk
-    checked = check(client, job, **overrides)
-    assert checked.status_code == 302, _errors(checked)
-    job.refresh_from_db()
-    assert job.status == ImportJob.Status.CHECKED, job.status_reason
+        choices["contact_list"] = contact_list.pk
+    job = checked(client, content, **choices)
     response = start(client, job)
     job.refresh_from_db()
     return job, response

@@ -163,7 +163,9 @@ class ContactImportViews:
     def _import_job(self, request: HttpRequest, pk: int) -> ImportJob:
         if not self.has_import_permission(request):
             raise PermissionDenied
-        job = get_object_or_404(ImportJob, pk=pk)
+        # The file (up to CONTACT_IMPORT_MAX_MB) is read only by the views that show it: not by
+        # the progress poll, every second while a job runs.
+        job = get_object_or_404(ImportJob.objects.defer("data"), pk=pk)
         imports.import_job_fail_if_stale(job=job)
         return job
 

@@ -10,6 +10,9 @@ import io
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import TestCase
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from campaigns import imports
@@ -17,11 +20,13 @@ from campaigns.models import Contact, ContactList, CustomField, ImportJob, Membe
 from tests.admin_helpers import (
     IMPORT_URL,
     check,
+    checked,
     import_file,
     job_url,
     mapping_data,
     start,
     upload,
+    uploaded,
 )
 from tests.factories import ContactFactory, ContactListFactory
 
@@ -45,21 +50,6 @@ def _csv(rows: list[list[str]], delimiter: str = ",") -> str:
 def _page(response) -> str:
     assert response.status_code == 200, response.status_code
     return html.unescape(response.content.decode())
-
-
-def _uploaded(client, content, **kwargs) -> ImportJob:
-    response = upload(client, content, **kwargs)
-    assert response.status_code == 302, _page(response)
-    return ImportJob.objects.latest("pk")
-
-
-def _checked(client, content, **choices) -> ImportJob:
-    job = _uploaded(client, content)
-    response = check(client, job, **choices)
-    assert response.status_code == 302, _page(response)
-    job.refresh_from_db()
-    assert job.status == ImportJob.Status.CHECKED, job.status_reason
-    return job
 
 
 def _reasons(job: ImportJob) -> dict[int, str]:
@@ -86,7 +76,7 @@ MAILCHIMP = (
     ],
 )
 def test_the_encoding_and_the_delimiter_are_detected(admin_client, data, encoding):
-    job = _uploaded(admin_client, data)
+    job = uploaded(admin_client, data)
     assert (job.encoding, job.delimiter) == (encoding, ";")
     page = _page(admin_client.get(job_url(job)))
     assert f"read as {encoding} text, columns separated by semicolons" in page
@@ -94,15 +84,15 @@ def test_the_encoding_and_the_delimiter_are_detected(admin_client, data, encodin
 
 
 def test_tabs_and_a_chosen_delimiter(admin_client):
-    assert _uploaded(admin_client, "email\tfirst name\na@example.com\tA\n").delimiter == "\t"
+    assert uploaded(admin_client, "email\tfirst name\na@example.com\tA\n").delimiter == "\t"
     # One column: nothing to sniff; the marketer's choice wins over the guess.
-    assert _uploaded(admin_client, "email\na@example.com\n").delimiter == ","
-    job = _uploaded(admin_client, "email,name\na@example.com,A;B\n", delimiter=";")
+    assert uploaded(admin_client, "email\na@example.com\n").delimiter == ","
+    job = uploaded(admin_client, "email,name\na@example.com,A;B\n", delimiter=";")
     assert job.delimiter == ";"
 
 
 def test_a_mailchimp_export_is_matched_by_its_header_names(admin_client):
-    job = _uploaded(admin_client, MAILCHIMP)
+    job = uploaded(admin_client, MAILCHIMP)
     assert [entry["to"] for entry in job.mapping] == [
         "email", "first_name", "last_name", "custom", "custom", "custom", "custom", "custom",
     ]  # fmt: skip
@@ -152,7 +142,7 @@ def test_a_file_over_the_size_cap_is_refused_before_it_is_read(admin_client, set
 
 
 def test_a_file_without_an_email_column_asks_for_one(admin_client, eager_celery):
-    job = _uploaded(admin_client, "name,city\nAda,London\n")
+    job = uploaded(admin_client, "name,city\nAda,London\n")
     page = _page(check(admin_client, job))
     assert "Choose which column holds the email address." in page
     job.refresh_from_db()
@@ -163,7 +153,7 @@ def test_a_file_without_an_email_column_asks_for_one(admin_client, eager_celery)
 
 
 def test_two_columns_filling_one_field_are_refused(admin_client, eager_celery):
-    job = _uploaded(admin_client, "email,City,city\na@example.com,x,y\n")
+    job = uploaded(admin_client, "email,City,city\na@example.com,x,y\n")
     page = _page(check(admin_client, job, to_2="custom", name_2="City"))
     assert "The columns “City” and “city” would both fill “city”: skip one of them." in page
     page = _page(check(admin_client, job, to_1="first_name", to_2="first_name"))
@@ -190,7 +180,7 @@ def test_the_check_counts_and_lists_every_refused_line_and_writes_nothing(
             ["city@example.com", "", "Lon\u2028don"]]  # fmt: skip
     rows += [[address, "Someone", ""] for address in UNSENDABLE]  # 11, 12, 13
     content = _csv(rows) + "ragged@example.com,too,many,cells\n"  # 14
-    job = _checked(admin_client, content, existing="update")
+    job = checked(admin_client, content, existing="update")
 
     assert (job.total_rows, job.new_count, job.updated_count, job.unchanged_count) == (12, 1, 1, 1)
     assert (job.error_count, job.duplicate_count) == (8, 1)
@@ -221,7 +211,7 @@ def test_broken_quotes_and_multi_line_cells_report_the_line_a_row_starts_on(
         'email,first_name\na@example.com,"Two\nlines"\nb@example.com,"Ok"\nbad,X\n'
         'c@example.com,"Ada"x\nd@example.com,"Gr\ne@example.com,E\n'
     )
-    reasons = _reasons(_checked(admin_client, content))
+    reasons = _reasons(checked(admin_client, content))
     assert reasons[2].startswith("The first name contains a control character")
     assert reasons[5] == "An email address must have an @-sign."
     assert reasons[6].startswith("A quote inside a cell")
@@ -231,7 +221,7 @@ def test_broken_quotes_and_multi_line_cells_report_the_line_a_row_starts_on(
 def test_the_error_file_holds_each_refused_row_formula_safe(admin_client, eager_celery):
     content = "email,first_name\n=cmd|' /C calc'!A0,=HYPERLINK(\"x\")\nok@example.com,Ok\n"
     content += "OK@example.com,+again\n"
-    job = _checked(admin_client, content)
+    job = checked(admin_client, content)
     response = admin_client.get(job_url(job, "errors.csv"))
     assert response.status_code == 200
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -245,7 +235,7 @@ def test_the_error_file_holds_each_refused_row_formula_safe(admin_client, eager_
 
 def test_refused_rows_are_paginated(admin_client, eager_celery):
     content = "email\n" + "".join(f"bad{i}\n" for i in range(250))
-    job = _checked(admin_client, content)
+    job = checked(admin_client, content)
     page = _page(admin_client.get(job_url(job) + "?page=3"))
     assert "page 3 of 3" in page and "<td>251</td>" in page and "<td>2</td>" not in page
 
@@ -327,7 +317,7 @@ def test_a_declared_custom_field_takes_its_type(admin_client, eager_celery, writ
 
 
 def test_a_mailchimp_export_imports_into_a_new_list(admin_client, eager_celery):
-    job = _uploaded(admin_client, MAILCHIMP)
+    job = uploaded(admin_client, MAILCHIMP)
     check(admin_client, job, new_list_name="From Mailchimp")
     start(admin_client, job)
     job.refresh_from_db()
@@ -343,7 +333,7 @@ def test_a_mailchimp_export_imports_into_a_new_list(admin_client, eager_celery):
 
 def test_a_new_list_name_already_taken_is_refused(admin_client, eager_celery):
     ContactListFactory(name="News")
-    job = _uploaded(admin_client, "email\na@example.com\n")
+    job = uploaded(admin_client, "email\na@example.com\n")
     page = _page(check(admin_client, job, new_list_name="news"))
     assert "A list has this name already" in page
     assert ContactList.objects.count() == 1
@@ -365,7 +355,7 @@ def test_a_job_whose_worker_died_is_stopped_and_restarts_where_it_stopped(
 ):
     monkeypatch.setattr(imports, "CHUNK", 2)
     content = "email\n" + "".join(f"p{i}@example.com\n" for i in range(5))
-    job = _checked(admin_client, content)
+    job = checked(admin_client, content)
     # A worker wrote the first chunk and died: the job is importing, its lease ran out.
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.IMPORTING)
     ContactFactory(email="p0@example.com")
@@ -385,10 +375,23 @@ def test_a_job_whose_worker_died_is_stopped_and_restarts_where_it_stopped(
     assert Contact.objects.count() == 5
 
 
+def test_a_check_whose_worker_died_restarts_as_a_check(admin_client, eager_celery):
+    job = uploaded(admin_client, "email\na@example.com\nb@example.com\n")
+    # The check was enqueued and its worker died before it finished.
+    with TestCase.captureOnCommitCallbacks(execute=False):
+        admin_client.post(job_url(job), mapping_data(job))
+    ImportJob.objects.filter(pk=job.pk).update(processed_rows=1, leased_until=timezone.now())
+    assert "The background worker stopped" in _page(admin_client.get(job_url(job)))
+    start(admin_client, job)
+    job.refresh_from_db()
+    assert (job.status, job.total_rows, job.new_count) == (ImportJob.Status.CHECKED, 2, 2)
+    assert not Contact.objects.exists()
+
+
 def test_the_sweep_stops_a_job_no_worker_holds(admin_client, eager_celery):
     from campaigns.sweeper import campaigns_sweep
 
-    job = _checked(admin_client, "email\na@example.com\n")
+    job = checked(admin_client, "email\na@example.com\n")
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.IMPORTING, leased_until=timezone.now()
     )
@@ -410,6 +413,14 @@ def test_progress_is_a_small_json(admin_client, eager_celery):
     data = admin_client.get(job_url(job, "progress.json")).json()
     assert data == {"status": "done", "processed": 1, "total": 1, "new": 1, "updated": 0,
                     "unchanged": 0}  # fmt: skip
+
+
+def test_the_progress_poll_does_not_read_the_file(admin_client, eager_celery):
+    job = checked(admin_client, "email\na@example.com\n")
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(job_url(job, "progress.json")).status_code == 200
+    job_reads = [q["sql"] for q in queries.captured_queries if "campaigns_importjob" in q["sql"]]
+    assert job_reads and not any('"data"' in sql for sql in job_reads)
 
 
 # -- permissions -------------------------------------------------------------------------------
@@ -435,7 +446,7 @@ def test_lists_need_their_own_permissions(client, eager_celery):
         'href="/admin/campaigns/contact/import/"'
         in client.get("/admin/campaigns/contact/").content.decode()
     )
-    job = _uploaded(client, "email\na@example.com\n")
+    job = uploaded(client, "email\na@example.com\n")
     page = _page(client.get(job_url(job)))
     assert 'name="contact_list"' not in page and 'name="new_list_name"' not in page
     # A forged field is ignored: the form has none.
