@@ -135,7 +135,7 @@ def test_the_dashboard_shows_only_what_the_user_may_view():
     page = _client(superuser=False, perms=[("templates_app", "view_template")]).get("/admin/")
     html = page.content.decode()
     assert "Recent campaigns" not in html and "Hidden campaign" not in html
-    assert "Subscribed contacts" not in html
+    assert "On the list" not in html
 
 
 def test_the_dashboard_costs_the_same_few_queries_for_many_campaigns(
