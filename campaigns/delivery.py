@@ -286,6 +286,7 @@ class _Batch:
             last_id=ids[-1],
             claimed_at=claimed_at,
             attributes=self.sender.attributes,
+            personalised=self.campaign.kind != Campaign.Kind.CAMPAIGN,
         )
         try:
             rows = claim()

@@ -14,7 +14,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from campaigns.counters import counter_add_count_sql, counters_add
-from campaigns.models import Contact, Membership, Notification
+from campaigns.models import Contact, Membership, MessageRequest, Notification
 from infra.db import pg_execute, pg_rows
 
 N = Notification.Status
@@ -70,11 +70,12 @@ def ledger_pending_ids(*, campaign_id: int, first_id: int, last_id: int) -> list
 def ledger_claim(
     *,
     campaign_id: int,
-    contact_list_id: int,
+    contact_list_id: int | None,
     first_id: int,
     last_id: int,
     claimed_at: datetime,
     attributes: Sequence[str] = (),
+    personalised: bool = False,
 ) -> list[ClaimedRow]:
     """Claim the `created` rows of an id range (created → sending, stamped `claimed_at`), with
     their contacts.
@@ -85,7 +86,9 @@ def ledger_claim(
     rows of calls in flight. The contact columns come back from the same statement (no second
     query with an IN list, no ORM row building: both weighed on the send worker, see
     docs/PERFORMANCE.md), and of `attributes` only the template's fields, each extracted by
-    PostgreSQL (no JSON document parsed per contact). If the statement's outcome is unknown (the
+    PostgreSQL (no JSON document parsed per contact). `personalised` (the API's kinds): each
+    row's MessageRequest personalisation comes first, then the contact's fields and
+    attributes. If the statement's outcome is unknown (the
     connection broke), `ledger_release_claim` with the same stamp gives back exactly the rows it
     took.
     """
@@ -94,15 +97,24 @@ def ledger_claim(
         Contact._meta.db_table,
         Membership._meta.db_table,
     )
-    extract = "".join(", c.attributes -> %s" for _ in attributes)
-    columns = (
-        "c.id, c.email, c.first_name, c.last_name, c.status, "
-        f"m.unsubscribed_at IS NOT NULL{extract}"
-    )
     joins = (
         f"JOIN {c} c ON c.id = claimed.contact_id "
         f"LEFT JOIN {m} m ON m.contact_id = c.id AND m.contact_list_id = %s"
     )
+    if personalised:
+        extract = "".join(
+            ", COALESCE(r.personalisation -> %s, c.attributes -> %s)" for _ in attributes
+        )
+        names = "COALESCE(r.personalisation ->> 'first_name', c.first_name), " + (
+            "COALESCE(r.personalisation ->> 'last_name', c.last_name)"
+        )
+        joins += f" LEFT JOIN {MessageRequest._meta.db_table} r ON r.notification_id = claimed.id"
+        attribute_params = [name for name in attributes for _ in (1, 2)]
+    else:
+        extract = "".join(", c.attributes -> %s" for _ in attributes)
+        names = "c.first_name, c.last_name"
+        attribute_params = list(attributes)
+    columns = f"c.id, c.email, {names}, c.status, m.unsubscribed_at IS NOT NULL{extract}"
     claim, claim_params = claim_update(
         campaign_id=campaign_id, first_id=first_id, last_id=last_id, claimed_at=claimed_at
     )
@@ -111,7 +123,7 @@ def ledger_claim(
             cursor.execute(
                 f"WITH claimed AS ({claim}) SELECT claimed.id, {columns} FROM claimed {joins} "  # noqa: S608 (table names are ours)
                 "ORDER BY claimed.id",
-                [*claim_params, *attributes, contact_list_id],
+                [*claim_params, *attribute_params, contact_list_id],
             )
             rows = cursor.fetchall()
         else:  # SQLite (the demo) has no UPDATE inside WITH: two statements, same answer
@@ -122,7 +134,7 @@ def ledger_claim(
                 cursor.execute(
                     f"SELECT claimed.id, {columns} FROM {n} claimed {joins} "  # noqa: S608
                     f"WHERE claimed.id IN ({', '.join(['%s'] * len(claimed))}) ORDER BY claimed.id",
-                    [*attributes, contact_list_id, *claimed],
+                    [*attribute_params, contact_list_id, *claimed],
                 )
                 rows = cursor.fetchall()
     # Per row, only tuple work: no keyword arguments and no `Contact.Status.ACTIVE` (an enum

@@ -84,6 +84,15 @@ class Membership(models.Model):
 
 
 class Campaign(models.Model):
+    class Kind(models.TextChoices):
+        # A marketer's campaign to a list (the admin); the API's two kinds have no list: their
+        # recipients and personalisation come with the request (MessageRequest per row).
+        CAMPAIGN = "campaign", "Campaign"
+        # The stream a template's transactional messages go out by (POST /api/v1/messages):
+        # one per template content and mode, always `sending`, never finished.
+        TRANSACTIONAL = "transactional", "Transactional messages"
+        JOB = "job", "Bulk job"  # POST /api/v1/jobs: a frozen set of rows, sent as a campaign
+
     class Status(models.TextChoices):
         DRAFT = "draft"
         SCHEDULED = "scheduled"
@@ -94,8 +103,21 @@ class Campaign(models.Model):
         FAILED = "failed"
 
     name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CAMPAIGN)
     template = models.ForeignKey("templates_app.Template", on_delete=models.PROTECT)
-    contact_list = models.ForeignKey(ContactList, on_delete=models.PROTECT, verbose_name="List")
+    # Required for a campaign (the admin's form); empty for the API's kinds.
+    contact_list = models.ForeignKey(
+        ContactList, on_delete=models.PROTECT, verbose_name="List", null=True
+    )
+    # Sent with a test API key: every step runs but SES is never called (campaigns.simulator).
+    test_mode = models.BooleanField(default=False, editable=False)
+    # A transactional stream's identity: template id, mode and a digest of the template's
+    # content (campaigns.transactional), so an edited template starts a new stream.
+    stream_key = models.CharField(max_length=100, blank=True, editable=False)
+    # The API key that made it (a job, a stream's first message).
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+"
+    )
     from_email = models.CharField(
         "From", max_length=254, blank=True, help_text="Leave empty for the default sender."
     )
@@ -140,6 +162,17 @@ class Campaign(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "scheduled_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream_key"],
+                condition=models.Q(kind="transactional"),
+                name="uniq_transactional_stream",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="campaign") | models.Q(contact_list__isnull=False),
+                name="campaign_has_list",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -216,6 +249,10 @@ class Notification(models.Model):
     )
     contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="notifications")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
+    # 0 for a campaign's or a job's rows: one per contact, which the unique constraint holds.
+    # A transactional message gets a random positive number instead, so one contact can get
+    # many messages of the same stream (campaigns.transactional).
+    repeat_key = models.BigIntegerField(default=0, editable=False)
     message_id = models.CharField("SES message id", max_length=100, null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -223,8 +260,11 @@ class Notification(models.Model):
 
     class Meta:
         constraints = [
-            # At most once per recipient per campaign, enforced by the database.
-            models.UniqueConstraint(fields=["campaign", "contact"], name="uniq_notification")
+            # At most once per recipient per campaign, enforced by the database (repeat_key
+            # is 0 for every campaign row).
+            models.UniqueConstraint(
+                fields=["campaign", "contact", "repeat_key"], name="uniq_notification"
+            )
         ]
         # What a marketer calls it: one message per recipient of a campaign.
         verbose_name = "message"
@@ -417,3 +457,89 @@ class LinkCheck(models.Model):
 
     def __str__(self) -> str:
         return f"link check {self.pk} of campaign {self.campaign_id}"
+
+
+class ApiKey(models.Model):
+    """A key an integration calls the API with (campaigns.apikeys): shown once when made, kept
+    only as a SHA-256 digest of its secret. `prefix` is the visible part that tells keys
+    apart (mw_live_3f9a1c2b), and how a request's key is found."""
+
+    name = models.CharField(max_length=100, help_text="What uses it, e.g. the shop's receipts.")
+    prefix = models.CharField(max_length=32, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    # The scopes it grants (campaigns.apikeys.SCOPES).
+    scopes = models.JSONField(default=list)
+    # A test key's messages go through every step but never reach SES.
+    test = models.BooleanField(default=False, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Written at most once a minute per key (campaigns.apikeys), not on every request.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class MessageRequest(models.Model):
+    """What an integration asked for one ledger row (a transactional message, or a job's row):
+    its personalisation, its reference and when to send it. The ledger row stays narrow; this
+    is read by the claim (personalisation over the contact's fields) and by the API."""
+
+    notification = models.OneToOneField(
+        Notification, on_delete=models.CASCADE, primary_key=True, related_name="request"
+    )
+    api_key = models.ForeignKey(
+        ApiKey, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    # The client's own id for it (an order number), to find it again: GET ?reference=.
+    reference = models.CharField(max_length=200, blank=True)
+    personalisation = models.JSONField(default=dict, blank=True)
+    # Not before this time (a scheduled transactional message); empty: at once.
+    send_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["reference"], condition=~models.Q(reference=""), name="message_reference"
+            ),
+            models.Index(
+                fields=["send_at"],
+                condition=models.Q(send_at__isnull=False),
+                name="message_send_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"request of message {self.notification_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a request made with an Idempotency-Key (Stripe's semantics): the
+    same key and body within IDEMPOTENCY_TTL return it again, another body is refused. The
+    unique constraint, written in the request's own transaction, is what makes two concurrent
+    requests with one key create one message."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, path and body: "the same request".
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="uniq_idempotency_key")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"idempotency record {self.pk}"

@@ -40,6 +40,25 @@ def campaign_freeze(campaign_id: int) -> None:
 def deliver_batch(
     self, campaign_id: int, first_id: int, last_id: int, waiting_lease_id: int | None = None
 ) -> None:
+    _deliver(self, (campaign_id, first_id, last_id), first_id, last_id, waiting_lease_id)
+    services.campaign_finish_if_answered(campaign_id=campaign_id)
+
+
+@shared_task(
+    bind=True, name="campaigns.tasks.deliver_message", max_retries=20, time_limit=BATCH_TIME_LIMIT
+)
+def deliver_message(
+    self, campaign_id: int, message_id: int, waiting_lease_id: int | None = None
+) -> None:
+    """One transactional message (campaigns.transactional): a batch of one row of its stream,
+    on the transactional queue."""
+    _deliver(self, (campaign_id, message_id), message_id, message_id, waiting_lease_id)
+
+
+def _deliver(task, args: tuple, first_id: int, last_id: int, waiting_lease_id: int | None) -> None:
+    """Send the range; on a retry verdict, leave a waiting lease and retry the task (with
+    `args`) after the backoff."""
+    campaign_id = args[0]
     if waiting_lease_id is not None:  # this run keeps the promise that lease made
         leases.lease_drop(lease_id=waiting_lease_id)
     result = delivery.deliver_batch(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
@@ -48,7 +67,7 @@ def deliver_batch(
             0
             if result.retry == delivery.RETRY_TIME_UP
             else min(
-                THROTTLE_RETRY_BASE_SECONDS * 2**self.request.retries, THROTTLE_RETRY_MAX_SECONDS
+                THROTTLE_RETRY_BASE_SECONDS * 2**task.request.retries, THROTTLE_RETRY_MAX_SECONDS
             )
         )
         # Until the retry runs, its rows are `created` with no batch on them: a waiting lease
@@ -59,12 +78,7 @@ def deliver_batch(
             last_id=last_id,
             until=timezone.now() + timedelta(seconds=countdown),
         )
-        raise self.retry(
-            args=(campaign_id, first_id, last_id),
-            kwargs={"waiting_lease_id": lease_id},
-            countdown=countdown,
-        )
-    services.campaign_finish_if_answered(campaign_id=campaign_id)
+        raise task.retry(args=args, kwargs={"waiting_lease_id": lease_id}, countdown=countdown)
 
 
 @shared_task(name="campaigns.tasks.campaigns_start_due", time_limit=PERIODIC_TIME_LIMIT)

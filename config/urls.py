@@ -16,4 +16,5 @@ urlpatterns = [
     # inbound, other providers) are not mounted, so none of them answers anyone.
     path("webhooks/anymail/amazon_ses/tracking/", ses_webhook),
     path("t/", include("tracking.urls")),
+    path("api/v1/", include("campaigns.api.urls")),
 ]

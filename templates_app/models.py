@@ -11,6 +11,15 @@ class Template(models.Model):
     """
 
     name = models.CharField(max_length=200, unique=True)
+    # How the API names it (POST /api/v1/messages {"template": "password-reset"}): stable
+    # while the name is reworded. Optional; unique when set.
+    slug = models.SlugField(
+        max_length=100,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="How the API refers to it, e.g. password-reset. Leave empty if unused.",
+    )
     subject = models.CharField(max_length=998)  # RFC 5322's line limit
     html = models.TextField("HTML body")
     text = models.TextField("Text body", blank=True, help_text="Leave empty to send HTML only.")

@@ -150,8 +150,21 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the admin's forms take one file at most
 # Uploaded files larger than this go to a temporary file rather than memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_FILE_UPLOAD_MEMORY_BYTES", 2_621_440, minimum=0)
 
+# The integrations API (campaigns.api, docs/API.md): keys or a staff session, scopes, one
+# error shape, JSON in and out (the browsable API for a staff session).
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "campaigns.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["campaigns.api.permissions.HasScope"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "EXCEPTION_HANDLER": "campaigns.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
 
 # Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md): exceptions are

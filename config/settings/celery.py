@@ -43,6 +43,7 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.campaign_start": {"queue": "bulk"},
     "campaigns.tasks.campaign_freeze": {"queue": "bulk"},
     "campaigns.tasks.deliver_batch": {"queue": "bulk"},
+    "campaigns.tasks.deliver_message": {"queue": "transactional"},
     # Minutes of work for a large file: not on the queue beat's short sweeps share.
     "campaigns.tasks.contact_import_check": {"queue": "bulk"},
     "campaigns.tasks.contact_import_run": {"queue": "bulk"},

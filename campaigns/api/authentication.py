@@ -1,0 +1,57 @@
+"""Who calls: an API key (Authorization: Bearer mw_live_…), or a staff user's session (the
+browsable API), whose model permissions then stand in for scopes (campaigns.api.permissions)."""
+
+from rest_framework import authentication, exceptions
+
+from campaigns.apikeys import KeyRefused, api_key_check
+from campaigns.models import ApiKey
+
+
+class ApiKeyUser:
+    """request.user for a call made with a key: authenticated, not a person."""
+
+    is_authenticated = True
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    is_anonymous = False
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.pk = None
+
+    def has_perm(self, perm: str, obj=None) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return f"API key {self.key.prefix}"
+
+
+class KeyAuthenticationFailed(exceptions.AuthenticationFailed):
+    """A key refused with its own status (401 unknown, 403 revoked or expired)."""
+
+    def __init__(self, refused: KeyRefused) -> None:
+        super().__init__(detail=refused.message, code=refused.code)
+        self.status_code = refused.status
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        keyword, _, raw = header.partition(" ")
+        if keyword != self.keyword or not raw.strip():
+            raise exceptions.AuthenticationFailed(
+                "Send the key as: Authorization: Bearer <key>.", code="invalid_api_key"
+            )
+        try:
+            key = api_key_check(raw.strip())
+        except KeyRefused as refused:
+            raise KeyAuthenticationFailed(refused) from None
+        return ApiKeyUser(key), key
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword  # a 401 (not a 403) for a request without credentials

@@ -1,0 +1,62 @@
+"""The one shape of every 4xx: {"errors": [{"code", "field", "message"}]} (docs/API.md).
+
+`field` names the request field at fault ("" for the request as a whole); a job's row error
+adds `row`. Codes are stable strings clients can branch on; messages are for people.
+"""
+
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def error(code: str, message: str, field: str = "", **extra) -> dict:
+    return {"code": code, "field": field, "message": message, **extra}
+
+
+def error_response(status_code: int, errors: list[dict], headers=None) -> Response:
+    return Response({"errors": errors}, status=status_code, headers=headers)
+
+
+def api_exception_handler(exc, context):
+    """DRF's handler, with every error it answers reshaped to the one shape."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a 500: Django's handler logs it (type only) and answers
+    if isinstance(exc, exceptions.ValidationError):
+        errors = list(_flatten(exc.detail))
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = getattr(detail, "code", None) or _DEFAULT_CODES.get(response.status_code, "error")
+        errors = [error(str(code), str(detail))]
+    response.data = {"errors": errors}
+    return response
+
+
+_DEFAULT_CODES = {
+    status.HTTP_401_UNAUTHORIZED: "not_authenticated",
+    status.HTTP_403_FORBIDDEN: "permission_denied",
+    status.HTTP_404_NOT_FOUND: "not_found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    status.HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
+}
+
+
+def _flatten(detail, field: str = ""):
+    """DRF's nested {field: [ErrorDetail]} as flat errors, fields joined with dots."""
+    if isinstance(detail, dict):
+        for name, value in detail.items():
+            name = "" if name == "non_field_errors" else str(name)
+            yield from _flatten(value, f"{field}.{name}" if field and name else field or name)
+    elif isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, dict | list):
+                yield from _flatten(value, f"{field}.{index}" if field else str(index))
+            else:
+                yield from _flatten(value, field)
+    else:
+        yield error(getattr(detail, "code", "invalid") or "invalid", str(detail), field)

@@ -1,0 +1,37 @@
+"""What a caller may do: a key needs the view's scope for the method; a staff user's session
+needs the model permission the scope stands for (the browsable API)."""
+
+from rest_framework import exceptions, permissions
+
+from campaigns.models import ApiKey
+
+# Scope → the Django permission a staff user's session needs instead.
+SCOPE_PERMISSIONS = {
+    "messages:send": "campaigns.add_notification",
+    "messages:read": "campaigns.view_notification",
+    "jobs:send": "campaigns.add_campaign",
+    "jobs:read": "campaigns.view_campaign",
+}
+
+
+class HasScope(permissions.BasePermission):
+    """The view's `scopes` ({method: scope}) decide; a method it does not name is refused."""
+
+    def has_permission(self, request, view) -> bool:
+        scope = getattr(view, "scopes", {}).get(request.method)
+        if request.method in ("HEAD", "OPTIONS"):
+            scope = scope or getattr(view, "scopes", {}).get("GET")
+        if scope is None:
+            return False
+        if isinstance(request.auth, ApiKey):
+            if scope not in request.auth.scopes:
+                raise exceptions.PermissionDenied(
+                    f"This key does not have the scope {scope}.", code="missing_scope"
+                )
+            return True
+        user = request.user
+        if not (user and user.is_authenticated):
+            raise exceptions.NotAuthenticated(
+                "Send an API key: Authorization: Bearer <key>.", code="not_authenticated"
+            )
+        return bool(user.is_staff and user.has_perm(SCOPE_PERMISSIONS.get(scope, "-")))

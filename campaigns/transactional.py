@@ -1,0 +1,191 @@
+"""Transactional messages (POST /api/v1/messages): one ledger row each, durable before the 202.
+
+A message belongs to its template's *stream*: a campaign of kind `transactional`, one per
+template content and mode (live or test), always `sending`. So a message goes out through
+the campaign engine unchanged (the claim, the rate limit, the senders, the lease and the
+sweeper's settling, campaigns.delivery), on the `transactional` queue, one row per batch;
+its events and clicks count on the stream like a campaign's. Editing the template starts a
+new stream, so a message is always sent with the content it was accepted with.
+
+The ledger row and its request (personalisation, reference) are written in the caller's
+transaction; the delivery task is enqueued once it commits. A commit whose task is lost
+(the broker away, a worker killed) is found by messages_sweep and sent once.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from campaigns.models import (
+    ApiKey,
+    Campaign,
+    CampaignLink,
+    Contact,
+    MessageRequest,
+    Notification,
+)
+from campaigns.services import contact_normalize_email
+from infra.tasks import task_enqueue_on_commit
+from templates_app.models import Template
+from templates_app.services import template_compile, template_snapshot
+
+logger = logging.getLogger(__name__)
+
+DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
+
+# Personalisation values are template data: a flat object of short values.
+PERSONALISATION_MAX_KEYS = 100
+PERSONALISATION_MAX_BYTES = 64 * 1024
+
+
+class MessageRefused(Exception):
+    """The request cannot become a message; `field` and `code` say why (an API 4xx)."""
+
+    def __init__(self, code: str, message: str, *, field: str = "", status: int = 422) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field, self.status = code, message, field, status
+
+
+def stream_for(*, template: Template, test_mode: bool, api_key: ApiKey | None = None) -> int:
+    """The id of the template's stream for its current content and this mode, made on first
+    use (race-safe: the unique stream key). MessageRefused if the template cannot be sent."""
+    snapshot = template_snapshot(template=template)
+    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:24]
+    key = f"{template.pk}:{'test' if test_mode else 'live'}:{digest}"
+    return _stream_id(key) or _stream_create(
+        key=key, template=template, snapshot=snapshot, test_mode=test_mode, api_key=api_key
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _stream_id_cached(key: str) -> int:
+    return Campaign.objects.filter(kind=Campaign.Kind.TRANSACTIONAL, stream_key=key).values_list(
+        "pk", flat=True
+    )[0]
+
+
+def _stream_id(key: str) -> int | None:
+    try:
+        return _stream_id_cached(key)
+    except IndexError:  # (lru_cache keeps answers, never exceptions)
+        return None
+
+
+def _stream_create(
+    *, key: str, template: Template, snapshot: dict, test_mode: bool, api_key: ApiKey | None
+) -> int:
+    try:
+        compiled = template_compile(template=snapshot, tracking_base_url=settings.TRACKING_BASE_URL)
+    except Exception as err:  # noqa: BLE001 (any reason it cannot compile is the client's answer)
+        raise MessageRefused(
+            "template_invalid", f"The template cannot be sent: {err}", field="template"
+        ) from None
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            stream = Campaign.objects.create(
+                kind=Campaign.Kind.TRANSACTIONAL,
+                name=f"{template.name} (API{', test' if test_mode else ''})"[:200],
+                template=template,
+                status=Campaign.Status.SENDING,
+                started_at=now,
+                template_snapshot=snapshot,
+                stream_key=key,
+                send_path=Campaign.SendPath.RENDERED,
+                test_mode=test_mode,
+                api_key=api_key,
+            )
+            # The name keys the worker's compiled-template cache (campaigns.messages); the
+            # rendered path never stores it at SES.
+            stream.ses_template_name = compiled.ses_template_name(
+                prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=stream.pk
+            )
+            stream.save(update_fields=["ses_template_name"])
+            CampaignLink.objects.bulk_create(
+                [
+                    CampaignLink(campaign_id=stream.pk, index=i, url=url)
+                    for i, url in enumerate(compiled.links)
+                ]
+            )
+    except IntegrityError:  # another request made it first
+        stream_id = _stream_id(key)
+        if stream_id is None:
+            raise
+        return stream_id
+    logger.info("transactional stream %s made for template %s", stream.pk, template.pk)
+    return stream.pk
+
+
+def message_create(
+    *,
+    api_key: ApiKey | None,
+    template: Template,
+    email: str | None = None,
+    contact_id: int | None = None,
+    personalisation: dict | None = None,
+    reference: str = "",
+    send_at: datetime | None = None,
+) -> Notification:
+    """Write one transactional message (its ledger row and its request) and enqueue its
+    delivery once the transaction commits. The recipient is a contact id, or an address:
+    the contact with that address, made if there is none (so a bounce or a complaint
+    suppresses them for every later message, as for campaigns)."""
+    stream_id = stream_for(
+        template=template, test_mode=bool(api_key and api_key.test), api_key=api_key
+    )
+    with transaction.atomic():
+        if contact_id is None:
+            contact_id = contact_for_address(email or "")
+        elif not Contact.objects.filter(pk=contact_id).exists():
+            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
+        message = Notification.objects.create(
+            campaign_id=stream_id, contact_id=contact_id, repeat_key=secrets.randbits(62) + 1
+        )
+        MessageRequest.objects.create(
+            notification=message,
+            api_key=api_key,
+            reference=reference,
+            personalisation=personalisation or {},
+            send_at=send_at,
+        )
+        if send_at is None or send_at <= timezone.now():
+            task_enqueue_on_commit(DELIVER_MESSAGE, (stream_id, message.pk))
+    return message
+
+
+def contact_for_address(email: str) -> int:
+    """The id of the contact with this address (normalized), made if there is none.
+    MessageRefused for an address that cannot be sent to."""
+    try:
+        address = contact_normalize_email(email)
+    except Exception as err:  # noqa: BLE001 (InvalidAddress: the reason is the client's answer)
+        reason = " ".join(getattr(err, "messages", [])) or "This address cannot be sent to."
+        raise MessageRefused("invalid_address", reason, field="to") from None
+    found = Contact.objects.filter(email=address).values_list("pk", flat=True).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return Contact.objects.create(email=address).pk
+    except IntegrityError:  # made meanwhile by a concurrent request
+        return Contact.objects.values_list("pk", flat=True).get(email=address)
+
+
+def messages_enqueue_due(*, now: datetime | None = None) -> int:
+    """Enqueue the scheduled messages whose time has come and that are still waiting
+    (beat, with the sweep); returns how many. A message enqueued twice is claimed once."""
+    now = now or timezone.now()
+    due = list(
+        MessageRequest.objects.filter(
+            send_at__lte=now, notification__status=Notification.Status.CREATED
+        ).values_list("notification__campaign_id", "notification_id")[:10_000]
+    )
+    task_enqueue_on_commit(DELIVER_MESSAGE, *due)
+    return len(due)
