@@ -20,7 +20,7 @@ from templates_app.services import template_compile, template_errors
 class TemplateForm(forms.ModelForm):
     class Meta:
         model = Template
-        fields = ("name", "subject", "html", "text")
+        fields = ("name", "slug", "subject", "html", "text")
         # Numbered lines (static/templates_app/line_numbers.js), not wrapped: an error names
         # its line.
         widgets = {
@@ -38,6 +38,10 @@ class TemplateForm(forms.ModelForm):
     class Media:
         js = ("templates_app/line_numbers.js",)
         css = {"all": ("templates_app/line_numbers.css",)}
+
+    def clean_slug(self):
+        # Empty is "no slug": NULL, so that any number of templates can have none.
+        return self.cleaned_data.get("slug") or None
 
     def clean(self):
         cleaned = super().clean()
@@ -60,8 +64,8 @@ class TemplateForm(forms.ModelForm):
 @admin.register(Template)
 class TemplateAdmin(ProofAdminMixin, admin.ModelAdmin):
     form = TemplateForm
-    list_display = ("name", "subject", "updated_at", "preview_link")
-    search_fields = ("name", "subject")
+    list_display = ("name", "slug", "subject", "updated_at", "preview_link")
+    search_fields = ("name", "slug", "subject")
 
     @admin.display(description="Preview")
     def preview_link(self, obj) -> str:
