@@ -166,6 +166,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "campaigns.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# How long a web process may use its copy of a key without reading it again: a key revoked
+# elsewhere is refused within this many seconds (0: read on every request; campaigns.apikeys).
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0)
 
 # Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md): exceptions are
 # logged by type and frames, their messages withheld (config/logging.py).
