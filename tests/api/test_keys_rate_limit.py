@@ -105,3 +105,23 @@ def test_while_redis_is_away_requests_go_through_with_a_warning(settings, redis_
     api_rate_limit_reset()  # (rather than wait out REDIS_RETRY_SECONDS)
     codes = [client.get(URL).status_code for _ in range(3)]
     assert 429 in codes, codes  # counted again
+
+
+def test_a_redis_that_hangs_costs_one_request_its_timeout(settings, caplog):
+    settings.API_RATE_LIMIT_PER_SECOND = 1
+    settings.API_RATE_LIMIT_BURST = 1
+    client = api_client(scopes=["messages:read"])
+    assert client.get(URL).status_code == 404
+    admin = redis.Redis.from_url(os.environ["REDIS_URL"])
+    admin.client_pause(5000, all=True)  # Redis takes commands and answers none
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="campaigns.api.throttling"):
+            codes = [client.get(URL).status_code for _ in range(5)]
+        elapsed = time.monotonic() - started
+    finally:
+        admin.client_unpause()
+    assert codes == [404] * 5
+    assert elapsed < 1.5, elapsed  # the first waited REDIS_TIMEOUT_SECONDS, the rest not at all
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "campaigns.api.throttling"]
+    assert "TimeoutError" in warning and f"key:{client.key.pk}" in warning
