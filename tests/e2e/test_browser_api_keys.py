@@ -1,6 +1,7 @@
 """An API key's life in a real browser (Debian's chromium): made in the admin with its scopes,
 its secret shown once and copied, used against the API, listed, and revoked after a
-confirmation, after which the API refuses it."""
+confirmation, after which the API refuses it. And the browsable API, used with the admin's
+session instead of a key."""
 
 import json
 import os
@@ -9,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from campaigns.models import ApiKey
+from campaigns.models import ApiKey, Notification
+from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -76,3 +78,25 @@ def test_a_key_is_made_copied_used_and_revoked(page, live_server):
     assert ApiKey.objects.get().revoked_at is not None
     status, body = _api_get(live_server, secret)
     assert status == 403 and body["errors"][0]["code"] == "api_key_revoked"
+
+
+def test_a_staff_user_sends_and_reads_with_the_browsable_api(page, live_server, ses, eager_celery):
+    """The admin's session is enough (no key), and the browsable API's own form carries the
+    session's CSRF token."""
+    TemplateFactory(slug="receipt", subject="Order {{ order }}")
+    page.goto(f"{live_server.url}/api/v1/messages")
+    body = {"template": "receipt", "to": "ada@example.com", "personalisation": {"order": "7"}}
+    page.fill("#id__content", json.dumps(body))
+    with page.expect_navigation():
+        page.click("form button:has-text('POST')")
+    shown = page.locator(".response-info").inner_text()
+    assert "HTTP 202 Accepted" in shown, shown
+    message = Notification.objects.get()
+    assert f'"id": {message.pk}' in shown
+    assert message.request.api_key_id is None  # sent by a person, not a key
+
+    page.goto(f"{live_server.url}/api/v1/messages/{message.pk}")
+    shown = page.locator(".response-info").inner_text()
+    assert "HTTP 200 OK" in shown and '"status": "sent"' in shown, shown
+    _shot(page, "6-browsable")
+    assert ses.stats()["recipients"] == 1
