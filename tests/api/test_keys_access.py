@@ -115,9 +115,7 @@ def test_a_key_expires_while_it_is_cached(settings):
     client = api_client(expires_at=timezone.now() + timezone.timedelta(seconds=1))
     assert _get(client).status_code == 404
     # The expiry is checked on every request against the cached copy: no wait for the cache.
-    deadline = client.key.expires_at
-    while timezone.now() <= deadline:
-        pass
+    time.sleep(max(0.0, (client.key.expires_at - timezone.now()).total_seconds()) + 0.01)
     _refusal(_get(client), 403, "api_key_expired")
 
 
@@ -129,7 +127,7 @@ def test_a_key_revoked_by_another_process_is_refused_within_the_cache_delay(sett
     ApiKey.objects.filter(pk=client.key.pk).update(revoked_at=timezone.now())
     started = timezone.now()
     while _get(client).status_code == 404:
-        assert (timezone.now() - started).total_seconds() < 1.5
+        assert (timezone.now() - started).total_seconds() < 3  # 1 s, and slack for a busy box
         time.sleep(0.05)
     _refusal(_get(client), 403, "api_key_revoked")
 
