@@ -144,6 +144,13 @@ class BaseRateLimiter:
         _, wait = self._reserve(_check(n), max_wait=None)
         return wait
 
+    def try_reserve(self, n: int) -> float:
+        """Take n tokens if they may be used now (0.0); else take nothing and return the
+        seconds until they could be. For callers that refuse rather than wait (the API's
+        429). The Redis limiter lets redis.RedisError through: the caller decides."""
+        granted, wait = self._reserve(_check(n), max_wait=0.0)
+        return 0.0 if granted else max(wait, 1e-6)
+
     def acquire(
         self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
     ) -> bool:

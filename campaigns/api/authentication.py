@@ -27,12 +27,12 @@ class ApiKeyUser:
         return f"API key {self.key.prefix}"
 
 
-class KeyAuthenticationFailed(exceptions.AuthenticationFailed):
-    """A key refused with its own status (401 unknown, 403 revoked or expired)."""
-
-    def __init__(self, refused: KeyRefused) -> None:
-        super().__init__(detail=refused.message, code=refused.code)
-        self.status_code = refused.status
+def key_refused(refused: KeyRefused) -> exceptions.APIException:
+    """The answer to a refused key: 401 for one that is not ours (with WWW-Authenticate), 403
+    for one of ours that may no longer be used (revoked, expired)."""
+    if refused.status == 403:
+        return exceptions.PermissionDenied(detail=refused.message, code=refused.code)
+    return exceptions.AuthenticationFailed(detail=refused.message, code=refused.code)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -43,14 +43,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         keyword, _, raw = header.partition(" ")
-        if keyword != self.keyword or not raw.strip():
+        # Schemes are case-insensitive (RFC 9110 §11.1); anything but Bearer is refused, not
+        # ignored: a client that sent credentials means them (Basic, a bare key…).
+        if keyword.lower() != self.keyword.lower() or not raw.strip():
             raise exceptions.AuthenticationFailed(
                 "Send the key as: Authorization: Bearer <key>.", code="invalid_api_key"
             )
         try:
             key = api_key_check(raw.strip())
         except KeyRefused as refused:
-            raise KeyAuthenticationFailed(refused) from None
+            raise key_refused(refused) from None
         return ApiKeyUser(key), key
 
     def authenticate_header(self, request) -> str:

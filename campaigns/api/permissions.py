@@ -22,7 +22,9 @@ class HasScope(permissions.BasePermission):
         if request.method in ("HEAD", "OPTIONS"):
             scope = scope or getattr(view, "scopes", {}).get("GET")
         if scope is None:
-            return False
+            # A method the view does not answer goes on to its 405; one it answers without
+            # naming a scope is refused (a view must say what each method needs).
+            return not hasattr(view, request.method.lower())
         if isinstance(request.auth, ApiKey):
             if scope not in request.auth.scopes:
                 raise exceptions.PermissionDenied(
@@ -34,4 +36,11 @@ class HasScope(permissions.BasePermission):
             raise exceptions.NotAuthenticated(
                 "Send an API key: Authorization: Bearer <key>.", code="not_authenticated"
             )
-        return bool(user.is_staff and user.has_perm(SCOPE_PERMISSIONS.get(scope, "-")))
+        perm = SCOPE_PERMISSIONS.get(scope)
+        if not (user.is_staff and perm and user.has_perm(perm)):
+            # A session is a person, whose account says what they may do (not a key's scope).
+            raise exceptions.PermissionDenied(
+                f"Your account may not do this: it needs the permission {perm or scope}.",
+                code="permission_denied",
+            )
+        return True

@@ -165,7 +165,16 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "campaigns.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Per key (or staff user), in Redis: API_RATE_LIMIT_* below.
+    "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.ApiRateThrottle"],
 }
+# Requests a second each API key may make (0: no limit), and how many may come at once after
+# a quiet spell (0: one second's worth). Over it: 429 with Retry-After (campaigns.api.throttling).
+API_RATE_LIMIT_PER_SECOND = float(env_str("API_RATE_LIMIT_PER_SECOND", "100"))
+API_RATE_LIMIT_BURST = float(env_str("API_RATE_LIMIT_BURST", "0"))
+# How long a web process may use its copy of a key without reading it again: a key revoked
+# elsewhere is refused within this many seconds (0: read on every request; campaigns.apikeys).
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0)
 
 # Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md): exceptions are
 # logged by type and frames, their messages withheld (config/logging.py).
