@@ -3,10 +3,16 @@ transactional message's, or a bulk job row's), a flat object of short values. Th
 for POST /api/v1/messages (campaigns.api.serializers) and every row of POST /api/v1/jobs
 (campaigns.jobs)."""
 
-import orjson
+import json
+import math
+import re
 
 PERSONALISATION_MAX_KEYS = 100
 PERSONALISATION_MAX_BYTES = 64 * 1024
+# What PostgreSQL cannot store in text or jsonb: NUL, and UTF-16 surrogates (JSON's "\ud800"
+# escapes parse to them, and they cannot be encoded as UTF-8). Either would be a 500 at the
+# INSERT, not a refusal.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class PersonalisationInvalid(ValueError):
@@ -28,11 +34,17 @@ def personalisation_check(value: object) -> dict:
             "too_many_fields", f"At most {PERSONALISATION_MAX_KEYS} fields."
         )
     for name, item in value.items():
-        if isinstance(item, dict | list):
+        # (JSON's 1e999 parses as an infinite float, which jsonb cannot hold either.)
+        if isinstance(item, dict | list) or (isinstance(item, float) and not math.isfinite(item)):
             raise PersonalisationInvalid(
                 "invalid_value", f"{name}: values are text, numbers, true/false or null."
             )
-    if len(orjson.dumps(value)) > PERSONALISATION_MAX_BYTES:
+        if _UNSTORABLE.search(name) or (isinstance(item, str) and _UNSTORABLE.search(item)):
+            raise PersonalisationInvalid(
+                "invalid_value", "Names and values may not hold NUL or lone surrogate characters."
+            )
+    # (json, not orjson: orjson refuses integers past 64 bits, which jsonb stores.)
+    if len(json.dumps(value, ensure_ascii=False).encode()) > PERSONALISATION_MAX_BYTES:
         raise PersonalisationInvalid(
             "too_large", f"At most {PERSONALISATION_MAX_BYTES // 1024} kB."
         )
