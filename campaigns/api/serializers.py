@@ -9,21 +9,35 @@ from campaigns.personalisation import PersonalisationInvalid, personalisation_ch
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know: a typo ("personalization") must not pass silently."""
 
+    def run_validation(self, data=serializers.empty):
+        # Before DRF's own checks, which answer `null` with "This field may not be null."
+        if data is not serializers.empty and not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {
+                    "": [
+                        serializers.ErrorDetail(
+                            "The body must be a JSON object.", "body_not_object"
+                        )
+                    ]
+                }
+            )
+        return super().run_validation(data)
+
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {
-                        name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
-                        for name in unknown
-                    }
-                )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
+                    for name in unknown
+                }
+            )
         return super().to_internal_value(data)
 
 
 class TemplateRef(serializers.Field):
-    """A template's id (a number) or its slug (text)."""
+    """A template's id (a number) or its slug (text). Which template it names, if any, is
+    the view's question (an unknown one is a 422)."""
 
     default_error_messages = {"invalid": "Give a template id (a number) or its slug (text)."}
 
@@ -36,10 +50,25 @@ class TemplateRef(serializers.Field):
         return value
 
 
+class AddressField(serializers.Field):
+    """An address as text; whether it can be sent to is the address rule's to say
+    (campaigns.addresses, through message_create): a 422 invalid_address, whatever is wrong."""
+
+    default_error_messages = {"invalid": "An address is text."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class MessageCreateSerializer(StrictSerializer):
     template = TemplateRef()
-    to = serializers.CharField(max_length=320, required=False, trim_whitespace=False)
-    contact = serializers.IntegerField(min_value=1, required=False)
+    to = AddressField(required=False)
+    contact = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
     personalisation = serializers.DictField(required=False, default=dict)
     reference = serializers.CharField(max_length=200, required=False, default="")
     send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

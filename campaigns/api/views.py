@@ -1,68 +1,80 @@
 """The API's endpoints: thin (check, call a service, answer)."""
 
+import re
+
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from campaigns.api.errors import error, error_response
+from campaigns.api.base import ApiView
+from campaigns.api.errors import ApiError
 from campaigns.api.serializers import MessageCreateSerializer, MessageSerializer
 from campaigns.models import ApiKey, Campaign, Notification
 from campaigns.transactional import MessageRefused, message_create
 from templates_app.models import Template
 
 API_KINDS = (Campaign.Kind.TRANSACTIONAL,)
+# What a Template.slug can be (a SlugField): anything else names no template, and is never
+# sent to the database (a NUL in a query parameter is an error there, not "not found").
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}\Z")
+_MAX_ID = 2**63 - 1
 
 
 def template_lookup(ref: int | str) -> Template | None:
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        return Template.objects.filter(pk=int(ref)).first()
-    return Template.objects.filter(slug=ref).first()
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        ref = int(ref)
+    if isinstance(ref, int):
+        return Template.objects.filter(pk=ref).first() if 0 < ref <= _MAX_ID else None
+    return Template.objects.filter(slug=ref).first() if _SLUG.match(ref) else None
 
 
-class MessageListCreate(APIView):
+class MessageListCreate(ApiView):
     scopes = {"POST": "messages:send", "GET": "messages:read"}
 
     def post(self, request):
+        with transaction.atomic():
+            response = self.create(request)
+        # Only now: the transaction committed, so the message is durable.
+        return response
+
+    def create(self, request) -> Response:
+        """Runs in a transaction: raising rolls everything back."""
         serializer = MessageCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         template = template_lookup(data["template"])
         if template is None:
-            return error_response(
+            raise ApiError(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                [error("template_not_found", "No template has this id or slug.", "template")],
+                "template_not_found",
+                "No template has this id or slug.",
+                "template",
             )
-        key = request.auth if isinstance(request.auth, ApiKey) else None
         try:
-            with transaction.atomic():
-                message = message_create(
-                    api_key=key,
-                    template=template,
-                    email=data.get("to"),
-                    contact_id=data.get("contact"),
-                    personalisation=data["personalisation"],
-                    reference=data["reference"],
-                    send_at=data["send_at"],
-                )
-        except MessageRefused as refused:
-            return error_response(
-                refused.status, [error(refused.code, refused.message, refused.field)]
+            message = message_create(
+                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+                template=template,
+                email=data.get("to"),
+                contact_id=data.get("contact"),
+                personalisation=data["personalisation"],
+                reference=data["reference"],
+                send_at=data["send_at"],
             )
-        # Only now: the transaction committed, so the message is durable.
+        except MessageRefused as refused:
+            raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
         return Response(
             {"id": message.pk, "status": message.status}, status=status.HTTP_202_ACCEPTED
         )
 
 
-class MessageDetail(APIView):
+class MessageDetail(ApiView):
     scopes = {"GET": "messages:read"}
 
     def get(self, request, pk: int):
         message = get_object_or_404(
             Notification.objects.select_related("campaign", "request"),
-            pk=pk,
+            pk=min(pk, _MAX_ID),
             campaign__kind__in=API_KINDS,
         )
         return Response(MessageSerializer(message).data)
