@@ -2,13 +2,13 @@
 
 import re
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from rest_framework import status
 from rest_framework.response import Response
 
 from campaigns.api.base import ApiView
 from campaigns.api.errors import ApiError
+from campaigns.api.idempotency import idempotent_response
 from campaigns.api.serializers import MessageCreateSerializer, MessageSerializer
 from campaigns.models import ApiKey, Campaign, Notification
 from campaigns.transactional import MessageRefused, message_create
@@ -33,13 +33,10 @@ class MessageListCreate(ApiView):
     scopes = {"POST": "messages:send", "GET": "messages:read"}
 
     def post(self, request):
-        with transaction.atomic():
-            response = self.create(request)
-        # Only now: the transaction committed, so the message is durable.
-        return response
+        return idempotent_response(request, lambda: self.create(request))
 
     def create(self, request) -> Response:
-        """Runs in a transaction: raising rolls everything back."""
+        """Runs in idempotent_response's transaction: raising rolls everything back."""
         serializer = MessageCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -63,6 +60,7 @@ class MessageListCreate(ApiView):
             )
         except MessageRefused as refused:
             raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
+        # Answered once idempotent_response's transaction has committed: 202 means durable.
         return Response(
             {"id": message.pk, "status": message.status}, status=status.HTTP_202_ACCEPTED
         )

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from campaigns.models import Contact, MessageRequest, Notification
+from campaigns.models import Contact, IdempotencyRecord, MessageRequest, Notification
 from tests.api.helpers import api_client
 from tests.factories import CampaignFactory, NotificationFactory, TemplateFactory
 
@@ -163,10 +163,13 @@ def test_a_bad_post_is_refused_in_the_error_shape_and_stores_nothing(
     template, client, raw, content_type, status, code, field
 ):
     contacts = Contact.objects.count()
-    answer = client.generic("POST", URL, raw, content_type=content_type)
+    answer = client.generic(
+        "POST", URL, raw, content_type=content_type, HTTP_IDEMPOTENCY_KEY="key-1"
+    )
     assert_error_shape(answer, status, code, field)
     assert Notification.objects.count() == 0
     assert MessageRequest.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0  # a refusal is not remembered
     assert Contact.objects.count() == contacts
 
 
@@ -182,6 +185,23 @@ def test_odd_but_storable_personalisation_is_accepted(template, client, value):
     assert answer.status_code == 202, answer.content
     # (jsonb keeps numbers as decimals: 1.5e308 comes back as the integer it equals)
     assert MessageRequest.objects.get().personalisation["v"] == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [("k" * 256, "invalid_idempotency_key"), ("a\tb", "invalid_idempotency_key"),
+     ("", "invalid_idempotency_key"), ("caf\u00e9", "invalid_idempotency_key")],
+    ids=["too long", "a tab", "empty", "not ASCII"],
+)  # fmt: skip
+def test_a_bad_idempotency_key_is_refused(template, client, key, code):
+    answer = client.post(URL, GOOD, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert_error_shape(answer, 400, code, "Idempotency-Key")
+    assert Notification.objects.count() == 0
+
+
+def test_a_key_of_255_printable_characters_is_taken(template, client):
+    answer = client.post(URL, GOOD, format="json", HTTP_IDEMPOTENCY_KEY="~ !" * 85)
+    assert answer.status_code == 202, answer.content
 
 
 def test_a_body_over_the_site_limit_is_refused_in_the_error_shape(template, client, settings):
