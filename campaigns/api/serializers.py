@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from campaigns.models import Notification
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
 
@@ -92,6 +93,20 @@ class MessageCreateSerializer(StrictSerializer):
                 }
             )
         return attrs
+
+
+class MessageListQuerySerializer(StrictSerializer):
+    """GET /api/v1/messages's query parameters (filters are and-ed)."""
+
+    reference = serializers.CharField(max_length=200, required=False)
+    status = serializers.ChoiceField(choices=Notification.Status.choices, required=False)
+    since = serializers.DateTimeField(required=False)
+    template = TemplateRef(required=False)
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    )
+    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 class MessageSerializer(serializers.Serializer):

@@ -224,6 +224,19 @@ OTHERS = [
     ("DELETE the list", "DELETE", "/api/v1/messages", 405, "method_not_allowed"),
     ("PATCH a message", "PATCH", "/api/v1/messages/1", 405, "method_not_allowed"),
     ("POST a message", "POST", "/api/v1/messages/1", 405, "method_not_allowed"),
+    ("bad status", "GET", "/api/v1/messages?status=lost", 400, "invalid_choice"),
+    ("limit 0", "GET", "/api/v1/messages?limit=0", 400, "min_value"),
+    ("limit 101", "GET", "/api/v1/messages?limit=101", 400, "max_value"),
+    ("limit text", "GET", "/api/v1/messages?limit=ten", 400, "invalid"),
+    ("bad since", "GET", "/api/v1/messages?since=yesterday", 400, "invalid"),
+    ("bad cursor", "GET", "/api/v1/messages?cursor=abc", 400, "invalid_cursor"),
+    ("forged cursor", "GET", "/api/v1/messages?cursor=aWQ6LTE", 400, "invalid_cursor"),
+    ("NUL cursor", "GET", "/api/v1/messages?cursor=%00", 400, "null_characters_not_allowed"),
+    ("cursor past 64 bits", "GET", "/api/v1/messages?cursor=aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OQ",
+     400, "invalid_cursor"),
+    ("unknown filter", "GET", "/api/v1/messages?referance=x", 400, "unknown_field"),
+    ("NUL reference", "GET", "/api/v1/messages?reference=%00", 400,
+     "null_characters_not_allowed"),
 ]  # fmt: skip
 
 
@@ -239,6 +252,13 @@ def test_other_wrong_requests_are_refused_in_the_error_shape(
     assert_error_shape(answer, status, code)
 
 
+def test_a_template_filter_of_any_text_finds_nothing_rather_than_failing(template, client):
+    for ref in ["nope", "a\u0000b", "9" * 40, "-1"]:
+        answer = client.get(URL, {"template": ref})
+        assert answer.status_code == 200, answer.content
+        assert answer.json()["results"] == []
+
+
 def test_a_campaign_message_is_not_found_by_the_api(client):
     campaign_row = NotificationFactory(campaign=CampaignFactory())
     answer = client.get(f"{URL}/{campaign_row.pk}")
@@ -246,6 +266,6 @@ def test_a_campaign_message_is_not_found_by_the_api(client):
 
 
 def test_an_unsupported_accept_is_a_406_in_the_shape(template, client):
-    answer = client.get(f"{URL}/1", HTTP_ACCEPT="application/xml")
+    answer = client.get(URL, HTTP_ACCEPT="application/xml")
     assert answer.status_code == 406
     assert answer.json()["errors"][0]["code"] == "not_acceptable"
