@@ -33,6 +33,7 @@ from django.utils import timezone
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils import encoders
 
 from campaigns.api.errors import ApiError
 from campaigns.models import ApiKey, IdempotencyRecord
@@ -117,9 +118,15 @@ def _run(work: Callable[[], Response], *, record: tuple | None = None) -> Respon
             transaction.set_rollback(True)  # a refusal stores nothing, the record included
         elif record is not None:
             IdempotencyRecord.objects.filter(pk=made.pk).update(
-                status_code=response.status_code, response=response.data
+                status_code=response.status_code, response=_as_json(response.data)
             )
     return response
+
+
+def _as_json(data: object) -> object:
+    """The answer's data as the client read it (DRF's encoder: datetimes, decimals, UUIDs as
+    text), so a replay is the same JSON, and a JSONField can store it."""
+    return json.loads(json.dumps(data, cls=encoders.JSONEncoder))
 
 
 def _header_key(request: Request) -> str | None:

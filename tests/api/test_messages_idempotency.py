@@ -118,6 +118,38 @@ class TestOneAtATime:
 
 
 @pytest.mark.django_db
+def test_an_answer_with_times_and_decimals_is_replayed_as_it_was_first_rendered():
+    """What another endpoint (a job's) may answer: kept as the JSON the client read."""
+    import datetime
+    import decimal
+
+    from rest_framework.parsers import JSONParser
+    from rest_framework.request import Request
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from campaigns.api.idempotency import idempotent_response
+
+    key = api_client().key
+    when = datetime.datetime(2026, 12, 5, 10, 0, 0, 120000, tzinfo=datetime.UTC)
+    answers = []
+    for _ in range(2):
+        raw = APIRequestFactory().post(
+            "/api/v1/jobs", {"rows": [1]}, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+        )
+        force_authenticate(raw, user=None, token=key)
+        request = Request(raw, parsers=[JSONParser()])
+        answers.append(
+            idempotent_response(
+                request, lambda: Response({"at": when, "share": decimal.Decimal("0.5")}, 202)
+            )
+        )
+    assert answers[0].data == {"at": when, "share": decimal.Decimal("0.5")}
+    assert answers[1].data == {"at": "2026-12-05T10:00:00.120000Z", "share": 0.5}
+    assert answers[1]["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.django_db
 def test_the_periodic_cleanup_deletes_only_expired_records(template):
     client = api_client()
     for n in range(5):
