@@ -9,6 +9,9 @@ over MAX_REQUEST_BYTES for the whole site before a view runs; this is the tighte
 from rest_framework import exceptions, parsers
 from rest_framework.views import APIView
 
+# The largest id there is (a bigint): a larger number names nothing, and is never sent to the
+# database, which would refuse it (a 500) rather than find nothing.
+MAX_ID = 2**63 - 1
 # A message's request is a template, an address, a reference and at most 64 kB of
 # personalisation (campaigns.transactional): 1 MB leaves room for escapes and whitespace.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

@@ -11,12 +11,12 @@ from django.db.models import QuerySet
 from rest_framework import status
 from rest_framework.request import Request
 
+from campaigns.api.base import MAX_ID
 from campaigns.api.errors import ApiError
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 100
 _CURSOR = re.compile(r"id:([1-9][0-9]{0,18})\Z")
-_MAX_ID = 2**63 - 1
 
 
 def cursor_encode(last_id: int) -> str:
@@ -30,7 +30,7 @@ def cursor_decode(cursor: str) -> int:
     except (binascii.Error, ValueError):
         text = ""
     match = _CURSOR.match(text)
-    if match is None or int(match.group(1)) > _MAX_ID:
+    if match is None or int(match.group(1)) > MAX_ID:
         raise ApiError(
             status.HTTP_400_BAD_REQUEST,
             "invalid_cursor",

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from campaigns.api.base import MAX_ID
 from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from campaigns.models import Notification
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
@@ -69,7 +70,7 @@ class AddressField(serializers.Field):
 class MessageCreateSerializer(StrictSerializer):
     template = TemplateRef()
     to = AddressField(required=False)
-    contact = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    contact = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     personalisation = serializers.DictField(required=False, default=dict)
     reference = serializers.CharField(max_length=200, required=False, default="")
     send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from rest_framework import status
 from rest_framework.response import Response
 
-from campaigns.api.base import ApiView
+from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage
@@ -25,14 +25,13 @@ API_KINDS = (Campaign.Kind.TRANSACTIONAL, Campaign.Kind.JOB)
 # What a Template.slug can be (a SlugField): anything else names no template, and is never
 # sent to the database (a NUL in a query parameter is an error there, not "not found").
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}\Z")
-_MAX_ID = 2**63 - 1
 
 
 def template_lookup(ref: int | str) -> Template | None:
     if isinstance(ref, str) and ref.isascii() and ref.isdigit():
         ref = int(ref)
     if isinstance(ref, int):
-        return Template.objects.filter(pk=ref).first() if 0 < ref <= _MAX_ID else None
+        return Template.objects.filter(pk=ref).first() if 0 < ref <= MAX_ID else None
     return Template.objects.filter(slug=ref).first() if _SLUG.match(ref) else None
 
 
@@ -125,7 +124,7 @@ class MessageDetail(ApiView):
     scopes = {"GET": "messages:read"}
 
     def get(self, request, pk: int):
-        found = api_messages(request).filter(pk=pk).first() if pk <= _MAX_ID else None
+        found = api_messages(request).filter(pk=pk).first() if pk <= MAX_ID else None
         if found is None:
             raise ApiError(status.HTTP_404_NOT_FOUND, "not_found", "No message has this id.")
         message = _message(found)
