@@ -19,6 +19,15 @@ from infra.db import pg_execute, pg_rows
 
 N = Notification.Status
 
+# Why a contact who is not active is skipped at the claim, by their status: the reason says
+# which (a message's reason is what GET /api/v1/messages/{id} and the ledger's page show).
+# Keyed by the stored text: the claim looks up the status its query read.
+INACTIVE_REASONS = {
+    str(Contact.Status.BOUNCED): "suppressed: the address bounced",
+    str(Contact.Status.COMPLAINED): "suppressed: the recipient marked a message as spam",
+    str(Contact.Status.UNSUBSCRIBED): "unsubscribed from all mail",
+}
+
 # How far along its journey each status is. An event moves a row only to a higher rank, so a
 # late Delivery never overwrites a Bounce, and an `unknown` row is resolved by any SES event.
 RANK = {
@@ -139,7 +148,7 @@ def ledger_claim(
                 rows = cursor.fetchall()
     # Per row, only tuple work: no keyword arguments and no `Contact.Status.ACTIVE` (an enum
     # member) looked up per row; this loop runs for every recipient (cost: docs/PERFORMANCE.md).
-    active, row = str(Contact.Status.ACTIVE), ClaimedRow._make
+    active, row, inactive = str(Contact.Status.ACTIVE), ClaimedRow._make, INACTIVE_REASONS
     return [
         row(
             (
@@ -149,7 +158,7 @@ def ledger_claim(
                 first_name,
                 last_name,
                 dict(zip(attributes, map(_json, values), strict=True)),
-                "contact not active"
+                inactive.get(status, "contact not active")
                 if status != active
                 else "unsubscribed from the list"
                 if left_list

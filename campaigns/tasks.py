@@ -8,6 +8,7 @@ from celery.signals import worker_process_init
 from django.utils import timezone
 
 from campaigns import delivery, imports, leases, linkcheck, senders, services, sweeper
+from campaigns.api import idempotency
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,11 @@ def campaigns_start_due() -> None:
 @shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_sweep() -> None:
     sweeper.campaigns_sweep()
+
+
+@shared_task(name="campaigns.tasks.idempotency_records_expire", time_limit=PERIODIC_TIME_LIMIT)
+def idempotency_records_expire() -> None:
+    logger.info("idempotency records expired: %d", idempotency.idempotency_records_expire())
 
 
 @worker_process_init.connect

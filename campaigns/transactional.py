@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -31,6 +31,10 @@ from campaigns.models import (
     MessageRequest,
     Notification,
 )
+from campaigns.personalisation import (  # noqa: F401 (the limits, where they were first kept)
+    PERSONALISATION_MAX_BYTES,
+    PERSONALISATION_MAX_KEYS,
+)
 from campaigns.services import contact_normalize_email
 from infra.tasks import task_enqueue_on_commit
 from templates_app.models import Template
@@ -40,9 +44,14 @@ logger = logging.getLogger(__name__)
 
 DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
 
-# Personalisation values are template data: a flat object of short values.
-PERSONALISATION_MAX_KEYS = 100
-PERSONALISATION_MAX_BYTES = 64 * 1024
+# send_at: a minute in the past is a client's clock running late (sent at once); further
+# back is a mistake. Further ahead than SEND_AT_MAX_AHEAD is one too, and would keep a
+# ledger row waiting for months.
+SEND_AT_GRACE = timedelta(minutes=1)
+SEND_AT_MAX_AHEAD = timedelta(days=30)
+# No address is longer (RFC 5321's 254, with room for what normalizing trims): a longer text
+# is refused before the address rule reads it.
+ADDRESS_MAX_LENGTH = 320
 
 
 class MessageRefused(Exception):
@@ -137,6 +146,7 @@ def message_create(
     delivery once the transaction commits. The recipient is a contact id, or an address:
     the contact with that address, made if there is none (so a bounce or a complaint
     suppresses them for every later message, as for campaigns)."""
+    send_at_check(send_at)
     stream_id = stream_for(
         template=template, test_mode=bool(api_key and api_key.test), api_key=api_key
     )
@@ -160,9 +170,29 @@ def message_create(
     return message
 
 
+def send_at_check(send_at: datetime | None, *, now: datetime | None = None) -> None:
+    """MessageRefused for a send_at too far in the past or the future (SEND_AT_GRACE,
+    SEND_AT_MAX_AHEAD)."""
+    if send_at is None:
+        return
+    now = now or timezone.now()
+    if send_at < now - SEND_AT_GRACE:
+        raise MessageRefused(
+            "send_at_in_past", "send_at has passed: leave it out to send at once.", field="send_at"
+        )
+    if send_at > now + SEND_AT_MAX_AHEAD:
+        raise MessageRefused(
+            "send_at_too_far",
+            f"send_at is at most {SEND_AT_MAX_AHEAD.days} days ahead.",
+            field="send_at",
+        )
+
+
 def contact_for_address(email: str) -> int:
     """The id of the contact with this address (normalized), made if there is none.
     MessageRefused for an address that cannot be sent to."""
+    if len(email) > ADDRESS_MAX_LENGTH:
+        raise MessageRefused("invalid_address", "This address is too long.", field="to")
     try:
         address = contact_normalize_email(email)
     except Exception as err:  # noqa: BLE001 (InvalidAddress: the reason is the client's answer)

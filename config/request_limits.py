@@ -2,13 +2,17 @@
 
 granian has no such limit, and Django's own caps cover what it holds in memory (form fields,
 raw bodies: DATA_UPLOAD_MAX_MEMORY_SIZE), not uploaded files, which it streams to temporary
-files of any size. Django reads no more than Content-Length, so checking it is enough.
+files of any size. Django reads no more than Content-Length, so checking it is enough. The
+API's views have tighter limits of their own (campaigns.api.base); under /api/ this refusal
+too is in the API's error shape.
 """
 
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from campaigns.api.errors import error
 
 
 class RequestBodyLimitMiddleware:
@@ -21,6 +25,11 @@ class RequestBodyLimitMiddleware:
         except ValueError:
             length = 0  # Django reads nothing of a body whose length it cannot parse
         if length > settings.MAX_REQUEST_BYTES:
+            if request.path.startswith("/api/"):
+                return JsonResponse(
+                    {"errors": [error("request_too_large", "The request body is too large.")]},
+                    status=413,
+                )
             return HttpResponse(
                 "Request body too large.", status=413, content_type="text/plain; charset=utf-8"
             )

@@ -51,3 +51,15 @@ def pg_lookup_sql(*, table: str, key: str, columns: Sequence[str], where: str = 
         f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.{key} = k.id"
         f"{' AND ' + where if where else ''} OFFSET 0) AS t"
     )
+
+
+def delete_in_chunks(queryset, *, chunk: int) -> int:
+    """Delete the rows of `queryset` `chunk` at a time (each delete a short statement and a short
+    lock, however many piled up); returns how many. The filter is applied again to each chunk,
+    so a row that stopped matching meanwhile stays."""
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("pk", flat=True)[:chunk])
+        if not ids:
+            return deleted
+        deleted += queryset.filter(pk__in=ids).delete()[0]

@@ -14,6 +14,15 @@ def error(code: str, message: str, field: str = "", **extra) -> dict:
     return {"code": code, "field": field, "message": message, **extra}
 
 
+class ApiError(exceptions.APIException):
+    """One error of ours, raised from anywhere under a view (inside a transaction, raising is
+    what rolls it back) and answered in the one shape."""
+
+    def __init__(self, status_code: int, code: str, message: str, field: str = "") -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code, self.field = status_code, field
+
+
 def error_response(status_code: int, errors: list[dict], headers=None) -> Response:
     return Response({"errors": errors}, status=status_code, headers=headers)
 
@@ -27,6 +36,8 @@ def api_exception_handler(exc, context):
         return None  # a 500: Django's handler logs it (type only) and answers
     if isinstance(exc, exceptions.ValidationError):
         errors = list(_flatten(exc.detail))
+    elif isinstance(exc, ApiError):
+        errors = [error(exc.detail.code, str(exc.detail), exc.field)]
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = getattr(detail, "code", None) or _DEFAULT_CODES.get(response.status_code, "error")

@@ -2,28 +2,44 @@
 
 from rest_framework import serializers
 
+from campaigns.api.base import MAX_ID
+from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from campaigns.models import Notification
-from campaigns.transactional import PERSONALISATION_MAX_BYTES, PERSONALISATION_MAX_KEYS
+from campaigns.personalisation import PersonalisationInvalid, personalisation_check
 
 
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know: a typo ("personalization") must not pass silently."""
 
+    def run_validation(self, data=serializers.empty):
+        # Before DRF's own checks, which answer `null` with "This field may not be null."
+        if data is not serializers.empty and not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {
+                    "": [
+                        serializers.ErrorDetail(
+                            "The body must be a JSON object.", "body_not_object"
+                        )
+                    ]
+                }
+            )
+        return super().run_validation(data)
+
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {
-                        name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
-                        for name in unknown
-                    }
-                )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    name: [serializers.ErrorDetail("Unknown field.", "unknown_field")]
+                    for name in unknown
+                }
+            )
         return super().to_internal_value(data)
 
 
 class TemplateRef(serializers.Field):
-    """A template's id (a number) or its slug (text)."""
+    """A template's id (a number) or its slug (text). Which template it names, if any, is
+    the view's question (an unknown one is a 422)."""
 
     default_error_messages = {"invalid": "Give a template id (a number) or its slug (text)."}
 
@@ -36,31 +52,34 @@ class TemplateRef(serializers.Field):
         return value
 
 
+class AddressField(serializers.Field):
+    """An address as text; whether it can be sent to is the address rule's to say
+    (campaigns.addresses, through message_create): a 422 invalid_address, whatever is wrong."""
+
+    default_error_messages = {"invalid": "An address is text."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class MessageCreateSerializer(StrictSerializer):
     template = TemplateRef()
-    to = serializers.CharField(max_length=320, required=False, trim_whitespace=False)
-    contact = serializers.IntegerField(min_value=1, required=False)
+    to = AddressField(required=False)
+    contact = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     personalisation = serializers.DictField(required=False, default=dict)
     reference = serializers.CharField(max_length=200, required=False, default="")
     send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_personalisation(self, value: dict) -> dict:
-        import orjson
-
-        if len(value) > PERSONALISATION_MAX_KEYS:
-            raise serializers.ValidationError(
-                f"At most {PERSONALISATION_MAX_KEYS} fields.", code="too_many_fields"
-            )
-        for name, item in value.items():
-            if isinstance(item, dict | list):
-                raise serializers.ValidationError(
-                    f"{name}: values are text, numbers, true/false or null.", code="invalid_value"
-                )
-        if len(orjson.dumps(value)) > PERSONALISATION_MAX_BYTES:
-            raise serializers.ValidationError(
-                f"At most {PERSONALISATION_MAX_BYTES // 1024} kB.", code="too_large"
-            )
-        return value
+        try:
+            return personalisation_check(value)
+        except PersonalisationInvalid as err:
+            raise serializers.ValidationError(err.message, code=err.code) from None
 
     def validate(self, attrs):
         if ("to" in attrs) == ("contact" in attrs):
@@ -75,6 +94,20 @@ class MessageCreateSerializer(StrictSerializer):
                 }
             )
         return attrs
+
+
+class MessageListQuerySerializer(StrictSerializer):
+    """GET /api/v1/messages's query parameters (filters are and-ed)."""
+
+    reference = serializers.CharField(max_length=200, required=False)
+    status = serializers.ChoiceField(choices=Notification.Status.choices, required=False)
+    since = serializers.DateTimeField(required=False)
+    template = TemplateRef(required=False)
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    )
+    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 class MessageSerializer(serializers.Serializer):

@@ -1,10 +1,12 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from campaigns.api import views
+from campaigns.api import base, views
 
 app_name = "api"
 
 urlpatterns = [
     path("messages", views.MessageListCreate.as_view(), name="messages"),
     path("messages/<int:pk>", views.MessageDetail.as_view(), name="message"),
+    # Last: any other path under /api/v1/ is a 404 in the error shape.
+    re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]

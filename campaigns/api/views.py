@@ -1,68 +1,155 @@
 """The API's endpoints: thin (check, call a service, answer)."""
 
-from django.db import transaction
-from django.shortcuts import get_object_or_404
+import re
+
+from django.db.models import QuerySet
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from campaigns.api.errors import error, error_response
-from campaigns.api.serializers import MessageCreateSerializer, MessageSerializer
-from campaigns.models import ApiKey, Campaign, Notification
+from campaigns.api.base import MAX_ID, ApiView
+from campaigns.api.errors import ApiError
+from campaigns.api.idempotency import idempotent_response
+from campaigns.api.pagination import CursorPage
+from campaigns.api.serializers import (
+    MessageCreateSerializer,
+    MessageListQuerySerializer,
+    MessageSerializer,
+)
+from campaigns.models import ApiKey, Campaign, MessageRequest, Notification
 from campaigns.transactional import MessageRefused, message_create
 from templates_app.models import Template
+from tracking.reports.journeys import notification_journey
 
-API_KINDS = (Campaign.Kind.TRANSACTIONAL,)
+# The messages the API shows: transactional messages and jobs' rows, never a campaign's.
+API_KINDS = (Campaign.Kind.TRANSACTIONAL, Campaign.Kind.JOB)
+# What a Template.slug can be (a SlugField): anything else names no template, and is never
+# sent to the database (a NUL in a query parameter is an error there, not "not found").
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}\Z")
 
 
 def template_lookup(ref: int | str) -> Template | None:
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        return Template.objects.filter(pk=int(ref)).first()
-    return Template.objects.filter(slug=ref).first()
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        ref = int(ref)
+    if isinstance(ref, int):
+        return Template.objects.filter(pk=ref).first() if 0 < ref <= MAX_ID else None
+    return Template.objects.filter(slug=ref).first() if _SLUG.match(ref) else None
 
 
-class MessageListCreate(APIView):
+def api_messages(request) -> QuerySet[MessageRequest]:
+    """The messages this caller may read, as their requests (every API message has one, and
+    that table holds nothing else: walking it newest first never walks campaign rows).
+
+    The rule (docs/API.md#messages): every message of the API kinds in this installation, of
+    the key's mode: a live key reads live messages, a test key test ones; a staff session
+    reads both."""
+    requests = MessageRequest.objects.filter(notification__campaign__kind__in=API_KINDS)
+    if isinstance(request.auth, ApiKey):
+        requests = requests.filter(notification__campaign__test_mode=request.auth.test)
+    return requests.select_related(
+        "notification", "notification__campaign", "notification__contact"
+    )
+
+
+def _message(message_request: MessageRequest) -> Notification:
+    message = message_request.notification
+    message.request = message_request  # (the reverse side, already in hand: no query)
+    return message
+
+
+class MessageListCreate(ApiView):
     scopes = {"POST": "messages:send", "GET": "messages:read"}
 
     def post(self, request):
+        return idempotent_response(request, lambda: self.create(request))
+
+    def create(self, request) -> Response:
+        """Runs in idempotent_response's transaction: raising rolls everything back."""
         serializer = MessageCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         template = template_lookup(data["template"])
         if template is None:
-            return error_response(
+            raise ApiError(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                [error("template_not_found", "No template has this id or slug.", "template")],
+                "template_not_found",
+                "No template has this id or slug.",
+                "template",
             )
-        key = request.auth if isinstance(request.auth, ApiKey) else None
         try:
-            with transaction.atomic():
-                message = message_create(
-                    api_key=key,
-                    template=template,
-                    email=data.get("to"),
-                    contact_id=data.get("contact"),
-                    personalisation=data["personalisation"],
-                    reference=data["reference"],
-                    send_at=data["send_at"],
-                )
-        except MessageRefused as refused:
-            return error_response(
-                refused.status, [error(refused.code, refused.message, refused.field)]
+            message = message_create(
+                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+                template=template,
+                email=data.get("to"),
+                contact_id=data.get("contact"),
+                personalisation=data["personalisation"],
+                reference=data["reference"],
+                send_at=data["send_at"],
             )
-        # Only now: the transaction committed, so the message is durable.
+        except MessageRefused as refused:
+            raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
+        # Answered once idempotent_response's transaction has committed: 202 means durable.
         return Response(
             {"id": message.pk, "status": message.status}, status=status.HTTP_202_ACCEPTED
         )
 
+    def get(self, request):
+        query = MessageListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        requests = api_messages(request)
+        if filters.get("reference"):
+            requests = requests.filter(reference=filters["reference"])
+        if filters.get("status"):
+            requests = requests.filter(notification__status=filters["status"])
+        if filters.get("since"):
+            requests = requests.filter(notification__created_at__gte=filters["since"])
+        if "template" in filters:
+            template = template_lookup(filters["template"])
+            requests = (
+                requests.filter(notification__campaign__template_id=template.pk)
+                if template
+                else requests.none()
+            )
+        page = CursorPage(request, size=filters["limit"])
+        rows = page.rows(requests)
+        return Response(
+            {
+                "results": [MessageSerializer(_message(row)).data for row in rows],
+                "next": page.next_link(rows),
+            }
+        )
 
-class MessageDetail(APIView):
+
+class MessageDetail(ApiView):
     scopes = {"GET": "messages:read"}
 
     def get(self, request, pk: int):
-        message = get_object_or_404(
-            Notification.objects.select_related("campaign", "request"),
-            pk=pk,
-            campaign__kind__in=API_KINDS,
-        )
-        return Response(MessageSerializer(message).data)
+        found = api_messages(request).filter(pk=pk).first() if pk <= MAX_ID else None
+        if found is None:
+            raise ApiError(status.HTTP_404_NOT_FOUND, "not_found", "No message has this id.")
+        message = _message(found)
+        journey = notification_journey(notification_id=message.pk)
+        events = [step for step in journey.steps if step.source != "ledger"]
+        firsts: dict[str, object] = {}
+        for step in events:
+            firsts.setdefault(step.what, step.at)
+        answer = MessageSerializer(message).data
+        answer["to"] = message.contact.email
+        answer["timestamps"] = {
+            "created": message.created_at,
+            "status_changed": message.updated_at,
+            **firsts,  # the first of each kind of event: "delivered", "opened"…
+        }
+        answer["events"] = [
+            {
+                "at": step.at,
+                "type": step.what,
+                "source": step.source,
+                "detail": step.detail,
+                "verdict": step.verdict,
+                "verdict_reason": step.verdict_reason,
+            }
+            for step in events
+        ]
+        answer["events_not_shown"] = journey.events_not_shown
+        return Response(answer)

@@ -93,4 +93,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(hours=1),
         "options": {"queue": "periodic"},
     },
+    # The API's idempotency records count for 24 hours (campaigns.api.idempotency); past
+    # that they are deleted, at most this late.
+    "idempotency-records-expire": {
+        "task": "campaigns.tasks.idempotency_records_expire",
+        "schedule": timedelta(minutes=10),
+        "options": {"queue": "periodic"},
+    },
 }

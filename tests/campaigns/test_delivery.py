@@ -154,7 +154,7 @@ def test_contacts_suppressed_after_the_freeze_are_skipped(started, ses):
         )
     )
     assert reasons == {
-        **{cid: "contact not active" for cid in contact_ids[:5]},
+        **{cid: "suppressed: the address bounced" for cid in contact_ids[:5]},
         **{cid: "unsubscribed from the list" for cid in contact_ids[5:7]},
     }
 

@@ -137,3 +137,125 @@ def test_a_poisoned_campaign_through_a_real_worker_logs_no_personal_data(
     ]  # fmt: skip
     for secret in secrets:
         assert secret not in logged, f"{secret!r} was logged"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_logs_no_bodies_addresses_or_personalisation(caplog, settings, ses, eager_celery):
+    """POST /api/v1/messages through runserver's own request handler (its access log) with
+    Django's request logger and every logger at DEBUG, on the configured handlers: accepted,
+    replayed, refused in every way (400, 409, 413, 415, 422) and failed (a 500 whose database
+    error quotes the personalisation). No address, personalisation or body text is written."""
+    import copy
+    import io
+    import json
+    import logging.config
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from django.core.servers.basehttp import WSGIRequestHandler, WSGIServer
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection, connections
+
+    from tests.api.helpers import api_client
+
+    TemplateFactory(
+        slug="receipt",
+        subject="Confidential subject line {{ secret_word }}",
+        html="<p>Body text for {{ first_name }}: {{ secret_word }}</p>",
+    )
+    secret = api_client().secret
+    address = "secret.person@private.example"
+    personalisation = {"first_name": "Quentin", "secret_word": "Zebedee"}
+
+    server = WSGIServer(("127.0.0.1", 0), WSGIRequestHandler)
+    # First, as both configure logging as the settings say (django.setup(), again when
+    # Celery's Django fixup first imports the task modules).
+    server.set_app(get_wsgi_application())
+    eager_celery.loader.import_default_modules()
+    stream = io.StringIO()
+    config = copy.deepcopy(settings.LOGGING)
+    config["handlers"]["console"]["stream"] = stream
+    config["root"]["level"] = "DEBUG"
+    logging.config.dictConfig(config)
+    logging.getLogger().addHandler(caplog.handler)  # (dictConfig replaced the root's handlers)
+    caplog.set_level(logging.DEBUG)
+
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        finally:
+            connections.close_all()  # the thread's own connection
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+
+    def call(path: str, body: bytes | None = None, **headers) -> int:
+        request = urllib.request.Request(  # noqa: S310 (our own test server)
+            base + path,
+            data=body,
+            method="POST" if body is not None else "GET",
+            headers={
+                "Authorization": f"Bearer {secret}",
+                "Content-Type": "application/json",
+                **headers,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (ours)
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    def message(**changes) -> bytes:
+        return json.dumps(
+            {"template": "receipt", "to": address, "personalisation": personalisation, **changes}
+        ).encode()
+
+    try:
+        statuses = [
+            call("/api/v1/messages", message(), **{"Idempotency-Key": "k1"}),
+            call("/api/v1/messages", message(), **{"Idempotency-Key": "k1"}),
+            call("/api/v1/messages", message(reference="x"), **{"Idempotency-Key": "k1"}),
+            call("/api/v1/messages", message(personalization=personalisation)),
+            call("/api/v1/messages", message()[:-5]),
+            call("/api/v1/messages", message(to=f"{address}\r\nBcc: spy@evil.example")),
+            call("/api/v1/messages", message(to=f"Zebedee <{address}>")),
+            call("/api/v1/messages", message(reference="Zebedee" * 200_000)),
+            call("/api/v1/messages", message(), **{"Content-Type": "text/plain"}),
+            call(f"/api/v1/messages?reference=Zebedee&to={address}"),
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE FUNCTION test_quote_row() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused %', NEW.personalisation::text; END $$;"
+                "CREATE TRIGGER test_quote_row BEFORE INSERT ON campaigns_messagerequest "
+                "FOR EACH ROW EXECUTE FUNCTION test_quote_row();"
+            )
+        try:
+            statuses.append(call("/api/v1/messages", message(reference="fails")))
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "DROP TRIGGER test_quote_row ON campaigns_messagerequest;"
+                    "DROP FUNCTION test_quote_row();"
+                )
+    finally:
+        server.shutdown()
+        serving.join(timeout=10)
+        server.server_close()
+        logging.config.dictConfig(settings.LOGGING)
+
+    assert statuses == [202, 202, 409, 400, 400, 422, 422, 413, 415, 400, 500]
+    logged = stream.getvalue() + "\n".join(
+        f"{record.getMessage()} {record.args!r}" for record in caplog.records
+    )
+    assert '"POST /api/v1/messages HTTP/1.1" 202' in logged  # the access log did log them
+    assert "Internal Server Error: /api/v1/messages" in logged
+    assert "(message withheld)" in logged  # the 500's traceback, without the error's text
+    for secret_text in [
+        "secret.person", "private.example", "Zebedee", "Quentin", "evil.example",
+        "Confidential", "Body text",
+    ]:  # fmt: skip
+        assert secret_text not in logged, f"{secret_text!r} was logged"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from infra.db import delete_in_chunks
 from tracking.models import PendingEspEvent
 from tracking.ses_events.parse import SesEvent, SesEventError, ses_events_parse
 
@@ -108,16 +109,9 @@ def esp_events_expire_pending() -> int:
     returns how many, and logs the number. Their message ids never appeared: mostly mail
     another system sends through the same configuration set, which would pile up forever."""
     cutoff = timezone.now() - _pending_expiry()
-    expired = 0
-    while True:
-        ids = list(
-            PendingEspEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
-                :EXPIRE_CHUNK
-            ]
-        )
-        if not ids:
-            break
-        expired += PendingEspEvent.objects.filter(pk__in=ids, created_at__lt=cutoff).delete()[0]
+    expired = delete_in_chunks(
+        PendingEspEvent.objects.filter(created_at__lt=cutoff), chunk=EXPIRE_CHUNK
+    )
     if expired:
         logger.warning(
             "ses events pending expired count=%d older_than_hours=%d (their message ids never "

@@ -1,0 +1,97 @@
+"""202 means durable: a failure at the last moment before the commit (the COMMIT itself
+refused) is a 5xx, and leaves no message, no request, no contact, no idempotency record and
+no task on the broker. The same request once the failure is gone is accepted and queued."""
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from campaigns.models import Contact, IdempotencyRecord, MessageRequest, Notification
+from tests.api.helpers import api_client
+from tests.factories import TemplateFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/messages"
+BODY = {"template": "receipt", "to": "fresh.person@example.com", "personalisation": {"n": 1}}
+
+
+@pytest.fixture
+def failing_commit():
+    """A deferred constraint trigger: it runs at COMMIT, after everything the request wrote,
+    and refuses it: the latest point at which a transaction can fail."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;"
+            "CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON campaigns_notification "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit();"
+        )
+
+    def remove():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS test_refuse_commit ON campaigns_notification;"
+                "DROP FUNCTION IF EXISTS test_refuse_commit();"
+            )
+
+    yield remove
+    remove()
+
+
+def queued() -> int:
+    """Tasks waiting on the broker's transactional queue (a Redis list of that name)."""
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("transactional")
+
+
+def test_a_failure_at_commit_is_a_5xx_and_stores_and_enqueues_nothing(failing_commit):
+    TemplateFactory(slug="receipt", subject="Hi", html="<p>Hi</p>")
+    client = api_client()
+    client.raise_request_exception = False
+    before = queued()
+
+    answer = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert answer.status_code == 500
+    assert Notification.objects.count() == 0
+    assert MessageRequest.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+    assert not Contact.objects.filter(email=BODY["to"]).exists()
+    assert queued() == before
+
+    # The client retries with the same key once the fault is gone: a new, durable message.
+    failing_commit()
+    answer = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert answer.status_code == 202, answer.content
+    assert "Idempotent-Replayed" not in answer
+    assert Notification.objects.filter(pk=answer.json()["id"]).exists()
+    assert IdempotencyRecord.objects.count() == 1
+    assert queued() == before + 1
+
+
+def test_a_failure_inside_the_transaction_after_the_message_is_written_stores_nothing(
+    monkeypatch,
+):
+    """The last step inside the transaction (writing the answer into the idempotency record)
+    fails: the message written before it goes with it."""
+    from campaigns.api import idempotency
+
+    TemplateFactory(slug="receipt", subject="Hi", html="<p>Hi</p>")
+    client = api_client()
+    client.raise_request_exception = False
+    before = queued()
+    original = idempotency.IdempotencyRecord.objects.filter
+
+    def filter_then_fail(*args, **kwargs):
+        if "pk" in kwargs and Notification.objects.exists():  # the answer's UPDATE, last
+            raise RuntimeError("injected failure before commit")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(idempotency.IdempotencyRecord.objects, "filter", filter_then_fail)
+    answer = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert answer.status_code == 500
+    monkeypatch.undo()
+    assert Notification.objects.count() == 0
+    assert MessageRequest.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+    assert queued() == before
