@@ -75,7 +75,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='notification',
             name='repeat_key',
-            field=models.BigIntegerField(db_default=0, editable=False),
+            field=models.BigIntegerField(default=0, db_default=0, editable=False),
         ),
         migrations.AlterField(
             model_name='campaign',
