@@ -44,6 +44,7 @@ from campaigns.ratelimit import (
 )
 from campaigns.senders import GroupOutcome, Sender, sender_for
 from campaigns.services import campaign_fail_sending, campaign_transition
+from campaigns.simulator import simulated_events_enqueue, simulated_rate_limiter
 from templates_app.language import TemplateSyntaxError
 from templates_app.services import CompiledTemplate
 
@@ -112,7 +113,9 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
 
 def _rate_limiter_for(campaign: Campaign) -> tuple[BaseRateLimiter, SendPlan]:
     """The shared SES rate's lane for the campaign's kind (transactional streams take their
-    priority share: campaigns.ratelimit)."""
+    priority share: campaigns.ratelimit); none for a test key's, which never reach SES."""
+    if campaign.test_mode:
+        return simulated_rate_limiter()
     return ses_rate_limiter(TRANSACTIONAL if campaign.kind == Campaign.Kind.TRANSACTIONAL else BULK)
 
 
@@ -380,6 +383,8 @@ class _Batch:
                 )
             )
             self.throttle_pause = 0.0
+            if self.campaign.test_mode:  # what SES would have told us next (simulated)
+                simulated_events_enqueue(notification_ids=list(outcome.accepted))
         if outcome.errors:
             by_outcome: dict[tuple[str, str], list[int]] = {}
             for nid, verdict_reason in outcome.errors.items():
