@@ -199,14 +199,14 @@ class BaseRateLimiter:
         self.share_rate = self.rate * self.share
         self.share_burst = max(1.0, self.burst * self.share) if self.share else 0.0
 
-    def reserve(self, n: int) -> float | None:
+    def reserve(self, n: int) -> float:
         """Take n tokens now; the seconds to wait before using them (0.0: use them now).
 
-        Always granted without a horizon: a large n, or many callers ahead, just means a
-        longer wait. With one, None (nothing taken) where acquire would ask again later.
+        Always granted: a large n, or many callers ahead, just means a longer wait (the
+        horizon is acquire's: this books however far ahead the slots reach).
         """
-        _, wait, later = self._reserve(_check(n), max_wait=None)
-        return None if later else wait
+        _, wait, _ = self._reserve(_check(n), max_wait=None, horizon=None)
+        return wait
 
     def acquire(
         self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
@@ -225,12 +225,14 @@ class BaseRateLimiter:
             while True:
                 started = clock.now()
                 max_wait = None if deadline is None else max(0.0, deadline - started)
-                granted, wait, later = self._reserve(_check(n), max_wait=max_wait)
+                granted, wait, later = self._reserve(
+                    _check(n), max_wait=max_wait, horizon=self.horizon
+                )
                 if not later:
                     break
                 # Slots promised beyond the horizon: ask again once they end that near.
                 ahead = wait
-                _sleep(max(ahead - (self.horizon or 0.0), BOOKING_POLL_MIN_SECONDS), on_wait,
+                _sleep(max(ahead - self.horizon, BOOKING_POLL_MIN_SECONDS), on_wait,
                        clock=clock)  # fmt: skip
             if not granted:
                 return False
@@ -243,9 +245,12 @@ class BaseRateLimiter:
                 return True
         return True  # still late after a few tries: send rather than starve
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float, bool]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
         """(granted, wait in seconds, later). Later: refused, the slots promised ahead reaching
-        beyond the horizon; the second value is then how far ahead they reach."""
+        beyond `horizon` (and n not within the share); the second value is then how far
+        ahead they reach."""
         raise NotImplementedError
 
 
@@ -311,12 +316,14 @@ class RateLimiter(BaseRateLimiter):
             logger.warning("ratelimit %s unavailable: %s", self.name, type(err).__name__)
             raise RateLimitUnavailable(type(err).__name__) from None
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float, bool]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
         if n == 0:
             return True, 0.0, False
         max_wait_us = -1 if max_wait is None else math.floor(max_wait * 1e6)
         now = "" if self._script_clock is None else round(self._script_clock.now() * 1e6)
-        horizon_us = -1 if self.horizon is None else math.floor(self.horizon * 1e6)
+        horizon_us = -1 if horizon is None else math.floor(horizon * 1e6)
         args = [n, self.rate, self.burst, max_wait_us, now, horizon_us]
         args += [self.share_rate, self.share_burst]
         granted, wait_us, later = self._script(keys=[self.key, self.share_key], args=args)
@@ -352,7 +359,9 @@ class LocalRateLimiter(BaseRateLimiter):
         )
         self.state = LocalState() if state is None else state
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float, bool]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
         state = self.state
         with state.lock:
             now = self.clock.now()
@@ -368,7 +377,7 @@ class LocalRateLimiter(BaseRateLimiter):
                 share_start = max(state.share_tat, now)
                 if (share_start - now) + (n - self.share_burst) / self.share_rate <= 0:
                     share_tat = share_start + n / self.share_rate
-            if self.horizon is not None and share_tat is None and start - now > self.horizon:
+            if horizon is not None and share_tat is None and start - now > horizon:
                 return False, start - now, True
             state.tat = tat
             if share_tat is not None:

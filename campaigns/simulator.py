@@ -65,7 +65,9 @@ def simulated_outcome(email: str) -> str:
 class _Unlimited(BaseRateLimiter):
     """Every reservation granted at once: nothing is sent."""
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float, bool]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
         return True, 0.0, False
 
 
