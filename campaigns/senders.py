@@ -18,7 +18,7 @@ from django.conf import settings
 
 from campaigns.addresses import InvalidAddress, sender_header
 from campaigns.ledger import ClaimedRow
-from campaigns.messages import merge_data, merge_plan, shared_headers
+from campaigns.messages import carries_list_unsubscribe, merge_data, merge_plan, shared_headers
 from campaigns.models import Campaign
 from campaigns.ses import (
     BulkEntry,
@@ -119,6 +119,7 @@ class BulkSender:
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.template_name = campaign.ses_template_name
         self.headers = tuple(shared_headers(campaign).items())
+        self.list_unsubscribe = carries_list_unsubscribe(campaign)
         self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
@@ -142,7 +143,8 @@ class BulkSender:
                     f"could not build the message: {type(err).__name__}",
                 )
                 continue
-            entries.append(BulkEntry(to, data, (("List-Unsubscribe", f"<{url}>"),)))
+            own = (("List-Unsubscribe", f"<{url}>"),) if self.list_unsubscribe else ()
+            entries.append(BulkEntry(to, data, own))
             sent_rows.append(row)
         if entries:
             outcome.merge(self._call(sent_rows, entries))
@@ -201,6 +203,7 @@ class RenderedSender:
         self.attributes = self.plan[1]
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.headers = shared_headers(campaign)
+        self.list_unsubscribe = carries_list_unsubscribe(campaign)
         self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
@@ -227,7 +230,9 @@ class RenderedSender:
             return GroupOutcome(
                 errors={row.id: ("failed", f"could not render the message: {type(err).__name__}")}
             )
-        headers = (*self.headers.items(), ("List-Unsubscribe", f"<{url}>"))
+        headers = tuple(self.headers.items())
+        if self.list_unsubscribe:
+            headers += (("List-Unsubscribe", f"<{url}>"),)
         try:
             message_id = self._hand_off(to=to, rendered=rendered, headers=headers)
         except (SesThrottled, SesUnreachable):
