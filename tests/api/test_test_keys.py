@@ -9,6 +9,7 @@ from campaigns.counters import CounterName
 from campaigns.models import Campaign, CampaignCounter, Contact, Notification
 from campaigns.simulator import simulated_accepted_at
 from tests.api.helpers import api_client
+from tests.conftest import wait_for
 from tests.factories import TemplateFactory
 from tracking.models import Event
 from tracking.ses_events.simulated import simulated_events_record
@@ -132,3 +133,26 @@ def test_test_and_live_messages_of_one_template_go_by_separate_streams(template,
 
     assert test.campaign_id != live.campaign_id
     assert len(ses.messages()) == 1
+
+
+@pytest.mark.worker
+def test_with_a_real_worker_a_test_message_ends_delivered_and_ses_sees_nothing(
+    template, ses, celery_worker_process
+):
+    """The simulated events' task is found by name and run on the transactional queue."""
+    client = api_client(test=True)
+    answer = client.post(
+        "/api/v1/messages", {"template": "reset", "to": "ada@example.com"}, format="json"
+    )
+    assert answer.status_code == 202, answer.content
+    message_id = answer.json()["id"]
+
+    def delivered():
+        return Notification.objects.filter(
+            pk=message_id, status=Notification.Status.DELIVERED
+        ).exists()
+
+    wait_for(delivered, timeout=60, message=lambda: celery_worker_process.output()[-3000:])
+    message = Notification.objects.get(pk=message_id)
+    assert [t for t, _ in _journey(message)] == ["sent", "delivered"]
+    assert ses.messages() == [] and not ses.stats()["calls"]
