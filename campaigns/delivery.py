@@ -34,9 +34,17 @@ from campaigns.ledger import (
 )
 from campaigns.messages import campaign_compiled_template
 from campaigns.models import Campaign, Notification
-from campaigns.ratelimit import BaseRateLimiter, RateLimitUnavailable, SendPlan, ses_rate_limiter
+from campaigns.ratelimit import (
+    BULK,
+    TRANSACTIONAL,
+    BaseRateLimiter,
+    RateLimitUnavailable,
+    SendPlan,
+    ses_rate_limiter,
+)
 from campaigns.senders import GroupOutcome, Sender, sender_for
 from campaigns.services import campaign_fail_sending, campaign_transition
+from campaigns.simulator import simulated_events_enqueue, simulated_rate_limiter
 from templates_app.language import TemplateSyntaxError
 from templates_app.services import CompiledTemplate
 
@@ -86,7 +94,7 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     if campaign.status != Campaign.Status.SENDING:
         return BatchResult()  # paused or cancelled: leave the rows; resume enqueues them again
     # Before the lease: a bad setting fails with nothing taken.
-    limiter, plan = ses_rate_limiter()
+    limiter, plan = _rate_limiter_for(campaign)
     compiled = _compiled_or_fail(campaign)
     if compiled is None:
         return BatchResult()
@@ -101,6 +109,14 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     batch.drop_lease()
     batch.log_result()
     return batch.result
+
+
+def _rate_limiter_for(campaign: Campaign) -> tuple[BaseRateLimiter, SendPlan]:
+    """The shared SES rate's lane for the campaign's kind (transactional streams take their
+    priority share: campaigns.ratelimit); none for a test key's, which never reach SES."""
+    if campaign.test_mode:
+        return simulated_rate_limiter()
+    return ses_rate_limiter(TRANSACTIONAL if campaign.kind == Campaign.Kind.TRANSACTIONAL else BULK)
 
 
 def _compiled_or_fail(campaign: Campaign) -> CompiledTemplate | None:
@@ -367,6 +383,8 @@ class _Batch:
                 )
             )
             self.throttle_pause = 0.0
+            if self.campaign.test_mode:  # what SES would have told us next (simulated)
+                simulated_events_enqueue(notification_ids=list(outcome.accepted))
         if outcome.errors:
             by_outcome: dict[tuple[str, str], list[int]] = {}
             for nid, verdict_reason in outcome.errors.items():

@@ -81,7 +81,17 @@ def merge_data(
     return data
 
 
+def carries_list_unsubscribe(campaign: Campaign) -> bool:
+    """Whether its messages carry List-Unsubscribe (RFC 2369/8058): all but transactional
+    ones, which are not mailings (a receipt, a password reset), as with Postmark and Notify.
+    Their footer's {{ unsubscribe_url }}, if the template shows one, still works."""
+    return campaign.kind != Campaign.Kind.TRANSACTIONAL
+
+
 def shared_headers(campaign: Campaign) -> dict[str, str]:
     """The headers every message of the campaign carries alike: the campaign id (for SES
-    event routing and the local endpoint's counts) and RFC 8058's List-Unsubscribe-Post."""
+    event routing and the local endpoint's counts) and RFC 8058's List-Unsubscribe-Post
+    (where its messages carry List-Unsubscribe)."""
+    if not carries_list_unsubscribe(campaign):
+        return {"X-Campaign": str(campaign.pk)}
     return {"X-Campaign": str(campaign.pk), **ONE_CLICK_HEADER}

@@ -4,6 +4,13 @@ SES's MaxSendRate is per account and workers on several machines send, so each S
 reserves its recipients here (GCRA, on Redis's clock), then sleeps until its slot. Without
 Redis (the demo) `ses_rate_limiter()` returns a per-process `LocalRateLimiter`: N worker
 processes may then together send N times the rate.
+
+Two lanes draw from that one limit: bulk (campaigns, jobs) and transactional (the API's
+messages). Transactional mail is never starved by bulk: bulk books only slots close at hand
+(BOOKING_HORIZON_SECONDS ahead), so the queue of promised slots stays short, and a
+transactional call within its share (TRANSACTIONAL_RATE_SHARE of the rate) books past
+that queue's end at once instead of waiting for a near slot. Both lanes book on the same
+key, so every second stays within MaxSendRate exactly as with one lane (send_plan).
 """
 
 from __future__ import annotations
@@ -49,6 +56,17 @@ RATE_REFRESH_SECONDS = 30.0
 # mail on the same account and network jitter that bunches calls on the way to SES fit there
 # too. A throttled call costs a short wait and a retry; 5% headroom costs 5% of throughput.
 DEFAULT_SEND_RATE_FRACTION = 0.95
+# Lanes: who sends (campaigns.delivery picks one by the campaign's kind).
+BULK, TRANSACTIONAL = "bulk", "transactional"
+# The farthest ahead a caller without priority books a slot: one whose slot would come later
+# takes nothing and asks again when it is this close (a poll, not a queue). So the slots
+# promised ahead of a priority caller never exceed this much of the rate, whatever the number
+# of bulk workers. Long enough that callers woken a little late still keep the pace full.
+BOOKING_HORIZON_SECONDS = 0.25
+# The shortest sleep between two such asks.
+BOOKING_POLL_MIN_SECONDS = 0.01
+# The transactional lane's priority share of the rate when the setting is absent.
+DEFAULT_TRANSACTIONAL_RATE_SHARE = 0.2
 # While a wait for a slot lasts, the caller's `on_wait` runs at least this often (a running
 # batch keeps its lease alive meanwhile).
 ON_WAIT_INTERVAL_SECONDS = 1.0
@@ -66,10 +84,18 @@ ON_WAIT_INTERVAL_SECONDS = 1.0
 # on a `Clock`; tests give a fake one, which is then also handed to the script in place of TIME.
 #
 # KEYS[1]: TAT in µs of Redis server time. ARGV: n, rate (tokens/s), burst (tokens), max wait
-# (µs; negative: no limit), and, from tests only, now (µs) in place of Redis's TIME. Returns
-# {granted 1/0, wait µs}; a refused reservation writes nothing.
+# (µs; negative: no limit), now (µs; from tests only, in place of Redis's TIME; "" otherwise),
+# horizon (µs; negative: none), share rate (tokens/s; 0: no priority), share burst (tokens).
+# Returns {granted 1/0, wait µs, later 1/0}; a refused reservation writes nothing.
+# Priority: a caller with a share also keeps KEYS[2], the TAT of a GCRA at the share's rate.
+# A reservation that this share key admits at once (within its burst) is a priority one: it
+# books on KEYS[1] however many slots are promised ahead of it. Any other finds at most
+# `horizon` of them, or is refused with later = 1 and, in place of the wait, the time promised
+# ahead (the caller asks again once it is near); so no more than the horizon's worth of slots
+# (plus one call) is ever promised ahead of a priority caller. Every grant books on KEYS[1]
+# alike: the window bound below holds for the lanes together.
 # µs since 1970 (~1.8e15) stay exact in Lua's doubles (2^53 ~ 9e15); costs round up, so
-# rounding never lets a reservation in early. The key lives until the TAT passes, plus 1 s.
+# rounding never lets a reservation in early. A key lives until its TAT passes, plus 1 s.
 _GCRA_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local now = tonumber(ARGV[5])
@@ -78,16 +104,30 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
+local max_wait, horizon = tonumber(ARGV[4]), tonumber(ARGV[6]) or -1
+local share_rate, share_burst = tonumber(ARGV[7]) or 0, tonumber(ARGV[8]) or 0
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
+local ahead = tat - now
 tat = tat + math.ceil(n * 1000000 / rate)
 local wait = math.ceil(tat - now - burst * 1000000 / rate)
 if wait < 0 then wait = 0 end
-if max_wait >= 0 and wait > max_wait then return {0, wait} end
+if max_wait >= 0 and wait > max_wait then return {0, wait, 0} end
+local share_tat = nil
+if share_rate > 0 then
+  share_tat = tonumber(redis.call('GET', KEYS[2])) or now
+  if share_tat < now then share_tat = now end
+  share_tat = share_tat + math.ceil(n * 1000000 / share_rate)
+  if share_tat - now - math.ceil(share_burst * 1000000 / share_rate) > 0 then share_tat = nil end
+end
+if horizon >= 0 and not share_tat and ahead > horizon then return {0, ahead, 1} end
 local ttl_ms = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl_ms))
-return {1, wait}
+if share_tat then
+  ttl_ms = math.ceil((share_tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[2], string.format('%.0f', share_tat), 'PX', string.format('%.0f', ttl_ms))
+end
+return {1, wait, 0}
 """
 
 
@@ -117,13 +157,34 @@ MONOTONIC_CLOCK = MonotonicClock()
 
 
 class BaseRateLimiter:
-    """Reservations of tokens (here: recipients) at `rate` per second with `burst` tolerance."""
+    """Reservations of tokens (here: recipients) at `rate` per second with `burst` tolerance.
+
+    `horizon` (seconds; None: none): a reservation that finds slots promised further ahead
+    than that takes nothing and is asked again once they end that near, unless `share` (a
+    fraction of the rate) makes it a priority one: within a GCRA of its own at share × rate
+    (burst share × burst, at least one token), it books at once, past the slots already
+    promised (module docstring).
+    Limiters of one name with different horizons and shares draw from the same limit.
+    """
 
     def __init__(
-        self, *, name: str, rate: float, burst: float | None = None, clock: Clock = MONOTONIC_CLOCK
+        self,
+        *,
+        name: str,
+        rate: float,
+        burst: float | None = None,
+        clock: Clock = MONOTONIC_CLOCK,
+        horizon: float | None = None,
+        share: float = 0.0,
     ) -> None:
         self.name = name
         self.clock = clock
+        if horizon is not None and horizon < 0:
+            raise ValueError(f"horizon must be >= 0, not {horizon!r}")
+        if not 0 <= share <= 1:
+            raise ValueError(f"share must be in [0, 1], not {share!r}")
+        self.horizon = horizon
+        self.share = float(share)
         self.configure(rate=rate, burst=burst)
 
     def configure(self, *, rate: float, burst: float | None = None) -> None:
@@ -135,13 +196,16 @@ class BaseRateLimiter:
             raise ValueError(f"burst must be > 0, not {burst!r}")
         self.rate = float(rate)
         self.burst = float(burst)
+        self.share_rate = self.rate * self.share
+        self.share_burst = max(1.0, self.burst * self.share) if self.share else 0.0
 
     def reserve(self, n: int) -> float:
         """Take n tokens now; the seconds to wait before using them (0.0: use them now).
 
-        Always granted: a large n, or many callers ahead, just means a longer wait.
+        Always granted: a large n, or many callers ahead, just means a longer wait (the
+        horizon is acquire's: this books however far ahead the slots reach).
         """
-        _, wait = self._reserve(_check(n), max_wait=None)
+        _, wait, _ = self._reserve(_check(n), max_wait=None, horizon=None)
         return wait
 
     def try_reserve(self, n: int) -> float:
@@ -165,9 +229,18 @@ class BaseRateLimiter:
         clock = self.clock
         deadline = None if timeout is None else clock.now() + timeout
         for _ in range(LATE_RETRIES + 1):
-            started = clock.now()
-            max_wait = None if deadline is None else max(0.0, deadline - started)
-            granted, wait = self._reserve(_check(n), max_wait=max_wait)
+            while True:
+                started = clock.now()
+                max_wait = None if deadline is None else max(0.0, deadline - started)
+                granted, wait, later = self._reserve(
+                    _check(n), max_wait=max_wait, horizon=self.horizon
+                )
+                if not later:
+                    break
+                # Slots promised beyond the horizon: ask again once they end that near.
+                ahead = wait
+                _sleep(max(ahead - self.horizon, BOOKING_POLL_MIN_SECONDS), on_wait,
+                       clock=clock)  # fmt: skip
             if not granted:
                 return False
             _sleep(wait, on_wait, clock=clock)
@@ -179,7 +252,12 @@ class BaseRateLimiter:
                 return True
         return True  # still late after a few tries: send rather than starve
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
+        """(granted, wait in seconds, later). Later: refused, the slots promised ahead reaching
+        beyond `horizon` (and n not within the share); the second value is then how far
+        ahead they reach."""
         raise NotImplementedError
 
 
@@ -217,11 +295,19 @@ class RateLimiter(BaseRateLimiter):
         rate: float,
         burst: float | None = None,
         clock: Clock | None = None,
+        horizon: float | None = None,
+        share: float = 0.0,
     ) -> None:
         super().__init__(
-            name=name, rate=rate, burst=burst, clock=MONOTONIC_CLOCK if clock is None else clock
+            name=name,
+            rate=rate,
+            burst=burst,
+            clock=MONOTONIC_CLOCK if clock is None else clock,
+            horizon=horizon,
+            share=share,
         )
         self.key = f"ratelimit:{name}"
+        self.share_key = f"ratelimit:{name}:priority"
         self._script = redis_client.register_script(_GCRA_LUA)
         self._script_clock = clock
 
@@ -237,39 +323,73 @@ class RateLimiter(BaseRateLimiter):
             logger.warning("ratelimit %s unavailable: %s", self.name, type(err).__name__)
             raise RateLimitUnavailable(type(err).__name__) from None
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
         if n == 0:
-            return True, 0.0
+            return True, 0.0, False
         max_wait_us = -1 if max_wait is None else math.floor(max_wait * 1e6)
-        args = [n, self.rate, self.burst, max_wait_us]
-        if self._script_clock is not None:
-            args.append(round(self._script_clock.now() * 1e6))
-        granted, wait_us = self._script(keys=[self.key], args=args)
-        return bool(granted), wait_us / 1e6
+        now = "" if self._script_clock is None else round(self._script_clock.now() * 1e6)
+        horizon_us = -1 if horizon is None else math.floor(horizon * 1e6)
+        args = [n, self.rate, self.burst, max_wait_us, now, horizon_us]
+        args += [self.share_rate, self.share_burst]
+        granted, wait_us, later = self._script(keys=[self.key, self.share_key], args=args)
+        return bool(granted), wait_us / 1e6, bool(later)
+
+
+class LocalState:
+    """A LocalRateLimiter's state, which limiters of one process may share (the two lanes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tat = 0.0  # seconds of the limiters' clock
+        self.share_tat = 0.0
 
 
 class LocalRateLimiter(BaseRateLimiter):
-    """The same contract within one process (threads), for setups without Redis."""
+    """The same contract within one process (threads), for setups without Redis; limiters
+    given one `state` draw from one limit, as RateLimiters of one name do."""
 
     def __init__(
-        self, *, name: str, rate: float, burst: float | None = None, clock: Clock = MONOTONIC_CLOCK
+        self,
+        *,
+        name: str,
+        rate: float,
+        burst: float | None = None,
+        clock: Clock = MONOTONIC_CLOCK,
+        horizon: float | None = None,
+        share: float = 0.0,
+        state: LocalState | None = None,
     ) -> None:
-        super().__init__(name=name, rate=rate, burst=burst, clock=clock)
-        self._lock = threading.Lock()
-        self._tat = 0.0  # seconds of self.clock
+        super().__init__(
+            name=name, rate=rate, burst=burst, clock=clock, horizon=horizon, share=share
+        )
+        self.state = LocalState() if state is None else state
 
-    def _reserve(self, n: int, *, max_wait: float | None) -> tuple[bool, float]:
-        with self._lock:
+    def _reserve(
+        self, n: int, *, max_wait: float | None, horizon: float | None
+    ) -> tuple[bool, float, bool]:
+        state = self.state
+        with state.lock:
             now = self.clock.now()
-            start = max(self._tat, now)
+            start = max(state.tat, now)
             tat = start + n / self.rate
             # tat - now - burst / rate, summed so that an idle limiter's n <= burst waits
             # exactly 0 (the other order leaves ~1e-13 s, which a timeout of 0 refuses).
             wait = max(0.0, (start - now) + (n - self.burst) / self.rate)
             if max_wait is not None and wait > max_wait:
-                return False, wait
-            self._tat = tat
-            return True, wait
+                return False, wait, False
+            share_tat = None
+            if self.share_rate > 0:
+                share_start = max(state.share_tat, now)
+                if (share_start - now) + (n - self.share_burst) / self.share_rate <= 0:
+                    share_tat = share_start + n / self.share_rate
+            if horizon is not None and share_tat is None and start - now > horizon:
+                return False, start - now, True
+            state.tat = tat
+            if share_tat is not None:
+                state.share_tat = share_tat
+            return True, wait, False
 
 
 # --- the SES limiter --------------------------------------------------------------------------
@@ -376,43 +496,69 @@ def send_plan(*, max_rate: float, fraction: float) -> SendPlan:
     return SendPlan(max_rate=max_rate, rate=rate, burst=burst, group_size=group_size)
 
 
+def _transactional_share() -> float:
+    share = float(getattr(settings, "TRANSACTIONAL_RATE_SHARE", DEFAULT_TRANSACTIONAL_RATE_SHARE))
+    if not 0 <= share <= 1:
+        raise ImproperlyConfigured(f"TRANSACTIONAL_RATE_SHARE must be in [0, 1], not {share}.")
+    return share
+
+
 def ses_send_plan() -> SendPlan:
     """The send plan for the account's MaxSendRate and SES_SEND_RATE_FRACTION."""
     return send_plan(max_rate=ses_max_send_rate(), fraction=_send_rate_fraction())
 
 
 _lock = threading.Lock()
-_limiter: BaseRateLimiter | None = None
+_limiters: dict[str, BaseRateLimiter] = {}
 _limiter_url: str | None = None
 _limiter_plan: SendPlan | None = None
 _limiter_checked = 0.0
 
 
-def ses_rate_limiter() -> tuple[BaseRateLimiter, SendPlan]:
-    """The process's limiter for SES sends (one per Redis URL) and the plan it paces by, both
-    re-read every RATE_REFRESH_SECONDS. Shared through Redis when there is one, else per
-    process."""
-    global _limiter, _limiter_url, _limiter_plan, _limiter_checked
-    limiter, plan, now = _limiter, _limiter_plan, time.monotonic()
+def ses_rate_limiter(lane: str = BULK) -> tuple[BaseRateLimiter, SendPlan]:
+    """The process's limiter for one lane's SES sends (BULK or TRANSACTIONAL; both draw from
+    one limit per Redis URL and region) and the plan they pace by, re-read every
+    RATE_REFRESH_SECONDS. Shared through Redis when there is one, else per process."""
+    global _limiter_url, _limiter_plan, _limiter_checked
+    limiter, plan, now = _limiters.get(lane), _limiter_plan, time.monotonic()
     if limiter is not None and plan is not None and now - _limiter_checked < RATE_REFRESH_SECONDS:
         return limiter, plan
+    if lane not in (BULK, TRANSACTIONAL):
+        raise ValueError(f"unknown lane {lane!r}")
     with _lock:
         url = redis_url()
         plan = ses_send_plan()
-        if _limiter is None or url != _limiter_url:
+        share = _transactional_share()
+        if not _limiters or url != _limiter_url:
             # Per region: SES quotas are per account and region.
             name = f"ses-send:{settings.AWS_SES_REGION}"
             client = _redis_client()
-            _limiter = (
-                LocalRateLimiter(name=name, rate=plan.rate, burst=plan.burst)
-                if client is None
-                else RateLimiter(client, name=name, rate=plan.rate, burst=plan.burst)
-            )
+            lanes = {BULK: 0.0, TRANSACTIONAL: share}
+            if client is None:
+                state = LocalState()
+                made = {
+                    lane: LocalRateLimiter(
+                        name=name, rate=plan.rate, burst=plan.burst, state=state,
+                        horizon=BOOKING_HORIZON_SECONDS, share=lane_share,
+                    )
+                    for lane, lane_share in lanes.items()
+                }  # fmt: skip
+            else:
+                made = {
+                    lane: RateLimiter(
+                        client, name=name, rate=plan.rate, burst=plan.burst,
+                        horizon=BOOKING_HORIZON_SECONDS, share=lane_share,
+                    )
+                    for lane, lane_share in lanes.items()
+                }  # fmt: skip
+            _limiters.clear()
+            _limiters.update(made)
             _limiter_url = url
         else:
-            _limiter.configure(rate=plan.rate, burst=plan.burst)
+            for each in _limiters.values():
+                each.configure(rate=plan.rate, burst=plan.burst)
         _limiter_plan, _limiter_checked = plan, now
-        return _limiter, plan
+        return _limiters[lane], plan
 
 
 def ses_rate_limiter_reset() -> None:
@@ -420,8 +566,9 @@ def ses_rate_limiter_reset() -> None:
     came from (tests, changed settings)."""
     from campaigns.quota import ses_send_quota_forget
 
-    global _limiter, _limiter_url, _limiter_plan, _local_rate
+    global _limiter_url, _limiter_plan, _local_rate
     with _lock:
-        _limiter, _limiter_url, _limiter_plan, _local_rate = None, None, None, None
+        _limiters.clear()
+        _limiter_url, _limiter_plan, _local_rate = None, None, None
         redis_clients_reset()
     ses_send_quota_forget()

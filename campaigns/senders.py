@@ -1,8 +1,10 @@
 """The two ways a batch sends a call's claimed rows, and what SES's answers come to.
 
 Bulk (the default: SendBulkEmail with the stored template) and rendered (one SendEmail per
-recipient, rendered here). Each runs in pool threads and touches no database: it answers
-with a GroupOutcome, which the batch (campaigns.delivery) records.
+recipient, rendered here); and, for a test key's messages (Campaign.test_mode), simulated:
+rendered the same way, then answered as SES would accept it, without any call
+(campaigns.simulator). Each runs in pool threads and touches no database: it answers with a
+GroupOutcome, which the batch (campaigns.delivery) records.
 """
 
 import functools
@@ -16,7 +18,7 @@ from django.conf import settings
 
 from campaigns.addresses import InvalidAddress, sender_header
 from campaigns.ledger import ClaimedRow
-from campaigns.messages import merge_data, merge_plan, shared_headers
+from campaigns.messages import carries_list_unsubscribe, merge_data, merge_plan, shared_headers
 from campaigns.models import Campaign
 from campaigns.ses import (
     BulkEntry,
@@ -27,6 +29,7 @@ from campaigns.ses import (
     SesUnreachable,
     ses_client,
 )
+from campaigns.simulator import simulated_message_id
 from campaigns.tokens import tokens_for, unsubscribe_urls_for
 from templates_app.services import CompiledTemplate
 
@@ -91,7 +94,10 @@ class Sender(Protocol):
 
 
 def sender_for(campaign: Campaign, compiled: CompiledTemplate) -> Sender:
-    """The campaign's way of sending; ValueError if its From cannot be sent."""
+    """The campaign's way of sending; ValueError if its From cannot be sent. A test key's
+    messages are simulated whatever the path: they never reach SES."""
+    if campaign.test_mode:
+        return SimulatedSender(campaign, compiled)
     if campaign.send_path == Campaign.SendPath.RENDERED:
         return RenderedSender(campaign, compiled)
     return BulkSender(campaign, compiled)
@@ -113,6 +119,7 @@ class BulkSender:
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.template_name = campaign.ses_template_name
         self.headers = tuple(shared_headers(campaign).items())
+        self.list_unsubscribe = carries_list_unsubscribe(campaign)
         self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
@@ -136,7 +143,8 @@ class BulkSender:
                     f"could not build the message: {type(err).__name__}",
                 )
                 continue
-            entries.append(BulkEntry(to, data, (("List-Unsubscribe", f"<{url}>"),)))
+            own = (("List-Unsubscribe", f"<{url}>"),) if self.list_unsubscribe else ()
+            entries.append(BulkEntry(to, data, own))
             sent_rows.append(row)
         if entries:
             outcome.merge(self._call(sent_rows, entries))
@@ -195,6 +203,7 @@ class RenderedSender:
         self.attributes = self.plan[1]
         self.from_address = _from_address(campaign.from_email or settings.DEFAULT_FROM_EMAIL)
         self.headers = shared_headers(campaign)
+        self.list_unsubscribe = carries_list_unsubscribe(campaign)
         self.configuration_set = settings.SES_CONFIGURATION_SET
 
     def submit(self, rows: list[ClaimedRow]) -> "Future[GroupOutcome]":
@@ -221,17 +230,11 @@ class RenderedSender:
             return GroupOutcome(
                 errors={row.id: ("failed", f"could not render the message: {type(err).__name__}")}
             )
-        headers = (*self.headers.items(), ("List-Unsubscribe", f"<{url}>"))
+        headers = tuple(self.headers.items())
+        if self.list_unsubscribe:
+            headers += (("List-Unsubscribe", f"<{url}>"),)
         try:
-            message_id = ses_client().send_simple(
-                from_address=self.from_address,
-                to=to,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                headers=headers,
-                configuration_set=self.configuration_set,
-            )
+            message_id = self._hand_off(to=to, rendered=rendered, headers=headers)
         except (SesThrottled, SesUnreachable):
             return GroupOutcome(retry=[row.id])  # this one again later; the rest go on
         except SesRejected as err:
@@ -246,6 +249,28 @@ class RenderedSender:
                 errors={row.id: ("unknown", f"internal error: {type(err).__name__}")}
             )
         return GroupOutcome(accepted={row.id: message_id})
+
+    def _hand_off(self, *, to: str, rendered, headers: tuple) -> str:
+        """Send one rendered message (SendEmail); its SES MessageId."""
+        return ses_client().send_simple(
+            from_address=self.from_address,
+            to=to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            headers=headers,
+            configuration_set=self.configuration_set,
+        )
+
+
+class SimulatedSender(RenderedSender):
+    """A test key's messages: built and rendered as the rendered path does (a message that
+    cannot be built fails as it would live), then accepted with a `simulated-…` id instead
+    of a call to SES. Nothing leaves the process; their SES events are simulated after the
+    batch records them (campaigns.simulator)."""
+
+    def _hand_off(self, *, to: str, rendered, headers: tuple) -> str:
+        return simulated_message_id()
 
 
 def recipient_addressing(rows: list[ClaimedRow]) -> tuple[list[str], list[str], list[str]]:

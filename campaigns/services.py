@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from campaigns import ledger, waves
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
-from campaigns.counters import HANDED_OFF, CounterName, counters_add, counters_sum
+from campaigns.counters import HANDED_OFF, counters_add, counters_sum
 from campaigns.models import (
     Campaign,
     CampaignLink,
@@ -263,7 +263,16 @@ def campaign_cancel(*, campaign: Campaign) -> None:
 def campaign_fail_sending(*, campaign_id: int, reason: str) -> bool:
     """A sending campaign that cannot go on (its frozen template no longer compiles, e.g. one
     started before the language's limits): failed with the reason, once, and its unclaimed
-    rows skipped, so no batch tries again forever. True if it moved."""
+    rows skipped, so no batch tries again forever. True if it moved.
+
+    A transactional stream is never failed (nor finished): the API keeps sending its
+    template's messages by it. Its waiting messages fail with the reason instead (one
+    content per stream: each would fail alike), and so will each later one."""
+    if Campaign.objects.filter(pk=campaign_id, kind=Campaign.Kind.TRANSACTIONAL).exists():
+        with transaction.atomic():
+            _end_created(campaign_id=campaign_id, to=N.FAILED, reason=reason)
+        logger.warning("transactional stream %s cannot send: its messages failed", campaign_id)
+        return False
     with transaction.atomic():
         if not campaign_transition(
             campaign_id=campaign_id,
@@ -279,14 +288,19 @@ def campaign_fail_sending(*, campaign_id: int, reason: str) -> bool:
 
 
 def _skip_created(*, campaign_id: int, reason: str) -> None:
+    _end_created(campaign_id=campaign_id, to=N.SKIPPED, reason=reason)
+
+
+def _end_created(*, campaign_id: int, to: str, reason: str) -> None:
+    """The campaign's `created` rows → `to` (skipped or failed) with the reason, counted."""
     created = Notification.objects.filter(campaign_id=campaign_id, status=N.CREATED)
-    skipped = ledger.ledger_transition(
+    moved = ledger.ledger_transition(
         ids=list(created.values_list("id", flat=True)),
         from_statuses={N.CREATED},
-        to=N.SKIPPED,
+        to=to,
         reason=reason,
     )
-    counters_add(campaign_id=campaign_id, deltas={CounterName.SKIPPED: skipped})
+    counters_add(campaign_id=campaign_id, deltas={str(to): moved})
 
 
 def campaign_start(*, campaign_id: int) -> None:
@@ -572,6 +586,8 @@ def campaign_finish_if_done(*, campaign_id: int) -> bool:
     sending; True if it finished.
 
     Never earlier: a campaign is finished by what its ledger says, not by counting batches.
+    Never a transactional stream (no frozen audience either: it sends as long as the API
+    does).
     """
     pending = Notification.objects.filter(
         campaign_id=OuterRef("pk"), status__in=[N.CREATED, N.SENDING]
@@ -580,6 +596,8 @@ def campaign_finish_if_done(*, campaign_id: int) -> bool:
         campaign_id=campaign_id,
         from_statuses={C.SENDING},
         to=C.SENT,
-        when=Q(frozen_at__isnull=False) & ~Q(Exists(pending)),
+        when=Q(frozen_at__isnull=False)
+        & ~Q(kind=Campaign.Kind.TRANSACTIONAL)
+        & ~Q(Exists(pending)),
         finished_at=timezone.now(),
     )

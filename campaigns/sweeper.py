@@ -50,11 +50,15 @@ def campaigns_sweep() -> None:
     _skip_left_in_cancelled(unanswered=unanswered)
     _refreeze_stalled(now=now)
     queued = _bulk_queue_length()
-    for campaign_id in Campaign.objects.filter(status=C.SENDING).values_list("id", flat=True):
+    sending = Campaign.objects.filter(status=C.SENDING).values_list("id", "kind")
+    for campaign_id, kind in sending:
         if campaign_id in unanswered and not leases.leases_live(campaign_id=campaign_id, now=now):
-            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones.
+            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones
+            # (a transactional stream's lost messages are the messages sweeper's: they go on
+            # the transactional queue, each at its send_at).
             _settle_orphans(campaign_id=campaign_id, now=now)
-            _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
+            if kind != Campaign.Kind.TRANSACTIONAL:
+                _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
         if campaign_id not in unanswered or not leases.leases_live(
             campaign_id=campaign_id, now=now
         ):
@@ -89,7 +93,7 @@ def _refreeze_stalled(*, now: datetime) -> None:
         frozen_at=None,
         next_wave_at=None,
         updated_at__lt=now - CREATED_GRACE,
-    )
+    ).exclude(kind=Campaign.Kind.TRANSACTIONAL)  # a stream has no audience to freeze
     for campaign_id in unfrozen.values_list("id", flat=True):
         logger.warning("campaign %s freeze stalled: freezing the rest", campaign_id)
         _enqueue_freeze(campaign_id)

@@ -380,7 +380,13 @@ class CeleryWorkers:
         self.tmp_path = tmp_path
         self.workers: list[KillableWorker] = []
 
-    def start(self, *, concurrency: int = 2, env: dict | None = None) -> KillableWorker:
+    def start(
+        self,
+        *,
+        concurrency: int = 2,
+        env: dict | None = None,
+        queues: str = "transactional,bulk,periodic",
+    ) -> KillableWorker:
         index = len(self.workers) + 1
         name = f"fault{next(_worker_names)}-{os.getpid()}@test"  # unique in the session
         log = self.tmp_path / f"worker{index}.log"
@@ -395,7 +401,7 @@ class CeleryWorkers:
         with log.open("w") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q",
-                 "transactional,bulk,periodic", "--concurrency", str(concurrency),
+                 queues, "--concurrency", str(concurrency),
                  "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", name],
                 cwd=ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,

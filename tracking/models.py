@@ -24,6 +24,7 @@ class Event(models.Model):
         SES = "ses"  # SES event publishing through SNS
         SES_FILE = "ses_file"  # SES events imported from files (Firehose to S3, JSON lines)
         RECIPIENT = "recipient"  # the recipient's own action on our pages (unsubscribe)
+        SIMULATED = "simulated"  # SES's answers to a test key's message (campaigns.simulator)
 
     class Verdict(models.TextChoices):
         """For opens and clicks: was it a person, or software fetching on their behalf?"""

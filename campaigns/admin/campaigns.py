@@ -87,6 +87,11 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
         "ses_template_name", "created_at", "updated_at",
     )  # fmt: skip
 
+    def get_queryset(self, request):
+        # Campaigns only: the API's transactional streams and bulk jobs have no list, no
+        # schedule and no controls here (docs/API.md); their messages are in the ledger's page.
+        return super().get_queryset(request).filter(kind=Campaign.Kind.CAMPAIGN)
+
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj) -> str:
         return campaign_status_label(status=obj.status, scheduled_at=obj.scheduled_at)
@@ -179,7 +184,7 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
 
     def _changeable(self, request: HttpRequest, pk: int) -> Campaign:
         """The campaign, if this user may act on it (Django's change permission), else 403."""
-        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_change_permission(request, campaign):
             raise PermissionDenied
         return campaign
@@ -221,7 +226,7 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
         )
 
     def _viewable(self, request: HttpRequest, pk: int) -> Campaign:
-        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, campaign):
             raise PermissionDenied
         return campaign
@@ -241,7 +246,7 @@ class CampaignAdmin(ProofAdminMixin, CampaignReviewViews, admin.ModelAdmin):
         )  # fmt: skip
 
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
-        campaign = get_object_or_404(Campaign, pk=pk)
+        campaign = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, campaign):
             return JsonResponse({"error": "forbidden"}, status=403)
         # Polled every few seconds while the page is open: the plain counters only, not the

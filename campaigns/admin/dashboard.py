@@ -50,9 +50,9 @@ def _recent_campaigns(request, site) -> list[DashboardCampaign] | None:
         return None
     # Status and recipients come with the reports (the status as the campaign list words it).
     campaigns = list(
-        Campaign.objects.only("name", "created_at").order_by("-created_at", "-pk")[
-            :RECENT_CAMPAIGNS
-        ]
+        Campaign.objects.filter(kind=Campaign.Kind.CAMPAIGN)
+        .only("name", "created_at")
+        .order_by("-created_at", "-pk")[:RECENT_CAMPAIGNS]
     )
     reports = campaign_summaries(campaign_ids=[c.pk for c in campaigns])
     return [

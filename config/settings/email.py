@@ -61,6 +61,10 @@ SES_SEND_RATE_FRACTION = float(env_str("SES_SEND_RATE_FRACTION", "0.95"))
 # Longest a batch waits for a send slot before giving its rows back and retrying the task.
 # 4 bulk processes at 14/s hold at most 4 × 50 / 13.3 ≈ 15 s of reservations; 30 s covers it.
 SES_SEND_RATE_MAX_WAIT_SECONDS = env_int("SES_SEND_RATE_MAX_WAIT_SECONDS", 30)
+# Share of that pace the API's transactional messages take first while they have work (they
+# book past the slots bulk sends were promised); the rest, and all of it while no message
+# waits, goes to campaigns and jobs. 0 = no priority: first come, first served.
+TRANSACTIONAL_RATE_SHARE = float(env_str("TRANSACTIONAL_RATE_SHARE", "0.2"))
 
 # Prefix of the SES stored-template names this installation creates ("<prefix>-c<id>-<hash>"),
 # so several installations can share one SES account.

@@ -181,7 +181,7 @@ def _firsts_count(items: list[tuple[SesEvent, int, int]]) -> None:
 
 
 def ses_events_record(
-    *, events: Sequence[SesEvent], source: str, keep_unknown: bool = True
+    *, events: Sequence[SesEvent], source: str, keep_unknown: bool = True, simulated: bool = False
 ) -> dict[str, int]:
     """Record `events` (see the module's docstring), in one transaction and a few statements
     whatever their number: one to find their notifications and insert their Event rows
@@ -193,7 +193,11 @@ def ses_events_record(
     Events whose message id we do not know become PendingEspEvents, unless `keep_unknown` is
     False (the pending retry, whose rows they are already: it decides by the outcome).
     Re-recording the same events writes and counts nothing (the content-based esp_event_id),
-    which is what makes a batch flushed twice harmless."""
+    which is what makes a batch flushed twice harmless.
+
+    `simulated` (a test key's messages, tracking.ses_events.simulated): the events, the ledger
+    and the counters as above, but no contact is suppressed and no campaign paused: a test
+    key changes nothing beyond its own messages."""
     summary = {RECORDED: 0, DUPLICATE: 0, PENDING: 0}
     unique: dict[str, SesEvent] = {}
     for event in events:
@@ -214,7 +218,10 @@ def ses_events_record(
         breakers = _outcomes_apply(
             [(e, found[e.message_id][0], found[e.message_id][2]) for e in new]
         )
-        _suppress_all(new, found)
+        if simulated:
+            breakers = set()
+        else:
+            _suppress_all(new, found)
         for campaign_id in sorted(breakers):
             transaction.on_commit(
                 lambda campaign_id=campaign_id: campaign_circuit_check_after_commit(campaign_id)

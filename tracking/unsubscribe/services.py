@@ -5,6 +5,12 @@ The URL carries the unsubscribe token (campaigns.tokens), never the tracking one
 travels where proxies log it. "list" sets Membership.unsubscribed_at (the row is kept, so a
 re-import cannot subscribe them again); "all" sets Contact.status = unsubscribed, never
 overwriting bounced / complained, which already stop all mail.
+
+The API's messages have no list (Campaign.contact_list is empty for transactional streams and
+bulk jobs): unsubscribing through one of them is from all mail, whatever the scope asked
+(one-click asks for "list"). Transactional messages carry no List-Unsubscribe header at all
+(campaigns.messages), as Postmark's and Notify's do not: a password reset is not a mailing;
+a template that shows {{ unsubscribe_url }} still gets a working link, to all mail.
 """
 
 import logging
@@ -31,7 +37,7 @@ SCOPES = (SCOPE_LIST, SCOPE_ALL)
 class UnsubscribeState:
     """What the page shows before anything changes."""
 
-    list_name: str
+    list_name: str  # "" for a message without a list (the API's): only "all mail" is offered
     masked_email: str  # "p•••@example.org": enough to recognise, not to harvest
     list_unsubscribed: bool  # already off this list
     no_mail: bool  # the contact gets no mail at all (unsubscribed, bounced or complained)
@@ -52,13 +58,15 @@ def notification_unsubscribe_state(*, notification_id: int) -> UnsubscribeState 
     )
     if row is None:
         return None
-    list_unsubscribed = Membership.objects.filter(
-        contact_list_id=row["campaign__contact_list_id"],
-        contact_id=row["contact_id"],
-        unsubscribed_at__isnull=False,
-    ).exists()
+    list_id = row["campaign__contact_list_id"]
+    list_unsubscribed = (
+        list_id is not None
+        and Membership.objects.filter(
+            contact_list_id=list_id, contact_id=row["contact_id"], unsubscribed_at__isnull=False
+        ).exists()
+    )
     return UnsubscribeState(
-        list_name=row["campaign__contact_list__name"],
+        list_name=row["campaign__contact_list__name"] or "",
         masked_email=_mask(row["contact__email"]),
         list_unsubscribed=list_unsubscribed,
         no_mail=row["contact__status"] != Contact.Status.ACTIVE,
@@ -90,7 +98,7 @@ def contact_unsubscribe(
     ip: str | None = None,
 ) -> UnsubscribeOutcome | None:
     """Unsubscribe the recipient of a message from its campaign's list ("list") or from all
-    mail ("all"); None for an unknown notification.
+    mail ("all"; a message without a list: always), None for an unknown notification.
 
     Effective at once (committed before returning; the freeze and the claim read the same
     columns) and idempotent: a repeat changes nothing and writes nothing. Each actual change
@@ -121,6 +129,8 @@ def contact_unsubscribe(
         if row is None:
             return None
         contact_id, list_id = row["contact_id"], row["campaign__contact_list_id"]
+        if list_id is None:
+            scope = SCOPE_ALL  # no list to leave: the API's messages
         if scope == SCOPE_LIST:
             changed = _membership_unsubscribe(list_id=list_id, contact_id=contact_id, now=now)
         else:
@@ -151,7 +161,7 @@ def contact_unsubscribe(
         notification_id, row["campaign_id"], contact_id, list_id, scope, via or "-", changed,
     )  # fmt: skip
     return UnsubscribeOutcome(
-        changed=changed, scope=scope, list_name=row["campaign__contact_list__name"]
+        changed=changed, scope=scope, list_name=row["campaign__contact_list__name"] or ""
     )
 
 

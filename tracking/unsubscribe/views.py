@@ -75,6 +75,8 @@ def _not_found(request: HttpRequest) -> HttpResponse:
 
 
 def _page(request: HttpRequest, state, *, error: str = "", scope: str = SCOPE_LIST, status=200):
+    if not state.list_name:  # a message without a list (the API's): all mail is the choice
+        scope = SCOPE_ALL
     response = render(
         request,
         "tracking/unsubscribe.html",
@@ -148,5 +150,5 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     return render(
         request,
         "tracking/unsubscribed.html",
-        {"outcome": outcome, "state": state, "all": scope == SCOPE_ALL},
+        {"outcome": outcome, "state": state, "all": outcome.scope == SCOPE_ALL},
     )
