@@ -7,7 +7,16 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, imports, leases, linkcheck, senders, services, sweeper
+from campaigns import (
+    delivery,
+    imports,
+    leases,
+    linkcheck,
+    message_sweeper,
+    senders,
+    services,
+    sweeper,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +99,11 @@ def campaigns_start_due() -> None:
 @shared_task(name="campaigns.tasks.campaigns_sweep", time_limit=PERIODIC_TIME_LIMIT)
 def campaigns_sweep() -> None:
     sweeper.campaigns_sweep()
+
+
+@shared_task(name="campaigns.tasks.messages_sweep", time_limit=PERIODIC_TIME_LIMIT)
+def messages_sweep() -> None:
+    message_sweeper.messages_sweep()
 
 
 @worker_process_init.connect

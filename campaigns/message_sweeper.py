@@ -1,0 +1,232 @@
+"""The message sweeper: beat's search for transactional messages that nothing will send
+(messages_sweep, every 10 s). GOV.UK Notify's replay-created-notifications, at most once.
+
+A message (campaigns.transactional) is committed, then its delivery task is enqueued. Three
+things can leave it behind, and this is what finds each:
+
+- its task was lost (the broker down at the POST, a purged queue, a worker killed between
+  taking the task and claiming the row): a `created`, due message with no live lease, enqueued
+  over MESSAGE_SWEEP_GRACE ago (its POST, or the sweeper's last try), is enqueued again. Only
+  if the transactional queue is empty, since it may be waiting there, or if it was enqueued
+  over REQUEUE_BUSY_AFTER ago: a message is never enqueued again every 10 s while workers are
+  behind, and a duplicate is harmless anyway (the claim is `WHERE status = 'created'`);
+- its worker died mid-hand-off: the row is `sending` under a lease that stopped beating. SES
+  may have sent it, so it becomes `unknown` with the reason, never sent again (the campaign
+  sweeper's rule, campaigns.sweeper.batches_settle_dead, applied to the streams' leases:
+  a stream keeps no recipient count, so the campaign sweeper's counters never pick it);
+- it is scheduled (MessageRequest.send_at): enqueued once when its time comes.
+
+Why marks, and which. The ledger has no status index (its claims are HOT updates:
+docs/decisions/0002-ledger-without-status-index.md), so "the created rows of the streams" would
+read every message ever sent. Instead two low-water marks, kept in one SweepMark row in
+PostgreSQL (durable with the rows it describes; Redis, the broker, can lose it with the very
+tasks it would help find):
+
+- `low_id`: every message below it is answered or not yet due. Each sweep reads
+  MessageRequest by primary key (= the ledger's id) from it, each row's ledger status by
+  primary key, and moves it up to the first row still waiting. MessageRequest, not the ledger:
+  campaign rows have none, so a million-row campaign costs the sweep nothing. Rows younger
+  than the grace hold the mark too: ids are taken before their transaction commits, so a row
+  not visible yet may lie below a visible one; a transaction that writes a message and stays
+  open longer than the grace is not covered (the API's are milliseconds);
+- `low_send_at`: scheduled messages are passed by `low_id` while they wait (a message due next
+  week must not hold it: every sweep would read the week). They are read through
+  MessageRequest's partial index on send_at, from the earliest that may still be waiting up
+  to now, so each is read when its time comes and again only while it waits.
+
+So a sweep reads the messages of the last grace period plus those still waiting, at most
+SWEEP_PAGE of each a sweep (with more, the rest wait for the first to be answered: only when
+workers are far behind). Cost: docs/DATAFLOW.md#transactional-messages.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns import leases
+from campaigns.models import BatchLease, Campaign, MessageRequest, Notification, SweepMark
+from campaigns.sweeper import batches_settle_dead, flag_unknown, queue_length
+from infra.tasks import task_enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+N = Notification.Status
+DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
+MARK = "messages"
+# Rows read per mark per sweep.
+SWEEP_PAGE = 20_000
+# A message enqueued this long ago and still waiting, with no live lease, is enqueued again
+# even while the transactional queue holds tasks (it could be one of them: workers that far
+# behind get one duplicate a message every REQUEUE_BUSY_AFTER, which claims nothing).
+REQUEUE_BUSY_AFTER = timedelta(minutes=5)
+WAITING = {N.CREATED, N.SENDING}
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    campaign_id: int
+    kind: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    send_at: datetime | None
+    queued_at: datetime | None
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        """When its delivery task was last enqueued: by the sweeper, or at its POST if it was
+        due then; None for a scheduled message whose time has not been taken yet."""
+        if self.queued_at:
+            return self.queued_at
+        if self.send_at is None or self.send_at <= self.created_at:
+            return self.created_at
+        return None
+
+
+@dataclass
+class SweepResult:
+    enqueued: int = 0  # scheduled messages whose time came
+    requeued: int = 0  # messages whose task was lost
+    unknown: int = 0  # messages left `sending` by a dead worker
+    waiting: int = 0  # messages read that are still waiting
+
+
+def messages_sweep(*, now: datetime | None = None) -> SweepResult:
+    """Settle dead hand-offs, enqueue due and lost messages, move the marks (beat, every
+    10 s). See the module docstring."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.MESSAGE_SWEEP_GRACE_SECONDS)
+    result = SweepResult()
+    _settle_dead_leases(now=now)
+    mark, _ = SweepMark.objects.get_or_create(name=MARK)
+    live = _live_leases(now=now)
+    queued = queue_length("transactional")
+    seen: set[int] = set()
+    to_enqueue: list[_Row] = []
+
+    # Scheduled messages first, from the earliest that may wait, up to now.
+    rows = _rows(
+        MessageRequest.objects.filter(
+            send_at__isnull=False, send_at__lte=now, notification__campaign__kind=_T
+        ).order_by("send_at", "pk"),
+        low_send_at=mark.low_send_at,
+    )
+    low_send_at = now - grace
+    for row in rows:
+        seen.add(row.id)
+        if _check(row, now=now, grace=grace, live=live, queued=queued, out=to_enqueue, r=result):
+            low_send_at = min(low_send_at, row.send_at)
+    if len(rows) == SWEEP_PAGE:
+        low_send_at = min(low_send_at, rows[-1].send_at)
+
+    # Then every message from the id mark (transactional or not: the mark passes job rows).
+    rows = _rows(
+        MessageRequest.objects.filter(pk__gte=mark.low_id).order_by("pk"), low_send_at=None
+    )
+    low_id = rows[-1].id + 1 if rows else mark.low_id
+    for row in rows:
+        if row.kind != _T:
+            continue
+        young = row.created_at > now - grace  # may hide an uncommitted row below it
+        if row.send_at is not None and row.send_at > now:
+            if young:
+                low_id = min(low_id, row.id)
+            continue  # waits for its time: the send_at mark's
+        if row.id in seen:
+            waiting = row.status in WAITING
+        else:
+            waiting = _check(
+                row, now=now, grace=grace, live=live, queued=queued, out=to_enqueue, r=result
+            )
+        if waiting or young:
+            low_id = min(low_id, row.id)
+
+    with transaction.atomic():
+        if to_enqueue:
+            MessageRequest.objects.filter(pk__in=[row.id for row in to_enqueue]).update(
+                queued_at=now
+            )
+            task_enqueue_on_commit(DELIVER_MESSAGE, *((r.campaign_id, r.id) for r in to_enqueue))
+        SweepMark.objects.filter(name=MARK).update(
+            low_id=max(low_id, mark.low_id),
+            low_send_at=max(low_send_at, mark.low_send_at) if mark.low_send_at else low_send_at,
+            updated_at=now,
+        )
+    if result.enqueued or result.requeued or result.unknown:
+        logger.info(
+            "messages sweep enqueued=%s requeued=%s unknown=%s waiting=%s low_id=%s",
+            result.enqueued, result.requeued, result.unknown, result.waiting, low_id,
+        )  # fmt: skip
+    return result
+
+
+_T = Campaign.Kind.TRANSACTIONAL
+
+
+def _rows(requests, *, low_send_at: datetime | None) -> list[_Row]:
+    if low_send_at is not None:
+        requests = requests.filter(send_at__gte=low_send_at)
+    return [
+        _Row(*values)
+        for values in requests.values_list(
+            "pk",
+            "notification__campaign_id",
+            "notification__campaign__kind",
+            "notification__status",
+            "notification__created_at",
+            "notification__updated_at",
+            "send_at",
+            "queued_at",
+        )[:SWEEP_PAGE]
+    ]
+
+
+def _check(row: _Row, *, now, grace, live, queued, out: list[_Row], r: SweepResult) -> bool:
+    """What a due message needs: nothing (answered, or in hands that will answer), its first
+    enqueue (its time came), another (its task was lost) or `unknown` (its hand-off died).
+    True while it is still waiting."""
+    if row.status not in WAITING:
+        return False
+    r.waiting += 1
+    if row.id in live:
+        return True  # a batch runs for it, or a retry is due
+    if row.status == N.SENDING:
+        # No lease: its batch died, and its lease was settled or lost.
+        if row.updated_at < now - leases.LEASE_TIMEOUT:
+            r.unknown += flag_unknown(row.campaign_id, [row.id])
+        return True
+    enqueued_at = row.enqueued_at
+    if enqueued_at is None:
+        r.enqueued += 1  # its time has come
+        out.append(row)
+    elif enqueued_at < now - grace and (queued == 0 or enqueued_at < now - REQUEUE_BUSY_AFTER):
+        logger.warning("message %s lost its task: enqueued again", row.id)
+        r.requeued += 1
+        out.append(row)
+    return True
+
+
+def _live_leases(*, now: datetime) -> set[int]:
+    """The message ids live leases of the streams cover (running batches, retries due)."""
+    covered: set[int] = set()
+    for first_id, last_id in BatchLease.objects.filter(
+        campaign__kind=_T, heartbeat_at__gte=now - leases.LEASE_TIMEOUT
+    ).values_list("first_id", "last_id"):
+        covered.update(range(first_id, last_id + 1))  # one message each (deliver_message)
+    return covered
+
+
+def _settle_dead_leases(*, now: datetime) -> None:
+    """The streams' dead leases: their `sending` rows → unknown, then the leases go."""
+    dead = (
+        BatchLease.objects.filter(campaign__kind=_T, heartbeat_at__lt=now - leases.LEASE_TIMEOUT)
+        .values_list("campaign_id", flat=True)
+        .distinct()
+    )
+    for campaign_id in sorted(set(dead)):
+        batches_settle_dead(campaign_id=campaign_id, now=now)

@@ -1,0 +1,220 @@
+"""The message sweeper in-process, on the real PostgreSQL and Redis (the broker's real
+`transactional` queue, no worker consuming it): what it enqueues, when, how often, and how
+far its marks let it read. tests/api/test_recovery_workers.py runs the same paths with worker
+processes killed, a purged queue and Redis stopped, counting at the SES endpoint."""
+
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from campaigns import leases, sweeper
+from campaigns.message_sweeper import MARK, messages_sweep
+from campaigns.models import (
+    BatchLease,
+    Campaign,
+    MessageRequest,
+    Notification,
+    SweepMark,
+)
+from tests.api.helpers import api_client
+from tests.conftest import _forget_broker_state, _queued
+from tests.factories import TemplateFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+N = Notification.Status
+GRACE = timedelta(seconds=30)  # MESSAGE_SWEEP_GRACE_SECONDS's default
+
+
+@pytest.fixture(autouse=True)
+def empty_queues():
+    _forget_broker_state()
+    yield
+    _forget_broker_state()
+
+
+@pytest.fixture
+def template():
+    return TemplateFactory(slug="reset", subject="Reset", html="<p>Hi</p>", text="Hi")
+
+
+def post(client, **fields) -> int:
+    answer = client.post("/api/v1/messages", {"template": "reset", **fields}, format="json")
+    assert answer.status_code == 202, answer.content
+    return answer.json()["id"]
+
+
+def test_a_lost_task_is_enqueued_again_once_after_the_grace(template):
+    client = api_client()
+    ids = [post(client, to=f"lost{i}@example.org") for i in range(3)]
+    assert _queued("transactional") == 3
+    _forget_broker_state()  # the tasks are lost (a purged queue, a broker restarted empty)
+
+    now = timezone.now()
+    assert messages_sweep(now=now).requeued == 0  # within the grace: may still be coming
+    assert _queued("transactional") == 0
+
+    later = now + GRACE + timedelta(seconds=1)
+    assert messages_sweep(now=later).requeued == 3
+    assert _queued("transactional") == 3
+    queued_at = set(MessageRequest.objects.filter(pk__in=ids).values_list("queued_at", flat=True))
+    assert queued_at == {later}
+    # The next sweeps find them waiting in the queue: nothing enqueued twice…
+    assert messages_sweep(now=later + timedelta(seconds=10)).requeued == 0
+    assert messages_sweep(now=later + GRACE * 2).requeued == 0
+    assert _queued("transactional") == 3
+    # …until they have waited REQUEUE_BUSY_AFTER (workers that far behind): once more.
+    assert messages_sweep(now=later + timedelta(minutes=6)).requeued == 3
+    assert set(Notification.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        N.CREATED
+    }
+
+
+def test_a_message_under_a_live_lease_is_not_enqueued_again(template):
+    message_id = post(api_client(), to="held@example.org")
+    _forget_broker_state()
+    stream_id = Notification.objects.get(pk=message_id).campaign_id
+    later = timezone.now() + GRACE + timedelta(seconds=1)
+    # A throttled message waiting for its retry leaves a waiting lease: not lost.
+    leases.lease_wait(campaign_id=stream_id, first_id=message_id, last_id=message_id, until=later)
+    assert messages_sweep(now=later).requeued == 0
+    BatchLease.objects.all().delete()
+    assert messages_sweep(now=later).requeued == 1
+
+
+def test_a_message_left_sending_by_a_dead_batch_ends_unknown_and_is_not_enqueued(template):
+    message_id = post(api_client(), to="dead@example.org")
+    _forget_broker_state()
+    message = Notification.objects.get(pk=message_id)
+    # A worker claimed it (committed before the SES call), then died: its lease stops beating.
+    Notification.objects.filter(pk=message_id).update(status=N.SENDING)
+    leases.lease_take(campaign_id=message.campaign_id, first_id=message_id, last_id=message_id)
+
+    now = timezone.now()
+    assert messages_sweep(now=now).unknown == 0  # its lease is alive: the call may answer
+    result = messages_sweep(now=now + leases.LEASE_TIMEOUT + timedelta(seconds=1))
+    message.refresh_from_db()
+    assert message.status == N.UNKNOWN
+    assert message.reason == "batch died during the hand-off to SES"
+    assert result.requeued == 0
+    assert not BatchLease.objects.exists()  # the dead lease went with it
+    assert messages_sweep(now=now + timedelta(minutes=10)).requeued == 0
+    assert _queued("transactional") == 0
+    shown = api_client().get(f"/api/v1/messages/{message_id}").json()
+    assert (shown["status"], shown["reason"]) == ("unknown", message.reason)
+
+
+def test_a_scheduled_message_is_enqueued_once_when_its_time_comes(template):
+    send_at = timezone.now() + timedelta(minutes=5)
+    message_id = post(api_client(), to="later@example.org", send_at=send_at.isoformat())
+    assert _queued("transactional") == 0  # not at its POST
+
+    for minute in range(5):  # every sweep before its time: nothing
+        result = messages_sweep(now=timezone.now() + timedelta(minutes=minute))
+        assert (result.enqueued, result.requeued) == (0, 0)
+    assert _queued("transactional") == 0
+
+    at = send_at + timedelta(seconds=1)
+    assert messages_sweep(now=at).enqueued == 1
+    assert _queued("transactional") == 1
+    for seconds in (10, 20, 40, 120):  # waiting in the queue: never enqueued again meanwhile
+        result = messages_sweep(now=at + timedelta(seconds=seconds))
+        assert (result.enqueued, result.requeued) == (0, 0)
+    assert _queued("transactional") == 1
+    assert MessageRequest.objects.get(pk=message_id).queued_at == at
+
+
+def test_a_scheduled_message_whose_task_was_lost_is_enqueued_again(template):
+    send_at = timezone.now() + timedelta(minutes=5)
+    post(api_client(), to="later@example.org", send_at=send_at.isoformat())
+    at = send_at + timedelta(seconds=1)
+    assert messages_sweep(now=at).enqueued == 1
+    _forget_broker_state()
+    assert messages_sweep(now=at + GRACE + timedelta(seconds=1)).requeued == 1
+
+
+def test_the_marks_pass_what_is_answered_and_what_waits_for_its_time(template):
+    client = api_client()
+    scheduled = post(
+        client, to="week@example.org", send_at=(timezone.now() + timedelta(days=7)).isoformat()
+    )
+    sent = post(client, to="sent@example.org")
+    waiting = post(client, to="waiting@example.org")
+    last = post(client, to="sent2@example.org")
+    Notification.objects.filter(pk__in=[sent, last]).update(status=N.SENT)
+
+    later = timezone.now() + GRACE + timedelta(seconds=1)
+    messages_sweep(now=later)
+    mark = SweepMark.objects.get(name=MARK)
+    # The first message still waiting holds the id mark; the one due next week does not.
+    assert mark.low_id == waiting > scheduled
+    assert mark.low_send_at == later - GRACE
+
+    Notification.objects.filter(pk=waiting).update(status=N.SENT)
+    messages_sweep(now=later)
+    mark.refresh_from_db()
+    assert mark.low_id == last + 1
+    # Nothing left to read from it: the next sweep reads no message.
+    assert messages_sweep(now=later + timedelta(seconds=10)).waiting == 0
+
+
+def test_young_messages_hold_the_id_mark(template):
+    """A row younger than the grace may have an uncommitted one below it (ids are taken
+    before commit): the mark does not pass it yet, answered or not."""
+    message_id = post(api_client(), to="young@example.org")
+    Notification.objects.filter(pk=message_id).update(status=N.SENT)
+    messages_sweep()
+    assert SweepMark.objects.get(name=MARK).low_id == message_id
+    messages_sweep(now=timezone.now() + GRACE + timedelta(seconds=1))
+    assert SweepMark.objects.get(name=MARK).low_id == message_id + 1
+
+
+def test_the_campaign_sweeper_never_freezes_or_finishes_a_stream(template):
+    """A stream is `sending` with no frozen_at for ever: the campaign sweeper must not take it
+    for a stalled freeze (freezing it would finish it, and its later messages never go)."""
+    message_id = post(api_client(), to="stream@example.org")
+    _forget_broker_state()
+    Notification.objects.filter(pk=message_id).update(status=N.SENT)
+    stream = Campaign.objects.get(kind=Campaign.Kind.TRANSACTIONAL)
+    Campaign.objects.filter(pk=stream.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    sweeper.campaigns_sweep()
+    stream.refresh_from_db()
+    assert (stream.status, stream.frozen_at) == (Campaign.Status.SENDING, None)
+    assert _queued("bulk") == 0  # no campaign_freeze enqueued for it
+
+
+def test_redis_down_at_the_post_answers_202_and_logs_ids_only(template, redis_server, caplog):
+    client = api_client()
+    redis_server.stop()
+    with caplog.at_level(logging.ERROR, logger="infra.tasks"):
+        answer = client.post(
+            "/api/v1/messages", {"template": "reset", "to": "outage@example.org"}, format="json"
+        )
+    assert answer.status_code == 202, answer.content
+    message_id = answer.json()["id"]
+    assert Notification.objects.get(pk=message_id).status == N.CREATED
+    [record] = [r for r in caplog.records if r.name == "infra.tasks"]
+    assert "campaigns.tasks.deliver_message not enqueued" in record.getMessage()
+    assert str(message_id) in record.getMessage()
+    assert "outage@" not in record.getMessage()
+    redis_server.start()
+    result = messages_sweep(now=timezone.now() + GRACE + timedelta(seconds=1))
+    assert result.requeued == 1
+    assert _queued("transactional") == 1
+
+
+def test_a_failed_enqueue_stops_at_the_first_call_and_says_how_many(redis_server, caplog):
+    """task_enqueue_on_commit is shared: a freeze's batches whose enqueue fails are left to
+    the campaign sweeper, and the freeze goes on (no exception out of the commit)."""
+    from django.db import transaction
+
+    from infra.tasks import task_enqueue_on_commit
+
+    redis_server.stop()
+    with caplog.at_level(logging.ERROR, logger="infra.tasks"), transaction.atomic():
+        task_enqueue_on_commit("campaigns.tasks.deliver_batch", (7, 1, 1), (7, 2, 2))
+    redis_server.start()
+    [record] = [r for r in caplog.records if r.name == "infra.tasks"]
+    assert "2 of 2 left to the sweepers, first (7, 1, 1)" in record.getMessage()
