@@ -251,8 +251,9 @@ class Notification(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
     # 0 for a campaign's or a job's rows: one per contact, which the unique constraint holds.
     # A transactional message gets a random positive number instead, so one contact can get
-    # many messages of the same stream (campaigns.transactional).
-    repeat_key = models.BigIntegerField(default=0, editable=False)
+    # many messages of the same stream (campaigns.transactional). A default in the database
+    # too: the freeze's INSERT … SELECT (and a job's bulk insert) name no repeat_key.
+    repeat_key = models.BigIntegerField(default=0, db_default=0, editable=False)
     message_id = models.CharField("SES message id", max_length=100, null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

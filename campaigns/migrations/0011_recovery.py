@@ -10,6 +10,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # The campaign freeze's INSERT … SELECT names no repeat_key: the database's default.
+        migrations.AlterField(
+            model_name='notification',
+            name='repeat_key',
+            field=models.BigIntegerField(db_default=0, default=0, editable=False),
+        ),
         migrations.CreateModel(
             name='SweepMark',
             fields=[
