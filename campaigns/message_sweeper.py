@@ -29,14 +29,16 @@ tasks it would help find):
   than the grace hold the mark too: ids are taken before their transaction commits, so a row
   not visible yet may lie below a visible one; a transaction that writes a message and stays
   open longer than the grace is not covered (the API's are milliseconds);
-- `low_send_at`: scheduled messages are passed by `low_id` while they wait (a message due next
-  week must not hold it: every sweep would read the week). They are read through
-  MessageRequest's partial index on send_at, from the earliest that may still be waiting up
-  to now, so each is read when its time comes and again only while it waits.
+- `low_send_at` (with `low_send_at_id`: many messages may share a send_at): scheduled
+  messages are passed by `low_id` while they wait (a message due next week must not hold it:
+  every sweep would read the week). They are read through MessageRequest's partial index on
+  send_at, from the first that may still be waiting up to now, so each is read when its time
+  comes and again only while it waits.
 
-So a sweep reads the messages of the last grace period plus those still waiting, at most
-SWEEP_PAGE of each a sweep (with more, the rest wait for the first to be answered: only when
-workers are far behind). Cost: docs/DATAFLOW.md#transactional-messages.
+So a sweep reads the messages of the last grace period plus those still waiting, by key, in
+pages of SWEEP_PAGE, at most SWEEP_MAX_ROWS from each mark (more: those past the cap wait
+for the first to be answered, as the mark moves; only when workers are far behind).
+Cost: docs/DATAFLOW.md#transactional-messages.
 """
 
 import logging
@@ -45,6 +47,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns import leases
@@ -57,8 +60,9 @@ logger = logging.getLogger(__name__)
 N = Notification.Status
 DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
 MARK = "messages"
-# Rows read per mark per sweep.
-SWEEP_PAGE = 20_000
+# Rows read per query, and at most per mark per sweep.
+SWEEP_PAGE = 5_000
+SWEEP_MAX_ROWS = 100_000
 # A message enqueued this long ago and still waiting, with no live lease, is enqueued again
 # even while the transactional queue holds tasks (it could be one of them: workers that far
 # behind get one duplicate a message every REQUEUE_BUSY_AFTER, which claims nothing).
@@ -98,69 +102,32 @@ class SweepResult:
 
 def messages_sweep(*, now: datetime | None = None) -> SweepResult:
     """Settle dead hand-offs, enqueue due and lost messages, move the marks (beat, every
-    10 s). See the module docstring."""
+    10 s). See the module docstring. A sweep holds the mark's row: a second one meanwhile
+    (beat firing again while the first runs) returns at once."""
     now = now or timezone.now()
     grace = timedelta(seconds=settings.MESSAGE_SWEEP_GRACE_SECONDS)
     result = SweepResult()
     _settle_dead_leases(now=now)
-    mark, _ = SweepMark.objects.get_or_create(name=MARK)
-    live = _live_leases(now=now)
-    queued = queue_length("transactional")
-    seen: set[int] = set()
-    to_enqueue: list[_Row] = []
-
-    # Scheduled messages first, from the earliest that may wait, up to now.
-    rows = _rows(
-        MessageRequest.objects.filter(
-            send_at__isnull=False, send_at__lte=now, notification__campaign__kind=_T
-        ).order_by("send_at", "pk"),
-        low_send_at=mark.low_send_at,
-    )
-    low_send_at = now - grace
-    for row in rows:
-        seen.add(row.id)
-        if _check(row, now=now, grace=grace, live=live, queued=queued, out=to_enqueue, r=result):
-            low_send_at = min(low_send_at, row.send_at)
-    if len(rows) == SWEEP_PAGE:
-        low_send_at = min(low_send_at, rows[-1].send_at)
-
-    # Then every message from the id mark (transactional or not: the mark passes job rows).
-    rows = _rows(
-        MessageRequest.objects.filter(pk__gte=mark.low_id).order_by("pk"), low_send_at=None
-    )
-    low_id = rows[-1].id + 1 if rows else mark.low_id
-    for row in rows:
-        if row.kind != _T:
-            continue
-        young = row.created_at > now - grace  # may hide an uncommitted row below it
-        if row.send_at is not None and row.send_at > now:
-            if young:
-                low_id = min(low_id, row.id)
-            continue  # waits for its time: the send_at mark's
-        if row.id in seen:
-            waiting = row.status in WAITING
-        else:
-            waiting = _check(
-                row, now=now, grace=grace, live=live, queued=queued, out=to_enqueue, r=result
-            )
-        if waiting or young:
-            low_id = min(low_id, row.id)
-
+    SweepMark.objects.get_or_create(name=MARK)
     with transaction.atomic():
-        if to_enqueue:
-            MessageRequest.objects.filter(pk__in=[row.id for row in to_enqueue]).update(
-                queued_at=now
-            )
-            task_enqueue_on_commit(DELIVER_MESSAGE, *((r.campaign_id, r.id) for r in to_enqueue))
-        SweepMark.objects.filter(name=MARK).update(
-            low_id=max(low_id, mark.low_id),
-            low_send_at=max(low_send_at, mark.low_send_at) if mark.low_send_at else low_send_at,
-            updated_at=now,
-        )
+        mark = SweepMark.objects.select_for_update(skip_locked=True).filter(name=MARK).first()
+        if mark is None:
+            return result  # another sweep is running
+        scan = _Scan(now=now, grace=grace, result=result)
+        low_send_at = _sweep_scheduled(scan, mark)
+        low_id = _sweep_by_id(scan, mark)
+        if scan.out:
+            ids = [row.id for row in scan.out]
+            MessageRequest.objects.filter(pk__in=ids).update(queued_at=now)
+            task_enqueue_on_commit(DELIVER_MESSAGE, *((r.campaign_id, r.id) for r in scan.out))
+        mark.low_id = max(low_id, mark.low_id)
+        if mark.low_send_at is None or low_send_at > (mark.low_send_at, mark.low_send_at_id):
+            mark.low_send_at, mark.low_send_at_id = low_send_at
+        mark.save()
     if result.enqueued or result.requeued or result.unknown:
         logger.info(
             "messages sweep enqueued=%s requeued=%s unknown=%s waiting=%s low_id=%s",
-            result.enqueued, result.requeued, result.unknown, result.waiting, low_id,
+            result.enqueued, result.requeued, result.unknown, result.waiting, mark.low_id,
         )  # fmt: skip
     return result
 
@@ -168,9 +135,85 @@ def messages_sweep(*, now: datetime | None = None) -> SweepResult:
 _T = Campaign.Kind.TRANSACTIONAL
 
 
-def _rows(requests, *, low_send_at: datetime | None) -> list[_Row]:
-    if low_send_at is not None:
-        requests = requests.filter(send_at__gte=low_send_at)
+class _Scan:
+    """What one sweep knows (the live leases, the queue's length) and what it found."""
+
+    def __init__(self, *, now: datetime, grace: timedelta, result: SweepResult) -> None:
+        self.now, self.grace, self.result = now, grace, result
+        self.live = _live_leases(now=now)
+        self.queued = queue_length("transactional")
+        self.seen: set[int] = set()  # read by the send_at mark this sweep
+        self.out: list[_Row] = []  # to enqueue
+
+    def check(self, row: _Row) -> bool:
+        return _check(
+            row, now=self.now, grace=self.grace, live=self.live, queued=self.queued,
+            out=self.out, r=self.result,
+        )  # fmt: skip
+
+
+def _sweep_scheduled(scan: _Scan, mark: SweepMark) -> tuple[datetime, int]:
+    """Scheduled messages due by now, from the send_at mark (send_at, id), through the partial
+    index on send_at; returns the new mark: the first still waiting, or what the grace keeps
+    (a row committed late may have a send_at just behind now)."""
+    due = MessageRequest.objects.filter(
+        send_at__isnull=False, send_at__lte=scan.now, notification__campaign__kind=_T
+    ).order_by("send_at", "pk")
+    bound = (scan.now - scan.grace, 0)
+    after = None if mark.low_send_at is None else (mark.low_send_at, mark.low_send_at_id - 1)
+    waiting: list[tuple[datetime, int]] = []
+    read = 0
+    while True:
+        page = due
+        if after is not None:
+            at, pk = after
+            page = page.filter(Q(send_at__gt=at) | Q(send_at=at, pk__gt=pk))
+        rows = _rows(page)
+        for row in rows:
+            scan.seen.add(row.id)
+            if scan.check(row):
+                waiting.append((row.send_at, row.id))
+        read += len(rows)
+        if rows:
+            after = (rows[-1].send_at, rows[-1].id)
+        if len(rows) < SWEEP_PAGE:
+            break
+        if read >= SWEEP_MAX_ROWS:  # the rest once the first are answered
+            bound = min(bound, (after[0], after[1] + 1))
+            break
+    return min([*waiting, bound])
+
+
+def _sweep_by_id(scan: _Scan, mark: SweepMark) -> int:
+    """Every message from the id mark (transactional or not: the mark passes a job's rows);
+    returns the new mark: the first still waiting or young."""
+    now = scan.now
+    held: list[int] = []
+    after = mark.low_id - 1
+    read = 0
+    while True:
+        rows = _rows(MessageRequest.objects.filter(pk__gt=after).order_by("pk"))
+        for row in rows:
+            if row.kind != _T:
+                continue
+            young = row.created_at > now - scan.grace  # may hide an uncommitted row below it
+            if row.send_at is not None and row.send_at > now:
+                waiting = False  # waits for its time: the send_at mark's
+            elif row.id in scan.seen:
+                waiting = row.status in WAITING
+            else:
+                waiting = scan.check(row)
+            if waiting or young:
+                held.append(row.id)
+        read += len(rows)
+        if rows:
+            after = rows[-1].id
+        if len(rows) < SWEEP_PAGE or read >= SWEEP_MAX_ROWS:
+            break
+    return min([*held, after + 1])
+
+
+def _rows(requests) -> list[_Row]:
     return [
         _Row(*values)
         for values in requests.values_list(

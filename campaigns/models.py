@@ -558,8 +558,10 @@ class SweepMark(models.Model):
     name = models.CharField(max_length=40, primary_key=True)
     # The lowest message id that may still be waiting (a low-water mark on the ledger's key)…
     low_id = models.BigIntegerField(default=0)
-    # …and the earliest send_at of a scheduled message that may still be waiting.
+    # …and the first scheduled message that may still be waiting, by (send_at, id): many
+    # messages may share one send_at.
     low_send_at = models.DateTimeField(null=True, blank=True)
+    low_send_at_id = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

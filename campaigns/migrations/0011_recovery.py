@@ -22,6 +22,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=40, primary_key=True, serialize=False)),
                 ('low_id', models.BigIntegerField(default=0)),
                 ('low_send_at', models.DateTimeField(blank=True, null=True)),
+                ('low_send_at_id', models.BigIntegerField(default=0)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
             ],
         ),

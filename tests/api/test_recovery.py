@@ -218,3 +218,75 @@ def test_a_failed_enqueue_stops_at_the_first_call_and_says_how_many(redis_server
     redis_server.start()
     [record] = [r for r in caplog.records if r.name == "infra.tasks"]
     assert "2 of 2 left to the sweepers, first (7, 1, 1)" in record.getMessage()
+
+
+def test_messages_sharing_a_send_at_are_enqueued_past_a_page_and_the_cap(template, monkeypatch):
+    """Many messages scheduled for one moment: read in pages by (send_at, id), the sweep goes
+    past a page of them; over its cap, the rest wait for the first to be answered (workers
+    far behind), and the mark passes those answered however many share the moment."""
+    from campaigns import message_sweeper
+
+    monkeypatch.setattr(message_sweeper, "SWEEP_PAGE", 3)
+    monkeypatch.setattr(message_sweeper, "SWEEP_MAX_ROWS", 6)
+    client = api_client()
+    send_at = timezone.now() + timedelta(minutes=1)
+    ids = [post(client, to=f"same{i}@example.org", send_at=send_at.isoformat()) for i in range(8)]
+    at = send_at + GRACE + timedelta(seconds=1)
+
+    assert messages_sweep(now=at).enqueued == 6
+    assert messages_sweep(now=at).enqueued == 0  # the first six wait in the queue
+    Notification.objects.filter(pk__in=ids[:3]).update(status=N.SENT)
+    assert messages_sweep(now=at).enqueued == 0  # reads them once more, and passes them
+    mark = SweepMark.objects.get(name=MARK)
+    assert (mark.low_send_at, mark.low_send_at_id) == (send_at, ids[3])
+    assert messages_sweep(now=at).enqueued == 2
+    assert messages_sweep(now=at).enqueued == 0
+    assert _queued("transactional") == 8
+    Notification.objects.filter(pk__in=ids).update(status=N.SENT)
+    messages_sweep(now=at)
+    mark = SweepMark.objects.get(name=MARK)
+    assert (mark.low_send_at, mark.low_send_at_id) == (at - GRACE, 0)
+    assert mark.low_id == max(ids) + 1
+
+
+def test_a_waiting_message_does_not_hide_lost_ones_after_it(template, monkeypatch):
+    from campaigns import message_sweeper
+
+    monkeypatch.setattr(message_sweeper, "SWEEP_PAGE", 2)
+    client = api_client()
+    ids = [post(client, to=f"page{i}@example.org") for i in range(5)]
+    _forget_broker_state()
+    now = timezone.now() + GRACE + timedelta(seconds=1)
+    assert messages_sweep(now=now).requeued == 5  # all of them, page after page
+    assert SweepMark.objects.get(name=MARK).low_id == ids[0]
+
+
+def test_a_second_sweep_meanwhile_returns_without_enqueueing(template):
+    """Beat firing again while a sweep runs: the second finds the mark's row locked and
+    leaves, so no message is enqueued twice by two sweeps at once."""
+    import threading
+
+    from django.db import connection, transaction
+
+    post(api_client(), to="twice@example.org")
+    _forget_broker_state()
+    later = timezone.now() + GRACE + timedelta(seconds=1)
+    messages_sweep(now=timezone.now())  # makes the mark's row
+    locked, release = threading.Event(), threading.Event()
+
+    def first_sweep_holding_the_mark():
+        with transaction.atomic():
+            SweepMark.objects.select_for_update().get(name=MARK)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=first_sweep_holding_the_mark)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        assert messages_sweep(now=later).requeued == 0
+    finally:
+        release.set()
+        thread.join()
+    assert messages_sweep(now=later).requeued == 1
