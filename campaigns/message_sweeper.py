@@ -46,13 +46,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from campaigns import leases
 from campaigns.models import BatchLease, Campaign, MessageRequest, Notification, SweepMark
 from campaigns.sweeper import batches_settle_dead, flag_unknown, queue_length
+from infra.db import pg_lookup
 from infra.tasks import task_enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -156,20 +157,15 @@ def _sweep_scheduled(scan: _Scan, mark: SweepMark) -> tuple[datetime, int]:
     """Scheduled messages due by now, from the send_at mark (send_at, id), through the partial
     index on send_at; returns the new mark: the first still waiting, or what the grace keeps
     (a row committed late may have a send_at just behind now)."""
-    due = MessageRequest.objects.filter(
-        send_at__isnull=False, send_at__lte=scan.now, notification__campaign__kind=_T
-    ).order_by("send_at", "pk")
     bound = (scan.now - scan.grace, 0)
     after = None if mark.low_send_at is None else (mark.low_send_at, mark.low_send_at_id - 1)
     waiting: list[tuple[datetime, int]] = []
     read = 0
     while True:
-        page = due
-        if after is not None:
-            at, pk = after
-            page = page.filter(Q(send_at__gt=at) | Q(send_at=at, pk__gt=pk))
-        rows = _rows(page)
+        rows = _rows(scheduled_page(now=scan.now, after=after))
         for row in rows:
+            if row.kind != _T:
+                continue  # a job's row: the job's sweeper's
             scan.seen.add(row.id)
             if scan.check(row):
                 waiting.append((row.send_at, row.id))
@@ -192,7 +188,7 @@ def _sweep_by_id(scan: _Scan, mark: SweepMark) -> int:
     after = mark.low_id - 1
     read = 0
     while True:
-        rows = _rows(MessageRequest.objects.filter(pk__gt=after).order_by("pk"))
+        rows = _rows(by_id_page(after=after))
         for row in rows:
             if row.kind != _T:
                 continue
@@ -213,19 +209,46 @@ def _sweep_by_id(scan: _Scan, mark: SweepMark) -> int:
     return min([*held, after + 1])
 
 
-def _rows(requests) -> list[_Row]:
+def scheduled_page(*, now: datetime, after: tuple[datetime, int] | None) -> QuerySet:
+    """The next page of scheduled requests due by `now`, after (send_at, id): through the
+    partial index on send_at."""
+    due = MessageRequest.objects.filter(send_at__isnull=False, send_at__lte=now)
+    if after is not None:
+        at, pk = after
+        due = due.filter(Q(send_at__gt=at) | Q(send_at=at, pk__gt=pk))
+    return due.order_by("send_at", "pk").values_list("pk", "send_at", "queued_at")[:SWEEP_PAGE]
+
+
+def by_id_page(*, after: int) -> QuerySet:
+    """The next page of requests (any kind) after this id, by MessageRequest's primary key."""
+    return (
+        MessageRequest.objects.filter(pk__gt=after)
+        .order_by("pk")
+        .values_list("pk", "send_at", "queued_at")[:SWEEP_PAGE]
+    )
+
+
+def _rows(page: QuerySet) -> list[_Row]:
+    """The page's messages with their ledger rows, read one primary-key lookup per id on
+    PostgreSQL (infra.db.pg_lookup): as a join, a planner that thought the ledger or the
+    requests small could scan the whole ledger every 10 s."""
+    requests = list(page)
+    if not requests:
+        return []
+    ids = [request[0] for request in requests]
+    columns = ("id", "campaign_id", "status", "created_at", "updated_at")
+    if connection.vendor == "postgresql":
+        found = pg_lookup(table=Notification._meta.db_table, key="id", ids=ids, columns=columns)
+    else:  # SQLite (the demo)
+        found = Notification.objects.filter(pk__in=ids).values_list(*columns)
+    ledger = {row[0]: row[1:] for row in found}
+    streams = {row[0] for row in ledger.values()}
+    kinds = dict(Campaign.objects.filter(pk__in=streams).values_list("pk", "kind"))
     return [
-        _Row(*values)
-        for values in requests.values_list(
-            "pk",
-            "notification__campaign_id",
-            "notification__campaign__kind",
-            "notification__status",
-            "notification__created_at",
-            "notification__updated_at",
-            "send_at",
-            "queued_at",
-        )[:SWEEP_PAGE]
+        _Row(pk, campaign_id, kinds[campaign_id], status, created_at, updated_at, send_at, queued)
+        for pk, send_at, queued in requests
+        if pk in ledger
+        for campaign_id, status, created_at, updated_at in [ledger[pk]]
     ]
 
 

@@ -290,3 +290,48 @@ def test_a_second_sweep_meanwhile_returns_without_enqueueing(template):
         release.set()
         thread.join()
     assert messages_sweep(now=later).requeued == 1
+
+
+def test_a_sweep_never_scans_the_ledger(template):
+    """3,000 answered messages and a 3,000-row campaign behind the mark: every statement of a
+    sweep that reads the ledger does so by primary key, whatever the planner knows of the
+    tables (none is analyzed here); the requests are read from the mark by their own key."""
+    import secrets
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from infra.db import pg_lookup_sql, pg_rows
+    from tests.conftest import plan_nodes, unanalyzed_campaign
+
+    first = post(api_client(), to="plan@example.org")
+    stream_id, contact_id = Notification.objects.values_list("campaign_id", "contact_id").get(
+        pk=first
+    )
+    messages = Notification.objects.bulk_create(
+        Notification(
+            campaign_id=stream_id, contact_id=contact_id, status=N.SENT,
+            repeat_key=secrets.randbits(62) + 1,
+        )
+        for _ in range(3_000)
+    )  # fmt: skip
+    MessageRequest.objects.bulk_create(MessageRequest(notification=m) for m in messages)
+    unanalyzed_campaign(3_000)  # a campaign's rows, ids after them: no MessageRequest
+    SweepMark.objects.update_or_create(name=MARK, defaults={"low_id": messages[2_900].pk})
+
+    with CaptureQueriesContext(connection) as queries:
+        messages_sweep(now=timezone.now() + GRACE + timedelta(seconds=1))
+    ledger, requests = Notification._meta.db_table, MessageRequest._meta.db_table
+    # The ORM's statements never touch the ledger; the page's statuses come by pg_lookup…
+    assert [q["sql"] for q in queries if ledger in q["sql"]] == []
+    assert SweepMark.objects.get(name=MARK).low_id == messages[-1].pk + 1
+    pages = [q["sql"] for q in queries if f'FROM "{requests}"' in q["sql"]]
+    assert any(f'"{requests}"."notification_id" > {messages[2_900].pk - 1}' in q for q in pages)
+    # …one primary-key lookup per id.
+    columns = ("id", "campaign_id", "status", "created_at", "updated_at")
+    sql = pg_lookup_sql(table=ledger, key="id", columns=columns)
+    ids = [m.pk for m in messages[2_900:]]
+    ((plan,),) = pg_rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", [ids])
+    scans = [n for n in plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == ledger]
+    assert {n["Node Type"] for n in scans} == {"Index Scan"}
+    assert {n["Index Name"] for n in scans} == {f"{ledger}_pkey"}
