@@ -126,9 +126,13 @@ def messages_sweep(*, now: datetime | None = None) -> SweepResult:
             mark.low_send_at, mark.low_send_at_id = low_send_at
         mark.save()
     if result.enqueued or result.requeued or result.unknown:
-        logger.info(
-            "messages sweep enqueued=%s requeued=%s unknown=%s waiting=%s low_id=%s",
+        # A lost task is worth a warning (the broker or a worker failed); one line a sweep,
+        # however many, with ids only.
+        logger.log(
+            logging.WARNING if result.requeued else logging.INFO,
+            "messages sweep enqueued=%s requeued=%s unknown=%s waiting=%s low_id=%s first=%s",
             result.enqueued, result.requeued, result.unknown, result.waiting, mark.low_id,
+            scan.out[0].id if scan.out else None,
         )  # fmt: skip
     return result
 
@@ -271,7 +275,6 @@ def _check(row: _Row, *, now, grace, live, queued, out: list[_Row], r: SweepResu
         r.enqueued += 1  # its time has come
         out.append(row)
     elif enqueued_at < now - grace and (queued == 0 or enqueued_at < now - REQUEUE_BUSY_AFTER):
-        logger.warning("message %s lost its task: enqueued again", row.id)
         r.requeued += 1
         out.append(row)
     return True
