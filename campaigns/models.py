@@ -505,6 +505,10 @@ class MessageRequest(models.Model):
     personalisation = models.JSONField(default=dict, blank=True)
     # Not before this time (a scheduled transactional message); empty: at once.
     send_at = models.DateTimeField(null=True, blank=True)
+    # When the message sweeper last enqueued its delivery (its time came, or its task was
+    # lost); empty: only at its POST, if it was due then (campaigns.message_sweeper). What
+    # keeps the sweeper from enqueueing a waiting message again every 10 s.
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -544,3 +548,21 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency record {self.pk}"
+
+
+class SweepMark(models.Model):
+    """Where a sweep that reads a table by a key's range starts: what lies below its marks is
+    known to be answered, so each sweep reads the recent rows and those still waiting, never
+    the history (campaigns.message_sweeper). One row per sweep, by name."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    # The lowest message id that may still be waiting (a low-water mark on the ledger's key)…
+    low_id = models.BigIntegerField(default=0)
+    # …and the first scheduled message that may still be waiting, by (send_at, id): many
+    # messages may share one send_at.
+    low_send_at = models.DateTimeField(null=True, blank=True)
+    low_send_at_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sweep mark {self.name}"

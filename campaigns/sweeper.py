@@ -46,19 +46,18 @@ def campaigns_sweep() -> None:
     now = timezone.now()
     unanswered = campaigns_with_unanswered_rows(statuses=[C.SENDING, C.PAUSED, C.CANCELLED])
     for campaign_id in unanswered:
-        _settle_dead_batches(campaign_id=campaign_id, now=now)
+        batches_settle_dead(campaign_id=campaign_id, now=now)
     _skip_left_in_cancelled(unanswered=unanswered)
     _refreeze_stalled(now=now)
-    queued = _bulk_queue_length()
-    sending = Campaign.objects.filter(status=C.SENDING).values_list("id", "kind")
-    for campaign_id, kind in sending:
+    queued = queue_length("bulk")
+    # Transactional streams are always `sending`, never frozen and never finished: their
+    # messages are campaigns.message_sweeper's.
+    sending = Campaign.objects.filter(status=C.SENDING).exclude(kind=Campaign.Kind.TRANSACTIONAL)
+    for campaign_id in sending.values_list("id", flat=True):
         if campaign_id in unanswered and not leases.leases_live(campaign_id=campaign_id, now=now):
-            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones
-            # (a transactional stream's lost messages are the messages sweeper's: they go on
-            # the transactional queue, each at its send_at).
+            # Nothing runs for it, yet rows wait: settle what no batch holds, find lost ones.
             _settle_orphans(campaign_id=campaign_id, now=now)
-            if kind != Campaign.Kind.TRANSACTIONAL:
-                _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
+            _fan_out_if_lost(campaign_id=campaign_id, now=now, queued=queued)
         if campaign_id not in unanswered or not leases.leases_live(
             campaign_id=campaign_id, now=now
         ):
@@ -87,7 +86,8 @@ def _skip_left_in_cancelled(*, unanswered: Collection[int]) -> None:
 
 def _refreeze_stalled(*, now: datetime) -> None:
     """A freeze that stopped half-way (its worker died) shows no progress: finish it. (A
-    local-time campaign whose next wave is set is not stalled: it waits for that wave.)"""
+    local-time campaign whose next wave is set is not stalled: it waits for that wave; a
+    transactional stream is never frozen: freezing one would finish it.)"""
     unfrozen = Campaign.objects.filter(
         status__in=[C.SENDING, C.PAUSED],
         frozen_at=None,
@@ -99,7 +99,7 @@ def _refreeze_stalled(*, now: datetime) -> None:
         _enqueue_freeze(campaign_id)
 
 
-def _settle_dead_batches(*, campaign_id: int, now: datetime) -> None:
+def batches_settle_dead(*, campaign_id: int, now: datetime) -> None:
     """The `sending` rows of the campaign's dead leases that no live lease covers (a batch
     killed mid-hand-off: whatever was in flight may have been sent) → unknown; then the dead
     leases go. Reads only the dead leases' id ranges (primary key)."""
@@ -121,7 +121,7 @@ def _settle_dead_batches(*, campaign_id: int, now: datetime) -> None:
         ).values_list("id", flat=True)
         if not any(first <= nid <= last for first, last in live)
     ]
-    _flag_unknown(campaign_id, stranded)
+    flag_unknown(campaign_id, stranded)
     leases.leases_drop_dead(campaign_id=campaign_id, now=now)
 
 
@@ -131,12 +131,14 @@ def _settle_orphans(*, campaign_id: int, now: datetime) -> None:
     stranded = Notification.objects.filter(
         campaign_id=campaign_id, status=N.SENDING, updated_at__lt=now - leases.LEASE_TIMEOUT
     ).values_list("id", flat=True)
-    _flag_unknown(campaign_id, list(stranded))
+    flag_unknown(campaign_id, list(stranded))
 
 
-def _flag_unknown(campaign_id: int, ids: list[int]) -> None:
+def flag_unknown(campaign_id: int, ids: list[int]) -> int:
+    """The campaign's rows among `ids` still `sending` → unknown (their hand-off died: SES may
+    have sent them, so never again); how many."""
     if not ids:
-        return
+        return 0
     with transaction.atomic():
         flagged = ledger_transition(
             ids=ids,
@@ -147,6 +149,7 @@ def _flag_unknown(campaign_id: int, ids: list[int]) -> None:
         counters_add(campaign_id=campaign_id, deltas={CounterName.UNKNOWN: flagged})
     if flagged:
         logger.warning("campaign %s flagged unknown=%s", campaign_id, flagged)
+    return flagged
 
 
 def _fan_out_if_lost(*, campaign_id: int, now: datetime, queued: int | None) -> None:
@@ -166,19 +169,19 @@ def _fan_out_if_lost(*, campaign_id: int, now: datetime, queued: int | None) -> 
             campaign_fan_out(campaign_id=campaign_id)
 
 
-def _bulk_queue_length() -> int | None:
-    """Messages waiting in the bulk queue (batches not yet taken by a worker), or None if the
+def queue_length(queue: str) -> int | None:
+    """Messages waiting in a Celery queue (tasks not yet taken by a worker), or None if the
     broker cannot tell."""
     from celery import current_app as app
     from kombu.exceptions import ChannelError
 
     try:
         with app.connection_for_read() as conn:
-            return conn.default_channel.queue_declare(queue="bulk", passive=True).message_count
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
     except ChannelError:
         return 0  # Redis keeps no empty queue: it is "not found"
     except Exception as err:  # noqa: BLE001 (any broker trouble: not known)
-        logger.info("bulk queue length unknown: %s", type(err).__name__)
+        logger.info("%s queue length unknown: %s", queue, type(err).__name__)
         return None
 
 

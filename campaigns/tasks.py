@@ -7,7 +7,16 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.utils import timezone
 
-from campaigns import delivery, imports, leases, linkcheck, senders, services, sweeper
+from campaigns import (
+    delivery,
+    imports,
+    leases,
+    linkcheck,
+    message_sweeper,
+    senders,
+    services,
+    sweeper,
+)
 from campaigns.api import idempotency
 
 logger = logging.getLogger(__name__)
@@ -96,6 +105,11 @@ def campaigns_sweep() -> None:
 @shared_task(name="campaigns.tasks.idempotency_records_expire", time_limit=PERIODIC_TIME_LIMIT)
 def idempotency_records_expire() -> None:
     logger.info("idempotency records expired: %d", idempotency.idempotency_records_expire())
+
+
+@shared_task(name="campaigns.tasks.messages_sweep", time_limit=PERIODIC_TIME_LIMIT)
+def messages_sweep() -> None:
+    message_sweeper.messages_sweep()
 
 
 @worker_process_init.connect

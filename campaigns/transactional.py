@@ -8,8 +8,9 @@ its events and clicks count on the stream like a campaign's. Editing the templat
 new stream, so a message is always sent with the content it was accepted with.
 
 The ledger row and its request (personalisation, reference) are written in the caller's
-transaction; the delivery task is enqueued once it commits. A commit whose task is lost
-(the broker away, a worker killed) is found by messages_sweep and sent once.
+transaction; the delivery task is enqueued once it commits (at once, or, with a send_at
+to come, by the message sweeper when its time comes). A commit whose task is lost (the
+broker away, a worker killed) is found by campaigns.message_sweeper and sent once.
 """
 
 import functools
@@ -206,16 +207,3 @@ def contact_for_address(email: str) -> int:
             return Contact.objects.create(email=address).pk
     except IntegrityError:  # made meanwhile by a concurrent request
         return Contact.objects.values_list("pk", flat=True).get(email=address)
-
-
-def messages_enqueue_due(*, now: datetime | None = None) -> int:
-    """Enqueue the scheduled messages whose time has come and that are still waiting
-    (beat, with the sweep); returns how many. A message enqueued twice is claimed once."""
-    now = now or timezone.now()
-    due = list(
-        MessageRequest.objects.filter(
-            send_at__lte=now, notification__status=Notification.Status.CREATED
-        ).values_list("notification__campaign_id", "notification_id")[:10_000]
-    )
-    task_enqueue_on_commit(DELIVER_MESSAGE, *due)
-    return len(due)

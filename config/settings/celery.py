@@ -71,6 +71,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # CONN_MAX_AGE before each task, as Django does before each request.
 CELERY_DB_REUSE_MAX = 1000
 
+# A committed transactional message whose delivery task has not run this long after it was
+# enqueued (or after its send_at), with no batch alive for it, has lost its task: the message
+# sweeper enqueues it again. Above a busy queue's wait; a lost message goes out this late.
+MESSAGE_SWEEP_GRACE_SECONDS = env_int("MESSAGE_SWEEP_GRACE_SECONDS", 30)
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     # Scheduled campaigns start within this interval of their time.
@@ -81,6 +86,13 @@ CELERY_BEAT_SCHEDULE = {
     "campaigns-sweep": {
         "task": "campaigns.tasks.campaigns_sweep",
         "schedule": timedelta(seconds=10),
+    },
+    # Transactional messages: scheduled ones whose time came, lost tasks, dead hand-offs
+    # (campaigns.message_sweeper). Its own entry: a slow campaign sweep does not delay it.
+    "messages-sweep": {
+        "task": "campaigns.tasks.messages_sweep",
+        "schedule": timedelta(seconds=10),
+        "options": {"queue": "periodic"},
     },
     # SES events that named a message id not recorded yet (tracking.ses_events): retried with
     # backoff; each row carries its own next attempt, this is only how often due rows are found.
