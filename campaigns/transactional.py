@@ -31,6 +31,10 @@ from campaigns.models import (
     MessageRequest,
     Notification,
 )
+from campaigns.personalisation import (  # noqa: F401 (the limits, where they were first kept)
+    PERSONALISATION_MAX_BYTES,
+    PERSONALISATION_MAX_KEYS,
+)
 from campaigns.services import contact_normalize_email
 from infra.tasks import task_enqueue_on_commit
 from templates_app.models import Template
@@ -39,10 +43,6 @@ from templates_app.services import template_compile, template_snapshot
 logger = logging.getLogger(__name__)
 
 DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
-
-# Personalisation values are template data: a flat object of short values.
-PERSONALISATION_MAX_KEYS = 100
-PERSONALISATION_MAX_BYTES = 64 * 1024
 
 
 class MessageRefused(Exception):

@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 from campaigns.models import Notification
-from campaigns.transactional import PERSONALISATION_MAX_BYTES, PERSONALISATION_MAX_KEYS
+from campaigns.personalisation import PersonalisationInvalid, personalisation_check
 
 
 class StrictSerializer(serializers.Serializer):
@@ -45,22 +45,10 @@ class MessageCreateSerializer(StrictSerializer):
     send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_personalisation(self, value: dict) -> dict:
-        import orjson
-
-        if len(value) > PERSONALISATION_MAX_KEYS:
-            raise serializers.ValidationError(
-                f"At most {PERSONALISATION_MAX_KEYS} fields.", code="too_many_fields"
-            )
-        for name, item in value.items():
-            if isinstance(item, dict | list):
-                raise serializers.ValidationError(
-                    f"{name}: values are text, numbers, true/false or null.", code="invalid_value"
-                )
-        if len(orjson.dumps(value)) > PERSONALISATION_MAX_BYTES:
-            raise serializers.ValidationError(
-                f"At most {PERSONALISATION_MAX_BYTES // 1024} kB.", code="too_large"
-            )
-        return value
+        try:
+            return personalisation_check(value)
+        except PersonalisationInvalid as err:
+            raise serializers.ValidationError(err.message, code=err.code) from None
 
     def validate(self, attrs):
         if ("to" in attrs) == ("contact" in attrs):
