@@ -374,8 +374,12 @@ def campaign_freeze(*, campaign_id: int) -> int:
     are guarded, and the campaign cannot finish before `frozen_at` is set.
     """
     campaign = Campaign.objects.values(
-        "contact_list_id", "local_send_time", "local_fallback_zone"
+        "kind", "contact_list_id", "local_send_time", "local_fallback_zone"
     ).get(pk=campaign_id)
+    if campaign["kind"] == Campaign.Kind.TRANSACTIONAL:
+        # A stream has no audience and is never finished; the sweeper's stalled-freeze check
+        # (sending, never frozen) would otherwise freeze it empty and mark it sent.
+        return 0
     contact_list_id = campaign["contact_list_id"]
     # A local-time campaign freezes only the zones whose moment has come; the rest wait for
     # their wave (campaign_waves_start_due), and it is frozen once no wave is left.
