@@ -386,10 +386,17 @@ def campaign_freeze(*, campaign_id: int) -> int:
     (campaigns.jobs); a transactional stream has none (it is never frozen nor finished).
     """
     campaign = Campaign.objects.values(
-        "kind", "contact_list_id", "local_send_time", "local_fallback_zone"
-    ).get(pk=campaign_id)
+        "kind", "contact_list_id", "local_send_time", "local_fallback_zone", "frozen_at",
+        "recipient_count",
+    ).get(pk=campaign_id)  # fmt: skip
     if campaign["kind"] == Campaign.Kind.TRANSACTIONAL:
+        # A stream has no audience and is never finished; the sweeper's stalled-freeze check
+        # (sending, never frozen) would otherwise freeze it empty and mark it sent.
         return 0
+    if campaign["frozen_at"] is not None:
+        # Frozen already: a freeze enqueued twice (the sweeper's, while the first was still
+        # queued behind batches) must not add members who joined the list since.
+        return campaign["recipient_count"]
     # A local-time campaign freezes only the zones whose moment has come; the rest wait for
     # their wave (campaign_waves_start_due), and it is frozen once no wave is left.
     zones, next_wave_at, waiting = None, None, 0

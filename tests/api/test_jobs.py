@@ -383,5 +383,7 @@ def test_creation_resumed_after_a_crash_makes_no_row_twice(template, monkeypatch
     job = Campaign.objects.get(pk=job_id)
     assert job.recipient_count == 10 and job.frozen_at is not None
     assert not JobRow.objects.filter(job_id=job_id).exists()
-    # A freeze run once more (the sweeper after all) adds nothing.
+    # A freeze run once more (one the sweeper enqueued while the first waited in the queue)
+    # does nothing: not even frozen_at moves.
     assert services.campaign_freeze(campaign_id=job_id) == 10
+    assert Campaign.objects.get(pk=job_id).frozen_at == job.frozen_at
