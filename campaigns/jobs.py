@@ -281,12 +281,20 @@ ON CONFLICT (email) DO NOTHING
 # The chunk's ledger rows (created, in row order) and, in the same statement, each one's
 # MessageRequest: a row is never claimable without its personalisation. Rows already made
 # (a chunk redone after a crash) are left as they are, and so are their requests.
+#
+# Each lookup (a staged row's contact by address, a new ledger row's staged row by its
+# contact's address) is a LATERAL subquery that OFFSET 0 keeps apart, so it is one index
+# lookup per row whatever the planner believes of tables written a moment ago (as
+# infra.db.pg_lookup does): joined, the job's rows just copied were estimated at one, and
+# each new ledger row scanned the whole chunk for its staged row (17 s for 10,000 rows
+# instead of 0.5 s).
 _LEDGER_SQL = """
 WITH made AS (
     INSERT INTO {ledger} (campaign_id, contact_id, status, reason, repeat_key,
                           created_at, updated_at)
     SELECT %(job)s, c.id, %(created)s, '', 0, %(now)s, %(now)s
-    FROM {row} s JOIN {contact} c ON c.email = s.email
+    FROM {row} s
+    CROSS JOIN LATERAL (SELECT id FROM {contact} WHERE email = s.email OFFSET 0) c
     WHERE s.job_id = %(job)s AND s.row BETWEEN %(first)s AND %(last)s
     ORDER BY s.row
     ON CONFLICT DO NOTHING
@@ -295,8 +303,11 @@ WITH made AS (
 INSERT INTO {request} (notification_id, api_key_id, reference, personalisation, send_at)
 SELECT made.id, %(key)s, s.reference, s.personalisation, NULL
 FROM made
-JOIN {contact} c ON c.id = made.contact_id
-JOIN {row} s ON s.job_id = %(job)s AND s.row BETWEEN %(first)s AND %(last)s AND s.email = c.email
+CROSS JOIN LATERAL (SELECT email FROM {contact} WHERE id = made.contact_id OFFSET 0) c
+CROSS JOIN LATERAL (
+    SELECT reference, personalisation FROM {row}
+    WHERE job_id = %(job)s AND email = c.email OFFSET 0
+) s
 RETURNING notification_id
 """
 

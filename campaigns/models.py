@@ -583,5 +583,12 @@ class JobRow(models.Model):
     reference = models.CharField(max_length=200, blank=True)
     personalisation = models.JSONField(default=dict, blank=True)
 
+    class Meta:
+        constraints = [
+            # A job sends one message per address (the rows are checked for it first); the
+            # freeze finds each new ledger row's staged row by its contact's address.
+            models.UniqueConstraint(fields=["job", "email"], name="uniq_job_row_email")
+        ]
+
     def __str__(self) -> str:
         return f"row {self.row} of job {self.job_id}"

@@ -8,9 +8,10 @@ committed. A job's counts come from its campaign's counters, never from counting
 
 import hashlib
 
+import orjson
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from rest_framework import parsers, serializers, status
+from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +32,22 @@ JOB_MAX_BODY_BYTES = 50 * 1024 * 1024
 # spaces, dashes or underscores); every other column is a personalisation field.
 ADDRESS_COLUMNS = {"email", "to", "emailaddress"}
 REFERENCE_COLUMN = "reference"
+
+
+class JobJsonParser(parsers.BaseParser):
+    """A JSON body read from the request's stream, up to JOB_MAX_BODY_BYTES (checked before).
+
+    DRF's JSONParser reads request.body, which Django caps at DATA_UPLOAD_MAX_MEMORY_SIZE
+    (2.5 MB, right for every other body); a job of 100,000 rows is several times that. orjson
+    reads it in a fraction of the json module's time."""
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return orjson.loads(stream.read() if stream is not None else b"")
+        except orjson.JSONDecodeError:
+            raise exceptions.ParseError("The body is not valid JSON.", code="parse_error") from None
 
 
 class CsvParser(parsers.BaseParser):
@@ -95,7 +112,7 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
 
 class JobListCreate(APIView):
     scopes = {"POST": "jobs:send", "GET": "jobs:read"}
-    parser_classes = [parsers.JSONParser, parsers.MultiPartParser, CsvParser]
+    parser_classes = [JobJsonParser, parsers.MultiPartParser, CsvParser]
 
     def post(self, request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
