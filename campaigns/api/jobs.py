@@ -278,7 +278,8 @@ def csv_rows(data: bytes) -> list:
     for row in rows:
         if len(found) == jobs.JOB_MAX_ROWS:
             raise jobs.JobRefused(
-                [error("too_many_rows", f"At most {jobs.JOB_MAX_ROWS:,} rows a job.", "file")]
+                [error("too_many_rows", f"At most {jobs.JOB_MAX_ROWS:,} rows a job.", "file")],
+                status=status.HTTP_400_BAD_REQUEST,  # as for JSON rows (the serializer)
             )
         if row.problem:
             found.append(jobs.UnreadableRow(f"Line {row.line}: {row.problem}."))

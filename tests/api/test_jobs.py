@@ -231,6 +231,11 @@ def test_too_many_rows_are_refused(template, monkeypatch):
     )
     assert answer.status_code == 400
     assert answer.json()["errors"][0]["code"] == "too_many_rows"
+    csv = b"email\n" + b"".join(b"a%d@example.com\n" % i for i in range(4))
+    answer = api_client().post("/api/v1/jobs?template=statement", csv, content_type="text/csv")
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["code"] == "too_many_rows"
+    assert nothing_created()
 
 
 def test_scopes_and_modes_keep_jobs_apart(template):
@@ -387,3 +392,25 @@ def test_creation_resumed_after_a_crash_makes_no_row_twice(template, monkeypatch
     # does nothing: not even frozen_at moves.
     assert services.campaign_freeze(campaign_id=job_id) == 10
     assert Campaign.objects.get(pk=job_id).frozen_at == job.frozen_at
+
+
+def test_bodies_it_cannot_read_are_refused_in_the_one_shape(template, monkeypatch):
+    from campaigns.api import jobs as api_jobs
+
+    client = api_client()
+    broken = client.post("/api/v1/jobs", b'{"template": ', content_type="application/json")
+    assert broken.status_code == 400
+    assert broken.json()["errors"][0]["code"] == "parse_error"
+    xml = client.post("/api/v1/jobs", b"<rows/>", content_type="application/xml")
+    assert xml.status_code == 415
+    assert set(xml.json()["errors"][0]) == {"code", "field", "message"}
+    binary = client.post(
+        "/api/v1/jobs?template=statement", b"PK\x03\x04\x00\x00", content_type="text/csv"
+    )
+    assert binary.status_code == 422
+    assert binary.json()["errors"][0]["code"] == "invalid_file"
+    monkeypatch.setattr(api_jobs, "JOB_MAX_BODY_BYTES", 100)
+    large = client.post("/api/v1/jobs", {"template": "statement", "rows": rows(5)}, format="json")
+    assert large.status_code == 413
+    assert large.json()["errors"][0]["code"] == "too_large"
+    assert nothing_created()
