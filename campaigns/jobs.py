@@ -222,19 +222,7 @@ def _stage(job_id: int, rows: list[StagedRow]) -> None:
     """The accepted rows into JobRow: COPY on PostgreSQL (a 100,000-row job in well under a
     second), bulk_create elsewhere (the demo's SQLite)."""
     if connection.vendor != "postgresql":
-        JobRow.objects.bulk_create(
-            [
-                JobRow(
-                    job_id=job_id,
-                    row=r.row,
-                    email=r.email,
-                    reference=r.reference,
-                    personalisation=r.personalisation,
-                )
-                for r in rows
-            ],
-            batch_size=2_000,
-        )
+        _stage_portable(job_id, rows)
         return
     connection.ensure_connection()
     table = JobRow._meta.db_table
@@ -248,6 +236,23 @@ def _stage(job_id: int, rows: list[StagedRow]) -> None:
             copy.write_row(
                 (job_id, r.row, r.email, r.reference, orjson.dumps(r.personalisation).decode())
             )
+
+
+def _stage_portable(job_id: int, rows: list[StagedRow]) -> None:
+    """The same rows through the ORM, for the demo's SQLite."""
+    JobRow.objects.bulk_create(
+        [
+            JobRow(
+                job_id=job_id,
+                row=r.row,
+                email=r.email,
+                reference=r.reference,
+                personalisation=r.personalisation,
+            )
+            for r in rows
+        ],
+        batch_size=2_000,
+    )
 
 
 # -- creating the ledger (called by services.campaign_freeze) ---------------------------------
