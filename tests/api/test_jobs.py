@@ -87,6 +87,8 @@ def test_a_json_job_is_accepted_durable_and_sent_with_each_rows_personalisation(
         "total": 3,
     }
     assert shown["invalid_rows"] == []
+    [listed] = client.get("/api/v1/jobs").json()["results"]
+    assert listed["counts"] == shown["counts"] and listed["progress"] == shown["progress"]
 
 
 def test_every_row_is_checked_and_a_bad_one_refuses_the_whole_job(template):
@@ -441,3 +443,21 @@ def test_the_demos_portable_writes_make_the_same_rows(template):
     assert requests["r2@example.com"].personalisation == {"first_name": "P2", "month": "May"}
     assert requests["r2@example.com"].reference == "r-2"
     assert requests["p-old@example.com"].personalisation == {}
+
+
+def test_a_crash_before_the_commit_stores_nothing(template, monkeypatch):
+    """The rows staged, then the request dies before its transaction commits: a 500, and no
+    job, row, contact or message is left (the 202 comes only after the commit)."""
+    staged = jobs._stage
+
+    def stage_then_crash(job_id, rows):
+        staged(job_id, rows)
+        assert JobRow.objects.filter(job_id=job_id).count() == len(rows)
+        raise RuntimeError("injected: the process dies before the commit")
+
+    monkeypatch.setattr(jobs, "_stage", stage_then_crash)
+    client = api_client()
+    client.raise_request_exception = False
+    answer = client.post("/api/v1/jobs", {"template": "statement", "rows": rows(3)}, format="json")
+    assert answer.status_code == 500
+    assert nothing_created()
