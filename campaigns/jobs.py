@@ -22,6 +22,7 @@ limit, the counters and the sweeper treat it as they treat a campaign. The steps
 """
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,9 @@ REFERENCE_MAX = 200
 ROW_FIELDS = frozenset({"to", "personalisation", "reference"})
 
 START_TASK = "campaigns.tasks.campaign_start"
+# What a reference may not hold: control characters (NUL, which PostgreSQL cannot store in
+# text, among them: it would be a 500 at the COPY, not a refusal).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class JobRefused(Exception):
@@ -149,6 +153,10 @@ def _row_problems(number: int, item, first_row: dict[str, int]) -> StagedRow | l
         reference = ""
     if not isinstance(reference, str):
         problems.append(_error("invalid", "A reference is text.", "reference", number))
+    elif _CONTROL.search(reference):
+        problems.append(
+            _error("invalid", "A reference may not hold control characters.", "reference", number)
+        )
     elif len(reference) > REFERENCE_MAX:
         problems.append(
             _error("too_long", f"At most {REFERENCE_MAX} characters.", "reference", number)

@@ -98,6 +98,7 @@ def test_every_row_is_checked_and_a_bad_one_refuses_the_whole_job(template):
     given[2]["personalisation"] = {"nested": {"no": 1}}
     given[3]["to"] = "R0@Example.com"  # row 1's address, as normalized
     given.append({"to": "x@example.com", "personalization": {}})  # a typo'd field
+    given.append({"to": "y@example.com", "reference": "a\x00b"})  # PostgreSQL refuses NUL
     answer = client.post("/api/v1/jobs", {"template": "statement", "rows": given}, format="json")
     assert answer.status_code == 422, answer.content
     body = answer.json()
@@ -107,9 +108,10 @@ def test_every_row_is_checked_and_a_bad_one_refuses_the_whole_job(template):
         (3, "personalisation", "invalid_value"),
         (4, "to", "duplicate_address"),
         (5, "personalization", "unknown_field"),
+        (6, "reference", "invalid"),
     }
     assert all(set(e) == {"code", "field", "message", "row"} for e in body["errors"])
-    assert body["error_count"] == 4
+    assert body["error_count"] == 5
     assert nothing_created()
 
 
