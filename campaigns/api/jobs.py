@@ -47,7 +47,9 @@ class JobJsonParser(parsers.BaseParser):
         try:
             return orjson.loads(stream.read() if stream is not None else b"")
         except orjson.JSONDecodeError:
-            raise exceptions.ParseError("The body is not valid JSON.", code="parse_error") from None
+            raise exceptions.ParseError(
+                "The body is not valid JSON.", code="invalid_json"
+            ) from None
 
 
 class CsvParser(parsers.BaseParser):
@@ -122,7 +124,7 @@ class JobListCreate(APIView):
         if length > JOB_MAX_BODY_BYTES:
             return error_response(
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                [error("too_large", f"At most {JOB_MAX_BODY_BYTES // 2**20} MB a job.")],
+                [error("request_too_large", f"At most {JOB_MAX_BODY_BYTES // 2**20} MB a job.")],
             )
         data, csv_body, fingerprint = _request_fields(request)
         serializer = JobCreateSerializer(data=data)

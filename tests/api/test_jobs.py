@@ -404,7 +404,7 @@ def test_bodies_it_cannot_read_are_refused_in_the_one_shape(template, monkeypatc
     client = api_client()
     broken = client.post("/api/v1/jobs", b'{"template": ', content_type="application/json")
     assert broken.status_code == 400
-    assert broken.json()["errors"][0]["code"] == "parse_error"
+    assert broken.json()["errors"][0]["code"] == "invalid_json"
     xml = client.post("/api/v1/jobs", b"<rows/>", content_type="application/xml")
     assert xml.status_code == 415
     assert set(xml.json()["errors"][0]) == {"code", "field", "message"}
@@ -416,7 +416,7 @@ def test_bodies_it_cannot_read_are_refused_in_the_one_shape(template, monkeypatc
     monkeypatch.setattr(api_jobs, "JOB_MAX_BODY_BYTES", 100)
     large = client.post("/api/v1/jobs", {"template": "statement", "rows": rows(5)}, format="json")
     assert large.status_code == 413
-    assert large.json()["errors"][0]["code"] == "too_large"
+    assert large.json()["errors"][0]["code"] == "request_too_large"
     assert nothing_created()
 
 
