@@ -253,6 +253,8 @@ def test_scopes_and_modes_keep_jobs_apart(template):
     assert live.get(f"/api/v1/jobs/{job['id']}").status_code == 200
     assert test.get(f"/api/v1/jobs/{job['id']}").status_code == 404
     assert test.get("/api/v1/jobs").json()["results"] == []
+    assert live.get(f"/api/v1/jobs/{2**64}").status_code == 404
+    assert live.post(f"/api/v1/jobs/{2**64}/cancel").status_code == 404
 
 
 def test_a_test_keys_job_is_in_test_mode_and_stores_no_template_at_ses(template, ses):
