@@ -412,8 +412,7 @@ def campaign_freeze(*, campaign_id: int) -> int:
     else:
         chunks = _audience_chunks(campaign_id, campaign["contact_list_id"], zones)
     for write_chunk in chunks:
-        status = Campaign.objects.values_list("status", flat=True).get(pk=campaign_id)
-        if status not in (C.SENDING, C.PAUSED):
+        if not _freezing(campaign_id):
             return 0  # cancelled (or failed) meanwhile: nothing more goes into its ledger
         with transaction.atomic():
             ids = write_chunk()
@@ -434,6 +433,8 @@ def campaign_freeze(*, campaign_id: int) -> int:
         )
         logger.info("campaign %s wave frozen recipients=%s waiting=%s", campaign_id, count, waiting)
         return count
+    if not _freezing(campaign_id):
+        return 0  # (a job cancelled before any chunk was left: its staged rows are gone)
     with transaction.atomic():
         count = Notification.objects.filter(campaign_id=campaign_id).count()
         Campaign.objects.filter(pk=campaign_id).update(
@@ -446,6 +447,12 @@ def campaign_freeze(*, campaign_id: int) -> int:
     # not finish the campaign before frozen_at was set, so finish it here.
     campaign_finish_if_done(campaign_id=campaign_id)
     return count
+
+
+def _freezing(campaign_id: int) -> bool:
+    """Whether the campaign may still be frozen: sending or paused, not cancelled or failed."""
+    status = Campaign.objects.values_list("status", flat=True).get(pk=campaign_id)
+    return status in (C.SENDING, C.PAUSED)
 
 
 def _audience_chunks(campaign_id: int, contact_list_id: int, zones: list[str] | None):

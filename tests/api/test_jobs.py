@@ -465,3 +465,46 @@ def test_a_crash_before_the_commit_stores_nothing(template, monkeypatch):
     answer = client.post("/api/v1/jobs", {"template": "statement", "rows": rows(3)}, format="json")
     assert answer.status_code == 500
     assert nothing_created()
+
+
+def test_a_scheduled_job_starts_when_due_with_the_template_it_was_accepted_with(
+    template, ses, eager_celery
+):
+    client = api_client()
+    job_id = client.post(
+        "/api/v1/jobs",
+        {"template": "statement", "rows": rows(2), "send_at": "2099-01-01T00:00:00Z"},
+        format="json",
+    ).json()["id"]
+    template.subject = "Edited after the job was accepted"
+    template.save()
+    assert services.campaigns_start_due() == []
+    Campaign.objects.filter(pk=job_id).update(scheduled_at="2020-01-01T00:00:00Z")  # due now
+    assert services.campaigns_start_due() == [job_id]
+    assert Campaign.objects.get(pk=job_id).status == Campaign.Status.SENT
+    subjects = {m["subject"] for m in ses.messages()}
+    assert subjects == {"Statement May"}
+
+
+def test_a_job_cancelled_during_creation_creates_no_more_rows(template, monkeypatch):
+    """Cancelled after its first chunk: those rows end skipped, the freeze stops at its next
+    chunk, and the staged rows are gone, so a freeze run later (the sweeper's) adds nothing."""
+    monkeypatch.setattr(jobs, "JOB_CHUNK", 3)
+    client = api_client()
+    job_id = client.post(
+        "/api/v1/jobs", {"template": "statement", "rows": rows(7)}, format="json"
+    ).json()["id"]
+    services.campaign_transition(campaign_id=job_id, from_statuses={"scheduled"}, to="sending")
+    from django.db import transaction
+
+    with transaction.atomic():
+        jobs.job_rows_freeze(job_id=job_id, first_row=1, last_row=3)
+    answer = client.post(f"/api/v1/jobs/{job_id}/cancel").json()
+    assert answer["status"] == "cancelled"
+    assert answer["progress"]["rows_created"] == 0  # (the freeze's own count, not done here)
+    assert services.campaign_freeze(campaign_id=job_id) == 0
+    ledger = Notification.objects.filter(campaign_id=job_id)
+    assert ledger.count() == 3
+    assert set(ledger.values_list("status", flat=True)) == {N.SKIPPED}
+    assert not JobRow.objects.filter(job_id=job_id).exists()
+    assert client.get(f"/api/v1/jobs/{job_id}").json()["counts"]["skipped"] == 3
