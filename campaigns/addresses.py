@@ -29,6 +29,10 @@ _PLAIN = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 
+# A control character (C0 or DEL): one regex search, where a generator over the characters
+# was most of the check's cost for a bulk job's 100,000 addresses.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class InvalidAddress(ValidationError):
     """The address cannot be stored or sent; the message says why, for the person who typed it."""
@@ -42,7 +46,7 @@ def address_normalize(raw: object) -> str:
     address = raw.strip()
     if not address:
         raise InvalidAddress("The email address is empty.", code="required")
-    if any(ord(char) < 32 or ord(char) == 127 for char in address):
+    if _CONTROL.search(address):
         raise InvalidAddress(
             "The email address contains a control character (a line break or tab?).",
             code="invalid",
@@ -100,7 +104,7 @@ def sender_header(value: str) -> str:
     with InvalidAddress and the reason: a line break or control character, not exactly one
     address, an address that does not read as typed, or one the rule refuses. The admin's
     form checks a From with it, and the start and the sender use it: one rule."""
-    if not isinstance(value, str) or any(ord(char) < 32 or ord(char) == 127 for char in value):
+    if not isinstance(value, str) or _CONTROL.search(value):
         raise InvalidAddress(
             "The sender must be on one line, without control characters.", code="invalid"
         )

@@ -566,3 +566,52 @@ class SweepMark(models.Model):
 
     def __str__(self) -> str:
         return f"sweep mark {self.name}"
+
+
+# -- bulk jobs (campaigns.jobs) ---------------------------------------------------------------
+
+
+class JobRequest(models.Model):
+    """What POST /api/v1/jobs asked for, beside its campaign of kind `job`: how many rows it
+    accepted, the rows it refused (skip_invalid_rows) and how far creating its ledger rows
+    has come. Written with the job's staged rows before the 202."""
+
+    campaign = models.OneToOneField(
+        Campaign, on_delete=models.CASCADE, primary_key=True, related_name="job_request"
+    )
+    # Rows accepted (staged as JobRow, each to become one ledger row).
+    total_rows = models.PositiveIntegerField()
+    # Rows refused and skipped (skip_invalid_rows): their count, and the first errors
+    # ({"code", "field", "message", "row"}, campaigns.jobs.ROW_ERRORS_SHOWN at most).
+    invalid_count = models.PositiveIntegerField(default=0)
+    invalid_rows = models.JSONField(default=list, blank=True)
+    # Staged rows up to this row number have their ledger rows (the checkpoint a resumed
+    # creation starts after; written with each chunk).
+    rows_done_through = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"request of job {self.campaign_id}"
+
+
+class JobRow(models.Model):
+    """One row of a bulk job as the request gave it (address normalized), staged durably before
+    the 202 so that creating its contact, ledger row and MessageRequest can be resumed after
+    any crash; deleted once the job's ledger is complete (campaigns.jobs)."""
+
+    pk = models.CompositePrimaryKey("job", "row")
+    # (No index of its own: the primary key starts with it.)
+    job = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+", db_index=False)
+    row = models.PositiveIntegerField()  # its number in the request (1 = the first row)
+    email = models.CharField(max_length=254)
+    reference = models.CharField(max_length=200, blank=True)
+    personalisation = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            # A job sends one message per address (the rows are checked for it first); the
+            # freeze finds each new ledger row's staged row by its contact's address.
+            models.UniqueConstraint(fields=["job", "email"], name="uniq_job_row_email")
+        ]
+
+    def __str__(self) -> str:
+        return f"row {self.row} of job {self.job_id}"

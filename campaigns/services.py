@@ -5,6 +5,7 @@ are enqueued once their transaction commits (infra.tasks), so a worker never loo
 isn't there.
 """
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from campaigns import ledger, waves
+from campaigns import jobs, ledger, waves
 from campaigns.addresses import InvalidAddress, address_normalize, sender_header
 from campaigns.counters import HANDED_OFF, counters_add, counters_sum
 from campaigns.models import (
@@ -258,6 +259,8 @@ def campaign_cancel(*, campaign: Campaign) -> None:
         ):
             raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
         _skip_created(campaign_id=campaign.pk, reason="campaign cancelled")
+        if campaign.kind == Campaign.Kind.JOB:
+            jobs.job_rows_forget(job_id=campaign.pk)  # rows not yet created never will be
 
 
 def campaign_fail_sending(*, campaign_id: int, reason: str) -> bool:
@@ -320,7 +323,12 @@ def campaign_start(*, campaign_id: int) -> None:
     if campaign.status != C.SCHEDULED:
         return
     try:
-        snapshot = template_snapshot(template=campaign.template)
+        # A bulk job sends the template as it was when the job was accepted (campaigns.jobs).
+        snapshot = (
+            campaign.template_snapshot
+            if campaign.kind == Campaign.Kind.JOB
+            else template_snapshot(template=campaign.template)
+        )
         compiled = template_compile(template=snapshot, tracking_base_url=settings.TRACKING_BASE_URL)
         name = compiled.ses_template_name(
             prefix=settings.SES_TEMPLATE_PREFIX, campaign_id=campaign_id
@@ -338,9 +346,10 @@ def campaign_start(*, campaign_id: int) -> None:
         _start_failed(campaign_id, f"The template could not be compiled ({type(err).__name__}).")
         return
     try:
-        ses_template_ensure(
-            name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
-        )
+        if not campaign.test_mode:  # a test key's job (campaigns.jobs) never reaches SES
+            ses_template_ensure(
+                name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
+            )
     except SesRejected as err:
         _start_failed(campaign_id, f"SES refused the campaign's template: {err.reason}")
         return
@@ -386,11 +395,22 @@ def campaign_freeze(*, campaign_id: int) -> int:
     first batches send while the rest is written. Safe to run again (after a crash, from the
     sweeper): the ledger's unique (campaign, contact) makes every insert idempotent and claims
     are guarded, and the campaign cannot finish before `frozen_at` is set.
+
+    A bulk job's audience is its staged rows, JOB_CHUNK at a time after its checkpoint
+    (campaigns.jobs); a transactional stream has none (it is never frozen nor finished).
     """
     campaign = Campaign.objects.values(
-        "contact_list_id", "local_send_time", "local_fallback_zone"
-    ).get(pk=campaign_id)
-    contact_list_id = campaign["contact_list_id"]
+        "kind", "contact_list_id", "local_send_time", "local_fallback_zone", "frozen_at",
+        "recipient_count",
+    ).get(pk=campaign_id)  # fmt: skip
+    if campaign["kind"] == Campaign.Kind.TRANSACTIONAL:
+        # A stream has no audience and is never finished; the sweeper's stalled-freeze check
+        # (sending, never frozen) would otherwise freeze it empty and mark it sent.
+        return 0
+    if campaign["frozen_at"] is not None:
+        # Frozen already: a freeze enqueued twice (the sweeper's, while the first was still
+        # queued behind batches) must not add members who joined the list since.
+        return campaign["recipient_count"]
     # A local-time campaign freezes only the zones whose moment has come; the rest wait for
     # their wave (campaign_waves_start_due), and it is frozen once no wave is left.
     zones, next_wave_at, waiting = None, None, 0
@@ -398,29 +418,18 @@ def campaign_freeze(*, campaign_id: int) -> int:
         zones, next_wave_at, waiting = waves.waves_due(
             wall=waves.wall_time_parse(campaign["local_send_time"]),
             fallback_zone=campaign["local_fallback_zone"],
-            zone_counts=waves.audience_zones(contact_list_id=contact_list_id),
+            zone_counts=waves.audience_zones(contact_list_id=campaign["contact_list_id"]),
             now=timezone.now(),
         )
-    m = Membership._meta.db_table
-    lower: int | None = 0  # contact ids start at 1
-    while lower is not None:
-        status = Campaign.objects.values_list("status", flat=True).get(pk=campaign_id)
-        if status not in (C.SENDING, C.PAUSED):
+    if campaign["kind"] == Campaign.Kind.JOB:
+        chunks = _job_chunks(campaign_id)
+    else:
+        chunks = _audience_chunks(campaign_id, campaign["contact_list_id"], zones)
+    for write_chunk in chunks:
+        if not _freezing(campaign_id):
             return 0  # cancelled (or failed) meanwhile: nothing more goes into its ledger
-        with connection.cursor() as cursor:  # where this chunk ends, from the membership index
-            cursor.execute(
-                f"SELECT contact_id FROM {m} WHERE contact_list_id = %s AND contact_id >= %s "  # noqa: S608
-                "ORDER BY contact_id LIMIT 1 OFFSET %s",
-                [contact_list_id, lower, FIRST_FREEZE_CHUNK if lower == 0 else FREEZE_CHUNK],
-            )
-            upper = (cursor.fetchone() or [None])[0]
         with transaction.atomic():
-            ids = _freeze_audience(
-                campaign_id=campaign_id,
-                contact_list_id=contact_list_id,
-                contact_ids=(lower, upper),
-                zones=zones,
-            )
+            ids = write_chunk()
             if ids:
                 # A local-time campaign's count already holds its waiting waves: set at the end.
                 grown = (
@@ -430,7 +439,6 @@ def campaign_freeze(*, campaign_id: int) -> int:
                 )
                 Campaign.objects.filter(pk=campaign_id).update(updated_at=timezone.now(), **grown)
                 _enqueue_batches(campaign_id, ids)
-        lower = upper
     if next_wave_at is not None:
         # Waves wait: the report counts their recipients as pending; beat freezes the next.
         count = Notification.objects.filter(campaign_id=campaign_id).count()
@@ -439,16 +447,57 @@ def campaign_freeze(*, campaign_id: int) -> int:
         )
         logger.info("campaign %s wave frozen recipients=%s waiting=%s", campaign_id, count, waiting)
         return count
+    if not _freezing(campaign_id):
+        return 0  # (a job cancelled before any chunk was left: its staged rows are gone)
     with transaction.atomic():
         count = Notification.objects.filter(campaign_id=campaign_id).count()
         Campaign.objects.filter(pk=campaign_id).update(
             recipient_count=count, frozen_at=timezone.now()
         )
+        if campaign["kind"] == Campaign.Kind.JOB:
+            jobs.job_rows_forget(job_id=campaign_id)  # every row has its ledger row now
     logger.info("campaign %s frozen recipients=%s", campaign_id, count)
     # Its batches may all have finished already (a small campaign; eager tasks): they could
     # not finish the campaign before frozen_at was set, so finish it here.
     campaign_finish_if_done(campaign_id=campaign_id)
     return count
+
+
+def _freezing(campaign_id: int) -> bool:
+    """Whether the campaign may still be frozen: sending or paused, not cancelled or failed."""
+    status = Campaign.objects.values_list("status", flat=True).get(pk=campaign_id)
+    return status in (C.SENDING, C.PAUSED)
+
+
+def _audience_chunks(campaign_id: int, contact_list_id: int, zones: list[str] | None):
+    """The list's members as chunks to freeze: a function per chunk writing its rows (in the
+    freeze's transaction) and returning their ids, contact ids bounding each chunk."""
+    m = Membership._meta.db_table
+    lower: int | None = 0  # contact ids start at 1
+    while lower is not None:
+        with connection.cursor() as cursor:  # where this chunk ends, from the membership index
+            cursor.execute(
+                f"SELECT contact_id FROM {m} WHERE contact_list_id = %s AND contact_id >= %s "  # noqa: S608
+                "ORDER BY contact_id LIMIT 1 OFFSET %s",
+                [contact_list_id, lower, FIRST_FREEZE_CHUNK if lower == 0 else FREEZE_CHUNK],
+            )
+            upper = (cursor.fetchone() or [None])[0]
+        yield functools.partial(
+            _freeze_audience,
+            campaign_id=campaign_id,
+            contact_list_id=contact_list_id,
+            contact_ids=(lower, upper),
+            zones=zones,
+        )
+        lower = upper
+
+
+def _job_chunks(job_id: int):
+    """A bulk job's staged rows as chunks to freeze (campaigns.jobs), as _audience_chunks."""
+    for first_row, last_row in jobs.job_chunks(job_id=job_id):
+        yield functools.partial(
+            jobs.job_rows_freeze, job_id=job_id, first_row=first_row, last_row=last_row
+        )
 
 
 def _freeze_audience(
