@@ -378,7 +378,13 @@ def main() -> int:
     prepare_database()
     ses_process, ses_url = start_ses(tmp, args.ses_endpoint)
     os.environ["AWS_ENDPOINT_URL_SESV2"] = ses_url
+    try:  # seslocal outlives a failure before the measured part otherwise
+        return run(args, tmp, ses_url)
+    finally:
+        stop(ses_process)
 
+
+def run(args, tmp: Path, ses_url: str) -> int:
     import django
 
     django.setup()
@@ -429,7 +435,6 @@ def main() -> int:
         stop(bulk)
         stop(worker)
         stop(web)
-        stop(ses_process)
 
     alone = results["alone"]
     result = {k: alone[k] for k in ("accepted_per_s", "p50_ms", "p99_ms", "handoff_p50_s",
