@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lint format clean bench bench-tracking
+.PHONY: install demo test test-fast lint format clean bench bench-tracking bench-api
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,10 @@ TRACKING_SECONDS ?= 20
 bench-tracking: $(BIN)/.installed
 	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/tracking.py --n $(TRACKING_N) --seconds $(TRACKING_SECONDS)
+
+## bench-api: POST /api/v1/messages through granian, the transactional worker and SES, driven by wrk (API_SECONDS of load, default 20; then the same while a campaign to API_CAMPAIGN recipients sends, default 200,000, 0 for none)
+API_SECONDS ?= 20
+API_CAMPAIGN ?= 200000
+bench-api: $(BIN)/.installed
+	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
+	  $(BIN)/python bench/api.py --seconds $(API_SECONDS) --campaign $(API_CAMPAIGN)

@@ -99,8 +99,9 @@ def create_sent_campaign(n: int) -> tuple[int, list[tuple[str, str]]]:
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO campaigns_contact (email, first_name, last_name, attributes, status, "
-                "created_at, updated_at) SELECT 'ev' || i || '.' || %s || '@bench.example', '', "
-                "'', '{}'::jsonb, 'active', now(), now() FROM generate_series(1, %s) AS i",
+                "time_zone, created_at, updated_at) SELECT 'ev' || i || '.' || %s || "
+                "'@bench.example', '', '', '{}'::jsonb, 'active', '', now(), now() "
+                "FROM generate_series(1, %s) AS i",
                 [tag, n],
             )
             cursor.execute(

@@ -125,13 +125,13 @@ def create_audience(n: int) -> int:
     with connection.cursor() as cursor:
         with cursor.copy(
             "COPY campaigns_contact (email, first_name, last_name, attributes, status, "
-            "created_at, updated_at) FROM STDIN"
+            "time_zone, created_at, updated_at) FROM STDIN"
         ) as copy:
             for i in range(n):
                 attributes = json.dumps({"city": cities[i % 5]})
                 copy.write_row(
                     (f"r{i}.l{tag}@bench.example", f"Name{i % 997}", "", attributes, "active",
-                     "now()", "now()")
+                     "", "now()", "now()")
                 )  # fmt: skip
         cursor.execute(
             "INSERT INTO campaigns_membership (contact_list_id, contact_id, created_at) "

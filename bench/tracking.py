@@ -189,11 +189,11 @@ def create_sent_campaign(n: int) -> tuple[int, list[int]]:
         connection.cursor() as cursor,
         cursor.copy(
             "COPY campaigns_contact (email, first_name, last_name, attributes, status, "
-            "created_at, updated_at) FROM STDIN"
+            "time_zone, created_at, updated_at) FROM STDIN"
         ) as copy,
     ):
         for i in range(n):
-            copy.write_row((f"t{i}.l{tag}@bench.example", "", "", "{}", "active", "now()",
+            copy.write_row((f"t{i}.l{tag}@bench.example", "", "", "{}", "active", "", "now()",
                             "now()"))  # fmt: skip
     template = Template.objects.create(
         name=f"bench-tracking-{tag}", subject="Hi", html="<p>x</p>", text="x"

@@ -7,7 +7,7 @@ set -euo pipefail
 need_install=()
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_install+=(chromium)  # the browser tests (Playwright)
-# make bench-tracking's load generator (only when asked: the tests do not need it)
+# make bench-tracking and bench-api: the load generator (only when asked: the tests do not need it)
 if [ "${NEED_WRK:-0}" = 1 ] && ! command -v wrk >/dev/null 2>&1; then need_install+=(wrk); fi
 command -v pg_ctl >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_install+=(postgresql)
 if [ ${#need_install[@]} -gt 0 ]; then
