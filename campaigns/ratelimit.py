@@ -212,7 +212,7 @@ class BaseRateLimiter:
         """Take n tokens if they may be used now (0.0); else take nothing and return the
         seconds until they could be. For callers that refuse rather than wait (the API's
         429). The Redis limiter lets redis.RedisError through: the caller decides."""
-        granted, wait = self._reserve(_check(n), max_wait=0.0)
+        granted, wait, _ = self._reserve(_check(n), max_wait=0.0, horizon=None)
         return 0.0 if granted else max(wait, 1e-6)
 
     def acquire(

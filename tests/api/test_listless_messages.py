@@ -171,11 +171,11 @@ def test_the_sweeper_never_finishes_freezes_or_fans_out_a_transactional_stream(t
     hour_ago = timezone.now() - timedelta(hours=1)
     Notification.objects.filter(pk=scheduled.pk).update(updated_at=hour_ago)
     Campaign.objects.filter(pk=stream_id).update(updated_at=hour_ago, recipient_count=1)
-    queued = sweeper._bulk_queue_length()  # the real broker's bulk queue (no worker runs)
+    queued = sweeper.queue_length("bulk")  # the real broker's bulk queue (no worker runs)
 
     sweeper.campaigns_sweep()
 
-    assert sweeper._bulk_queue_length() == queued, "no freeze, no batch enqueued"
+    assert sweeper.queue_length("bulk") == queued, "no freeze, no batch enqueued"
     assert services.campaign_finish_if_done(campaign_id=stream_id) is False
     assert Campaign.objects.get(pk=stream_id).status == Campaign.Status.SENDING
     assert Notification.objects.get(pk=scheduled.pk).status == Notification.Status.CREATED
