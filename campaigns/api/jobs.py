@@ -12,7 +12,6 @@ import orjson
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from rest_framework import exceptions, parsers, serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,6 +19,7 @@ from campaigns import jobs
 from campaigns.api.base import MAX_ID
 from campaigns.api.errors import error, error_response
 from campaigns.api.idempotency import idempotent_response
+from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
 from campaigns.api.serializers import StrictSerializer, TemplateRef
 from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
@@ -156,25 +156,36 @@ class JobListCreate(APIView):
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     def get(self, request):
-        paginator = JobPagination()
-        page = paginator.paginate_queryset(_jobs_for(request), request, view=self)
-        ids = [job.pk for job in page]
+        query = JobListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = CursorPage(request, size=query.validated_data["limit"])
+        jobs_ = page.rows(_jobs_for(request))
+        ids = [job.pk for job in jobs_]
         requests = JobRequest.objects.in_bulk(ids)
         counters: dict[int, dict[str, int]] = {job_id: {} for job_id in ids}
         for job_id, name, value in CampaignCounter.objects.filter(
             campaign_id__in=ids, name__in=SUMMARY_COUNTERS
         ).values_list("campaign_id", "name", "value"):
             counters[job_id][name] = value
-        return paginator.get_paginated_response(
-            [job_summary(job, requests.get(job.pk), counters[job.pk]) for job in page]
+        # The messages list's shape and cursor (campaigns.api.pagination).
+        return Response(
+            {
+                "results": [
+                    job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_
+                ],
+                "next": page.next_link(jobs_),
+            }
         )
 
 
-class JobPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
+class JobListQuerySerializer(serializers.Serializer):
+    """GET /api/v1/jobs's query parameters."""
+
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    )
+    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 class JobDetail(APIView):

@@ -508,3 +508,21 @@ def test_a_job_cancelled_during_creation_creates_no_more_rows(template, monkeypa
     assert set(ledger.values_list("status", flat=True)) == {N.SKIPPED}
     assert not JobRow.objects.filter(job_id=job_id).exists()
     assert client.get(f"/api/v1/jobs/{job_id}").json()["counts"]["skipped"] == 3
+
+
+def test_the_jobs_list_pages_as_the_messages_list_does(template):
+    client = api_client()
+    for i in range(3):
+        client.post(
+            "/api/v1/jobs",
+            {"template": "statement", "rows": rows(1, f"p{i}"), "send_at": "2099-01-01T00:00:00Z"},
+            format="json",
+        )
+    page = client.get("/api/v1/jobs?limit=2").json()
+    assert set(page) == {"results", "next"}
+    refused = client.get("/api/v1/jobs?limit=101")
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "limit"
+    forged = client.get("/api/v1/jobs?cursor=bm9wZQ")
+    assert forged.status_code == 400
+    assert forged.json()["errors"][0]["code"] == "invalid_cursor"
