@@ -86,6 +86,17 @@ class UnreadableRow:
     """A row of an uploaded file that could not be read as one (wrong width, broken quoting)."""
 
     reason: str
+    line: int | None = None  # the file line it starts on
+
+
+class FileRow(dict):
+    """A row of an uploaded file as a row object ({to, reference, personalisation}), knowing
+    the file line it starts on: its errors name that line too, since blank lines and quoted
+    line breaks make row numbers and line numbers differ."""
+
+    def __init__(self, fields: dict, *, line: int) -> None:
+        super().__init__(fields)
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,9 @@ def job_rows_check(rows: Iterable[dict | UnreadableRow]) -> CheckedRows:
         if isinstance(problems, StagedRow):
             valid.append(problems)
             continue
+        line = getattr(item, "line", None)
+        if line is not None:
+            problems = [{**problem, "line": line} for problem in problems]
         refused += 1
         error_count += len(problems)
         errors.extend(problems[: max(0, ROW_ERRORS_SHOWN - len(errors))])

@@ -303,7 +303,7 @@ def csv_rows(data: bytes) -> list:
                 status=status.HTTP_400_BAD_REQUEST,  # as for JSON rows (the serializer)
             )
         if row.problem:
-            found.append(jobs.UnreadableRow(f"Line {row.line}: {row.problem}."))
+            found.append(jobs.UnreadableRow(f"Line {row.line}: {row.problem}.", row.line))
             continue
         item: dict = {"personalisation": {}}
         for (target, name), cell in zip(columns, row.cells, strict=True):
@@ -311,7 +311,7 @@ def csv_rows(data: bytes) -> list:
                 item[target] = cell
             elif cell.strip():
                 item["personalisation"][name] = cell
-        found.append(item)
+        found.append(jobs.FileRow(item, line=row.line))
     if not found:
         raise jobs.JobRefused(
             [error("no_rows", "The file has no rows below its first line.", "file")]

@@ -195,6 +195,7 @@ def test_a_text_csv_body_takes_its_fields_from_the_query_string(template, ses, e
     assert refused.status_code == 422
     [row_error] = refused.json()["errors"]
     assert row_error["row"] == 2 and row_error["code"] == "unreadable_row"
+    assert row_error["line"] == 3
     assert nothing_created()
     answer = client.post(
         "/api/v1/jobs?template=statement&skip_invalid_rows=true", body, content_type="text/csv"
@@ -526,3 +527,20 @@ def test_the_jobs_list_pages_as_the_messages_list_does(template):
     forged = client.get("/api/v1/jobs?cursor=bm9wZQ")
     assert forged.status_code == 400
     assert forged.json()["errors"][0]["code"] == "invalid_cursor"
+
+
+def test_a_csv_row_error_names_its_file_line_as_well_as_its_row(template):
+    # A blank line and a quoted line break: row 3 starts on line 6.
+    body = b'to,note\nada@example.com,hi\n\ngrace@example.com,"two\nlines"\nnot-an-address,x\n'
+    refused = api_client().post("/api/v1/jobs?template=statement", body, content_type="text/csv")
+    assert refused.status_code == 422
+    [row_error] = refused.json()["errors"]
+    assert (row_error["row"], row_error["line"], row_error["code"]) == (3, 6, "invalid_address")
+
+
+def test_json_row_errors_have_no_line(template):
+    refused = api_client().post(
+        "/api/v1/jobs", {"template": "statement", "rows": [{"to": "nope"}]}, format="json"
+    )
+    assert refused.status_code == 422
+    assert "line" not in refused.json()["errors"][0]
