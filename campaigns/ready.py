@@ -128,12 +128,20 @@ def drain_kick() -> bool:
     return True
 
 
-def messages_drain(*, deliver: Callable[[int, list[int]], None]) -> int:
+def messages_drain(
+    *,
+    deliver: Callable[[int, list[int]], None],
+    defer: Callable[[int, list[int]], None],
+) -> int:
     """Pop the ready list DRAIN_POP at a time and call deliver(stream id, sorted ids) for each
-    stream's group, until the list is empty (or DRAIN_MAX_SECONDS: then a new drain goes on);
-    returns how many messages it popped. Ids popped and not yet claimed when the process dies
-    stay `created`: the sweeper's (module docstring)."""
+    stream's group, until the list is empty; returns how many messages it popped. Past
+    DRAIN_MAX_SECONDS the rest of its pop goes to defer (a task each) and a new drain takes
+    over, so a drain ends far inside its time limit (a limit met would kill it mid-hand-off).
+    Ids popped and not yet claimed when the process dies stay `created`: the sweeper's
+    (module docstring)."""
     client = _client()
+    if client is None:
+        return 0
     started = time.monotonic()
     popped = 0
     while True:
@@ -152,7 +160,14 @@ def messages_drain(*, deliver: Callable[[int, list[int]], None]) -> int:
             stream_id, message_id = item.split(b":")
             groups.setdefault(int(stream_id), []).append(int(message_id))
         for stream_id, ids in groups.items():
-            deliver(stream_id, sorted(ids))
+            if time.monotonic() - started > DRAIN_MAX_SECONDS:
+                defer(stream_id, sorted(ids))
+                continue
+            try:
+                deliver(stream_id, sorted(ids))
+            except Exception:  # noqa: BLE001 (one stream's fault must not hold the others')
+                # Its rows are as a killed batch leaves them: the sweeper's.
+                logger.exception("drain: stream %s batch of %s failed", stream_id, len(ids))
         if time.monotonic() - started > DRAIN_MAX_SECONDS:
             _drain_enqueue()
             return popped

@@ -80,7 +80,9 @@ def deliver_messages(
 @shared_task(name="campaigns.tasks.deliver_ready", time_limit=BATCH_TIME_LIMIT + 120)
 def deliver_ready() -> None:
     """Drain the ready list (campaigns.ready): each stream's popped messages as one batch."""
-    ready.messages_drain(deliver=_deliver_popped)
+    ready.messages_drain(
+        deliver=_deliver_popped, defer=lambda stream_id, ids: deliver_messages.delay(stream_id, ids)
+    )
 
 
 def _deliver_popped(campaign_id: int, ids: list[int]) -> None:

@@ -95,7 +95,7 @@ def test_a_message_pushed_while_the_drain_works_is_sent_by_the_same_drain(templa
     _redis().set(ready.DRAIN_FLAG_KEY, 1)  # the drain's own flag, as its enqueue set it
     ready.messages_push([(Notification.objects.get(pk=first).campaign_id, first)])
     assert _queued("transactional") == 0
-    assert ready.messages_drain(deliver=deliver) == 2
+    assert ready.messages_drain(deliver=deliver, defer=None) == 2
     assert statuses([first, *pushed]) == {first: N.SENT, pushed[0]: N.SENT}
     assert _queued("transactional") == 0  # no second drain was needed
 
@@ -121,7 +121,7 @@ def test_a_drain_leaving_sees_a_message_pushed_before_the_flag_went(template):
     delivered = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ready.redis.Redis, "lpop", lpop)
-        assert ready.messages_drain(deliver=lambda s, ids: delivered.extend(ids)) == 1
+        assert ready.messages_drain(deliver=lambda s, ids: delivered.extend(ids), defer=None) == 1
     assert delivered == [message]
     assert _queued("transactional") == 0  # the pusher's flag test failed: no task of its own
 
@@ -152,3 +152,32 @@ def test_without_redis_each_message_is_a_task_of_its_own(template, settings):
     settings.CELERY_BROKER_URL = "filesystem://"  # what redis_url() reads; the app keeps its
     post(api_client(), to="demo@example.org")
     assert (_ready(), _queued("transactional")) == (0, 1)
+
+
+def test_a_stream_whose_batch_fails_does_not_hold_the_others():
+    ready.messages_push([(1, 10), (2, 20), (1, 11)])
+    delivered = []
+
+    def deliver(stream_id: int, ids: list[int]) -> None:
+        if stream_id == 1:
+            raise RuntimeError("a bug in one stream's batch")
+        delivered.append((stream_id, ids))
+
+    assert ready.messages_drain(deliver=deliver, defer=None) == 3
+    assert delivered == [(2, [20])]
+    assert _ready() == 0
+
+
+def test_a_drain_past_its_time_defers_the_rest_of_its_pop_and_hands_over(monkeypatch):
+    """A drain ends far inside its time limit: the groups it has no time for go to a task
+    each, and a new drain takes the list over."""
+    monkeypatch.setattr(ready, "DRAIN_MAX_SECONDS", 0.0)
+    ready.messages_push([(1, 10), (2, 20), (1, 11)])
+    _redis().delete("transactional")
+    deferred = []
+    popped = ready.messages_drain(
+        deliver=lambda *_: pytest.fail("no time left"), defer=lambda s, ids: deferred.append(ids)
+    )
+    assert popped == 3
+    assert deferred == [[10, 11], [20]]
+    assert _queued("transactional") == 1  # the next drain
