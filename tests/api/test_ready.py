@@ -181,3 +181,31 @@ def test_a_drain_past_its_time_defers_the_rest_of_its_pop_and_hands_over(monkeyp
     assert popped == 3
     assert deferred == [[10, 11], [20]]
     assert _queued("transactional") == 1  # the next drain
+
+
+def test_a_live_stream_goes_on_the_bulk_path_with_its_stored_template(template, ses):
+    """One SendBulkEmail for the drain's messages, with the stream's stored template (made by
+    the worker) and each message's personalisation; if SES has lost the template, the call's
+    messages go rendered instead, and the next batch stores it again."""
+    client = api_client()
+    ids = [post(client, to=f"bulk{i}@example.org", personalisation={"code": i}) for i in range(3)]
+    stream = Notification.objects.select_related("campaign").get(pk=ids[0]).campaign
+    deliver_ready()
+    assert statuses(ids) == dict.fromkeys(ids, N.SENT)
+    sent = ses.messages(limit=10)
+    assert {(m["api"], m["template"]) for m in sent} == {
+        ("SendBulkEmail", stream.ses_template_name)
+    }
+    assert sorted(m["subject"] for m in sent) == ["Hi 0", "Hi 1", "Hi 2"]
+
+    ses.reset()  # SES forgot the template; this process still thinks it stored
+    lost = post(client, to="lost@example.org", personalisation={"code": 7})
+    deliver_ready()
+    assert statuses([lost]) == {lost: N.SENT}
+    [rendered] = ses.messages(limit=10)
+    assert (rendered["api"], rendered["subject"]) == ("SendEmail", "Hi 7")
+
+    again = post(client, to="again@example.org", personalisation={"code": 8})
+    deliver_ready()
+    assert statuses([again]) == {again: N.SENT}
+    assert {m["api"] for m in ses.messages(limit=10)} == {"SendEmail", "SendBulkEmail"}
