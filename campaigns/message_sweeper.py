@@ -268,7 +268,7 @@ def _check(row: _Row, *, now, grace, live, queued, out: list[_Row], r: SweepResu
     if row.status not in WAITING:
         return False
     r.waiting += 1
-    if (row.campaign_id, row.id) in live:
+    if any(first <= row.id <= last for first, last in live.get(row.campaign_id, ())):
         return True  # a batch runs for it, or a retry is due
     if row.status == N.SENDING:
         # No lease: its batch died, and its lease was settled or lost.
@@ -292,16 +292,17 @@ def _waiting_in_hand_off() -> int | None:
     return None if queued is None or listed is None else queued + listed
 
 
-def _live_leases(*, now: datetime) -> set[tuple[int, int]]:
-    """The (stream id, message id) pairs live leases of the streams cover (running batches,
-    retries due). A drain's batch covers the span of its popped ids (a few hundred ids under
-    load: ids are taken in order), which may hold other rows of its stream, e.g. a scheduled
-    one: that waits for the lease to go (the batch's seconds, or its retry's backoff)."""
-    covered: set[tuple[int, int]] = set()
+def _live_leases(*, now: datetime) -> dict[int, list[tuple[int, int]]]:
+    """The id ranges live leases of the streams cover, by stream (running batches, retries
+    due). A drain's batch covers the span of its popped ids, which may hold other rows of its
+    stream, e.g. a scheduled one: that waits for the lease to go (the batch's seconds, or its
+    retry's backoff). Ranges, not ids: a span may cross a campaign's freeze (its ids are
+    taken from the same sequence), tens of thousands of ids."""
+    covered: dict[int, list[tuple[int, int]]] = {}
     for campaign_id, first_id, last_id in BatchLease.objects.filter(
         campaign__kind=_T, heartbeat_at__gte=now - leases.LEASE_TIMEOUT
     ).values_list("campaign_id", "first_id", "last_id"):
-        covered.update((campaign_id, nid) for nid in range(first_id, last_id + 1))
+        covered.setdefault(campaign_id, []).append((first_id, last_id))
     return covered
 
 

@@ -209,3 +209,31 @@ def test_a_live_stream_goes_on_the_bulk_path_with_its_stored_template(template, 
     deliver_ready()
     assert statuses([again]) == {again: N.SENT}
     assert {m["api"] for m in ses.messages(limit=10)} == {"SendEmail", "SendBulkEmail"}
+
+
+def test_only_a_live_lease_of_its_own_stream_holds_a_message_back_from_the_sweeper(template):
+    """A drain's lease spans its popped ids, which may hold other streams' ids: those are not
+    in its hands, and are requeued when lost; a span of its own stream holds a message."""
+    from campaigns import leases
+    from campaigns.models import BatchLease
+
+    TemplateFactory(slug="other", subject="Other", html="<p>Other</p>")
+    client = api_client()
+    message = post(client, to="span@example.org")
+    other = client.post(
+        "/api/v1/messages", {"template": "other", "to": "o@example.org"}, format="json"
+    ).json()["id"]
+    stream_id, other_stream = (Notification.objects.get(pk=i).campaign_id for i in (message, other))
+    assert stream_id != other_stream
+    Notification.objects.filter(pk=other).update(status=N.SENT)
+    _forget_broker_state()
+    later = timezone.now() + GRACE + timedelta(seconds=1)
+    span = {"first_id": message - 100, "last_id": message + 100, "until": later}
+    leases.lease_wait(campaign_id=other_stream, **span)
+    assert messages_sweep(now=later).requeued == 1  # another stream's span: lost
+    _forget_broker_state()
+    later += GRACE + timedelta(seconds=1)
+    leases.lease_wait(campaign_id=stream_id, **{**span, "until": later})
+    assert messages_sweep(now=later).requeued == 0  # its own stream's: in hand
+    BatchLease.objects.filter(campaign_id=stream_id).delete()
+    assert messages_sweep(now=later).requeued == 1
