@@ -86,8 +86,12 @@ class BatchResult:
     retry: str = ""
 
 
-def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResult:
-    """Send the `created` rows of a campaign's id range (see the module docstring)."""
+def deliver_batch(
+    *, campaign_id: int, first_id: int, last_id: int, ids: Sequence[int] | None = None
+) -> BatchResult:
+    """Send the `created` rows of a campaign's id range (see the module docstring); with `ids`
+    (sorted, within the range), only those rows: a batch of a stream's messages
+    (campaigns.ready), whose range may hold other rows of the stream that are not its own."""
     campaign = _wait_for_database(
         lambda: Campaign.objects.defer("template_snapshot").get(pk=campaign_id)
     )
@@ -101,7 +105,7 @@ def deliver_batch(*, campaign_id: int, first_id: int, last_id: int) -> BatchResu
     sender = _sender_or_pause(campaign, compiled)
     if sender is None:
         return BatchResult()
-    batch = _Batch(campaign, sender, limiter, plan, first_id, last_id)
+    batch = _Batch(campaign, sender, limiter, plan, first_id, last_id, ids)
     batch.take_lease()
     batch.run()
     # Only once every claimed row has its answer: on an exception the lease stays, stops
@@ -161,12 +165,14 @@ class _Batch:
         plan: SendPlan,
         first_id: int,
         last_id: int,
+        ids: Sequence[int] | None = None,
     ) -> None:
         self.campaign = campaign
         self.sender = sender
         self.limiter = limiter
         self.plan = plan
         self.first_id, self.last_id = first_id, last_id
+        self.ids = None if ids is None else list(ids)  # only these rows of the range
         self.pending: deque[int] = deque()  # ids still `created`, in order (read as it starts)
         self.result = BatchResult()
         self.heartbeat: leases.Heartbeat | None = None
@@ -243,7 +249,10 @@ class _Batch:
         self.pending.extend(
             self._wait_for_database(
                 lambda: ledger_pending_ids(
-                    campaign_id=self.campaign.pk, first_id=self.first_id, last_id=self.last_id
+                    campaign_id=self.campaign.pk,
+                    first_id=self.first_id,
+                    last_id=self.last_id,
+                    ids=self.ids,
                 )
             )
         )
@@ -303,6 +312,9 @@ class _Batch:
             claimed_at=claimed_at,
             attributes=self.sender.attributes,
             personalised=self.campaign.kind != Campaign.Kind.CAMPAIGN,
+            # A batch of messages claims exactly its own (the range may hold others'); a
+            # campaign's batch, its whole pending range (fewer parameters, same rows).
+            ids=None if self.ids is None else ids,
         )
         try:
             rows = claim()
@@ -315,6 +327,7 @@ class _Batch:
                     first_id=ids[0],
                     last_id=ids[-1],
                     claimed_at=claimed_at,
+                    ids=None if self.ids is None else ids,
                 )
             )
             rows = self._wait_for_database(claim)
@@ -452,6 +465,7 @@ class _Batch:
                         campaign_id=self.campaign.pk,
                         id__range=(self.first_id, self.last_id),
                         status=N.CREATED,
+                        **({} if self.ids is None else {"id__in": self.ids}),
                     ).values_list("id", flat=True)
                 )
             )

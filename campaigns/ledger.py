@@ -64,16 +64,29 @@ class ClaimedRow(NamedTuple):
     skip_reason: str
 
 
-def ledger_pending_ids(*, campaign_id: int, first_id: int, last_id: int) -> list[int]:
-    """The ids of an id range's `created` rows, in order: what a batch has left to send.
-    Read through the primary key only (see claim_update)."""
+def ledger_pending_ids(
+    *, campaign_id: int, first_id: int, last_id: int, ids: Sequence[int] | None = None
+) -> list[int]:
+    """The ids of an id range's `created` rows, in order: what a batch has left to send; with
+    `ids`, only those of them (a batch of messages: campaigns.ready). Read through the primary
+    key only (see claim_update)."""
+    where, params = _id_filter(first_id, last_id, ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {Notification._meta.db_table} WHERE id BETWEEN %s AND %s "  # noqa: S608
+            f"SELECT id FROM {Notification._meta.db_table} WHERE {where} "  # noqa: S608
             "AND campaign_id + 0 = %s AND status = %s ORDER BY id",
-            [first_id, last_id, campaign_id, N.CREATED],
+            [*params, campaign_id, N.CREATED],
         )
         return [nid for (nid,) in cursor.fetchall()]
+
+
+def _id_filter(first_id: int, last_id: int, ids: Sequence[int] | None) -> tuple[str, list]:
+    """The primary-key test of a batch's rows: its id range, or exactly `ids` (a batch of
+    messages, whose range may hold other rows of the stream: scheduled ones, or another
+    batch's). A call's ids are few (≤ 50 a claim): an IN list, the same on SQLite."""
+    if ids is None:
+        return "id BETWEEN %s AND %s", [first_id, last_id]
+    return f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
 def ledger_claim(
@@ -85,9 +98,10 @@ def ledger_claim(
     claimed_at: datetime,
     attributes: Sequence[str] = (),
     personalised: bool = False,
+    ids: Sequence[int] | None = None,
 ) -> list[ClaimedRow]:
-    """Claim the `created` rows of an id range (created → sending, stamped `claimed_at`), with
-    their contacts.
+    """Claim the `created` rows of an id range, or of exactly `ids` within it (created →
+    sending, stamped `claimed_at`), with their contacts.
 
     One statement, in autocommit: a row is claimed by exactly one caller, and a claimed row is
     never handed to SES twice (at most once). A batch claims one SES call's rows at a time
@@ -125,7 +139,7 @@ def ledger_claim(
         attribute_params = list(attributes)
     columns = f"c.id, c.email, {names}, c.status, m.unsubscribed_at IS NOT NULL{extract}"
     claim, claim_params = claim_update(
-        campaign_id=campaign_id, first_id=first_id, last_id=last_id, claimed_at=claimed_at
+        campaign_id=campaign_id, first_id=first_id, last_id=last_id, claimed_at=claimed_at, ids=ids
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -170,9 +184,15 @@ def ledger_claim(
 
 
 def claim_update(
-    *, campaign_id: int, first_id: int, last_id: int, claimed_at: datetime
+    *,
+    campaign_id: int,
+    first_id: int,
+    last_id: int,
+    claimed_at: datetime,
+    ids: Sequence[int] | None = None,
 ) -> tuple[str, list]:
-    """The claim's UPDATE (created → sending for one id range), with its parameters.
+    """The claim's UPDATE (created → sending for one id range, or for exactly `ids`), with its
+    parameters.
 
     It must read the range through the primary key and nothing else. `campaign_id + 0` keeps the
     planner off the (campaign, contact) index: for a campaign frozen since the last ANALYZE, the
@@ -181,23 +201,30 @@ def claim_update(
     makes a claim exclusive: a concurrent claim of the same rows waits for the first and then
     finds them taken.
     """
+    where, params = _id_filter(first_id, last_id, ids)
     sql = (
         f"UPDATE {Notification._meta.db_table} SET status = %s, updated_at = %s "  # noqa: S608
-        "WHERE id BETWEEN %s AND %s AND campaign_id + 0 = %s AND status = %s "
+        f"WHERE {where} AND campaign_id + 0 = %s AND status = %s "
         "RETURNING id, contact_id"
     )
     stamp = connection.ops.adapt_datetimefield_value(claimed_at)  # as the ORM writes it
-    return sql, [N.SENDING, stamp, first_id, last_id, campaign_id, N.CREATED]
+    return sql, [N.SENDING, stamp, *params, campaign_id, N.CREATED]
 
 
 def ledger_release_claim(
-    *, campaign_id: int, first_id: int, last_id: int, claimed_at: datetime
+    *,
+    campaign_id: int,
+    first_id: int,
+    last_id: int,
+    claimed_at: datetime,
+    ids: Sequence[int] | None = None,
 ) -> int:
-    """Give back (sending → created) the rows of an id range that a claim stamped `claimed_at`
-    moved, for a claim whose outcome is unknown; returns how many. Safe whether or not that
-    claim took effect: no other claim carries the same stamp."""
+    """Give back (sending → created) the rows of an id range (or `ids`) that a claim stamped
+    `claimed_at` moved, for a claim whose outcome is unknown; returns how many. Safe whether
+    or not that claim took effect: no other claim carries the same stamp."""
+    rows = {"id__in": list(ids)} if ids is not None else {"id__range": (first_id, last_id)}
     return Notification.objects.filter(
-        id__range=(first_id, last_id),
+        **rows,
         campaign_id=campaign_id,
         status=N.SENDING,
         updated_at=claimed_at,

@@ -6,8 +6,9 @@ things can leave it behind, and this is what finds each:
 
 - its task was lost (the broker down at the POST, a purged queue, a worker killed between
   taking the task and claiming the row): a `created`, due message with no live lease, enqueued
-  over MESSAGE_SWEEP_GRACE ago (its POST, or the sweeper's last try), is enqueued again. Only
-  if the transactional queue is empty, since it may be waiting there, or if it was enqueued
+  over MESSAGE_SWEEP_GRACE ago (its POST, or the sweeper's last try), is enqueued again (a
+  task of its own). Only if the transactional queue and the ready list (campaigns.ready: where
+  the POST put it) are empty, since it may be waiting there, or if it was enqueued
   over REQUEUE_BUSY_AFTER ago: a message is never enqueued again every 10 s while workers are
   behind, and a duplicate is harmless anyway (the claim is `WHERE status = 'created'`);
 - its worker died mid-hand-off: the row is `sending` under a lease that stopped beating. SES
@@ -15,6 +16,9 @@ things can leave it behind, and this is what finds each:
   sweeper's rule, campaigns.sweeper.batches_settle_dead, applied to the streams' leases:
   a stream keeps no recipient count, so the campaign sweeper's counters never pick it);
 - it is scheduled (MessageRequest.send_at): enqueued once when its time comes.
+
+A drain task lost while the ready list holds messages would leave them there until the next
+POST: each sweep starts a drain if the list is not empty and none was enqueued just now.
 
 Why marks, and which. The ledger has no status index (its claims are HOT updates:
 docs/decisions/0002-ledger-without-status-index.md), so "the created rows of the streams" would
@@ -50,7 +54,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from campaigns import leases
+from campaigns import leases, ready
 from campaigns.models import BatchLease, Campaign, MessageRequest, Notification, SweepMark
 from campaigns.sweeper import batches_settle_dead, flag_unknown, queue_length
 from infra.db import pg_lookup
@@ -109,6 +113,7 @@ def messages_sweep(*, now: datetime | None = None) -> SweepResult:
     grace = timedelta(seconds=settings.MESSAGE_SWEEP_GRACE_SECONDS)
     result = SweepResult()
     _settle_dead_leases(now=now)
+    ready.drain_kick()
     SweepMark.objects.get_or_create(name=MARK)
     with transaction.atomic():
         mark = SweepMark.objects.select_for_update(skip_locked=True).filter(name=MARK).first()
@@ -146,7 +151,7 @@ class _Scan:
     def __init__(self, *, now: datetime, grace: timedelta, result: SweepResult) -> None:
         self.now, self.grace, self.result = now, grace, result
         self.live = _live_leases(now=now)
-        self.queued = queue_length("transactional")
+        self.queued = _waiting_in_hand_off()
         self.seen: set[int] = set()  # read by the send_at mark this sweep
         self.out: list[_Row] = []  # to enqueue
 
@@ -263,7 +268,7 @@ def _check(row: _Row, *, now, grace, live, queued, out: list[_Row], r: SweepResu
     if row.status not in WAITING:
         return False
     r.waiting += 1
-    if row.id in live:
+    if any(first <= row.id <= last for first, last in live.get(row.campaign_id, ())):
         return True  # a batch runs for it, or a retry is due
     if row.status == N.SENDING:
         # No lease: its batch died, and its lease was settled or lost.
@@ -280,13 +285,24 @@ def _check(row: _Row, *, now, grace, live, queued, out: list[_Row], r: SweepResu
     return True
 
 
-def _live_leases(*, now: datetime) -> set[int]:
-    """The message ids live leases of the streams cover (running batches, retries due)."""
-    covered: set[int] = set()
-    for first_id, last_id in BatchLease.objects.filter(
+def _waiting_in_hand_off() -> int | None:
+    """Messages (or tasks) waiting to be taken: the transactional queue's and the ready
+    list's; None if either cannot be told (then only REQUEUE_BUSY_AFTER requeues)."""
+    queued, listed = queue_length("transactional"), ready.ready_length()
+    return None if queued is None or listed is None else queued + listed
+
+
+def _live_leases(*, now: datetime) -> dict[int, list[tuple[int, int]]]:
+    """The id ranges live leases of the streams cover, by stream (running batches, retries
+    due). A drain's batch covers the span of its popped ids, which may hold other rows of its
+    stream, e.g. a scheduled one: that waits for the lease to go (the batch's seconds, or its
+    retry's backoff). Ranges, not ids: a span may cross a campaign's freeze (its ids are
+    taken from the same sequence), tens of thousands of ids."""
+    covered: dict[int, list[tuple[int, int]]] = {}
+    for campaign_id, first_id, last_id in BatchLease.objects.filter(
         campaign__kind=_T, heartbeat_at__gte=now - leases.LEASE_TIMEOUT
-    ).values_list("first_id", "last_id"):
-        covered.update(range(first_id, last_id + 1))  # one message each (deliver_message)
+    ).values_list("campaign_id", "first_id", "last_id"):
+        covered.setdefault(campaign_id, []).append((first_id, last_id))
     return covered
 
 

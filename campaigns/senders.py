@@ -1,7 +1,9 @@
 """The two ways a batch sends a call's claimed rows, and what SES's answers come to.
 
 Bulk (the default: SendBulkEmail with the stored template) and rendered (one SendEmail per
-recipient, rendered here); and, for a test key's messages (Campaign.test_mode), simulated:
+recipient, rendered here); a transactional stream goes on the bulk path once its stored
+template is made (StreamSender: the worker makes it, and falls back to rendering where the
+stored template cannot serve); and, for a test key's messages (Campaign.test_mode), simulated:
 rendered the same way, then answered as SES would accept it, without any call
 (campaigns.simulator). Each runs in pool threads and touches no database: it answers with a
 GroupOutcome, which the batch (campaigns.delivery) records.
@@ -9,6 +11,7 @@ GroupOutcome, which the batch (campaigns.delivery) records.
 
 import functools
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +31,7 @@ from campaigns.ses import (
     SesThrottled,
     SesUnreachable,
     ses_client,
+    ses_template_ensure,
 )
 from campaigns.simulator import simulated_message_id
 from campaigns.tokens import tokens_for, unsubscribe_urls_for
@@ -98,6 +102,8 @@ def sender_for(campaign: Campaign, compiled: CompiledTemplate) -> Sender:
     messages are simulated whatever the path: they never reach SES."""
     if campaign.test_mode:
         return SimulatedSender(campaign, compiled)
+    if campaign.kind == Campaign.Kind.TRANSACTIONAL and stream_template_stored(campaign, compiled):
+        return StreamSender(campaign, compiled)
     if campaign.send_path == Campaign.SendPath.RENDERED:
         return RenderedSender(campaign, compiled)
     return BulkSender(campaign, compiled)
@@ -169,7 +175,7 @@ class BulkSender:
                     self._call(rows[half:], entries[half:])
                 )
             if err.code in CAMPAIGN_REFUSALS:
-                return GroupOutcome(retry=[row.id for row in rows], campaign_refused=_reason(err))
+                return self._refused_whole(rows, err)
             return GroupOutcome(errors={row.id: ("failed", _reason(err)) for row in rows})
         except SesOutcomeUnknown as err:
             return GroupOutcome(errors={row.id: ("unknown", _reason(err)) for row in rows})
@@ -177,6 +183,13 @@ class BulkSender:
             logger.exception("bulk send failed campaign=%s", self.campaign_id)
             reason = f"internal error: {type(err).__name__}"
             return GroupOutcome(errors={row.id: ("unknown", reason) for row in rows})
+        return self._results(rows, results)
+
+    def _refused_whole(self, rows: list[ClaimedRow], err: SesRejected) -> GroupOutcome:
+        """SES refused the call for the campaign's sake: the rows go back, the campaign pauses."""
+        return GroupOutcome(retry=[row.id for row in rows], campaign_refused=_reason(err))
+
+    def _results(self, rows: list[ClaimedRow], results: list) -> GroupOutcome:
         if len(results) != len(rows):  # (the clients check it; this path must never guess)
             reason = "SES answered for a different number of recipients"
             return GroupOutcome(errors={row.id: ("unknown", reason) for row in rows})
@@ -190,6 +203,59 @@ class BulkSender:
                 reason = f"{result.status}: {result.error}" if result.error else result.status
                 outcome.errors[row.id] = ("failed", reason[:300])
         return outcome
+
+
+# Refusals of a stream's SendBulkEmail that say nothing of its messages rendered one by one:
+# the stored template is gone, or SES refuses the one template for all (an unverified sender,
+# which pauses a campaign; nothing resumes a stream). Nothing was sent: the rows go by
+# SendEmail, as before the stream's template was stored, each with its own answer.
+STREAM_RENDER_INSTEAD = frozenset({"NotFoundException", "MessageRejected"})
+# A stream whose template SES would not store is sent rendered; asked again after this long.
+STREAM_TEMPLATE_RETRY_SECONDS = 60.0
+_stored: set[str] = set()  # stream templates stored at SES, by name (this process)
+_store_failed: dict[str, float] = {}  # name → when to ask SES again
+
+
+def stream_template_stored(campaign: Campaign, compiled: CompiledTemplate) -> bool:
+    """Whether the transactional stream's stored template is at SES, storing it (once per
+    process and name: names carry the content's hash, and storing one twice is harmless);
+    False, and the stream is sent rendered, if SES will not store it now."""
+    name = campaign.ses_template_name
+    if name in _stored:
+        return True
+    if not name or time.monotonic() < _store_failed.get(name, 0.0):
+        return False
+    content = compiled.handlebars()
+    try:
+        ses_template_ensure(
+            name=name, subject=content["Subject"], html=content["Html"], text=content["Text"]
+        )
+    except SesError as err:
+        logger.warning(
+            "stream %s template not stored (%s): sent rendered", campaign.pk, type(err).__name__
+        )
+        _store_failed[name] = time.monotonic() + STREAM_TEMPLATE_RETRY_SECONDS
+        return False
+    _stored.add(name)
+    return True
+
+
+class StreamSender(BulkSender):
+    """A transactional stream's messages on the bulk path: up to 50 a SendBulkEmail with the
+    stream's stored template, each entry's template data carrying its personalisation (the
+    claim reads it first). A whole-call refusal in STREAM_RENDER_INSTEAD sends the rows
+    rendered instead, so each message ends as it would have on the rendered path."""
+
+    def __init__(self, campaign: Campaign, compiled: CompiledTemplate) -> None:
+        super().__init__(campaign, compiled)
+        self.rendered = RenderedSender(campaign, compiled)
+
+    def _refused_whole(self, rows: list[ClaimedRow], err: SesRejected) -> GroupOutcome:
+        if err.code not in STREAM_RENDER_INSTEAD:
+            return super()._refused_whole(rows, err)
+        if err.code == "NotFoundException":
+            _stored.discard(self.template_name)  # the next batch stores it again
+        return self.rendered.send(rows)
 
 
 class RenderedSender:

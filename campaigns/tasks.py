@@ -13,6 +13,7 @@ from campaigns import (
     leases,
     linkcheck,
     message_sweeper,
+    ready,
     senders,
     services,
     sweeper,
@@ -65,30 +66,76 @@ def deliver_message(
     _deliver(self, (campaign_id, message_id), message_id, message_id, waiting_lease_id)
 
 
-def _deliver(task, args: tuple, first_id: int, last_id: int, waiting_lease_id: int | None) -> None:
-    """Send the range; on a retry verdict, leave a waiting lease and retry the task (with
-    `args`) after the backoff."""
+@shared_task(
+    bind=True, name="campaigns.tasks.deliver_messages", max_retries=20, time_limit=BATCH_TIME_LIMIT
+)
+def deliver_messages(
+    self, campaign_id: int, message_ids: list[int], waiting_lease_id: int | None = None
+) -> None:
+    """A stream's messages (these ids only) left to a retry by a drain (deliver_ready)."""
+    ids = sorted(message_ids)
+    _deliver(self, (campaign_id, ids), ids[0], ids[-1], waiting_lease_id, ids=ids)
+
+
+@shared_task(name="campaigns.tasks.deliver_ready", time_limit=BATCH_TIME_LIMIT + 120)
+def deliver_ready() -> None:
+    """Drain the ready list (campaigns.ready): each stream's popped messages as one batch."""
+    ready.messages_drain(
+        deliver=_deliver_popped, defer=lambda stream_id, ids: deliver_messages.delay(stream_id, ids)
+    )
+
+
+def _deliver_popped(campaign_id: int, ids: list[int]) -> None:
+    """One stream's popped messages; rows left to a retry go to a deliver_messages task, as a
+    retry of deliver_message's would (a waiting lease keeps them from the sweeper)."""
+    result = delivery.deliver_batch(
+        campaign_id=campaign_id, first_id=ids[0], last_id=ids[-1], ids=ids
+    )
+    if result.retry:
+        countdown = _retry_countdown(result.retry, retries=0)
+        lease_id = _wait_lease(campaign_id, ids[0], ids[-1], countdown)
+        deliver_messages.apply_async(
+            (campaign_id, ids), {"waiting_lease_id": lease_id}, countdown=countdown
+        )
+
+
+def _deliver(
+    task,
+    args: tuple,
+    first_id: int,
+    last_id: int,
+    waiting_lease_id: int | None,
+    ids: list[int] | None = None,
+) -> None:
+    """Send the range (or its `ids`); on a retry verdict, leave a waiting lease and retry the
+    task (with `args`) after the backoff."""
     campaign_id = args[0]
     if waiting_lease_id is not None:  # this run keeps the promise that lease made
         leases.lease_drop(lease_id=waiting_lease_id)
-    result = delivery.deliver_batch(campaign_id=campaign_id, first_id=first_id, last_id=last_id)
+    result = delivery.deliver_batch(
+        campaign_id=campaign_id, first_id=first_id, last_id=last_id, ids=ids
+    )
     if result.retry:
-        countdown = (
-            0
-            if result.retry == delivery.RETRY_TIME_UP
-            else min(
-                THROTTLE_RETRY_BASE_SECONDS * 2**task.request.retries, THROTTLE_RETRY_MAX_SECONDS
-            )
-        )
-        # Until the retry runs, its rows are `created` with no batch on them: a waiting lease
-        # tells the sweeper they are not lost.
-        lease_id = leases.lease_wait(
-            campaign_id=campaign_id,
-            first_id=first_id,
-            last_id=last_id,
-            until=timezone.now() + timedelta(seconds=countdown),
-        )
+        countdown = _retry_countdown(result.retry, retries=task.request.retries)
+        lease_id = _wait_lease(campaign_id, first_id, last_id, countdown)
         raise task.retry(args=args, kwargs={"waiting_lease_id": lease_id}, countdown=countdown)
+
+
+def _retry_countdown(retry: str, *, retries: int) -> int:
+    if retry == delivery.RETRY_TIME_UP:
+        return 0
+    return min(THROTTLE_RETRY_BASE_SECONDS * 2**retries, THROTTLE_RETRY_MAX_SECONDS)
+
+
+def _wait_lease(campaign_id: int, first_id: int, last_id: int, countdown: int) -> int:
+    # Until the retry runs, its rows are `created` with no batch on them: a waiting lease
+    # tells the sweeper they are not lost.
+    return leases.lease_wait(
+        campaign_id=campaign_id,
+        first_id=first_id,
+        last_id=last_id,
+        until=timezone.now() + timedelta(seconds=countdown),
+    )
 
 
 @shared_task(name="campaigns.tasks.campaigns_start_due", time_limit=PERIODIC_TIME_LIMIT)

@@ -36,14 +36,12 @@ from campaigns.personalisation import (  # noqa: F401 (the limits, where they we
     PERSONALISATION_MAX_BYTES,
     PERSONALISATION_MAX_KEYS,
 )
+from campaigns.ready import message_ready_on_commit
 from campaigns.services import contact_normalize_email
-from infra.tasks import task_enqueue_on_commit
 from templates_app.models import Template
 from templates_app.services import template_compile, template_snapshot
 
 logger = logging.getLogger(__name__)
-
-DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
 
 # send_at: a minute in the past is a client's clock running late (sent at once); further
 # back is a mistake. Further ahead than SEND_AT_MAX_AHEAD is one too, and would keep a
@@ -167,7 +165,7 @@ def message_create(
             send_at=send_at,
         )
         if send_at is None or send_at <= timezone.now():
-            task_enqueue_on_commit(DELIVER_MESSAGE, (stream_id, message.pk))
+            message_ready_on_commit(stream_id=stream_id, message_id=message.pk)
     return message
 
 

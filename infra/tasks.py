@@ -22,7 +22,7 @@ def task_enqueue_on_commit(name: str, *calls: tuple) -> None:
     turn a request that stored its work into a 5xx, which its client would send again."""
 
     def enqueue() -> None:
-        task = _task(name)
+        task = task_named(name)
         for done, args in enumerate(calls):
             try:
                 task.delay(*args)
@@ -38,7 +38,8 @@ def task_enqueue_on_commit(name: str, *calls: tuple) -> None:
     transaction.on_commit(enqueue)
 
 
-def _task(name: str):
+def task_named(name: str):
+    """The task registered as `name` (a caller need not import the task module)."""
     tasks = current_app.tasks
     if name not in tasks:  # a web process imports the task modules only when first needed
         current_app.loader.import_default_modules()

@@ -166,8 +166,13 @@ def ses_unreachable(monkeypatch):
 @pytest.fixture
 def eager_celery(settings):
     """Run tasks inline (in-process tests of the whole path; the e2e tests use a worker)."""
+    from campaigns.ready import DRAIN_FLAG_KEY, READY_KEY
     from config.celery import app
 
+    # A drain flag an earlier test left (it lives DRAIN_FLAG_MS) would hold back the drain a
+    # message posted here enqueues: this test's messages would never be sent.
+    if os.environ.get("REDIS_URL"):
+        _redis().delete(READY_KEY, DRAIN_FLAG_KEY)
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
     yield app
@@ -453,16 +458,28 @@ def _queued(queue: str) -> int:
     return _redis().llen(queue)
 
 
+def _ready() -> int:
+    """Messages on the ready list (campaigns.ready): handed off, no worker has taken them."""
+    from campaigns.ready import READY_KEY
+
+    return _redis().llen(READY_KEY)
+
+
 def _forget_broker_state() -> None:
     """Empty the queues, the messages killed workers had taken (kombu keeps them `unacked` for
-    the visibility timeout, an hour) and the send-rate state: nothing carries over."""
+    the visibility timeout, an hour), the ready list of messages (campaigns.ready) and the
+    send-rate state: nothing carries over."""
     from config.celery import app
 
     with app.connection_for_write() as conn:
         for queue in ("transactional", "bulk", "periodic"):
             conn.default_channel.queue_purge(queue)
+    from campaigns.ready import DRAIN_FLAG_KEY, READY_KEY
+
     client = _redis()
-    stale = ["unacked", "unacked_index", *client.scan_iter("ratelimit:*")]
+    stale = [
+        "unacked", "unacked_index", READY_KEY, DRAIN_FLAG_KEY, *client.scan_iter("ratelimit:*")
+    ]  # fmt: skip
     client.delete(*stale)
 
 

@@ -44,6 +44,8 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.campaign_freeze": {"queue": "bulk"},
     "campaigns.tasks.deliver_batch": {"queue": "bulk"},
     "campaigns.tasks.deliver_message": {"queue": "transactional"},
+    "campaigns.tasks.deliver_messages": {"queue": "transactional"},
+    "campaigns.tasks.deliver_ready": {"queue": "transactional"},
     # A test key's simulated SES events: light, and awaited by its client as a message is.
     "tracking.tasks.simulated_events_record": {"queue": "transactional"},
     # Minutes of work for a large file: not on the queue beat's short sweeps share.

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 
 from campaigns.models import Contact, IdempotencyRecord, MessageRequest, Notification
+from campaigns.ready import READY_KEY
 from tests.api.helpers import api_client
 from tests.factories import TemplateFactory
 
@@ -41,8 +42,8 @@ def failing_commit():
 
 
 def queued() -> int:
-    """Tasks waiting on the broker's transactional queue (a Redis list of that name)."""
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen("transactional")
+    """Messages handed to the transactional worker: on the ready list (campaigns.ready)."""
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(READY_KEY)
 
 
 def test_a_failure_at_commit_is_a_5xx_and_stores_and_enqueues_nothing(failing_commit):

@@ -19,7 +19,7 @@ from campaigns.models import (
     SweepMark,
 )
 from tests.api.helpers import api_client
-from tests.conftest import _forget_broker_state, _queued
+from tests.conftest import _forget_broker_state, _queued, _ready
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,7 +49,7 @@ def post(client, **fields) -> int:
 def test_a_lost_task_is_enqueued_again_once_after_the_grace(template):
     client = api_client()
     ids = [post(client, to=f"lost{i}@example.org") for i in range(3)]
-    assert _queued("transactional") == 3
+    assert (_ready(), _queued("transactional")) == (3, 1)  # the messages, and one drain task
     _forget_broker_state()  # the tasks are lost (a purged queue, a broker restarted empty)
 
     now = timezone.now()
@@ -188,16 +188,16 @@ def test_the_campaign_sweeper_never_freezes_or_finishes_a_stream(template):
 def test_redis_down_at_the_post_answers_202_and_logs_ids_only(template, redis_server, caplog):
     client = api_client()
     redis_server.stop()
-    with caplog.at_level(logging.ERROR, logger="infra.tasks"):
+    with caplog.at_level(logging.ERROR, logger="campaigns.ready"):
         answer = client.post(
             "/api/v1/messages", {"template": "reset", "to": "outage@example.org"}, format="json"
         )
     assert answer.status_code == 202, answer.content
     message_id = answer.json()["id"]
     assert Notification.objects.get(pk=message_id).status == N.CREATED
-    [record] = [r for r in caplog.records if r.name == "infra.tasks"]
-    assert "campaigns.tasks.deliver_message not enqueued" in record.getMessage()
-    assert str(message_id) in record.getMessage()
+    [record] = [r for r in caplog.records if r.name == "campaigns.ready"]
+    assert "not pushed to the ready list" in record.getMessage()
+    assert f":{message_id}" in record.getMessage()
     assert "outage@" not in record.getMessage()
     redis_server.start()
     result = messages_sweep(now=timezone.now() + GRACE + timedelta(seconds=1))

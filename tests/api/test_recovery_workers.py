@@ -19,7 +19,7 @@ from campaigns import leases
 from campaigns.message_sweeper import SweepResult, messages_sweep
 from campaigns.models import BatchLease, Notification
 from tests.api.helpers import api_client
-from tests.conftest import _forget_broker_state, _queued, _redis, wait_for
+from tests.conftest import _forget_broker_state, _queued, _ready, _redis, wait_for
 from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -91,21 +91,23 @@ def test_messages_whose_tasks_were_lost_are_sent_once(template, ses, celery_work
     for a send slot). The sweeper finds both and a new worker sends each message once."""
     client = api_client()
     purged = [post(client, f"purged{i}@example.org") for i in range(4)]
-    assert _queued("transactional") == 4
+    assert (_ready(), _queued("transactional")) == (4, 1)  # the messages, one drain task
     _forget_broker_state()  # no worker ever sees them
 
-    # A worker paced to one send every 10 s takes two tasks; the second waits for its slot
-    # with its row `created` under the batch's lease when the whole worker is killed (the
-    # wait is long enough for the check and the kill, even on a busy machine).
+    # A worker paced to one send every 10 s drains the held messages (popped off the ready
+    # list); the second of a batch waits for its slot with its row `created` under the
+    # batch's lease when the whole worker is killed (the wait is long enough for the check
+    # and the kill, even on a busy machine).
     slow = celery_workers.start(concurrency=2, env={"SES_MAX_SEND_RATE": "0.1"})
     held = [post(client, f"held{i}@example.org") for i in range(4)]
 
     def waiting_for_a_slot():
-        for task in slow.active():
-            _, message_id = task["args"][:2]
+        for message_id in held:
             if (
                 statuses([message_id]).get(message_id) == N.CREATED
-                and BatchLease.objects.filter(first_id=message_id).exists()
+                and BatchLease.objects.filter(
+                    first_id__lte=message_id, last_id__gte=message_id
+                ).exists()
             ):
                 return message_id
         return None

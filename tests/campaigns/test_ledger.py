@@ -205,3 +205,29 @@ def test_accepted_rows_and_their_counter_move_together():
         == 0
     )
     assert campaign_counters(campaign_id=campaign.pk) == {"sent": 4}
+
+
+@pytest.mark.django_db
+def test_a_claim_by_ids_takes_only_those_rows_of_its_range():
+    """A batch of messages (campaigns.ready) names its rows: the other `created` rows of the
+    range (a scheduled message, another batch's) are neither read, claimed nor given back."""
+    campaign = CampaignFactory()
+    rows = NotificationFactory.create_batch(5, campaign=campaign)
+    mine = [rows[0].pk, rows[2].pk, rows[4].pk]
+    span = {"campaign_id": campaign.pk, "first_id": rows[0].pk, "last_id": rows[-1].pk}
+    assert ledger_pending_ids(**span, ids=mine) == mine
+    stamp = timezone.now()
+    claimed = ledger_claim(
+        **span, contact_list_id=campaign.contact_list_id, claimed_at=stamp, ids=mine
+    )
+    assert [row.id for row in claimed] == mine
+    assert (
+        ledger_claim(  # exclusive: a second claim of the same ids takes nothing
+            **span, contact_list_id=campaign.contact_list_id, claimed_at=stamp, ids=mine
+        )
+        == []
+    )
+    statuses = dict(Notification.objects.filter(campaign=campaign).values_list("pk", "status"))
+    assert [statuses[row.pk] for row in rows] == [N.SENDING, N.CREATED] * 2 + [N.SENDING]
+    assert ledger_release_claim(**span, claimed_at=stamp, ids=mine[:2]) == 2
+    assert ledger_pending_ids(**span, ids=mine) == mine[:2]
