@@ -67,11 +67,26 @@ def stream_for(*, template: Template, test_mode: bool, api_key: ApiKey | None = 
     """The id of the template's stream for its current content and this mode, made on first
     use (race-safe: the unique stream key). MessageRefused if the template cannot be sent."""
     snapshot = template_snapshot(template=template)
-    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:24]
+    digest = _content_digest(template, snapshot)
     key = f"{template.pk}:{'test' if test_mode else 'live'}:{digest}"
     return _stream_id(key) or _stream_create(
         key=key, template=template, snapshot=snapshot, test_mode=test_mode, api_key=api_key
     )
+
+
+def _content_digest(template: Template, snapshot: dict) -> str:
+    """The digest of the template's content, kept on the instance with the parts it was made
+    of: the API keeps its templates for a few seconds (campaigns.api.views.template_lookup), and
+    hashing a large body again for each request of them was a share of the POST's CPU. Parts
+    are compared by identity, so an instance changed since (a new string) is hashed again."""
+    kept = template.__dict__.get("_stream_digest")
+    if kept is not None and all(
+        part is kept_part for part, kept_part in zip(snapshot.values(), kept[0], strict=True)
+    ):
+        return kept[1]
+    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:24]
+    template.__dict__["_stream_digest"] = (tuple(snapshot.values()), digest)
+    return digest
 
 
 @functools.lru_cache(maxsize=256)
