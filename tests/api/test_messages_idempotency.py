@@ -70,6 +70,26 @@ class TestOneAtATime:
         assert other.status_code == 202  # the query string is not part of the path
         assert other["Idempotent-Replayed"] == "true"
 
+    def test_a_repeat_whose_own_work_is_refused_still_gets_the_first_answer_or_409(self, template):
+        """The record is written after the work: a repeat's refusal must not hide the key."""
+        client = api_client()
+        first = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert first.status_code == 202
+        template.slug = "renamed"  # the same request would now be refused (422)
+        template.save()
+        again = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert again.status_code == 202
+        assert again.json() == first.json()
+        assert again["Idempotent-Replayed"] == "true"
+        other = client.post(
+            URL, {**BODY, "template": "missing"}, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+        )
+        assert other.status_code == 409
+        assert other.json()["errors"][0]["code"] == "idempotency_key_reused"
+        invalid = client.post(URL, {"to": 5}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert invalid.status_code == 409
+        assert IdempotencyRecord.objects.count() == 1
+
     def test_keys_belong_to_their_api_key(self, template):
         first, second = api_client(), api_client()
         a = first.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
