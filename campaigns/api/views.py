@@ -14,9 +14,9 @@ from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage
 from campaigns.api.serializers import (
-    MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
+    message_create_validate,
 )
 from campaigns.models import ApiKey, Campaign, MessageRequest, Notification
 from campaigns.transactional import MessageRefused, message_create
@@ -105,9 +105,7 @@ class MessageListCreate(ApiView):
 
     def create(self, request) -> Response:
         """Runs in idempotent_response's transaction: raising rolls everything back."""
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = message_create_validate(request.data)
         template = template_lookup(data["template"])
         if template is None:
             raise ApiError(
