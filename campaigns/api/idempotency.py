@@ -6,23 +6,26 @@ A view hands its work to `idempotent_response(request, work)`:
         return idempotent_response(request, lambda: self.create(request))
 
 `work()` runs in one transaction and returns the Response; raising (an ApiError, anything)
-rolls it back. Without an `Idempotency-Key` header that is all. With one, the transaction
-runs `work()`, then inserts the key's IdempotencyRecord with its answer, last, so the record
-commits with whatever `work()` wrote, or neither does; the unique constraint (api_key, key)
-decides which request owns the key:
+rolls it back. Without an `Idempotency-Key` header that is all. With one, the key's
+IdempotencyRecord is written in the same transaction, so the record commits with whatever
+`work()` wrote, or neither does; the unique constraint (api_key, key) decides which request
+owns the key:
 
 - same key, same request (method, path, canonical body), within IDEMPOTENCY_TTL: the first
   answer again (status and body), with `Idempotent-Replayed: true`; nothing it did is kept;
 - same key, another request: 409 `idempotency_key_reused`;
 - two requests at once with one key: the second's INSERT waits on the unique constraint
-  until the first commits, then fails, its whole transaction rolls back, and it replays the
-  first's answer (if the first rolled back instead, the second's INSERT simply goes through).
+  until the first commits, then fails, its transaction rolls back, and it replays the first's
+  answer (if the first rolled back instead, the second's INSERT simply goes through).
 
-The record is written once, with the answer (inserting a placeholder first and updating it
-after the work cost a second write on every request): a key's repeat does its work again
-before the constraint refuses it, which only a repeat pays. A repeat whose work is refused
-(a 4xx) or fails looks for the key's record before answering, so it still gets the first
-answer or the 409 rather than its own error.
+Where the record is written depends on what the work costs:
+
+- by default (a job: staging 100,000 rows), first, with a placeholder answer, then updated
+  with the real one: a repeat (a client's retry) waits or is answered before doing any work;
+- with `cheap_work=True` (a message), last, with the answer: one write per request instead of
+  two. A repeat does its work again before the constraint refuses it and rolls it back, which
+  only a repeat pays; a repeat whose work is refused (a 4xx) or fails looks for the key's
+  record before answering, so it still gets the first answer or the 409, not its own error.
 
 Only a 2xx answer is kept: a refused request (4xx) or a crash (5xx) stores nothing, so the
 client may fix the request and retry with the same key. Keys belong to the API key that sent
@@ -61,12 +64,16 @@ class _KeyTaken(Exception):
 
 
 def idempotent_response(
-    request: Request, work: Callable[[], Response], *, fingerprint: bytes | None = None
+    request: Request,
+    work: Callable[[], Response],
+    *,
+    fingerprint: bytes | None = None,
+    cheap_work: bool = False,
 ) -> Response:
     """`work()`'s answer, run in one transaction and at most once per (API key, idempotency
     key) within IDEMPOTENCY_TTL. `fingerprint` stands for the body in "the same request" where
     the body is not JSON (a CSV upload: a digest of its bytes); by default the parsed JSON body,
-    keys sorted, is hashed."""
+    keys sorted, is hashed. `cheap_work`: the record is written last (the module's doc)."""
     key = _header_key(request)
     if key is None:
         return _run(work)
@@ -81,17 +88,18 @@ def idempotent_response(
     digest = request_hash(request, fingerprint=fingerprint)
     for _ in range(ATTEMPTS):
         try:
-            response = _run(work, record=(api_key, key, digest))
+            response = _run(work, record=(api_key, key, digest), record_last=cheap_work)
         except _KeyTaken:
             pass
         except Exception:
-            # Refused or failed: the first answer (or the 409) if the key was used before.
-            found = _live_record(api_key, key)
+            # Refused or failed: with the record written last, the first answer (or the 409)
+            # if the key was used before.
+            found = _live_record(api_key, key) if cheap_work else None
             if found is None:
                 raise
             return _answer_from(found, digest)
         else:
-            if status.is_success(response.status_code):
+            if status.is_success(response.status_code) or not cheap_work:
                 return response
             found = _live_record(api_key, key)
             return response if found is None else _answer_from(found, digest)
@@ -131,11 +139,28 @@ def _live_record(api_key: ApiKey, key: str) -> IdempotencyRecord | None:
     ).first()
 
 
-def _run(work: Callable[[], Response], *, record: tuple | None = None) -> Response:
+def _run(
+    work: Callable[[], Response], *, record: tuple | None = None, record_last: bool = False
+) -> Response:
     with transaction.atomic():
+        made = None
+        if record is not None and not record_last:
+            api_key, key, digest = record
+            try:
+                # First in the transaction, so a failure here aborts nothing else; the
+                # placeholder answer is never read (it commits only with the real one).
+                made = IdempotencyRecord.objects.create(
+                    api_key=api_key, key=key, request_hash=digest, status_code=0, response={}
+                )
+            except IntegrityError:
+                raise _KeyTaken from None
         response = work()
         if not status.is_success(response.status_code):
-            transaction.set_rollback(True)  # a refusal stores nothing
+            transaction.set_rollback(True)  # a refusal stores nothing, the record included
+        elif made is not None:
+            IdempotencyRecord.objects.filter(pk=made.pk).update(
+                status_code=response.status_code, response=_as_json(response.data)
+            )
         elif record is not None:
             api_key, key, digest = record
             try:
