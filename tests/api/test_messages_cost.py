@@ -2,6 +2,10 @@
 "Web path"): the template from the process's copy, the contact found or made in one statement,
 the ledger row and its request in one, the idempotency record written once with its answer."""
 
+import threading
+import time
+
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -110,3 +114,57 @@ def test_an_unknown_template_is_never_kept(template):
     assert client.post(URL, body(1, template="later"), format="json").status_code == 422
     TemplateFactory(slug="later", subject="Hi", html="<p>Hi</p>")
     assert client.post(URL, body(2, template="later"), format="json").status_code == 202
+
+
+def test_a_contact_committed_while_the_insert_waits_on_it_is_found(template):
+    """Another transaction makes the same contact and commits while the contact's INSERT waits
+    on the address's unique index: the INSERT does nothing (no error, so the transaction goes
+    on, without a savepoint), and the SELECT after it finds the contact (never a second one)."""
+    client = api_client()
+    for n in (-1, 0):
+        client.post(URL, body(n), format="json")
+    params = connection.get_connection_params()
+    other = psycopg.connect(
+        **{k: params[k] for k in ("dbname", "user", "password", "host", "port") if k in params}
+    )
+    (late,) = other.execute(
+        "INSERT INTO campaigns_contact (email, first_name, last_name, attributes, status,"
+        " time_zone, created_at, updated_at) VALUES ('late@example.com', '', '', '{}', 'active',"
+        " '', now(), now()) RETURNING id"
+    ).fetchone()
+
+    waited = []
+
+    def commit_once_the_post_waits() -> None:
+        watcher = psycopg.connect(
+            **{k: params[k] for k in ("dbname", "user", "password", "host", "port") if k in params},
+            autocommit=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            (waiting,) = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            if waiting:
+                waited.append(True)
+                break
+            time.sleep(0.01)
+        other.commit()
+        watcher.close()
+
+    committer = threading.Thread(target=commit_once_the_post_waits)
+    committer.start()
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.post(URL, body(1, to="late@example.com"), format="json")
+    finally:
+        committer.join(timeout=15)
+        other.close()
+    assert answer.status_code == 202, answer.content
+    assert waited  # the POST's INSERT did wait on the other transaction's row
+    # The contact's INSERT (nothing written) and SELECT, the ledger row with its request.
+    assert statements(queries.captured_queries) == ["BEGIN", "INSERT", "SELECT", "WITH", "COMMIT"]
+    assert Notification.objects.get(pk=answer.json()["id"]).contact_id == late
+    assert Contact.objects.filter(email="late@example.com").count() == 1
+    assert MessageRequest.objects.filter(pk=answer.json()["id"]).exists()
