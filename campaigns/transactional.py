@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from campaigns.models import (
@@ -65,11 +65,26 @@ def stream_for(*, template: Template, test_mode: bool, api_key: ApiKey | None = 
     """The id of the template's stream for its current content and this mode, made on first
     use (race-safe: the unique stream key). MessageRefused if the template cannot be sent."""
     snapshot = template_snapshot(template=template)
-    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:24]
+    digest = _content_digest(template, snapshot)
     key = f"{template.pk}:{'test' if test_mode else 'live'}:{digest}"
     return _stream_id(key) or _stream_create(
         key=key, template=template, snapshot=snapshot, test_mode=test_mode, api_key=api_key
     )
+
+
+def _content_digest(template: Template, snapshot: dict) -> str:
+    """The digest of the template's content, kept on the instance with the parts it was made
+    of: the API keeps its templates for a few seconds (campaigns.api.views.template_lookup), and
+    hashing a large body again for each request of them was a share of the POST's CPU. Parts
+    are compared by identity, so an instance changed since (a new string) is hashed again."""
+    kept = template.__dict__.get("_stream_digest")
+    if kept is not None and all(
+        part is kept_part for part, kept_part in zip(snapshot.values(), kept[0], strict=True)
+    ):
+        return kept[1]
+    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:24]
+    template.__dict__["_stream_digest"] = (tuple(snapshot.values()), digest)
+    return digest
 
 
 @functools.lru_cache(maxsize=256)
@@ -149,16 +164,16 @@ def message_create(
     stream_id = stream_for(
         template=template, test_mode=bool(api_key and api_key.test), api_key=api_key
     )
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (the API view's): a refusal or a failure
+    # here rolls the whole request back anyway, and each savepoint is two more round trips.
+    with transaction.atomic(savepoint=False):
         if contact_id is None:
             contact_id = contact_for_address(email or "")
         elif not Contact.objects.filter(pk=contact_id).exists():
             raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
-        message = Notification.objects.create(
-            campaign_id=stream_id, contact_id=contact_id, repeat_key=secrets.randbits(62) + 1
-        )
-        MessageRequest.objects.create(
-            notification=message,
+        message = _message_insert(
+            stream_id=stream_id,
+            contact_id=contact_id,
             api_key=api_key,
             reference=reference,
             personalisation=personalisation or {},
@@ -166,6 +181,76 @@ def message_create(
         )
         if send_at is None or send_at <= timezone.now():
             message_ready_on_commit(stream_id=stream_id, message_id=message.pk)
+    return message
+
+
+def _message_insert(
+    *,
+    stream_id: int,
+    contact_id: int,
+    api_key: ApiKey | None,
+    reference: str,
+    personalisation: dict,
+    send_at: datetime | None,
+) -> Notification:
+    """The ledger row and its request. On PostgreSQL one statement (a data-modifying CTE):
+    one round trip instead of two ORM inserts (~0.5 ms of the POST's CPU); elsewhere (SQLite,
+    the demo) the ORM's two."""
+    repeat_key = secrets.randbits(62) + 1
+    if connection.vendor != "postgresql":
+        message = Notification.objects.create(
+            campaign_id=stream_id, contact_id=contact_id, repeat_key=repeat_key
+        )
+        MessageRequest.objects.create(
+            notification=message,
+            api_key=api_key,
+            reference=reference,
+            personalisation=personalisation,
+            send_at=send_at,
+        )
+        return message
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH message AS (
+                INSERT INTO {Notification._meta.db_table}
+                    (campaign_id, contact_id, status, repeat_key, message_id, reason,
+                     created_at, updated_at)
+                VALUES (%s, %s, %s, %s, NULL, '', %s, %s)
+                RETURNING id
+            )
+            INSERT INTO {MessageRequest._meta.db_table}
+                (notification_id, api_key_id, reference, personalisation, send_at, queued_at)
+            SELECT id, %s, %s, %s::jsonb, %s, NULL FROM message
+            RETURNING notification_id
+            """,  # noqa: S608 (table names from the models, values as parameters)
+            [
+                stream_id,
+                contact_id,
+                Notification.Status.CREATED,
+                repeat_key,
+                now,
+                now,
+                api_key.pk if api_key is not None else None,
+                reference,
+                json.dumps(personalisation),
+                send_at,
+            ],
+        )
+        (message_id,) = cursor.fetchone()
+    # The row as the ORM's create would have returned it (what the caller reads: id, status).
+    message = Notification(
+        pk=message_id,
+        campaign_id=stream_id,
+        contact_id=contact_id,
+        status=Notification.Status.CREATED,
+        repeat_key=repeat_key,
+        created_at=now,
+        updated_at=now,
+    )
+    message._state.adding = False
+    message._state.db = connection.alias
     return message
 
 
@@ -197,6 +282,8 @@ def contact_for_address(email: str) -> int:
     except Exception as err:  # noqa: BLE001 (InvalidAddress: the reason is the client's answer)
         reason = " ".join(getattr(err, "messages", [])) or "This address cannot be sent to."
         raise MessageRefused("invalid_address", reason, field="to") from None
+    if connection.vendor == "postgresql":
+        return _contact_find_or_make_pg(address)
     found = Contact.objects.filter(email=address).values_list("pk", flat=True).first()
     if found is not None:
         return found
@@ -205,3 +292,30 @@ def contact_for_address(email: str) -> int:
             return Contact.objects.create(email=address).pk
     except IntegrityError:  # made meanwhile by a concurrent request
         return Contact.objects.values_list("pk", flat=True).get(email=address)
+
+
+def _contact_find_or_make_pg(address: str) -> int:
+    """contact_for_address's find-or-make in one statement when the address is new, two when
+    it exists, and no savepoint: ON CONFLICT DO NOTHING never aborts the transaction (a
+    concurrent request making the same contact is waited for, then found by the SELECT)."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Contact._meta.db_table}
+                (email, first_name, last_name, attributes, status, time_zone,
+                 created_at, updated_at)
+            VALUES (%s, '', '', '{{}}'::jsonb, %s, '', %s, %s)
+            ON CONFLICT (email) DO NOTHING
+            RETURNING id
+            """,  # noqa: S608 (the table name from the model, values as parameters)
+            [address, Contact.Status.ACTIVE, now, now],
+        )
+        made = cursor.fetchone()
+        if made is not None:
+            return made[0]
+        cursor.execute(
+            f"SELECT id FROM {Contact._meta.db_table} WHERE email = %s",  # noqa: S608
+            [address],
+        )
+        return cursor.fetchone()[0]

@@ -175,6 +175,10 @@ API_RATE_LIMIT_BURST = float(env_str("API_RATE_LIMIT_BURST", "0"))
 # How long a web process may use its copy of a key without reading it again: a key revoked
 # elsewhere is refused within this many seconds (0: read on every request; campaigns.apikeys).
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0)
+# How long a web process may use its copy of a template for the API's messages: an edit made
+# elsewhere reaches them within this many seconds (0: read on every request;
+# campaigns.api.views.template_lookup).
+API_TEMPLATE_CACHE_SECONDS = env_int("API_TEMPLATE_CACHE_SECONDS", 5, minimum=0)
 
 # Logs carry ids, never addresses, names or bodies (see docs/ARCHITECTURE.md): exceptions are
 # logged by type and frames, their messages withheld (config/logging.py).

@@ -73,25 +73,27 @@ def test_a_failure_at_commit_is_a_5xx_and_stores_and_enqueues_nothing(failing_co
 def test_a_failure_inside_the_transaction_after_the_message_is_written_stores_nothing(
     monkeypatch,
 ):
-    """The last step inside the transaction (writing the answer into the idempotency record)
-    fails: the message written before it goes with it."""
+    """The last step inside the transaction fails, once the idempotency record (with its
+    answer) is written: the message written before it goes with it, and so does the record."""
     from campaigns.api import idempotency
 
     TemplateFactory(slug="receipt", subject="Hi", html="<p>Hi</p>")
     client = api_client()
     client.raise_request_exception = False
     before = queued()
-    original = idempotency.IdempotencyRecord.objects.filter
+    original = idempotency._record_insert
+    seen_before_commit = []
 
-    def filter_then_fail(*args, **kwargs):
-        if "pk" in kwargs and Notification.objects.exists():  # the answer's UPDATE, last
-            raise RuntimeError("injected failure before commit")
-        return original(*args, **kwargs)
+    def insert_then_fail(*args, **kwargs):
+        original(*args, **kwargs)
+        seen_before_commit.append(IdempotencyRecord.objects.count())
+        raise RuntimeError("injected failure before commit")
 
-    monkeypatch.setattr(idempotency.IdempotencyRecord.objects, "filter", filter_then_fail)
+    monkeypatch.setattr(idempotency, "_record_insert", insert_then_fail)
     answer = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     assert answer.status_code == 500
     monkeypatch.undo()
+    assert seen_before_commit == [1]  # written in the transaction, never committed
     assert Notification.objects.count() == 0
     assert MessageRequest.objects.count() == 0
     assert IdempotencyRecord.objects.count() == 0

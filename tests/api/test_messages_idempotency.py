@@ -70,6 +70,26 @@ class TestOneAtATime:
         assert other.status_code == 202  # the query string is not part of the path
         assert other["Idempotent-Replayed"] == "true"
 
+    def test_a_repeat_whose_own_work_is_refused_still_gets_the_first_answer_or_409(self, template):
+        """The record is written after the work: a repeat's refusal must not hide the key."""
+        client = api_client()
+        first = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert first.status_code == 202
+        template.slug = "renamed"  # the same request would now be refused (422)
+        template.save()
+        again = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert again.status_code == 202
+        assert again.json() == first.json()
+        assert again["Idempotent-Replayed"] == "true"
+        other = client.post(
+            URL, {**BODY, "template": "missing"}, format="json", HTTP_IDEMPOTENCY_KEY="k1"
+        )
+        assert other.status_code == 409
+        assert other.json()["errors"][0]["code"] == "idempotency_key_reused"
+        invalid = client.post(URL, {"to": 5}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+        assert invalid.status_code == 409
+        assert IdempotencyRecord.objects.count() == 1
+
     def test_keys_belong_to_their_api_key(self, template):
         first, second = api_client(), api_client()
         a = first.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
@@ -118,7 +138,8 @@ class TestOneAtATime:
 
 
 @pytest.mark.django_db
-def test_an_answer_with_times_and_decimals_is_replayed_as_it_was_first_rendered():
+@pytest.mark.parametrize("cheap_work", [False, True])  # the record written first, or last
+def test_an_answer_with_times_and_decimals_is_replayed_as_it_was_first_rendered(cheap_work):
     """What another endpoint (a job's) may answer: kept as the JSON the client read."""
     import datetime
     import decimal
@@ -141,7 +162,9 @@ def test_an_answer_with_times_and_decimals_is_replayed_as_it_was_first_rendered(
         request = Request(raw, parsers=[JSONParser()])
         answers.append(
             idempotent_response(
-                request, lambda: Response({"at": when, "share": decimal.Decimal("0.5")}, 202)
+                request,
+                lambda: Response({"at": when, "share": decimal.Decimal("0.5")}, 202),
+                cheap_work=cheap_work,
             )
         )
     assert answers[0].data == {"at": when, "share": decimal.Decimal("0.5")}
