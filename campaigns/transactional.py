@@ -3,14 +3,16 @@
 A message belongs to its template's *stream*: a campaign of kind `transactional`, one per
 template content and mode (live or test), always `sending`. So a message goes out through
 the campaign engine unchanged (the claim, the rate limit, the senders, the lease and the
-sweeper's settling, campaigns.delivery), on the `transactional` queue, one row per batch;
-its events and clicks count on the stream like a campaign's. Editing the template starts a
-new stream, so a message is always sent with the content it was accepted with.
+sweeper's settling, campaigns.delivery), on the `transactional` queue, a drain's pop of a
+stream's messages per batch (campaigns.ready); its events and clicks count on the stream like
+a campaign's. Editing the template starts a new stream, so a message is always sent with the
+content it was accepted with.
 
 The ledger row and its request (personalisation, reference) are written in the caller's
-transaction; the delivery task is enqueued once it commits (at once, or, with a send_at
-to come, by the message sweeper when its time comes). A commit whose task is lost (the
-broker away, a worker killed) is found by campaigns.message_sweeper and sent once.
+transaction; once it commits its id goes onto the ready list a drain task takes it from
+(campaigns.ready; without Redis, a task of its own), or, with a send_at to come, the message
+sweeper enqueues it when its time comes. A commit whose hand-off is lost (the broker away, a
+worker killed) is found by campaigns.message_sweeper and sent once.
 """
 
 import functools
