@@ -13,3 +13,11 @@ def api_client(*, scopes=tuple(SCOPES), test: bool = False, **key_fields) -> API
     client.key = issued.key
     client.secret = issued.secret
     return client
+
+
+def post_message(client, **fields) -> int:
+    """POST /api/v1/messages with the template slug `reset` (the recovery tests' template) and
+    `fields`; the accepted message's id (asserting the 202)."""
+    answer = client.post("/api/v1/messages", {"template": "reset", **fields}, format="json")
+    assert answer.status_code == 202, answer.content
+    return answer.json()["id"]

@@ -6,38 +6,26 @@ SES endpoint. Recovery with killed workers: tests/api/test_recovery_workers.py."
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from campaigns import ready
 from campaigns.message_sweeper import messages_sweep
 from campaigns.models import Notification
 from campaigns.tasks import deliver_ready
-from tests.api.helpers import api_client
+from tests.api.helpers import api_client, post_message
 from tests.conftest import _forget_broker_state, _queued, _ready, _redis
 from tests.factories import TemplateFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 N = Notification.Status
-GRACE = timedelta(seconds=30)  # MESSAGE_SWEEP_GRACE_SECONDS's default
-
-
-@pytest.fixture(autouse=True)
-def empty_queues():
-    _forget_broker_state()
-    yield
-    _forget_broker_state()
+GRACE = timedelta(seconds=settings.MESSAGE_SWEEP_GRACE_SECONDS)
 
 
 @pytest.fixture
 def template():
     return TemplateFactory(slug="reset", subject="Hi {{ code }}", html="<p>{{ code }}</p>")
-
-
-def post(client, **fields) -> int:
-    answer = client.post("/api/v1/messages", {"template": "reset", **fields}, format="json")
-    assert answer.status_code == 202, answer.content
-    return answer.json()["id"]
 
 
 def statuses(ids) -> dict[int, str]:
@@ -47,7 +35,7 @@ def statuses(ids) -> dict[int, str]:
 def test_messages_posted_together_share_one_drain_task(template, monkeypatch):
     monkeypatch.setattr(ready, "DRAIN_FLAG_MS", 60_000)  # however slow the machine
     client = api_client()
-    ids = [post(client, to=f"a{i}@example.org") for i in range(5)]
+    ids = [post_message(client, to=f"a{i}@example.org") for i in range(5)]
     assert _ready() == 5
     assert _queued("transactional") == 1  # the flag held back the other four drains
     assert set(statuses(ids).values()) == {N.CREATED}
@@ -58,13 +46,19 @@ def test_a_drain_sends_exactly_its_messages_in_one_batch_and_leaves_nothing(temp
     five due ones (one batch: one lease, its claims by id) and never the scheduled one, which
     lies inside the batch's id range."""
     client = api_client()
-    due = [post(client, to=f"due{i}@example.org", personalisation={"code": i}) for i in range(2)]
-    later = post(
+    due = [
+        post_message(client, to=f"due{i}@example.org", personalisation={"code": i})
+        for i in range(2)
+    ]
+    later = post_message(
         client,
         to="later@example.org",
         send_at=(timezone.now() + timedelta(hours=1)).isoformat(),
     )
-    due += [post(client, to=f"due{i}@example.org", personalisation={"code": i}) for i in (2, 3, 4)]
+    due += [
+        post_message(client, to=f"due{i}@example.org", personalisation={"code": i})
+        for i in (2, 3, 4)
+    ]
     assert _ready() == 5
 
     deliver_ready()  # the drain task, in-process
@@ -81,13 +75,13 @@ def test_a_message_pushed_while_the_drain_works_is_sent_by_the_same_drain(templa
     """Pushed after the drain's pop, while the flag still stands (so no drain of its own):
     the drain pops again before it leaves."""
     client = api_client()
-    first = post(client, to="first@example.org")
+    first = post_message(client, to="first@example.org")
     _forget_broker_state()
     pushed = []
 
     def deliver(stream_id: int, ids: list[int]) -> None:
         if not pushed:  # while the first group goes: a new POST
-            pushed.append(post(client, to="second@example.org"))
+            pushed.append(post_message(client, to="second@example.org"))
         from campaigns.tasks import _deliver_popped
 
         _deliver_popped(stream_id, ids)
@@ -104,7 +98,7 @@ def test_a_drain_leaving_sees_a_message_pushed_before_the_flag_went(template):
     """The list empty at the pop, a message pushed before the flag's delete (its push found
     the flag set, so enqueued nothing): the second look after the delete keeps the drain."""
     client = api_client()
-    message = post(client, to="late@example.org")
+    message = post_message(client, to="late@example.org")
     stream_id = Notification.objects.get(pk=message).campaign_id
     _forget_broker_state()
     calls = []
@@ -130,7 +124,7 @@ def test_the_sweeper_counts_the_ready_list_and_starts_a_lost_drain(template):
     """The drain task is lost (the queue purged) while the list holds the messages: the sweep
     enqueues a drain (within a sweep), and requeues nothing while they wait on the list."""
     client = api_client()
-    ids = [post(client, to=f"w{i}@example.org") for i in range(2)]
+    ids = [post_message(client, to=f"w{i}@example.org") for i in range(2)]
     _redis().delete("transactional", ready.DRAIN_FLAG_KEY)  # the drain task lost
     assert _ready() == 2
 
@@ -150,7 +144,7 @@ def test_without_redis_each_message_is_a_task_of_its_own(template, settings):
     """The demo (SQLite, a file-system broker): no ready list."""
     settings.REDIS_URL = ""
     settings.CELERY_BROKER_URL = "filesystem://"  # what redis_url() reads; the app keeps its
-    post(api_client(), to="demo@example.org")
+    post_message(api_client(), to="demo@example.org")
     assert (_ready(), _queued("transactional")) == (0, 1)
 
 
@@ -188,7 +182,10 @@ def test_a_live_stream_goes_on_the_bulk_path_with_its_stored_template(template, 
     the worker) and each message's personalisation; if SES has lost the template, the call's
     messages go rendered instead, and the next batch stores it again."""
     client = api_client()
-    ids = [post(client, to=f"bulk{i}@example.org", personalisation={"code": i}) for i in range(3)]
+    ids = [
+        post_message(client, to=f"bulk{i}@example.org", personalisation={"code": i})
+        for i in range(3)
+    ]
     stream = Notification.objects.select_related("campaign").get(pk=ids[0]).campaign
     deliver_ready()
     assert statuses(ids) == dict.fromkeys(ids, N.SENT)
@@ -199,13 +196,13 @@ def test_a_live_stream_goes_on_the_bulk_path_with_its_stored_template(template, 
     assert sorted(m["subject"] for m in sent) == ["Hi 0", "Hi 1", "Hi 2"]
 
     ses.reset()  # SES forgot the template; this process still thinks it stored
-    lost = post(client, to="lost@example.org", personalisation={"code": 7})
+    lost = post_message(client, to="lost@example.org", personalisation={"code": 7})
     deliver_ready()
     assert statuses([lost]) == {lost: N.SENT}
     [rendered] = ses.messages(limit=10)
     assert (rendered["api"], rendered["subject"]) == ("SendEmail", "Hi 7")
 
-    again = post(client, to="again@example.org", personalisation={"code": 8})
+    again = post_message(client, to="again@example.org", personalisation={"code": 8})
     deliver_ready()
     assert statuses([again]) == {again: N.SENT}
     assert {m["api"] for m in ses.messages(limit=10)} == {"SendEmail", "SendBulkEmail"}
@@ -219,7 +216,7 @@ def test_only_a_live_lease_of_its_own_stream_holds_a_message_back_from_the_sweep
 
     TemplateFactory(slug="other", subject="Other", html="<p>Other</p>")
     client = api_client()
-    message = post(client, to="span@example.org")
+    message = post_message(client, to="span@example.org")
     other = client.post(
         "/api/v1/messages", {"template": "other", "to": "o@example.org"}, format="json"
     ).json()["id"]

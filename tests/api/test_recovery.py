@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from campaigns import leases, sweeper
@@ -18,21 +19,14 @@ from campaigns.models import (
     Notification,
     SweepMark,
 )
-from tests.api.helpers import api_client
+from tests.api.helpers import api_client, post_message
 from tests.conftest import _forget_broker_state, _queued, _ready
 from tests.factories import TemplateFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_broker")]
 
 N = Notification.Status
-GRACE = timedelta(seconds=30)  # MESSAGE_SWEEP_GRACE_SECONDS's default
-
-
-@pytest.fixture(autouse=True)
-def empty_queues():
-    _forget_broker_state()
-    yield
-    _forget_broker_state()
+GRACE = timedelta(seconds=settings.MESSAGE_SWEEP_GRACE_SECONDS)
 
 
 @pytest.fixture
@@ -40,15 +34,9 @@ def template():
     return TemplateFactory(slug="reset", subject="Reset", html="<p>Hi</p>", text="Hi")
 
 
-def post(client, **fields) -> int:
-    answer = client.post("/api/v1/messages", {"template": "reset", **fields}, format="json")
-    assert answer.status_code == 202, answer.content
-    return answer.json()["id"]
-
-
 def test_a_lost_task_is_enqueued_again_once_after_the_grace(template):
     client = api_client()
-    ids = [post(client, to=f"lost{i}@example.org") for i in range(3)]
+    ids = [post_message(client, to=f"lost{i}@example.org") for i in range(3)]
     assert (_ready(), _queued("transactional")) == (3, 1)  # the messages, and one drain task
     _forget_broker_state()  # the tasks are lost (a purged queue, a broker restarted empty)
 
@@ -73,7 +61,7 @@ def test_a_lost_task_is_enqueued_again_once_after_the_grace(template):
 
 
 def test_a_message_under_a_live_lease_is_not_enqueued_again(template):
-    message_id = post(api_client(), to="held@example.org")
+    message_id = post_message(api_client(), to="held@example.org")
     _forget_broker_state()
     stream_id = Notification.objects.get(pk=message_id).campaign_id
     later = timezone.now() + GRACE + timedelta(seconds=1)
@@ -85,7 +73,7 @@ def test_a_message_under_a_live_lease_is_not_enqueued_again(template):
 
 
 def test_a_message_left_sending_by_a_dead_batch_ends_unknown_and_is_not_enqueued(template):
-    message_id = post(api_client(), to="dead@example.org")
+    message_id = post_message(api_client(), to="dead@example.org")
     _forget_broker_state()
     message = Notification.objects.get(pk=message_id)
     # A worker claimed it (committed before the SES call), then died: its lease stops beating.
@@ -108,7 +96,7 @@ def test_a_message_left_sending_by_a_dead_batch_ends_unknown_and_is_not_enqueued
 
 def test_a_scheduled_message_is_enqueued_once_when_its_time_comes(template):
     send_at = timezone.now() + timedelta(minutes=5)
-    message_id = post(api_client(), to="later@example.org", send_at=send_at.isoformat())
+    message_id = post_message(api_client(), to="later@example.org", send_at=send_at.isoformat())
     assert _queued("transactional") == 0  # not at its POST
 
     for minute in range(5):  # every sweep before its time: nothing
@@ -128,7 +116,7 @@ def test_a_scheduled_message_is_enqueued_once_when_its_time_comes(template):
 
 def test_a_scheduled_message_whose_task_was_lost_is_enqueued_again(template):
     send_at = timezone.now() + timedelta(minutes=5)
-    post(api_client(), to="later@example.org", send_at=send_at.isoformat())
+    post_message(api_client(), to="later@example.org", send_at=send_at.isoformat())
     at = send_at + timedelta(seconds=1)
     assert messages_sweep(now=at).enqueued == 1
     _forget_broker_state()
@@ -137,12 +125,12 @@ def test_a_scheduled_message_whose_task_was_lost_is_enqueued_again(template):
 
 def test_the_marks_pass_what_is_answered_and_what_waits_for_its_time(template):
     client = api_client()
-    scheduled = post(
+    scheduled = post_message(
         client, to="week@example.org", send_at=(timezone.now() + timedelta(days=7)).isoformat()
     )
-    sent = post(client, to="sent@example.org")
-    waiting = post(client, to="waiting@example.org")
-    last = post(client, to="sent2@example.org")
+    sent = post_message(client, to="sent@example.org")
+    waiting = post_message(client, to="waiting@example.org")
+    last = post_message(client, to="sent2@example.org")
     Notification.objects.filter(pk__in=[sent, last]).update(status=N.SENT)
 
     later = timezone.now() + GRACE + timedelta(seconds=1)
@@ -163,7 +151,7 @@ def test_the_marks_pass_what_is_answered_and_what_waits_for_its_time(template):
 def test_young_messages_hold_the_id_mark(template):
     """A row younger than the grace may have an uncommitted one below it (ids are taken
     before commit): the mark does not pass it yet, answered or not."""
-    message_id = post(api_client(), to="young@example.org")
+    message_id = post_message(api_client(), to="young@example.org")
     Notification.objects.filter(pk=message_id).update(status=N.SENT)
     messages_sweep()
     assert SweepMark.objects.get(name=MARK).low_id == message_id
@@ -174,7 +162,7 @@ def test_young_messages_hold_the_id_mark(template):
 def test_the_campaign_sweeper_never_freezes_or_finishes_a_stream(template):
     """A stream is `sending` with no frozen_at for ever: the campaign sweeper must not take it
     for a stalled freeze (freezing it would finish it, and its later messages never go)."""
-    message_id = post(api_client(), to="stream@example.org")
+    message_id = post_message(api_client(), to="stream@example.org")
     _forget_broker_state()
     Notification.objects.filter(pk=message_id).update(status=N.SENT)
     stream = Campaign.objects.get(kind=Campaign.Kind.TRANSACTIONAL)
@@ -230,7 +218,10 @@ def test_messages_sharing_a_send_at_are_enqueued_past_a_page_and_the_cap(templat
     monkeypatch.setattr(message_sweeper, "SWEEP_MAX_ROWS", 6)
     client = api_client()
     send_at = timezone.now() + timedelta(minutes=1)
-    ids = [post(client, to=f"same{i}@example.org", send_at=send_at.isoformat()) for i in range(8)]
+    ids = [
+        post_message(client, to=f"same{i}@example.org", send_at=send_at.isoformat())
+        for i in range(8)
+    ]
     at = send_at + GRACE + timedelta(seconds=1)
 
     assert messages_sweep(now=at).enqueued == 6
@@ -254,7 +245,7 @@ def test_a_waiting_message_does_not_hide_lost_ones_after_it(template, monkeypatc
 
     monkeypatch.setattr(message_sweeper, "SWEEP_PAGE", 2)
     client = api_client()
-    ids = [post(client, to=f"page{i}@example.org") for i in range(5)]
+    ids = [post_message(client, to=f"page{i}@example.org") for i in range(5)]
     _forget_broker_state()
     now = timezone.now() + GRACE + timedelta(seconds=1)
     assert messages_sweep(now=now).requeued == 5  # all of them, page after page
@@ -268,7 +259,7 @@ def test_a_second_sweep_meanwhile_returns_without_enqueueing(template):
 
     from django.db import connection, transaction
 
-    post(api_client(), to="twice@example.org")
+    post_message(api_client(), to="twice@example.org")
     _forget_broker_state()
     later = timezone.now() + GRACE + timedelta(seconds=1)
     messages_sweep(now=timezone.now())  # makes the mark's row
@@ -304,7 +295,7 @@ def test_a_sweep_never_scans_the_ledger(template):
     from infra.db import pg_lookup_sql, pg_rows
     from tests.conftest import plan_nodes, unanalyzed_campaign
 
-    first = post(api_client(), to="plan@example.org")
+    first = post_message(api_client(), to="plan@example.org")
     stream_id, contact_id = Notification.objects.values_list("campaign_id", "contact_id").get(
         pk=first
     )
