@@ -544,3 +544,11 @@ def test_json_row_errors_have_no_line(template):
     )
     assert refused.status_code == 422
     assert "line" not in refused.json()["errors"][0]
+
+
+def test_a_method_a_job_endpoint_does_not_have_is_a_405_in_the_error_shape(template):
+    client = api_client(scopes=["jobs:read"])
+    for path in ("/api/v1/jobs", "/api/v1/jobs/1", "/api/v1/jobs/1/cancel"):
+        answer = client.put(path, {}, format="json")
+        assert answer.status_code == 405, path
+        assert answer.json()["errors"][0]["code"] == "method_not_allowed"
