@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.admin_access import admin_superuser_only
 from tracking.ses_events.webhook import ses_webhook
@@ -17,4 +18,8 @@ urlpatterns = [
     path("webhooks/anymail/amazon_ses/tracking/", ses_webhook),
     path("t/", include("tracking.urls")),
     path("api/v1/", include("campaigns.api.urls")),
+    # The API's OpenAPI schema, and its documentation pages (Swagger UI, Redoc) built from it.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
 ]

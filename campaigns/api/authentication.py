@@ -1,6 +1,7 @@
 """Who calls: an API key (Authorization: Bearer mw_live_…), or a staff user's session (the
 browsable API), whose model permissions then stand in for scopes (campaigns.api.permissions)."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from campaigns.apikeys import KeyRefused, api_key_check
@@ -57,3 +58,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword  # a 401 (not a 403) for a request without credentials
+
+
+class ApiKeySchemeExtension(OpenApiAuthenticationExtension):
+    """How /api/schema/ describes the key: an HTTP bearer token (docs/API.md#keys)."""
+
+    target_class = ApiKeyAuthentication
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key made in the admin: `Authorization: Bearer mw_live_…`.",
+        }
