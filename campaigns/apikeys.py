@@ -36,6 +36,7 @@ SCOPES = {
     "templates:write": "Change templates",
     "campaigns:read": "Read campaigns and reports",
     "campaigns:write": "Change, schedule and cancel campaigns",
+    "webhooks:read": "Read callback endpoints and their deliveries",
     "webhooks:write": "Manage callback endpoints",
 }
 

@@ -11,6 +11,14 @@ SCOPE_PERMISSIONS = {
     "messages:read": "campaigns.view_notification",
     "jobs:send": "campaigns.add_campaign",
     "jobs:read": "campaigns.view_campaign",
+    "contacts:read": "campaigns.view_contact",
+    "contacts:write": "campaigns.change_contact",
+    "templates:read": "templates_app.view_template",
+    "templates:write": "templates_app.change_template",
+    "campaigns:read": "campaigns.view_campaign",
+    "campaigns:write": "campaigns.change_campaign",
+    "webhooks:read": "tracking.view_callbackendpoint",
+    "webhooks:write": "tracking.change_callbackendpoint",
 }
 
 
