@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from campaigns.api import base, jobs, views
+from campaigns.api import base, jobs, templates, views
 
 app_name = "api"
 
@@ -10,6 +10,11 @@ urlpatterns = [
     path("jobs", jobs.JobListCreate.as_view(), name="jobs"),
     path("jobs/<int:pk>", jobs.JobDetail.as_view(), name="job"),
     path("jobs/<int:pk>/cancel", jobs.JobCancel.as_view(), name="job-cancel"),
+    path("templates", templates.TemplateListCreate.as_view(), name="templates"),
+    path("templates/<int:pk>", templates.TemplateDetail.as_view(), name="template"),
+    path(
+        "templates/<int:pk>/preview", templates.TemplatePreview.as_view(), name="template-preview"
+    ),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]
