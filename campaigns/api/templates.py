@@ -64,6 +64,17 @@ class TextField(serializers.CharField):
 _text = TextField
 
 
+def page_serializer(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The schema of a page of `item`s: {results, next} (campaigns.api.pagination)."""
+    fields = {
+        "results": item(many=True),
+        "next": serializers.URLField(
+            allow_null=True, help_text="The next page's link; null on the last page."
+        ),
+    }
+    return type(name, (serializers.Serializer,), fields)()
+
+
 class TemplateWriteSerializer(StrictSerializer):
     """POST's and PATCH's fields (PATCH: only those given change)."""
 
@@ -173,7 +184,7 @@ class TemplateListCreate(ApiView):
         operation_id="templates_list",
         summary="List templates",
         parameters=[TemplateListQuery],
-        responses={200: TemplateSerializer(many=True), **errors()},
+        responses={200: page_serializer(TemplateSerializer, "TemplatePage")},
     )
     def get(self, request):
         query = TemplateListQuery(data=request.query_params)
