@@ -359,3 +359,20 @@ def test_a_campaign_scheduled_over_the_api_is_sent_by_a_worker(celery_worker_pro
     report = client.get(f"/api/v1/campaigns/{pk}/report").json()
     assert (report["recipients"], report["delivery"]["sent"], report["final"]) == (5, 5, True)
     assert Campaign.objects.get(pk=pk).started_at >= send_at
+
+
+def test_a_template_named_by_thousands_of_digits_is_not_found(client):
+    # int() refuses a string of over 4,300 digits: template_lookup must not ask it.
+    messages = api_client(scopes=("messages:send",)).post(
+        "/api/v1/messages", {"template": "7" * 5000, "to": "a@example.com"}, format="json"
+    )
+    assert messages.status_code == 422
+    assert messages.json()["errors"][0]["code"] == "template_not_found"
+    contact_list = ContactListFactory()
+    answer = client.post(
+        "/api/v1/campaigns",
+        {"name": "N", "template": "1" * 5000, "list": contact_list.pk},
+        format="json",
+    )
+    assert answer.status_code == 422, answer.status_code
+    assert answer.json()["errors"][0]["code"] == "template_not_found"
