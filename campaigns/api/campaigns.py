@@ -336,12 +336,14 @@ def _act(request, pk: int, action, **kwargs) -> Response:
         raise ApiError(
             status.HTTP_422_UNPROCESSABLE_ENTITY, "campaign_not_sendable", str(err)
         ) from None
-    except (OverflowError, ValueError):  # a time past what a calendar can hold, in some zone
+    except OverflowError:
+        # A wall-clock time whose moment in some zone no calendar holds (year 1 in Tokyo is
+        # in year 0 in UTC): a time like any other to the parser, a 422 here, not a 500.
         raise ApiError(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             "invalid_time",
             "This time cannot be sent at in every time zone: pick a nearer one.",
-            "local_time" if "wall" in kwargs else "send_at",
+            "local_time",
         ) from None
     return _answer(pk)
 

@@ -212,7 +212,7 @@ def test_schedule_at_each_contacts_local_time(client, draft):
         ({"send_at": "2001-01-01T09:00:00Z"}, 422, "campaign_not_sendable"),
         ({"local_time": "2001-01-01T09:00"}, 422, "campaign_not_sendable"),
         ({"local_time": "9999-12-31T23:59", "time_zone": "Pacific/Kiritimati"}, None, None),
-        ({"local_time": "0001-01-01T00:00", "time_zone": "Asia/Tokyo"}, 422, None),
+        ({"local_time": "0001-01-01T00:00", "time_zone": "Asia/Tokyo"}, 422, "invalid_time"),
         ({"send_at": "2030-01-01T09:00:00Z", "extra": 1}, 400, "unknown_field"),
     ],
 )

@@ -2,7 +2,10 @@
 a template the admin refuses is refused here with the same reason), compile errors with the
 part and line, the preview as the sender renders it, and hostile input answered 4xx."""
 
+import threading
+
 import pytest
+from django.db import connection
 
 from campaigns.models import Campaign
 from templates_app.language import MAX_BODY_BYTES, MAX_DEPTH
@@ -273,3 +276,43 @@ def test_an_idempotent_create_makes_one_template(client):
     again = client.post("/api/v1/templates", GOOD, format="json", HTTP_IDEMPOTENCY_KEY="t-1")
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json() and Template.objects.count() == 1
+
+
+def test_the_preview_is_sandboxed(client, settings):
+    template = TemplateFactory(
+        subject="{{ SECRET_KEY }}", html="<p>{{ settings }}{{ request }}{{ secret_key }}</p>"
+    )
+    answer = client.post(
+        f"/api/v1/templates/{template.pk}/preview",
+        {"personalisation": {"request": "<b>given</b>"}},
+        format="json",
+    )
+    assert answer.status_code == 200
+    body = answer.content.decode()
+    assert settings.SECRET_KEY not in body
+    assert answer.json()["html"] == "<p>&lt;b&gt;given&lt;/b&gt;</p>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_of_one_name_make_one_template_and_no_500():
+    """Both requests pass the form's uniqueness check before either commits: the database's
+    constraint decides, and the loser is a 4xx."""
+    clients = [api_client(scopes=("templates:write",)) for _ in range(4)]
+    answers: list[int] = []
+    barrier = threading.Barrier(len(clients))
+
+    def create(one):
+        try:
+            barrier.wait()
+            answers.append(one.post("/api/v1/templates", GOOD, format="json").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(one,)) for one in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers)[0] == 201 and answers.count(201) == 1, answers
+    assert all(code in (409, 422) for code in answers if code != 201), answers
+    assert Template.objects.count() == 1
