@@ -6,7 +6,9 @@ campaign scheduled over the API sent by a real worker to the local SES endpoint.
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from campaigns.admin.campaigns import CampaignAdmin
 from campaigns.forms import CampaignForm
@@ -376,3 +378,33 @@ def test_a_template_named_by_thousands_of_digits_is_not_found(client):
     )
     assert answer.status_code == 422, answer.status_code
     assert answer.json()["errors"][0]["code"] == "template_not_found"
+
+
+def test_a_staff_session_needs_the_campaign_permissions(draft):
+    user = User.objects.create_user("viewer", password="x", is_staff=True)  # noqa: S106
+    user.user_permissions.add(Permission.objects.get(codename="view_campaign"))
+    session = APIClient()
+    session.force_login(user)
+    assert session.get(f"/api/v1/campaigns/{draft.pk}/report").status_code == 200
+    refused = session.post(f"/api/v1/campaigns/{draft.pk}/cancel", {}, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["errors"][0]["code"] == "permission_denied"
+    user.user_permissions.add(Permission.objects.get(codename="change_campaign"))
+    session.force_login(User.objects.get(pk=user.pk))  # permissions are cached per object
+    assert (
+        session.post(f"/api/v1/campaigns/{draft.pk}/cancel", {}, format="json").json()["status"]
+        == "cancelled"
+    )
+
+
+def test_an_idempotent_create_makes_one_campaign(client):
+    template, contact_list = TemplateFactory(), ContactListFactory()
+    body = {"name": "Once", "template": template.pk, "list": contact_list.pk}
+    first = client.post("/api/v1/campaigns", body, format="json", HTTP_IDEMPOTENCY_KEY="c-1")
+    again = client.post("/api/v1/campaigns", body, format="json", HTTP_IDEMPOTENCY_KEY="c-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() and Campaign.objects.count() == 1
+    other = client.post(
+        "/api/v1/campaigns", {**body, "name": "Twice"}, format="json", HTTP_IDEMPOTENCY_KEY="c-1"
+    )
+    assert other.status_code == 409
