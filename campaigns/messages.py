@@ -7,19 +7,28 @@ Both ways of sending (campaigns.senders) build their messages from these, so the
 
 import functools
 import json
+from collections.abc import Mapping
 
 from django.conf import settings
 
 from campaigns.ledger import ClaimedRow
 from campaigns.models import Campaign
 from campaigns.tokens import ONE_CLICK_HEADER
+from templates_app.models import Template
 from templates_app.render import merge_value
-from templates_app.services import CompiledTemplate, template_compile, template_snapshot
+from templates_app.services import (
+    CompiledTemplate,
+    RenderedMessage,
+    template_compile,
+    template_snapshot,
+)
 
 TOKEN_FIELD = "_t"  # noqa: S105 (a template field name, not a secret)
 # A footer's {{ unsubscribe_url }}: filled in per recipient, never read from the contact.
 UNSUBSCRIBE_FIELD = "unsubscribe_url"
 BUILTIN_FIELDS = frozenset({TOKEN_FIELD, UNSUBSCRIBE_FIELD})
+# What a preview shows for {{ unsubscribe_url }}: each recipient gets their own link.
+PREVIEW_UNSUBSCRIBE_URL = "#unsubscribe-link-of-the-recipient"
 # Template fields that are contact columns; any other field is read from `attributes`.
 CONTACT_FIELDS = frozenset({"email", "first_name", "last_name"})
 
@@ -79,6 +88,21 @@ def merge_data(
     if shows_unsubscribe:
         data[UNSUBSCRIBE_FIELD] = unsubscribe_url
     return data
+
+
+def message_preview(*, template: Template, values: Mapping[str, object]) -> RenderedMessage:
+    """The template rendered for these field values (a contact's, or an API caller's
+    personalisation), each made the text the sender would make it (merge_value); fields
+    without a value are empty, so fallbacks show. Links are shown as written (a real message's
+    go through tracking). The admin's preview and POST /api/v1/templates/{id}/preview.
+
+    Raises TemplateSyntaxError (with its part and line) for a template that does not compile.
+    """
+    compiled = template_compile(template=template, tracking_base_url=None)
+    data = {name: merge_value(values.get(name)) for name in compiled.fields - BUILTIN_FIELDS}
+    if UNSUBSCRIBE_FIELD in compiled.fields:
+        data[UNSUBSCRIBE_FIELD] = PREVIEW_UNSUBSCRIBE_URL
+    return compiled.render(data)
 
 
 def carries_list_unsubscribe(campaign: Campaign) -> bool:

@@ -71,6 +71,23 @@ class CampaignError(Exception):
     """A campaign action that cannot be done; the message is for the marketer."""
 
 
+class CampaignStateError(CampaignError):
+    """The action's move is one the state machine refuses from the campaign's status now
+    (`status`, read after the guarded UPDATE refused it): the API's 409 invalid_transition,
+    apart from a campaign that cannot be sent as it stands (a plain CampaignError)."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _state_refused(campaign: Campaign, message: str) -> CampaignStateError:
+    """The refusal of a guarded move, with the status that refused it (read now: the caller's
+    copy may be older than the UPDATE that found another status)."""
+    status = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first()
+    return CampaignStateError(message.format(status=status), status=status or "")
+
+
 # -- contacts ---------------------------------------------------------------------------------
 
 _ATTRIBUTE_NAME = re.compile(r"[^a-z0-9]+")
@@ -145,6 +162,16 @@ def campaign_check_sendable(*, campaign: Campaign) -> None:
         raise CampaignError(f"The list “{campaign.contact_list}” has no active contacts.")
 
 
+_ONLY_DRAFTS = "Only a draft can be sent or scheduled; this campaign is {status}."
+
+
+def _draft_check(campaign: Campaign) -> None:
+    """Refuse a campaign that is no longer a draft before anything else is checked: its
+    status is the reason, not its list or its time (the guarded UPDATE checks again)."""
+    if campaign.status != C.DRAFT:
+        raise _state_refused(campaign, _ONLY_DRAFTS)
+
+
 def campaign_schedule(
     *,
     campaign: Campaign,
@@ -155,6 +182,7 @@ def campaign_schedule(
     """Schedule a draft for `send_at` (aware, to come); beat starts it within seconds of that
     time. A time that has passed is refused: it would send at once, which is Send now's job
     (and its confirmation's), not a schedule's."""
+    _draft_check(campaign)
     if timezone.is_naive(send_at):
         raise CampaignError("The time to send must include a time zone.")
     if send_at <= timezone.now():
@@ -179,6 +207,7 @@ def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone
     """
     if timezone.is_aware(wall):
         raise ValueError("a local-time schedule takes a wall-clock time without a zone")
+    _draft_check(campaign)
     fallback_zone = waves.zone_or_fallback(fallback_zone, settings.TIME_ZONE)
     plan = waves.waves_plan(
         wall=wall,
@@ -204,6 +233,7 @@ def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone
 
 
 def campaign_send_now(*, campaign: Campaign) -> None:
+    _draft_check(campaign)
     _campaign_queue(campaign=campaign, send_at=timezone.now())
 
 
@@ -217,7 +247,7 @@ def _campaign_queue(*, campaign: Campaign, send_at: datetime, **local_time: str)
         scheduled_at=send_at,
         **local_time,
     ):
-        raise CampaignError(f"Only a draft can be scheduled; this campaign is {campaign.status}.")
+        raise _state_refused(campaign, _ONLY_DRAFTS)
     if send_at <= timezone.now():
         _enqueue_start(campaign.pk)
 
@@ -231,19 +261,27 @@ def campaign_unschedule(*, campaign: Campaign) -> None:
         local_send_time="",
         local_fallback_zone="",
     ):
-        raise CampaignError("Only a scheduled campaign that has not started can be unscheduled.")
+        raise _state_refused(
+            campaign,
+            "Only a scheduled campaign that has not started can be unscheduled; "
+            "this campaign is {status}.",
+        )
 
 
 def campaign_pause(*, campaign: Campaign) -> None:
     """Stop new claims: batches check the status before claiming; claimed rows finish."""
     if not campaign_transition(campaign_id=campaign.pk, from_statuses={C.SENDING}, to=C.PAUSED):
-        raise CampaignError("Only a sending campaign can be paused.")
+        raise _state_refused(
+            campaign, "Only a sending campaign can be paused; this campaign is {status}."
+        )
 
 
 def campaign_resume(*, campaign: Campaign) -> None:
     with transaction.atomic():
         if not campaign_transition(campaign_id=campaign.pk, from_statuses={C.PAUSED}, to=C.SENDING):
-            raise CampaignError("Only a paused campaign can be resumed.")
+            raise _state_refused(
+                campaign, "Only a paused campaign can be resumed; this campaign is {status}."
+            )
         campaign_fan_out(campaign_id=campaign.pk)
 
 
@@ -257,7 +295,7 @@ def campaign_cancel(*, campaign: Campaign) -> None:
             finished_at=timezone.now(),
             next_wave_at=None,  # waves not yet frozen never will be (campaign_freeze)
         ):
-            raise CampaignError(f"A {campaign.status} campaign cannot be cancelled.")
+            raise _state_refused(campaign, "A {status} campaign cannot be cancelled.")
         _skip_created(campaign_id=campaign.pk, reason="campaign cancelled")
         if campaign.kind == Campaign.Kind.JOB:
             jobs.job_rows_forget(job_id=campaign.pk)  # rows not yet created never will be

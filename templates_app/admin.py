@@ -10,17 +10,18 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.admin.proofs import ProofAdminMixin
+from campaigns.messages import message_preview
 from campaigns.models import Contact
-from campaigns.services import contact_merge_data, contact_normalize_email
-from templates_app.language import TemplateLimitError, TemplateSyntaxError
+from campaigns.services import contact_normalize_email
+from templates_app.forms import TemplateForm
+from templates_app.language import TemplateSyntaxError
 from templates_app.models import Template
-from templates_app.services import template_compile, template_errors
 
 
-class TemplateForm(forms.ModelForm):
-    class Meta:
-        model = Template
-        fields = ("name", "slug", "subject", "html", "text")
+class TemplateAdminForm(TemplateForm):
+    """The rules are TemplateForm's (shared with the API); this adds the editor's widgets."""
+
+    class Meta(TemplateForm.Meta):
         # Numbered lines (static/templates_app/line_numbers.js), not wrapped: an error names
         # its line.
         widgets = {
@@ -39,31 +40,10 @@ class TemplateForm(forms.ModelForm):
         js = ("templates_app/line_numbers.js",)
         css = {"all": ("templates_app/line_numbers.css",)}
 
-    def clean_slug(self):
-        # Empty is "no slug": NULL, so that any number of templates can have none.
-        return self.cleaned_data.get("slug") or None
-
-    def clean(self):
-        cleaned = super().clean()
-        errors = template_errors(
-            subject=cleaned.get("subject", ""),
-            html=cleaned.get("html", ""),
-            text=cleaned.get("text", ""),
-        )
-        for part, error in errors.items():
-            what = (
-                "This is over a limit"
-                if isinstance(error, TemplateLimitError)
-                else "This does not parse"
-            )
-            # The line first: the editor numbers its lines, so the user goes straight there.
-            self.add_error(part, f"Line {error.line}: {what}: {error.reason}")
-        return cleaned
-
 
 @admin.register(Template)
 class TemplateAdmin(ProofAdminMixin, admin.ModelAdmin):
-    form = TemplateForm
+    form = TemplateAdminForm
     list_display = ("name", "slug", "subject", "updated_at", "preview_link")
     search_fields = ("name", "slug", "subject")
 
@@ -102,21 +82,17 @@ class TemplateAdmin(ProofAdminMixin, admin.ModelAdmin):
             "wanted": wanted,
             "may_read_contacts": may_read_contacts,
         }
+        values = (
+            # A contact's columns over its attributes of the same name, as when it is sent.
+            {**contact.attributes, "email": contact.email, "first_name": contact.first_name,
+             "last_name": contact.last_name}
+            if contact
+            else {}
+        )  # fmt: skip
         try:
-            compiled = template_compile(template=template, tracking_base_url=None)
+            context["message"] = message_preview(template=template, values=values)
         except TemplateSyntaxError as err:
             context["error"] = str(err)
-        else:
-            data = contact_merge_data(
-                email=contact.email if contact else "",
-                first_name=contact.first_name if contact else "",
-                last_name=contact.last_name if contact else "",
-                attributes=contact.attributes if contact else {},
-                fields=compiled.fields,
-            )
-            if "unsubscribe_url" in compiled.fields:  # each recipient's own link, when sent
-                data["unsubscribe_url"] = "#unsubscribe-link-of-the-recipient"
-            context["message"] = compiled.render(data)
         return TemplateResponse(request, "admin/templates_app/template/preview.html", context)
 
 

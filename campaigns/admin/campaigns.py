@@ -20,12 +20,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from campaigns import services
-from campaigns.addresses import sender_header
 from campaigns.admin.contacts import can_view_contacts
 from campaigns.admin.exports import csv_download, recipient_csv_rows, report_csv_rows
 from campaigns.admin.local_time import campaign_wave_rows
 from campaigns.admin.proofs import ProofAdminMixin
 from campaigns.admin.review import CampaignReviewViews, review_url, wall_time
+from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, CampaignLink
 from campaigns.preferences import user_preferences_update, user_time_zone
 from campaigns.selectors import campaign_status_label
@@ -55,20 +55,6 @@ CAMPAIGN_ACTIONS = {
         {Campaign.Status.SCHEDULED, Campaign.Status.SENDING, Campaign.Status.PAUSED},
     ),
 }
-
-
-class CampaignForm(forms.ModelForm):
-    class Meta:
-        model = Campaign
-        # No scheduled_at: the Schedule control on the campaign page is the one way to set it
-        # (a form field would save a time that nothing acts on: the status stays draft).
-        fields = ("name", "template", "contact_list", "from_email", "send_path")
-
-    def clean_from_email(self) -> str:
-        value = self.cleaned_data["from_email"]
-        if value:
-            sender_header(value)  # the sender's own rule; refused with the reason
-        return value
 
 
 @admin.register(Campaign)

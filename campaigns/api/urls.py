@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from campaigns.api import base, jobs, views
+from campaigns.api import base, campaigns, jobs, templates, views
 
 app_name = "api"
 
@@ -10,6 +10,30 @@ urlpatterns = [
     path("jobs", jobs.JobListCreate.as_view(), name="jobs"),
     path("jobs/<int:pk>", jobs.JobDetail.as_view(), name="job"),
     path("jobs/<int:pk>/cancel", jobs.JobCancel.as_view(), name="job-cancel"),
+    path("templates", templates.TemplateListCreate.as_view(), name="templates"),
+    path("templates/<int:pk>", templates.TemplateDetail.as_view(), name="template"),
+    path(
+        "templates/<int:pk>/preview", templates.TemplatePreview.as_view(), name="template-preview"
+    ),
+    path("campaigns", campaigns.CampaignListCreate.as_view(), name="campaigns"),
+    path("campaigns/<int:pk>", campaigns.CampaignDetail.as_view(), name="campaign"),
+    path(
+        "campaigns/<int:pk>/schedule",
+        campaigns.CampaignSchedule.as_view(),
+        name="campaign-schedule",
+    ),
+    path("campaigns/<int:pk>/send", campaigns.CampaignSend.as_view(), name="campaign-send"),
+    path("campaigns/<int:pk>/pause", campaigns.CampaignPause.as_view(), name="campaign-pause"),
+    path("campaigns/<int:pk>/resume", campaigns.CampaignResume.as_view(), name="campaign-resume"),
+    path("campaigns/<int:pk>/cancel", campaigns.CampaignCancel.as_view(), name="campaign-cancel"),
+    path(
+        "campaigns/<int:pk>/unschedule",
+        campaigns.CampaignUnschedule.as_view(),
+        name="campaign-unschedule",
+    ),
+    path(
+        "campaigns/<int:pk>/report", campaigns.CampaignReportView.as_view(), name="campaign-report"
+    ),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]

@@ -38,6 +38,8 @@ def template_lookup(ref: int | str) -> Template | None:
     messages within that delay; this process's own saves and deletes forget the copy at once.
     Unknown ids and slugs are never kept (a template made since is found at once)."""
     if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        if len(ref.lstrip("0")) > len(str(MAX_ID)):
+            return None  # past any id, and int() refuses over 4,300 digits (a 500)
         ref = int(ref)
     if isinstance(ref, int):
         if not 0 < ref <= MAX_ID:

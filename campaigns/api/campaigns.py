@@ -1,0 +1,580 @@
+"""Campaigns over the API (docs/API.md#campaigns): list, read, create, change while a draft,
+the controls (schedule, send now, pause, resume, cancel, unschedule) and the report.
+
+Everything a marketer does on the campaign page, by the same rules: fields through the admin's
+form (campaigns.forms.CampaignForm), every move through campaigns.services' guarded functions.
+A move the state machine refuses is a 409 `invalid_transition` naming the status; a campaign
+that cannot be sent as it stands (an empty list, a template that does not compile, a time that
+has passed) a 422 `campaign_not_sendable` with the service's reason. Only campaigns (kind
+`campaign`): the API's transactional streams and bulk jobs are not campaigns here.
+"""
+
+import zoneinfo
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from campaigns import services
+from campaigns.api.base import MAX_ID, ApiView
+from campaigns.api.errors import ApiError, error, error_response
+from campaigns.api.forms import form_errors
+from campaigns.api.idempotency import idempotent_response
+from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.schema import errors
+from campaigns.api.serializers import StrictSerializer, TemplateRef
+from campaigns.api.templates import TextField, page_serializer
+from campaigns.api.views import template_lookup
+from campaigns.forms import CampaignForm
+from campaigns.models import ApiKey, Campaign
+from campaigns.preferences import time_zone_check
+from campaigns.selectors import campaign_status_label
+from tracking.reports.report import CampaignReport, Rate, campaign_report
+
+C = Campaign.Status
+# The form's field names as the API names them.
+FIELD_NAMES = {"contact_list": "list"}
+FIELD_NAMES_BACK = {api: form for form, api in FIELD_NAMES.items()}
+FORM_FIELDS = ("name", "template", "contact_list", "from_email", "send_path")
+
+
+def api_campaigns(request) -> QuerySet[Campaign]:
+    """The campaigns this caller sees: kind `campaign` only; a key those of its own mode (a
+    test key the campaigns it made, which are simulated and never reach SES; a live key the
+    others), as for jobs; a staff session all."""
+    campaigns = Campaign.objects.filter(kind=Campaign.Kind.CAMPAIGN).defer("template_snapshot")
+    if isinstance(request.auth, ApiKey):
+        campaigns = campaigns.filter(test_mode=request.auth.test)
+    return campaigns
+
+
+def _campaign(request, pk: int, *, lock: bool = False) -> Campaign:
+    rows = api_campaigns(request)
+    if lock:
+        rows = rows.select_for_update()
+    found = rows.filter(pk=pk).first() if pk <= MAX_ID else None
+    if found is None:
+        raise ApiError(status.HTTP_404_NOT_FOUND, "not_found", "No campaign has this id.")
+    return found
+
+
+class CampaignSerializer(serializers.Serializer):
+    """A campaign as the API answers it."""
+
+    id = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=C.choices)
+    status_label = serializers.SerializerMethodField(help_text="As the admin shows it.")
+    status_reason = serializers.CharField(help_text="Why it failed, or what it waits for.")
+    template = serializers.IntegerField(source="template_id")
+    list = serializers.IntegerField(source="contact_list_id")
+    from_email = serializers.CharField(help_text='"" for the default sender.')
+    send_path = serializers.ChoiceField(choices=Campaign.SendPath.choices)
+    test = serializers.BooleanField(source="test_mode")
+    send_at = serializers.DateTimeField(source="scheduled_at", allow_null=True)
+    local_time = serializers.CharField(
+        source="local_send_time",
+        help_text="The wall-clock time each contact gets it at in their own zone; "
+        '"" for one moment for all.',
+    )
+    local_time_zone = serializers.CharField(
+        source="local_fallback_zone", help_text="The zone of contacts without one."
+    )
+    recipients = serializers.IntegerField(source="recipient_count")
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_status_label(self, campaign: Campaign) -> str:
+        return campaign_status_label(status=campaign.status, scheduled_at=campaign.scheduled_at)
+
+
+def _answer(campaign_id: int, code: int = status.HTTP_200_OK) -> Response:
+    campaign = Campaign.objects.defer("template_snapshot").get(pk=campaign_id)
+    return Response(CampaignSerializer(campaign).data, status=code)
+
+
+# Types only: the values' rules (required, lengths, the sender's address) are the admin
+# form's, answered 422.
+_text = TextField
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+class TemplateIdOrSlug(TemplateRef):
+    """TemplateRef, described to the schema: an id (integer) or a slug (string)."""
+
+
+class CampaignWriteSerializer(StrictSerializer):
+    name = _text()
+    template = TemplateIdOrSlug(required=False, help_text="The template's id or slug.")
+    list = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+    from_email = _text(help_text='"News <news@example.com>"; empty for the default sender.')
+    send_path = _text(help_text="bulk (default) or rendered.")
+
+
+class CampaignListQuery(StrictSerializer):
+    status = serializers.ChoiceField(choices=C.choices, required=False)
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    )
+    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+
+def _form_data(given: dict) -> dict | Response:
+    """The request's fields as the form's data (the template named by id or slug), or the
+    422 for a template that none names."""
+    data = {FIELD_NAMES_BACK.get(name, name): value for name, value in given.items()}
+    if "template" in data:
+        template = template_lookup(data["template"])
+        if template is None:
+            return error_response(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                [error("template_not_found", "No template has this id or slug.", "template")],
+            )
+        data["template"] = template.pk
+    return data
+
+
+def _refused_form(form: CampaignForm) -> Response:
+    return error_response(
+        status.HTTP_422_UNPROCESSABLE_ENTITY, form_errors(form, fields=FIELD_NAMES)
+    )
+
+
+class CampaignListCreate(ApiView):
+    scopes = {"GET": "campaigns:read", "POST": "campaigns:write"}
+
+    @extend_schema(
+        operation_id="campaigns_list",
+        summary="List campaigns",
+        parameters=[CampaignListQuery],
+        responses={200: page_serializer(CampaignSerializer, "CampaignPage")},
+    )
+    def get(self, request):
+        query = CampaignListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        campaigns = api_campaigns(request)
+        if filters.get("status"):
+            campaigns = campaigns.filter(status=filters["status"])
+        page = CursorPage(request, size=filters["limit"])
+        rows = page.rows(campaigns)
+        return Response(
+            {"results": CampaignSerializer(rows, many=True).data, "next": page.next_link(rows)}
+        )
+
+    @extend_schema(
+        operation_id="campaigns_create",
+        summary="Create a campaign (a draft)",
+        request=CampaignWriteSerializer,
+        responses={201: CampaignSerializer, **errors(422)},
+        examples=[
+            OpenApiExample(
+                "A campaign",
+                value={
+                    "name": "December news",
+                    "template": "december-news",
+                    "list": 3,
+                    "from_email": "News <news@example.com>",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request):
+        return idempotent_response(request, lambda: self._create(request))
+
+    def _create(self, request) -> Response:
+        given = CampaignWriteSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = _form_data(dict(given.validated_data))
+        if isinstance(data, Response):
+            return data
+        form = CampaignForm(data={"send_path": Campaign.SendPath.BULK, **data})
+        if not form.is_valid():
+            return _refused_form(form)
+        campaign = form.save(commit=False)
+        # A test key's campaign is simulated: every step runs, SES is never called.
+        campaign.test_mode = isinstance(request.auth, ApiKey) and request.auth.test
+        campaign.save()
+        return _answer(campaign.pk, status.HTTP_201_CREATED)
+
+
+class CampaignDetail(ApiView):
+    scopes = {"GET": "campaigns:read", "PATCH": "campaigns:write"}
+
+    @extend_schema(
+        operation_id="campaigns_read",
+        summary="Read a campaign",
+        responses={200: CampaignSerializer, **errors(404)},
+    )
+    def get(self, request, pk: int):
+        return Response(CampaignSerializer(_campaign(request, pk)).data)
+
+    @extend_schema(
+        operation_id="campaigns_update",
+        summary="Change a draft",
+        description="Only the fields given change, checked as the admin's form checks them. "
+        "A campaign that is no longer a draft is not changed (409 not_draft), as in the admin.",
+        request=CampaignWriteSerializer,
+        responses={200: CampaignSerializer, **errors(404, 409, 422)},
+    )
+    def patch(self, request, pk: int):
+        given = CampaignWriteSerializer(data=request.data, partial=True)
+        given.is_valid(raise_exception=True)
+        data = _form_data(dict(given.validated_data))
+        if isinstance(data, Response):
+            return data
+        with transaction.atomic():
+            # Locked: a schedule or send committed meanwhile cannot slip between the check
+            # and the write (its guarded UPDATE waits for this transaction).
+            campaign = _campaign(request, pk, lock=True)
+            if campaign.status != C.DRAFT:
+                raise ApiError(
+                    status.HTTP_409_CONFLICT,
+                    "not_draft",
+                    f"Only a draft can be changed; this campaign is {campaign.status}.",
+                )
+            current = {
+                "name": campaign.name,
+                "template": campaign.template_id,
+                "contact_list": campaign.contact_list_id,
+                "from_email": campaign.from_email,
+                "send_path": campaign.send_path,
+            }
+            form = CampaignForm(data={**current, **data}, instance=campaign)
+            if not form.is_valid():
+                return _refused_form(form)
+            # The form's fields only: the status is campaign_transition's to write.
+            form.save(commit=False).save(update_fields=[*FORM_FIELDS, "updated_at"])
+        return _answer(pk)
+
+
+# -- the controls ------------------------------------------------------------------------------
+
+
+class NoBody(StrictSerializer):
+    """An action without fields: an empty body, or {}."""
+
+
+class ScheduleSerializer(StrictSerializer):
+    send_at = serializers.DateTimeField(
+        required=False,
+        help_text="When to send, ISO 8601 with an offset (without one: UTC). Give this or "
+        "local_time.",
+    )
+    local_time = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text="A wall-clock time without an offset (2030-01-31T09:00): each contact gets "
+        "it at this time in their own time zone, in waves. Give this or send_at.",
+    )
+    time_zone = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="With local_time: the IANA zone of contacts without one (default: the "
+        "site's TIME_ZONE).",
+    )
+
+    def validate_local_time(self, value: str) -> datetime:
+        try:
+            wall = datetime.fromisoformat(value)
+        except ValueError:
+            wall = None
+        if wall is None or wall.tzinfo is not None:
+            raise serializers.ValidationError(
+                "A wall-clock time without an offset, e.g. 2030-01-31T09:00.", code="invalid"
+            )
+        return wall.replace(second=0, microsecond=0)
+
+    def validate_time_zone(self, value: str) -> str:
+        return time_zone_valid(value)
+
+    def validate(self, attrs):
+        if ("send_at" in attrs) == ("local_time" in attrs):
+            raise serializers.ValidationError(
+                {"send_at": [serializers.ErrorDetail("Give send_at or local_time.", "required")]}
+            )
+        if "time_zone" in attrs and "local_time" not in attrs:
+            raise serializers.ValidationError(
+                {
+                    "time_zone": [
+                        serializers.ErrorDetail(
+                            "time_zone goes with local_time (send_at carries its offset).",
+                            "invalid",
+                        )
+                    ]
+                }
+            )
+        return attrs
+
+
+def time_zone_valid(value: str) -> str:
+    """An IANA time zone this machine knows (the admin's rule: preferences.time_zone_check)."""
+    try:
+        return time_zone_check(value)
+    except DjangoValidationError as err:
+        raise serializers.ValidationError(err.messages[0], code="invalid_time_zone") from None
+
+
+def _act(request, pk: int, action, **kwargs) -> Response:
+    """`action(campaign=…, **kwargs)`, a guarded service, on the caller's campaign: its new
+    state, 409 for a move the state machine refuses, 422 for a campaign it cannot send."""
+    campaign = _campaign(request, pk)
+    try:
+        action(campaign=campaign, **kwargs)
+    except services.CampaignStateError as err:
+        raise ApiError(status.HTTP_409_CONFLICT, "invalid_transition", str(err)) from None
+    except services.CampaignError as err:
+        raise ApiError(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "campaign_not_sendable", str(err)
+        ) from None
+    except OverflowError:
+        # A wall-clock time whose moment in some zone no calendar holds (year 1 in Tokyo is
+        # in year 0 in UTC): a time like any other to the parser, a 422 here, not a 500.
+        raise ApiError(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            "invalid_time",
+            "This time cannot be sent at in every time zone: pick a nearer one.",
+            "local_time",
+        ) from None
+    return _answer(pk)
+
+
+_MOVES = {
+    "send": (services.campaign_send_now, "Send now", "draft → scheduled, started at once"),
+    "pause": (services.campaign_pause, "Pause", "sending → paused; claimed messages finish"),
+    "resume": (services.campaign_resume, "Resume", "paused → sending"),
+    "cancel": (
+        services.campaign_cancel,
+        "Cancel",
+        "draft, scheduled, sending or paused → cancelled; recipients not yet sent to are skipped",
+    ),
+    "unschedule": (services.campaign_unschedule, "Unschedule", "scheduled → draft"),
+}
+
+
+def _move_view(name: str) -> type[ApiView]:
+    """The view of one control without fields (POST /api/v1/campaigns/{id}/<name>)."""
+    service, label, moves = _MOVES[name]
+
+    class Move(ApiView):
+        scopes = {"POST": "campaigns:write"}
+
+        @extend_schema(
+            operation_id=f"campaigns_{name}",
+            summary=label,
+            description=f"{moves}, through the same guarded state machine as the admin. A "
+            "campaign in another status: 409 invalid_transition, naming its status.",
+            request=NoBody,
+            responses={200: CampaignSerializer, **errors(404, 409, 422)},
+        )
+        def post(self, request, pk: int):
+            NoBody(data=request.data).is_valid(raise_exception=True)
+            return _act(request, pk, service)
+
+    Move.__name__ = Move.__qualname__ = f"Campaign{name.title()}"
+    return Move
+
+
+CampaignSend = _move_view("send")
+CampaignPause = _move_view("pause")
+CampaignResume = _move_view("resume")
+CampaignCancel = _move_view("cancel")
+CampaignUnschedule = _move_view("unschedule")
+
+
+class CampaignSchedule(ApiView):
+    scopes = {"POST": "campaigns:write"}
+
+    @extend_schema(
+        operation_id="campaigns_schedule",
+        summary="Schedule a draft",
+        description="At one moment (send_at), or at a wall-clock time in each contact's own "
+        "time zone (local_time, as the admin's option). The time must be to come (in every "
+        "zone, for local_time). A campaign that is not a draft: 409 invalid_transition.",
+        request=ScheduleSerializer,
+        responses={200: CampaignSerializer, **errors(404, 409, 422)},
+        examples=[
+            OpenApiExample("One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}),
+            OpenApiExample(
+                "Each contact's local time",
+                value={"local_time": "2030-01-31T09:00", "time_zone": "Europe/Paris"},
+            ),
+        ],
+    )
+    def post(self, request, pk: int):
+        given = ScheduleSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        fields = given.validated_data
+        if "local_time" in fields:
+            return _act(
+                request,
+                pk,
+                services.campaign_schedule_local,
+                wall=fields["local_time"],
+                fallback_zone=fields.get("time_zone") or settings.TIME_ZONE,
+            )
+        return _act(request, pk, services.campaign_schedule, send_at=fields["send_at"])
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+class RateSerializer(serializers.Serializer):
+    percent = serializers.FloatField(allow_null=True, help_text="null when the whole is 0.")
+    part = serializers.IntegerField()
+    whole = serializers.IntegerField()
+
+
+class AllHumanSerializer(serializers.Serializer):
+    all = serializers.IntegerField()
+    human = serializers.IntegerField(help_text="Judged a person's, not a proxy's or scanner's.")
+
+
+class RateAllHumanSerializer(serializers.Serializer):
+    all = RateSerializer()
+    human = RateSerializer(allow_null=True)
+
+
+class LinkClicksSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    url = serializers.CharField()
+    clicks = serializers.IntegerField()
+    unique_clicks = serializers.IntegerField()
+    human_clicks = serializers.IntegerField()
+
+
+class TimelineSerializer(serializers.Serializer):
+    unit = serializers.ChoiceField(choices=["hour", "day"])
+    time_zone = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField())
+    opens = serializers.ListField(child=serializers.IntegerField())
+    clicks = serializers.ListField(child=serializers.IntegerField())
+    human_opens = serializers.ListField(child=serializers.IntegerField())
+    human_clicks = serializers.ListField(child=serializers.IntegerField())
+
+
+class ReportSerializer(serializers.Serializer):
+    campaign = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=C.choices)
+    status_label = serializers.CharField()
+    final = serializers.BooleanField(help_text="Its delivery numbers will not change.")
+    summary = serializers.CharField()
+    recipients = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    progress_percent = serializers.IntegerField()
+    delivery = serializers.DictField(child=serializers.IntegerField())
+    engagement = serializers.DictField(child=AllHumanSerializer())
+    unsubscribed = serializers.IntegerField()
+    rate_basis = serializers.ChoiceField(choices=["delivered", "sent"])
+    rates = serializers.DictField(child=RateAllHumanSerializer())
+    links = LinkClicksSerializer(many=True)
+    timeline = TimelineSerializer()
+
+
+class ReportQuery(StrictSerializer):
+    time_zone = serializers.CharField(
+        required=False, max_length=64, help_text="The IANA zone of the timeline's hours (UTC)."
+    )
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+    def validate_time_zone(self, value: str) -> str:
+        return time_zone_valid(value)
+
+
+def _rate(rate: Rate | None) -> dict | None:
+    if rate is None:
+        return None
+    return {"percent": rate.percent, "part": min(rate.part, rate.whole), "whole": rate.whole}
+
+
+def report_json(report: CampaignReport) -> dict:
+    """The report as the admin's page shows it (tracking.reports.report: the same object),
+    numbers only: counts, all vs human, rates, links and the timeline."""
+    return {
+        "campaign": report.campaign_id,
+        "status": report.status,
+        "status_label": report.status_label,
+        "final": report.final,
+        "summary": report.summary,
+        "recipients": report.recipients,
+        "pending": report.pending,
+        "progress_percent": report.progress_percent,
+        "delivery": {
+            name: getattr(report, name)
+            for name in (
+                "sent",
+                "failed",
+                "unknown",
+                "skipped",
+                "delivered",
+                "bounced_hard",
+                "bounced_soft",
+                "complained",
+                "rejected",
+                "delayed",
+                "rendering_failed",
+            )
+        },  # fmt: skip
+        "engagement": {
+            "opens": {"all": report.opens, "human": report.human_opens},
+            "unique_opens": {"all": report.unique_opens, "human": report.unique_human_opens},
+            "clicks": {"all": report.clicks, "human": report.human_clicks},
+            "unique_clicks": {"all": report.unique_clicks, "human": report.unique_human_clicks},
+        },
+        "unsubscribed": report.unsubscribed,
+        "rate_basis": report.rate_basis,
+        "rates": {
+            "open_rate": {"all": _rate(report.open_rate), "human": _rate(report.human_open_rate)},
+            "click_through_rate": {
+                "all": _rate(report.click_through_rate),
+                "human": _rate(report.human_click_through_rate),
+            },
+            "click_to_open_rate": {
+                "all": _rate(report.click_to_open_rate),
+                "human": _rate(report.human_click_to_open_rate),
+            },
+            "unsubscribe_rate": {"all": _rate(report.unsubscribe_rate), "human": None},
+            "bounce_rate": {"all": _rate(report.bounce_rate), "human": None},
+            "complaint_rate": {"all": _rate(report.complaint_rate), "human": None},
+        },
+        "links": [
+            {
+                "index": link.index,
+                "url": link.url,
+                "clicks": link.clicks,
+                "unique_clicks": link.unique_clicks,
+                "human_clicks": link.human_clicks,
+            }
+            for link in report.links
+        ],
+        "timeline": {**report.timeline.as_json(), "time_zone": report.timeline.time_zone},
+    }
+
+
+class CampaignReportView(ApiView):
+    scopes = {"GET": "campaigns:read"}
+
+    @extend_schema(
+        operation_id="campaigns_report",
+        summary="A campaign's report",
+        description="The admin's report as JSON, from the same counters: delivery counts, "
+        "opens and clicks all and human (mail privacy proxies and link scanners apart), "
+        "rates, clicks per link, and the timeline of opens and clicks.",
+        parameters=[ReportQuery],
+        responses={200: ReportSerializer, **errors(404)},
+    )
+    def get(self, request, pk: int):
+        query = ReportQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        campaign = _campaign(request, pk)
+        zone = zoneinfo.ZoneInfo(query.validated_data.get("time_zone") or "UTC")
+        return Response(report_json(campaign_report(campaign_id=campaign.pk, time_zone=zone)))
