@@ -12,7 +12,13 @@ import orjson
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 
@@ -152,11 +158,16 @@ class JobCreateJsonSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(OpenApiTypes.BINARY)
+class _UploadField(serializers.FileField):
+    """A file in a multipart form: its bytes (spectacular's FileField is a URL, as answered)."""
+
+
 class JobCreateUploadSerializer(serializers.Serializer):
     """A job as a CSV file uploaded in a form (multipart)."""
 
     template = serializers.CharField(help_text="The template's id or slug.")
-    file = serializers.FileField(
+    file = _UploadField(
         help_text="CSV: the first line names the columns: email (or to), reference, and "
         "personalisation fields (docs/API.md#bulk-jobs)."
     )
