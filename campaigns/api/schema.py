@@ -188,6 +188,12 @@ class ApiAutoSchema(AutoSchema):
         parameters = super()._process_override_parameters(direction)
         # A list's query serializer names `format` so it is not refused as unknown (above).
         parameters.pop(("format", OpenApiParameter.QUERY), None)
+        for (_name, location), parameter in parameters.items():
+            if location == OpenApiParameter.QUERY and parameter and not parameter.get("required"):
+                # DRF reads an empty optional query value (`?cursor=`) as an absent one, as
+                # HTML forms send them: say so rather than a minLength it does not apply.
+                parameter["schema"].pop("minLength", None)
+                parameter["allowEmptyValue"] = True
         return parameters
 
     def get_override_parameters(self):

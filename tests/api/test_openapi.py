@@ -144,7 +144,7 @@ def test_the_job_upload_is_described_as_the_view_takes_it(schema):
     body = schema["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data", "text/csv"}
     assert body["text/csv"]["schema"] == {"type": "string", "format": "binary"}
-    upload = schema["components"]["schemas"]["JobCreateUpload"]
+    upload = schema["components"]["schemas"]["JobCreateUploadRequest"]
     assert upload["properties"]["file"] == {
         "type": "string",
         "format": "binary",
