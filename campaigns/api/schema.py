@@ -1,4 +1,5 @@
-"""What the OpenAPI schema (/api/schema/) says about every endpoint (docs/API.md#openapi-schema-and-docs).
+"""What the OpenAPI schema (/api/schema/) says about every endpoint
+(docs/API.md#openapi-schema-and-docs).
 
 Views declare their own request and success bodies and their endpoint-specific errors
 (`extend_schema(request=…, responses={200: X, **errors(404, 422)}, operation_id=…)`);
