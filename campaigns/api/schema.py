@@ -21,6 +21,8 @@ it and the schema cannot drift from the code that answers:
 not document does (ApiView), which the contract tests check (tests/api/test_contract.py).
 """
 
+from http import HTTPStatus
+
 from drf_spectacular.drainage import warn
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
@@ -218,6 +220,10 @@ class ApiAutoSchema(AutoSchema):
                 responses[str(status_code)] = self._get_response_for_code(
                     response, str(status_code), direction=direction
                 )
+        for status_code, response in responses.items():
+            if not response.get("description") and status_code.isdigit():
+                # A description is what Swagger UI and Redoc show beside the status.
+                response["description"] = HTTPStatus(int(status_code)).phrase
         return dict(sorted(responses.items()))
 
     def error_statuses(self) -> list[int]:

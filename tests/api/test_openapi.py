@@ -92,6 +92,7 @@ def test_every_operation_says_its_scope_and_shared_errors(schema):
             assert {"400", "413", "415"} <= set(responses), where
         assert "405" not in responses, where  # a documented method never answers it
         assert any(status.startswith("2") for status in responses), where
+        assert all(response["description"] for response in responses.values()), where
         assert "format" not in {p["name"] for p in operation.get("parameters", [])}, where
     assert len(ids) == len(set(ids))
     assert schema["components"]["securitySchemes"] == {
