@@ -18,8 +18,13 @@ urlpatterns = [
     path("webhooks/anymail/amazon_ses/tracking/", ses_webhook),
     path("t/", include("tracking.urls")),
     path("api/v1/", include("campaigns.api.urls")),
-    # The API's OpenAPI schema, and its documentation pages (Swagger UI, Redoc) built from it.
+    # The API's OpenAPI schema, and its documentation pages (Swagger UI, Redoc) built from it:
+    # public, as the code they are generated from is (docs/API.md#openapi-schema-and-docs).
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="api/redoc.html"),
+        name="api-redoc",
+    ),
 ]

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -292,6 +293,11 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 hypothesis_settings.register_profile("default", derandomize=True, deadline=None)
 hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
 hypothesis_settings.load_profile("default")
+# Derandomised runs keep no example database; what Hypothesis still caches (constants read
+# from the source, Unicode tables) goes to the system's temporary folder, not the tree.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "mailwright-hypothesis")
+)
 
 
 # -- fault injection: several worker processes that can be killed, and a restartable Redis ----

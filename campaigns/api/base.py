@@ -74,6 +74,7 @@ class NotFoundView(ApiView):
 
     authentication_classes: list = []
     permission_classes: list = []
+    schema = None  # not an endpoint: left out of the OpenAPI schema
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
 
     def initial(self, request, *args, **kwargs):

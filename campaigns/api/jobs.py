@@ -11,6 +11,14 @@ import hashlib
 import orjson
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 
@@ -19,7 +27,13 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import error, error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
-from campaigns.api.serializers import StrictSerializer, TemplateRef
+from campaigns.api.schema import ErrorSerializer, JobErrorsSerializer, errors, paginated
+from campaigns.api.serializers import (
+    AddressField,
+    PersonalisationField,
+    StrictSerializer,
+    TemplateRef,
+)
 from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
 from campaigns.imports import ImportFileError, file_decode, file_delimiter, file_rows
@@ -104,14 +118,251 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
     return idempotent_response(request, work, fingerprint=fingerprint)
 
 
+class JobListQuerySerializer(serializers.Serializer):
+    """GET /api/v1/jobs's query parameters."""
+
+    limit = serializers.IntegerField(
+        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    )
+    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+
+# What the schema (/api/schema/) says a job request and answer are. The views read and answer
+# without these (rows are checked by campaigns.jobs, answers built by job_summary): they
+# describe them, and the contract tests hold the answers to them.
+
+
+class JobRowSerializer(serializers.Serializer):
+    to = AddressField()
+    personalisation = PersonalisationField(required=False)
+    reference = serializers.CharField(
+        max_length=jobs.REFERENCE_MAX, required=False, allow_null=True, allow_blank=True
+    )
+
+
+class JobCreateJsonSerializer(serializers.Serializer):
+    """A job as JSON: the rows in the body."""
+
+    template = TemplateRef()
+    rows = serializers.ListField(
+        child=JobRowSerializer(), min_length=1, max_length=jobs.JOB_MAX_ROWS
+    )
+    send_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Not before this time; a time past means now."
+    )
+    skip_invalid_rows = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Send the valid rows and list the refused ones, rather than refuse the job.",
+    )
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class _UploadField(serializers.FileField):
+    """A file in a multipart form: its bytes (spectacular's FileField is a URL, as answered)."""
+
+
+class JobCreateUploadSerializer(serializers.Serializer):
+    """A job as a CSV file uploaded in a form (multipart)."""
+
+    template = serializers.CharField(help_text="The template's id or slug.")
+    file = _UploadField(
+        help_text="CSV: the first line names the columns: email (or to), reference, and "
+        "personalisation fields (docs/API.md#bulk-jobs)."
+    )
+    send_at = serializers.DateTimeField(required=False, allow_null=True)
+    skip_invalid_rows = serializers.BooleanField(required=False, default=False)
+
+
+# A text/csv body's other fields, in the query string.
+_CSV_QUERY = [
+    OpenApiParameter(
+        "template",
+        str,
+        description="For a text/csv body only (JSON and forms carry it in the body): the "
+        "template's id or slug.",
+    ),
+    OpenApiParameter("send_at", OpenApiTypes.DATETIME, description="For a text/csv body only."),
+    OpenApiParameter("skip_invalid_rows", bool, description="For a text/csv body only."),
+]
+
+
+class JobProgressSerializer(serializers.Serializer):
+    rows_created = serializers.IntegerField(help_text="Rows with their message created.")
+    rows_total = serializers.IntegerField()
+    sent = serializers.IntegerField(help_text="Messages SES accepted.")
+    answered = serializers.IntegerField(
+        help_text="Messages with their outcome (sent, failed, unknown or skipped)."
+    )
+    total = serializers.IntegerField()
+
+
+class JobCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField(help_text="Not handed to SES yet (rows not created too).")
+    sent = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    unknown = serializers.IntegerField(help_text="SES may have sent it: never sent again.")
+    skipped = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    bounced = serializers.IntegerField()
+    complained = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
+class JobSerializer(serializers.Serializer):
+    """A job as GET answers it (job_summary)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    status_reason = serializers.CharField()
+    template = serializers.IntegerField()
+    test = serializers.BooleanField(help_text="Made with a test key (never handed to SES).")
+    rows = serializers.IntegerField()
+    invalid_count = serializers.IntegerField()
+    progress = JobProgressSerializer()
+    counts = JobCountsSerializer()
+    send_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    frozen_at = serializers.DateTimeField(
+        allow_null=True, help_text="When every row had its message created."
+    )
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class JobDetailSerializer(JobSerializer):
+    invalid_rows = ErrorSerializer(many=True, help_text="The refused rows' errors (the first).")
+
+
+class JobAcceptedSerializer(serializers.Serializer):
+    """POST /api/v1/jobs's 202: the job and its rows are stored."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    rows = serializers.IntegerField(help_text="The rows accepted.")
+    invalid_count = serializers.IntegerField(help_text="The rows refused (skip_invalid_rows).")
+    invalid_rows = ErrorSerializer(many=True, help_text="The refused rows' errors (the first).")
+
+
+_JOB = {
+    "id": 812,
+    "status": "sending",
+    "status_reason": "",
+    "template": 31,
+    "test": False,
+    "rows": 20000,
+    "invalid_count": 0,
+    "progress": {
+        "rows_created": 20000,
+        "rows_total": 20000,
+        "sent": 12500,
+        "answered": 12520,
+        "total": 20000,
+    },
+    "counts": {
+        "pending": 7480,
+        "sent": 12500,
+        "failed": 3,
+        "unknown": 0,
+        "skipped": 17,
+        "delivered": 11800,
+        "bounced": 40,
+        "complained": 1,
+        "rejected": 0,
+    },
+    "send_at": None,
+    "created_at": "2026-12-05T10:00:00.120000Z",
+    "started_at": "2026-12-05T10:00:01.020000Z",
+    "frozen_at": "2026-12-05T10:00:09.400000Z",
+    "finished_at": None,
+}
+_ROWS_REFUSED = OpenApiResponse(
+    JobErrorsSerializer,
+    description="Rows refused (each error with its `row`, and `line` for a CSV file), a file "
+    "that cannot be read, or a template that does not exist or cannot be sent.",
+)
+
+
 class JobListCreate(ApiView):
     scopes = {"POST": "jobs:send", "GET": "jobs:read"}
+    idempotent = True  # its POST takes an Idempotency-Key (the schema says so)
     parser_classes = [JobJsonParser, parsers.MultiPartParser, CsvParser]
 
     @property
     def max_body_bytes(self) -> int:  # ApiView refuses a larger body (413) before reading it
         return JOB_MAX_BODY_BYTES
 
+    @extend_schema(
+        operation_id="jobs_create",
+        summary="Create a job",
+        description="Send one template to up to 100,000 recipients, each row with its own "
+        "personalisation: the rows as JSON, or a CSV file uploaded (multipart, field `file`) "
+        "or sent as the body (text/csv, the other fields in the query string). Every row is "
+        "checked before anything is stored; 202 once the job and its rows are committed.",
+        request={
+            "application/json": JobCreateJsonSerializer,
+            "multipart/form-data": JobCreateUploadSerializer,
+            "text/csv": {"type": "string", "format": "binary"},
+        },
+        parameters=_CSV_QUERY,
+        responses={
+            202: JobAcceptedSerializer,
+            400: OpenApiResponse(
+                JobErrorsSerializer, description="Malformed: bad JSON, no rows, too many rows…"
+            ),
+            422: _ROWS_REFUSED,
+        },
+        examples=[
+            OpenApiExample(
+                "Two rows",
+                request_only=True,
+                media_type="application/json",
+                value={
+                    "template": "statement",
+                    "rows": [
+                        {
+                            "to": "ada@example.com",
+                            "personalisation": {"first_name": "Ada", "month": "May"},
+                            "reference": "acct-17",
+                        },
+                        {
+                            "to": "grace@example.com",
+                            "personalisation": {"first_name": "Grace", "month": "May"},
+                        },
+                    ],
+                },
+            ),
+            OpenApiExample(
+                "Accepted",
+                response_only=True,
+                status_codes=["202"],
+                value={
+                    "id": 812,
+                    "status": "scheduled",
+                    "rows": 2,
+                    "invalid_count": 0,
+                    "invalid_rows": [],
+                },
+            ),
+            OpenApiExample(
+                "Rows refused",
+                response_only=True,
+                status_codes=["422"],
+                value={
+                    "errors": [
+                        {
+                            "code": "invalid_address",
+                            "field": "to",
+                            "row": 2,
+                            "message": "The email address is not valid.",
+                        }
+                    ],
+                    "error_count": 1,
+                },
+            ),
+        ],
+    )
     def post(self, request):
         data, csv_body, fingerprint = _request_fields(request)
         serializer = JobCreateSerializer(data=data)
@@ -149,6 +400,16 @@ class JobListCreate(ApiView):
         }
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        operation_id="jobs_list",
+        summary="List jobs",
+        description="The key's mode's jobs, newest first, a page at a time.",
+        parameters=[JobListQuerySerializer],
+        responses={200: paginated(JobSerializer)},
+        examples=[
+            OpenApiExample("A page", response_only=True, value={"results": [_JOB], "next": None})
+        ],
+    )
     def get(self, request):
         query = JobListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -172,19 +433,18 @@ class JobListCreate(ApiView):
         )
 
 
-class JobListQuerySerializer(serializers.Serializer):
-    """GET /api/v1/jobs's query parameters."""
-
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
-
-
 class JobDetail(ApiView):
     scopes = {"GET": "jobs:read"}
 
+    @extend_schema(
+        operation_id="jobs_retrieve",
+        summary="Read a job",
+        description="A job's status, progress and counts, and its refused rows.",
+        responses={200: JobDetailSerializer},
+        examples=[
+            OpenApiExample("Sending", response_only=True, value={**_JOB, "invalid_rows": []})
+        ],
+    )
     def get(self, request, pk: int):
         job = _job_or_404(request, pk)
         request_row = JobRequest.objects.filter(pk=job.pk).first()
@@ -196,6 +456,14 @@ class JobDetail(ApiView):
 class JobCancel(ApiView):
     scopes = {"POST": "jobs:send"}
 
+    @extend_schema(
+        operation_id="jobs_cancel",
+        summary="Cancel a job",
+        description="Messages not yet handed to SES end skipped; rows not yet created never "
+        "will be. The answer is the job as GET shows it.",
+        request=None,
+        responses={200: JobSerializer, **errors(409)},
+    )
     def post(self, request, pk: int):
         job = _job_or_404(request, pk)
         try:

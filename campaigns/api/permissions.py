@@ -26,9 +26,14 @@ class HasScope(permissions.BasePermission):
     """The view's `scopes` ({method: scope}) decide; a method it does not name is refused."""
 
     def has_permission(self, request, view) -> bool:
-        scope = getattr(view, "scopes", {}).get(request.method)
+        scopes = getattr(view, "scopes", {})
+        scope = scopes.get(request.method)
         if request.method in ("HEAD", "OPTIONS"):
-            scope = scope or getattr(view, "scopes", {}).get("GET")
+            scope = scope or scopes.get("GET")
+        if request.method == "OPTIONS" and scope is None and scopes:
+            # A view without GET (an action: POST …/cancel) is described to whoever may call
+            # it, not refused to every key.
+            scope = next(iter(scopes.values()))
         if scope is None:
             # A method the view does not answer goes on to its 405; one it answers without
             # naming a scope is refused (a view must say what each method needs).

@@ -1,11 +1,19 @@
 """What the API accepts and answers, field by field (unknown fields are refused)."""
 
+import copy
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.api.base import MAX_ID
 from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
 from campaigns.models import Notification
-from campaigns.personalisation import PersonalisationInvalid, personalisation_check
+from campaigns.personalisation import (
+    PERSONALISATION_MAX_BYTES,
+    PERSONALISATION_MAX_KEYS,
+    PersonalisationInvalid,
+    personalisation_check,
+)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -37,6 +45,13 @@ def _known_check(data: dict, known) -> None:
         )
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1}],
+        "description": "A template's id (a number) or its slug (text).",
+        "example": "receipt",
+    }
+)
 class TemplateRef(serializers.Field):
     """A template's id (a number) or its slug (text). Which template it names, if any, is
     the view's question (an unknown one is a 422)."""
@@ -52,6 +67,7 @@ class TemplateRef(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "string", "format": "email", "example": "ada@example.com"})
 class AddressField(serializers.Field):
     """An address as text; whether it can be sent to is the address rule's to say
     (campaigns.addresses, through message_create): a 422 invalid_address, whatever is wrong."""
@@ -67,6 +83,26 @@ class AddressField(serializers.Field):
         return value
 
 
+# What a personalisation holds (campaigns.personalisation: the rule itself, for the schema).
+PERSONALISATION_SCHEMA = {
+    "type": "object",
+    "maxProperties": PERSONALISATION_MAX_KEYS,
+    "additionalProperties": {
+        "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+        "nullable": True,
+    },
+    "description": f"The template's data, over the contact's own fields: a flat object (at "
+    f"most {PERSONALISATION_MAX_KEYS} fields, {PERSONALISATION_MAX_BYTES // 1024} kB) of text, "
+    "numbers, true/false or null.",
+    "example": {"first_name": "Ada", "order": "A-17"},
+}
+
+
+@extend_schema_field(PERSONALISATION_SCHEMA)
+class PersonalisationField(serializers.DictField):
+    """A DictField, described as what campaigns.personalisation accepts (which checks it)."""
+
+
 # POST /api/v1/messages's fields, in the order their errors are listed. DRF's own fields, made
 # once and shared by every request (checking a value changes nothing in them), rather than a
 # serializer per request: a serializer deep-copies its declared fields on each instance, and
@@ -75,10 +111,27 @@ _MESSAGE_FIELDS: dict[str, serializers.Field] = {
     "template": TemplateRef(),
     "to": AddressField(required=False),
     "contact": serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False),
-    "personalisation": serializers.DictField(required=False, default=dict),
+    "personalisation": PersonalisationField(required=False, default=dict),
     "reference": serializers.CharField(max_length=200, required=False, default=""),
     "send_at": serializers.DateTimeField(required=False, allow_null=True, default=None),
 }
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    """POST /api/v1/messages's body, for the schema: the fields above (copies: a field
+    belongs to one serializer), which message_create_validate reads without a serializer."""
+
+    def get_fields(self):
+        fields = copy.deepcopy(_MESSAGE_FIELDS)
+        fields["to"].help_text = "The address; the contact with it is used, or made."
+        fields["contact"].help_text = "A contact's id (instead of `to`)."
+        fields["reference"].help_text = "Your own id for it, to find it again."
+        fields[
+            "send_at"
+        ].help_text = (
+            "Not before this time (ISO 8601; without an offset, UTC), at most 30 days ahead."
+        )
+        return fields
 
 
 def message_create_validate(data) -> dict:
@@ -142,12 +195,14 @@ class MessageSerializer(serializers.Serializer):
     """A message as GET answers it."""
 
     id = serializers.IntegerField(source="pk")
-    status = serializers.CharField()
-    reason = serializers.CharField()
-    reference = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(choices=Notification.Status.choices)
+    reason = serializers.CharField(help_text="Why it ended so, for failed, unknown, skipped…")
+    reference = serializers.SerializerMethodField(help_text="Your own id for it.")
     template = serializers.IntegerField(source="campaign.template_id")
     contact = serializers.IntegerField(source="contact_id")
-    test = serializers.BooleanField(source="campaign.test_mode")
+    test = serializers.BooleanField(
+        source="campaign.test_mode", help_text="Sent with a test key (never handed to SES)."
+    )
     send_at = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -156,8 +211,61 @@ class MessageSerializer(serializers.Serializer):
         request = getattr(message, "request", None)
         return request.reference if request else ""
 
+    @extend_schema_field(
+        serializers.DateTimeField(allow_null=True, help_text="Not sent before this time.")
+    )
     def get_send_at(self, message: Notification):
         request = getattr(message, "request", None)
         if request is None or request.send_at is None:
             return None
         return serializers.DateTimeField().to_representation(request.send_at)
+
+
+# The answers below are built by the views as dicts; these serializers describe them for the
+# schema (/api/schema/), and the contract tests check every answer against it.
+
+
+class MessageAcceptedSerializer(serializers.Serializer):
+    """POST /api/v1/messages's 202: the message is stored and will be sent once."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Notification.Status.choices)
+
+
+class MessageEventSerializer(serializers.Serializer):
+    """One step of a message's journey: an SES event, an open or a click."""
+
+    at = serializers.DateTimeField()
+    type = serializers.CharField(help_text='"delivered", "bounced", "opened", "clicked"…')
+    source = serializers.CharField(help_text='"ses", "tracking"…')
+    detail = serializers.CharField(help_text="The bounce's reason, the clicked link…")
+    verdict = serializers.CharField(
+        help_text='For opens and clicks: "human", or "machine" (a privacy proxy, a scanner).'
+    )
+    verdict_reason = serializers.CharField()
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            "created": {"type": "string", "format": "date-time"},
+            "status_changed": {"type": "string", "format": "date-time"},
+        },
+        "required": ["created", "status_changed"],
+        "additionalProperties": {"type": "string", "format": "date-time"},
+        "description": "When it was created, when its status last changed, and the first time "
+        'of each kind of event ("delivered", "opened"…).',
+    }
+)
+class TimestampsField(serializers.DictField):
+    pass
+
+
+class MessageDetailSerializer(MessageSerializer):
+    """GET /api/v1/messages/{id}: the message, its address and its journey."""
+
+    to = serializers.CharField(help_text="The address it was sent to.")
+    timestamps = TimestampsField()
+    events = MessageEventSerializer(many=True, help_text="In time order, the first 200.")
+    events_not_shown = serializers.IntegerField(help_text="The events after the first 200.")

@@ -6,6 +6,7 @@ import time
 from django.conf import settings
 from django.db.models import QuerySet
 from django.db.models.signals import post_delete, post_save
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
@@ -13,7 +14,11 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage
+from campaigns.api.schema import errors, paginated
 from campaigns.api.serializers import (
+    MessageAcceptedSerializer,
+    MessageCreateSerializer,
+    MessageDetailSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
     message_create_validate,
@@ -99,9 +104,51 @@ def _message(message_request: MessageRequest) -> Notification:
     return message
 
 
+_MESSAGE = {
+    "id": 4711,
+    "status": "delivered",
+    "reason": "",
+    "reference": "order-17",
+    "template": 3,
+    "contact": 812,
+    "test": False,
+    "send_at": None,
+    "created_at": "2026-12-05T10:00:00.120000Z",
+    "updated_at": "2026-12-05T10:00:03.410000Z",
+}
+
+
 class MessageListCreate(ApiView):
     scopes = {"POST": "messages:send", "GET": "messages:read"}
+    idempotent = True  # its POST takes an Idempotency-Key (the schema says so)
 
+    @extend_schema(
+        operation_id="messages_send",
+        summary="Send a message",
+        description="Accept one message to one recipient (an address or a contact), sent once "
+        "with the template as it is now, at once or at `send_at`. 202 means it is stored: it "
+        "will be sent, or end in a status that says why not (docs/API.md#messages).",
+        request=MessageCreateSerializer,
+        responses={202: MessageAcceptedSerializer, **errors(422)},
+        examples=[
+            OpenApiExample(
+                "A receipt",
+                request_only=True,
+                value={
+                    "template": "receipt",
+                    "to": "ada@example.com",
+                    "personalisation": {"first_name": "Ada", "order": "A-17"},
+                    "reference": "order-17",
+                },
+            ),
+            OpenApiExample(
+                "Accepted",
+                response_only=True,
+                status_codes=["202"],
+                value={"id": 4711, "status": "created"},
+            ),
+        ],
+    )
     def post(self, request):
         # A message's work is a few statements: redone by a repeat rather than paid for
         # with a second write of the record on every request (campaigns.api.idempotency).
@@ -135,6 +182,19 @@ class MessageListCreate(ApiView):
             {"id": message.pk, "status": message.status}, status=status.HTTP_202_ACCEPTED
         )
 
+    @extend_schema(
+        operation_id="messages_list",
+        summary="List messages",
+        description="The API's messages (transactional messages and jobs' rows) of the key's "
+        "mode, newest first, a page at a time: follow `next` until it is null.",
+        parameters=[MessageListQuerySerializer],
+        responses={200: paginated(MessageSerializer)},
+        examples=[
+            OpenApiExample(
+                "A page", response_only=True, value={"results": [_MESSAGE], "next": None}
+            )
+        ],
+    )
     def get(self, request):
         query = MessageListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -166,6 +226,48 @@ class MessageListCreate(ApiView):
 class MessageDetail(ApiView):
     scopes = {"GET": "messages:read"}
 
+    @extend_schema(
+        operation_id="messages_retrieve",
+        summary="Read a message",
+        description="A message, its address and its journey: every SES event, open and click, "
+        "opens and clicks with the verdict on whether a person or software made them.",
+        responses={200: MessageDetailSerializer},
+        examples=[
+            OpenApiExample(
+                "Delivered, opened by a privacy proxy",
+                response_only=True,
+                value={
+                    **_MESSAGE,
+                    "to": "ada@example.com",
+                    "timestamps": {
+                        "created": "2026-12-05T10:00:00.120000Z",
+                        "status_changed": "2026-12-05T10:00:03.410000Z",
+                        "delivered": "2026-12-05T10:00:03Z",
+                        "opened": "2026-12-05T10:04:12.500000Z",
+                    },
+                    "events": [
+                        {
+                            "at": "2026-12-05T10:00:03Z",
+                            "type": "delivered",
+                            "source": "ses",
+                            "detail": "",
+                            "verdict": "",
+                            "verdict_reason": "",
+                        },
+                        {
+                            "at": "2026-12-05T10:04:12.500000Z",
+                            "type": "opened",
+                            "source": "tracking",
+                            "detail": "",
+                            "verdict": "machine",
+                            "verdict_reason": "apple-mpp",
+                        },
+                    ],
+                    "events_not_shown": 0,
+                },
+            )
+        ],
+    )
     def get(self, request, pk: int):
         found = api_messages(request).filter(pk=pk).first() if pk <= MAX_ID else None
         if found is None:

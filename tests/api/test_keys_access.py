@@ -156,6 +156,17 @@ def test_a_method_no_view_answers_is_405_not_a_scope_refusal():
 # -- the key itself -----------------------------------------------------------------------------
 
 
+def test_options_is_answered_to_a_key_with_the_scope_of_a_view_without_get():
+    """OPTIONS takes GET's scope; an action (POST /jobs/{id}/cancel) has none, and was refused
+    to every key, one with every scope included (found by the contract tests' probe)."""
+    path = "/api/v1/jobs/1/cancel"
+    answer = api_client(scopes=["jobs:send"]).options(path)
+    assert answer.status_code == 200, answer.content
+    assert answer["Allow"] == "POST, OPTIONS"
+    _refusal(api_client(scopes=["jobs:read"]).options(path), 403, "missing_scope")
+    assert api_client(scopes=["messages:read"]).options(URL).status_code == 200
+
+
 def test_a_key_is_kept_only_as_its_digest():
     issued = api_key_create(name="shop", scopes=["messages:send"], test=True)
     # (The secret is base64url: it may hold underscores itself.)

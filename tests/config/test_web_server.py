@@ -117,3 +117,28 @@ def test_the_image_serves_tracking_admin_and_static_files(web_server):
     time.sleep(0.5)  # what the server prints reaches the log file
     output = log.read_text()
     assert token not in output and contact.email not in output
+
+
+def test_the_image_serves_the_api_docs_with_their_collected_scripts(web_server):
+    """Swagger UI and Redoc as the image serves them: their scripts and styles are the
+    sidecar's files that collectstatic gathered, served by granian itself, not a CDN's."""
+    url, _ = web_server
+    for page in ("/api/docs/", "/api/redoc/"):
+        status, headers, body = _get(url + page)
+        assert status == 200 and headers["Content-Type"].startswith("text/html"), page
+        sources = re.findall(rb'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"', body)
+        assert any(source.endswith(b".js") for source in sources), page
+        for source in sources:
+            assert source.startswith(b"/static/drf_spectacular_sidecar/"), source
+            status, headers, asset = _get(url + source.decode())
+            assert status == 200 and asset, source
+            kind = (
+                "javascript"
+                if source.endswith(b".js")
+                else "css"
+                if source.endswith(b".css")
+                else "image"
+            )
+            assert kind in headers["Content-Type"], (source, headers["Content-Type"])
+    status, headers, body = _get(f"{url}/api/schema/?format=json")
+    assert status == 200 and b'"/api/v1/messages"' in body
