@@ -150,6 +150,7 @@ def _refused_form(form: CampaignForm) -> Response:
 
 class CampaignListCreate(ApiView):
     scopes = {"GET": "campaigns:read", "POST": "campaigns:write"}
+    idempotent = True  # its POST takes an Idempotency-Key (the schema says so)
 
     @extend_schema(
         operation_id="campaigns_list",

@@ -178,6 +178,7 @@ def _template(pk: int, *, lock: bool = False) -> Template:
 
 class TemplateListCreate(ApiView):
     scopes = {"GET": "templates:read", "POST": "templates:write"}
+    idempotent = True  # its POST takes an Idempotency-Key (the schema says so)
     max_body_bytes = TEMPLATE_MAX_BODY_BYTES
 
     @extend_schema(
