@@ -155,6 +155,42 @@ def endpoint_create(
     )
 
 
+def endpoint_update(
+    endpoint: CallbackEndpoint,
+    *,
+    url: str | None = None,
+    event_types: list[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> None:
+    """Change what is given (None: left as it is). Enabling a disabled endpoint is
+    endpoint_enable; disabling by hand keeps its waiting deliveries for when it is enabled."""
+    fields = []
+    if url is not None:
+        endpoint.url = callback_url_check(url)
+        fields.append("url")
+    if event_types is not None:
+        endpoint.event_types = event_types_check(event_types)
+        fields.append("event_types")
+    if description is not None:
+        endpoint.description = description
+        fields.append("description")
+    if fields:
+        endpoint.save(update_fields=[*fields, "updated_at"])
+    if enabled is True and not endpoint.enabled:
+        endpoint_enable(endpoint)
+    elif enabled is False and endpoint.enabled:
+        endpoint_disable(endpoint, reason="Disabled by hand.")
+    logger.info("callback endpoint %s updated", endpoint.pk)
+
+
+def endpoint_delete(endpoint: CallbackEndpoint) -> None:
+    """Delete it and its delivery log (waiting deliveries are never sent)."""
+    pk = endpoint.pk
+    endpoint.delete()
+    logger.info("callback endpoint %s deleted", pk)
+
+
 def event_types_check(event_types: list[str]) -> list[str]:
     unknown = [t for t in event_types if t not in EVENT_TYPES]
     if unknown or not event_types:
