@@ -384,14 +384,16 @@ def callbacks_deliver(*, endpoint_id: int, budget: float = DELIVER_BUDGET_SECOND
     number delivered."""
     started = time.monotonic()
     delivered = 0
-    while time.monotonic() - started < budget:
-        endpoint = CallbackEndpoint.objects.filter(pk=endpoint_id, enabled=True).first()
-        if endpoint is None:
-            return delivered
-        rows = _claim(endpoint_id)
-        if not rows:
-            return delivered
-        delivered += _deliver_rows(endpoint, rows)
+    # One pool of posting threads for the task (made per claim, it cost more than the posts).
+    with ThreadPoolExecutor(max_workers=settings.CALLBACK_CONCURRENCY) as threads:
+        while time.monotonic() - started < budget:
+            endpoint = CallbackEndpoint.objects.filter(pk=endpoint_id, enabled=True).first()
+            if endpoint is None:
+                break
+            rows = _claim(endpoint_id)
+            if not rows:
+                break
+            delivered += _deliver_rows(endpoint, rows, threads)
     return delivered
 
 
@@ -419,7 +421,9 @@ class Outcome:
     error: str  # "" for a 2xx
 
 
-def _deliver_rows(endpoint: CallbackEndpoint, rows: list[Claimed]) -> int:
+def _deliver_rows(
+    endpoint: CallbackEndpoint, rows: list[Claimed], threads: ThreadPoolExecutor
+) -> int:
     payloads = payloads_build(rows)
     try:
         scheme, host, port, addresses = _target_addresses(endpoint.url)
@@ -445,8 +449,7 @@ def _deliver_rows(endpoint: CallbackEndpoint, rows: list[Claimed]) -> int:
             }
             return row.id, _post(pool, path, body, headers)
 
-        with ThreadPoolExecutor(max_workers=settings.CALLBACK_CONCURRENCY) as threads:
-            outcomes = dict(threads.map(post, rows))
+        outcomes = dict(threads.map(post, rows))
     return _record(endpoint, rows, outcomes)
 
 
@@ -564,16 +567,17 @@ def _record(endpoint: CallbackEndpoint, rows: list[Claimed], outcomes: dict[int,
             updates.append(
                 (row.id, row.attempts, D.PENDING, retry_at, outcome.status, outcome.error, None)
             )
+    columns = list(zip(*updates, strict=True))
     with transaction.atomic(), connection.cursor() as cursor:
-        values = ", ".join(
-            ["(%s, %s, %s, %s::timestamptz, %s::integer, %s, %s::timestamptz)"] * len(updates)
-        )
+        # One statement for the claim's answers, each column one array parameter.
         cursor.execute(
             f"UPDATE {table} d SET status = v.status, next_attempt_at = v.next_at, "  # noqa: S608
             "last_status = v.http, last_error = v.error, delivered_at = v.delivered_at "
-            f"FROM (VALUES {values}) v(id, attempts, status, next_at, http, error, delivered_at) "
+            "FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::timestamptz[], "
+            "%s::integer[], %s::text[], %s::timestamptz[]) "
+            "AS v(id, attempts, status, next_at, http, error, delivered_at) "
             "WHERE d.id = v.id AND d.attempts = v.attempts AND d.status = %s",
-            [*[value for update in updates for value in update], D.PENDING],
+            [*[list(column) for column in columns], D.PENDING],
         )
         failed = len(rows) - delivered
         if delivered:
@@ -617,117 +621,104 @@ def backoff(attempts: int) -> timedelta:
 
 
 def payloads_build(rows: list[Claimed]) -> dict[int, dict]:
-    """Each claimed row's JSON payload, built from what is stored now (a few queries per claim,
-    never one per row). Never a message's body or personalisation."""
+    """Each claimed row's JSON payload, built from what is stored now: one query for a claim's
+    message events (ids as one array parameter: an IN list of hundreds cost more to build than
+    to run) and one for its campaigns' finishes. Never a message's body or personalisation."""
     event_ids = [row.tracking_event_id for row in rows if row.tracking_event_id]
-    events = {
-        e["id"]: e
-        for e in Event.objects.filter(pk__in=event_ids).values(
-            "id",
-            "type",
-            "occurred_at",
-            "notification_id",
-            "link_id",
-            "verdict",
-            "verdict_reason",
-            "bounce_type",
-            "description",
-        )  # fmt: skip
-    }
-    notification_ids = {e["notification_id"] for e in events.values()}
-    messages = {
-        n["id"]: n
-        for n in Notification.objects.filter(pk__in=notification_ids).values(
-            "id", "campaign_id", "contact_id", "message_id"
-        )
-    }
-    references = dict(
-        MessageRequest.objects.filter(pk__in=notification_ids).values_list(
-            "notification_id", "reference"
-        )
+    events = {}
+    if event_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT e.id, e.type, e.occurred_at, e.verdict, e.verdict_reason, "  # noqa: S608
+                "e.bounce_type, e.description, n.id, n.contact_id, n.message_id, c.id, "
+                "c.kind, c.test_mode, c.template_id, ct.email, r.reference, l.url "
+                f"FROM {Event._meta.db_table} e "
+                f"JOIN {Notification._meta.db_table} n ON n.id = e.notification_id "
+                f"JOIN {Campaign._meta.db_table} c ON c.id = n.campaign_id "
+                f"JOIN {Contact._meta.db_table} ct ON ct.id = n.contact_id "
+                f"LEFT JOIN {MessageRequest._meta.db_table} r ON r.notification_id = n.id "
+                f"LEFT JOIN {CampaignLink._meta.db_table} l ON l.id = e.link_id "
+                "WHERE e.id = ANY(%s)",
+                [event_ids],
+            )
+            events = {row[0]: row for row in cursor.fetchall()}
+    campaign_ids = [row.campaign_id for row in rows if row.campaign_id]
+    campaigns = (
+        {
+            c["id"]: c
+            for c in Campaign.objects.filter(pk__in=campaign_ids).values(
+                "id",
+                "kind",
+                "name",
+                "status",
+                "status_reason",
+                "test_mode",
+                "finished_at",
+                "recipient_count",
+            )  # fmt: skip
+        }
+        if campaign_ids
+        else {}
     )
-    emails = dict(
-        Contact.objects.filter(pk__in={m["contact_id"] for m in messages.values()}).values_list(
-            "pk", "email"
-        )
-    )
-    links = dict(
-        CampaignLink.objects.filter(
-            pk__in={e["link_id"] for e in events.values() if e["link_id"]}
-        ).values_list("pk", "url")
-    )
-    campaign_ids = {m["campaign_id"] for m in messages.values()} | {
-        row.campaign_id for row in rows if row.campaign_id
-    }
-    campaigns = {
-        c["id"]: c
-        for c in Campaign.objects.filter(pk__in=campaign_ids).values(
-            "id",
-            "kind",
-            "name",
-            "status",
-            "status_reason",
-            "test_mode",
-            "finished_at",
-            "recipient_count",
-            "template_id",
-        )  # fmt: skip
-    }
     payloads = {}
     for row in rows:
         if row.tracking_event_id:
             event = events.get(row.tracking_event_id)
-            data = _message_data(event, messages, references, emails, links, campaigns)
-            campaign = campaigns.get(data.get("message", {}).get("campaign_id")) or {}
+            data, test = _message_data(event) if event else ({}, False)
         else:
             campaign = campaigns.get(row.campaign_id) or {}
-            data = _finished_data(campaign)
+            data, test = _finished_data(campaign), bool(campaign.get("test_mode"))
         payloads[row.id] = {
             "id": row.event_id,
             "type": row.event_type,
             "created": row.created_at.isoformat(),
-            "test": bool(campaign.get("test_mode")),
+            "test": test,
             "data": data,
         }
     return payloads
 
 
-def _message_data(event, messages, references, emails, links, campaigns) -> dict:
-    if event is None:
-        return {}  # its message was erased since: the id and type still tell what happened
-    message = messages.get(event["notification_id"]) or {}
-    campaign = campaigns.get(message.get("campaign_id")) or {}
-    kind = campaign.get("kind")
-    data: dict = {
-        "occurred_at": event["occurred_at"].isoformat(),
-        "message": {
-            "id": event["notification_id"],
-            "to": emails.get(message.get("contact_id")),
-            "contact_id": message.get("contact_id"),
-            "campaign_id": message.get("campaign_id") if kind == Campaign.Kind.CAMPAIGN else None,
-            "job_id": message.get("campaign_id") if kind == Campaign.Kind.JOB else None,
-            "template_id": campaign.get("template_id"),
-            "reference": references.get(event["notification_id"]),
-            "ses_message_id": message.get("message_id"),
-        },
-    }
-    if event["type"] in (Event.Type.OPENED, Event.Type.CLICKED):
-        data["verdict"] = event["verdict"] or None  # "human" / "machine"
-        data["verdict_reason"] = event["verdict_reason"] or None
-    if event["type"] == Event.Type.CLICKED:
-        data["url"] = links.get(event["link_id"])
-    if event["type"] == Event.Type.BOUNCED:
-        data["bounce_type"] = event["bounce_type"] or None  # "hard" / "soft"
-    if event["type"] in (
+_REASON_TYPES = frozenset(
+    {
         Event.Type.BOUNCED,
         Event.Type.COMPLAINED,
         Event.Type.REJECTED,
         Event.Type.FAILED,
         Event.Type.RENDERING_FAILED,
         Event.Type.UNSUBSCRIBED,
-    ):
-        data["reason"] = event["description"] or None
-    return data
+    }
+)
+
+
+def _message_data(event: tuple) -> tuple[dict, bool]:
+    (
+        _id, type_, occurred_at, verdict, verdict_reason, bounce_type, description,
+        message_id, contact_id, ses_message_id, campaign_id, kind, test_mode, template_id,
+        email, reference, url,
+    ) = event  # fmt: skip
+    data: dict = {
+        "occurred_at": occurred_at.isoformat(),
+        "message": {
+            "id": message_id,
+            "to": email,
+            "contact_id": contact_id,
+            "campaign_id": campaign_id if kind == Campaign.Kind.CAMPAIGN else None,
+            "job_id": campaign_id if kind == Campaign.Kind.JOB else None,
+            "template_id": template_id,
+            "reference": reference,
+            "ses_message_id": ses_message_id,
+        },
+    }
+    if type_ in (Event.Type.OPENED, Event.Type.CLICKED):
+        data["verdict"] = verdict or None  # "human" / "machine"
+        data["verdict_reason"] = verdict_reason or None
+    if type_ == Event.Type.CLICKED:
+        data["url"] = url
+    if type_ == Event.Type.BOUNCED:
+        data["bounce_type"] = bounce_type or None  # "hard" / "soft"
+    if type_ in _REASON_TYPES:
+        data["reason"] = description or None
+    return data, test_mode
 
 
 def _finished_data(campaign: dict) -> dict:
