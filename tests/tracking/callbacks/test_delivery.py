@@ -273,7 +273,7 @@ def test_a_name_that_resolves_to_loopback_later_is_refused_at_delivery(
     assert receiver.requests == []
 
 
-def test_an_erased_event_still_posts_its_id(receiver, endpoint):
+def test_a_deleted_event_posts_nothing(receiver, endpoint):
     event = EventFactory(delivered=True)
     callbacks.callbacks_fan_out()
     Event.objects.filter(pk=event.pk).delete()  # cascades: its delivery goes with it
