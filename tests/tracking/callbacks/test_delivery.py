@@ -279,3 +279,16 @@ def test_a_deleted_event_posts_nothing(receiver, endpoint):
     Event.objects.filter(pk=event.pk).delete()  # cascades: its delivery goes with it
     run()
     assert receiver.requests == []
+
+
+def test_a_kept_connection_that_died_is_replaced_without_a_failure(receiver, endpoint):
+    EventFactory(delivered=True)
+    run()
+    # The kept connection breaks while idle (the receiver or a proxy closed it).
+    for pool in callbacks._pools.values():
+        for connection in pool.idle:
+            connection.sock.shutdown(socket.SHUT_RDWR)
+    EventFactory(delivered=True)
+    run()
+    assert len(receiver.requests) == 2
+    assert set(CallbackDelivery.objects.values_list("status", "attempts")) == {(D.DELIVERED, 1)}
