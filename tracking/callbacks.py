@@ -15,6 +15,7 @@ Nothing here runs on a request or on the event intake path. Two steps, both from
 Logs carry ids and counts, never an endpoint's URL, a payload or an address.
 """
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -29,12 +30,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignLink, Contact, MessageRequest, Notification
 from infra.addresses import host_addresses, host_public_addresses
+from infra.redis_client import redis_client
 from infra.tasks import task_enqueue_on_commit
 from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark, Event
 
@@ -85,6 +88,10 @@ FAN_OUT_MAX_EVENTS = 50_000
 DELIVER_BUDGET_SECONDS = 20
 # Past this many due rows, the dispatcher enqueues more than one task for an endpoint.
 TASK_PARALLELISM = 4
+# While an endpoint's tasks are queued or running, no more are enqueued for it, for at most
+# this long (a killed task never drops its flag): under the lease, so a killed worker's rows,
+# due again when the lease ends, find the dispatcher enqueuing.
+DISPATCH_FLAG_SECONDS = 60
 
 
 class TargetRefused(Exception):
@@ -360,10 +367,38 @@ def callbacks_dispatch() -> None:
     calls = [
         (endpoint_id,)
         for endpoint_id, count in due.items()
+        if _dispatch_flag_take(endpoint_id)
         for _ in range(min(TASK_PARALLELISM, -(-count // CLAIM_SIZE)))
     ]
     if calls:
         task_enqueue_on_commit(DELIVER_TASK, *calls)
+
+
+def _dispatch_flag_key(endpoint_id: int) -> str:
+    return f"callbacks:dispatched:{endpoint_id}"
+
+
+def _dispatch_flag_take(endpoint_id: int) -> bool:
+    """Whether to enqueue tasks for the endpoint: not while those enqueued before are queued or
+    running (a task drops the flag when it ends; it lives DISPATCH_FLAG_SECONDS at most). Without
+    it a backlog would add TASK_PARALLELISM tasks every pass while each runs for 20 s. Without
+    Redis (the demo), or with Redis away, always (a surplus task claims nothing)."""
+    client = redis_client(timeout=1.0)
+    if client is None:
+        return True
+    try:
+        return bool(
+            client.set(_dispatch_flag_key(endpoint_id), 1, nx=True, ex=DISPATCH_FLAG_SECONDS)
+        )
+    except redis.RedisError:
+        return True
+
+
+def _dispatch_flag_drop(endpoint_id: int) -> None:
+    client = redis_client(timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(_dispatch_flag_key(endpoint_id))
 
 
 # --- delivery: claim, post, record -----------------------------------------------------------
@@ -383,6 +418,13 @@ class Claimed:
 def callbacks_deliver(*, endpoint_id: int, budget: float = DELIVER_BUDGET_SECONDS) -> int:
     """Post an endpoint's due deliveries, a claim at a time, for up to `budget` seconds; the
     number delivered."""
+    try:
+        return _deliver_for(endpoint_id, budget)
+    finally:
+        _dispatch_flag_drop(endpoint_id)  # the next dispatch may enqueue again
+
+
+def _deliver_for(endpoint_id: int, budget: float) -> int:
     started = time.monotonic()
     delivered = 0
     # One pool of posting threads for the task (made per claim, it cost more than the posts).

@@ -292,3 +292,21 @@ def test_a_kept_connection_that_died_is_replaced_without_a_failure(receiver, end
     run()
     assert len(receiver.requests) == 2
     assert set(CallbackDelivery.objects.values_list("status", "attempts")) == {(D.DELIVERED, 1)}
+
+
+def test_dispatch_enqueues_once_per_endpoint_until_its_tasks_end(
+    receiver, endpoint, eager_celery, django_capture_on_commit_callbacks
+):
+    from infra.redis_client import redis_client
+
+    EventFactory(delivered=True)
+    flag = callbacks._dispatch_flag_key(endpoint.pk)
+    redis_client(timeout=1).set(flag, 1)  # tasks for it queued or running: none enqueued
+    with django_capture_on_commit_callbacks(execute=True):
+        callbacks.callbacks_dispatch()
+    assert receiver.requests == []
+    redis_client(timeout=1).delete(flag)
+    with django_capture_on_commit_callbacks(execute=True):
+        callbacks.callbacks_dispatch()  # the task runs inline, posts, drops the flag
+    assert len(receiver.requests) == 1
+    assert not redis_client(timeout=1).exists(flag)
