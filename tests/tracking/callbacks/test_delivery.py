@@ -310,3 +310,39 @@ def test_dispatch_enqueues_once_per_endpoint_until_its_tasks_end(
         callbacks.callbacks_dispatch()  # the task runs inline, posts, drops the flag
     assert len(receiver.requests) == 1
     assert not redis_client(timeout=1).exists(flag)
+
+
+def test_https_verifies_the_certificate_for_the_name_while_connecting_to_the_checked_address(
+    tmp_path, settings, monkeypatch
+):
+    """The URL names `localhost`; the post connects to the address that name was checked to
+    have (127.0.0.1 here) and verifies the certificate for `localhost`, not for the address."""
+    import ssl
+
+    from tests.tracking.callbacks.receiver import TlsReceiver
+
+    settings.CALLBACKS_ALLOW_PRIVATE_TARGETS = True
+    server = TlsReceiver(tmp_path)
+    try:
+        endpoint = callbacks.endpoint_create(url=server.url, event_types=["message.delivered"])
+        EventFactory(delivered=True)
+        # Not trusted (the system's authorities): refused, nothing delivered.
+        monkeypatch.setattr(callbacks, "_tls", None)
+        run()
+        row = CallbackDelivery.objects.get()
+        assert row.status == D.PENDING and "SSL" in row.last_error
+        # Trusted: delivered, the certificate checked for the URL's name.
+        monkeypatch.setattr(callbacks, "_tls", ssl.create_default_context(cafile=server.cert))
+        callbacks._pools.clear()
+        CallbackDelivery.objects.update(next_attempt_at=timezone.now())
+        run()
+        row.refresh_from_db()
+        assert row.status == D.DELIVERED
+        (request,) = [r for r in server.requests if r["path"] == "/hooks/tls"]
+        assert request["headers"]["Host"] == f"localhost:{server.server.server_port}"
+        assert documented_verify()(
+            endpoint.secret, request["headers"]["Mailwright-Signature"], request["body"]
+        )
+    finally:
+        callbacks._pools.clear()
+        server.close()
