@@ -11,8 +11,9 @@ CALLBACK_TIMEOUT_SECONDS = env_int("CALLBACK_TIMEOUT_SECONDS", 10, minimum=1)
 # Posts in flight at once per delivery task (each endpoint has up to 4 tasks).
 CALLBACK_CONCURRENCY = env_int("CALLBACK_CONCURRENCY", 8, minimum=1)
 # A claimed delivery is due again after this long if its worker never answers (killed):
-# above a claim's posts at their timeouts (100 rows / 8 at a time × 10 s).
-CALLBACK_LEASE_SECONDS = env_int("CALLBACK_LEASE_SECONDS", 180, minimum=1)
+# above a claim's posts at their timeouts (100 rows / 8 at a time × 15 s: connect and read),
+# so a slow receiver's rows are not claimed again while their posts are still in flight.
+CALLBACK_LEASE_SECONDS = env_int("CALLBACK_LEASE_SECONDS", 300, minimum=1)
 # The first retry after this many seconds, doubling to an hour apart.
 CALLBACK_RETRY_BASE_SECONDS = env_int("CALLBACK_RETRY_BASE_SECONDS", 10, minimum=1)
 # A delivery still refused this long after its event is marked failed.

@@ -346,3 +346,20 @@ def test_https_verifies_the_certificate_for_the_name_while_connecting_to_the_che
     finally:
         callbacks._pools.clear()
         server.close()
+
+
+def test_a_receiver_that_is_down_loses_nothing(receiver, endpoint):
+    receiver.close()  # nothing listens on its port now
+    EventFactory(delivered=True)
+    run()
+    row = CallbackDelivery.objects.get()
+    assert (row.status, row.last_error) == (D.PENDING, "no answer: ConnectionRefusedError")
+    back = Receiver()  # up again (on another port: the endpoint follows it)
+    try:
+        CallbackEndpoint.objects.filter(pk=endpoint.pk).update(url=back.url)
+        CallbackDelivery.objects.update(next_attempt_at=timezone.now())
+        run()
+        assert CallbackDelivery.objects.get().status == D.DELIVERED
+        assert [r["headers"]["Mailwright-Event-Id"] for r in back.requests] == [row.event_id]
+    finally:
+        back.close()
