@@ -492,7 +492,14 @@ def _deliver_rows(
             }
             return row.id, _post(pool, path, body, headers)
 
-        outcomes = dict(threads.map(post, rows))
+        def post_each(share: list[Claimed]) -> list[tuple[int, Outcome]]:
+            return [post(row) for row in share]
+
+        # Each thread posts its share in turn: one hand-off per thread, not per POST (a
+        # future per POST cost ~60 µs of the ~400 µs a callback took).
+        width = settings.CALLBACK_CONCURRENCY
+        shares = [rows[i::width] for i in range(min(width, len(rows)))]
+        outcomes = dict(pair for done in threads.map(post_each, shares) for pair in done)
     return _record(endpoint, rows, outcomes)
 
 
