@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lint format clean bench bench-tracking bench-api
+.PHONY: install demo test test-fast lint format clean bench bench-tracking bench-api bench-callbacks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ TRACKING_SECONDS ?= 20
 bench-tracking: $(BIN)/.installed
 	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/tracking.py --n $(TRACKING_N) --seconds $(TRACKING_SECONDS)
+
+## bench-callbacks: CALLBACKS_N stored events (default 50,000) fanned out and POSTed, signed, to a local receiver by CALLBACKS_WORKERS worker processes (default 4); prints callbacks_per_s
+CALLBACKS_N ?= 50000
+CALLBACKS_WORKERS ?= 4
+bench-callbacks: $(BIN)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
+	  $(BIN)/python bench/callbacks.py --n $(CALLBACKS_N) --workers $(CALLBACKS_WORKERS)
 
 ## bench-api: POST /api/v1/messages through granian, the transactional worker and SES, driven by wrk (API_SECONDS of load, default 20; then the same while a campaign to API_CAMPAIGN recipients sends, default 200,000, 0 for none)
 API_SECONDS ?= 20

@@ -6,9 +6,7 @@ time is "could not check", not broken. Logs carry the campaign id and counts, ne
 link may carry credentials or a recipient's data in its query).
 """
 
-import ipaddress
 import logging
-import socket
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -19,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from campaigns.models import Campaign, LinkCheck
+from infra.addresses import host_public_addresses
 from infra.tasks import task_enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -92,15 +91,8 @@ def _fetchable(url: str) -> bool:
 
 def _public_host(hostname: str) -> bool:
     """Whether every address the name has is a public one. The check fetches what a marketer
-    typed from inside the servers' network: a link to localhost, 10.0.0.5 or the cloud's
-    metadata address must not let anyone probe what answers there."""
-    try:
-        infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False  # no such host: the fetch could not answer anyway
-    return bool(infos) and all(
-        ipaddress.ip_address(info[4][0].partition("%")[0]).is_global for info in infos
-    )
+    typed from inside the servers' network (infra.addresses: the rule all such fetches share)."""
+    return host_public_addresses(hostname) is not None
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):

@@ -478,7 +478,7 @@ def _forget_broker_state() -> None:
     from config.celery import app
 
     with app.connection_for_write() as conn:
-        for queue in ("transactional", "bulk", "periodic"):
+        for queue in ("transactional", "bulk", "periodic", "callbacks"):
             conn.default_channel.queue_purge(queue)
     from campaigns.ready import DRAIN_FLAG_KEY, READY_KEY
 

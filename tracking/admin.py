@@ -103,3 +103,6 @@ class PendingEspEventAdmin(SuperuserOnlyAdmin, admin.ModelAdmin):
     def has_retry_permission(self, request) -> bool:
         # Rows are read-only (no change permission); retrying records events: superusers.
         return request.user.is_superuser
+
+
+from tracking import admin_callbacks  # noqa: E402, F401 (registers the callback endpoints' admin)

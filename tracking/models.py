@@ -119,3 +119,108 @@ class FirstEngagement(models.Model):
 
     def __str__(self) -> str:
         return f"first {self.kind} of notification {self.notification_id}"
+
+
+class CallbackEndpoint(models.Model):
+    """An integrator's URL that hears about what happens to messages, jobs and campaigns
+    (tracking.callbacks): signed POSTs, one per event, at least once."""
+
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    # The event types it wants (tracking.callbacks.EVENT_TYPES), e.g. ["message.bounced"].
+    event_types = models.JSONField(default=list)
+    # The signing secret: kept as it is, since signing needs it (a hash would not sign). Shown
+    # once, when made or rotated; never again by the admin or the API.
+    secret = models.CharField(max_length=100, editable=False)
+    # The secret before the last rotation, still signing (a second v1=) until this time, so a
+    # receiver can switch over without refusing a delivery.
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.CharField(max_length=500, blank=True, editable=False)
+    # When its deliveries began failing without a success since (None: the last one worked).
+    # Failing for CALLBACK_DISABLE_AFTER disables it.
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        "auth.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    # The API key that made it, if one did (campaigns.ApiKey: kept as a plain id, tracking
+    # sits below campaigns).
+    created_by_key_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "callback endpoint"
+        verbose_name_plural = "callback endpoints (webhooks to integrators)"
+
+    def __str__(self) -> str:
+        return f"callback endpoint #{self.pk}"
+
+
+class CallbackDelivery(models.Model):
+    """One event for one endpoint: the outbox row its delivery task claims, posts and answers.
+    Unique per (endpoint, event id): finding an event twice queues it once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"  # to be posted (again) at next_attempt_at
+        DELIVERED = "delivered", "Delivered"  # the receiver answered 2xx
+        FAILED = "failed", "Gave up"  # still refused after CALLBACK_MAX_AGE (72 h)
+
+    id = models.BigAutoField(primary_key=True)
+    endpoint = models.ForeignKey(
+        CallbackEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    # The id the receiver dedupes on (Mailwright-Event-Id), e.g. "evt_12345" or "cmp_7_finished".
+    event_id = models.CharField(max_length=64)
+    event_type = models.CharField(max_length=32)
+    # What the payload is built from at delivery: a tracking Event, or a campaign / job.
+    tracking_event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    campaign_id = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # A claim pushes this past the lease: a worker killed mid-post leaves the row due again.
+    next_attempt_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)  # HTTP status
+    last_error = models.CharField(max_length=300, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="uniq_callback_delivery")
+        ]
+        indexes = [
+            # What the delivery tasks claim: the due rows of each endpoint.
+            models.Index(
+                fields=["endpoint", "next_attempt_at"],
+                name="callback_delivery_due",
+                condition=models.Q(status="pending"),
+            )
+        ]
+        verbose_name = "callback delivery"
+        verbose_name_plural = "callback deliveries"
+
+    def __str__(self) -> str:
+        return f"callback delivery #{self.pk}"
+
+
+class CallbackMark(models.Model):
+    """How far the fan-out has read (tracking.callbacks.callbacks_fan_out): one row. Kept in
+    PostgreSQL, as durable as the events it points into."""
+
+    event_id = models.BigIntegerField(default=0)  # tracking Events up to this id are queued
+    # Campaigns and jobs finished up to this time are queued (minus a grace, re-read).
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return "callbacks mark"

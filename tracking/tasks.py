@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from tracking import callbacks
 from tracking.ses_events import pending as event_pending
 from tracking.ses_events import retry as event_retry
 from tracking.ses_events import simulated as event_simulated
@@ -24,3 +25,21 @@ def simulated_events_record(notification_ids: list[int]) -> None:
     """A test key's messages just recorded `sent`: record the SES events SES would have sent
     (campaigns.simulator)."""
     event_simulated.simulated_events_record(notification_ids=notification_ids)
+
+
+@shared_task(name="tracking.tasks.callbacks_dispatch", time_limit=120)
+def callbacks_dispatch() -> None:
+    """Beat: queue new events for the endpoints that want them; a delivery task for each
+    endpoint with deliveries due (tracking.callbacks)."""
+    callbacks.callbacks_dispatch()
+
+
+@shared_task(
+    name="tracking.tasks.callbacks_deliver",
+    # Above the task's budget plus a claim's posts at their timeouts; a task past it is
+    # replaced, and its rows are due again when their lease ends.
+    time_limit=callbacks.DELIVER_BUDGET_SECONDS + 300,
+)
+def callbacks_deliver(endpoint_id: int) -> None:
+    """Post one endpoint's due deliveries for a while."""
+    callbacks.callbacks_deliver(endpoint_id=endpoint_id)

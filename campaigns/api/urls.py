@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from campaigns.api import base, campaigns, jobs, templates, views
+from campaigns.api import base, campaigns, jobs, templates, views, webhooks
 
 app_name = "api"
 
@@ -33,6 +33,18 @@ urlpatterns = [
     ),
     path(
         "campaigns/<int:pk>/report", campaigns.CampaignReportView.as_view(), name="campaign-report"
+    ),
+    path("webhooks", webhooks.WebhookListCreate.as_view(), name="webhooks"),
+    path("webhooks/<int:pk>", webhooks.WebhookDetail.as_view(), name="webhook"),
+    path(
+        "webhooks/<int:pk>/rotate-secret",
+        webhooks.WebhookRotateSecret.as_view(),
+        name="webhook-rotate-secret",
+    ),
+    path(
+        "webhooks/<int:pk>/deliveries",
+        webhooks.WebhookDeliveries.as_view(),
+        name="webhook-deliveries",
     ),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),

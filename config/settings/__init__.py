@@ -253,6 +253,7 @@ LOGGING = {
     },
 }
 
+from config.settings.callbacks import *  # noqa: E402, F403
 from config.settings.celery import *  # noqa: E402, F403
 from config.settings.email import *  # noqa: E402, F403
 from config.settings.events import *  # noqa: E402, F403

@@ -37,7 +37,14 @@ CELERY_TIMEZONE = "UTC"
 
 # Queues: campaigns never starve transactional mail because each has its own queue (and, in
 # production, its own workers); "periodic" carries beat's sweeps.
-CELERY_TASK_QUEUES = [Queue("transactional"), Queue("bulk"), Queue("periodic")]
+# "callbacks" carries the posts to integrators (tracking.callbacks): a slow receiver holds
+# its own workers, never a send or a sweep.
+CELERY_TASK_QUEUES = [
+    Queue("transactional"),
+    Queue("bulk"),
+    Queue("periodic"),
+    Queue("callbacks"),
+]
 CELERY_TASK_DEFAULT_QUEUE = "periodic"
 CELERY_TASK_ROUTES = {
     "campaigns.tasks.campaign_start": {"queue": "bulk"},
@@ -48,6 +55,7 @@ CELERY_TASK_ROUTES = {
     "campaigns.tasks.deliver_ready": {"queue": "transactional"},
     # A test key's simulated SES events: light, and awaited by its client as a message is.
     "tracking.tasks.simulated_events_record": {"queue": "transactional"},
+    "tracking.tasks.callbacks_deliver": {"queue": "callbacks"},
     # Minutes of work for a large file: not on the queue beat's short sweeps share.
     "campaigns.tasks.contact_import_check": {"queue": "bulk"},
     "campaigns.tasks.contact_import_run": {"queue": "bulk"},
@@ -107,6 +115,13 @@ CELERY_BEAT_SCHEDULE = {
     "esp-events-expire-pending": {
         "task": "tracking.tasks.esp_events_expire_pending",
         "schedule": timedelta(hours=1),
+        "options": {"queue": "periodic"},
+    },
+    # Callbacks to integrators: new events queued and due deliveries handed to the callbacks
+    # queue at most this late (tracking.callbacks).
+    "callbacks-dispatch": {
+        "task": "tracking.tasks.callbacks_dispatch",
+        "schedule": timedelta(seconds=env_int("CALLBACK_POLL_SECONDS", 2)),
         "options": {"queue": "periodic"},
     },
     # The API's idempotency records count for 24 hours (campaigns.api.idempotency); past
