@@ -50,6 +50,13 @@ def new_contact_status(address: str) -> str:
     return new_contact_statuses([address]).get(address, ACTIVE)
 
 
+def status_for_new_address(*, status: str, address: str) -> str:
+    """The status of a contact whose address changes to `address` (the admin's form, a
+    PATCH): an active contact takes the address's kept status, so renaming a contact to an
+    erased, suppressed address cannot lift the suppression; any other keeps its own."""
+    return new_contact_status(address) if status == ACTIVE else status
+
+
 def erased_address_keep(*, address: str, status: str) -> None:
     """Keep the status of an address whose contact is being erased, for when it comes back.
     An active one leaves nothing (and forgets what an earlier erasure kept: its owner came

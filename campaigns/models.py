@@ -378,7 +378,8 @@ class CustomField(models.Model):
 
 class ContactStatusChange(models.Model):
     """Who resubscribed a contact (to all mail, or to one list), when and why: the consent
-    record a resubscribe cannot happen without (campaigns.audiences)."""
+    record a resubscribe cannot happen without (campaigns.audiences). Also who unsubscribed
+    or suppressed one on someone else's word (the API: the key is named in the reason)."""
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="status_changes")
     # Set for a resubscribe to one list; empty for all mail (Contact.status).

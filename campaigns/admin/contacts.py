@@ -20,7 +20,7 @@ from campaigns.contact_fields import (
     contact_text_check,
     contact_time_zone_check,
 )
-from campaigns.erased import new_contact_status
+from campaigns.erased import status_for_new_address
 from campaigns.models import Contact
 from campaigns.resources import ContactCSV, ContactResource
 from tracking.erase import contact_erase
@@ -64,9 +64,11 @@ class ContactForm(TypedAttributesForm):
         return contact_attributes_check(self.cleaned_data["attributes"])
 
     def save(self, commit=True):
-        if self.instance.pk is None:
+        if self.instance.pk is None or "email" in self.changed_data:
             # An erased address that was unsubscribed or suppressed stays so (campaigns.erased).
-            self.instance.status = new_contact_status(self.instance.email)
+            self.instance.status = status_for_new_address(
+                status=self.instance.status, address=self.instance.email
+            )
         return super().save(commit)
 
 

@@ -32,6 +32,7 @@ from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPag
 from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.contact_upsert import contacts_upsert
+from campaigns.erased import status_for_new_address
 from campaigns.models import ApiKey, Contact, ContactList, CustomField, Membership
 from tracking.erase import contact_erase
 
@@ -493,13 +494,19 @@ class ContactDetail(ContactApiView):
         try:
             with transaction.atomic():
                 contact = _contact_or_404(pk, lock=True)
+                changed = [*checked.fields, "attributes", "updated_at"]
                 if checked.email and checked.email != contact.email:
                     contact.email = checked.email
+                    # (An erased, suppressed address stays suppressed: campaigns.erased.)
+                    contact.status = status_for_new_address(
+                        status=contact.status, address=contact.email
+                    )
+                    changed += ["email", "status"]
                 for name, value in checked.fields.items():
                     setattr(contact, name, value)
                 attributes = {**contact.attributes, **checked.attributes}
                 contact.attributes = {k: v for k, v in attributes.items() if v is not None}
-                contact.save()  # (updated_at: auto_now)
+                contact.save(update_fields=changed)  # (updated_at: auto_now)
         except IntegrityError:
             raise ApiError(
                 status.HTTP_409_CONFLICT,

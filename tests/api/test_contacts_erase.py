@@ -214,3 +214,19 @@ def test_logs_carry_no_address(client, caplog):
     assert "erased" in text  # the erase was logged, by id
     for address in (ADDRESS, "log1@", "log2@", "log3@", "Grace"):
         assert address not in text
+
+
+def test_renaming_a_contact_to_an_erased_suppressed_address_does_not_lift_it(client, admin_client):
+    ErasedAddress.objects.create(digest=address_digest(ADDRESS), status=S.COMPLAINED)
+    other = ContactFactory(email="other@example.com")
+    answer = client.patch(f"/api/v1/contacts/{other.pk}", {"email": ADDRESS}, format="json")
+    assert answer.status_code == 200 and answer.json()["status"] == "complained"
+    third = ContactFactory(email="third@example.com")
+    form = {"email": ADDRESS.replace("gone", "gone2"), "first_name": "", "last_name": ""}
+    ErasedAddress.objects.create(digest=address_digest(form["email"]), status=S.BOUNCED)
+    changed = admin_client.post(
+        f"/admin/campaigns/contact/{third.pk}/change/",
+        {**form, "time_zone": "", "attributes": "{}"},
+    )
+    assert changed.status_code == 302, changed.content[:2000]
+    assert Contact.objects.get(pk=third.pk).status == S.BOUNCED
