@@ -7,6 +7,8 @@ import's), list add/remove, unsubscribe, suppress (campaigns.audiences, each lea
 ContactStatusChange) and the erase (tracking.erase, the admin's delete too).
 """
 
+import math
+
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q, QuerySet
@@ -281,8 +283,9 @@ def _number(value: str) -> int | float | None:
     except ValueError:
         return None
     if isinstance(number, int) and abs(number) >= 10**15:
-        return None
-    return number if number == number else None  # (nan)
+        return None  # no value the API stores (campaigns.audiences.NUMBER_MAX)
+    # inf and nan are no JSON numbers: sent to the database, they would be an error there.
+    return number if math.isfinite(number) else None
 
 
 def _checked_one(data, **kwargs) -> ContactIn:
