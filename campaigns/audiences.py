@@ -322,7 +322,7 @@ SUPPRESSED = (S.BOUNCED, S.COMPLAINED)
 
 
 def contact_unsubscribe(
-    *, contact: Contact, contact_list: ContactList | None, user, reason: str
+    *, contact: Contact, contact_list: ContactList | None, user, reason: str, api_key=None
 ) -> bool:
     """Unsubscribe a contact from one list, or from all mail (`contact_list` None), on someone
     else's word (an integration syncing its own opt-outs; the recipient's own click is
@@ -344,21 +344,23 @@ def contact_unsubscribe(
                     from_status="subscribed",
                     to_status="unsubscribed",
                     user=user,
+                    api_key=api_key,
                     reason=reason,
                 )
         else:
-            changed = _status_move(contact, {S.ACTIVE}, S.UNSUBSCRIBED, user, reason, now)
+            changed = _status_move(contact, {S.ACTIVE}, S.UNSUBSCRIBED, user, api_key, reason, now)
     logger.info(
-        "contact %s unsubscribed from %s by user %s: changed=%s",
+        "contact %s unsubscribed from %s by user %s key %s: changed=%s",
         contact.pk,
         f"list {contact_list.pk}" if contact_list else "all mail",
         getattr(user, "pk", None),
+        getattr(api_key, "pk", None),
         changed,
     )
     return changed
 
 
-def contact_suppress(*, contact: Contact, status: str, user, reason: str) -> bool:
+def contact_suppress(*, contact: Contact, status: str, user, reason: str, api_key=None) -> bool:
     """Suppress a contact (`bounced`: the address does not work; `complained`: its owner
     reported spam) on someone else's word (a CRM's own suppression list), recording who and
     why; True if it changed. An active or unsubscribed contact can be; a suppressed one keeps
@@ -368,19 +370,22 @@ def contact_suppress(*, contact: Contact, status: str, user, reason: str) -> boo
     reason = (reason or "").strip()[:REASON_MAX]
     with transaction.atomic():
         changed = _status_move(
-            contact, {S.ACTIVE, S.UNSUBSCRIBED}, status, user, reason, timezone.now()
+            contact, {S.ACTIVE, S.UNSUBSCRIBED}, status, user, api_key, reason, timezone.now()
         )
     logger.info(
-        "contact %s suppressed as %s by user %s: changed=%s",
+        "contact %s suppressed as %s by user %s key %s: changed=%s",
         contact.pk,
         status,
         getattr(user, "pk", None),
+        getattr(api_key, "pk", None),
         changed,
     )
     return changed
 
 
-def _status_move(contact: Contact, from_statuses: set, to: str, user, reason: str, now) -> bool:
+def _status_move(
+    contact: Contact, from_statuses: set, to: str, user, api_key, reason: str, now
+) -> bool:
     """Contact.status from one of `from_statuses` to `to` (a guarded UPDATE) and its record."""
     was = (
         Contact.objects.select_for_update()
@@ -392,7 +397,7 @@ def _status_move(contact: Contact, from_statuses: set, to: str, user, reason: st
         return False
     Contact.objects.filter(pk=contact.pk, status=was).update(status=to, updated_at=now)
     ContactStatusChange.objects.create(
-        contact=contact, from_status=was, to_status=to, user=user, reason=reason
+        contact=contact, from_status=was, to_status=to, user=user, api_key=api_key, reason=reason
     )
     return True
 

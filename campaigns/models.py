@@ -379,7 +379,7 @@ class CustomField(models.Model):
 class ContactStatusChange(models.Model):
     """Who resubscribed a contact (to all mail, or to one list), when and why: the consent
     record a resubscribe cannot happen without (campaigns.audiences). Also who unsubscribed
-    or suppressed one on someone else's word (the API: the key is named in the reason)."""
+    or suppressed one on someone else's word (a user, or an integration's API key)."""
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="status_changes")
     # Set for a resubscribe to one list; empty for all mail (Contact.status).
@@ -391,6 +391,10 @@ class ContactStatusChange(models.Model):
     to_status = models.CharField(max_length=16)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # The API key that made it (an integration's unsubscribe or suppress), where no user did.
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.TextField(max_length=1000)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -185,16 +185,11 @@ def _declared() -> dict[str, CustomField]:
     return {f.name: f for f in CustomField.objects.all()}
 
 
-def _user(request):
-    """Who a status change is recorded as made by: the staff user of a session; an API key is
-    named in the reason instead."""
-    return None if isinstance(request.auth, ApiKey) else request.user
-
-
-def _reason(request, given: str) -> str:
-    key = request.auth if isinstance(request.auth, ApiKey) else None
-    by = f"API key {key.prefix}" if key else "API (staff session)"
-    return f"{by}: {given.strip()}" if given.strip() else by
+def _by(request) -> dict:
+    """Who a status change is recorded as made by: the key, or a staff session's user."""
+    if isinstance(request.auth, ApiKey):
+        return {"api_key": request.auth, "user": None}
+    return {"api_key": None, "user": request.user}
 
 
 class ContactListQuery(StrictSerializer):
@@ -591,8 +586,8 @@ class ContactUnsubscribe(ApiView):
         changed = audiences.contact_unsubscribe(
             contact=contact,
             contact_list=contact_list,
-            user=_user(request),
-            reason=_reason(request, data.validated_data.get("reason", "")),
+            reason=data.validated_data.get("reason", ""),
+            **_by(request),
         )
         return Response({"changed": changed, "contact": contact_out(_contact_or_404(pk))})
 
@@ -614,7 +609,7 @@ class ContactSuppress(ApiView):
         changed = audiences.contact_suppress(
             contact=contact,
             status=data.validated_data["status"],
-            user=_user(request),
-            reason=_reason(request, data.validated_data.get("reason", "")),
+            reason=data.validated_data.get("reason", ""),
+            **_by(request),
         )
         return Response({"changed": changed, "contact": contact_out(_contact_or_404(pk))})

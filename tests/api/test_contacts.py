@@ -174,7 +174,7 @@ def test_memberships_add_and_remove_keep_an_unsubscribe(client):
     assert missing.json()["errors"][0]["code"] == "list_not_found"
 
 
-def test_unsubscribe_from_a_list_then_from_everything_then_suppress(client):
+def test_unsubscribe_from_a_list_then_from_everything_then_suppress(client, admin_client):
     contact = ContactFactory()
     news = ContactListFactory(name="News")
     Membership.objects.create(contact_list=news, contact=contact)
@@ -196,15 +196,20 @@ def test_unsubscribe_from_a_list_then_from_everything_then_suppress(client):
     assert suppressed.json()["contact"]["status"] == "complained"
     assert client.post(f"{url}/suppress", {"status": "active"}, format="json").status_code == 400
 
-    # Each change is recorded as the admin's resubscribes are, naming the key.
+    # Each change is recorded as the admin's resubscribes are, with the key that made it.
     changes = list(ContactStatusChange.objects.filter(contact=contact).order_by("id"))
     assert [(c.from_status, c.to_status) for c in changes] == [
         ("subscribed", "unsubscribed"),
         ("active", "unsubscribed"),
         ("unsubscribed", "complained"),
     ]
-    assert changes[0].reason == f"API key {client.key.prefix}: CRM"
+    assert changes[0].reason == "CRM" and changes[1].reason == ""
+    assert {c.api_key_id for c in changes} == {client.key.pk}
     assert changes[0].list_name == "News"
+    # …and shown on the contact's admin page, as the admin's own changes are.
+    page = admin_client.get(f"/admin/campaigns/contact/{contact.pk}/change/").content.decode()
+    assert f"API key {client.key}" in page
+    assert "all mail: unsubscribed → complained" in page
 
 
 def test_scopes(client):
