@@ -231,3 +231,18 @@ def test_scopes(client):
         assert answer.json()["errors"][0]["code"] == "missing_scope"
     other = api_client(scopes=("messages:send",))
     assert other.get("/api/v1/contacts").status_code == 403
+
+
+def test_an_idempotency_key_replays_the_first_create(client):
+    body = {"email": "idem@example.com", "first_name": "Ida"}
+    first = client.post("/api/v1/contacts", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = client.post("/api/v1/contacts", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == again.status_code == 201  # not the 409 of a second create
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = client.post(
+        "/api/v1/contacts", {"email": "x@example.com"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert other.status_code == 409
+    assert other.json()["errors"][0]["code"] == "idempotency_key_reused"
+    assert Contact.objects.count() == 1
