@@ -12,6 +12,7 @@ import math
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q, QuerySet
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -259,15 +260,19 @@ def _filtered(filters: dict) -> QuerySet[Contact]:
         contacts = contacts.filter(email=email)
     if "updated_since" in filters:
         contacts = contacts.filter(updated_at__gte=filters["updated_since"])
-    for name, value in filters["attrs"].items():
+    for n, (name, value) in enumerate(filters["attrs"].items()):
+        # The key as a KeyTransform, never spelled into a lookup (attributes__<name>): a field
+        # named `isnull` or `contains` would be read as that lookup, not as the key.
+        alias = f"_attr{n}"
+        contacts = contacts.alias(**{alias: KeyTransform(name, "attributes")})
         # A value is compared as the API writes it: text as is, numbers and yes/no as JSON.
-        options = Q(**{f"attributes__{name}": value})
+        options = Q(**{alias: value})
         if value in ("true", "false"):
-            options |= Q(**{f"attributes__{name}": value == "true"})
+            options |= Q(**{alias: value == "true"})
         else:
             number = _number(value)
             if number is not None:
-                options |= Q(**{f"attributes__{name}": number})
+                options |= Q(**{alias: number})
         contacts = contacts.filter(options)
     return contacts
 
