@@ -103,6 +103,13 @@ def _number(raw: object, label: str) -> int | float:
     if isinstance(raw, bool):
         raise ValidationError(f"{label} is a number, not yes/no.", code="invalid")
     if isinstance(raw, int):
+        # Bounded as any number is (10**30 is no exact number in a spreadsheet), before it is
+        # ever written out: str() of an int of over 4,300 digits raises.
+        if abs(raw) >= NUMBER_MAX:
+            raise ValidationError(
+                f"{label} is too large a number (at most 15 digits before the point).",
+                code="invalid",
+            )
         return raw
     if isinstance(raw, float):
         number = Decimal(repr(raw)) if math.isfinite(raw) else None
@@ -283,6 +290,116 @@ def contact_list_remove_contacts(
         "list %s: %s contacts removed, %s kept as unsubscribed", contact_list.pk, removed, kept
     )
     return ListChange(changed=removed, kept=kept)
+
+
+# -- unsubscribe and suppress ----------------------------------------------------------------
+
+
+def membership_unsubscribe_set(*, list_id: int, contact_id: int, now) -> bool:
+    """Set unsubscribed_at on the membership; True if it changed. A recipient no longer on the
+    list (removed since the send) gets a membership that records the unsubscribe, so adding
+    them back (an import, the admin) cannot subscribe them again. (The recipient's own
+    unsubscribe, tracking.unsubscribe, and contact_unsubscribe below.)"""
+    updated = Membership.objects.filter(
+        contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
+    ).update(unsubscribed_at=now)
+    if updated:
+        return True
+    _, created = Membership.objects.get_or_create(
+        contact_list_id=list_id, contact_id=contact_id, defaults={"unsubscribed_at": now}
+    )
+    if created:
+        return True
+    # Already unsubscribed, or a membership added meanwhile (an import racing us): set it.
+    return bool(
+        Membership.objects.filter(
+            contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
+        ).update(unsubscribed_at=now)
+    )
+
+
+SUPPRESSED = (S.BOUNCED, S.COMPLAINED)
+
+
+def contact_unsubscribe(
+    *, contact: Contact, contact_list: ContactList | None, user, reason: str, api_key=None
+) -> bool:
+    """Unsubscribe a contact from one list, or from all mail (`contact_list` None), on someone
+    else's word (an integration syncing its own opt-outs; the recipient's own click is
+    tracking.unsubscribe), recording who and why; True if it changed anything. A contact
+    already unsubscribed (or suppressed) that way is left as is."""
+    reason = (reason or "").strip()[:REASON_MAX]
+    now = timezone.now()
+    with transaction.atomic():
+        if contact_list is not None:
+            changed = membership_unsubscribe_set(
+                list_id=contact_list.pk, contact_id=contact.pk, now=now
+            )
+            if changed:
+                Contact.objects.filter(pk=contact.pk).update(updated_at=now)
+                ContactStatusChange.objects.create(
+                    contact=contact,
+                    contact_list=contact_list,
+                    list_name=contact_list.name,
+                    from_status="subscribed",
+                    to_status="unsubscribed",
+                    user=user,
+                    api_key=api_key,
+                    reason=reason,
+                )
+        else:
+            changed = _status_move(contact, {S.ACTIVE}, S.UNSUBSCRIBED, user, api_key, reason, now)
+    logger.info(
+        "contact %s unsubscribed from %s by user %s key %s: changed=%s",
+        contact.pk,
+        f"list {contact_list.pk}" if contact_list else "all mail",
+        getattr(user, "pk", None),
+        getattr(api_key, "pk", None),
+        changed,
+    )
+    return changed
+
+
+def contact_suppress(*, contact: Contact, status: str, user, reason: str, api_key=None) -> bool:
+    """Suppress a contact (`bounced`: the address does not work; `complained`: its owner
+    reported spam) on someone else's word (a CRM's own suppression list), recording who and
+    why; True if it changed. An active or unsubscribed contact can be; a suppressed one keeps
+    its first reason."""
+    if status not in SUPPRESSED:
+        raise ValueError(f"a contact is suppressed as bounced or complained, not {status!r}")
+    reason = (reason or "").strip()[:REASON_MAX]
+    with transaction.atomic():
+        changed = _status_move(
+            contact, {S.ACTIVE, S.UNSUBSCRIBED}, status, user, api_key, reason, timezone.now()
+        )
+    logger.info(
+        "contact %s suppressed as %s by user %s key %s: changed=%s",
+        contact.pk,
+        status,
+        getattr(user, "pk", None),
+        getattr(api_key, "pk", None),
+        changed,
+    )
+    return changed
+
+
+def _status_move(
+    contact: Contact, from_statuses: set, to: str, user, api_key, reason: str, now
+) -> bool:
+    """Contact.status from one of `from_statuses` to `to` (a guarded UPDATE) and its record."""
+    was = (
+        Contact.objects.select_for_update()
+        .filter(pk=contact.pk)
+        .values_list("status", flat=True)
+        .first()
+    )
+    if was not in from_statuses:
+        return False
+    Contact.objects.filter(pk=contact.pk, status=was).update(status=to, updated_at=now)
+    ContactStatusChange.objects.create(
+        contact=contact, from_status=was, to_status=to, user=user, api_key=api_key, reason=reason
+    )
+    return True
 
 
 # -- resubscribe ------------------------------------------------------------------------------

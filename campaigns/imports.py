@@ -17,7 +17,6 @@ ones are refused as repeats (in the error file, so nothing is lost).
 import codecs
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -27,12 +26,14 @@ from datetime import timedelta
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from campaigns import contact_upsert
 from campaigns.audiences import custom_field_value, custom_fields
 from campaigns.contact_fields import contact_text_check, contact_time_zone_check
+from campaigns.contact_upsert import STORED, contact_would_change, contacts_upsert
 from campaigns.csv_cells import csv_cell_unescape
 from campaigns.models import (
     Contact,
@@ -40,7 +41,6 @@ from campaigns.models import (
     CustomField,
     ImportJob,
     ImportRowError,
-    Membership,
 )
 from campaigns.services import contact_attribute_name, contact_normalize_email
 from infra.tasks import task_enqueue_on_commit
@@ -57,17 +57,16 @@ class ImportField:
 
 
 # The contact fields an import fills, in the order the mapping page offers them (a field added
-# here is also a column of the upsert, _UPSERT). Header names are compared lower-case with
-# spaces, dashes and underscores removed.
+# here is also a column of the upsert, campaigns.contact_upsert). Header names are compared
+# lower-case with spaces, dashes and underscores removed.
 IMPORT_FIELDS: dict[str, ImportField] = {
     "email": ImportField("Email address", ("email", "emailaddress", "mail", "e-mail")),
     "first_name": ImportField("First name", ("firstname", "fname", "givenname", "forename")),
     "last_name": ImportField("Last name", ("lastname", "lname", "surname", "familyname")),
     "time_zone": ImportField("Time zone", ("timezone", "tz")),
 }
-# The contact fields other than the address, as the writes and the comparisons read them.
-TEXT_FIELDS = tuple(name for name in IMPORT_FIELDS if name != "email")
-STORED = (*TEXT_FIELDS, "attributes")  # what an import may change in a contact
+# The contact fields other than the address: the ones campaigns.contact_upsert writes.
+TEXT_FIELDS = contact_upsert.TEXT_FIELDS
 CUSTOM, SKIP = "custom", "skip"
 # Columns this site's own export writes that are not for importing: an import never sets a
 # contact's status (it would resubscribe), and ids and dates are this database's own.
@@ -361,14 +360,6 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _would_change(parsed: Parsed, stored: dict) -> bool:
-    """Whether `parsed` changes the contact whose STORED values are `stored`: a non-empty
-    value that differs (the rule of the upsert's WHERE clause, _UPDATE)."""
-    return any(stored[k] != v for k, v in parsed.fields.items()) or any(
-        stored["attributes"].get(k) != v for k, v in parsed.attributes.items()
-    )
-
-
 # -- the job's life cycle ---------------------------------------------------------------------
 
 
@@ -483,7 +474,7 @@ def import_job_check(*, job_id: int) -> None:
                         )
                 elif item.email not in stored:
                     counts["new"] += 1
-                elif job.update_existing and _would_change(item, stored[item.email]):
+                elif job.update_existing and contact_would_change(item, stored[item.email]):
                     counts["updated"] += 1
                 else:
                     counts["unchanged"] += 1
@@ -531,96 +522,14 @@ def import_job_start(*, job: ImportJob) -> bool:
     return bool(updated)
 
 
-# One statement per chunk: new contacts inserted, existing ones updated (if chosen) where a
-# non-empty value differs, never their status. RETURNING tells inserted rows (xmax = 0) from
-# updated ones; rows neither inserted nor changed are not returned.
-_UPSERT = """
-INSERT INTO campaigns_contact
-    (email, first_name, last_name, time_zone, attributes, status, created_at, updated_at)
-SELECT e, coalesce(f, ''), coalesce(l, ''), coalesce(z, ''), a, %(active)s, now(), now()
-FROM unnest(%(emails)s::text[], %(firsts)s::text[], %(lasts)s::text[], %(zones)s::text[],
-            %(attrs)s::jsonb[])
-    AS t(e, f, l, z, a)
-ON CONFLICT (email) DO {action}
-RETURNING id, (xmax = 0) AS inserted
-"""
-# EXCLUDED holds '' for a value the file left empty (the value inserted): an empty cell never
-# erases, so '' keeps the stored value. The WHERE is _would_change's rule.
-_UPDATE = """UPDATE SET
-    first_name = coalesce(nullif(EXCLUDED.first_name, ''), campaigns_contact.first_name),
-    last_name = coalesce(nullif(EXCLUDED.last_name, ''), campaigns_contact.last_name),
-    time_zone = coalesce(nullif(EXCLUDED.time_zone, ''), campaigns_contact.time_zone),
-    attributes = campaigns_contact.attributes || EXCLUDED.attributes,
-    updated_at = now()
-WHERE EXCLUDED.first_name NOT IN ('', campaigns_contact.first_name)
-   OR EXCLUDED.last_name NOT IN ('', campaigns_contact.last_name)
-   OR EXCLUDED.time_zone NOT IN ('', campaigns_contact.time_zone)
-   OR NOT (campaigns_contact.attributes @> EXCLUDED.attributes)"""
-_ADD_ONLY_SQL = _UPSERT.format(action="NOTHING")
-_UPDATE_SQL = _UPSERT.format(action=_UPDATE)
-
-
 def _write_chunk(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
-    """Upsert one chunk and add it to the job's list; (new, updated)."""
-    if connection.vendor != "postgresql":
-        return _write_chunk_portable(job, parsed)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _UPDATE_SQL if job.update_existing else _ADD_ONLY_SQL,
-            {
-                "active": Contact.Status.ACTIVE,
-                "emails": [p.email for p in parsed],
-                "firsts": [p.fields.get("first_name") for p in parsed],
-                "lasts": [p.fields.get("last_name") for p in parsed],
-                "zones": [p.fields.get("time_zone") for p in parsed],
-                "attrs": [json.dumps(p.attributes) for p in parsed],
-            },
-        )
-        returned = cursor.fetchall()
-        new = sum(1 for _, inserted in returned if inserted)
-        if job.contact_list_id:
-            # Existing memberships stay as they are: a list-level unsubscribe is kept.
-            cursor.execute(
-                """INSERT INTO campaigns_membership (contact_list_id, contact_id, created_at)
-                SELECT %s, id, now() FROM campaigns_contact WHERE email = ANY(%s::text[])
-                ON CONFLICT (contact_list_id, contact_id) DO NOTHING""",
-                [job.contact_list_id, [p.email for p in parsed]],
-            )
-    return new, len(returned) - new
-
-
-def _write_chunk_portable(job: ImportJob, parsed: list[Parsed]) -> tuple[int, int]:
-    """The same writes as the upsert, through the ORM in a few statements: for the demo's
-    SQLite (PostgreSQL takes the one-statement upsert, several times faster)."""
-    emails = [p.email for p in parsed]
-    existing = {contact.email: contact for contact in Contact.objects.filter(email__in=emails)}
-    created = [
-        Contact(email=p.email, attributes=p.attributes, **p.fields)
-        for p in parsed
-        if p.email not in existing
-    ]
-    Contact.objects.bulk_create(created)
-    changed = []
-    if job.update_existing:
-        now = timezone.now()
-        for p in parsed:
-            contact = existing.get(p.email)
-            if contact is None or not _would_change(p, {n: getattr(contact, n) for n in STORED}):
-                continue
-            for name, value in p.fields.items():
-                setattr(contact, name, value)
-            contact.attributes = {**contact.attributes, **p.attributes}
-            contact.updated_at = now  # bulk_update leaves auto_now alone
-            changed.append(contact)
-        Contact.objects.bulk_update(changed, [*STORED, "updated_at"])
-    if job.contact_list_id:
-        # Existing memberships stay as they are: a list-level unsubscribe is kept.
-        ids = Contact.objects.filter(email__in=emails).values_list("pk", flat=True)
-        Membership.objects.bulk_create(
-            [Membership(contact_list_id=job.contact_list_id, contact_id=pk) for pk in ids],
-            ignore_conflicts=True,
-        )
-    return len(created), len(changed)
+    """Upsert one chunk and add it to the job's list (campaigns.contact_upsert); (new, updated)."""
+    done = contacts_upsert(
+        contacts=parsed,
+        update_existing=job.update_existing,
+        list_ids=[job.contact_list_id] if job.contact_list_id else [],
+    )
+    return done.new, done.updated
 
 
 def import_job_run(*, job_id: int) -> None:

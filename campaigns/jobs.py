@@ -34,6 +34,7 @@ from django.db import connection
 from django.utils import timezone
 
 from campaigns.addresses import InvalidAddress, address_normalize
+from campaigns.erased import new_contact_status_sql, new_contact_statuses
 from campaigns.models import (
     ApiKey,
     Campaign,
@@ -294,13 +295,14 @@ def job_chunks(*, job_id: int) -> Iterator[tuple[int, int]]:
         first += JOB_CHUNK
 
 
-# Contacts of the chunk's addresses, made where there are none (new contacts are active; an
-# existing contact is left as it is, its status included). In address order, so two jobs
-# naming the same new addresses lock them in the same order.
+# Contacts of the chunk's addresses, made where there are none (new contacts are active, or
+# keep an erased address's status: campaigns.erased; an existing contact is left as it is,
+# its status included). In address order, so two jobs naming the same new addresses lock
+# them in the same order.
 _CONTACTS_SQL = """
 INSERT INTO {contact} (email, first_name, last_name, time_zone, attributes, status,
                        created_at, updated_at)
-SELECT s.email, '', '', '', '{{}}'::jsonb, %(active)s, %(now)s, %(now)s
+SELECT s.email, '', '', '', '{{}}'::jsonb, {new_status}, %(now)s, %(now)s
 FROM {row} s WHERE s.job_id = %(job)s AND s.row BETWEEN %(first)s AND %(last)s
 ORDER BY s.email
 ON CONFLICT (email) DO NOTHING
@@ -352,6 +354,7 @@ def job_rows_freeze(*, job_id: int, first_row: int, last_row: int) -> list[int]:
             "row": JobRow._meta.db_table,
             "ledger": Notification._meta.db_table,
             "request": MessageRequest._meta.db_table,
+            "new_status": new_contact_status_sql("s.email"),
         }
         params = {
             "job": job_id,
@@ -376,8 +379,13 @@ def _freeze_portable(job_id: int, first_row: int, last_row: int, key_id: int | N
     """The same writes through the ORM, for the demo's SQLite."""
     staged = list(JobRow.objects.filter(job_id=job_id, row__range=(first_row, last_row)))
     emails = [r.email for r in staged]
+    statuses = new_contact_statuses(emails)
     Contact.objects.bulk_create(
-        [Contact(email=email) for email in sorted(set(emails))], ignore_conflicts=True
+        [
+            Contact(email=email, status=statuses.get(email, Contact.Status.ACTIVE))
+            for email in sorted(set(emails))
+        ],
+        ignore_conflicts=True,
     )
     contact_of = dict(Contact.objects.filter(email__in=emails).values_list("email", "pk"))
     done = set(

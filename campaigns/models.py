@@ -27,7 +27,12 @@ class Contact(models.Model):
     # contact gets a local-time campaign at the time in the scheduling user's zone.
     time_zone = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by every write that changes the contact (auto_now for the ORM's saves, explicitly by
+    # the set-based upserts): the API's ?updated_since= reads it, through contact_updated.
     updated_at = models.DateTimeField(auto_now=True)
+    # Erased (tracking.erase): personal data removed, the row kept because the ledger names
+    # it. An erased contact is nobody's: the API, the admin and every audience leave it out.
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -37,11 +42,30 @@ class Contact(models.Model):
                 fields=["status"],
                 condition=~models.Q(status="active"),
                 name="contact_not_active",
-            )
+            ),
+            # GET /api/v1/contacts?updated_since=: a sync reads only what changed since.
+            models.Index(fields=["updated_at", "id"], name="contact_updated"),
         ]
 
     def __str__(self) -> str:
         return f"Contact #{self.pk}"
+
+
+class ErasedAddress(models.Model):
+    """What is kept of an unsubscribed or suppressed contact's address once it is erased
+    (tracking.erase): its digest (campaigns.erased.address_digest), never the address, and
+    the status it had, so the address stays unsubscribed or suppressed if it comes back (an
+    import, an upsert, a message to it): campaigns.erased gives its new contact this status."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    status = models.CharField(max_length=16, choices=Contact.Status.choices)
+    erased_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "erased address"
+
+    def __str__(self) -> str:
+        return f"erased address {self.digest[:12]}"
 
 
 class ContactList(models.Model):
@@ -354,7 +378,8 @@ class CustomField(models.Model):
 
 class ContactStatusChange(models.Model):
     """Who resubscribed a contact (to all mail, or to one list), when and why: the consent
-    record a resubscribe cannot happen without (campaigns.audiences)."""
+    record a resubscribe cannot happen without (campaigns.audiences). Also who unsubscribed
+    or suppressed one on someone else's word (a user, or an integration's API key)."""
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="status_changes")
     # Set for a resubscribe to one list; empty for all mail (Contact.status).
@@ -366,6 +391,10 @@ class ContactStatusChange(models.Model):
     to_status = models.CharField(max_length=16)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # The API key that made it (an integration's unsubscribe or suppress), where no user did.
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.TextField(max_length=1000)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from campaigns.erased import new_contact_status, new_contact_status_sql
 from campaigns.models import (
     ApiKey,
     Campaign,
@@ -291,9 +292,13 @@ def contact_for_address(email: str) -> int:
         return found
     try:
         with transaction.atomic():
-            return Contact.objects.create(email=address).pk
+            return Contact.objects.create(email=address, status=new_contact_status(address)).pk
     except IntegrityError:  # made meanwhile by a concurrent request
         return Contact.objects.values_list("pk", flat=True).get(email=address)
+
+
+# A new contact's status: active, or an erased address's kept status (campaigns.erased).
+_NEW_STATUS = new_contact_status_sql("%s::text")
 
 
 def _contact_find_or_make_pg(address: str) -> int:
@@ -307,11 +312,11 @@ def _contact_find_or_make_pg(address: str) -> int:
             INSERT INTO {Contact._meta.db_table}
                 (email, first_name, last_name, attributes, status, time_zone,
                  created_at, updated_at)
-            VALUES (%s, '', '', '{{}}'::jsonb, %s, '', %s, %s)
+            VALUES (%s, '', '', '{{}}'::jsonb, {_NEW_STATUS}, '', %s, %s)
             ON CONFLICT (email) DO NOTHING
             RETURNING id
             """,  # noqa: S608 (the table name from the model, values as parameters)
-            [address, Contact.Status.ACTIVE, now, now],
+            [address, address, now, now],
         )
         made = cursor.fetchone()
         if made is not None:

@@ -221,7 +221,7 @@ class ContactAudiencesMixin:
                 "can_resubscribe": can_change and contact.status != S.ACTIVE,
                 "can_resubscribe_lists": can_change and self.has_list_change_permission(request),
                 "memberships": audiences.contact_memberships(contact=contact),
-                "changes": list(contact.status_changes.select_related("user")[:50]),
+                "changes": list(contact.status_changes.select_related("user", "api_key")[:50]),
             }
         return super().change_view(request, object_id, form_url, extra_context)
 

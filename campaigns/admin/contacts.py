@@ -20,8 +20,10 @@ from campaigns.contact_fields import (
     contact_text_check,
     contact_time_zone_check,
 )
+from campaigns.erased import status_for_new_address
 from campaigns.models import Contact
 from campaigns.resources import ContactCSV, ContactResource
+from tracking.erase import contact_erase
 from tracking.reports.journeys import contact_journeys
 
 TIME_ZONE_HELP = (
@@ -61,6 +63,14 @@ class ContactForm(TypedAttributesForm):
     def clean_attributes(self) -> dict:
         return contact_attributes_check(self.cleaned_data["attributes"])
 
+    def save(self, commit=True):
+        if self.instance.pk is None or "email" in self.changed_data:
+            # An erased address that was unsubscribed or suppressed stays so (campaigns.erased).
+            self.instance.status = status_for_new_address(
+                status=self.instance.status, address=self.instance.email
+            )
+        return super().save(commit)
+
 
 def can_view_contacts(request: HttpRequest) -> bool:
     """Whether this user may read contacts' data (addresses, names, custom fields) anywhere in
@@ -87,6 +97,26 @@ class ContactAdmin(ContactAudiencesMixin, ContactImportViews, ExportMixin, admin
 
     def get_urls(self):
         return self.import_urls() + super().get_urls()
+
+    def get_queryset(self, request):
+        # An erased contact is nobody's (tracking.erase): its emptied row stays for the ledger.
+        return super().get_queryset(request).filter(erased_at__isnull=True)
+
+    # Deleting is erasing (tracking.erase), one contact or a selection: a contact that was
+    # mailed cannot be deleted outright (the ledger keeps its rows), so it is emptied instead.
+    def delete_model(self, request, obj) -> None:
+        contact_erase(contact_id=obj.pk)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            contact_erase(contact_id=pk)
+
+    def get_deleted_objects(self, objs, request):
+        # Django's cascade is not what happens: the erase deletes or empties the contact's
+        # own rows itself and never the ledger's, whose rows "protect" a mailed contact (and
+        # whose admin deletes nothing). Deleting a contact needs its own permission only.
+        deleted, counts, _perms_needed, _protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), []
 
     def has_export_permission(self, request) -> bool:
         return self.has_view_permission(request)

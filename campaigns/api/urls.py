@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from campaigns.api import base, campaigns, jobs, templates, views, webhooks
+from campaigns.api import base, campaigns, contacts, jobs, lists, templates, views, webhooks
 
 app_name = "api"
 
@@ -46,6 +46,24 @@ urlpatterns = [
         webhooks.WebhookDeliveries.as_view(),
         name="webhook-deliveries",
     ),
+    path("contacts", contacts.ContactsView.as_view(), name="contacts"),
+    path("contacts/upsert", contacts.ContactUpsert.as_view(), name="contacts-upsert"),
+    path("contacts/bulk", contacts.ContactBulkUpsert.as_view(), name="contacts-bulk"),
+    path("contacts/<int:pk>", contacts.ContactDetail.as_view(), name="contact"),
+    path("contacts/<int:pk>/lists", contacts.ContactLists.as_view(), name="contact-lists"),
+    path(
+        "contacts/<int:pk>/lists/<int:list_pk>",
+        contacts.ContactListMembership.as_view(),
+        name="contact-list",
+    ),
+    path(
+        "contacts/<int:pk>/unsubscribe",
+        contacts.ContactUnsubscribe.as_view(),
+        name="contact-unsubscribe",
+    ),
+    path("contacts/<int:pk>/suppress", contacts.ContactSuppress.as_view(), name="contact-suppress"),
+    path("lists", lists.ListsView.as_view(), name="lists"),
+    path("lists/<int:pk>", lists.ListDetail.as_view(), name="list"),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]

@@ -193,14 +193,18 @@ def test_a_documented_idempotency_key_replays_the_first_answer(path, api_secret)
     again = client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="contract-1")
     assert (again.status_code, again.json()) == (first.status_code, first.json())
     assert again["Idempotent-Replayed"] == "true"
-    # Another request: the example with its first text field changed (a body refused as
-    # malformed may be answered 400 before its key is looked at).
-    name = next(name for name, value in body.items() if isinstance(value, str))
-    other = client.post(
-        path,
-        {**body, name: body[name] + "-other"},
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="contract-1",
+    # Another request: the example with its first text field changed, or else its first
+    # yes/no flipped (a body refused as malformed may be answered 400 before its key is
+    # looked at).
+    changed = next(
+        (
+            {**body, name: value + "-other" if isinstance(value, str) else not value}
+            for name, value in body.items()
+            if isinstance(value, str | bool)
+        ),
+        None,
     )
+    assert changed is not None, f"POST {path}'s example has no text or yes/no field to change"
+    other = client.post(path, changed, format="json", HTTP_IDEMPOTENCY_KEY="contract-1")
     assert other.status_code == 409
     assert other.json()["errors"][0]["code"] == "idempotency_key_reused"

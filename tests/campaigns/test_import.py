@@ -15,7 +15,7 @@ from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns import imports
+from campaigns import contact_upsert, imports
 from campaigns.models import Contact, ContactList, CustomField, ImportJob, Membership
 from tests.admin_helpers import (
     IMPORT_URL,
@@ -248,7 +248,7 @@ def writer(request, monkeypatch):
     """Each write test runs with PostgreSQL's one-statement upsert and with the ORM writes the
     demo's SQLite takes: both must leave the same contacts and counts."""
     if request.param == "orm":
-        monkeypatch.setattr(imports, "_write_chunk", imports._write_chunk_portable)
+        monkeypatch.setattr(contact_upsert, "_upsert_pg", contact_upsert._upsert_portable)
     return request.param
 
 

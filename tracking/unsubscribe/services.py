@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.audiences import membership_unsubscribe_set
 from campaigns.counters import CounterName, counters_add
 from campaigns.models import Contact, Membership, Notification
 from tracking.models import Event
@@ -132,7 +133,7 @@ def contact_unsubscribe(
         if list_id is None:
             scope = SCOPE_ALL  # no list to leave: the API's messages
         if scope == SCOPE_LIST:
-            changed = _membership_unsubscribe(list_id=list_id, contact_id=contact_id, now=now)
+            changed = membership_unsubscribe_set(list_id=list_id, contact_id=contact_id, now=now)
         else:
             changed = bool(
                 Contact.objects.filter(pk=contact_id, status=Contact.Status.ACTIVE).update(
@@ -162,26 +163,4 @@ def contact_unsubscribe(
     )  # fmt: skip
     return UnsubscribeOutcome(
         changed=changed, scope=scope, list_name=row["campaign__contact_list__name"] or ""
-    )
-
-
-def _membership_unsubscribe(*, list_id: int, contact_id: int, now) -> bool:
-    """Set unsubscribed_at on the membership; True if it changed. A recipient no longer on the
-    list (removed since the send) gets a membership that records the unsubscribe, so adding
-    them back (an import, the admin) cannot subscribe them again."""
-    updated = Membership.objects.filter(
-        contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
-    ).update(unsubscribed_at=now)
-    if updated:
-        return True
-    _, created = Membership.objects.get_or_create(
-        contact_list_id=list_id, contact_id=contact_id, defaults={"unsubscribed_at": now}
-    )
-    if created:
-        return True
-    # Already unsubscribed, or a membership added meanwhile (an import racing us): set it.
-    return bool(
-        Membership.objects.filter(
-            contact_list_id=list_id, contact_id=contact_id, unsubscribed_at__isnull=True
-        ).update(unsubscribed_at=now)
     )

@@ -1,0 +1,83 @@
+"""Erasing a contact (a data subject's request, or a marketer's delete): the one service the
+API's DELETE /api/v1/contacts/{id} and the admin's delete both call. Here, in tracking,
+because it must reach the contact's events as well as campaigns' rows.
+
+What goes, and what stays (docs/API.md#erasing-a-contact):
+- A contact that was never mailed is deleted (with its memberships and status changes).
+- A contact that was mailed cannot be: the ledger (Notification, PROTECT) and the reports'
+  counts are built on its rows. Its row stays, emptied: the address is replaced by
+  `erased-<id>@erased.invalid` (an address that can never be sent to), names, custom fields and
+  time zone blanked, `erased_at` set; its memberships and status changes are deleted; its
+  messages' personalisation and reference are blanked; its events lose their IP address, user
+  agent, raw SES payload and any text that may quote the address (an SMTP answer). The
+  ledger rows (ids, statuses, times) and the events' types, times and verdicts stay, so
+  every report counts what it counted.
+- Either way, an unsubscribed or suppressed address leaves its digest and status behind
+  (campaigns.erased): the address stays so if it is imported, upserted or sent to again.
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.erased import erased_address_keep
+from campaigns.models import Contact, ContactStatusChange, Membership, MessageRequest, Notification
+from tracking.models import Event
+
+logger = logging.getLogger(__name__)
+
+E = Event.Type
+# Events whose description is our own words (a bounce's type, a complaint's kind, which list
+# was left), never the recipient's server's: kept.
+_OWN_DESCRIPTIONS = (E.BOUNCED, E.COMPLAINED, E.UNSUBSCRIBED)
+ERASED_DOMAIN = "erased.invalid"  # RFC 2606: never an address anyone has
+
+
+def erased_email(contact_id: int) -> str:
+    return f"erased-{contact_id}@{ERASED_DOMAIN}"
+
+
+def contact_erase(*, contact_id: int) -> bool:
+    """Erase the contact (see the module's docstring), in one transaction; False if there is
+    no such contact, or it was erased already (erasing is idempotent)."""
+    with transaction.atomic():
+        # Locked first: a ledger row inserted for it (a job, a message) takes a key-share lock
+        # on the contact, so none can appear between the check below and the delete.
+        contact = (
+            Contact.objects.select_for_update()
+            .filter(pk=contact_id, erased_at__isnull=True)
+            .only("pk", "email", "status")
+            .first()
+        )
+        if contact is None:
+            return False
+        erased_address_keep(address=contact.email, status=contact.status)
+        mailed = Notification.objects.filter(contact_id=contact_id).exists()
+        if not mailed:
+            contact.delete()
+        else:
+            _empty(contact_id)
+    logger.info("contact %s erased (%s)", contact_id, "emptied" if mailed else "deleted")
+    return True
+
+
+def _empty(contact_id: int) -> None:
+    now = timezone.now()
+    events = Event.objects.filter(notification__contact_id=contact_id)
+    events.update(ip=None, user_agent="", payload=None)
+    events.exclude(type__in=_OWN_DESCRIPTIONS).update(description="")
+    MessageRequest.objects.filter(notification__contact_id=contact_id).update(
+        personalisation={}, reference=""
+    )
+    Membership.objects.filter(contact_id=contact_id).delete()
+    ContactStatusChange.objects.filter(contact_id=contact_id).delete()
+    Contact.objects.filter(pk=contact_id).update(
+        email=erased_email(contact_id),
+        first_name="",
+        last_name="",
+        attributes={},
+        time_zone="",
+        erased_at=now,
+        updated_at=now,
+    )
