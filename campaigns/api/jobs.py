@@ -11,6 +11,7 @@ import hashlib
 import orjson
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, parsers, serializers, status
 from rest_framework.response import Response
 
@@ -19,12 +20,18 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import error, error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer, TemplateRef
 from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
 from campaigns.imports import ImportFileError, file_decode, file_delimiter, file_rows
 from campaigns.models import ApiKey, Campaign, CampaignCounter, JobRequest
-from campaigns.services import CampaignError, campaign_cancel, contact_attribute_name
+from campaigns.services import (
+    CampaignError,
+    campaign_cancel,
+    campaign_resume,
+    contact_attribute_name,
+)
 
 # A job's request body at most (a JSON body of JOB_MAX_ROWS typical rows is ~20 MB; the
 # site's own cap, MAX_REQUEST_BYTES, is checked before this).
@@ -88,6 +95,45 @@ class JobCreateSerializer(StrictSerializer):
                 f"At most {jobs.JOB_MAX_ROWS:,} rows a job.", code="too_many_rows"
             )
         return value
+
+
+class JobProgressSerializer(serializers.Serializer):
+    rows_created = serializers.IntegerField()
+    rows_total = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    answered = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class JobCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    unknown = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    bounced = serializers.IntegerField()
+    complained = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+
+
+class JobSummarySerializer(serializers.Serializer):
+    """What job_summary answers, for the schema (docs/API.md#bulk-jobs)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    status_reason = serializers.CharField()
+    template = serializers.IntegerField(allow_null=True)
+    test = serializers.BooleanField()
+    rows = serializers.IntegerField()
+    invalid_count = serializers.IntegerField()
+    progress = JobProgressSerializer()
+    counts = JobCountsSerializer()
+    send_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    frozen_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 def _refused(refused: jobs.JobRefused) -> Response:
@@ -204,6 +250,32 @@ class JobCancel(ApiView):
             return error_response(
                 status.HTTP_409_CONFLICT,
                 [error("not_cancellable", f"A {job.status} job cannot be cancelled.")],
+            )
+        job.refresh_from_db()
+        return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))
+
+
+class JobResume(ApiView):
+    """A job the bounce and complaint circuit breaker paused (campaigns.breaker), sent on:
+    the admin's resume (services.campaign_resume), after the client has looked at why."""
+
+    scopes = {"POST": "jobs:send"}
+
+    @extend_schema(
+        operation_id="jobs_resume",
+        request=None,
+        responses={200: JobSummarySerializer, **errors(404, 409)},
+        description="Resume a job paused by the circuit breaker (its `status_reason` says "
+        "why). 409 `not_paused` for a job that is not paused.",
+    )
+    def post(self, request, pk: int):
+        job = _job_or_404(request, pk)
+        try:
+            campaign_resume(campaign=job)
+        except CampaignError:
+            return error_response(
+                status.HTTP_409_CONFLICT,
+                [error("not_paused", f"A {job.status} job cannot be resumed: only a paused one.")],
             )
         job.refresh_from_db()
         return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))

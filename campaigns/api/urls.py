@@ -10,6 +10,7 @@ urlpatterns = [
     path("jobs", jobs.JobListCreate.as_view(), name="jobs"),
     path("jobs/<int:pk>", jobs.JobDetail.as_view(), name="job"),
     path("jobs/<int:pk>/cancel", jobs.JobCancel.as_view(), name="job-cancel"),
+    path("jobs/<int:pk>/resume", jobs.JobResume.as_view(), name="job-resume"),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]
