@@ -599,6 +599,11 @@ class JobRequest(models.Model):
     # Staged rows up to this row number have their ledger rows (the checkpoint a resumed
     # creation starts after; written with each chunk).
     rows_done_through = models.PositiveIntegerField(default=0)
+    # The creator's lease (campaigns.jobs.job_creation_lease_take): the freeze creating the
+    # ledger rows renews it before each chunk; one whose lease has run out has died, and the
+    # sweeper resumes the creation at once rather than after its 5-minute stall threshold.
+    creator = models.CharField(max_length=32, blank=True, editable=False)
+    creator_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"request of job {self.campaign_id}"

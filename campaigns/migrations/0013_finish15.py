@@ -35,4 +35,14 @@ class Migration(migrations.Migration):
             model_name='messagerequest',
             index=infra.db.BrinIndexPortable(fields=['created_at'], name='message_created_brin'),
         ),
+        migrations.AddField(
+            model_name='jobrequest',
+            name='creator',
+            field=models.CharField(blank=True, editable=False, max_length=32),
+        ),
+        migrations.AddField(
+            model_name='jobrequest',
+            name='creator_until',
+            field=models.DateTimeField(blank=True, editable=False, null=True),
+        ),
     ]
