@@ -181,6 +181,24 @@ class Campaign(models.Model):
         return self.name
 
 
+class TransactionalStream(Campaign):
+    """The admin's page of the API's transactional streams (Campaign rows of that kind): a
+    proxy, so that their page and its permissions are their own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "transactional stream"
+
+
+class BulkJob(Campaign):
+    """The admin's page of the API's bulk jobs (Campaign rows of kind `job`): a proxy, so
+    that their page and its permissions are their own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "bulk job"
+
+
 class CampaignCounter(models.Model):
     """Report counts kept incrementally (one row per campaign and name, added to with an
     upsert), so a report never scans a million-row ledger or event table."""

@@ -45,4 +45,28 @@ class Migration(migrations.Migration):
             name='creator_until',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
+        migrations.CreateModel(
+            name='BulkJob',
+            fields=[
+            ],
+            options={
+                'verbose_name': 'bulk job',
+                'proxy': True,
+                'indexes': [],
+                'constraints': [],
+            },
+            bases=('campaigns.campaign',),
+        ),
+        migrations.CreateModel(
+            name='TransactionalStream',
+            fields=[
+            ],
+            options={
+                'verbose_name': 'transactional stream',
+                'proxy': True,
+                'indexes': [],
+                'constraints': [],
+            },
+            bases=('campaigns.campaign',),
+        ),
     ]
