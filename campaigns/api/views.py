@@ -174,15 +174,13 @@ class MessageListCreate(ApiView):
         page = CursorPage(
             request, size=filters["limit"], window=window, newest=MessageRequest.objects.all()
         )
-        if filters.get("status"):
+        if filters.get("status") and window is None:
+            requests = requests.filter(notification__status=filters["status"])
+        elif filters.get("status"):
             # The ledger's rows of that status in the page's window, read by their primary
             # key's range (the same bounds on the requests' side do not reach across the join).
             low, high = page.bounds()
-            ledger = Notification.objects.filter(status=filters["status"])
-            if low is not None:
-                ledger = ledger.filter(pk__gte=low)
-            if high is not None:
-                ledger = ledger.filter(pk__lt=high)
+            ledger = Notification.objects.filter(status=filters["status"], pk__gte=low, pk__lt=high)
             requests = requests.filter(notification_id__in=ledger.values("pk"))
         rows = page.rows(requests)
         return Response(
