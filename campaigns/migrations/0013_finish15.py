@@ -19,6 +19,8 @@ def requests_created_at(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    # The indexes are built CONCURRENTLY (infra.db.AddIndexOnline): not in a transaction.
+    atomic = False
 
     dependencies = [
         ('campaigns', '0012_bulk_jobs'),
@@ -31,7 +33,7 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False),
         ),
         migrations.RunPython(requests_created_at, migrations.RunPython.noop, elidable=True),
-        migrations.AddIndex(
+        infra.db.AddIndexOnline(
             model_name='messagerequest',
             index=infra.db.BrinIndexPortable(fields=['created_at'], name='message_created_brin'),
         ),

@@ -5,13 +5,15 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
+    # The indexes are built CONCURRENTLY (infra.db.AddIndexOnline): not in a transaction.
+    atomic = False
 
     dependencies = [
         ('tracking', '0003_simulated_source'),
     ]
 
     operations = [
-        migrations.AddIndex(
+        infra.db.AddIndexOnline(
             model_name='event',
             index=infra.db.BrinIndexPortable(fields=['occurred_at'], name='event_occurred_brin'),
         ),
