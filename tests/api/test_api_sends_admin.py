@@ -59,8 +59,10 @@ def test_jobs_and_streams_are_listed_with_counts_progress_key_and_messages(admin
     assert f"/admin/campaigns/notification/?campaign__id__exact={job_id}" in jobs_page
     # A job is not a stream, and neither is on the marketer's campaign page.
     assert f"{STREAMS}{job_id}/change/" not in admin_client.get(STREAMS).content.decode()
+    counters_add(campaign_id=stream_id, deltas={CounterName.SENT: 1, CounterName.BOUNCED_HARD: 1})
     streams_page = admin_client.get(STREAMS).content.decode()
     assert f"{STREAMS}{stream_id}/change/" in streams_page
+    assert "sent 1, bounced 1" in streams_page
     assert f"?campaign__id__exact={stream_id}" in streams_page
     campaigns_page = admin_client.get("/admin/campaigns/campaign/").content.decode()
     assert f"/{job_id}/change/" not in campaigns_page
