@@ -25,12 +25,13 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 import psycopg
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.addresses import InvalidAddress, address_normalize
@@ -279,6 +280,51 @@ def _stage_portable(job_id: int, rows: list[StagedRow]) -> None:
 
 
 # -- creating the ledger (called by services.campaign_freeze) ---------------------------------
+
+
+def job_creation_lease_seconds() -> float:
+    """How long a creator's lease lasts from its last renewal (before each chunk): longer
+    than a chunk takes (~0.5 s for JOB_CHUNK rows; seconds under load), short enough that a
+    killed creation is resumed within seconds (the sweeper runs every 10 s)."""
+    return float(getattr(settings, "JOB_CREATION_LEASE_SECONDS", 20))
+
+
+def job_creation_lease_take(*, job_id: int, holder: str) -> bool:
+    """Take or renew the job's creation lease for `holder` (one freeze run's token), in one
+    guarded UPDATE, committed at once; False if another creator's lease is alive (that
+    creator is at work: this one must not double it).
+
+    A creator whose chunk outlasts its lease may meet a second one, which the sweeper
+    started: harmless (a chunk written twice adds nothing, the ledger's unique constraint),
+    and the first stops at its next renewal, which fails."""
+    now = timezone.now()
+    taken = (
+        JobRequest.objects.filter(campaign_id=job_id)
+        .filter(Q(creator_until__isnull=True) | Q(creator_until__lt=now) | Q(creator=holder))
+        .update(creator=holder, creator_until=now + timedelta(seconds=job_creation_lease_seconds()))
+    )
+    return bool(taken)
+
+
+def job_creation_lease_drop(*, job_id: int, expired_at: datetime | None = None) -> bool:
+    """No creator (the creation is done; or, given `expired_at`, the sweeper hands a lease
+    run out by then to a new creator: not one a creator has renewed since). True if dropped."""
+    rows = JobRequest.objects.filter(campaign_id=job_id)
+    if expired_at is not None:
+        rows = rows.filter(creator_until__lt=expired_at)
+    return bool(rows.update(creator="", creator_until=None))
+
+
+def jobs_creation_dead(*, now: datetime) -> list[int]:
+    """Jobs whose creator's lease has run out before their ledger was complete: it died
+    (SIGKILL, a lost machine) mid-creation."""
+    return list(
+        JobRequest.objects.filter(
+            creator_until__lt=now,
+            campaign__frozen_at__isnull=True,
+            campaign__status__in=[Campaign.Status.SENDING, Campaign.Status.PAUSED],
+        ).values_list("campaign_id", flat=True)
+    )
 
 
 def job_chunks(*, job_id: int) -> Iterator[tuple[int, int]]:

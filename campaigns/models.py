@@ -6,6 +6,9 @@ change through its one guarded function.
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
+
+from infra.db import BrinIndexPortable
 
 
 class Contact(models.Model):
@@ -200,6 +203,24 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TransactionalStream(Campaign):
+    """The admin's page of the API's transactional streams (Campaign rows of that kind): a
+    proxy, so that their page and its permissions are their own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "transactional stream"
+
+
+class BulkJob(Campaign):
+    """The admin's page of the API's bulk jobs (Campaign rows of kind `job`): a proxy, so
+    that their page and its permissions are their own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "bulk job"
 
 
 class CampaignCounter(models.Model):
@@ -538,9 +559,17 @@ class MessageRequest(models.Model):
     # lost); empty: only at its POST, if it was due then (campaigns.message_sweeper). What
     # keeps the sweeper from enqueueing a waiting message again every 10 s.
     queued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When it was accepted (its ledger row's created_at, written by the same statement): what
+    # GET /api/v1/messages?since= reads, here rather than on the ledger, whose recent rows may
+    # be a campaign's million. The database's default, so every writer (the POST's single
+    # statement, a job's INSERT … SELECT) sets it without naming it.
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         indexes = [
+            # Rows come in time order: a BRIN index finds the recent ones in a few pages, at
+            # next to nothing per insert on the POST's path.
+            BrinIndexPortable(fields=["created_at"], name="message_created_brin"),
             models.Index(
                 fields=["reference"], condition=~models.Q(reference=""), name="message_reference"
             ),
@@ -617,6 +646,11 @@ class JobRequest(models.Model):
     # Staged rows up to this row number have their ledger rows (the checkpoint a resumed
     # creation starts after; written with each chunk).
     rows_done_through = models.PositiveIntegerField(default=0)
+    # The creator's lease (campaigns.jobs.job_creation_lease_take): the freeze creating the
+    # ledger rows renews it before each chunk; one whose lease has run out has died, and the
+    # sweeper resumes the creation at once rather than after its 5-minute stall threshold.
+    creator = models.CharField(max_length=32, blank=True, editable=False)
+    creator_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"request of job {self.campaign_id}"

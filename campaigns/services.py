@@ -8,6 +8,7 @@ isn't there.
 import functools
 import logging
 import re
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -459,13 +460,23 @@ def campaign_freeze(*, campaign_id: int) -> int:
             zone_counts=waves.audience_zones(contact_list_id=campaign["contact_list_id"]),
             now=timezone.now(),
         )
+    holder = None
     if campaign["kind"] == Campaign.Kind.JOB:
+        # One creator at a time, under a lease renewed before each chunk: a killed one is
+        # resumed by the sweeper within seconds of its lease running out (campaigns.jobs).
+        holder = uuid.uuid4().hex
+        if not jobs.job_creation_lease_take(job_id=campaign_id, holder=holder):
+            logger.info("job %s creation runs elsewhere: not doubled", campaign_id)
+            return 0
         chunks = _job_chunks(campaign_id)
     else:
         chunks = _audience_chunks(campaign_id, campaign["contact_list_id"], zones)
     for write_chunk in chunks:
         if not _freezing(campaign_id):
             return 0  # cancelled (or failed) meanwhile: nothing more goes into its ledger
+        if holder and not jobs.job_creation_lease_take(job_id=campaign_id, holder=holder):
+            logger.warning("job %s creation taken over (lease ran out): stopping", campaign_id)
+            return 0
         with transaction.atomic():
             ids = write_chunk()
             if ids:
@@ -494,6 +505,7 @@ def campaign_freeze(*, campaign_id: int) -> int:
         )
         if campaign["kind"] == Campaign.Kind.JOB:
             jobs.job_rows_forget(job_id=campaign_id)  # every row has its ledger row now
+            jobs.job_creation_lease_drop(job_id=campaign_id)
     logger.info("campaign %s frozen recipients=%s", campaign_id, count)
     # Its batches may all have finished already (a small campaign; eager tasks): they could
     # not finish the campaign before frozen_at was set, so finish it here.

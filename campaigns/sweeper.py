@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns import leases
+from campaigns import jobs, leases
 from campaigns.counters import CounterName, counters_add
 from campaigns.imports import import_jobs_fail_stale
 from campaigns.ledger import ledger_transition
@@ -97,6 +97,14 @@ def _refreeze_stalled(*, now: datetime) -> None:
     for campaign_id in unfrozen.values_list("id", flat=True):
         logger.warning("campaign %s freeze stalled: freezing the rest", campaign_id)
         _enqueue_freeze(campaign_id)
+    # A job's creator holds a lease it renews before each chunk: one run out is a creator
+    # that died (SIGKILL mid-creation), resumed now rather than after CREATED_GRACE. The
+    # lease is dropped with the enqueue, so a resumed freeze still queued is not enqueued
+    # again every sweep (if that one is lost too, CREATED_GRACE above finds it).
+    for job_id in jobs.jobs_creation_dead(now=now):
+        if jobs.job_creation_lease_drop(job_id=job_id, expired_at=now):
+            logger.warning("job %s creator's lease ran out: resuming its creation", job_id)
+            _enqueue_freeze(job_id)
 
 
 def batches_settle_dead(*, campaign_id: int, now: datetime) -> None:

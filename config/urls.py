@@ -9,6 +9,9 @@ from tracking.ses_events.webhook import ses_webhook
 # Beat's schedules can enqueue any task with any arguments: superusers only.
 admin_superuser_only(admin.site, "django_celery_beat")
 
+# Under /api/, a 500 in the API's one error shape (JSON); elsewhere Django's page.
+handler500 = "campaigns.api.errors.server_error"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),

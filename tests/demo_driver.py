@@ -3,6 +3,8 @@ settings (config.settings on its embedded defaults), never the tests' (PostgreSQ
 
     python -m tests.demo_driver send N TIMEOUT   # N contacts in a list, a campaign sent to them
     python -m tests.demo_driver report ID        # the campaign's report
+    python -m tests.demo_driver api_key          # a template with a slug and a live API key
+    python -m tests.demo_driver message ID       # an API message's status and its request
 
 Each prints one JSON object on its last line of output.
 """
@@ -69,6 +71,37 @@ def report(campaign_id: int) -> dict:
     }
 
 
+def api_key() -> dict:
+    """A template the API can name (slug `demo-receipt`) and a live key to send and read."""
+    from campaigns.apikeys import api_key_create
+    from templates_app.models import Template
+
+    Template.objects.create(
+        name="Receipt", slug="demo-receipt", subject="Order {{ order }}",
+        html="<p>Hello {{ first_name }}, order {{ order }} is on its way.</p>",
+    )  # fmt: skip
+    issued = api_key_create(name="demo", scopes=["messages:send", "messages:read"])
+    return {"secret": issued.secret}
+
+
+def message(message_id: int) -> dict:
+    """An API message as its rows hold it (the ledger row and its request)."""
+    from django.db import connection
+
+    from campaigns.models import MessageRequest
+
+    found = MessageRequest.objects.select_related("notification__contact").get(pk=message_id)
+    return {
+        "status": found.notification.status,
+        "email": found.notification.contact.email,
+        "repeat_key": found.notification.repeat_key,
+        "reference": found.reference,
+        "personalisation": found.personalisation,
+        "created_at": found.created_at.isoformat(),
+        "database": connection.vendor,
+    }
+
+
 def main(argv: list[str]) -> int:
     django.setup()
     step, *args = argv
@@ -76,6 +109,10 @@ def main(argv: list[str]) -> int:
         result = send(int(args[0]), float(args[1]))
     elif step == "report":
         result = report(int(args[0]))
+    elif step == "api_key":
+        result = api_key()
+    elif step == "message":
+        result = message(int(args[0]))
     else:
         raise SystemExit(f"unknown step {step!r}")
     print(json.dumps(result))

@@ -1,5 +1,7 @@
 from django.db import models
 
+from infra.db import BrinIndexPortable
+
 
 class Event(models.Model):
     """Something that happened to a sent message: from our own pixel/redirect or from SES."""
@@ -59,7 +61,12 @@ class Event(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["notification", "type"])]
+        indexes = [
+            models.Index(fields=["notification", "type"]),
+            # GET /api/v1/events?since=: events arrive nearly in time order, so a BRIN index
+            # (next to nothing per insert, on the hot intake path) finds the recent ones.
+            BrinIndexPortable(fields=["occurred_at"], name="event_occurred_brin"),
+        ]
         verbose_name = "message event"
         verbose_name_plural = "message events (opens, clicks, SES events)"
 

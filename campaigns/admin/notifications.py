@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils.functional import cached_property
 
 from campaigns import services
-from campaigns.models import Notification
+from campaigns.models import MessageRequest, Notification
 from tracking.reports.journeys import notification_journey
 
 
@@ -42,11 +42,28 @@ class NotificationAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice, over the whole ledger
     sortable_by = ("id",)  # sorting a million rows by another column is a full sort
     ordering = ("-id",)
-    readonly_fields = [*(f.name for f in Notification._meta.fields), "contact_email"]
+    readonly_fields = [
+        *(f.name for f in Notification._meta.fields), "contact_email", "api_reference",
+        "api_key",
+    ]  # fmt: skip
 
     @admin.display(description="Contact")
     def contact_email(self, obj) -> str:
         return obj.contact.email
+
+    # A message sent through the API (a transactional message, a job's row): what its request
+    # said, to find it again from the integration's side.
+    @admin.display(description="API reference")
+    def api_reference(self, obj) -> str:
+        request = MessageRequest.objects.filter(pk=obj.pk).only("reference").first()
+        return (request.reference or "(none)") if request else "-"
+
+    @admin.display(description="API key")
+    def api_key(self, obj) -> str:
+        request = MessageRequest.objects.filter(pk=obj.pk).select_related("api_key").first()
+        if request is None or request.api_key is None:
+            return "-"
+        return f"{request.api_key.name} ({request.api_key.prefix})"
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

@@ -4,7 +4,8 @@
 adds `row`. Codes are stable strings clients can branch on; messages are for people.
 """
 
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -71,3 +72,24 @@ def _flatten(detail, field: str = ""):
                 yield from _flatten(value, field)
     else:
         yield error(getattr(detail, "code", "invalid") or "invalid", str(detail), field)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The site's 500 (config.urls handler500): under /api/ in the one shape, code
+    `server_error`, so a client reads every answer of the API as JSON; elsewhere Django's own
+    page. Django has logged the exception already (django.request: the path and the
+    exception's type and frames, never its text: config.logging), before calling this."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {
+                "errors": [
+                    error(
+                        "server_error",
+                        "The server failed while answering. Retry the request (a POST with the "
+                        "same Idempotency-Key: one that was stored is answered, not repeated).",
+                    )
+                ]
+            },
+            status=500,
+        )
+    return defaults.server_error(request)

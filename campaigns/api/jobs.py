@@ -38,7 +38,12 @@ from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
 from campaigns.imports import ImportFileError, file_decode, file_delimiter, file_rows
 from campaigns.models import ApiKey, Campaign, CampaignCounter, JobRequest
-from campaigns.services import CampaignError, campaign_cancel, contact_attribute_name
+from campaigns.services import (
+    CampaignError,
+    campaign_cancel,
+    campaign_resume,
+    contact_attribute_name,
+)
 
 # A job's request body at most (a JSON body of JOB_MAX_ROWS typical rows is ~20 MB; the
 # site's own cap, MAX_REQUEST_BYTES, is checked before this).
@@ -472,6 +477,33 @@ class JobCancel(ApiView):
             return error_response(
                 status.HTTP_409_CONFLICT,
                 [error("not_cancellable", f"A {job.status} job cannot be cancelled.")],
+            )
+        job.refresh_from_db()
+        return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))
+
+
+class JobResume(ApiView):
+    """A job the bounce and complaint circuit breaker paused (campaigns.breaker), sent on:
+    the admin's resume (services.campaign_resume), after the client has looked at why."""
+
+    scopes = {"POST": "jobs:send"}
+
+    @extend_schema(
+        operation_id="jobs_resume",
+        summary="Resume a paused job",
+        request=None,
+        responses={200: JobSerializer, **errors(409)},
+        description="Resume a job paused by the circuit breaker (its `status_reason` says "
+        "why). 409 `not_paused` for a job that is not paused.",
+    )
+    def post(self, request, pk: int):
+        job = _job_or_404(request, pk)
+        try:
+            campaign_resume(campaign=job)
+        except CampaignError:
+            return error_response(
+                status.HTTP_409_CONFLICT,
+                [error("not_paused", f"A {job.status} job cannot be resumed: only a paused one.")],
             )
         job.refresh_from_db()
         return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))

@@ -41,24 +41,70 @@ def cursor_decode(cursor: str) -> int:
 
 
 class CursorPage:
-    """One page of a queryset ordered by a unique, increasing integer column, newest first."""
+    """One page of a queryset ordered by a unique, increasing integer column, newest first.
 
-    def __init__(self, request: Request, *, size: int, key: str = "pk") -> None:
-        self.request, self.size, self.key = request, size, key
+    With a `window`, a page reads at most that many key values (ids) below its cursor, for
+    a filter no index serves (a message's status: the ledger has no status index, by design,
+    docs/decisions/0002-ledger-without-status-index.md): its cost is bounded however rare the
+    matches are, and a page may hold fewer results than its size, even none, while `next`
+    still leads on (as CloudWatch Logs' FilterLogEvents answers). Without one, a page walks
+    until it is full or the table ends."""
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        size: int,
+        key: str = "pk",
+        window: int | None = None,
+        newest: QuerySet | None = None,
+    ) -> None:
+        self.request, self.size, self.key, self.window = request, size, key, window
+        self.newest = newest  # where the first window starts: the newest key of these rows
         cursor = request.query_params.get("cursor")
         self.before = cursor_decode(cursor) if cursor else None
         self.more = False
+        self.resume_at: int | None = None  # the next page's cursor, where the window ended
+        self._bounds: tuple[int | None, int | None] | None = None
+        self.oldest = 1
+
+    def bounds(self) -> tuple[int | None, int | None]:
+        """(the lowest key this page may read or None, the key it reads below or None): for
+        a caller to bound a subquery on the other side of a join too (PostgreSQL carries an
+        equality across a join, never a range)."""
+        if self._bounds is None:
+            before, floor = self.before, None
+            if self.window is not None:
+                assert self.newest is not None, "a window needs the rows it walks"
+                keys = self.newest.order_by().values_list("pk", flat=True)
+                # The oldest and newest keys (two reads of the primary key's ends): a window
+                # never reads below the oldest, so the walk ends there.
+                self.oldest = keys.order_by("pk").first() or 1
+                if before is None:  # the first page: from the newest row
+                    before = (keys.order_by("-pk").first() or 0) + 1
+                floor = max(before - self.window, self.oldest)
+            self._bounds = (floor, before)
+        return self._bounds
 
     def rows(self, queryset: QuerySet) -> list:
-        if self.before is not None:
-            queryset = queryset.filter(**{f"{self.key}__lt": self.before})
+        if self.window is not None and self.newest is None:
+            self.newest = queryset.model._default_manager.all()
+        floor, before = self.bounds()
+        if floor is not None:
+            queryset = queryset.filter(**{f"{self.key}__gte": floor})
+        if before is not None:
+            queryset = queryset.filter(**{f"{self.key}__lt": before})
         rows = list(queryset.order_by(f"-{self.key}")[: self.size + 1])
         self.more = len(rows) > self.size
+        if not self.more and floor is not None and floor > self.oldest:
+            # The window ended before the page filled: the next page reads on from there.
+            self.more, self.resume_at = True, floor
         return rows[: self.size]
 
     def next_link(self, rows: list) -> str | None:
         if not self.more:
             return None
         params = self.request.query_params.copy()
-        params["cursor"] = cursor_encode(getattr(rows[-1], self.key))
+        last = self.resume_at if self.resume_at is not None else getattr(rows[-1], self.key)
+        params["cursor"] = cursor_encode(last)
         return self.request.build_absolute_uri(f"{self.request.path}?{params.urlencode()}")

@@ -2,6 +2,7 @@
 
 import copy
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -14,6 +15,7 @@ from campaigns.personalisation import (
     PersonalisationInvalid,
     personalisation_check,
 )
+from tracking.models import Event
 
 
 class StrictSerializer(serializers.Serializer):
@@ -177,18 +179,108 @@ def _personalisation_valid(value: dict) -> dict:
         raise serializers.ValidationError(err.message, code=err.code) from None
 
 
+def _id_field(help_text: str) -> serializers.IntegerField:
+    # An id beyond a bigint names nothing, and is refused before the database sees it.
+    return serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text=help_text
+    )
+
+
 class MessageListQuerySerializer(StrictSerializer):
     """GET /api/v1/messages's query parameters (filters are and-ed)."""
 
-    reference = serializers.CharField(max_length=200, required=False)
-    status = serializers.ChoiceField(choices=Notification.Status.choices, required=False)
-    since = serializers.DateTimeField(required=False)
-    template = TemplateRef(required=False)
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
+    reference = serializers.CharField(
+        max_length=200, required=False, help_text="Your reference, exactly."
     )
-    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
+    status = serializers.ChoiceField(
+        choices=Notification.Status.choices, required=False, help_text="The message's status."
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Created at or after this time (ISO 8601)."
+    )
+    template = TemplateRef(required=False, help_text="A template's id or slug.")
+    campaign = _id_field("A transactional stream's or a bulk job's id.")
+    contact = _id_field("A contact's id.")
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=PAGE_SIZE_MAX,
+        required=False,
+        default=PAGE_SIZE_DEFAULT,
+        help_text="Results a page.",
+    )
+    cursor = serializers.CharField(
+        max_length=100, required=False, help_text="The `next` link's cursor: opaque."
+    )  # read by CursorPage
     format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class EventTypesField(serializers.Field):
+    """One event type, or several separated by commas (`opened,clicked`)."""
+
+    default_error_messages = {"invalid_choice": "Unknown event type: {value}."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", value="?")
+        types = [part.strip() for part in data.split(",") if part.strip()]
+        for value in types:
+            if value not in Event.Type.values:
+                self.fail("invalid_choice", value=value[:40])
+        return types
+
+    def to_representation(self, value):
+        return ",".join(value)
+
+
+class EventListQuerySerializer(StrictSerializer):
+    """GET /api/v1/events's query parameters (filters are and-ed)."""
+
+    campaign = _id_field("A campaign's, transactional stream's or bulk job's id.")
+    contact = _id_field("A contact's id.")
+    message = _id_field("A message's id.")
+    type = EventTypesField(
+        required=False,
+        help_text="An event type, or several separated by commas: "
+        + ", ".join(f"`{value}`" for value in Event.Type.values)
+        + ".",
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Occurred at or after this time (ISO 8601)."
+    )
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=PAGE_SIZE_MAX,
+        required=False,
+        default=PAGE_SIZE_DEFAULT,
+        help_text="Results a page.",
+    )
+    cursor = serializers.CharField(
+        max_length=100, required=False, help_text="The `next` link's cursor: opaque."
+    )  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
+
+
+class EventSerializer(serializers.Serializer):
+    """An event as the API answers it, in a message's journey (GET /api/v1/messages/{id}) and
+    in the events list (GET /api/v1/events): one shape, from a journey's step
+    (tracking.reports.journeys). No IP address or user agent: personal data stays here."""
+
+    id = serializers.IntegerField(source="event_id")
+    at = serializers.DateTimeField()
+    type = serializers.ChoiceField(source="what", choices=Event.Type.choices)
+    source = serializers.ChoiceField(choices=Event.Source.choices)
+    detail = serializers.CharField(
+        help_text="What SES said (a bounce's kind and diagnosis), or a click's link."
+    )
+    verdict = serializers.CharField(
+        help_text="Opens and clicks: `human`, or `machine` (a privacy proxy, a link scanner); "
+        '"" for other events.'
+    )
+    verdict_reason = serializers.CharField(help_text="The rule that gave the verdict.")
+    message = serializers.IntegerField(source="notification_id")
+    campaign = serializers.IntegerField(source="campaign_id")
+    contact = serializers.IntegerField(source="contact_id")
 
 
 class MessageSerializer(serializers.Serializer):
@@ -232,19 +324,6 @@ class MessageAcceptedSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Notification.Status.choices)
 
 
-class MessageEventSerializer(serializers.Serializer):
-    """One step of a message's journey: an SES event, an open or a click."""
-
-    at = serializers.DateTimeField()
-    type = serializers.CharField(help_text='"delivered", "bounced", "opened", "clicked"…')
-    source = serializers.CharField(help_text='"ses", "tracking"…')
-    detail = serializers.CharField(help_text="The bounce's reason, the clicked link…")
-    verdict = serializers.CharField(
-        help_text='For opens and clicks: "human", or "machine" (a privacy proxy, a scanner).'
-    )
-    verdict_reason = serializers.CharField()
-
-
 @extend_schema_field(
     {
         "type": "object",
@@ -267,5 +346,5 @@ class MessageDetailSerializer(MessageSerializer):
 
     to = serializers.CharField(help_text="The address it was sent to.")
     timestamps = TimestampsField()
-    events = MessageEventSerializer(many=True, help_text="In time order, the first 200.")
+    events = EventSerializer(many=True, help_text="In time order, the first 200.")
     events_not_shown = serializers.IntegerField(help_text="The events after the first 200.")

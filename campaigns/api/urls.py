@@ -1,12 +1,23 @@
 from django.urls import path, re_path
 
-from campaigns.api import base, campaigns, contacts, jobs, lists, templates, views, webhooks
+from campaigns.api import (
+    base,
+    campaigns,
+    contacts,
+    events,
+    jobs,
+    lists,
+    templates,
+    views,
+    webhooks,
+)
 
 app_name = "api"
 
 urlpatterns = [
     path("messages", views.MessageListCreate.as_view(), name="messages"),
     path("messages/<int:pk>", views.MessageDetail.as_view(), name="message"),
+    path("events", events.EventList.as_view(), name="events"),
     path("jobs", jobs.JobListCreate.as_view(), name="jobs"),
     path("jobs/<int:pk>", jobs.JobDetail.as_view(), name="job"),
     path("jobs/<int:pk>/cancel", jobs.JobCancel.as_view(), name="job-cancel"),
@@ -64,6 +75,7 @@ urlpatterns = [
     path("contacts/<int:pk>/suppress", contacts.ContactSuppress.as_view(), name="contact-suppress"),
     path("lists", lists.ListsView.as_view(), name="lists"),
     path("lists/<int:pk>", lists.ListDetail.as_view(), name="list"),
+    path("jobs/<int:pk>/resume", jobs.JobResume.as_view(), name="job-resume"),
     # Last: any other path under /api/v1/ is a 404 in the error shape.
     re_path(r"", base.NotFoundView.as_view(), name="not-found"),
 ]

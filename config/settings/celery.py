@@ -132,3 +132,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "periodic"},
     },
 }
+# A bulk job's creator (the freeze making its ledger rows) renews a lease this long before
+# each chunk; the sweeper resumes a creation whose lease ran out (its worker died), within
+# seconds rather than after the 5-minute stall threshold (campaigns.jobs).
+JOB_CREATION_LEASE_SECONDS = env_int("JOB_CREATION_LEASE_SECONDS", 20)

@@ -4,12 +4,12 @@ SES endpoint (the idioms of tests/campaigns/test_faults.py). The promise: every 
 gets exactly one ledger row and is handed to SES at most once."""
 
 import time
-from datetime import timedelta
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection
 
-from campaigns import services, sweeper
+from campaigns import services
 from campaigns.jobs import JOB_CHUNK
 from campaigns.models import Campaign, JobRequest, JobRow, MessageRequest, Notification
 from tests.api.helpers import api_client
@@ -49,16 +49,42 @@ def post_job(client, rows: int, tag: str) -> int:
     return answer.json()["id"]
 
 
-def ledger_insert_running(job_id: int) -> bool:
-    """The freeze has committed a chunk and is inserting the next one's ledger rows now."""
-    done = JobRequest.objects.values_list("rows_done_through", flat=True).get(pk=job_id)
-    if not 0 < done < ROWS:
-        return False
+# An advisory lock key of this test's: the second chunk's checkpoint waits for it.
+HOLD = 15_015
+
+
+@contextmanager
+def second_chunk_held():
+    """Every move of a job's checkpoint past the first chunk waits (a trigger on JobRequest)
+    while this test holds an advisory lock: the freeze is caught with its second chunk's
+    ledger rows inserted and not committed, however loaded the machine (polling for the
+    moment, as this test once did, could miss it and time out). Lets go on exit."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [HOLD])
+        cursor.execute(
+            "CREATE FUNCTION test_hold_chunk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"PERFORM pg_advisory_xact_lock({HOLD}); RETURN NEW; END $$;"
+            "CREATE TRIGGER test_hold_chunk BEFORE UPDATE ON campaigns_jobrequest FOR EACH ROW "
+            f"WHEN (NEW.rows_done_through > {JOB_CHUNK}) EXECUTE FUNCTION test_hold_chunk();"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER test_hold_chunk ON campaigns_jobrequest;"
+                "DROP FUNCTION test_hold_chunk();"
+            )
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [HOLD])
+
+
+def chunk_waiting() -> bool:
+    """A backend waits for the held lock: the freeze is inside its second chunk."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-            "AND query LIKE %s AND pid <> pg_backend_pid()",
-            ["%WITH made AS%"],
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND objid = %s",
+            [HOLD],
         )
         return cursor.fetchone()[0] > 0
 
@@ -84,34 +110,41 @@ def assert_each_row_once(ses, job_id: int) -> None:
 
 
 def test_a_job_killed_while_its_rows_are_created_is_resumed_without_duplicates(
-    ses, celery_workers, template, monkeypatch
+    ses, celery_workers, template
 ):
     """SIGKILL the whole worker while the freeze inserts the job's second chunk (its first
-    chunk committed, its batches sending): a new worker and the sweeper's stalled-freeze check
-    finish the creation after the checkpoint; every row gets one ledger row, and the endpoint
-    sees each recipient at most once."""
+    chunk committed, its batches sending): once the dead creator's lease runs out (seconds:
+    3 here, 20 by default), the sweeper hands the creation to a new worker, which goes on
+    after the checkpoint; every row gets one ledger row, and the endpoint sees each recipient
+    at most once."""
     assert ROWS > JOB_CHUNK  # at least two chunks, so the kill lands between them
-    # The sweeper takes a freeze without progress for this long as stalled (5 minutes in
-    # production); shortened so the test waits seconds, not minutes.
-    monkeypatch.setattr(sweeper, "CREATED_GRACE", timedelta(seconds=3))
-    worker = celery_workers.start(concurrency=2)
-    job_id = post_job(api_client(), ROWS, "kill")
-
-    wait_for(
-        lambda: ledger_insert_running(job_id),
-        timeout=60,
-        interval=0.01,
-        message=lambda: f"the freeze inserting a chunk: {celery_workers.logs()}",
-    )
-    worker.kill()
-    killed = time.monotonic()
+    lease = {"JOB_CREATION_LEASE_SECONDS": "3"}
+    with second_chunk_held():
+        worker = celery_workers.start(concurrency=2, env=lease)
+        job_id = post_job(api_client(), ROWS, "kill")
+        wait_for(
+            chunk_waiting,
+            timeout=120,
+            message=lambda: f"the freeze inside its second chunk: {celery_workers.logs()}",
+        )
+        worker.kill()
+        killed = time.monotonic()
     job = Campaign.objects.get(pk=job_id)
     assert job.frozen_at is None, "the kill came after the creation ended"
     made = Notification.objects.filter(campaign_id=job_id).count()
-    assert 0 < made < ROWS
-    assert made % JOB_CHUNK == 0  # whole chunks only: the killed one rolled back
+    assert made == JOB_CHUNK  # the first chunk only: the killed one rolled back
+    assert JobRequest.objects.get(pk=job_id).creator_until is not None  # the dead one's lease
 
-    celery_workers.start(concurrency=2)
+    celery_workers.start(concurrency=2, env=lease)
+    # Resumed in seconds: the lease (3 s), a sweep (every 1 s here, 10 s in production),
+    # and the freeze of the second chunk. The stall threshold (5 minutes) plays no part.
+    sweep_while(
+        lambda: Campaign.objects.filter(pk=job_id, frozen_at__isnull=False).exists(),
+        timeout=120,
+        every=1.0,
+        message=lambda: f"creation resumed: {statuses(job)}\n{celery_workers.logs()}",
+    )
+    assert time.monotonic() - killed < 60
     sweep_while(
         lambda: status_of(job) == Campaign.Status.SENT,
         timeout=240,
@@ -119,7 +152,6 @@ def test_a_job_killed_while_its_rows_are_created_is_resumed_without_duplicates(
         message=lambda: f"job sent after the kill: {statuses(job)}\n{celery_workers.logs()}",
     )
     assert_each_row_once(ses, job_id)
-    assert time.monotonic() - killed < 240
 
     shown = api_client().get(f"/api/v1/jobs/{job_id}").json()
     assert shown["status"] == "sent"

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from campaigns.models import Contact, Notification
+from campaigns.models import Contact, MessageRequest, Notification
 from campaigns.tokens import token_for
 from tests.api.helpers import api_client
 from tests.factories import CampaignFactory, ContactFactory, NotificationFactory, TemplateFactory
@@ -123,7 +123,9 @@ class TestTheList:
         ]
         ids.append(send(api, template="reset", to="p6@example.com"))
         Notification.objects.filter(pk__in=ids[:2]).update(status="sent")
-        Notification.objects.filter(pk=ids[0]).update(created_at=timezone.now() - timedelta(days=3))
+        three_days_ago = timezone.now() - timedelta(days=3)
+        Notification.objects.filter(pk=ids[0]).update(created_at=three_days_ago)
+        MessageRequest.objects.filter(pk=ids[0]).update(created_at=three_days_ago)
         return api, ids, other
 
     def ids(self, api, **query) -> list[int]:

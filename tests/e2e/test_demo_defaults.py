@@ -197,6 +197,56 @@ def test_a_campaign_is_sent_tracked_and_reported_on_the_demo_defaults(demo, tmp_
         assert "Traceback" not in output and "database is locked" not in output, demo.logs()
 
 
+def test_an_api_message_takes_the_sqlite_path_of_message_create(demo):
+    """POST /api/v1/messages to the demo's web process: message_create's portable (ORM) path,
+    which PostgreSQL's single statement replaces everywhere else, on the demo's SQLite; the
+    message is stored with its request, replayed for its Idempotency-Key, and sent."""
+    secret = demo.driver("api_key")["secret"]
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "demo-order-17",
+    }
+    body = json.dumps(
+        {
+            "template": "demo-receipt",
+            "to": "Ada@Example.com",
+            "personalisation": {"first_name": "Ada", "order": "A-17"},
+            "reference": "order-17",
+        }
+    ).encode()
+    status, _, answer = request(demo.web_port, "POST", "/api/v1/messages", headers, body)
+    assert status == 202, answer
+    message_id = json.loads(answer)["id"]
+    # The same key and body: the first answer again, nothing made twice.
+    again = request(demo.web_port, "POST", "/api/v1/messages", headers, body)
+    assert (again[0], json.loads(again[2])["id"]) == (202, message_id)
+
+    stored = demo.driver("message", str(message_id))
+    assert stored["database"] == "sqlite"
+    assert (stored["email"], stored["reference"]) == ("ada@example.com", "order-17")
+    assert stored["personalisation"] == {"first_name": "Ada", "order": "A-17"}
+    assert stored["repeat_key"] > 0  # a stream's row: one contact may get many
+    assert stored["created_at"]  # the database's default, on SQLite too
+
+    def sent() -> bool:
+        return demo.driver("message", str(message_id))["status"] in ("sent", "delivered")
+
+    wait_for(sent, timeout=60, interval=1, message=demo.logs)
+    ses = SesEndpoint(f"http://127.0.0.1:{demo.ses_port}")
+    [mail] = ses.messages()
+    assert mail["to"] == ["ada@example.com"] and mail["subject"] == "Order A-17"
+    listed = request(
+        demo.web_port,
+        "GET",
+        "/api/v1/messages?reference=order-17",
+        {"Authorization": f"Bearer {secret}"},
+    )
+    assert [m["id"] for m in json.loads(listed[2])["results"]] == [message_id]
+    for name in demo.processes:
+        assert "Traceback" not in demo.output(name), demo.logs()
+
+
 def assert_logs_hold_nothing_personal(demo: Demo, messages: list[dict]) -> None:
     """The web, worker, beat and local SES logs name ids, never an address, a name, a
     tracking or unsubscribe token or a body (the demo's recipients are e2e0000@example.com …

@@ -1,7 +1,10 @@
-"""Journeys: one notification's story (its ledger row and every event), in time order."""
+"""Journeys: one notification's story (its ledger row and every event), in time order; and
+the events of many notifications, newest first (the API's GET /api/v1/events)."""
 
 from dataclasses import dataclass
 from datetime import datetime
+
+from django.db.models import F, QuerySet
 
 from campaigns.models import Notification
 from tracking.models import Event
@@ -27,6 +30,11 @@ class JourneyStep:
     user_agent: str = ""
     ip: str | None = None
     event_id: int | None = None
+    # Whose step it is: the API answers an event with them (the journey of one message and
+    # the list of many give events one shape).
+    notification_id: int | None = None
+    campaign_id: int | None = None
+    contact_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,10 @@ def _journey(row: dict) -> Journey:
                 detail=detail,
             )
         )  # fmt: skip
-    steps.extend(_event_step(event) for event in events)
+    steps.extend(
+        event_step(event, campaign_id=row["campaign_id"], contact_id=row["contact_id"])
+        for event in events
+    )
     steps.sort(key=lambda step: (step.at, step.source != "ledger"))
     return Journey(
         notification_id=row["id"],
@@ -117,7 +128,8 @@ def _journey(row: dict) -> Journey:
     )
 
 
-def _event_step(event: Event) -> JourneyStep:
+def event_step(event: Event, *, campaign_id: int, contact_id: int) -> JourneyStep:
+    """An event as a journey's step (a link's event with its link in hand: select_related)."""
     details = []
     if event.link is not None:
         details.append(f"link {event.link.index}: {event.link.url}")
@@ -135,4 +147,54 @@ def _event_step(event: Event) -> JourneyStep:
         user_agent=event.user_agent,
         ip=event.ip,
         event_id=event.pk,
+        notification_id=event.notification_id,
+        campaign_id=campaign_id,
+        contact_id=contact_id,
     )
+
+
+# -- events: many notifications' events, newest first ------------------------------------------
+
+
+def events_of(
+    *,
+    test_mode: bool | None = None,
+    campaign_id: int | None = None,
+    contact_id: int | None = None,
+    notification_id: int | None = None,
+    types: list[str] | None = None,
+    since: datetime | None = None,
+) -> QuerySet[Event]:
+    """The events of every kind of send (campaigns, transactional streams, jobs), filtered
+    (and-ed), for reading newest first by id (the caller pages them): each with its link and
+    its notification's campaign and contact ids in hand (`notification__…` values, no query
+    per event). `test_mode` keeps one mode's (a test key's campaigns' or the live ones').
+
+    What each filter walks (plans: docs/API.md#events): a message's events by the events'
+    (notification, type) index; a contact's and a campaign's through the ledger's contact and
+    (campaign, contact) indexes; `since` by the BRIN index on occurred_at (events arrive
+    nearly in time order); a type alone walks the newest events until a page is full."""
+    events = Event.objects.all()
+    if notification_id is not None:
+        events = events.filter(notification_id=notification_id)
+    if campaign_id is not None:
+        events = events.filter(notification__campaign_id=campaign_id)
+    if contact_id is not None:
+        events = events.filter(notification__contact_id=contact_id)
+    if test_mode is not None:
+        events = events.filter(notification__campaign__test_mode=test_mode)
+    if types:
+        events = events.filter(type__in=types)
+    if since is not None:
+        events = events.filter(occurred_at__gte=since)
+    return events.select_related("link").annotate(
+        campaign_id_=F("notification__campaign_id"), contact_id_=F("notification__contact_id")
+    )
+
+
+def event_steps(events: list[Event]) -> list[JourneyStep]:
+    """Events read from events_of, as steps."""
+    return [
+        event_step(event, campaign_id=event.campaign_id_, contact_id=event.contact_id_)
+        for event in events
+    ]
