@@ -170,3 +170,29 @@ def test_a_contact_committed_while_the_insert_waits_on_it_is_found(template):
     assert Notification.objects.get(pk=answer.json()["id"]).contact_id == late
     assert Contact.objects.filter(email="late@example.com").count() == 1
     assert MessageRequest.objects.filter(pk=answer.json()["id"]).exists()
+
+
+def test_the_idempotency_records_readers_use_the_unique_index(template):
+    """The record has no index on api_key alone (one fewer to write per keyed POST): the
+    key's lookup and the cascade of a deleted API key are served by (api_key, key)."""
+    client = api_client()
+    client.post(URL, body(1), format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    table = IdempotencyRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s ORDER BY indexname", [table]
+        )
+        indexes = [name for (name,) in cursor.fetchall()]
+        assert not [name for name in indexes if "api_key_id" in name and "uniq" not in name]
+        cursor.execute("SET enable_seqscan = off")  # the table is tiny: ask what it would use
+        try:
+            for sql in (
+                f"SELECT * FROM {table} WHERE api_key_id = %s AND key = %s",  # noqa: S608
+                f"DELETE FROM {table} WHERE api_key_id = %s",  # noqa: S608
+            ):
+                params = [client.key.pk, "k1"][: sql.count("%s")]
+                cursor.execute(f"EXPLAIN {sql}", params)
+                plan = " ".join(row[0] for row in cursor.fetchall())
+                assert "uniq_idempotency_key" in plan, plan
+        finally:
+            cursor.execute("RESET enable_seqscan")
