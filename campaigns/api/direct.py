@@ -31,6 +31,7 @@ from django.dispatch import receiver
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.utils.log import log_response
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -123,7 +124,11 @@ def _answer(request: WSGIRequest) -> HttpResponse:
         response = api_exception_handler(exc, {"request": api_request, "view": _view()})
         if response is None:  # not an API error: Django's handler logs it and answers 500
             return _middleware_headers(request, response_for_exception(request, exc))
-    return _middleware_headers(request, _rendered(response))
+    response = _middleware_headers(request, _rendered(response))
+    if response.status_code >= 400:  # as BaseHandler.get_response: its path, nothing more
+        log_response("%s: %s", response.reason_phrase, request.path, response=response,
+                     request=request)  # fmt: skip
+    return response
 
 
 @functools.cache

@@ -237,6 +237,14 @@ def test_an_unexpected_failure_is_djangos_500_logged_without_the_body(
     assert not Notification.objects.exists()
 
 
+def test_a_refusal_is_logged_as_djangos_handler_logs_it(template, client, lean_route, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        lean, plain = both(lean_route, lambda: client.post(URL, {**GOOD, "to": "x"}, format="json"))
+    assert (lean.status_code, plain.status_code) == (422, 422)
+    lines = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert lines == ["Unprocessable Entity: /api/v1/messages"] * 2
+
+
 def test_no_address_or_personalisation_reaches_the_logs(template, client, lean_route, caplog):
     secret = "s3cr3t-personal"
     with caplog.at_level(logging.DEBUG):
