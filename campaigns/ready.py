@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable
 import redis
 from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerUnavailable
+from redis.commands.core import Script
 
-from infra.redis_client import redis_client
+from infra.redis_client import redis_client, redis_thread_client, redis_thread_client_drop
 from infra.tasks import task_enqueue_on_commit, task_named
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,19 @@ def message_ready_on_commit(*, stream_id: int, message_id: int) -> None:
     transaction.on_commit(lambda: messages_push([(stream_id, message_id)]))
 
 
+# RPUSH, then SET the drain flag NX PX (after the push: see messages_drain); 1 if it was set.
+# One EVALSHA on the thread's own connection: a pipeline of the two commands on the shared
+# pool cost the web more (docs/PERFORMANCE.md, Integrations API).
+_PUSH_LUA = b"""
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+_PUSH = Script(None, _PUSH_LUA)  # loaded on first use (or after a restart)
+# Items per script call at most (Lua's unpack has a stack limit).
+_PUSH_CHUNK = 1000
+
+
 def messages_push(messages: Iterable[tuple[int, int]]) -> bool:
     """RPUSH (stream id, message id) pairs and enqueue a drain unless one was enqueued within
     DRAIN_FLAG_MS; False (logged, ids only) if Redis could not take them: the committed
@@ -80,11 +94,17 @@ def messages_push(messages: Iterable[tuple[int, int]]) -> bool:
     have its client send them again)."""
     items = [f"{stream_id}:{message_id}" for stream_id, message_id in messages]
     try:
-        pipe = _client().pipeline(transaction=False)
-        pipe.rpush(READY_KEY, *items)
-        pipe.set(DRAIN_FLAG_KEY, 1, nx=True, px=DRAIN_FLAG_MS)  # after the push: see drain
-        _, flagged = pipe.execute()
+        flagged = False
+        for start in range(0, len(items), _PUSH_CHUNK):
+            flagged |= bool(
+                _PUSH(
+                    keys=[READY_KEY, DRAIN_FLAG_KEY],
+                    args=[DRAIN_FLAG_MS, *items[start : start + _PUSH_CHUNK]],
+                    client=redis_thread_client(_client()),
+                )
+            )
     except redis.RedisError as err:
+        redis_thread_client_drop()
         logger.error(
             "messages not pushed to the ready list (%s): %s left to the sweeper, first %s",
             type(err).__name__, len(items), items[0],

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from campaigns.models import (
     Campaign,
     CampaignLink,
     Contact,
+    IdempotencyRecord,
     MessageRequest,
     Notification,
 )
@@ -149,6 +151,20 @@ def _stream_create(
     return stream.pk
 
 
+@dataclass(frozen=True)
+class AnswerRecord:
+    """The API's idempotency record of the request that makes the message
+    (campaigns.api.idempotency): written by the message's own statement, so it commits with
+    the message or neither does. `response` is the answer without the message's id, which
+    the statement adds under "id"."""
+
+    api_key_id: int
+    key: str
+    request_hash: str
+    status_code: int
+    response: dict
+
+
 def message_create(
     *,
     api_key: ApiKey | None,
@@ -158,51 +174,69 @@ def message_create(
     personalisation: dict | None = None,
     reference: str = "",
     send_at: datetime | None = None,
+    record: AnswerRecord | None = None,
 ) -> Notification:
     """Write one transactional message (its ledger row and its request) and enqueue its
     delivery once the transaction commits. The recipient is a contact id, or an address:
     the contact with that address, made if there is none (so a bounce or a complaint
-    suppresses them for every later message, as for campaigns)."""
+    suppresses them for every later message, as for campaigns).
+
+    On PostgreSQL everything is one statement (the contact found or made, the ledger row, its
+    request and `record`): atomic by itself, so a caller in autocommit pays no BEGIN and no
+    COMMIT round trip. Elsewhere (SQLite, the demo) the ORM's statements, in the caller's
+    transaction, and `record` is the caller's to write."""
     send_at_check(send_at)
     stream_id = stream_for(
         template=template, test_mode=bool(api_key and api_key.test), api_key=api_key
     )
-    # No savepoint inside the caller's transaction (the API view's): a refusal or a failure
-    # here rolls the whole request back anyway, and each savepoint is two more round trips.
-    with transaction.atomic(savepoint=False):
-        if contact_id is None:
-            contact_id = contact_for_address(email or "")
-        elif not Contact.objects.filter(pk=contact_id).exists():
-            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
-        message = _message_insert(
+    address = address_normalized(email or "") if contact_id is None else None
+    if connection.vendor == "postgresql":
+        message = _message_write_pg(
             stream_id=stream_id,
+            address=address,
+            contact_id=contact_id,
+            api_key=api_key,
+            reference=reference,
+            personalisation=personalisation or {},
+            send_at=send_at,
+            record=record,
+        )
+    else:
+        if record is not None:
+            raise ValueError("record: PostgreSQL only (the caller writes it elsewhere)")
+        message = _message_write_orm(
+            stream_id=stream_id,
+            address=address,
             contact_id=contact_id,
             api_key=api_key,
             reference=reference,
             personalisation=personalisation or {},
             send_at=send_at,
         )
-        if send_at is None or send_at <= timezone.now():
-            message_ready_on_commit(stream_id=stream_id, message_id=message.pk)
+    if send_at is None or send_at <= timezone.now():
+        message_ready_on_commit(stream_id=stream_id, message_id=message.pk)
     return message
 
 
-def _message_insert(
+def _message_write_orm(
     *,
     stream_id: int,
-    contact_id: int,
+    address: str | None,
+    contact_id: int | None,
     api_key: ApiKey | None,
     reference: str,
     personalisation: dict,
     send_at: datetime | None,
 ) -> Notification:
-    """The ledger row and its request. On PostgreSQL one statement (a data-modifying CTE):
-    one round trip instead of two ORM inserts (~0.5 ms of the POST's CPU); elsewhere (SQLite,
-    the demo) the ORM's two."""
-    repeat_key = secrets.randbits(62) + 1
-    if connection.vendor != "postgresql":
+    # No savepoint inside the caller's transaction (the API view's): a refusal or a failure
+    # here rolls the whole request back anyway.
+    with transaction.atomic(savepoint=False):
+        if address is not None:
+            contact_id = _contact_find_or_make_orm(address)
+        elif not Contact.objects.filter(pk=contact_id).exists():
+            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
         message = Notification.objects.create(
-            campaign_id=stream_id, contact_id=contact_id, repeat_key=repeat_key
+            campaign_id=stream_id, contact_id=contact_id, repeat_key=_repeat_key()
         )
         MessageRequest.objects.create(
             notification=message,
@@ -211,42 +245,125 @@ def _message_insert(
             personalisation=personalisation,
             send_at=send_at,
         )
-        return message
+    return message
+
+
+def _repeat_key() -> int:
+    return secrets.randbits(62) + 1
+
+
+# A new contact's status: active, or an erased address's kept status (campaigns.erased).
+_NEW_STATUS = new_contact_status_sql("%(address)s::text")
+# The contact an address names, found or made: ON CONFLICT DO NOTHING never aborts the
+# statement (a concurrent request making the same contact is waited for); the SELECT finds
+# one that existed before the statement began.
+_CONTACT_BY_ADDRESS = f"""
+    made AS (
+        INSERT INTO {Contact._meta.db_table}
+            (email, first_name, last_name, attributes, status, time_zone, created_at, updated_at)
+        VALUES (%(address)s, '', '', '{{}}'::jsonb, {_NEW_STATUS}, '', %(now)s, %(now)s)
+        ON CONFLICT (email) DO NOTHING
+        RETURNING id
+    ),
+    contact AS (
+        SELECT id FROM made
+        UNION ALL
+        SELECT id FROM {Contact._meta.db_table} WHERE email = %(address)s
+        LIMIT 1
+    )"""  # noqa: S608 (table names from the models, values as parameters)
+_CONTACT_BY_ID = f"""
+    contact AS (SELECT id FROM {Contact._meta.db_table} WHERE id = %(contact_id)s)"""  # noqa: S608
+_MESSAGE = f"""
+    message AS (
+        INSERT INTO {Notification._meta.db_table}
+            (campaign_id, contact_id, status, repeat_key, message_id, reason, created_at,
+             updated_at)
+        SELECT %(stream_id)s, id, %(created)s, %(repeat_key)s, NULL, '', %(now)s, %(now)s
+        FROM contact
+        RETURNING id, contact_id
+    ),
+    request AS (
+        INSERT INTO {MessageRequest._meta.db_table}
+            (notification_id, api_key_id, reference, personalisation, send_at, queued_at)
+        SELECT id, %(api_key_id)s, %(reference)s, %(personalisation)s::jsonb, %(send_at)s, NULL
+        FROM message
+        RETURNING notification_id
+    )"""  # noqa: S608
+_RECORD = f"""
+    record AS (
+        INSERT INTO {IdempotencyRecord._meta.db_table}
+            (api_key_id, key, request_hash, status_code, response, created_at)
+        SELECT %(record_api_key_id)s, %(record_key)s, %(record_hash)s, %(record_status)s,
+            %(record_response)s::jsonb || jsonb_build_object('id', notification_id), %(now)s
+        FROM request
+    )"""  # noqa: S608
+_STATEMENTS = {
+    (by_address, recorded): "WITH"
+    + ",".join(
+        [_CONTACT_BY_ADDRESS if by_address else _CONTACT_BY_ID, _MESSAGE]
+        + ([_RECORD] if recorded else [])
+    )
+    + "\nSELECT id, contact_id FROM message"
+    for by_address in (True, False)
+    for recorded in (True, False)
+}
+# A statement that found no contact for a new address (a concurrent request made it after the
+# statement's snapshot was taken, then committed) is run again; a few times at most.
+_CONTACT_RACE_ATTEMPTS = 3
+
+
+def _message_write_pg(
+    *,
+    stream_id: int,
+    address: str | None,
+    contact_id: int | None,
+    api_key: ApiKey | None,
+    reference: str,
+    personalisation: dict,
+    send_at: datetime | None,
+    record: AnswerRecord | None,
+) -> Notification:
+    """The contact found or made, the ledger row, its request and the idempotency record in
+    one statement (data-modifying CTEs): one round trip where the ORM took four or five and a
+    transaction's BEGIN and COMMIT two more (docs/PERFORMANCE.md, Integrations API)."""
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH message AS (
-                INSERT INTO {Notification._meta.db_table}
-                    (campaign_id, contact_id, status, repeat_key, message_id, reason,
-                     created_at, updated_at)
-                VALUES (%s, %s, %s, %s, NULL, '', %s, %s)
-                RETURNING id
-            )
-            INSERT INTO {MessageRequest._meta.db_table}
-                (notification_id, api_key_id, reference, personalisation, send_at, queued_at)
-            SELECT id, %s, %s, %s::jsonb, %s, NULL FROM message
-            RETURNING notification_id
-            """,  # noqa: S608 (table names from the models, values as parameters)
-            [
-                stream_id,
-                contact_id,
-                Notification.Status.CREATED,
-                repeat_key,
-                now,
-                now,
-                api_key.pk if api_key is not None else None,
-                reference,
-                json.dumps(personalisation),
-                send_at,
-            ],
+    repeat_key = _repeat_key()
+    params = {
+        "address": address,
+        "contact_id": contact_id,
+        "now": now,
+        "stream_id": stream_id,
+        "created": Notification.Status.CREATED,
+        "repeat_key": repeat_key,
+        "api_key_id": api_key.pk if api_key is not None else None,
+        "reference": reference,
+        "personalisation": json.dumps(personalisation),
+        "send_at": send_at,
+    }
+    if record is not None:
+        params.update(
+            record_api_key_id=record.api_key_id,
+            record_key=record.key,
+            record_hash=record.request_hash,
+            record_status=record.status_code,
+            record_response=json.dumps(record.response),
         )
-        (message_id,) = cursor.fetchone()
+    statement = _STATEMENTS[(address is not None, record is not None)]
+    for _ in range(_CONTACT_RACE_ATTEMPTS):
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            row = cursor.fetchone()
+        if row is not None:
+            break
+        if address is None:
+            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
+    else:
+        raise RuntimeError("the contact of a new address kept being made by other requests")
     # The row as the ORM's create would have returned it (what the caller reads: id, status).
     message = Notification(
-        pk=message_id,
+        pk=row[0],
         campaign_id=stream_id,
-        contact_id=contact_id,
+        contact_id=row[1],
         status=Notification.Status.CREATED,
         repeat_key=repeat_key,
         created_at=now,
@@ -275,18 +392,19 @@ def send_at_check(send_at: datetime | None, *, now: datetime | None = None) -> N
         )
 
 
-def contact_for_address(email: str) -> int:
-    """The id of the contact with this address (normalized), made if there is none.
-    MessageRefused for an address that cannot be sent to."""
+def address_normalized(email: str) -> str:
+    """The address as contacts keep it (normalized); MessageRefused for an address that
+    cannot be sent to."""
     if len(email) > ADDRESS_MAX_LENGTH:
         raise MessageRefused("invalid_address", "This address is too long.", field="to")
     try:
-        address = contact_normalize_email(email)
+        return contact_normalize_email(email)
     except Exception as err:  # noqa: BLE001 (InvalidAddress: the reason is the client's answer)
         reason = " ".join(getattr(err, "messages", [])) or "This address cannot be sent to."
         raise MessageRefused("invalid_address", reason, field="to") from None
-    if connection.vendor == "postgresql":
-        return _contact_find_or_make_pg(address)
+
+
+def _contact_find_or_make_orm(address: str) -> int:
     found = Contact.objects.filter(email=address).values_list("pk", flat=True).first()
     if found is not None:
         return found
@@ -295,34 +413,3 @@ def contact_for_address(email: str) -> int:
             return Contact.objects.create(email=address, status=new_contact_status(address)).pk
     except IntegrityError:  # made meanwhile by a concurrent request
         return Contact.objects.values_list("pk", flat=True).get(email=address)
-
-
-# A new contact's status: active, or an erased address's kept status (campaigns.erased).
-_NEW_STATUS = new_contact_status_sql("%s::text")
-
-
-def _contact_find_or_make_pg(address: str) -> int:
-    """contact_for_address's find-or-make in one statement when the address is new, two when
-    it exists, and no savepoint: ON CONFLICT DO NOTHING never aborts the transaction (a
-    concurrent request making the same contact is waited for, then found by the SELECT)."""
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {Contact._meta.db_table}
-                (email, first_name, last_name, attributes, status, time_zone,
-                 created_at, updated_at)
-            VALUES (%s, '', '', '{{}}'::jsonb, {_NEW_STATUS}, '', %s, %s)
-            ON CONFLICT (email) DO NOTHING
-            RETURNING id
-            """,  # noqa: S608 (the table name from the model, values as parameters)
-            [address, address, now, now],
-        )
-        made = cursor.fetchone()
-        if made is not None:
-            return made[0]
-        cursor.execute(
-            f"SELECT id FROM {Contact._meta.db_table} WHERE email = %s",  # noqa: S608
-            [address],
-        )
-        return cursor.fetchone()[0]

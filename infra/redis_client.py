@@ -42,22 +42,24 @@ def redis_thread_client(shared: redis.Redis) -> redis.Redis:
     """This thread's own connection to `shared`'s Redis. A client on a shared pool checks each
     pooled connection for stray data before every command (three more system calls, see
     docs/PERFORMANCE.md); the threads that push on every request are few and long-lived (the
-    web server's), so one connection each is cheap."""
-    kwargs = shared.connection_pool.connection_kwargs
+    web server's), so one connection each is cheap. One per shared client (each has its own
+    timeout: the API's rate limit and ready list use two)."""
     key = (os.getpid(), id(shared))  # a fork's child must not share its parent's socket
-    if getattr(_thread_clients, "key", None) != key:
-        _thread_clients.client = redis.Redis(
+    clients = _thread_clients.__dict__.setdefault("clients", {})
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = redis.Redis(
             connection_pool=redis.ConnectionPool(
-                connection_class=shared.connection_pool.connection_class, **kwargs
+                connection_class=shared.connection_pool.connection_class,
+                **shared.connection_pool.connection_kwargs,
             ),
             single_connection_client=True,
         )
-        _thread_clients.key = key
-    return _thread_clients.client
+    return client
 
 
 def redis_thread_client_drop() -> None:
-    """Forget this thread's connection (after an error): the next push reconnects."""
+    """Forget this thread's connections (after an error): the next command reconnects."""
     _thread_clients.__dict__.clear()
 
 

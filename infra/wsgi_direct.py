@@ -20,7 +20,9 @@ from django.utils.module_loading import import_string
 
 
 @functools.lru_cache(maxsize=32)
-def _content_type(value: str) -> tuple[str, dict]:
+def content_type_parsed(value: str) -> tuple[str, dict]:
+    """A Content-Type header as (media type, parameters), parsed once per distinct value:
+    read the parameters, never change them (the answer is shared)."""
     return parse_header_parameters(value)
 
 
@@ -30,7 +32,7 @@ class DirectRequest(WSGIRequest):
     request's CPU (docs/PERFORMANCE.md), and SNS sends the same one every time."""
 
     def _set_content_type_params(self, meta):
-        content_type, params = _content_type(meta.get("CONTENT_TYPE", ""))
+        content_type, params = content_type_parsed(meta.get("CONTENT_TYPE", ""))
         self.content_type, self.content_params = content_type, dict(params)
         if "charset" in params:
             try:

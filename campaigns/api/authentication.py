@@ -36,25 +36,35 @@ def key_refused(refused: KeyRefused) -> exceptions.APIException:
     return exceptions.AuthenticationFailed(detail=refused.message, code=refused.code)
 
 
+KEYWORD = "Bearer"
+
+
+def api_key_from_header(request) -> ApiKey | None:
+    """The key the request's Authorization header carries (None without the header), or the
+    401/403 to answer (DRF's exceptions). Shared by the DRF authentication below and the lean
+    route of POST /api/v1/messages (campaigns.api.direct)."""
+    header = authentication.get_authorization_header(request).decode("latin-1")
+    if not header:
+        return None
+    keyword, _, raw = header.partition(" ")
+    # Schemes are case-insensitive (RFC 9110 §11.1); anything but Bearer is refused, not
+    # ignored: a client that sent credentials means them (Basic, a bare key…).
+    if keyword.lower() != KEYWORD.lower() or not raw.strip():
+        raise exceptions.AuthenticationFailed(
+            "Send the key as: Authorization: Bearer <key>.", code="invalid_api_key"
+        )
+    try:
+        return api_key_check(raw.strip())
+    except KeyRefused as refused:
+        raise key_refused(refused) from None
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    keyword = "Bearer"
+    keyword = KEYWORD
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
-        keyword, _, raw = header.partition(" ")
-        # Schemes are case-insensitive (RFC 9110 §11.1); anything but Bearer is refused, not
-        # ignored: a client that sent credentials means them (Basic, a bare key…).
-        if keyword.lower() != self.keyword.lower() or not raw.strip():
-            raise exceptions.AuthenticationFailed(
-                "Send the key as: Authorization: Bearer <key>.", code="invalid_api_key"
-            )
-        try:
-            key = api_key_check(raw.strip())
-        except KeyRefused as refused:
-            raise key_refused(refused) from None
-        return ApiKeyUser(key), key
+        key = api_key_from_header(request)
+        return None if key is None else (ApiKeyUser(key), key)
 
     def authenticate_header(self, request) -> str:
         return self.keyword  # a 401 (not a 403) for a request without credentials

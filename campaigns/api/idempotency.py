@@ -65,18 +65,28 @@ class _KeyTaken(Exception):
 
 def idempotent_response(
     request: Request,
-    work: Callable[[], Response],
+    work: Callable[..., Response],
     *,
     fingerprint: bytes | None = None,
     cheap_work: bool = False,
+    one_statement: bool = False,
 ) -> Response:
     """`work()`'s answer, run in one transaction and at most once per (API key, idempotency
     key) within IDEMPOTENCY_TTL. `fingerprint` stands for the body in "the same request" where
     the body is not JSON (a CSV upload: a digest of its bytes); by default the parsed JSON body,
-    keys sorted, is hashed. `cheap_work`: the record is written last (the module's doc)."""
+    keys sorted, is hashed. `cheap_work`: the record is written last (the module's doc).
+
+    `one_statement` (a message): `work(record)` writes all it writes in one statement, with
+    the record when `record` (api_key, key, request hash) is given; on PostgreSQL it then runs
+    in autocommit, that statement its own transaction (no BEGIN, no COMMIT: two round trips
+    of the POST's few). Elsewhere work(None) runs in the transaction, and the record is
+    written after it here, as with `cheap_work`."""
     key = _header_key(request)
+    alone = one_statement and connection.vendor == "postgresql"
     if key is None:
-        return _run(work)
+        if alone:
+            return _run_alone(lambda: work(None))
+        return _run(lambda: work(None)) if one_statement else _run(work)
     api_key = request.auth if isinstance(request.auth, ApiKey) else None
     if api_key is None:
         raise ApiError(
@@ -86,9 +96,15 @@ def idempotent_response(
             HEADER,
         )
     digest = request_hash(request, fingerprint=fingerprint)
+    cheap_work = cheap_work or one_statement
     for _ in range(ATTEMPTS):
         try:
-            response = _run(work, record=(api_key, key, digest), record_last=cheap_work)
+            if alone:
+                response = _run_alone(lambda: work((api_key, key, digest)))
+            elif one_statement:
+                response = _run(lambda: work(None), record=(api_key, key, digest), record_last=True)
+            else:
+                response = _run(work, record=(api_key, key, digest), record_last=cheap_work)
         except _KeyTaken:
             pass
         except Exception:
@@ -170,6 +186,29 @@ def _run(
             except IntegrityError:
                 raise _KeyTaken from None
     return response
+
+
+def _run_alone(work: Callable[[], Response]) -> Response:
+    """`work()`, whose writes are one statement, in autocommit: that statement commits by
+    itself or writes nothing. Inside a caller's transaction (a test's) a savepoint stands
+    for it, so a refused statement leaves that transaction usable, as a rollback would."""
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return work()
+        return work()
+    except IntegrityError as err:
+        if _constraint(err) == KEY_CONSTRAINT:
+            raise _KeyTaken from None
+        raise
+
+
+KEY_CONSTRAINT = IdempotencyRecord._meta.constraints[0].name  # uniq_idempotency_key
+
+
+def _constraint(err: IntegrityError) -> str | None:
+    diag = getattr(err.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
 
 
 def _record_insert(api_key: ApiKey, key: str, digest: str, response: Response) -> None:

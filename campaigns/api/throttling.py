@@ -24,7 +24,7 @@ from rest_framework import exceptions, throttling
 
 from campaigns.models import ApiKey
 from campaigns.ratelimit import RateLimiter
-from infra.redis_client import redis_client
+from infra.redis_client import redis_client, redis_thread_client, redis_thread_client_drop
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,14 @@ def api_rate_limit_take(*, who: str) -> float:
     rate, burst = _rate()
     if rate is None:
         return 0.0
-    client = redis_client(timeout=REDIS_TIMEOUT_SECONDS)
-    if client is None or time.monotonic() < _redis_skip_until:
+    shared = redis_client(timeout=REDIS_TIMEOUT_SECONDS)
+    if shared is None or time.monotonic() < _redis_skip_until:
         return 0.0
-    limiter = RateLimiter(client, name=f"api:{who}", rate=rate, burst=burst)
     try:
-        return limiter.try_reserve(1)
+        return _limiter(redis_thread_client(shared), who, rate, burst).try_reserve(1)
     except redis.RedisError as err:
+        redis_thread_client_drop()
+        _limiters.__dict__.clear()  # bound to the dropped connection
         with _lock:
             _redis_skip_until = time.monotonic() + REDIS_RETRY_SECONDS
         # The class only: a message could carry the server's address.
@@ -86,6 +87,23 @@ def api_rate_limit_take(*, who: str) -> float:
             type(err).__name__, who, REDIS_RETRY_SECONDS,
         )  # fmt: skip
         return 0.0
+
+
+def _limiter(client: redis.Redis, who: str, rate: float, burst: float) -> RateLimiter:
+    """This thread's limiter for `who` on its own connection (redis_thread_client: the shared
+    pool's checks before each command cost a request more); made once, not per request."""
+    limiters = _limiters.__dict__.setdefault("limiters", {})
+    key = (id(client), who, rate, burst)
+    limiter = limiters.get(key)
+    if limiter is None:
+        if len(limiters) >= _LIMITERS_MAX:
+            limiters.clear()
+        limiter = limiters[key] = RateLimiter(client, name=f"api:{who}", rate=rate, burst=burst)
+    return limiter
+
+
+_limiters = threading.local()
+_LIMITERS_MAX = 1_000  # callers (keys, staff users) per thread; beyond, it starts afresh
 
 
 def api_rate_limit_reset() -> None:

@@ -25,7 +25,7 @@ from campaigns.api.serializers import (
     message_create_validate,
 )
 from campaigns.models import ApiKey, Campaign, MessageRequest, Notification
-from campaigns.transactional import MessageRefused, message_create
+from campaigns.transactional import AnswerRecord, MessageRefused, message_create
 from templates_app.models import Template
 from tracking.reports.journeys import notification_journey
 
@@ -122,6 +122,53 @@ _MESSAGE = {
 }
 
 
+def message_post(request) -> Response:
+    """POST /api/v1/messages once the caller may make it (key, scope, rate limit): the body
+    checked, the message written, its answer. The one implementation, called by the view below
+    and by the lean route that skips Django's and DRF's request machinery (campaigns.api.direct).
+
+    A message's work is a few statements: redone by a repeat rather than paid for with a
+    second write of the record on every request (campaigns.api.idempotency)."""
+    return idempotent_response(
+        request, lambda record: _message_create(request, record), one_statement=True
+    )
+
+
+def _message_create(request, record: tuple | None) -> Response:
+    """Writes in one statement (message_create), with the idempotency record when `record`
+    (api key, key, request hash) is given; raising writes nothing."""
+    data = message_create_validate(request.data)
+    template = template_lookup(data["template"])
+    if template is None:
+        raise ApiError(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            "template_not_found",
+            "No template has this id or slug.",
+            "template",
+        )
+    # What the answer says besides the id (which the record's statement adds to it).
+    answer = {"status": Notification.Status.CREATED}
+    if record is not None:
+        api_key, key, digest = record
+        record = AnswerRecord(api_key.pk, key, digest, status.HTTP_202_ACCEPTED, answer)
+    try:
+        message = message_create(
+            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            template=template,
+            email=data.get("to"),
+            contact_id=data.get("contact"),
+            personalisation=data["personalisation"],
+            reference=data["reference"],
+            send_at=data["send_at"],
+            record=record,
+        )
+    except MessageRefused as refused:
+        raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
+    # Answered once the message's statement (or idempotent_response's transaction) has
+    # committed: 202 means durable.
+    return Response({"id": message.pk, **answer}, status=status.HTTP_202_ACCEPTED)
+
+
 class MessageListCreate(ApiView):
     scopes = {"POST": "messages:send", "GET": "messages:read"}
     idempotent = True  # its POST takes an Idempotency-Key (the schema says so)
@@ -154,37 +201,7 @@ class MessageListCreate(ApiView):
         ],
     )
     def post(self, request):
-        # A message's work is a few statements: redone by a repeat rather than paid for
-        # with a second write of the record on every request (campaigns.api.idempotency).
-        return idempotent_response(request, lambda: self.create(request), cheap_work=True)
-
-    def create(self, request) -> Response:
-        """Runs in idempotent_response's transaction: raising rolls everything back."""
-        data = message_create_validate(request.data)
-        template = template_lookup(data["template"])
-        if template is None:
-            raise ApiError(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
-                "template_not_found",
-                "No template has this id or slug.",
-                "template",
-            )
-        try:
-            message = message_create(
-                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
-                template=template,
-                email=data.get("to"),
-                contact_id=data.get("contact"),
-                personalisation=data["personalisation"],
-                reference=data["reference"],
-                send_at=data["send_at"],
-            )
-        except MessageRefused as refused:
-            raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
-        # Answered once idempotent_response's transaction has committed: 202 means durable.
-        return Response(
-            {"id": message.pk, "status": message.status}, status=status.HTTP_202_ACCEPTED
-        )
+        return message_post(request)
 
     @extend_schema(
         operation_id="messages_list",

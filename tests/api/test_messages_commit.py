@@ -70,31 +70,36 @@ def test_a_failure_at_commit_is_a_5xx_and_stores_and_enqueues_nothing(failing_co
     assert queued() == before + 1
 
 
-def test_a_failure_inside_the_transaction_after_the_message_is_written_stores_nothing(
-    monkeypatch,
-):
-    """The last step inside the transaction fails, once the idempotency record (with its
-    answer) is written: the message written before it goes with it, and so does the record."""
-    from campaigns.api import idempotency
+@pytest.fixture
+def failing_record():
+    """A trigger that refuses the idempotency record's row: the last thing the message's
+    statement writes (campaigns.transactional), after its contact, ledger row and request."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_record() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'injected failure at the record'; END $$;"
+            "CREATE TRIGGER test_refuse_record AFTER INSERT ON campaigns_idempotencyrecord "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_record();"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DROP TRIGGER test_refuse_record ON campaigns_idempotencyrecord;"
+            "DROP FUNCTION test_refuse_record();"
+        )
 
+
+def test_a_failure_writing_the_record_after_the_message_stores_nothing(failing_record):
+    """The idempotency record is refused once the message's rows are written (one statement):
+    the message, its request and its new contact go with it, and nothing is queued."""
     TemplateFactory(slug="receipt", subject="Hi", html="<p>Hi</p>")
     client = api_client()
     client.raise_request_exception = False
     before = queued()
-    original = idempotency._record_insert
-    seen_before_commit = []
-
-    def insert_then_fail(*args, **kwargs):
-        original(*args, **kwargs)
-        seen_before_commit.append(IdempotencyRecord.objects.count())
-        raise RuntimeError("injected failure before commit")
-
-    monkeypatch.setattr(idempotency, "_record_insert", insert_then_fail)
     answer = client.post(URL, BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     assert answer.status_code == 500
-    monkeypatch.undo()
-    assert seen_before_commit == [1]  # written in the transaction, never committed
     assert Notification.objects.count() == 0
     assert MessageRequest.objects.count() == 0
     assert IdempotencyRecord.objects.count() == 0
+    assert not Contact.objects.filter(email=BODY["to"]).exists()
     assert queued() == before
