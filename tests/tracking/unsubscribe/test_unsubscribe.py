@@ -298,11 +298,13 @@ def test_forged_or_unknown_tokens_get_a_404_and_change_nothing(
     settings.SECRET_KEY = "a-key-this-site-never-had-" + "x" * 30
     unknown_key = unsubscribe_token_for(notification.pk)
     settings.SECRET_KEY = original_key
+    # Past every row there is (earlier tests may have left rows with higher ids behind).
+    unused_id = Notification.objects.order_by("-pk").values_list("pk", flat=True)[0] + 1000
     tokens = [
         f"{head}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}",  # one character off
         f"{int(head, 36) + 1:x}.{signature}",  # another id, same signature
         real[:-3],  # cut short
-        unsubscribe_token_for(notification.pk + 1000),  # valid, but names no message
+        unsubscribe_token_for(unused_id),  # valid, but names no message
         unknown_key,  # signed with a key that is neither the key nor a fallback
         f"{head.upper()}.{signature}",  # another spelling of the same id
         f"{real}%0D%0AX-Injected:%201",  # CR LF
