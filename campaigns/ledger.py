@@ -14,7 +14,8 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from campaigns.counters import counter_add_count_sql, counters_add
-from campaigns.models import Contact, Membership, MessageRequest, Notification
+from campaigns.models import Contact, Membership, MessageOutcome, MessageRequest, Notification
+from campaigns.outcomes import OUTCOME_STATUSES, outcomes_wanted
 from infra.db import pg_execute, pg_rows
 
 N = Notification.Status
@@ -255,19 +256,45 @@ def ledger_transition(
 
     `message_ids` ({id: SES MessageId}) is recorded with the move (a send's acceptance).
     `counter` (campaign id, counter name): the report counter that the moved rows are added
-    to, in the same transaction.
+    to, in the same transaction. A move to `sent`, `failed` or `unknown` also writes the rows
+    it moved to the callbacks' outbox (MessageOutcome) in the same statement, but only while
+    some endpoint wants that outcome (campaigns.outcomes): otherwise it costs nothing more.
     """
     if not ids:
         return 0
-    if message_ids and connection.vendor == "postgresql":
-        return _transition_with_message_ids(message_ids, from_statuses, to, counter)
-    if counter:
+    outbox = to in OUTCOME_STATUSES and to in outcomes_wanted()
+    if connection.vendor == "postgresql" and (message_ids or outbox):
+        return _transition_sql(ids, from_statuses, to, reason, message_ids, counter, outbox)
+    if counter or outbox:
         with transaction.atomic():
-            moved = ledger_transition(
-                ids=ids, from_statuses=from_statuses, to=to, reason=reason, message_ids=message_ids
-            )
-            counters_add(campaign_id=counter[0], deltas={counter[1]: moved})
+            if outbox:  # SQLite (the demo): the rows that will move, read under its write lock
+                ids = list(
+                    Notification.objects.filter(
+                        id__in=list(ids), status__in=list(from_statuses)
+                    ).values_list("id", flat=True)
+                )
+            moved = _transition_orm(ids, from_statuses, to, reason, message_ids)
+            if outbox and moved:
+                now = timezone.now()
+                MessageOutcome.objects.bulk_create(
+                    MessageOutcome(
+                        notification_id=nid, status=to, reason=reason[:300], created_at=now
+                    )
+                    for nid in ids
+                )
+            if counter:
+                counters_add(campaign_id=counter[0], deltas={counter[1]: moved})
         return moved
+    return _transition_orm(ids, from_statuses, to, reason, message_ids)
+
+
+def _transition_orm(
+    ids: Collection[int],
+    from_statuses: Collection[str],
+    to: str,
+    reason: str,
+    message_ids: Mapping[int, str] | None,
+) -> int:
     fields = {"status": to, "updated_at": timezone.now()}
     if reason:
         fields["reason"] = reason[:300]
@@ -281,36 +308,59 @@ def ledger_transition(
     )
 
 
-def _transition_with_message_ids(
-    message_ids: Mapping[int, str],
+def _transition_sql(
+    ids: Collection[int],
     from_statuses: Collection[str],
     to: str,
+    reason: str,
+    message_ids: Mapping[int, str] | None,
     counter: tuple[int, str] | None,
+    outbox: bool,
 ) -> int:
-    """PostgreSQL: one UPDATE joined to unnest(ids, message ids), parameters bound by the server,
-    instead of the ORM's CASE WHEN, whose 50 branches Django is slow to resolve. The ids and
-    message ids go as comma-separated text that PostgreSQL splits, sparing psycopg's array
+    """PostgreSQL: one UPDATE joined to unnest(ids[, message ids]), parameters bound by the
+    server, instead of the ORM's CASE WHEN, whose 50 branches Django is slow to resolve. The ids
+    and message ids go as comma-separated text that PostgreSQL splits, sparing psycopg's array
     dumpers; a message id with a comma in it (SES's never have one) goes as an array. With
-    `counter`, the counter's upsert is part of the same statement: one round trip per SES
-    answer instead of four (begin, update, upsert, commit). (Costs: docs/PERFORMANCE.md.)"""
-    mids = list(message_ids.values())
-    if any("," in mid for mid in mids):
-        mids_sql, mids_param = "%b::text[]", mids
+    `counter`, the counter's upsert, and with `outbox`, the outbox's INSERT of the moved rows,
+    are part of the same statement: one round trip per SES answer instead of four (begin,
+    update, upsert, commit). (Costs: docs/PERFORMANCE.md.)"""
+    if message_ids:
+        ids = list(message_ids)
+        mids = list(message_ids.values())
+        if any("," in mid for mid in mids):
+            mids_sql, mids_param = "%b::text[]", mids
+        else:
+            mids_sql, mids_param = "string_to_array(%b, ',')", ",".join(mids)
+        source = f"unnest(string_to_array(%b, ',')::bigint[], {mids_sql}) AS v(id, message_id)"
+        sources = [",".join(map(str, ids)), mids_param]
+        sets, set_params = "message_id = v.message_id", []
     else:
-        mids_sql, mids_param = "string_to_array(%b, ',')", ",".join(mids)
+        source = "unnest(string_to_array(%b, ',')::bigint[]) AS v(id)"
+        sources = [",".join(map(str, ids))]
+        sets, set_params = "reason = %b", [reason[:300]]
+        if not reason:  # as the ORM path: no reason given leaves the stored one
+            sets, set_params = "reason = n.reason", []
+    now = timezone.now()
     update = (
         f"UPDATE {Notification._meta.db_table} AS n "  # noqa: S608
-        "SET status = %b, message_id = v.message_id, updated_at = %b "
-        f"FROM unnest(string_to_array(%b, ',')::bigint[], {mids_sql}) AS v(id, message_id) "
-        "WHERE n.id = v.id AND n.status = ANY(%b::text[])"
+        f"SET status = %b, {sets}, updated_at = %b "
+        f"FROM {source} WHERE n.id = v.id AND n.status = ANY(%b::text[])"
     )
-    ids = ",".join(map(str, message_ids))
-    params = [to, timezone.now(), ids, mids_param, list(from_statuses)]
-    if not counter:
+    params = [to, *set_params, now, *sources, list(from_statuses)]
+    if not counter and not outbox:
         return pg_execute(update, params)
+    ctes, cte_params = [f"moved AS ({update} RETURNING n.id)"], params
+    if outbox:
+        ctes.append(
+            f"outbox AS (INSERT INTO {MessageOutcome._meta.db_table} "  # noqa: S608
+            "(notification_id, status, reason, created_at) SELECT id, %b, %b, %b FROM moved)"
+        )
+        cte_params = [*cte_params, to, reason[:300], now]
+    if counter:
+        ctes.append(f"counted AS ({counter_add_count_sql(rows='moved')})")
+        cte_params = [*cte_params, *counter]
     [(moved,)] = pg_rows(
-        f"WITH moved AS ({update} RETURNING 1), "  # noqa: S608 (our names; values are parameters)
-        f"counted AS ({counter_add_count_sql(rows='moved')}) SELECT count(*) FROM moved",
-        [*params, *counter],
+        f"WITH {', '.join(ctes)} SELECT count(*) FROM moved",  # noqa: S608 (our names)
+        cte_params,
     )
     return moved

@@ -680,3 +680,35 @@ class JobRow(models.Model):
 
     def __str__(self) -> str:
         return f"row {self.row} of job {self.job_id}"
+
+
+class MessageOutcome(models.Model):
+    """Outbox of the ledger's outcomes for callbacks (docs/DATAFLOW.md#callbacks-to-integrators):
+    one row per message the ledger moved to `sent` (SES accepted it), `failed` or `unknown`,
+    written by campaigns.ledger.ledger_transition in the same statement as the move, and only
+    while some enabled callback endpoint wants that outcome (OutcomeSubscription). tracking's
+    fan-out reads it past a high-water mark on `id`; it prunes rows past the callbacks' retry
+    window. No foreign key and no index but the primary key: the insert stays one cheap
+    statement per SES call, and deleting a campaign never waits on this table."""
+
+    id = models.BigAutoField(primary_key=True)
+    notification_id = models.BigIntegerField()
+    status = models.CharField(max_length=10)  # the ledger status reached: sent / failed / unknown
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"message {self.notification_id} {self.status}"
+
+
+class OutcomeSubscription(models.Model):
+    """One row: which ledger outcomes (`sent`, `failed`, `unknown`) some enabled callback
+    endpoint wants, kept by tracking.callbacks (on every endpoint change and every fan-out
+    pass). The ledger reads it (cached for seconds per process) to skip the outbox insert
+    when nobody listens: campaigns may not read tracking's endpoints itself."""
+
+    statuses = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return "callback outcomes wanted"

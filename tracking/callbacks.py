@@ -35,7 +35,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignLink, Contact, MessageRequest, Notification
+from campaigns.models import (
+    Campaign,
+    CampaignLink,
+    Contact,
+    MessageOutcome,
+    MessageRequest,
+    Notification,
+)
+from campaigns.outcomes import outcomes_wanted_set
 from infra.addresses import host_addresses, host_public_addresses
 from infra.redis_client import redis_client
 from infra.tasks import task_enqueue_on_commit
@@ -68,9 +76,21 @@ EVENT_TYPES = (
     "message.clicked",
     "message.unsubscribed",
     "message.failed",
+    "message.unknown",
     "job.finished",
     "campaign.finished",
 )
+# The ledger's outcomes (campaigns.MessageOutcome, by ledger status) → the callback's type.
+# `sent` and `failed` share their event id with SES's Send and Rendering Failure events
+# (`msg_<message id>_sent` / `_failed`): one delivery per endpoint whichever is read first.
+OUTCOME_TYPES = {
+    str(Notification.Status.SENT): "message.sent",
+    str(Notification.Status.FAILED): "message.failed",
+    str(Notification.Status.UNKNOWN): "message.unknown",
+}
+# Outbox rows are kept this long past the callbacks' retry window (their payloads read them).
+OUTCOME_KEEP_EXTRA = timedelta(days=1)
+OUTCOME_PRUNE_CHUNK = 10_000
 FINISHED = (Campaign.Status.SENT, Campaign.Status.CANCELLED, Campaign.Status.FAILED)
 
 SIGNATURE_HEADER = "Mailwright-Signature"
@@ -82,7 +102,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DELIVER_TASK = "tracking.tasks.callbacks_deliver"
 # Rows one claim takes; posted CALLBACK_CONCURRENCY at a time.
 CLAIM_SIZE = 100
-# Events read per fan-out pass (more wait for the next pass, seconds later).
+# Events (and outcomes) read per fan-out pass (more wait for the next pass, seconds later).
 FAN_OUT_MAX_EVENTS = 50_000
 # A delivery task keeps claiming for up to this long, then leaves the rest to the next one.
 DELIVER_BUDGET_SECONDS = 20
@@ -153,7 +173,7 @@ def endpoint_create(
 ) -> CallbackEndpoint:
     """A new endpoint with a new secret (`endpoint.secret`: show it once)."""
     callback_url_check(url)
-    return CallbackEndpoint.objects.create(
+    endpoint = CallbackEndpoint.objects.create(
         url=url,
         event_types=event_types_check(event_types),
         description=description,
@@ -161,6 +181,8 @@ def endpoint_create(
         created_by=user,
         created_by_key_id=api_key_id,
     )
+    outcomes_sync()
+    return endpoint
 
 
 def endpoint_update(
@@ -189,6 +211,8 @@ def endpoint_update(
         endpoint_enable(endpoint)
     elif enabled is False and endpoint.enabled:
         endpoint_disable(endpoint, reason="Disabled by hand.")
+    if event_types is not None:
+        outcomes_sync()
     logger.info("callback endpoint %s updated", endpoint.pk)
 
 
@@ -196,6 +220,7 @@ def endpoint_delete(endpoint: CallbackEndpoint) -> None:
     """Delete it and its delivery log (waiting deliveries are never sent)."""
     pk = endpoint.pk
     endpoint.delete()
+    outcomes_sync()
     logger.info("callback endpoint %s deleted", pk)
 
 
@@ -234,6 +259,7 @@ def endpoint_enable(endpoint: CallbackEndpoint) -> None:
         CallbackDelivery.objects.filter(endpoint=endpoint, status=D.PENDING).update(
             next_attempt_at=timezone.now()
         )
+        outcomes_sync()
     logger.info("callback endpoint %s enabled", endpoint.pk)
 
 
@@ -241,6 +267,7 @@ def endpoint_disable(endpoint: CallbackEndpoint, *, reason: str) -> None:
     CallbackEndpoint.objects.filter(pk=endpoint.pk, enabled=True).update(
         enabled=False, disabled_at=timezone.now(), disabled_reason=reason[:500]
     )
+    outcomes_sync()
     logger.warning("callback endpoint %s disabled", endpoint.pk)
 
 
@@ -282,14 +309,26 @@ def callbacks_fan_out(*, now: datetime | None = None) -> int:
                 # transaction commits, so one not yet visible may lie below a visible one.
                 # Read again next pass; the unique (endpoint, event id) keeps them once.
                 mark.event_id = young - 1 if young is not None else upto
+            inserted += _fan_out_outcomes(cursor, mark, wanted, now, grace)
         since = (mark.finished_at or now) - grace
         if wanted & {"job.finished", "campaign.finished"}:
             inserted += _fan_out_finished(since, now)
         mark.finished_at = now
-        mark.save(update_fields=["event_id", "finished_at"])
+        mark.save(update_fields=["event_id", "outcome_id", "finished_at"])
+        # Every pass, so the ledger's flag heals whatever changed endpoints without the
+        # services (an UPDATE only when it differs).
+        outcomes_sync(wanted)
+    _outcomes_prune(now)
     if inserted:
         logger.info("callbacks queued %s deliveries", inserted)
     return inserted
+
+
+def outcomes_sync(wanted: set[str] | None = None) -> None:
+    """Tell the ledger which of its outcomes to write to the outbox (campaigns.outcomes):
+    those some enabled endpoint wants."""
+    wanted = _wanted_types() if wanted is None else wanted
+    outcomes_wanted_set({status for status, t in OUTCOME_TYPES.items() if t in wanted})
 
 
 def _wanted_types() -> set[str]:
@@ -308,7 +347,11 @@ def _fan_out_events(cursor, after: int, upto: int, now: datetime) -> int:
         f"INSERT INTO {CallbackDelivery._meta.db_table} (endpoint_id, event_id, event_type, "  # noqa: S608
         "tracking_event_id, campaign_id, status, attempts, next_attempt_at, last_error, "
         "created_at) "
-        "SELECT ep.id, 'evt_' || e.id, t.callback_type, e.id, NULL, %s, 0, %s, '', %s "
+        # message.sent / message.failed: one id per message, shared with the ledger's outcome.
+        "SELECT ep.id, CASE WHEN t.callback_type IN ('message.sent', 'message.failed') "
+        "AND e.notification_id IS NOT NULL THEN 'msg_' || e.notification_id || '_' || "
+        "split_part(t.callback_type, '.', 2) ELSE 'evt_' || e.id END, "
+        "t.callback_type, e.id, NULL, %s, 0, %s, '', %s "
         f"FROM {Event._meta.db_table} e "
         f"JOIN (VALUES {values}) t(event_type, callback_type) ON t.event_type = e.type "
         f"JOIN {CallbackEndpoint._meta.db_table} ep ON ep.enabled "
@@ -318,6 +361,58 @@ def _fan_out_events(cursor, after: int, upto: int, now: datetime) -> int:
         [D.PENDING, now, now, *[str(v) for pair in types for v in pair], after, upto],
     )
     return cursor.rowcount
+
+
+def _fan_out_outcomes(cursor, mark: CallbackMark, wanted: set[str], now, grace) -> int:
+    """The ledger's outcomes (the outbox) past the mark, as _fan_out_events reads events:
+    rows younger than the grace hold the mark, read again next pass, queued once."""
+    table = MessageOutcome._meta.db_table
+    cursor.execute(
+        f"SELECT max(id), min(id) FILTER (WHERE created_at > %s) FROM (SELECT id, "  # noqa: S608
+        f"created_at FROM {table} WHERE id > %s ORDER BY id LIMIT %s) s",
+        [now - grace, mark.outcome_id, FAN_OUT_MAX_EVENTS],
+    )
+    upto, young = cursor.fetchone()
+    if upto is None:
+        return 0
+    inserted = 0
+    if wanted & set(OUTCOME_TYPES.values()):
+        types = list(OUTCOME_TYPES.items())
+        values = ", ".join(["(%s, %s)"] * len(types))
+        cursor.execute(
+            f"INSERT INTO {CallbackDelivery._meta.db_table} (endpoint_id, event_id, "  # noqa: S608
+            "event_type, tracking_event_id, outcome_id, campaign_id, status, attempts, "
+            "next_attempt_at, last_error, created_at) "
+            "SELECT ep.id, 'msg_' || o.notification_id || '_' || o.status, t.callback_type, "
+            "NULL, o.id, NULL, %s, 0, %s, '', %s "
+            f"FROM {table} o "
+            f"JOIN (VALUES {values}) t(status, callback_type) ON t.status = o.status "
+            f"JOIN {CallbackEndpoint._meta.db_table} ep ON ep.enabled "
+            "AND jsonb_exists(ep.event_types, t.callback_type) AND o.created_at >= ep.created_at "
+            "WHERE o.id > %s AND o.id <= %s "
+            "ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            [D.PENDING, now, now, *[v for pair in types for v in pair], mark.outcome_id, upto],
+        )
+        inserted = cursor.rowcount
+    mark.outcome_id = young - 1 if young is not None else upto
+    return inserted
+
+
+def _outcomes_prune(now: datetime) -> None:
+    """Delete outbox rows older than the callbacks' retry window (a delivery's payload reads
+    its row until then), oldest first by the primary key, a chunk a pass: one indexed read of
+    the oldest row when there is nothing to prune."""
+    cutoff = now - timedelta(hours=settings.CALLBACK_MAX_AGE_HOURS) - OUTCOME_KEEP_EXTRA
+    oldest = MessageOutcome.objects.order_by("id").values_list("created_at", flat=True).first()
+    if oldest is None or oldest >= cutoff:
+        return
+    table = MessageOutcome._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT %s) "  # noqa: S608
+            "AND created_at < %s",
+            [OUTCOME_PRUNE_CHUNK, cutoff],
+        )
 
 
 def _fan_out_finished(since: datetime, now: datetime) -> int:
@@ -410,6 +505,7 @@ class Claimed:
     event_id: str
     event_type: str
     tracking_event_id: int | None
+    outcome_id: int | None
     campaign_id: int | None
     attempts: int
     created_at: datetime
@@ -451,8 +547,8 @@ def _claim(endpoint_id: int) -> list[Claimed]:
             f"WHERE id IN (SELECT id FROM {table} WHERE endpoint_id = %s AND status = %s "
             "AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s "
             "FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, event_id, event_type, tracking_event_id, campaign_id, attempts, "
-            "created_at",
+            "RETURNING id, event_id, event_type, tracking_event_id, outcome_id, campaign_id, "
+            "attempts, created_at",
             [now + lease, now, endpoint_id, D.PENDING, now, CLAIM_SIZE],
         )
         return sorted((Claimed(*row) for row in cursor.fetchall()), key=lambda c: c.id)
@@ -736,6 +832,7 @@ def payloads_build(rows: list[Claimed]) -> dict[int, dict]:
                 [event_ids],
             )
             events = {row[0]: row for row in cursor.fetchall()}
+    outcomes = _outcome_rows([row.outcome_id for row in rows if row.outcome_id])
     campaign_ids = [row.campaign_id for row in rows if row.campaign_id]
     campaigns = (
         {
@@ -759,6 +856,9 @@ def payloads_build(rows: list[Claimed]) -> dict[int, dict]:
         if row.tracking_event_id:
             event = events.get(row.tracking_event_id)
             data, test = _message_data(event) if event else ({}, False)
+        elif row.outcome_id:
+            outcome = outcomes.get(row.outcome_id)
+            data, test = _outcome_data(outcome) if outcome else ({}, False)
         else:
             campaign = campaigns.get(row.campaign_id) or {}
             data, test = _finished_data(campaign), bool(campaign.get("test_mode"))
@@ -792,16 +892,16 @@ def _message_data(event: tuple) -> tuple[dict, bool]:
     ) = event  # fmt: skip
     data: dict = {
         "occurred_at": occurred_at.isoformat(),
-        "message": {
-            "id": message_id,
-            "to": email,
-            "contact_id": contact_id,
-            "campaign_id": campaign_id if kind == Campaign.Kind.CAMPAIGN else None,
-            "job_id": campaign_id if kind == Campaign.Kind.JOB else None,
-            "template_id": template_id,
-            "reference": reference,
-            "ses_message_id": ses_message_id,
-        },
+        "message": _message_ref(
+            message_id,
+            email,
+            contact_id,
+            campaign_id,
+            kind,
+            template_id,
+            reference,
+            ses_message_id,
+        ),  # fmt: skip
     }
     if type_ in (Event.Type.OPENED, Event.Type.CLICKED):
         data["verdict"] = verdict or None  # "human" / "machine"
@@ -812,6 +912,66 @@ def _message_data(event: tuple) -> tuple[dict, bool]:
         data["bounce_type"] = bounce_type or None  # "hard" / "soft"
     if type_ in _REASON_TYPES:
         data["reason"] = description or None
+    return data, test_mode
+
+
+def _message_ref(
+    message_id, email, contact_id, campaign_id, kind, template_id, reference, ses_message_id
+) -> dict:
+    """The `message` object of every message.* payload (an event's and a ledger outcome's)."""
+    return {
+        "id": message_id,
+        "to": email,
+        "contact_id": contact_id,
+        "campaign_id": campaign_id if kind == Campaign.Kind.CAMPAIGN else None,
+        "job_id": campaign_id if kind == Campaign.Kind.JOB else None,
+        "template_id": template_id,
+        "reference": reference,
+        "ses_message_id": ses_message_id,
+    }
+
+
+def _outcome_rows(outcome_ids: list[int]) -> dict[int, tuple]:
+    """The ledger outcomes' rows with their messages (one query, as the events')."""
+    if not outcome_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT o.id, o.status, o.reason, o.created_at, n.id, n.contact_id, "  # noqa: S608
+            "n.message_id, c.id, c.kind, c.test_mode, c.template_id, ct.email, r.reference "
+            f"FROM {MessageOutcome._meta.db_table} o "
+            f"JOIN {Notification._meta.db_table} n ON n.id = o.notification_id "
+            f"JOIN {Campaign._meta.db_table} c ON c.id = n.campaign_id "
+            f"JOIN {Contact._meta.db_table} ct ON ct.id = n.contact_id "
+            f"LEFT JOIN {MessageRequest._meta.db_table} r ON r.notification_id = n.id "
+            "WHERE o.id = ANY(%s)",
+            [outcome_ids],
+        )
+        return {row[0]: row for row in cursor.fetchall()}
+
+
+def _outcome_data(outcome: tuple) -> tuple[dict, bool]:
+    """A ledger outcome's payload: the message as an event's, the SES message id for `sent`,
+    the reason for `failed` and `unknown` (docs/API.md#callbacks)."""
+    (
+        _id, status, reason, occurred_at, message_id, contact_id, ses_message_id, campaign_id,
+        kind, test_mode, template_id, email, reference,
+    ) = outcome  # fmt: skip
+    data: dict = {
+        "occurred_at": occurred_at.isoformat(),
+        "message": _message_ref(
+            message_id,
+            email,
+            contact_id,
+            campaign_id,
+            kind,
+            template_id,
+            reference,
+            ses_message_id,
+        ),  # fmt: skip
+    }
+    if status != Notification.Status.SENT:
+        data["reason"] = reason or None
     return data, test_mode
 
 

@@ -187,10 +187,12 @@ class CallbackDelivery(models.Model):
     # The id the receiver dedupes on (Mailwright-Event-Id), e.g. "evt_12345" or "cmp_7_finished".
     event_id = models.CharField(max_length=64)
     event_type = models.CharField(max_length=32)
-    # What the payload is built from at delivery: a tracking Event, or a campaign / job.
+    # What the payload is built from at delivery: a tracking Event, a ledger outcome
+    # (campaigns.MessageOutcome: message.sent/failed/unknown), or a campaign / job.
     tracking_event = models.ForeignKey(
         Event, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
+    outcome_id = models.BigIntegerField(null=True, blank=True)
     campaign_id = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -226,6 +228,8 @@ class CallbackMark(models.Model):
     PostgreSQL, as durable as the events it points into."""
 
     event_id = models.BigIntegerField(default=0)  # tracking Events up to this id are queued
+    # The ledger's outcomes (campaigns.MessageOutcome) up to this id are queued.
+    outcome_id = models.BigIntegerField(default=0)
     # Campaigns and jobs finished up to this time are queued (minus a grace, re-read).
     finished_at = models.DateTimeField(null=True, blank=True)
 
