@@ -31,7 +31,7 @@ from campaigns.api.contact_rows import (
 from campaigns.api.errors import ApiError, error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.jobs import JobJsonParser
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.pagination import PAGE_SIZE_MAX, CursorPage, PageQuery
 from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.contact_upsert import contacts_upsert
@@ -193,7 +193,7 @@ def _by(request) -> dict:
     return {"api_key": None, "user": request.user}
 
 
-class ContactListQuery(StrictSerializer):
+class ContactListQuery(PageQuery, StrictSerializer):
     """GET /api/v1/contacts's query parameters (filters are and-ed); `attr.<name>=value`
     filters by a custom field's value as text, besides these."""
 
@@ -201,11 +201,6 @@ class ContactListQuery(StrictSerializer):
     status = serializers.ChoiceField(choices=S.choices, required=False)
     email = serializers.CharField(max_length=320, required=False)
     updated_since = serializers.DateTimeField(required=False)
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
     def to_internal_value(self, data):
         attrs = {k: v for k, v in data.items() if k.startswith("attr.")}

@@ -26,7 +26,7 @@ from campaigns import jobs
 from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import error, error_response
 from campaigns.api.idempotency import idempotent_response
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import ErrorSerializer, JobErrorsSerializer, errors, paginated
 from campaigns.api.serializers import (
     AddressField,
@@ -123,14 +123,8 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
     return idempotent_response(request, work, fingerprint=fingerprint)
 
 
-class JobListQuerySerializer(serializers.Serializer):
+class JobListQuerySerializer(PageQuery):
     """GET /api/v1/jobs's query parameters."""
-
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 # What the schema (/api/schema/) says a job request and answer are. The views read and answer

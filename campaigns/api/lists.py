@@ -12,7 +12,7 @@ from campaigns import audiences
 from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.contact_fields import contact_text_check
@@ -66,12 +66,8 @@ class ListPage(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class ListQuery(StrictSerializer):
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(max_length=100, required=False)
-    format = serializers.CharField(required=False)
+class ListQuery(PageQuery, StrictSerializer):
+    pass  # no filters of its own
 
 
 def lists_out(lists: list[ContactList]) -> list[dict]:

@@ -8,7 +8,7 @@ import binascii
 import re
 
 from django.db.models import QuerySet
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 
 from campaigns.api.base import MAX_ID
@@ -17,6 +17,22 @@ from campaigns.api.errors import ApiError
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 100
 _CURSOR = re.compile(r"id:([1-9][0-9]{0,18})\Z")
+
+
+class PageQuery(serializers.Serializer):
+    """The query parameters of every list: a list's own query serializer adds its filters."""
+
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=PAGE_SIZE_MAX,
+        required=False,
+        default=PAGE_SIZE_DEFAULT,
+        help_text="Results a page.",
+    )
+    cursor = serializers.CharField(
+        max_length=100, required=False, help_text="The `next` link's cursor: opaque."
+    )  # read by CursorPage
+    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 def cursor_encode(last_id: int) -> str:

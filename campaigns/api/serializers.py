@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.api.base import MAX_ID
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
+from campaigns.api.pagination import PageQuery
 from campaigns.models import Notification
 from campaigns.personalisation import (
     PERSONALISATION_MAX_BYTES,
@@ -186,7 +186,7 @@ def _id_field(help_text: str) -> serializers.IntegerField:
     )
 
 
-class MessageListQuerySerializer(StrictSerializer):
+class MessageListQuerySerializer(PageQuery, StrictSerializer):
     """GET /api/v1/messages's query parameters (filters are and-ed)."""
 
     reference = serializers.CharField(
@@ -201,17 +201,6 @@ class MessageListQuerySerializer(StrictSerializer):
     template = TemplateRef(required=False, help_text="A template's id or slug.")
     campaign = _id_field("A transactional stream's or a bulk job's id.")
     contact = _id_field("A contact's id.")
-    limit = serializers.IntegerField(
-        min_value=1,
-        max_value=PAGE_SIZE_MAX,
-        required=False,
-        default=PAGE_SIZE_DEFAULT,
-        help_text="Results a page.",
-    )
-    cursor = serializers.CharField(
-        max_length=100, required=False, help_text="The `next` link's cursor: opaque."
-    )  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -233,7 +222,7 @@ class EventTypesField(serializers.Field):
         return ",".join(value)
 
 
-class EventListQuerySerializer(StrictSerializer):
+class EventListQuerySerializer(PageQuery, StrictSerializer):
     """GET /api/v1/events's query parameters (filters are and-ed)."""
 
     campaign = _id_field("A campaign's, transactional stream's or bulk job's id.")
@@ -248,17 +237,6 @@ class EventListQuerySerializer(StrictSerializer):
     since = serializers.DateTimeField(
         required=False, help_text="Occurred at or after this time (ISO 8601)."
     )
-    limit = serializers.IntegerField(
-        min_value=1,
-        max_value=PAGE_SIZE_MAX,
-        required=False,
-        default=PAGE_SIZE_DEFAULT,
-        help_text="Results a page.",
-    )
-    cursor = serializers.CharField(
-        max_length=100, required=False, help_text="The `next` link's cursor: opaque."
-    )  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 class EventSerializer(serializers.Serializer):

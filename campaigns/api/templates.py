@@ -15,7 +15,7 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError, error, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.messages import message_preview
@@ -85,13 +85,8 @@ class TemplateWriteSerializer(StrictSerializer):
     text = _text()
 
 
-class TemplateListQuery(StrictSerializer):
+class TemplateListQuery(PageQuery, StrictSerializer):
     slug = serializers.CharField(max_length=100, required=False)
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, required=False, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(max_length=100, required=False)  # read by CursorPage
-    format = serializers.CharField(required=False)  # DRF's ?format=json|api
 
 
 class PreviewRequestSerializer(StrictSerializer):

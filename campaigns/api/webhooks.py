@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
-from campaigns.api.pagination import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, CursorPage
+from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.models import ApiKey
@@ -92,14 +92,7 @@ class DeliveryListSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class ListQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
-        min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT
-    )
-    cursor = serializers.CharField(required=False)
-
-
-class DeliveryQuerySerializer(ListQuerySerializer):
+class DeliveryQuerySerializer(PageQuery):
     status = serializers.ChoiceField(choices=CallbackDelivery.Status.choices, required=False)
 
 
@@ -150,7 +143,7 @@ class WebhookListCreate(ApiView):
         responses={200: WebhookListSerializer},
     )
     def get(self, request):
-        query = ListQuerySerializer(data=request.query_params)
+        query = PageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(CallbackEndpoint.objects.all())
