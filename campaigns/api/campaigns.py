@@ -473,10 +473,23 @@ class CampaignSchedule(ApiView):
         request=ScheduleSerializer,
         responses={200: CampaignSerializer, **errors(404, 409, 422)},
         examples=[
-            OpenApiExample("One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}),
+            OpenApiExample(
+                "One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}, request_only=True
+            ),
             OpenApiExample(
                 "Each contact's local time",
                 value={"local_time": "2030-01-31T09:00", "time_zone": "Europe/Paris"},
+                request_only=True,
+            ),
+            _campaign_example(
+                "Scheduled for one moment",
+                {
+                    **_DRAFT,
+                    "status": "scheduled",
+                    "status_label": "Scheduled",
+                    "send_at": "2030-01-31T08:00:00Z",
+                    "updated_at": "2026-11-29T08:40:00Z",
+                },
             ),
         ],
     )
