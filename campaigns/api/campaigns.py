@@ -95,6 +95,44 @@ class CampaignSerializer(serializers.Serializer):
         return campaign_status_label(status=campaign.status, scheduled_at=campaign.scheduled_at)
 
 
+# The schema's example of a campaign (every answer below is one, in its status).
+_CAMPAIGN = {
+    "id": 42,
+    "name": "December news",
+    "status": "sent",
+    "status_label": "Sent",
+    "status_reason": "",
+    "template": 7,
+    "list": 3,
+    "from_email": "News <news@example.com>",
+    "send_path": "bulk",
+    "test": False,
+    "send_at": "2026-12-01T09:00:00Z",
+    "local_time": "",
+    "local_time_zone": "",
+    "recipients": 1000,
+    "started_at": "2026-12-01T09:00:02Z",
+    "finished_at": "2026-12-01T09:04:41Z",
+    "created_at": "2026-11-28T15:12:09Z",
+    "updated_at": "2026-12-01T09:04:41Z",
+}
+# A draft: what create and update answer.
+_DRAFT = {
+    **_CAMPAIGN,
+    "status": "draft",
+    "status_label": "Draft",
+    "send_at": None,
+    "recipients": 0,
+    "started_at": None,
+    "finished_at": None,
+    "updated_at": "2026-11-28T15:12:09Z",
+}
+
+
+def _campaign_example(name: str, campaign: dict, status_code: str = "200") -> OpenApiExample:
+    return OpenApiExample(name, value=campaign, response_only=True, status_codes=[status_code])
+
+
 def _answer(campaign_id: int, code: int = status.HTTP_200_OK) -> Response:
     campaign = Campaign.objects.defer("template_snapshot").get(pk=campaign_id)
     return Response(CampaignSerializer(campaign).data, status=code)
@@ -152,6 +190,7 @@ class CampaignListCreate(ApiView):
         summary="List campaigns",
         parameters=[CampaignListQuery],
         responses={200: page_serializer(CampaignSerializer, "CampaignPage")},
+        examples=[_campaign_example("A page", {"results": [_CAMPAIGN], "next": None})],
     )
     def get(self, request):
         query = CampaignListQuery(data=request.query_params)
@@ -181,7 +220,8 @@ class CampaignListCreate(ApiView):
                     "from_email": "News <news@example.com>",
                 },
                 request_only=True,
-            )
+            ),
+            _campaign_example("A draft", _DRAFT, "201"),
         ],
     )
     def post(self, request):
@@ -210,6 +250,7 @@ class CampaignDetail(ApiView):
         operation_id="campaigns_read",
         summary="Read a campaign",
         responses={200: CampaignSerializer, **errors(404)},
+        examples=[_campaign_example("Sent", _CAMPAIGN)],
     )
     def get(self, request, pk: int):
         return Response(CampaignSerializer(_campaign(request, pk)).data)
@@ -221,6 +262,22 @@ class CampaignDetail(ApiView):
         "A campaign that is no longer a draft is not changed (409 not_draft), as in the admin.",
         request=CampaignWriteSerializer,
         responses={200: CampaignSerializer, **errors(404, 409, 422)},
+        examples=[
+            OpenApiExample(
+                "Another template and sender",
+                value={"template": "december-news-b", "from_email": "Ada <ada@example.com>"},
+                request_only=True,
+            ),
+            _campaign_example(
+                "The changed draft",
+                {
+                    **_DRAFT,
+                    "template": 8,
+                    "from_email": "Ada <ada@example.com>",
+                    "updated_at": "2026-11-29T08:30:00Z",
+                },
+            ),
+        ],
     )
     def patch(self, request, pk: int):
         given = CampaignWriteSerializer(data=request.data, partial=True)
@@ -355,6 +412,22 @@ _MOVES = {
     ),
     "unschedule": (services.campaign_unschedule, "Unschedule", "scheduled → draft"),
 }
+# What each control answers (for the schema): the campaign in its new status.
+_SENDING = {**_CAMPAIGN, "status": "sending", "status_label": "Sending", "finished_at": None}
+_MOVED = {
+    "send": {
+        **_DRAFT,
+        # Due at once: "Starting" until the start enqueued for it runs.
+        "status": "scheduled",
+        "status_label": "Starting",
+        "send_at": "2026-12-01T09:00:00Z",
+        "updated_at": "2026-12-01T09:00:00Z",
+    },
+    "pause": {**_SENDING, "status": "paused", "status_label": "Paused"},
+    "resume": _SENDING,
+    "cancel": {**_SENDING, "status": "cancelled", "status_label": "Cancelled"},
+    "unschedule": _DRAFT,
+}
 
 
 def _move_view(name: str) -> type[ApiView]:
@@ -371,6 +444,7 @@ def _move_view(name: str) -> type[ApiView]:
             "campaign in another status: 409 invalid_transition, naming its status.",
             request=NoBody,
             responses={200: CampaignSerializer, **errors(404, 409, 422)},
+            examples=[_campaign_example(f"{label}: its new status", _MOVED[name])],
         )
         def post(self, request, pk: int):
             NoBody(data=request.data).is_valid(raise_exception=True)
@@ -399,10 +473,23 @@ class CampaignSchedule(ApiView):
         request=ScheduleSerializer,
         responses={200: CampaignSerializer, **errors(404, 409, 422)},
         examples=[
-            OpenApiExample("One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}),
+            OpenApiExample(
+                "One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}, request_only=True
+            ),
             OpenApiExample(
                 "Each contact's local time",
                 value={"local_time": "2030-01-31T09:00", "time_zone": "Europe/Paris"},
+                request_only=True,
+            ),
+            _campaign_example(
+                "Scheduled for one moment",
+                {
+                    **_DRAFT,
+                    "status": "scheduled",
+                    "status_label": "Scheduled",
+                    "send_at": "2030-01-31T08:00:00Z",
+                    "updated_at": "2026-11-29T08:40:00Z",
+                },
             ),
         ],
     )
@@ -474,6 +561,78 @@ class ReportSerializer(serializers.Serializer):
     rates = serializers.DictField(child=RateAllHumanSerializer())
     links = LinkClicksSerializer(many=True)
     timeline = TimelineSerializer()
+
+
+def _rate_example(part: int, whole: int) -> dict:
+    return {"percent": round(100 * part / whole, 1), "part": part, "whole": whole}
+
+
+# The schema's example report: a finished campaign of 1,000, its rates out of the 990
+# delivered (click-to-open out of the openers, bounces out of the 998 sent).
+_REPORT = {
+    "campaign": 42,
+    "status": "sent",
+    "status_label": "Sent",
+    "final": True,
+    "summary": "Finished: 998 of 1,000 sent, 2 not sent",
+    "recipients": 1000,
+    "pending": 0,
+    "progress_percent": 100,
+    "delivery": {
+        "sent": 998,
+        "failed": 0,
+        "unknown": 0,
+        "skipped": 2,
+        "delivered": 990,
+        "bounced_hard": 5,
+        "bounced_soft": 3,
+        "complained": 1,
+        "rejected": 0,
+        "delayed": 0,
+        "rendering_failed": 0,
+    },
+    "engagement": {
+        "opens": {"all": 620, "human": 410},
+        "unique_opens": {"all": 480, "human": 350},
+        "clicks": {"all": 150, "human": 96},
+        "unique_clicks": {"all": 120, "human": 80},
+    },
+    "unsubscribed": 4,
+    "rate_basis": "delivered",
+    "rates": {
+        "open_rate": {"all": _rate_example(480, 990), "human": _rate_example(350, 990)},
+        "click_through_rate": {"all": _rate_example(120, 990), "human": _rate_example(80, 990)},
+        "click_to_open_rate": {"all": _rate_example(120, 480), "human": _rate_example(80, 350)},
+        "unsubscribe_rate": {"all": _rate_example(4, 990), "human": None},
+        "bounce_rate": {"all": _rate_example(8, 998), "human": None},
+        "complaint_rate": {"all": _rate_example(1, 990), "human": None},
+    },
+    "links": [
+        {
+            "index": 0,
+            "url": "https://example.com/december",
+            "clicks": 110,
+            "unique_clicks": 90,
+            "human_clicks": 70,
+        },
+        {
+            "index": 1,
+            "url": "https://example.com/shop",
+            "clicks": 40,
+            "unique_clicks": 30,
+            "human_clicks": 26,
+        },
+    ],
+    "timeline": {
+        "unit": "hour",
+        "time_zone": "Europe/Paris",
+        "labels": ["2026-12-01 10:00", "2026-12-01 11:00", "2026-12-01 12:00"],
+        "opens": [310, 190, 120],
+        "clicks": [80, 45, 25],
+        "human_opens": [200, 130, 80],
+        "human_clicks": [52, 28, 16],
+    },
+}
 
 
 class ReportQuery(StrictSerializer):
@@ -567,6 +726,11 @@ class CampaignReportView(ApiView):
         "rates, clicks per link, and the timeline of opens and clicks.",
         parameters=[ReportQuery],
         responses={200: ReportSerializer, **errors(404)},
+        examples=[
+            OpenApiExample(
+                "A sent campaign (?time_zone=Europe/Paris)", value=_REPORT, response_only=True
+            )
+        ],
     )
     def get(self, request, pk: int):
         query = ReportQuery(data=request.query_params)

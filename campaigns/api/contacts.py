@@ -145,6 +145,32 @@ class ListsIn(StrictSerializer):
     )
 
 
+# The schema's example of a contact (every answer below shows one).
+_CONTACT = {
+    "id": 1042,
+    "email": "ada@example.com",
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "time_zone": "Europe/London",
+    "status": "active",
+    "attributes": {"city": "London", "plan": "pro"},
+    "lists": [
+        {
+            "list": 1,
+            "subscribed": True,
+            "joined_at": "2026-11-02T10:15:00Z",
+            "unsubscribed_at": None,
+        }
+    ],
+    "created_at": "2026-11-02T10:15:00Z",
+    "updated_at": "2026-12-01T08:00:00Z",
+}
+
+
+def _contact_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
+
+
 def contact_out(contact: Contact) -> dict:
     return ContactOut(contact).data
 
@@ -318,6 +344,7 @@ class ContactsView(ContactApiView):
         operation_id="contacts_list",
         parameters=_LIST_PARAMETERS,
         responses={200: ContactPage, **errors(400)},
+        examples=[_contact_example("A page", {"results": [_CONTACT], "next": None})],
     )
     def get(self, request):
         query = ContactListQuery(data=request.query_params)
@@ -340,7 +367,17 @@ class ContactsView(ContactApiView):
                     "lists": [1],
                 },
                 request_only=True,
-            )
+            ),
+            _contact_example(
+                "Created",
+                {
+                    **_CONTACT,
+                    "last_name": "",
+                    "time_zone": "",
+                    "updated_at": _CONTACT["created_at"],
+                },
+                "201",
+            ),
         ],
     )
     def post(self, request):
@@ -378,7 +415,21 @@ class ContactUpsert(ContactApiView):
                 "A contact by address",
                 value={"email": "ada@example.com", "attributes": {"plan": "pro"}},
                 request_only=True,
-            )
+            ),
+            _contact_example("Updated", _CONTACT),
+            _contact_example(
+                "Created",
+                {
+                    **_CONTACT,
+                    "first_name": "",
+                    "last_name": "",
+                    "time_zone": "",
+                    "attributes": {"plan": "pro"},
+                    "lists": [],
+                    "created_at": _CONTACT["updated_at"],
+                },
+                "201",
+            ),
         ],
     )
     def post(self, request):
@@ -418,7 +469,19 @@ class ContactBulkUpsert(ApiView):
                     "skip_invalid_rows": False,
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "One new, one updated",
+                value={
+                    "created": 1,
+                    "updated": 1,
+                    "unchanged": 0,
+                    "invalid_count": 0,
+                    "invalid_rows": [],
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
         ],
     )
     def post(self, request):
@@ -499,7 +562,11 @@ class ContactBulkUpsert(ApiView):
 class ContactDetail(ContactApiView):
     scopes = {"GET": "contacts:read", "PATCH": "contacts:write", "DELETE": "contacts:write"}
 
-    @extend_schema(operation_id="contacts_read", responses={200: ContactOut, **errors(404)})
+    @extend_schema(
+        operation_id="contacts_read",
+        responses={200: ContactOut, **errors(404)},
+        examples=[_contact_example("A contact", _CONTACT)],
+    )
     def get(self, request, pk: int):
         return Response(contact_out(_contact_or_404(pk)))
 
@@ -507,6 +574,22 @@ class ContactDetail(ContactApiView):
         operation_id="contacts_update",
         request=ContactPatch,
         responses={200: ContactOut, **errors(400, 404, 409, 422)},
+        examples=[
+            OpenApiExample(
+                "A new last name and a field removed",
+                value={"last_name": "King", "attributes": {"plan": None}},
+                request_only=True,
+            ),
+            _contact_example(
+                "Changed",
+                {
+                    **_CONTACT,
+                    "last_name": "King",
+                    "attributes": {"city": "London"},
+                    "updated_at": "2026-12-02T09:30:00Z",
+                },
+            ),
+        ],
     )
     def patch(self, request, pk: int):
         checked = _checked_one(
@@ -545,6 +628,9 @@ class ContactDetail(ContactApiView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+_JOINED = "2026-12-02T09:30:00Z"  # (the examples' time of a change)
+
+
 class ContactLists(ApiView):
     scopes = {"POST": "contacts:write"}
 
@@ -552,6 +638,23 @@ class ContactLists(ApiView):
         operation_id="contacts_lists_add",
         request=ListsIn,
         responses={200: ContactOut, **errors(400, 404, 422)},
+        examples=[
+            OpenApiExample("Two lists", value={"lists": [2, 5]}, request_only=True),
+            _contact_example(
+                "In three lists",
+                {
+                    **_CONTACT,
+                    "lists": [
+                        *_CONTACT["lists"],
+                        *(
+                            {**_CONTACT["lists"][0], "list": list_id, "joined_at": _JOINED}
+                            for list_id in (2, 5)
+                        ),
+                    ],
+                    "updated_at": _JOINED,
+                },
+            ),
+        ],
         description="Join these lists. A list the contact unsubscribed from stays "
         "unsubscribed: joining is not consent.",
     )
@@ -571,6 +674,9 @@ class ContactListMembership(ApiView):
     @extend_schema(
         operation_id="contacts_lists_remove",
         responses={200: ContactOut, **errors(404)},
+        examples=[
+            _contact_example("In no list now", {**_CONTACT, "lists": [], "updated_at": _JOINED})
+        ],
         description="Leave the list. A membership the contact unsubscribed from is kept (so "
         "adding them again cannot subscribe them).",
     )
@@ -596,6 +702,29 @@ class ContactUnsubscribe(ApiView):
         operation_id="contacts_unsubscribe",
         request=UnsubscribeIn,
         responses={200: ChangedOut, **errors(400, 404, 422)},
+        examples=[
+            OpenApiExample(
+                "From one list",
+                value={"list": 1, "reason": "Asked by phone"},
+                request_only=True,
+            ),
+            _contact_example(
+                "Unsubscribed from the list",
+                {
+                    "changed": True,
+                    "contact": {
+                        **_CONTACT,
+                        "lists": [
+                            {
+                                **_CONTACT["lists"][0],
+                                "subscribed": False,
+                                "unsubscribed_at": _JOINED,
+                            }
+                        ],
+                    },
+                },
+            ),
+        ],
         description="Unsubscribe from one list (`list`) or from all mail. Recorded with the "
         "key and the reason; undone only by a resubscribe with a reason, in the admin.",
     )
@@ -622,6 +751,16 @@ class ContactSuppress(ApiView):
         operation_id="contacts_suppress",
         request=SuppressIn,
         responses={200: ChangedOut, **errors(400, 404)},
+        examples=[
+            OpenApiExample(
+                "A complaint",
+                value={"status": "complained", "reason": "Reported to our support"},
+                request_only=True,
+            ),
+            _contact_example(
+                "Suppressed", {"changed": True, "contact": {**_CONTACT, "status": "complained"}}
+            ),
+        ],
         description="Never mail this contact again: `bounced` (the address does not work) or "
         "`complained` (its owner reported spam).",
     )

@@ -8,7 +8,7 @@ and a marketer reads a campaign's events (filter by `campaign`). A key reads the
 own mode (a test key its test sends', a live key the live ones'); a staff session all.
 """
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
 from campaigns.api.base import ApiView
@@ -22,6 +22,37 @@ from campaigns.models import ApiKey
 from tracking.models import Event
 from tracking.reports.journeys import event_steps, events_of
 
+# The schema's example: a page of two events of one message, newest first (the shape of
+# GET /api/v1/messages/{id}'s events).
+_EVENT = {
+    "id": 90231,
+    "at": "2026-12-05T10:07:45.210000Z",
+    "type": "clicked",
+    "source": "tracking",
+    "detail": "link 0: https://example.com/order/17",
+    "verdict": "human",
+    "verdict_reason": "default",
+    "message": 4711,
+    "campaign": 52,
+    "contact": 812,
+}
+_PAGE = {
+    "results": [
+        _EVENT,
+        {
+            **_EVENT,
+            "id": 90210,
+            "at": "2026-12-05T10:00:03Z",
+            "type": "delivered",
+            "source": "ses",
+            "detail": "",
+            "verdict": "",
+            "verdict_reason": "",
+        },
+    ],
+    "next": "https://mail.example.com/api/v1/events?message=4711&limit=2&cursor=aWQ6OTAyMTA",
+}
+
 # Event ids a page of GET /api/v1/events?type= reads at most (docs/API.md#events).
 TYPE_WINDOW = 20_000
 
@@ -33,6 +64,7 @@ class EventList(ApiView):
         operation_id="events_list",
         parameters=[EventListQuerySerializer],
         responses={200: paginated(EventSerializer)},
+        examples=[OpenApiExample("A message's last two events", value=_PAGE, response_only=True)],
         description="Events of the key's mode's messages (campaigns', transactional and bulk "
         "jobs'), newest first, filtered (filters are and-ed); follow `next` until it is null.",
     )

@@ -276,6 +276,14 @@ _JOB = {
     "frozen_at": "2026-12-05T10:00:09.400000Z",
     "finished_at": None,
 }
+# _JOB cancelled: its 7,480 messages not yet handed to SES end skipped (17 were already).
+_JOB_CANCELLED = {
+    **_JOB,
+    "status": "cancelled",
+    "progress": {**_JOB["progress"], "answered": 20000},
+    "counts": {**_JOB["counts"], "pending": 0, "skipped": 7497},
+    "finished_at": "2026-12-05T10:02:30.500000Z",
+}
 _ROWS_REFUSED = OpenApiResponse(
     JobErrorsSerializer,
     description="Rows refused (each error with its `row`, and `line` for a CSV file), a file "
@@ -462,6 +470,7 @@ class JobCancel(ApiView):
         "will be. The answer is the job as GET shows it.",
         request=None,
         responses={200: JobSerializer, **errors(409)},
+        examples=[OpenApiExample("Cancelled", response_only=True, value=_JOB_CANCELLED)],
     )
     def post(self, request, pk: int):
         job = _job_or_404(request, pk)
@@ -487,6 +496,7 @@ class JobResume(ApiView):
         summary="Resume a paused job",
         request=None,
         responses={200: JobSerializer, **errors(409)},
+        examples=[OpenApiExample("Sending again", response_only=True, value=_JOB)],
         description="Resume a job paused by the circuit breaker (its `status_reason` says "
         "why). 409 `not_paused` for a job that is not paused.",
     )

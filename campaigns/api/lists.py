@@ -66,6 +66,26 @@ class ListPage(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
+# The schema's example of a list (every answer below shows one).
+_LIST = {
+    "id": 1,
+    "name": "Newsletter",
+    "description": "Monthly news",
+    "created_at": "2026-10-01T08:00:00Z",
+    "counts": {
+        "subscribed": 1180,
+        "unsubscribed_list": 42,
+        "unsubscribed_all": 9,
+        "suppressed": 6,
+        "total": 1237,
+    },
+}
+
+
+def _list_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
+
+
 class ListQuery(PageQuery, StrictSerializer):
     pass  # no filters of its own
 
@@ -110,6 +130,7 @@ class ListsView(ApiView):
         operation_id="lists_list",
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
         responses={200: ListPage, **errors(400)},
+        examples=[_list_example("A page", {"results": [_LIST], "next": None})],
     )
     def get(self, request):
         query = ListQuery(data=request.query_params)
@@ -127,7 +148,16 @@ class ListsView(ApiView):
                 "A list",
                 value={"name": "Newsletter", "description": "Monthly news"},
                 request_only=True,
-            )
+            ),
+            _list_example(
+                "Created, empty",
+                {
+                    **_LIST,
+                    "created_at": "2026-12-05T10:00:00Z",
+                    "counts": dict.fromkeys(_LIST["counts"], 0),
+                },
+                "201",
+            ),
         ],
     )
     def post(self, request):
@@ -143,7 +173,11 @@ class ListsView(ApiView):
 class ListDetail(ApiView):
     scopes = {"GET": "contacts:read", "PATCH": "contacts:write", "DELETE": "contacts:write"}
 
-    @extend_schema(operation_id="lists_read", responses={200: ListOut, **errors(404)})
+    @extend_schema(
+        operation_id="lists_read",
+        responses={200: ListOut, **errors(404)},
+        examples=[_list_example("A list", _LIST)],
+    )
     def get(self, request, pk: int):
         return Response(lists_out([_list_or_404(pk)])[0])
 
@@ -151,6 +185,14 @@ class ListDetail(ApiView):
         operation_id="lists_update",
         request=ListPatch,
         responses={200: ListOut, **errors(400, 404, 409)},
+        examples=[
+            OpenApiExample(
+                "A new name",
+                value={"name": "Monthly newsletter"},
+                request_only=True,
+            ),
+            _list_example("Renamed", {**_LIST, "name": "Monthly newsletter"}),
+        ],
     )
     def patch(self, request, pk: int):
         contact_list = _list_or_404(pk)

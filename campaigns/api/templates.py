@@ -117,6 +117,21 @@ _EXAMPLE_TEMPLATE = {
     "html": '<p>Hi {{ first_name | default: "there" }},</p><p><a href="{{ link }}">Reset</a></p>',
     "text": 'Hi {{ first_name | default: "there" }}, reset: {{ link }}',
 }
+# The example template as the API answers it (every answer below shows it).
+_TEMPLATE = {
+    "id": 7,
+    **_EXAMPLE_TEMPLATE,
+    "created_at": "2026-11-20T14:02:11Z",
+    "updated_at": "2026-11-20T14:02:11Z",
+}
+# PATCH's example: a new subject, the rest as it was.
+_NEW_SUBJECT = 'Your password reset link, {{ first_name | default: "there" }}'
+
+
+def _template_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
+
+
 _EXAMPLE_COMPILE_ERROR = OpenApiExample(
     "A part that does not compile",
     status_codes=["422"],
@@ -181,6 +196,7 @@ class TemplateListCreate(ApiView):
         summary="List templates",
         parameters=[TemplateListQuery],
         responses={200: page_serializer(TemplateSerializer, "TemplatePage")},
+        examples=[_template_example("A page", {"results": [_TEMPLATE], "next": None})],
     )
     def get(self, request):
         query = TemplateListQuery(data=request.query_params)
@@ -202,6 +218,7 @@ class TemplateListCreate(ApiView):
         responses={201: TemplateSerializer, **errors(409, 422)},
         examples=[
             OpenApiExample("A template", value=_EXAMPLE_TEMPLATE, request_only=True),
+            _template_example("Created", _TEMPLATE, "201"),
             _EXAMPLE_COMPILE_ERROR,
         ],
     )
@@ -226,6 +243,7 @@ class TemplateDetail(ApiView):
         operation_id="templates_read",
         summary="Read a template",
         responses={200: TemplateSerializer, **errors(404)},
+        examples=[_template_example("A template", _TEMPLATE)],
     )
     def get(self, request, pk: int):
         return Response(TemplateSerializer(_template(pk)).data)
@@ -237,7 +255,14 @@ class TemplateDetail(ApiView):
         "the admin checks it. Campaigns that have started keep the content they started with.",
         request=TemplateWriteSerializer,
         responses={200: TemplateSerializer, **errors(404, 409, 422)},
-        examples=[_EXAMPLE_COMPILE_ERROR],
+        examples=[
+            OpenApiExample("A new subject", value={"subject": _NEW_SUBJECT}, request_only=True),
+            _template_example(
+                "Changed",
+                {**_TEMPLATE, "subject": _NEW_SUBJECT, "updated_at": "2026-12-01T09:15:40Z"},
+            ),
+            _EXAMPLE_COMPILE_ERROR,
+        ],
     )
     def patch(self, request, pk: int):
         given = TemplateWriteSerializer(data=request.data, partial=True)
@@ -290,6 +315,15 @@ class TemplatePreview(ApiView):
                 "Personalisation",
                 value={"personalisation": {"first_name": "Ada", "link": "https://example.com/r"}},
                 request_only=True,
+            ),
+            # (What message_preview renders of the example template for these fields.)
+            _template_example(
+                "Rendered",
+                {
+                    "subject": "Reset your password, Ada",
+                    "html": '<p>Hi Ada,</p><p><a href="https://example.com/r">Reset</a></p>',
+                    "text": "Hi Ada, reset: https://example.com/r",
+                },
             ),
         ],
     )

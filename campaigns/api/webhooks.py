@@ -111,6 +111,40 @@ _CREATE_EXAMPLE = OpenApiExample(
     request_only=True,
 )
 
+# The schema's example of an endpoint, as the API answers it (its secret only on creation).
+_WEBHOOK = {
+    "id": 5,
+    "url": "https://crm.example.com/hooks/mailwright",
+    "description": "CRM suppression sync",
+    "event_types": ["message.bounced", "message.complained"],
+    "enabled": True,
+    "disabled_at": None,
+    "disabled_reason": "",
+    "failing_since": None,
+    "previous_secret_expires_at": None,
+    "created_at": "2026-11-30T16:20:00Z",
+    "updated_at": "2026-11-30T16:20:00Z",
+}
+# A made-up secret in the shape tracking.callbacks.secret_new makes: never a real one.
+_SECRET = "whsec_EXAMPLE-0nly-n0t-a-real-secret-f0r-the-docs"  # noqa: S105 (see above)
+_DELIVERED = {
+    "id": 3107,
+    "event_id": "evt_90214",
+    "event_type": "message.bounced",
+    "status": "delivered",
+    "attempts": 1,
+    "next_attempt_at": "2026-12-05T10:00:04Z",
+    "last_attempt_at": "2026-12-05T10:00:04.310000Z",
+    "last_status": 200,
+    "last_error": "",
+    "delivered_at": "2026-12-05T10:00:04.310000Z",
+    "created_at": "2026-12-05T10:00:04Z",
+}
+
+
+def _webhook_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
+
 
 def _refused(err: callbacks.TargetRefused) -> ApiError:
     return ApiError(status.HTTP_422_UNPROCESSABLE_ENTITY, "url_refused", str(err), "url")
@@ -141,6 +175,7 @@ class WebhookListCreate(ApiView):
         operation_id="webhooks_list",
         parameters=_LIST_PARAMETERS,
         responses={200: WebhookListSerializer},
+        examples=[_webhook_example("A page", {"results": [_WEBHOOK], "next": None})],
     )
     def get(self, request):
         query = PageQuery(data=request.query_params)
@@ -155,7 +190,10 @@ class WebhookListCreate(ApiView):
         operation_id="webhooks_create",
         request=WebhookCreateSerializer,
         responses={201: WebhookWithSecretSerializer, **errors(422)},
-        examples=[_CREATE_EXAMPLE],
+        examples=[
+            _CREATE_EXAMPLE,
+            _webhook_example("Created, with its secret", {**_WEBHOOK, "secret": _SECRET}, "201"),
+        ],
     )
     def post(self, request):
         return idempotent_response(request, lambda: self._create(request))
@@ -186,6 +224,7 @@ class WebhookDetail(ApiView):
         operation_id="webhooks_get",
         parameters=_ID,
         responses={200: WebhookSerializer, **errors(404)},
+        examples=[_webhook_example("An endpoint", _WEBHOOK)],
     )
     def get(self, request, pk: int):
         return Response(WebhookSerializer(_endpoint_or_404(pk)).data)
@@ -195,6 +234,34 @@ class WebhookDetail(ApiView):
         parameters=_ID,
         request=WebhookUpdateSerializer,
         responses={200: WebhookSerializer, **errors(404, 422)},
+        examples=[
+            OpenApiExample(
+                "Opens and clicks too",
+                value={
+                    "event_types": [
+                        "message.bounced",
+                        "message.complained",
+                        "message.opened",
+                        "message.clicked",
+                    ],
+                    "enabled": True,
+                },
+                request_only=True,
+            ),
+            _webhook_example(
+                "Changed",
+                {
+                    **_WEBHOOK,
+                    "event_types": [
+                        "message.bounced",
+                        "message.complained",
+                        "message.opened",
+                        "message.clicked",
+                    ],
+                    "updated_at": "2026-12-02T11:00:00Z",
+                },
+            ),
+        ],
     )
     def patch(self, request, pk: int):
         endpoint = _endpoint_or_404(pk)
@@ -234,6 +301,13 @@ class WebhookRotateSecret(ApiView):
         parameters=_ID,
         request=None,
         responses={200: RotatedSerializer, **errors(404)},
+        examples=[
+            # The old secret still signs for CALLBACK_SECRET_OVERLAP_HOURS (24 by default).
+            _webhook_example(
+                "A new secret",
+                {"secret": _SECRET, "previous_secret_expires_at": "2026-12-06T11:00:00Z"},
+            )
+        ],
     )
     def post(self, request, pk: int):
         endpoint = _endpoint_or_404(pk)
@@ -254,6 +328,31 @@ class WebhookDeliveries(ApiView):
             OpenApiParameter("status", OpenApiTypes.STR, enum=list(CallbackDelivery.Status.values)),
         ],
         responses={200: DeliveryListSerializer, **errors(404)},
+        examples=[
+            _webhook_example(
+                "Delivered, and one waiting for a retry",
+                {
+                    "results": [
+                        {
+                            **_DELIVERED,
+                            "id": 3112,
+                            "event_id": "evt_90377",
+                            "event_type": "message.complained",
+                            "status": "pending",
+                            "attempts": 2,
+                            "next_attempt_at": "2026-12-05T10:31:12Z",
+                            "last_attempt_at": "2026-12-05T10:01:12.800000Z",
+                            "last_status": 500,
+                            "last_error": "HTTP 500",
+                            "delivered_at": None,
+                            "created_at": "2026-12-05T10:00:41Z",
+                        },
+                        _DELIVERED,
+                    ],
+                    "next": None,
+                },
+            )
+        ],
     )
     def get(self, request, pk: int):
         endpoint = _endpoint_or_404(pk)

@@ -7,7 +7,9 @@ test_the_schema_validates_without_a_warning, so a new endpoint is documented or 
 
 import inspect
 import re
+from datetime import datetime
 
+import jsonschema
 import pytest
 import yaml
 from django.contrib.staticfiles import finders
@@ -126,6 +128,90 @@ def test_an_idempotent_post_documents_its_key_and_replay(schema):
         assert "Idempotent-Replayed" not in responses["422"].get("headers", {})
     listing = schema["paths"]["/api/v1/messages"]["get"]
     assert "Idempotency-Key" not in {p["name"] for p in listing.get("parameters", [])}
+
+
+def _media(operation: dict, *, errors: bool = False):
+    """(where, media type, its entry) of the operation's request body and 2xx answers (and,
+    with `errors`, its other answers)."""
+    for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+        yield "request", media_type, media
+    for status, response in operation["responses"].items():
+        if errors or status.startswith("2"):
+            for media_type, media in response.get("content", {}).items():
+                yield status, media_type, media
+
+
+def _examples(media: dict) -> list:
+    examples = [example["value"] for example in media.get("examples", {}).values()]
+    return examples + ([media["example"]] if "example" in media else [])
+
+
+def test_every_body_has_an_example(schema):
+    """An integrator reads what to send and what comes back from /api/docs/: every
+    operation's request body and 2xx answer with a body shows one. (A body that is a file,
+    text/csv or a multipart upload, is shown in the JSON one: one example per body.)"""
+    missing = []
+    for path, method, operation in _operations(schema):
+        where = f"{operation['operationId']} ({method.upper()} {path})"
+        request = operation.get("requestBody", {}).get("content", {})
+        if request and not any(_examples(media) for media in request.values()):
+            missing.append(f"{where}: its request body")
+        for status, media_type, media in _media(operation):
+            if media_type == "application/json" and not _examples(media):
+                missing.append(f"{where}: {status} {media_type}")
+    assert not missing, "\n".join(missing)
+
+
+def _strict(node):
+    """An OpenAPI 3.0 schema as JSON Schema (nullable: a null is one of its values), held
+    tighter than the document says: an object with properties has no others, so an example
+    with a field the serializer does not have (a typo, an invented one) fails."""
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {name: _strict(value) for name, value in node.items()}
+    if "properties" in converted and "additionalProperties" not in converted:
+        converted["additionalProperties"] = False
+    if converted.pop("nullable", False):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+_FORMATS = jsonschema.FormatChecker()
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value) -> bool:
+    # (jsonschema checks date-time only with an optional package: this is Python's reading.)
+    return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+
+
+def test_every_example_fits_its_schema(schema):
+    """Every example (requests, answers, errors) against its media type's schema, its
+    $refs resolved against the document's components: an example that drifts from its
+    serializer (a field renamed, one missing, a wrong type) fails here, not in a reader's
+    client."""
+    components = _strict(schema["components"])
+    checked = 0
+    failures = []
+    for _path, _method, operation in _operations(schema):
+        for where, media_type, media in _media(operation, errors=True):
+            # The components beside the schema: "#/components/schemas/X" resolves in it.
+            validator = jsonschema.Draft202012Validator(
+                {"allOf": [_strict(media["schema"])], "components": components},
+                format_checker=_FORMATS,
+            )
+            for value in _examples(media):
+                checked += 1
+                for problem in validator.iter_errors(value):
+                    path_in = "/".join(str(part) for part in problem.absolute_path)
+                    failures.append(
+                        f"{operation['operationId']} {where} {media_type} at "
+                        f"/{path_in}: {problem.message}"
+                    )
+    assert checked > 0
+    assert not failures, "\n".join(failures)
 
 
 def test_every_view_that_takes_an_idempotency_key_says_so():
