@@ -49,6 +49,10 @@ class WebhookUpdateSerializer(StrictSerializer):
 
 
 class WebhookSerializer(serializers.ModelSerializer):
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=callbacks.EVENT_TYPES), read_only=True
+    )
+
     class Meta:
         model = CallbackEndpoint
         fields = [
