@@ -24,6 +24,7 @@ EVENT_TYPE_CHOICES = [(t, t) for t in callbacks.EVENT_TYPES]
 
 class EndpointForm(forms.ModelForm):
     url = forms.URLField(
+        label="URL",
         max_length=2000,
         assume_scheme="https",
         help_text="https://… on a public address (private and loopback addresses are refused).",
