@@ -111,3 +111,26 @@ def test_permissions():
     assert viewer.post(f"{BASE}{endpoint.pk}/rotate/").status_code == 403
     assert viewer.get(f"{BASE}add/").status_code == 403
     assert _staff().get(f"{BASE}{endpoint.pk}/deliveries/").status_code == 403
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_is_made_and_its_secret_rotated_in_the_browser(page, live_server):
+    """As a marketer's colleague would: the add form (URL and event types ticked), the secret
+    shown once, then Rotate secret asks first and shows the new one."""
+    page.goto(f"{live_server.url}{BASE}add/")
+    page.fill("input[name=url]", URL)
+    page.check("input[name=event_types][value='message.bounced']")
+    page.check("input[name=event_types][value='message.complained']")
+    page.click("text=Create the endpoint")
+    endpoint = CallbackEndpoint.objects.get()
+    assert endpoint.event_types == ["message.bounced", "message.complained"]
+    assert page.get_by_label("Signing secret").input_value() == endpoint.secret  # once, here
+    page.click("text=I have copied it")
+    assert endpoint.secret not in page.content()
+    page.click("text=Rotate secret")
+    assert endpoint.secret not in page.content()  # the confirmation changes nothing yet
+    page.click("text=Yes, rotate")
+    endpoint.refresh_from_db()
+    assert endpoint.previous_secret
+    assert page.get_by_label("Signing secret").input_value() == endpoint.secret
