@@ -26,7 +26,7 @@ from campaigns.api.errors import ApiError, error, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import errors
+from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer, TemplateRef
 from campaigns.api.templates import TextField, page_serializer
 from campaigns.api.views import template_lookup
@@ -129,10 +129,6 @@ _DRAFT = {
 }
 
 
-def _campaign_example(name: str, campaign: dict, status_code: str = "200") -> OpenApiExample:
-    return OpenApiExample(name, value=campaign, response_only=True, status_codes=[status_code])
-
-
 def _answer(campaign_id: int, code: int = status.HTTP_200_OK) -> Response:
     campaign = Campaign.objects.defer("template_snapshot").get(pk=campaign_id)
     return Response(CampaignSerializer(campaign).data, status=code)
@@ -190,7 +186,7 @@ class CampaignListCreate(ApiView):
         summary="List campaigns",
         parameters=[CampaignListQuery],
         responses={200: page_serializer(CampaignSerializer, "CampaignPage")},
-        examples=[_campaign_example("A page", {"results": [_CAMPAIGN], "next": None})],
+        examples=[answer_example("A page", {"results": [_CAMPAIGN], "next": None})],
     )
     def get(self, request):
         query = CampaignListQuery(data=request.query_params)
@@ -221,7 +217,7 @@ class CampaignListCreate(ApiView):
                 },
                 request_only=True,
             ),
-            _campaign_example("A draft", _DRAFT, "201"),
+            answer_example("A draft", _DRAFT, "201"),
         ],
     )
     def post(self, request):
@@ -250,7 +246,7 @@ class CampaignDetail(ApiView):
         operation_id="campaigns_read",
         summary="Read a campaign",
         responses={200: CampaignSerializer, **errors(404)},
-        examples=[_campaign_example("Sent", _CAMPAIGN)],
+        examples=[answer_example("Sent", _CAMPAIGN)],
     )
     def get(self, request, pk: int):
         return Response(CampaignSerializer(_campaign(request, pk)).data)
@@ -268,7 +264,7 @@ class CampaignDetail(ApiView):
                 value={"template": "december-news-b", "from_email": "Ada <ada@example.com>"},
                 request_only=True,
             ),
-            _campaign_example(
+            answer_example(
                 "The changed draft",
                 {
                     **_DRAFT,
@@ -444,7 +440,7 @@ def _move_view(name: str) -> type[ApiView]:
             "campaign in another status: 409 invalid_transition, naming its status.",
             request=NoBody,
             responses={200: CampaignSerializer, **errors(404, 409, 422)},
-            examples=[_campaign_example(f"{label}: its new status", _MOVED[name])],
+            examples=[answer_example(f"{label}: its new status", _MOVED[name])],
         )
         def post(self, request, pk: int):
             NoBody(data=request.data).is_valid(raise_exception=True)
@@ -481,7 +477,7 @@ class CampaignSchedule(ApiView):
                 value={"local_time": "2030-01-31T09:00", "time_zone": "Europe/Paris"},
                 request_only=True,
             ),
-            _campaign_example(
+            answer_example(
                 "Scheduled for one moment",
                 {
                     **_DRAFT,

@@ -32,7 +32,7 @@ from campaigns.api.errors import ApiError, error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.jobs import JobJsonParser
 from campaigns.api.pagination import PAGE_SIZE_MAX, CursorPage, PageQuery
-from campaigns.api.schema import errors
+from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.contact_upsert import contacts_upsert
 from campaigns.erased import status_for_new_address
@@ -165,10 +165,6 @@ _CONTACT = {
     "created_at": "2026-11-02T10:15:00Z",
     "updated_at": "2026-12-01T08:00:00Z",
 }
-
-
-def _contact_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
-    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
 
 
 def contact_out(contact: Contact) -> dict:
@@ -344,7 +340,7 @@ class ContactsView(ContactApiView):
         operation_id="contacts_list",
         parameters=_LIST_PARAMETERS,
         responses={200: ContactPage, **errors(400)},
-        examples=[_contact_example("A page", {"results": [_CONTACT], "next": None})],
+        examples=[answer_example("A page", {"results": [_CONTACT], "next": None})],
     )
     def get(self, request):
         query = ContactListQuery(data=request.query_params)
@@ -368,7 +364,7 @@ class ContactsView(ContactApiView):
                 },
                 request_only=True,
             ),
-            _contact_example(
+            answer_example(
                 "Created",
                 {
                     **_CONTACT,
@@ -416,8 +412,8 @@ class ContactUpsert(ContactApiView):
                 value={"email": "ada@example.com", "attributes": {"plan": "pro"}},
                 request_only=True,
             ),
-            _contact_example("Updated", _CONTACT),
-            _contact_example(
+            answer_example("Updated", _CONTACT),
+            answer_example(
                 "Created",
                 {
                     **_CONTACT,
@@ -565,7 +561,7 @@ class ContactDetail(ContactApiView):
     @extend_schema(
         operation_id="contacts_read",
         responses={200: ContactOut, **errors(404)},
-        examples=[_contact_example("A contact", _CONTACT)],
+        examples=[answer_example("A contact", _CONTACT)],
     )
     def get(self, request, pk: int):
         return Response(contact_out(_contact_or_404(pk)))
@@ -580,7 +576,7 @@ class ContactDetail(ContactApiView):
                 value={"last_name": "King", "attributes": {"plan": None}},
                 request_only=True,
             ),
-            _contact_example(
+            answer_example(
                 "Changed",
                 {
                     **_CONTACT,
@@ -640,7 +636,7 @@ class ContactLists(ApiView):
         responses={200: ContactOut, **errors(400, 404, 422)},
         examples=[
             OpenApiExample("Two lists", value={"lists": [2, 5]}, request_only=True),
-            _contact_example(
+            answer_example(
                 "In three lists",
                 {
                     **_CONTACT,
@@ -675,7 +671,7 @@ class ContactListMembership(ApiView):
         operation_id="contacts_lists_remove",
         responses={200: ContactOut, **errors(404)},
         examples=[
-            _contact_example("In no list now", {**_CONTACT, "lists": [], "updated_at": _JOINED})
+            answer_example("In no list now", {**_CONTACT, "lists": [], "updated_at": _JOINED})
         ],
         description="Leave the list. A membership the contact unsubscribed from is kept (so "
         "adding them again cannot subscribe them).",
@@ -708,7 +704,7 @@ class ContactUnsubscribe(ApiView):
                 value={"list": 1, "reason": "Asked by phone"},
                 request_only=True,
             ),
-            _contact_example(
+            answer_example(
                 "Unsubscribed from the list",
                 {
                     "changed": True,
@@ -757,7 +753,7 @@ class ContactSuppress(ApiView):
                 value={"status": "complained", "reason": "Reported to our support"},
                 request_only=True,
             ),
-            _contact_example(
+            answer_example(
                 "Suppressed", {"changed": True, "contact": {**_CONTACT, "status": "complained"}}
             ),
         ],

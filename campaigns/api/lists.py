@@ -13,7 +13,7 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import errors
+from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.contact_fields import contact_text_check
 from campaigns.models import ContactList
@@ -82,10 +82,6 @@ _LIST = {
 }
 
 
-def _list_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
-    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
-
-
 class ListQuery(PageQuery, StrictSerializer):
     pass  # no filters of its own
 
@@ -130,7 +126,7 @@ class ListsView(ApiView):
         operation_id="lists_list",
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
         responses={200: ListPage, **errors(400)},
-        examples=[_list_example("A page", {"results": [_LIST], "next": None})],
+        examples=[answer_example("A page", {"results": [_LIST], "next": None})],
     )
     def get(self, request):
         query = ListQuery(data=request.query_params)
@@ -149,7 +145,7 @@ class ListsView(ApiView):
                 value={"name": "Newsletter", "description": "Monthly news"},
                 request_only=True,
             ),
-            _list_example(
+            answer_example(
                 "Created, empty",
                 {
                     **_LIST,
@@ -176,7 +172,7 @@ class ListDetail(ApiView):
     @extend_schema(
         operation_id="lists_read",
         responses={200: ListOut, **errors(404)},
-        examples=[_list_example("A list", _LIST)],
+        examples=[answer_example("A list", _LIST)],
     )
     def get(self, request, pk: int):
         return Response(lists_out([_list_or_404(pk)])[0])
@@ -191,7 +187,7 @@ class ListDetail(ApiView):
                 value={"name": "Monthly newsletter"},
                 request_only=True,
             ),
-            _list_example("Renamed", {**_LIST, "name": "Monthly newsletter"}),
+            answer_example("Renamed", {**_LIST, "name": "Monthly newsletter"}),
         ],
     )
     def patch(self, request, pk: int):

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from drf_spectacular.drainage import warn
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 
@@ -243,3 +243,8 @@ class ApiAutoSchema(AutoSchema):
         if self.idempotent():
             statuses.append(409)
         return sorted(statuses)
+
+
+def answer_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
+    """An example of an operation's answer (not of its request) for this status."""
+    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])

@@ -16,7 +16,7 @@ from campaigns.api.errors import ApiError, error, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import errors
+from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.messages import message_preview
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
@@ -128,10 +128,6 @@ _TEMPLATE = {
 _NEW_SUBJECT = 'Your password reset link, {{ first_name | default: "there" }}'
 
 
-def _template_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
-    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
-
-
 _EXAMPLE_COMPILE_ERROR = OpenApiExample(
     "A part that does not compile",
     status_codes=["422"],
@@ -196,7 +192,7 @@ class TemplateListCreate(ApiView):
         summary="List templates",
         parameters=[TemplateListQuery],
         responses={200: page_serializer(TemplateSerializer, "TemplatePage")},
-        examples=[_template_example("A page", {"results": [_TEMPLATE], "next": None})],
+        examples=[answer_example("A page", {"results": [_TEMPLATE], "next": None})],
     )
     def get(self, request):
         query = TemplateListQuery(data=request.query_params)
@@ -218,7 +214,7 @@ class TemplateListCreate(ApiView):
         responses={201: TemplateSerializer, **errors(409, 422)},
         examples=[
             OpenApiExample("A template", value=_EXAMPLE_TEMPLATE, request_only=True),
-            _template_example("Created", _TEMPLATE, "201"),
+            answer_example("Created", _TEMPLATE, "201"),
             _EXAMPLE_COMPILE_ERROR,
         ],
     )
@@ -243,7 +239,7 @@ class TemplateDetail(ApiView):
         operation_id="templates_read",
         summary="Read a template",
         responses={200: TemplateSerializer, **errors(404)},
-        examples=[_template_example("A template", _TEMPLATE)],
+        examples=[answer_example("A template", _TEMPLATE)],
     )
     def get(self, request, pk: int):
         return Response(TemplateSerializer(_template(pk)).data)
@@ -257,7 +253,7 @@ class TemplateDetail(ApiView):
         responses={200: TemplateSerializer, **errors(404, 409, 422)},
         examples=[
             OpenApiExample("A new subject", value={"subject": _NEW_SUBJECT}, request_only=True),
-            _template_example(
+            answer_example(
                 "Changed",
                 {**_TEMPLATE, "subject": _NEW_SUBJECT, "updated_at": "2026-12-01T09:15:40Z"},
             ),
@@ -317,7 +313,7 @@ class TemplatePreview(ApiView):
                 request_only=True,
             ),
             # (What message_preview renders of the example template for these fields.)
-            _template_example(
+            answer_example(
                 "Rendered",
                 {
                     "subject": "Reset your password, Ada",

@@ -16,7 +16,7 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import errors
+from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.models import ApiKey
 from tracking import callbacks
@@ -146,10 +146,6 @@ _DELIVERED = {
 }
 
 
-def _webhook_example(name: str, value: dict, status_code: str = "200") -> OpenApiExample:
-    return OpenApiExample(name, value=value, response_only=True, status_codes=[status_code])
-
-
 def _refused(err: callbacks.TargetRefused) -> ApiError:
     return ApiError(status.HTTP_422_UNPROCESSABLE_ENTITY, "url_refused", str(err), "url")
 
@@ -179,7 +175,7 @@ class WebhookListCreate(ApiView):
         operation_id="webhooks_list",
         parameters=_LIST_PARAMETERS,
         responses={200: WebhookListSerializer},
-        examples=[_webhook_example("A page", {"results": [_WEBHOOK], "next": None})],
+        examples=[answer_example("A page", {"results": [_WEBHOOK], "next": None})],
     )
     def get(self, request):
         query = PageQuery(data=request.query_params)
@@ -196,7 +192,7 @@ class WebhookListCreate(ApiView):
         responses={201: WebhookWithSecretSerializer, **errors(422)},
         examples=[
             _CREATE_EXAMPLE,
-            _webhook_example("Created, with its secret", {**_WEBHOOK, "secret": _SECRET}, "201"),
+            answer_example("Created, with its secret", {**_WEBHOOK, "secret": _SECRET}, "201"),
         ],
     )
     def post(self, request):
@@ -228,7 +224,7 @@ class WebhookDetail(ApiView):
         operation_id="webhooks_get",
         parameters=_ID,
         responses={200: WebhookSerializer, **errors(404)},
-        examples=[_webhook_example("An endpoint", _WEBHOOK)],
+        examples=[answer_example("An endpoint", _WEBHOOK)],
     )
     def get(self, request, pk: int):
         return Response(WebhookSerializer(_endpoint_or_404(pk)).data)
@@ -252,7 +248,7 @@ class WebhookDetail(ApiView):
                 },
                 request_only=True,
             ),
-            _webhook_example(
+            answer_example(
                 "Changed",
                 {
                     **_WEBHOOK,
@@ -307,7 +303,7 @@ class WebhookRotateSecret(ApiView):
         responses={200: RotatedSerializer, **errors(404)},
         examples=[
             # The old secret still signs for CALLBACK_SECRET_OVERLAP_HOURS (24 by default).
-            _webhook_example(
+            answer_example(
                 "A new secret",
                 {"secret": _SECRET, "previous_secret_expires_at": "2026-12-06T11:00:00Z"},
             )
@@ -333,7 +329,7 @@ class WebhookDeliveries(ApiView):
         ],
         responses={200: DeliveryListSerializer, **errors(404)},
         examples=[
-            _webhook_example(
+            answer_example(
                 "Delivered, and one waiting for a retry",
                 {
                     "results": [
