@@ -890,19 +890,10 @@ def _message_data(event: tuple) -> tuple[dict, bool]:
         message_id, contact_id, ses_message_id, campaign_id, kind, test_mode, template_id,
         email, reference, url,
     ) = event  # fmt: skip
-    data: dict = {
-        "occurred_at": occurred_at.isoformat(),
-        "message": _message_ref(
-            message_id,
-            email,
-            contact_id,
-            campaign_id,
-            kind,
-            template_id,
-            reference,
-            ses_message_id,
-        ),  # fmt: skip
-    }
+    data = _message_payload(
+        occurred_at, message_id, email, contact_id, campaign_id, kind, template_id, reference,
+        ses_message_id,
+    )  # fmt: skip
     if type_ in (Event.Type.OPENED, Event.Type.CLICKED):
         data["verdict"] = verdict or None  # "human" / "machine"
         data["verdict_reason"] = verdict_reason or None
@@ -915,11 +906,13 @@ def _message_data(event: tuple) -> tuple[dict, bool]:
     return data, test_mode
 
 
-def _message_ref(
-    message_id, email, contact_id, campaign_id, kind, template_id, reference, ses_message_id
-) -> dict:
-    """The `message` object of every message.* payload (an event's and a ledger outcome's)."""
-    return {
+def _message_payload(
+    occurred_at, message_id, email, contact_id, campaign_id, kind, template_id, reference,
+    ses_message_id,
+) -> dict:  # fmt: skip
+    """What every message.* payload (an event's and a ledger outcome's) starts with: when, and
+    the `message` object."""
+    message = {
         "id": message_id,
         "to": email,
         "contact_id": contact_id,
@@ -929,6 +922,7 @@ def _message_ref(
         "reference": reference,
         "ses_message_id": ses_message_id,
     }
+    return {"occurred_at": occurred_at.isoformat(), "message": message}
 
 
 def _outcome_rows(outcome_ids: list[int]) -> dict[int, tuple]:
@@ -957,19 +951,10 @@ def _outcome_data(outcome: tuple) -> tuple[dict, bool]:
         _id, status, reason, occurred_at, message_id, contact_id, ses_message_id, campaign_id,
         kind, test_mode, template_id, email, reference,
     ) = outcome  # fmt: skip
-    data: dict = {
-        "occurred_at": occurred_at.isoformat(),
-        "message": _message_ref(
-            message_id,
-            email,
-            contact_id,
-            campaign_id,
-            kind,
-            template_id,
-            reference,
-            ses_message_id,
-        ),  # fmt: skip
-    }
+    data = _message_payload(
+        occurred_at, message_id, email, contact_id, campaign_id, kind, template_id, reference,
+        ses_message_id,
+    )  # fmt: skip
     if status != Notification.Status.SENT:
         data["reason"] = reason or None
     return data, test_mode
