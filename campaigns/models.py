@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
-from infra.db import BrinIndexPortable
+from infra.db import BrinIndexPortable, JsonContainsIndexPortable
 
 
 class Contact(models.Model):
@@ -48,6 +48,8 @@ class Contact(models.Model):
             ),
             # GET /api/v1/contacts?updated_since=: a sync reads only what changed since.
             models.Index(fields=["updated_at", "id"], name="contact_updated"),
+            # GET /api/v1/contacts?attr.city=Paris: `attributes @> {"city": "Paris"}`.
+            JsonContainsIndexPortable(field="attributes", name="contact_attributes_gin"),
         ]
 
     def __str__(self) -> str:

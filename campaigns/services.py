@@ -82,6 +82,18 @@ class CampaignStateError(CampaignError):
         self.status = status
 
 
+class CampaignAudienceChanged(CampaignError):
+    """The audience is not the size the caller confirmed (the admin's review button, the
+    API's `expected_recipients`): `recipients` is its size now. Nothing was changed."""
+
+    def __init__(self, *, expected: int, recipients: int) -> None:
+        super().__init__(
+            f"The audience changed: {recipients:,} recipients now, not the {expected:,} "
+            "confirmed. Check it and confirm again."
+        )
+        self.expected, self.recipients = expected, recipients
+
+
 def _state_refused(campaign: Campaign, message: str) -> CampaignStateError:
     """The refusal of a guarded move, with the status that refused it (read now: the caller's
     copy may be older than the UPDATE that found another status)."""
@@ -179,10 +191,12 @@ def campaign_schedule(
     send_at: datetime,
     local_send_time: str = "",
     local_fallback_zone: str = "",
+    expected_recipients: int | None = None,
 ) -> None:
     """Schedule a draft for `send_at` (aware, to come); beat starts it within seconds of that
     time. A time that has passed is refused: it would send at once, which is Send now's job
-    (and its confirmation's), not a schedule's."""
+    (and its confirmation's), not a schedule's. With `expected_recipients`, refused
+    (CampaignAudienceChanged) unless the audience has that many recipients now."""
     _draft_check(campaign)
     if timezone.is_naive(send_at):
         raise CampaignError("The time to send must include a time zone.")
@@ -193,12 +207,19 @@ def campaign_schedule(
     _campaign_queue(
         campaign=campaign,
         send_at=send_at,
+        expected_recipients=expected_recipients,
         local_send_time=local_send_time,  # campaign_schedule_local's waves, if set
         local_fallback_zone=local_fallback_zone,
     )
 
 
-def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone: str) -> None:
+def campaign_schedule_local(
+    *,
+    campaign: Campaign,
+    wall: datetime,
+    fallback_zone: str,
+    expected_recipients: int | None = None,
+) -> None:
     """Schedule a draft to reach each contact at the naive `wall` time in their own zone
     (contacts without one: `fallback_zone`, the scheduling user's), in waves (campaigns.waves).
 
@@ -230,17 +251,30 @@ def campaign_schedule_local(*, campaign: Campaign, wall: datetime, fallback_zone
         send_at=first.moment,
         local_send_time=waves.wall_time_text(wall),
         local_fallback_zone=fallback_zone,
+        expected_recipients=expected_recipients,
     )
 
 
-def campaign_send_now(*, campaign: Campaign) -> None:
+def campaign_send_now(*, campaign: Campaign, expected_recipients: int | None = None) -> None:
+    """Start a draft now (as campaign_schedule, for now)."""
     _draft_check(campaign)
-    _campaign_queue(campaign=campaign, send_at=timezone.now())
+    _campaign_queue(
+        campaign=campaign, send_at=timezone.now(), expected_recipients=expected_recipients
+    )
 
 
-def _campaign_queue(*, campaign: Campaign, send_at: datetime, **local_time: str) -> None:
-    """Move a sendable draft to scheduled for `send_at`; a start is enqueued at once if due."""
+def _campaign_queue(
+    *, campaign: Campaign, send_at: datetime, expected_recipients: int | None, **local_time: str
+) -> None:
+    """Move a sendable draft to scheduled for `send_at`; a start is enqueued at once if due.
+    With `expected_recipients` (the count the marketer or the integrator confirmed), only if
+    the audience has that many recipients now: a list that grew or shrank since is
+    refused, for the caller to look again (the admin's review, the API's 409)."""
     campaign_check_sendable(campaign=campaign)
+    if expected_recipients is not None:
+        recipients = audience_memberships(contact_list_id=campaign.contact_list_id).count()
+        if recipients != expected_recipients:
+            raise CampaignAudienceChanged(expected=expected_recipients, recipients=recipients)
     if not campaign_transition(
         campaign_id=campaign.pk,
         from_statuses={C.DRAFT},

@@ -233,7 +233,7 @@ def _message_write_orm(
     with transaction.atomic(savepoint=False):
         if address is not None:
             contact_id = _contact_find_or_make_orm(address)
-        elif not Contact.objects.filter(pk=contact_id).exists():
+        elif not Contact.objects.filter(pk=contact_id, erased_at__isnull=True).exists():
             raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
         message = Notification.objects.create(
             campaign_id=stream_id, contact_id=contact_id, repeat_key=_repeat_key()
@@ -257,6 +257,15 @@ _NEW_STATUS = new_contact_status_sql("%(address)s::text")
 # The contact an address names, found or made: ON CONFLICT DO NOTHING never aborts the
 # statement (a concurrent request making the same contact is waited for); the SELECT finds
 # one that existed before the statement began.
+#
+# An existing contact is locked FOR KEY SHARE (the lock the ledger's foreign key takes anyway,
+# but only at COMMIT: Django's foreign keys are DEFERRABLE INITIALLY DEFERRED), so an erase
+# (tracking.erase, which locks the contact FOR UPDATE) is either done before it or waits for
+# this message: an erase in progress is waited for, and the contact it deleted or emptied is
+# no longer found (the row no longer has the address, or is gone). The statement then writes
+# nothing and is run again: the address is a new contact (with its erased status kept). Without
+# the lock, the message of a deleted contact failed at commit (a 500) and that of an emptied
+# one was attached to the erased row.
 _CONTACT_BY_ADDRESS = f"""
     made AS (
         INSERT INTO {Contact._meta.db_table}
@@ -265,14 +274,21 @@ _CONTACT_BY_ADDRESS = f"""
         ON CONFLICT (email) DO NOTHING
         RETURNING id
     ),
+    found AS (
+        SELECT id FROM {Contact._meta.db_table} WHERE email = %(address)s FOR KEY SHARE
+    ),
     contact AS (
         SELECT id FROM made
         UNION ALL
-        SELECT id FROM {Contact._meta.db_table} WHERE email = %(address)s
+        SELECT id FROM found
         LIMIT 1
     )"""  # noqa: S608 (table names from the models, values as parameters)
+# By id: an erased contact is nobody's (as for the contacts API), and the lock as above.
 _CONTACT_BY_ID = f"""
-    contact AS (SELECT id FROM {Contact._meta.db_table} WHERE id = %(contact_id)s)"""  # noqa: S608
+    contact AS (
+        SELECT id FROM {Contact._meta.db_table}
+        WHERE id = %(contact_id)s AND erased_at IS NULL FOR KEY SHARE
+    )"""  # noqa: S608
 _MESSAGE = f"""
     message AS (
         INSERT INTO {Notification._meta.db_table}
@@ -308,7 +324,8 @@ _STATEMENTS = {
     for recorded in (True, False)
 }
 # A statement that found no contact for a new address (a concurrent request made it after the
-# statement's snapshot was taken, then committed) is run again; a few times at most.
+# statement's snapshot was taken, then committed; or an erase took the address's contact away
+# while it waited) is run again; a few times at most.
 _CONTACT_RACE_ATTEMPTS = 3
 
 

@@ -42,8 +42,13 @@ def contact_erase(*, contact_id: int) -> bool:
     """Erase the contact (see the module's docstring), in one transaction; False if there is
     no such contact, or it was erased already (erasing is idempotent)."""
     with transaction.atomic():
-        # Locked first: a ledger row inserted for it (a job, a message) takes a key-share lock
-        # on the contact, so none can appear between the check below and the delete.
+        # Locked first. A ledger row's foreign key locks the contact (FOR KEY SHARE) only when
+        # its transaction commits (Django's keys are DEFERRABLE INITIALLY DEFERRED): a message
+        # locks it as it finds it (campaigns.transactional), so it is either committed before
+        # this (the check below sees it: emptied) or waits and then makes a new contact; a
+        # row written without that lock (a freeze's, a job's chunk) and not committed yet is
+        # not seen here, and fails at its own commit, to be written again without this
+        # contact. The erase wins each of these races (tests/api/test_contacts_erase_race.py).
         contact = (
             Contact.objects.select_for_update()
             .filter(pk=contact_id, erased_at__isnull=True)

@@ -313,6 +313,23 @@ class NoBody(StrictSerializer):
     """An action without fields: an empty body, or {}."""
 
 
+def _expected_recipients() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_ID,
+        help_text="The audience's size you confirmed (as the admin's review asks): if the "
+        "campaign's list has another number of recipients now, 409 audience_changed naming "
+        "it, and nothing changes. Absent: no check.",
+    )
+
+
+class SendSerializer(StrictSerializer):
+    """Send now's one optional field (an empty body or {} sends without the check)."""
+
+    expected_recipients = _expected_recipients()
+
+
 class ScheduleSerializer(StrictSerializer):
     send_at = serializers.DateTimeField(
         required=False,
@@ -331,6 +348,7 @@ class ScheduleSerializer(StrictSerializer):
         help_text="With local_time: the IANA zone of contacts without one (default: the "
         "site's TIME_ZONE).",
     )
+    expected_recipients = _expected_recipients()
 
     def validate_local_time(self, value: str) -> datetime:
         try:
@@ -379,6 +397,20 @@ def _act(request, pk: int, action, **kwargs) -> Response:
     campaign = _campaign(request, pk)
     try:
         action(campaign=campaign, **kwargs)
+    except services.CampaignAudienceChanged as err:
+        return error_response(
+            status.HTTP_409_CONFLICT,
+            [
+                error(
+                    "audience_changed",
+                    f"The campaign's list has {err.recipients:,} recipients now, not "
+                    f"{err.expected:,}: nothing was changed. Check it, and send again with "
+                    "expected_recipients set to the new count.",
+                    "expected_recipients",
+                    recipients=err.recipients,
+                )
+            ],
+        )
     except services.CampaignStateError as err:
         raise ApiError(status.HTTP_409_CONFLICT, "invalid_transition", str(err)) from None
     except services.CampaignError as err:
@@ -427,8 +459,20 @@ _MOVED = {
 
 
 def _move_view(name: str) -> type[ApiView]:
-    """The view of one control without fields (POST /api/v1/campaigns/{id}/<name>)."""
+    """The view of one control (POST /api/v1/campaigns/{id}/<name>): no fields, but for send's
+    optional expected_recipients."""
     service, label, moves = _MOVES[name]
+    body = SendSerializer if name == "send" else NoBody
+    examples = [answer_example(f"{label}: its new status", _MOVED[name])]
+    if body is SendSerializer:
+        examples.insert(
+            0,
+            OpenApiExample(
+                "Send to the audience confirmed",
+                value={"expected_recipients": 1200},
+                request_only=True,
+            ),
+        )
 
     class Move(ApiView):
         scopes = {"POST": "campaigns:write"}
@@ -437,14 +481,21 @@ def _move_view(name: str) -> type[ApiView]:
             operation_id=f"campaigns_{name}",
             summary=label,
             description=f"{moves}, through the same guarded state machine as the admin. A "
-            "campaign in another status: 409 invalid_transition, naming its status.",
-            request=NoBody,
+            "campaign in another status: 409 invalid_transition, naming its status."
+            + (
+                " With expected_recipients, only if the audience has that many recipients "
+                "now (else 409 audience_changed, with the count), as the admin's review asks."
+                if body is SendSerializer
+                else ""
+            ),
+            request=body,
             responses={200: CampaignSerializer, **errors(404, 409, 422)},
-            examples=[answer_example(f"{label}: its new status", _MOVED[name])],
+            examples=examples,
         )
         def post(self, request, pk: int):
-            NoBody(data=request.data).is_valid(raise_exception=True)
-            return _act(request, pk, service)
+            given = body(data=request.data)
+            given.is_valid(raise_exception=True)
+            return _act(request, pk, service, **given.validated_data)
 
     Move.__name__ = Move.__qualname__ = f"Campaign{name.title()}"
     return Move
@@ -465,12 +516,19 @@ class CampaignSchedule(ApiView):
         summary="Schedule a draft",
         description="At one moment (send_at), or at a wall-clock time in each contact's own "
         "time zone (local_time, as the admin's option). The time must be to come (in every "
-        "zone, for local_time). A campaign that is not a draft: 409 invalid_transition.",
+        "zone, for local_time). A campaign that is not a draft: 409 invalid_transition. With "
+        "expected_recipients, only if the audience has that many recipients now (else 409 "
+        "audience_changed, with the count), as the admin's review asks.",
         request=ScheduleSerializer,
         responses={200: CampaignSerializer, **errors(404, 409, 422)},
         examples=[
             OpenApiExample(
                 "One moment", value={"send_at": "2030-01-31T09:00:00+01:00"}, request_only=True
+            ),
+            OpenApiExample(
+                "One moment, for the audience confirmed",
+                value={"send_at": "2030-01-31T09:00:00+01:00", "expected_recipients": 1200},
+                request_only=True,
             ),
             OpenApiExample(
                 "Each contact's local time",
@@ -493,6 +551,7 @@ class CampaignSchedule(ApiView):
         given = ScheduleSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         fields = given.validated_data
+        expected = {"expected_recipients": fields.get("expected_recipients")}
         if "local_time" in fields:
             return _act(
                 request,
@@ -500,8 +559,9 @@ class CampaignSchedule(ApiView):
                 services.campaign_schedule_local,
                 wall=fields["local_time"],
                 fallback_zone=fields.get("time_zone") or settings.TIME_ZONE,
+                **expected,
             )
-        return _act(request, pk, services.campaign_schedule, send_at=fields["send_at"])
+        return _act(request, pk, services.campaign_schedule, send_at=fields["send_at"], **expected)
 
 
 # -- the report -------------------------------------------------------------------------------

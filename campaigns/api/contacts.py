@@ -7,10 +7,12 @@ import's), list add/remove, unsubscribe, suppress (campaigns.audiences, each lea
 ContactStatusChange) and the erase (tracking.erase, the admin's delete too).
 """
 
+import functools
 import math
+import operator
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
@@ -277,21 +279,36 @@ def _filtered(filters: dict) -> QuerySet[Contact]:
         contacts = contacts.filter(email=email)
     if "updated_since" in filters:
         contacts = contacts.filter(updated_at__gte=filters["updated_since"])
-    for n, (name, value) in enumerate(filters["attrs"].items()):
-        # The key as a KeyTransform, never spelled into a lookup (attributes__<name>): a field
-        # named `isnull` or `contains` would be read as that lookup, not as the key.
-        alias = f"_attr{n}"
-        contacts = contacts.alias(**{alias: KeyTransform(name, "attributes")})
-        # A value is compared as the API writes it: text as is, numbers and yes/no as JSON.
-        options = Q(**{alias: value})
-        if value in ("true", "false"):
-            options |= Q(**{alias: value == "true"})
-        else:
-            number = _number(value)
-            if number is not None:
-                options |= Q(**{alias: number})
-        contacts = contacts.filter(options)
+    for name, value in filters["attrs"].items():
+        contacts = contacts.filter(_attr_matches(name, value))
     return contacts
+
+
+def _attr_matches(name: str, value: str) -> Q:
+    """Contacts whose custom field `name` holds `value` as the API writes it: the text as is,
+    or the number or yes/no it spells ("12" finds 12 and "12"; "true" finds true and "true").
+
+    On PostgreSQL, a JSON containment per candidate (`attributes @> '{"city": "Paris"}'`), which
+    the GIN index contact_attributes_gin serves: a filter on a rare value reads a few index
+    pages, not every contact (docs/PERFORMANCE.md). SQLite (the demo) has no containment: the
+    key is compared there, with the same candidates."""
+    candidates: list = [value]
+    if value in ("true", "false"):
+        candidates.append(value == "true")
+    else:
+        number = _number(value)
+        if number is not None:
+            candidates.append(number)
+    if connection.vendor == "postgresql":
+        # Containment of a scalar is its equality (12 and 12.0 alike, as the key comparison).
+        return functools.reduce(
+            operator.or_, (Q(attributes__contains={name: c}) for c in candidates)
+        )
+    # The key as a KeyTransform, never spelled into a lookup (attributes__<name>): a field
+    # named `isnull` or `contains` would be read as that lookup, not as the key.
+    key = KeyTransform(name, "attributes")
+    exact = key.get_lookup("exact")  # KeyTransformExact: JSON's own comparison per database
+    return functools.reduce(operator.or_, (Q(exact(key, c)) for c in candidates))
 
 
 def _number(value: str) -> int | float | None:

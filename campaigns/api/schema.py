@@ -42,6 +42,10 @@ class ErrorSerializer(serializers.Serializer):
     line = serializers.IntegerField(
         required=False, help_text="The CSV file's line, for a row of an uploaded CSV."
     )
+    recipients = serializers.IntegerField(
+        required=False,
+        help_text="With audience_changed: the campaign's recipients now, to confirm again.",
+    )
 
 
 class ErrorsSerializer(serializers.Serializer):

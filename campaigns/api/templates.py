@@ -6,7 +6,7 @@ admin's form, so a template the admin refuses is refused here for the same reaso
 that does not compile: 422 with the part as `field` and its `line`)."""
 
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db.models import Exists, OuterRef, ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
 from campaigns.api.serializers import StrictSerializer
 from campaigns.messages import message_preview
+from campaigns.models import Campaign
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
 from templates_app.forms import TemplateForm
 from templates_app.language import PARTS, TemplateSyntaxError
@@ -86,7 +87,44 @@ class TemplateWriteSerializer(StrictSerializer):
 
 
 class TemplateListQuery(PageQuery, StrictSerializer):
-    slug = serializers.CharField(max_length=100, required=False)
+    """GET /api/v1/templates's filters (and-ed), as the contacts' and campaigns' lists have
+    theirs."""
+
+    slug = serializers.CharField(
+        max_length=100, required=False, help_text="The template with this slug."
+    )
+    name = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="Templates whose name contains this text, whatever its case (as the "
+        "admin's search).",
+    )
+    updated_since = serializers.DateTimeField(
+        required=False, help_text="Changed at or after this time (ISO 8601)."
+    )
+    # allow_null: absent is "either" (DRF reads a missing boolean of a query string as false).
+    in_use = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="true: only templates a campaign, job or message stream uses (those that "
+        "cannot be deleted); false: only the others.",
+    )
+
+
+def templates_filtered(filters: dict) -> QuerySet[Template]:
+    """The templates GET /api/v1/templates lists for these filters."""
+    templates = Template.objects.all()
+    if filters.get("slug"):
+        templates = templates.filter(slug=filters["slug"])
+    if filters.get("name"):
+        templates = templates.filter(name__icontains=filters["name"])
+    if "updated_since" in filters:
+        templates = templates.filter(updated_at__gte=filters["updated_since"])
+    if filters.get("in_use") is not None:
+        # What refuses a delete (Campaign.template is PROTECT): any campaign of any kind.
+        used = Exists(Campaign.objects.filter(template_id=OuterRef("pk")))
+        templates = templates.filter(used if filters["in_use"] else ~used)
+    return templates
 
 
 class PreviewRequestSerializer(StrictSerializer):
@@ -198,11 +236,8 @@ class TemplateListCreate(ApiView):
         query = TemplateListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         filters = query.validated_data
-        templates = Template.objects.all()
-        if filters.get("slug"):
-            templates = templates.filter(slug=filters["slug"])
         page = CursorPage(request, size=filters["limit"])
-        rows = page.rows(templates)
+        rows = page.rows(templates_filtered(filters))
         return Response(
             {"results": TemplateSerializer(rows, many=True).data, "next": page.next_link(rows)}
         )

@@ -12,16 +12,23 @@ from rest_framework.test import APIClient
 
 from campaigns.admin.campaigns import CampaignAdmin
 from campaigns.forms import CampaignForm
-from campaigns.models import Campaign, Notification
-from campaigns.services import campaign_transition, campaigns_start_due
+from campaigns.models import Campaign, Contact, Membership, Notification
+from campaigns.services import (
+    CampaignAudienceChanged,
+    campaign_send_now,
+    campaign_transition,
+    campaigns_start_due,
+)
 from tests.api.helpers import api_client
 from tests.conftest import wait_for
 from tests.factories import (
     CampaignFactory,
+    ContactFactory,
     ContactListFactory,
     TemplateFactory,
     list_with_contacts,
 )
+from tests.review_helpers import confirm_send_now, review_url
 
 pytestmark = pytest.mark.django_db
 
@@ -247,6 +254,60 @@ def test_send_now_sends(client, draft, eager_celery, ses, django_capture_on_comm
     assert ses.stats()["distinct_recipients"] == 3
 
 
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("send", {}),
+        ("schedule", {"send_at": "2030-01-31T09:00:00+01:00"}),
+        ("schedule", {"local_time": "2030-01-31T09:00", "time_zone": "Asia/Tokyo"}),
+    ],
+)
+def test_expected_recipients_must_be_the_audience_now(client, draft, action, body):
+    """As the admin's review button: the count confirmed, or a 409 naming the count now, and
+    nothing changed (one rule: the guarded services check it for both)."""
+    member = Membership.objects.filter(contact_list=draft.contact_list).first()
+    Contact.objects.filter(pk=member.contact_id).update(status=Contact.Status.UNSUBSCRIBED)
+    refused = act(client, draft, action, {**body, "expected_recipients": 3})
+    assert refused.status_code == 409, refused.content
+    assert refused.json() == {
+        "errors": [
+            {
+                "code": "audience_changed",
+                "field": "expected_recipients",
+                "message": "The campaign's list has 2 recipients now, not 3: nothing was "
+                "changed. Check it, and send again with expected_recipients set to the new "
+                "count.",
+                "recipients": 2,
+            }
+        ]
+    }
+    assert status_of(draft) == C.DRAFT
+    assert Campaign.objects.get(pk=draft.pk).scheduled_at is None
+    done = act(client, draft, action, {**body, "expected_recipients": 2})
+    assert done.status_code == 200, done.content
+    assert status_of(draft) == C.SCHEDULED
+
+
+def test_the_admins_confirmation_and_the_api_refuse_alike(client, draft, admin_client):
+    """The same service refuses both: the admin's button for a count that is no longer the
+    audience's, and the API's expected_recipients."""
+    ContactFactory.create_batch(2)  # not members: the audience stays 3
+    Membership.objects.create(contact_list=draft.contact_list, contact=ContactFactory())
+    page = admin_client.post(review_url(draft), {"send_at": "", "recipients": "3"})
+    assert "The audience changed since the review (4 recipients now)" in page.content.decode()
+    for odd in ("", "4.0", "٤", "9" * 5000):
+        page = admin_client.post(review_url(draft), {"send_at": "", "recipients": odd})
+        assert page.status_code == 200 and "The audience changed" in page.content.decode()
+    assert act(client, draft, "send", {"expected_recipients": 3}).status_code == 409
+    assert status_of(draft) == C.DRAFT
+    with pytest.raises(CampaignAudienceChanged) as refused:
+        campaign_send_now(campaign=draft, expected_recipients=5)
+    assert (refused.value.expected, refused.value.recipients) == (5, 4)
+    assert status_of(draft) == C.DRAFT
+    confirm_send_now(admin_client, draft)  # the count the review shows: sent
+    assert status_of(draft) == C.SCHEDULED
+
+
 def test_only_campaigns_are_campaigns_here(client, draft):
     job = CampaignFactory(kind=Campaign.Kind.JOB, contact_list=None)
     stream = CampaignFactory(
@@ -310,6 +371,12 @@ def test_scopes(client, draft):
         ("patch", "/api/v1/campaigns/{pk}", {"send_path": 5}),
         ("patch", "/api/v1/campaigns/99999999999999999999", {"name": "x"}),
         ("post", "/api/v1/campaigns/{pk}/send", {"recipients": 3}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": -1}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": "three"}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": 3.5}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": 10**40}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": None}),
+        ("post", "/api/v1/campaigns/{pk}/send", {"expected_recipients": 2}),
         ("post", "/api/v1/campaigns/{pk}/cancel", "nope"),
         ("post", "/api/v1/campaigns/9223372036854775808/cancel", {}),
         ("get", "/api/v1/campaigns?status=nope", None),

@@ -2,10 +2,12 @@
 a template the admin refuses is refused here with the same reason), compile errors with the
 part and line, the preview as the sender renders it, and hostile input answered 4xx."""
 
+import datetime
 import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from campaigns.models import Campaign
 from templates_app.language import MAX_BODY_BYTES, MAX_DEPTH
@@ -67,6 +69,34 @@ def test_the_list_pages_with_a_cursor(client):
     assert [t["id"] for t in first["results"]] == made[::-1][:3]
     second = client.get(first["next"]).json()
     assert [t["id"] for t in second["results"]] == made[::-1][3:] and second["next"] is None
+
+
+def test_the_list_filters_by_name_change_time_and_use(client):
+    old = timezone.now() - datetime.timedelta(days=2)
+    reset = TemplateFactory(name="Password reset")
+    receipt = TemplateFactory(name="Receipt (RESET 50%_off)")
+    news = TemplateFactory(name="December news")
+    CampaignFactory(template=news)
+    Template.objects.filter(pk=reset.pk).update(updated_at=old)
+
+    def ids(query: str) -> list[int]:
+        answer = client.get(f"/api/v1/templates?{query}")
+        assert answer.status_code == 200, answer.content
+        return [t["id"] for t in answer.json()["results"]]
+
+    assert ids("name=reset") == [receipt.pk, reset.pk]  # whatever its case
+    assert ids("name=50%25_") == [receipt.pk]  # % and _ are text, not patterns
+    assert ids("name=%25") == [receipt.pk]
+    since = (old + datetime.timedelta(days=1)).isoformat().replace("+", "%2B")
+    assert ids(f"updated_since={since}") == [news.pk, receipt.pk]
+    assert ids("in_use=true") == [news.pk]
+    assert ids("in_use=false") == [receipt.pk, reset.pk]
+    assert ids("in_use=false&name=reset&updated_since=" + since) == [receipt.pk]
+    assert ids("") == [news.pk, receipt.pk, reset.pk]  # no in_use: either
+    for bad in ("in_use=maybe", "updated_since=yesterday", "name=" + "x" * 201, "name=a%00b"):
+        answer = client.get(f"/api/v1/templates?{bad}")
+        assert answer.status_code == 400, (bad, answer.content)
+        assert answer.json()["errors"][0]["field"] == bad.split("=")[0]
 
 
 @pytest.mark.parametrize(
