@@ -8,9 +8,13 @@ a drain task only when the drain flag is absent (SET NX PX, DRAIN_FLAG_MS); a dr
 (campaigns.tasks.deliver_ready) pops up to DRAIN_POP at a time, groups them by stream and
 sends each group as one batch of exactly those ids (campaigns.delivery.deliver_batch with
 `ids`), until the list is empty; then it clears the flag and looks once more, so a message
-pushed as it leaves is never stranded. The flag is not kept alive: while a drain runs longer
-than DRAIN_FLAG_MS and messages keep coming, the next push enqueues another, so drains grow
-with the load (at most one new task per DRAIN_FLAG_MS) and each ends when the list is empty.
+pushed as it leaves is never stranded. A drain that keeps up (its pop took less than
+DRAIN_POP) sets the flag again for DRAIN_FLAG_MS at each pop, so no other drain is enqueued
+beside it: drains that split one flow pop smaller batches, and a batch's fixed cost is most
+of a message's (docs/PERFORMANCE.md, Integrations API). One that falls behind (a full pop) or
+takes longer than DRAIN_FLAG_MS over a batch lets it lapse, and the next push enqueues
+another: drains grow with the load (at most one new task per DRAIN_FLAG_MS), and each ends
+when the list is empty.
 
 Nothing here is durable, and need not be: the ledger row is, and campaigns.message_sweeper
 finds every due `created` message no live lease covers, counting this list's length as it
@@ -43,7 +47,8 @@ DRAIN_FLAG_KEY = "messages:drain"
 DELIVER_MESSAGE = "campaigns.tasks.deliver_message"
 DELIVER_READY = "campaigns.tasks.deliver_ready"
 # A drain enqueued is trusted this long to see what is pushed meanwhile; past it, the next
-# push enqueues another (a long drain under load gets help; a lost one is replaced).
+# push enqueues another (a drain falling behind gets help; a lost one is replaced). A drain
+# that keeps up sets it again at each pop.
 DRAIN_FLAG_MS = 1000
 # Messages popped at once: a few SES calls' worth of each stream, so one pop's batch pays
 # the campaign read and the lease once for many messages.
@@ -184,6 +189,8 @@ def messages_drain(
                 continue
             return popped
         popped += len(items)
+        if len(items) < DRAIN_POP:  # keeping up: no second drain to split the flow (above)
+            client.set(DRAIN_FLAG_KEY, 1, px=DRAIN_FLAG_MS)
         groups: dict[int, list[int]] = {}
         for item in items:
             stream_id, message_id = item.split(b":")

@@ -21,12 +21,14 @@ whole.
 """
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import receiver
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
@@ -49,6 +51,12 @@ PATH = "/api/v1/messages"
 _ACCEPTS = frozenset(("", "*/*", "application/json"))
 _RENDERER = JSONRenderer()
 _MEDIA_TYPE = "application/json"
+# A connection that answered this thread's last 202 less than this long ago is not checked
+# again (CONN_HEALTH_CHECKS' SELECT 1 before the request's first statement): the check was a
+# round trip and ~7% of the web's CPU per message under load (docs/PERFORMANCE.md). What it
+# changes: a connection PostgreSQL dropped within that second answers one request 500 (nothing
+# stored: the message's statement is its own transaction) before Django replaces it.
+HEALTH_CHECK_IDLE_SECONDS = 1.0
 
 
 def messages_wsgi(application: Callable) -> Callable:
@@ -76,7 +84,26 @@ def messages_direct(environ: dict) -> tuple[WSGIRequest, HttpResponse] | None:
     request = direct_request(environ)
     if request is None:
         return None
-    return request, _answer(request)
+    database = connections[DEFAULT_DB_ALIAS]
+    _health_check_only_if_idle(database)
+    response = _answer(request)
+    if response.status_code == 202 and database.connection is not None:
+        database.lean_answered_at = time.monotonic()  # (a 202 had the database answer)
+    return request, response
+
+
+def _health_check_only_if_idle(database) -> None:
+    """Skip this request's health check if the connection answered a 202 of this thread
+    within HEALTH_CHECK_IDLE_SECONDS (and nothing has gone wrong on it since: Django closes
+    a connection whose error left it unusable at the end of the request)."""
+    answered_at = getattr(database, "lean_answered_at", None)
+    if (
+        answered_at is not None
+        and database.connection is not None
+        and not database.errors_occurred
+        and time.monotonic() - answered_at < HEALTH_CHECK_IDLE_SECONDS
+    ):
+        database.health_check_done = True
 
 
 def _lean(meta: dict) -> bool:

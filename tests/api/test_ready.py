@@ -3,6 +3,7 @@ many, each stream's popped messages sent as one batch of exactly those ids; real
 Redis (the broker's `transactional` queue, no worker consuming it unless eager) and the local
 SES endpoint. Recovery with killed workers: tests/api/test_recovery_workers.py."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -175,6 +176,46 @@ def test_a_drain_past_its_time_defers_the_rest_of_its_pop_and_hands_over(monkeyp
     assert popped == 3
     assert deferred == [[10, 11], [20]]
     assert _queued("transactional") == 1  # the next drain
+
+
+def _drain_while_pushing(*, seconds: float, push: int) -> list[list[int]]:
+    """Run a drain whose deliveries each push `push` more messages for `seconds` (as the web
+    keeps pushing while the drain works); the batches it delivered."""
+    _redis().delete("transactional")  # the first push's drain task: this test runs the drain
+    batches = []
+    started = time.monotonic()
+
+    def deliver(stream_id: int, ids: list[int]) -> None:
+        batches.append(ids)
+        if time.monotonic() - started < seconds:
+            ready.messages_push([(stream_id, ids[-1] + 1 + i) for i in range(push)])
+
+    ready.messages_drain(deliver=deliver, defer=None)
+    assert _ready() == 0
+    return batches
+
+
+def test_a_drain_that_keeps_up_keeps_other_drains_away(monkeypatch):
+    """Pushes go on for five flag lifetimes, each pop smaller than DRAIN_POP: the drain sets
+    the flag again at each pop, so no push enqueues a second drain (two drains would split
+    the flow into smaller batches, each paying a batch's fixed cost)."""
+    monkeypatch.setattr(ready, "DRAIN_FLAG_MS", 100)
+    monkeypatch.setattr(ready, "DRAIN_LINGER_SECONDS", 0.03)
+    ready.messages_push([(1, 1)])
+    batches = _drain_while_pushing(seconds=0.5, push=1)
+    assert len(batches) >= 6  # the drain outlived its first flag several times over
+    assert _queued("transactional") == 0
+    assert not _redis().exists(ready.DRAIN_FLAG_KEY)  # gone with the drain
+
+
+def test_a_drain_that_falls_behind_lets_another_start(monkeypatch):
+    """Every pop full (more pushed than a pop takes): the flag is not set again, so once it
+    lapses the next push enqueues a drain to help."""
+    monkeypatch.setattr(ready, "DRAIN_FLAG_MS", 100)
+    monkeypatch.setattr(ready, "DRAIN_POP", 2)
+    ready.messages_push([(1, 1), (1, 2)])
+    _drain_while_pushing(seconds=0.5, push=2)
+    assert _queued("transactional") >= 1
 
 
 def test_a_live_stream_goes_on_the_bulk_path_with_its_stored_template(template, ses):
