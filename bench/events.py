@@ -202,6 +202,12 @@ WRK_LUA = r"""
 local lines, threads, count = {}, {}, 0  -- count: threads set up (main state only)
 for line in io.lines(os.getenv("EVENTS_BENCH_BODIES")) do lines[#lines + 1] = line end
 local auth = os.getenv("EVENTS_BENCH_AUTH")
+-- A pause before each request on a connection (ms), to pace the load below saturation (wrk
+-- calls delay() only when the script defines it).
+local pause = tonumber(os.getenv("EVENTS_BENCH_DELAY_MS") or "0") or 0
+if pause > 0 then
+  function delay() return pause end
+end
 
 function setup(thread)
   thread:set("index", count)
@@ -247,10 +253,13 @@ def post_for(
     seconds: float,
     concurrency: int,
     auth: str | None,
+    delay_ms: float = 0,
 ) -> dict:
     """POST the bodies over and over for `seconds` with wrk (`concurrency` connections): a
     load generator in C, so a Python client's own CPU does not cap what is measured on a
-    small machine. {"ok": 2xx answers, "bad": others, "seconds", "p99_ms"}."""
+    small machine; `delay_ms` before each request on a connection paces it (roughly
+    concurrency × 1000 / delay_ms a second). {"ok": 2xx answers, "bad": others, "seconds",
+    "p99_ms"}."""
     with tempfile.TemporaryDirectory() as tmp:
         bodies_file = Path(tmp) / "bodies.tsv"
         bodies_file.write_bytes(
@@ -269,6 +278,7 @@ def post_for(
                 "EVENTS_BENCH_BODIES": str(bodies_file),
                 "EVENTS_BENCH_AUTH": auth or "",
                 "EVENTS_BENCH_THREADS": str(WRK_THREADS),
+                "EVENTS_BENCH_DELAY_MS": str(delay_ms),
             },
         )
     return {
