@@ -38,6 +38,7 @@ def test_bench_callbacks_with_intake_delivers_every_stored_event_once(tmp_path):
     assert report["delivered"] == report["events_stored"] == report["posts"]
     assert report["missing"] == report["duplicates"] == report["bad_signatures"] == 0
     assert report["intake_failed"] == 0 and report["intake_events_per_s"] > 0
+    assert report["intake_lost"] == 0 and report["repeated_answers"] == 0  # paced, 1,500 bodies
     assert report["probes"] > 0 and 0 < report["lag_p50_s"] <= report["lag_p99_s"]
     assert 0 < report["stored_lag_p50_s"] <= report["stored_lag_p99_s"]
     assert report["cpu_us_per_callback_worker"] > 0
