@@ -39,3 +39,43 @@ def answer_head(reader) -> tuple[bytes, int, dict[str, str]]:
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         if not 100 <= status < 200:
             return version, status, headers
+
+
+class SocketReader:
+    """readline() and read() over a socket's recv, for answer_head and a body: what
+    `sock.makefile("rb")` gives, without making a file object per answer (~6 µs of CPU, as much
+    as reading the head). Bytes past what was asked stay in `buffer` (none on a connection
+    with one request at a time)."""
+
+    __slots__ = ("buffer", "sock")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def readline(self, limit: int = -1) -> bytes:
+        """The next line with its b"\\n", at most `limit` bytes (fewer at the end of the
+        connection)."""
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\n") + 1
+            if end or 0 <= limit <= len(buffer):
+                end = min(end or limit, limit) if limit >= 0 else end
+                self.buffer = buffer[end:]
+                return buffer[:end]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.buffer = b""
+                return buffer
+            buffer += chunk
+
+    def read(self, size: int) -> bytes:
+        """`size` bytes (fewer at the end of the connection)."""
+        buffer = self.buffer
+        while len(buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+        self.buffer = buffer[size:]
+        return buffer[:size]

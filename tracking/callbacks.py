@@ -45,6 +45,7 @@ from campaigns.models import (
 )
 from campaigns.outcomes import outcomes_wanted_set
 from infra.addresses import host_addresses, host_public_addresses
+from infra.http_answers import SocketReader, answer_head
 from infra.redis_client import redis_client
 from infra.tasks import task_enqueue_on_commit
 from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark, Event
@@ -681,12 +682,8 @@ def _post(pool: _Pool, head: bytes, body: bytes) -> Outcome:
     return outcome
 
 
-class _BadAnswer(Exception):
-    """The answer is not HTTP/1.x as this client reads it (named in the row's error)."""
-
-
-# An answer's status line and headers may be this long; a body longer than this is not read
-# (the connection is closed instead of kept).
+# An answer's body is read (so the connection can be kept) only if its Content-Length is at
+# most this; a longer one, or one without a length, is not read: the connection is closed.
 _ANSWER_MAX = 65536
 
 
@@ -695,10 +692,10 @@ def _post_once(
 ) -> tuple[Outcome, bool]:
     """One POST on `connection` (connected here if new: http.client's connect, so TLS and the
     pinned address stay its), written and read by hand: the request in one send, the answer's
-    status line and headers split here. http.client's header checks and its email-package
-    answer parser cost ~60 µs of CPU per POST, more than the rest of a callback's POST; what
-    is sent is ours (headers built from checked values), and what is read is only a status and
-    whether the connection can be kept (a Content-Length body read whole, else closed)."""
+    head by infra.http_answers. http.client's header checks and its email-package answer
+    parser cost ~60 µs of CPU per POST, more than the rest of a callback's POST; what is sent
+    is ours (headers built from checked values), and what is read is only a status and
+    whether the connection can be kept."""
     reused = connection.sock is not None
     try:
         if not reused:
@@ -706,11 +703,11 @@ def _post_once(
         sock = connection.sock
         sock.settimeout(settings.CALLBACK_TIMEOUT_SECONDS)
         sock.sendall(head + body)
-        status, keep = _answer_read(sock)
+        status, keep = _answer_read(SocketReader(sock))
     except TimeoutError:
         connection.close()
         return Outcome(None, "timed out"), reused
-    except (OSError, http.client.HTTPException, _BadAnswer) as err:
+    except (OSError, http.client.HTTPException, ValueError) as err:
         # The exception's text may name the address: the class is enough.
         connection.close()
         return Outcome(None, f"no answer: {type(err).__name__}"), reused
@@ -725,50 +722,20 @@ def _post_once(
     return Outcome(status, f"HTTP {status}"), reused
 
 
-def _answer_read(sock) -> tuple[int, bool]:
-    """(status, whether the connection may be kept) of the answer on `sock`: interim 1xx
-    answers skipped; kept only for HTTP/1.1 with a Content-Length body (read whole, at most
-    _ANSWER_MAX) and no `Connection: close`."""
-    buffer = b""
-    while True:
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > _ANSWER_MAX:
-                raise _BadAnswer
-            chunk = sock.recv(_ANSWER_MAX)
-            if not chunk:
-                raise http.client.RemoteDisconnected
-            buffer += chunk
-        lines = buffer[:end].split(b"\r\n")
-        buffer = buffer[end + 4 :]
-        version, _, rest = lines[0].partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise _BadAnswer
-        status = int(code)
-        if status >= 200 or status == 101:
-            break
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
-    length = headers.get(b"content-length")
+def _answer_read(reader) -> tuple[int, bool]:
+    """(status, whether the connection may be kept) of the answer: kept only for HTTP/1.1 with
+    a Content-Length body (read whole, at most _ANSWER_MAX) and no `Connection: close`."""
+    version, status, headers = answer_head(reader)
+    length = headers.get("content-length", "")
     if (
         version != b"HTTP/1.1"
-        or status == 101
-        or b"close" in headers.get(b"connection", b"")
-        or b"transfer-encoding" in headers
-        or length is None
+        or "close" in headers.get("connection", "").lower()
+        or "transfer-encoding" in headers
         or not length.isdigit()
         or int(length) > _ANSWER_MAX
     ):
         return status, False  # the body is not needed: the connection is closed instead
-    length = int(length)
-    while len(buffer) < length:
-        chunk = sock.recv(_ANSWER_MAX)
-        if not chunk:
-            return status, False
-        buffer += chunk
-    return status, len(buffer) == length
+    return status, len(reader.read(int(length))) == int(length)
 
 
 def _request_head(path: str, host: str, length: int, headers: tuple[tuple[str, str], ...]) -> bytes:
