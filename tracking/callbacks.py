@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import redis
 from django.conf import settings
@@ -572,7 +572,8 @@ def _deliver_rows(
     else:
         pool = _pool(scheme, host, port, addresses[0])
         path = _path(endpoint.url)
-        host_header = host if port in (80, 443) else f"{host}:{port}"
+        name = host.encode("idna").decode() if not host.isascii() else host
+        host_header = name if port in (80, 443) else f"{name}:{port}"
         signing = _signing_secrets(endpoint)
 
         def post(row: Claimed) -> tuple[int, Outcome]:
@@ -598,8 +599,11 @@ def _deliver_rows(
 
 
 def _path(url: str) -> str:
+    """The request target: the URL's path and query, anything outside ASCII percent-encoded
+    as UTF-8 (what is already escaped, and the reserved characters, left as they are)."""
     parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return quote(target, safe="/?#[]@!$&'()*+,;=:%-._~")
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):

@@ -309,6 +309,15 @@ def test_a_deleted_event_posts_nothing(receiver, endpoint):
     assert receiver.requests == []
 
 
+def test_a_path_outside_ascii_is_sent_percent_encoded(receiver):
+    url = receiver.url.replace("/hooks/mailwright?x=1", "/hooks/caf\u00e9%20ok?q=\u00fc&x=1")
+    callbacks.endpoint_create(url=url, event_types=["message.delivered"])
+    EventFactory(delivered=True)
+    run()
+    assert receiver.requests[0]["path"] == "/hooks/caf%C3%A9%20ok?q=%C3%BC&x=1"
+    assert CallbackDelivery.objects.get().status == D.DELIVERED
+
+
 def test_a_kept_connection_that_died_is_replaced_without_a_failure(receiver, endpoint):
     EventFactory(delivered=True)
     run()
