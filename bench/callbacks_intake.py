@@ -329,10 +329,8 @@ def main() -> int:
         web_cpu = cpu_seconds(process_tree(web.pid)) - cpu_before["web"]
         end_backlog, end_pending = counts(beat)
         answered = run["ok"] + len(probes.sent)
-        # Answered but not stored yet (in the Redis buffer, before the flusher).
-        unstored_end = (
-            answered - Event.objects.filter(notification__campaign_id=campaign_id).count()
-        )
+        # Answered but not stored yet: in the Redis buffer, before the flusher.
+        unstored_end = buffered()
         window_samples = list(beat.samples)
         print(f"window {window:.1f} s: {run['ok']:,} answers, backlog {end_backlog:,}, "
               f"outbox pending {end_pending:,}; draining", flush=True)  # fmt: skip
@@ -395,7 +393,7 @@ def main() -> int:
         "backlog_start_at_s": round(start_sample[0], 1),
         "backlog_end": end_backlog,
         "backlog_slope_per_s": round(s, 1) if (s := slope(after_warm)) is not None else None,
-        "unstored_end": max(0, unstored_end),
+        "unstored_end": unstored_end,
         "intake_buffer_slope_per_s": round(buffer_slope, 1) if buffer_slope is not None else None,
         "rate_asked": args.rate or None,
         "outbox_pending_start": start_pending,
