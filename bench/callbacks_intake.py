@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
         "--events",
         type=int,
         default=None,
-        help="distinct signed notifications for wrk (default 2,000 a second of the window, or "
+        help="distinct signed notifications for wrk (default 3,000 a second of the window, or "
         "1.2 × --rate; "
         "past them wrk repeats bodies, which the intake records once: repeated_answers says)",
     )
@@ -250,7 +250,7 @@ def main() -> int:
     from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark, Event
     from tracking.ses_events.buffer import ESP_EVENTS_QUEUE
 
-    n = args.events or max(2000, int(args.seconds * (args.rate * 1.2 if args.rate else 2000)))
+    n = args.events or max(2000, int(args.seconds * (args.rate * 1.2 if args.rate else 3000)))
     probe_n = int(args.seconds / PROBE_INTERVAL) + 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-intake-"))
     key = f"bench-callbacks:{uuid.uuid4().hex[:8]}"
