@@ -63,12 +63,21 @@ bench-tracking: $(BIN)/.installed
 	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/tracking.py --n $(TRACKING_N) --seconds $(TRACKING_SECONDS)
 
-## bench-callbacks: CALLBACKS_N stored events (default 50,000) fanned out and POSTed, signed, to a local receiver by CALLBACKS_WORKERS worker processes (default 4); prints callbacks_per_s
+## bench-callbacks: CALLBACKS_N stored events (default 50,000) fanned out and POSTed, signed, to a local receiver by CALLBACKS_WORKERS worker processes (default 4); prints callbacks_per_s. CALLBACKS_WITH_INTAKE=1: the SES event intake (granian, wrk) and the callbacks together for CALLBACKS_SECONDS (default 60; CALLBACKS_RATE paces the intake): intake events/s, callbacks/s, the backlog's slope, the lag
 CALLBACKS_N ?= 50000
 CALLBACKS_WORKERS ?= 4
+CALLBACKS_WITH_INTAKE ?= 0
+CALLBACKS_SECONDS ?= 60
+CALLBACKS_RATE ?= 0
 bench-callbacks: $(BIN)/.installed
+ifeq ($(CALLBACKS_WITH_INTAKE),1)
+	NEED_WRK=1 PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
+	  $(BIN)/python bench/callbacks_intake.py --seconds $(CALLBACKS_SECONDS) --workers $(CALLBACKS_WORKERS) \
+	    --rate $(CALLBACKS_RATE)
+else
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/with-services.sh \
 	  $(BIN)/python bench/callbacks.py --n $(CALLBACKS_N) --workers $(CALLBACKS_WORKERS)
+endif
 
 ## bench-api: POST /api/v1/messages through granian, the transactional worker and SES, driven by wrk (API_SECONDS of load, default 20; then the same while a campaign to API_CAMPAIGN recipients sends, default 200,000, 0 for none)
 API_SECONDS ?= 20

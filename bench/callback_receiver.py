@@ -1,10 +1,12 @@
 """The callbacks benchmark's receiver: a WSGI app (run by granian) that checks each POST's
-signature as docs/API.md's snippet does and counts, in Redis, posts, distinct event ids and
-bad signatures. A bad signature is answered 401 (so it would never count as delivered)."""
+signature as docs/API.md's snippet does and counts, in Redis, posts, distinct event ids (with
+the time each was first received, for the end-to-end lag) and bad signatures. A bad signature
+is answered 401 (so it would never count as delivered)."""
 
 import hashlib
 import hmac
 import os
+import time
 
 import redis
 
@@ -28,7 +30,9 @@ def application(environ, start_response):
     pipe = _redis.pipeline(transaction=False)
     pipe.incr(f"{PREFIX}:posts")
     if ok:
-        pipe.sadd(f"{PREFIX}:ids", environ.get("HTTP_MAILWRIGHT_EVENT_ID", ""))
+        # The first arrival's wall-clock time per event id (HSETNX: a redelivery keeps it);
+        # the hash's size is the distinct ids received.
+        pipe.hsetnx(f"{PREFIX}:ids", environ.get("HTTP_MAILWRIGHT_EVENT_ID", ""), time.time())
     else:
         pipe.incr(f"{PREFIX}:bad")
     pipe.execute()

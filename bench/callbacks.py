@@ -205,7 +205,7 @@ def main() -> int:
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     posts = int(client.get(f"{key}:posts") or 0)
-    distinct = client.scard(f"{key}:ids")
+    distinct = client.hlen(f"{key}:ids")
     bad = int(client.get(f"{key}:bad") or 0)
     delivered = CallbackDelivery.objects.filter(
         endpoint=endpoint, status=CallbackDelivery.Status.DELIVERED

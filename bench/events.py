@@ -202,6 +202,12 @@ WRK_LUA = r"""
 local lines, threads, count = {}, {}, 0  -- count: threads set up (main state only)
 for line in io.lines(os.getenv("EVENTS_BENCH_BODIES")) do lines[#lines + 1] = line end
 local auth = os.getenv("EVENTS_BENCH_AUTH")
+-- A pause before each request on a connection (ms), to pace the load below saturation (wrk
+-- calls delay() only when the script defines it).
+local pause = tonumber(os.getenv("EVENTS_BENCH_DELAY_MS") or "0") or 0
+if pause > 0 then
+  function delay() return pause end
+end
 
 function setup(thread)
   thread:set("index", count)
@@ -221,20 +227,29 @@ function init(args)
     requests_[#requests_ + 1] = wrk.format("POST", WEBHOOK_PATH, headers, body)
   end
   next_ = 0
+  slice_ = #requests_
+  sent_ = 0
 end
 
 function request()
   next_ = next_ % #requests_ + 1
+  sent_ = sent_ + 1
   return requests_[next_]
 end
 
 function done(summary, latency, requests)
   -- wrk counts an answer with a status above 399 as a status error; the webhook answers
   -- 200 or an error (it never redirects the benchmark's requests).
+  -- distinct: the bodies sent at least once (a thread that ran past its slice repeats it).
   local e = summary.errors
-  io.write(string.format('WRK {"ok": %d, "bad": %d, "duration_us": %d, "p99_us": %d}\n',
+  local distinct = 0
+  for _, thread in ipairs(threads) do
+    distinct = distinct + math.min(thread:get("sent_") or 0, thread:get("slice_") or 0)
+  end
+  io.write(string.format(
+    'WRK {"ok": %d, "bad": %d, "duration_us": %d, "p99_us": %d, "distinct": %d}\n',
     summary.requests - e.status, e.status + e.connect + e.read + e.write + e.timeout,
-    summary.duration, latency:percentile(99)))
+    summary.duration, latency:percentile(99), distinct))
 end
 """
 WRK_THREADS = 2
@@ -247,10 +262,13 @@ def post_for(
     seconds: float,
     concurrency: int,
     auth: str | None,
+    delay_ms: float = 0,
 ) -> dict:
     """POST the bodies over and over for `seconds` with wrk (`concurrency` connections): a
     load generator in C, so a Python client's own CPU does not cap what is measured on a
-    small machine. {"ok": 2xx answers, "bad": others, "seconds", "p99_ms"}."""
+    small machine; `delay_ms` before each request on a connection paces it (roughly
+    concurrency × 1000 / delay_ms a second). {"ok": 2xx answers, "bad": others, "seconds",
+    "p99_ms", "distinct": bodies sent at least once}."""
     with tempfile.TemporaryDirectory() as tmp:
         bodies_file = Path(tmp) / "bodies.tsv"
         bodies_file.write_bytes(
@@ -269,6 +287,7 @@ def post_for(
                 "EVENTS_BENCH_BODIES": str(bodies_file),
                 "EVENTS_BENCH_AUTH": auth or "",
                 "EVENTS_BENCH_THREADS": str(WRK_THREADS),
+                "EVENTS_BENCH_DELAY_MS": str(delay_ms),
             },
         )
     return {
@@ -276,6 +295,7 @@ def post_for(
         "bad": stats["bad"],
         "seconds": stats["duration_us"] / 1e6,
         "p99_ms": round(stats["p99_us"] / 1000, 2),
+        "distinct": stats["distinct"],
     }
 
 

@@ -94,9 +94,9 @@ def create_campaign(n: int, *, ledger: bool = True) -> int:
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"INSERT INTO {Contact._meta.db_table} (email, first_name, last_name, "  # noqa: S608
-                    "attributes, status, created_at, updated_at) "
+                    "attributes, status, time_zone, created_at, updated_at) "
                     "SELECT 'r' || i || '.b' || %s || '@bench.example', '', '', '{}', "
-                    "'active', now(), now() FROM generate_series(1, %s) AS i",
+                    "'active', '', now(), now() FROM generate_series(1, %s) AS i",
                     [tag, n],
                 )
                 cursor.execute(

@@ -33,6 +33,7 @@ from campaigns.ses.base import (
     SesUnreachable,
 )
 from campaigns.ses.boto import BotoSesClient
+from infra.http_answers import answer_head, answer_line
 
 # The HTTP path of each call this client makes (both POSTs of JSON).
 PATHS = {
@@ -319,41 +320,16 @@ def _dropped_by_peer(connection: http.client.HTTPConnection) -> bool:
     return bool(readable)
 
 
-_MAX_LINE = 65536  # as http.client: a longer status or header line is not HTTP
-_MAX_HEADERS = 100  # as http.client
 _MAX_BODY = 16 * 1024 * 1024  # SES's answers are small; a bigger one is not SES
-
-
-def _read_line(reader) -> bytes:
-    line = reader.readline(_MAX_LINE + 1)
-    if not line:
-        raise ConnectionError("the connection closed before the answer was complete")
-    if len(line) > _MAX_LINE or not line.endswith(b"\n"):
-        raise ValueError("an answer line is too long or cut short")
-    return line
 
 
 def _read_response(reader) -> tuple[int, dict[str, str], bytes, bool]:
     """(status, {lower-cased header name: value}, body, whether the server closes the
     connection) of one HTTP/1.1 answer. Read here rather than by http.client, whose header
     parsing goes through the email package's parser, costing about as much as building the
-    50 entries (docs/decisions/0001-lean-ses-client.md). Bodies by Content-Length, chunked,
-    or to the end of the connection; interim 1xx answers are skipped."""
-    while True:
-        version, _, rest = _read_line(reader).partition(b" ")
-        if not version.startswith(b"HTTP/") or not rest[:3].isdigit():
-            raise ValueError("not an HTTP answer")
-        status = int(rest[:3])
-        headers: dict[str, str] = {}
-        lines = 0
-        while (line := _read_line(reader)) not in (b"\r\n", b"\n"):
-            name, colon, value = line.partition(b":")
-            lines += 1
-            if not colon or lines > _MAX_HEADERS:
-                raise ValueError("a header line without a colon, or too many headers")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        if not 100 <= status < 200:
-            break
+    50 entries (docs/decisions/0001-lean-ses-client.md): the head by infra.http_answers, the
+    body by Content-Length, chunked, or to the end of the connection."""
+    version, status, headers = answer_head(reader)
     connection = headers.get("connection", "").lower()
     will_close = "close" in connection or (
         version == b"HTTP/1.0" and "keep-alive" not in connection
@@ -361,13 +337,13 @@ def _read_response(reader) -> tuple[int, dict[str, str], bytes, bool]:
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks = []
         total = 0
-        while size := int(_read_line(reader).split(b";", 1)[0].strip(), 16):
+        while size := int(answer_line(reader).split(b";", 1)[0].strip(), 16):
             total += size
             if total > _MAX_BODY:
                 raise ValueError("an answer too big to be SES's")
             chunks.append(_read_exactly(reader, size))
-            _read_line(reader)  # the CRLF after the chunk
-        while _read_line(reader) not in (b"\r\n", b"\n"):
+            answer_line(reader)  # the CRLF after the chunk
+        while answer_line(reader) not in (b"\r\n", b"\n"):
             pass  # trailers
         return status, headers, b"".join(chunks), will_close
     if "content-length" in headers:

@@ -177,6 +177,34 @@ def test_an_endpoint_failing_for_a_day_is_disabled_with_the_reason(receiver, end
     assert CallbackDelivery.objects.order_by("pk").first().status == D.DELIVERED
 
 
+def test_a_claim_of_answers_and_failures_records_each_and_a_late_answer_moves_nothing(
+    receiver, endpoint, settings
+):
+    settings.CALLBACK_CONCURRENCY = 1  # one thread, so the 500 is the first row's answer
+    receiver.statuses = [500, 201]
+    events = [EventFactory(delivered=True) for _ in range(3)]
+    run()
+    rows = {
+        r.tracking_event_id: r for r in CallbackDelivery.objects.exclude(tracking_event_id=None)
+    }
+    first, second, third = (rows[e.pk] for e in events)
+    assert (first.status, first.last_status, first.last_error) == (D.PENDING, 500, "HTTP 500")
+    assert first.delivered_at is None and first.next_attempt_at > timezone.now()
+    assert (second.status, second.last_status, second.last_error) == (D.DELIVERED, 201, "")
+    assert (third.status, third.last_status) == (D.DELIVERED, 200)
+    assert second.delivered_at is not None
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None  # a claim with a success is not a failing one
+    # An answer recorded for an attempt the row has moved past (its lease ran out and another
+    # worker claimed it again) changes nothing.
+    CallbackDelivery.objects.filter(pk=first.pk).update(attempts=2)
+    claimed = callbacks.Claimed(first.pk, first.event_id, first.event_type, None, None, None, 1,
+                                first.created_at)  # fmt: skip
+    callbacks._record(endpoint, [claimed], {first.pk: callbacks.Outcome(200, "")})
+    first.refresh_from_db()
+    assert (first.status, first.attempts) == (D.PENDING, 2)
+
+
 def test_a_success_clears_the_failing_clock(receiver, endpoint):
     receiver.statuses = [500]
     EventFactory(delivered=True)
@@ -279,6 +307,15 @@ def test_a_deleted_event_posts_nothing(receiver, endpoint):
     Event.objects.filter(pk=event.pk).delete()  # cascades: its delivery goes with it
     run()
     assert receiver.requests == []
+
+
+def test_a_path_outside_ascii_is_sent_percent_encoded(receiver):
+    url = receiver.url.replace("/hooks/mailwright?x=1", "/hooks/caf\u00e9%20ok?q=\u00fc&x=1")
+    callbacks.endpoint_create(url=url, event_types=["message.delivered"])
+    EventFactory(delivered=True)
+    run()
+    assert receiver.requests[0]["path"] == "/hooks/caf%C3%A9%20ok?q=%C3%BC&x=1"
+    assert CallbackDelivery.objects.get().status == D.DELIVERED
 
 
 def test_a_kept_connection_that_died_is_replaced_without_a_failure(receiver, endpoint):
