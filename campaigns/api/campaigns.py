@@ -197,9 +197,7 @@ class CampaignListCreate(ApiView):
             campaigns = campaigns.filter(status=filters["status"])
         page = CursorPage(request, size=filters["limit"])
         rows = page.rows(campaigns)
-        return Response(
-            {"results": CampaignSerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(CampaignSerializer(rows, many=True).data, rows)
 
     @extend_schema(
         operation_id="campaigns_create",

@@ -347,7 +347,7 @@ class ContactsView(ContactApiView):
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(_filtered(query.validated_data))
-        return Response({"results": [contact_out(c) for c in rows], "next": page.next_link(rows)})
+        return page.answer([contact_out(c) for c in rows], rows)
 
     @extend_schema(
         operation_id="contacts_create",

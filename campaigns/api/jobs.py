@@ -429,14 +429,8 @@ class JobListCreate(ApiView):
             campaign_id__in=ids, name__in=SUMMARY_COUNTERS
         ).values_list("campaign_id", "name", "value"):
             counters[job_id][name] = value
-        # The messages list's shape and cursor (campaigns.api.pagination).
-        return Response(
-            {
-                "results": [
-                    job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_
-                ],
-                "next": page.next_link(jobs_),
-            }
+        return page.answer(
+            [job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_], jobs_
         )
 
 

@@ -133,7 +133,7 @@ class ListsView(ApiView):
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(ContactList.objects.all())
-        return Response({"results": lists_out(rows), "next": page.next_link(rows)})
+        return page.answer(lists_out(rows), rows)
 
     @extend_schema(
         operation_id="lists_create",

@@ -203,9 +203,7 @@ class TemplateListCreate(ApiView):
             templates = templates.filter(slug=filters["slug"])
         page = CursorPage(request, size=filters["limit"])
         rows = page.rows(templates)
-        return Response(
-            {"results": TemplateSerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(TemplateSerializer(rows, many=True).data, rows)
 
     @extend_schema(
         operation_id="templates_create",

@@ -252,12 +252,7 @@ class MessageListCreate(ApiView):
             ledger = Notification.objects.filter(status=filters["status"], pk__gte=low, pk__lt=high)
             requests = requests.filter(notification_id__in=ledger.values("pk"))
         rows = page.rows(requests)
-        return Response(
-            {
-                "results": [MessageSerializer(_message(row)).data for row in rows],
-                "next": page.next_link(rows),
-            }
-        )
+        return page.answer([MessageSerializer(_message(row)).data for row in rows], rows)
 
 
 class MessageDetail(ApiView):
