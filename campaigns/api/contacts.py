@@ -552,7 +552,7 @@ class ContactBulkUpsert(ApiView):
             "invalid_count": refused,
             "invalid_rows": problems,
         }
-        return Response(answer)
+        return Response(BulkOut(answer).data)
 
 
 class ContactDetail(ContactApiView):
@@ -737,7 +737,7 @@ class ContactUnsubscribe(ApiView):
             reason=data.validated_data.get("reason", ""),
             **_by(request),
         )
-        return Response({"changed": changed, "contact": contact_out(_contact_or_404(pk))})
+        return Response(ChangedOut({"changed": changed, "contact": _contact_or_404(pk)}).data)
 
 
 class ContactSuppress(ApiView):
@@ -770,4 +770,4 @@ class ContactSuppress(ApiView):
             reason=data.validated_data.get("reason", ""),
             **_by(request),
         )
-        return Response({"changed": changed, "contact": contact_out(_contact_or_404(pk))})
+        return Response(ChangedOut({"changed": changed, "contact": _contact_or_404(pk)}).data)
