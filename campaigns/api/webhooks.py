@@ -311,7 +311,12 @@ class WebhookRotateSecret(ApiView):
         endpoint = _endpoint_or_404(pk)
         secret = callbacks.endpoint_rotate_secret(endpoint)
         return Response(
-            {"secret": secret, "previous_secret_expires_at": endpoint.previous_secret_expires_at}
+            RotatedSerializer(
+                {
+                    "secret": secret,
+                    "previous_secret_expires_at": endpoint.previous_secret_expires_at,
+                }
+            ).data
         )
 
 
