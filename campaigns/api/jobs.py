@@ -685,7 +685,12 @@ def job_summary(
     """A job as GET answers it (JobSerializer; `detail`: JobDetailSerializer, with its refused
     rows), its numbers read by job_figures."""
     job.figures = job_figures(job, request_row, counters)
-    return (JobDetailSerializer if detail else JobSerializer)(job).data
+    return _SUMMARY[detail].to_representation(job)
+
+
+# The serializers of job_summary, made once: one made per call copies its fields (~0.6 ms a
+# call against ~0.07 ms; the admin's job list asks for two summaries a row).
+_SUMMARY = {False: JobSerializer(), True: JobDetailSerializer()}
 
 
 def job_figures(
