@@ -127,9 +127,9 @@ class JobListQuerySerializer(PageQuery):
     """GET /api/v1/jobs's query parameters."""
 
 
-# What the schema (/api/schema/) says a job request and answer are. The views read requests
-# without these (rows are checked by campaigns.jobs): they describe them. Answers are built by
-# these serializers (job_summary).
+# What the schema (/api/schema/) says a job request and answer are. A request is read without
+# its serializers (rows are checked by campaigns.jobs): they describe it. An answer is made by
+# its serializer (job_summary).
 
 
 class JobRowSerializer(serializers.Serializer):
@@ -443,9 +443,9 @@ class JobListCreate(ApiView):
             campaign_id__in=ids, name__in=SUMMARY_COUNTERS
         ).values_list("campaign_id", "name", "value"):
             counters[job_id][name] = value
-        for job in jobs_:
-            job.figures = job_figures(job, requests.get(job.pk), counters[job.pk])
-        return page.answer(JobSerializer(jobs_, many=True).data, jobs_)
+        return page.answer(
+            [job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_], jobs_
+        )
 
 
 class JobDetail(ApiView):
