@@ -197,9 +197,7 @@ class CampaignListCreate(ApiView):
             campaigns = campaigns.filter(status=filters["status"])
         page = CursorPage(request, size=filters["limit"])
         rows = page.rows(campaigns)
-        return Response(
-            {"results": CampaignSerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(CampaignSerializer(rows, many=True).data, rows)
 
     @extend_schema(
         operation_id="campaigns_create",
@@ -567,9 +565,16 @@ class CampaignSchedule(ApiView):
 # -- the report -------------------------------------------------------------------------------
 
 
+class _CappedPart(serializers.IntegerField):
+    """A rate's part, never above its whole (tracking.reports.report.Rate says why)."""
+
+    def get_attribute(self, rate: Rate) -> int:
+        return min(rate.part, rate.whole)
+
+
 class RateSerializer(serializers.Serializer):
     percent = serializers.FloatField(allow_null=True, help_text="null when the whole is 0.")
-    part = serializers.IntegerField()
+    part = _CappedPart()
     whole = serializers.IntegerField()
 
 
@@ -591,18 +596,60 @@ class LinkClicksSerializer(serializers.Serializer):
     human_clicks = serializers.IntegerField()
 
 
+def _series(name: str) -> serializers.ListField:
+    return serializers.ListField(child=serializers.IntegerField(), source=f"series.{name}")
+
+
 class TimelineSerializer(serializers.Serializer):
+    # (In the order the answer has always listed them: the series, then the zone.)
     unit = serializers.ChoiceField(choices=["hour", "day"])
-    time_zone = serializers.CharField()
     labels = serializers.ListField(child=serializers.CharField())
-    opens = serializers.ListField(child=serializers.IntegerField())
-    clicks = serializers.ListField(child=serializers.IntegerField())
-    human_opens = serializers.ListField(child=serializers.IntegerField())
-    human_clicks = serializers.ListField(child=serializers.IntegerField())
+    opens = _series("opens")
+    clicks = _series("clicks")
+    human_opens = _series("human_opens")
+    human_clicks = _series("human_clicks")
+    time_zone = serializers.CharField()
 
 
+class _Named(serializers.DictField):
+    """An object of some of the report's own values, by name (a DictField of `child` in the
+    schema): `names` maps each name to its attribute, or to an (all, human) pair of them
+    for an AllHuman child (None: no human count of that kind)."""
+
+    def __init__(self, names: dict[str, str | tuple[str, str | None]], **kwargs) -> None:
+        self.names = names
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, report: CampaignReport) -> dict:
+        values = {}
+        for name, attribute in self.names.items():
+            if isinstance(attribute, tuple):
+                everyone, human = attribute
+                value = {
+                    "all": getattr(report, everyone),
+                    "human": getattr(report, human) if human else None,
+                }
+            else:
+                value = getattr(report, attribute)
+            values[name] = self.child.to_representation(value)
+        return values
+
+
+def _pairs(*names: str, human: bool = True) -> dict[str, tuple[str, str | None]]:
+    return {name: (name, f"human_{name}" if human else None) for name in names}
+
+
+_DELIVERY = (
+    "sent", "failed", "unknown", "skipped", "delivered", "bounced_hard", "bounced_soft",
+    "complained", "rejected", "delayed", "rendering_failed",
+)  # fmt: skip
+
+
+# A campaign's report as the API answers it: the admin page's object
+# (tracking.reports.report.CampaignReport), numbers only: counts, all vs human, rates, links
+# and the timeline. (A comment: a docstring would be the schema's description.)
 class ReportSerializer(serializers.Serializer):
-    campaign = serializers.IntegerField()
+    campaign = serializers.IntegerField(source="campaign_id")
     status = serializers.ChoiceField(choices=C.choices)
     status_label = serializers.CharField()
     final = serializers.BooleanField(help_text="Its delivery numbers will not change.")
@@ -610,11 +657,25 @@ class ReportSerializer(serializers.Serializer):
     recipients = serializers.IntegerField()
     pending = serializers.IntegerField()
     progress_percent = serializers.IntegerField()
-    delivery = serializers.DictField(child=serializers.IntegerField())
-    engagement = serializers.DictField(child=AllHumanSerializer())
+    delivery = _Named({name: name for name in _DELIVERY}, child=serializers.IntegerField())
+    engagement = _Named(
+        {
+            "opens": ("opens", "human_opens"),
+            "unique_opens": ("unique_opens", "unique_human_opens"),
+            "clicks": ("clicks", "human_clicks"),
+            "unique_clicks": ("unique_clicks", "unique_human_clicks"),
+        },
+        child=AllHumanSerializer(),
+    )
     unsubscribed = serializers.IntegerField()
     rate_basis = serializers.ChoiceField(choices=["delivered", "sent"])
-    rates = serializers.DictField(child=RateAllHumanSerializer())
+    rates = _Named(
+        {
+            **_pairs("open_rate", "click_through_rate", "click_to_open_rate"),
+            **_pairs("unsubscribe_rate", "bounce_rate", "complaint_rate", human=False),
+        },
+        child=RateAllHumanSerializer(),
+    )
     links = LinkClicksSerializer(many=True)
     timeline = TimelineSerializer()
 
@@ -701,76 +762,6 @@ class ReportQuery(StrictSerializer):
         return time_zone_valid(value)
 
 
-def _rate(rate: Rate | None) -> dict | None:
-    if rate is None:
-        return None
-    return {"percent": rate.percent, "part": min(rate.part, rate.whole), "whole": rate.whole}
-
-
-def report_json(report: CampaignReport) -> dict:
-    """The report as the admin's page shows it (tracking.reports.report: the same object),
-    numbers only: counts, all vs human, rates, links and the timeline."""
-    return {
-        "campaign": report.campaign_id,
-        "status": report.status,
-        "status_label": report.status_label,
-        "final": report.final,
-        "summary": report.summary,
-        "recipients": report.recipients,
-        "pending": report.pending,
-        "progress_percent": report.progress_percent,
-        "delivery": {
-            name: getattr(report, name)
-            for name in (
-                "sent",
-                "failed",
-                "unknown",
-                "skipped",
-                "delivered",
-                "bounced_hard",
-                "bounced_soft",
-                "complained",
-                "rejected",
-                "delayed",
-                "rendering_failed",
-            )
-        },  # fmt: skip
-        "engagement": {
-            "opens": {"all": report.opens, "human": report.human_opens},
-            "unique_opens": {"all": report.unique_opens, "human": report.unique_human_opens},
-            "clicks": {"all": report.clicks, "human": report.human_clicks},
-            "unique_clicks": {"all": report.unique_clicks, "human": report.unique_human_clicks},
-        },
-        "unsubscribed": report.unsubscribed,
-        "rate_basis": report.rate_basis,
-        "rates": {
-            "open_rate": {"all": _rate(report.open_rate), "human": _rate(report.human_open_rate)},
-            "click_through_rate": {
-                "all": _rate(report.click_through_rate),
-                "human": _rate(report.human_click_through_rate),
-            },
-            "click_to_open_rate": {
-                "all": _rate(report.click_to_open_rate),
-                "human": _rate(report.human_click_to_open_rate),
-            },
-            "unsubscribe_rate": {"all": _rate(report.unsubscribe_rate), "human": None},
-            "bounce_rate": {"all": _rate(report.bounce_rate), "human": None},
-            "complaint_rate": {"all": _rate(report.complaint_rate), "human": None},
-        },
-        "links": [
-            {
-                "index": link.index,
-                "url": link.url,
-                "clicks": link.clicks,
-                "unique_clicks": link.unique_clicks,
-                "human_clicks": link.human_clicks,
-            }
-            for link in report.links
-        ],
-        "timeline": {**report.timeline.as_json(), "time_zone": report.timeline.time_zone},
-    }
-
-
 class CampaignReportView(ApiView):
     scopes = {"GET": "campaigns:read"}
 
@@ -793,4 +784,5 @@ class CampaignReportView(ApiView):
         query.is_valid(raise_exception=True)
         campaign = _campaign(request, pk)
         zone = zoneinfo.ZoneInfo(query.validated_data.get("time_zone") or "UTC")
-        return Response(report_json(campaign_report(campaign_id=campaign.pk, time_zone=zone)))
+        report = campaign_report(campaign_id=campaign.pk, time_zone=zone)
+        return Response(ReportSerializer(report).data)

@@ -9,7 +9,6 @@ own mode (a test key its test sends', a live key the live ones'); a staff sessio
 """
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework.response import Response
 
 from campaigns.api.base import ApiView
 from campaigns.api.pagination import CursorPage
@@ -87,9 +86,4 @@ class EventList(ApiView):
         window = TYPE_WINDOW if filters.get("type") and not narrowed else None
         page = CursorPage(request, size=filters["limit"], window=window, newest=Event.objects.all())
         rows = page.rows(events)
-        return Response(
-            {
-                "results": EventSerializer(event_steps(rows), many=True).data,
-                "next": page.next_link(rows),
-            }
-        )
+        return page.answer(EventSerializer(event_steps(rows), many=True).data, rows)

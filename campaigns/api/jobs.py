@@ -127,9 +127,9 @@ class JobListQuerySerializer(PageQuery):
     """GET /api/v1/jobs's query parameters."""
 
 
-# What the schema (/api/schema/) says a job request and answer are. The views read and answer
-# without these (rows are checked by campaigns.jobs, answers built by job_summary): they
-# describe them, and the contract tests hold the answers to them.
+# What the schema (/api/schema/) says a job request and answer are. A request is read without
+# its serializers (rows are checked by campaigns.jobs): they describe it. An answer is made by
+# its serializer (job_summary).
 
 
 class JobRowSerializer(serializers.Serializer):
@@ -215,13 +215,16 @@ class JobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Campaign.Status.choices)
     status_reason = serializers.CharField()
-    template = serializers.IntegerField()
-    test = serializers.BooleanField(help_text="Made with a test key (never handed to SES).")
-    rows = serializers.IntegerField()
-    invalid_count = serializers.IntegerField()
-    progress = JobProgressSerializer()
-    counts = JobCountsSerializer()
-    send_at = serializers.DateTimeField(allow_null=True)
+    template = serializers.IntegerField(source="template_id")
+    test = serializers.BooleanField(
+        source="test_mode", help_text="Made with a test key (never handed to SES)."
+    )
+    # A job's numbers, from its counters and its request row (job_summary reads them).
+    rows = serializers.IntegerField(source="figures.rows_total")
+    invalid_count = serializers.IntegerField(source="figures.invalid_count")
+    progress = JobProgressSerializer(source="figures")
+    counts = JobCountsSerializer(source="figures")
+    send_at = serializers.DateTimeField(source="scheduled_at", allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     frozen_at = serializers.DateTimeField(
@@ -230,8 +233,19 @@ class JobSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+class _StoredErrors(serializers.ListSerializer):
+    """Errors as stored (in the one error shape, made by campaigns.jobs), answered as they are."""
+
+    def to_representation(self, data) -> list:
+        return list(data)
+
+
 class JobDetailSerializer(JobSerializer):
-    invalid_rows = ErrorSerializer(many=True, help_text="The refused rows' errors (the first).")
+    invalid_rows = _StoredErrors(
+        child=ErrorSerializer(),
+        source="figures.invalid_rows",
+        help_text="The refused rows' errors (the first).",
+    )
 
 
 class JobAcceptedSerializer(serializers.Serializer):
@@ -405,7 +419,7 @@ class JobListCreate(ApiView):
             "invalid_count": checked.refused_rows,
             "invalid_rows": checked.errors,
         }
-        return Response(answer, status=status.HTTP_202_ACCEPTED)
+        return Response(JobAcceptedSerializer(answer).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="jobs_list",
@@ -429,14 +443,8 @@ class JobListCreate(ApiView):
             campaign_id__in=ids, name__in=SUMMARY_COUNTERS
         ).values_list("campaign_id", "name", "value"):
             counters[job_id][name] = value
-        # The messages list's shape and cursor (campaigns.api.pagination).
-        return Response(
-            {
-                "results": [
-                    job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_
-                ],
-                "next": page.next_link(jobs_),
-            }
+        return page.answer(
+            [job_summary(job, requests.get(job.pk), counters[job.pk]) for job in jobs_], jobs_
         )
 
 
@@ -455,9 +463,7 @@ class JobDetail(ApiView):
     def get(self, request, pk: int):
         job = _job_or_404(request, pk)
         request_row = JobRequest.objects.filter(pk=job.pk).first()
-        answer = job_summary(job, request_row)
-        answer["invalid_rows"] = request_row.invalid_rows if request_row else []
-        return Response(answer)
+        return Response(job_summary(job, request_row, detail=True))
 
 
 class JobCancel(ApiView):
@@ -670,10 +676,28 @@ SUMMARY_COUNTERS = (
 
 
 def job_summary(
+    job: Campaign,
+    request_row: JobRequest | None,
+    counters: dict[str, int] | None = None,
+    *,
+    detail: bool = False,
+) -> dict:
+    """A job as GET answers it (JobSerializer; `detail`: JobDetailSerializer, with its refused
+    rows), its numbers read by job_figures."""
+    job.figures = job_figures(job, request_row, counters)
+    return _SUMMARY[detail].to_representation(job)
+
+
+# The serializers of job_summary, made once: one made per call copies its fields (~0.6 ms a
+# call against ~0.07 ms; the admin's job list asks for two summaries a row).
+_SUMMARY = {False: JobSerializer(), True: JobDetailSerializer()}
+
+
+def job_figures(
     job: Campaign, request_row: JobRequest | None, counters: dict[str, int] | None = None
 ) -> dict:
-    """A job as GET answers it: its status, counts by message status (its counters: one
-    indexed read, whatever its size; the list reads a page's at once), progress and times."""
+    """A job's numbers, as JobSerializer reads them: counts by message status (its counters:
+    one indexed read, whatever its size; the list reads a page's at once) and progress."""
     if counters is None:
         counters = dict(
             CampaignCounter.objects.filter(
@@ -681,45 +705,23 @@ def job_summary(
             ).values_list("name", "value")
         )
     total = request_row.total_rows if request_row else job.recipient_count
-    created = total if job.frozen_at else min(job.recipient_count, total)
     answered = sum(counters.get(name, 0) for name in HANDED_OFF)
-    sent = counters.get(CounterName.SENT, 0)
-    field = serializers.DateTimeField()
-
-    def when(value):
-        return field.to_representation(value) if value else None
-
     return {
-        "id": job.pk,
-        "status": job.status,
-        "status_reason": job.status_reason,
-        "template": job.template_id,
-        "test": job.test_mode,
-        "rows": total,
+        "rows_total": total,
+        "total": total,
+        "rows_created": total if job.frozen_at else min(job.recipient_count, total),
+        "answered": answered,
         "invalid_count": request_row.invalid_count if request_row else 0,
-        "progress": {
-            "rows_created": created,
-            "rows_total": total,
-            "sent": sent,
-            "answered": answered,
-            "total": total,
-        },
-        "counts": {
-            # Not handed to SES yet (including rows not created yet).
-            "pending": max(total - answered, 0),
-            "sent": sent,
-            "failed": counters.get(CounterName.FAILED, 0),
-            "unknown": counters.get(CounterName.UNKNOWN, 0),
-            "skipped": counters.get(CounterName.SKIPPED, 0),
-            # What SES reported since (each also counted in `sent`).
-            "delivered": counters.get(CounterName.DELIVERED, 0),
-            "bounced": counters.get(CounterName.BOUNCED_HARD, 0),
-            "complained": counters.get(CounterName.COMPLAINED, 0),
-            "rejected": counters.get(CounterName.REJECTED, 0),
-        },
-        "send_at": when(job.scheduled_at),
-        "created_at": when(job.created_at),
-        "started_at": when(job.started_at),
-        "frozen_at": when(job.frozen_at),
-        "finished_at": when(job.finished_at),
+        "invalid_rows": request_row.invalid_rows if request_row else [],
+        # Not handed to SES yet (including rows not created yet).
+        "pending": max(total - answered, 0),
+        "sent": counters.get(CounterName.SENT, 0),
+        "failed": counters.get(CounterName.FAILED, 0),
+        "unknown": counters.get(CounterName.UNKNOWN, 0),
+        "skipped": counters.get(CounterName.SKIPPED, 0),
+        # What SES reported since (each also counted in `sent`).
+        "delivered": counters.get(CounterName.DELIVERED, 0),
+        "bounced": counters.get(CounterName.BOUNCED_HARD, 0),
+        "complained": counters.get(CounterName.COMPLAINED, 0),
+        "rejected": counters.get(CounterName.REJECTED, 0),
     }

@@ -10,6 +10,7 @@ import re
 from django.db.models import QuerySet
 from rest_framework import serializers, status
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from campaigns.api.base import MAX_ID
 from campaigns.api.errors import ApiError
@@ -124,3 +125,8 @@ class CursorPage:
         last = self.resume_at if self.resume_at is not None else getattr(rows[-1], self.key)
         params["cursor"] = cursor_encode(last)
         return self.request.build_absolute_uri(f"{self.request.path}?{params.urlencode()}")
+
+    def answer(self, results: list, rows: list) -> Response:
+        """Every list's answer, `{"results": …, "next": …}`: `results` are `rows` as the list's
+        serializer answers them (the rows themselves give the next page's cursor)."""
+        return Response({"results": results, "next": self.next_link(rows)})

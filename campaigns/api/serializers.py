@@ -291,10 +291,6 @@ class MessageSerializer(serializers.Serializer):
         return serializers.DateTimeField().to_representation(request.send_at)
 
 
-# The answers below are built by the views as dicts; these serializers describe them for the
-# schema (/api/schema/), and the contract tests check every answer against it.
-
-
 class MessageAcceptedSerializer(serializers.Serializer):
     """POST /api/v1/messages's 202: the message is stored and will be sent once."""
 
@@ -322,7 +318,12 @@ class TimestampsField(serializers.DictField):
 class MessageDetailSerializer(MessageSerializer):
     """GET /api/v1/messages/{id}: the message, its address and its journey."""
 
-    to = serializers.CharField(help_text="The address it was sent to.")
-    timestamps = TimestampsField()
-    events = EventSerializer(many=True, help_text="In time order, the first 200.")
-    events_not_shown = serializers.IntegerField(help_text="The events after the first 200.")
+    to = serializers.CharField(source="contact.email", help_text="The address it was sent to.")
+    # (`journey`: what MessageDetail read of the message's events.)
+    timestamps = TimestampsField(source="journey.timestamps")
+    events = EventSerializer(
+        many=True, source="journey.events", help_text="In time order, the first 200."
+    )
+    events_not_shown = serializers.IntegerField(
+        source="journey.events_not_shown", help_text="The events after the first 200."
+    )

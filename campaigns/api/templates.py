@@ -238,9 +238,7 @@ class TemplateListCreate(ApiView):
         filters = query.validated_data
         page = CursorPage(request, size=filters["limit"])
         rows = page.rows(templates_filtered(filters))
-        return Response(
-            {"results": TemplateSerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(TemplateSerializer(rows, many=True).data, rows)
 
     @extend_schema(
         operation_id="templates_create",

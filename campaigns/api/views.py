@@ -16,7 +16,6 @@ from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage
 from campaigns.api.schema import errors, paginated
 from campaigns.api.serializers import (
-    EventSerializer,
     MessageAcceptedSerializer,
     MessageCreateSerializer,
     MessageDetailSerializer,
@@ -134,6 +133,11 @@ def message_post(request) -> Response:
     )
 
 
+# The 202's serializer, made once: a serializer made per request copies its fields (~0.11 ms
+# a request, against ~6 µs for to_representation alone; the whole POST is ~2.5 ms).
+_ACCEPTED = MessageAcceptedSerializer()
+
+
 def _message_create(request, record: tuple | None) -> Response:
     """Writes in one statement (message_create), with the idempotency record when `record`
     (api key, key, request hash) is given; raising writes nothing."""
@@ -166,7 +170,9 @@ def _message_create(request, record: tuple | None) -> Response:
         raise ApiError(refused.status, refused.code, refused.message, refused.field) from None
     # Answered once the message's statement (or idempotent_response's transaction) has
     # committed: 202 means durable.
-    return Response({"id": message.pk, **answer}, status=status.HTTP_202_ACCEPTED)
+    return Response(
+        _ACCEPTED.to_representation({"id": message.pk, **answer}), status=status.HTTP_202_ACCEPTED
+    )
 
 
 class MessageListCreate(ApiView):
@@ -252,12 +258,7 @@ class MessageListCreate(ApiView):
             ledger = Notification.objects.filter(status=filters["status"], pk__gte=low, pk__lt=high)
             requests = requests.filter(notification_id__in=ledger.values("pk"))
         rows = page.rows(requests)
-        return Response(
-            {
-                "results": [MessageSerializer(_message(row)).data for row in rows],
-                "next": page.next_link(rows),
-            }
-        )
+        return page.answer(MessageSerializer([_message(row) for row in rows], many=True).data, rows)
 
 
 class MessageDetail(ApiView):
@@ -323,13 +324,14 @@ class MessageDetail(ApiView):
         firsts: dict[str, object] = {}
         for step in events:
             firsts.setdefault(step.what, step.at)
-        answer = MessageSerializer(message).data
-        answer["to"] = message.contact.email
-        answer["timestamps"] = {
-            "created": message.created_at,
-            "status_changed": message.updated_at,
-            **firsts,  # the first of each kind of event: "delivered", "opened"…
+        # What MessageDetailSerializer reads besides the message's own fields.
+        message.journey = {
+            "timestamps": {
+                "created": message.created_at,
+                "status_changed": message.updated_at,
+                **firsts,  # the first of each kind of event: "delivered", "opened"…
+            },
+            "events": events,
+            "events_not_shown": journey.events_not_shown,
         }
-        answer["events"] = EventSerializer(events, many=True).data
-        answer["events_not_shown"] = journey.events_not_shown
-        return Response(answer)
+        return Response(MessageDetailSerializer(message).data)

@@ -182,9 +182,7 @@ class WebhookListCreate(ApiView):
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(CallbackEndpoint.objects.all())
-        return Response(
-            {"results": WebhookSerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(WebhookSerializer(rows, many=True).data, rows)
 
     @extend_schema(
         operation_id="webhooks_create",
@@ -313,7 +311,12 @@ class WebhookRotateSecret(ApiView):
         endpoint = _endpoint_or_404(pk)
         secret = callbacks.endpoint_rotate_secret(endpoint)
         return Response(
-            {"secret": secret, "previous_secret_expires_at": endpoint.previous_secret_expires_at}
+            RotatedSerializer(
+                {
+                    "secret": secret,
+                    "previous_secret_expires_at": endpoint.previous_secret_expires_at,
+                }
+            ).data
         )
 
 
@@ -363,6 +366,4 @@ class WebhookDeliveries(ApiView):
             deliveries = deliveries.filter(status=query.validated_data["status"])
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(deliveries)
-        return Response(
-            {"results": DeliverySerializer(rows, many=True).data, "next": page.next_link(rows)}
-        )
+        return page.answer(DeliverySerializer(rows, many=True).data, rows)
