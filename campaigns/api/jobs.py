@@ -33,6 +33,7 @@ from campaigns.api.serializers import (
     PersonalisationField,
     StrictSerializer,
     TemplateRef,
+    TextField,
 )
 from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
@@ -135,7 +136,7 @@ class JobListQuerySerializer(PageQuery):
 class JobRowSerializer(serializers.Serializer):
     to = AddressField()
     personalisation = PersonalisationField(required=False)
-    reference = serializers.CharField(
+    reference = TextField(
         max_length=jobs.REFERENCE_MAX, required=False, allow_null=True, allow_blank=True
     )
 
@@ -165,7 +166,7 @@ class _UploadField(serializers.FileField):
 class JobCreateUploadSerializer(serializers.Serializer):
     """A job as a CSV file uploaded in a form (multipart)."""
 
-    template = serializers.CharField(help_text="The template's id or slug.")
+    template = TextField(help_text="The template's id or slug.")
     file = _UploadField(
         help_text="CSV: the first line names the columns: email (or to), reference, and "
         "personalisation fields (docs/API.md#bulk-jobs)."
