@@ -124,8 +124,8 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
     return idempotent_response(request, work, fingerprint=fingerprint)
 
 
-class JobListQuerySerializer(PageQuery):
-    """GET /api/v1/jobs's query parameters."""
+class JobListQuerySerializer(PageQuery, StrictSerializer):
+    """GET /api/v1/jobs's query parameters (an unknown one is refused)."""
 
 
 # What the schema (/api/schema/) says a job request and answer are. The views read and answer

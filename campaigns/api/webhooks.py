@@ -94,7 +94,11 @@ class DeliveryListSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class DeliveryQuerySerializer(PageQuery):
+class WebhookListQuery(PageQuery, StrictSerializer):
+    """GET /api/v1/webhooks's query parameters: a page's (an unknown one is refused)."""
+
+
+class DeliveryQuerySerializer(PageQuery, StrictSerializer):
     status = serializers.ChoiceField(choices=CallbackDelivery.Status.choices, required=False)
 
 
@@ -176,7 +180,7 @@ class WebhookListCreate(ApiView):
         examples=[answer_example("A page", {"results": [_WEBHOOK], "next": None})],
     )
     def get(self, request):
-        query = PageQuery(data=request.query_params)
+        query = WebhookListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(CallbackEndpoint.objects.all())
