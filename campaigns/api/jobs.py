@@ -175,6 +175,12 @@ class JobCreateUploadSerializer(serializers.Serializer):
     skip_invalid_rows = serializers.BooleanField(required=False, default=False)
 
 
+# The JSON example's rows as a CSV file (an empty cell: no reference).
+_EXAMPLE_CSV = (
+    "email,reference,first_name,month\n"
+    "ada@example.com,acct-17,Ada,May\n"
+    "grace@example.com,,Grace,May\n"
+)
 # A text/csv body's other fields, in the query string.
 _CSV_QUERY = [
     OpenApiParameter(
@@ -182,6 +188,7 @@ _CSV_QUERY = [
         str,
         description="For a text/csv body only (JSON and forms carry it in the body): the "
         "template's id or slug.",
+        examples=[OpenApiExample("A slug", value="statement")],
     ),
     OpenApiParameter("send_at", OpenApiTypes.DATETIME, description="For a text/csv body only."),
     OpenApiParameter("skip_invalid_rows", bool, description="For a text/csv body only."),
@@ -340,6 +347,18 @@ class JobListCreate(ApiView):
                         },
                     ],
                 },
+            ),
+            OpenApiExample(
+                "Two rows in a CSV body",
+                request_only=True,
+                media_type="text/csv",
+                value=_EXAMPLE_CSV,
+            ),
+            OpenApiExample(
+                "Two rows in an uploaded CSV file",
+                request_only=True,
+                media_type="multipart/form-data",
+                value={"template": "statement", "file": _EXAMPLE_CSV},
             ),
             OpenApiExample(
                 "Accepted",
