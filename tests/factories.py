@@ -4,6 +4,7 @@
 import factory
 from django.utils import timezone
 
+from campaigns.counters import counters_add
 from campaigns.models import (
     Campaign,
     CampaignLink,
@@ -128,3 +129,37 @@ def list_with_contacts(n: int, **contact_kwargs) -> ContactList:
         [Membership(contact_list=contact_list, contact=c) for c in contacts]
     )
     return contact_list
+
+
+def sent_campaign(recipients: int = 1000, links: int = 2) -> Campaign:
+    """A sent campaign to `recipients` with `links` tracked links (https://example.com/<index>),
+    no counter yet."""
+    campaign = CampaignFactory(status=Campaign.Status.SENT, recipient_count=recipients)
+    for index in range(links):
+        CampaignLinkFactory(campaign=campaign, index=index, url=f"https://example.com/{index}")
+    return campaign
+
+
+# A sent campaign's counters as a realistic run of 1,000 recipients leaves them: deliveries,
+# bounces, opens and clicks (all and human), per link and per hour.
+REPORT_COUNTERS = {
+    "sent": 900, "failed": 10, "unknown": 5, "skipped": 25,
+    "delivered": 800, "bounced_hard": 30, "bounced_soft": 20, "complained": 2, "rejected": 1,
+    "delayed": 7, "rendering_failed": 0,
+    "opens": 700, "unique_opens": 400, "human_opens": 300, "unique_human_opens": 200,
+    "clicks": 150, "unique_clicks": 100, "human_clicks": 90, "unique_human_clicks": 50,
+    "unsubscribed": 8,
+    "link:0:clicks": 120, "link:0:unique_clicks": 80, "link:0:human_clicks": 70,
+    "link:1:clicks": 30, "link:1:unique_clicks": 25, "link:1:human_clicks": 20,
+    "opens@2026-03-01T09": 500, "human_opens@2026-03-01T09": 200,
+    "opens@2026-03-01T12": 200, "human_opens@2026-03-01T12": 100,
+    "clicks@2026-03-01T10": 150, "human_clicks@2026-03-01T10": 90,
+}  # fmt: skip
+
+
+def campaign_with_opens_and_clicks(**counters: int) -> Campaign:
+    """sent_campaign() with REPORT_COUNTERS (`counters` replace some of them): what a report
+    test reads."""
+    campaign = sent_campaign()
+    counters_add(campaign_id=campaign.pk, deltas={**REPORT_COUNTERS, **counters})
+    return campaign

@@ -21,6 +21,7 @@ import hmac
 import http.client
 import json
 import logging
+import re
 import secrets
 import ssl
 import threading
@@ -119,6 +120,14 @@ class TargetRefused(Exception):
     """The URL is not one callbacks may go to (scheme, credentials, a private address)."""
 
 
+class HostUnresolved(TargetRefused):
+    """The URL's host name does not resolve (now): refused by a delivery, not by a save."""
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
 # --- endpoints: made, rotated, enabled (the admin and the API both call these) -------------
 
 
@@ -130,9 +139,40 @@ def callback_url_check(url: str) -> str:
     """`url` if callbacks may go there, else TargetRefused with the reason (for people): http or
     https, a host, no credentials, and every address the host has public unless
     CALLBACK_ALLOW_PRIVATE_TARGETS. Checked when an endpoint is saved and again before each
-    batch of posts (a name can resolve elsewhere later: DNS rebinding)."""
-    _target_addresses(url)
+    batch of posts (a name can resolve elsewhere later: DNS rebinding).
+
+    A well-formed public host name that does not resolve when it is saved is accepted: an
+    integrator may register the endpoint before its DNS is live, and a lookup may fail for a
+    moment. Nothing is posted to it until it resolves to public addresses (each delivery checks
+    and connects to the very address it checked; until then its deliveries are retried, the log
+    saying why), so accepting the name gives a target nothing the check at delivery refuses."""
+    try:
+        _target_addresses(url)
+    except HostUnresolved as unresolved:
+        if not _public_host_name(unresolved.host):
+            raise TargetRefused("The URL's host is not a valid public host name.") from None
     return url
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _public_host_name(host: str) -> bool:
+    """A name DNS could answer for on the internet: labels of letters, digits and hyphens
+    (after IDNA), at least two (one where private targets are allowed: a service's name on a
+    shared network), the last not all digits (a mistyped address, 10.0.0.999, is no name),
+    253 characters at most."""
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return False
+    labels = ascii_host.split(".")
+    return (
+        len(ascii_host) <= 253
+        and len(labels) >= (1 if settings.CALLBACKS_ALLOW_PRIVATE_TARGETS else 2)
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
 
 
 def _target_addresses(url: str) -> tuple[str, str, int, list[str]]:
@@ -160,7 +200,7 @@ def _target_addresses(url: str) -> tuple[str, str, int, list[str]]:
                 "The host resolves to a private, loopback or link-local address: "
                 "callbacks go to public addresses only."
             )
-        raise TargetRefused("The host does not resolve.")
+        raise HostUnresolved("The host does not resolve.", parts.hostname)
     return parts.scheme, parts.hostname, port, addresses
 
 

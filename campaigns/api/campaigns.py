@@ -27,8 +27,8 @@ from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
-from campaigns.api.serializers import StrictSerializer, TemplateRef
-from campaigns.api.templates import TextField, page_serializer
+from campaigns.api.serializers import StrictSerializer, TemplateRef, TextField, form_text
+from campaigns.api.templates import page_serializer
 from campaigns.api.views import template_lookup
 from campaigns.forms import CampaignForm
 from campaigns.models import ApiKey, Campaign
@@ -136,7 +136,7 @@ def _answer(campaign_id: int, code: int = status.HTTP_200_OK) -> Response:
 
 # Types only: the values' rules (required, lengths, the sender's address) are the admin
 # form's, answered 422.
-_text = TextField
+_text = form_text
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
@@ -334,13 +334,13 @@ class ScheduleSerializer(StrictSerializer):
         help_text="When to send, ISO 8601 with an offset (without one: UTC). Give this or "
         "local_time.",
     )
-    local_time = serializers.CharField(
+    local_time = TextField(
         required=False,
         max_length=32,
         help_text="A wall-clock time without an offset (2030-01-31T09:00): each contact gets "
         "it at this time in their own time zone, in waves. Give this or send_at.",
     )
-    time_zone = serializers.CharField(
+    time_zone = TextField(
         required=False,
         max_length=64,
         help_text="With local_time: the IANA zone of contacts without one (default: the "

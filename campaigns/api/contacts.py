@@ -35,7 +35,7 @@ from campaigns.api.idempotency import idempotent_response
 from campaigns.api.jobs import JobJsonParser
 from campaigns.api.pagination import PAGE_SIZE_MAX, CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
-from campaigns.api.serializers import StrictSerializer
+from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.contact_upsert import contacts_upsert
 from campaigns.erased import status_for_new_address
 from campaigns.models import ApiKey, Contact, ContactList, CustomField, Membership
@@ -88,9 +88,9 @@ class ContactBody(StrictSerializer):
     """A contact's fields (for the schema: the view checks them with contact_rows)."""
 
     email = serializers.EmailField()
-    first_name = serializers.CharField(required=False, max_length=100)
-    last_name = serializers.CharField(required=False, max_length=100)
-    time_zone = serializers.CharField(required=False, help_text="An IANA name: Europe/Paris.")
+    first_name = TextField(required=False, max_length=100)
+    last_name = TextField(required=False, max_length=100)
+    time_zone = TextField(required=False, help_text="An IANA name: Europe/Paris.")
     attributes = serializers.DictField(
         required=False, help_text="Custom fields: text, numbers, yes/no (true/false), dates."
     )
@@ -101,9 +101,9 @@ class ContactBody(StrictSerializer):
 
 class ContactPatch(StrictSerializer):
     email = serializers.EmailField(required=False)
-    first_name = serializers.CharField(required=False, allow_blank=True)
-    last_name = serializers.CharField(required=False, allow_blank=True)
-    time_zone = serializers.CharField(required=False, allow_blank=True)
+    first_name = TextField(required=False, allow_blank=True)
+    last_name = TextField(required=False, allow_blank=True)
+    time_zone = TextField(required=False, allow_blank=True)
     attributes = serializers.DictField(
         required=False, help_text="Merged key by key; a null value removes the field."
     )
@@ -128,12 +128,12 @@ class UnsubscribeIn(StrictSerializer):
     list = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_ID, help_text="Omit: from all mail."
     )
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    reason = TextField(required=False, allow_blank=True, max_length=1000)
 
 
 class SuppressIn(StrictSerializer):
     status = serializers.ChoiceField(choices=[S.BOUNCED, S.COMPLAINED])
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    reason = TextField(required=False, allow_blank=True, max_length=1000)
 
 
 class ChangedOut(serializers.Serializer):

@@ -33,6 +33,7 @@ from campaigns.api.serializers import (
     PersonalisationField,
     StrictSerializer,
     TemplateRef,
+    TextField,
 )
 from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
@@ -123,8 +124,8 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
     return idempotent_response(request, work, fingerprint=fingerprint)
 
 
-class JobListQuerySerializer(PageQuery):
-    """GET /api/v1/jobs's query parameters."""
+class JobListQuerySerializer(PageQuery, StrictSerializer):
+    """GET /api/v1/jobs's query parameters (an unknown one is refused)."""
 
 
 # What the schema (/api/schema/) says a job request and answer are. A request is read without
@@ -135,7 +136,7 @@ class JobListQuerySerializer(PageQuery):
 class JobRowSerializer(serializers.Serializer):
     to = AddressField()
     personalisation = PersonalisationField(required=False)
-    reference = serializers.CharField(
+    reference = TextField(
         max_length=jobs.REFERENCE_MAX, required=False, allow_null=True, allow_blank=True
     )
 
@@ -165,7 +166,7 @@ class _UploadField(serializers.FileField):
 class JobCreateUploadSerializer(serializers.Serializer):
     """A job as a CSV file uploaded in a form (multipart)."""
 
-    template = serializers.CharField(help_text="The template's id or slug.")
+    template = TextField(help_text="The template's id or slug.")
     file = _UploadField(
         help_text="CSV: the first line names the columns: email (or to), reference, and "
         "personalisation fields (docs/API.md#bulk-jobs)."
@@ -174,6 +175,12 @@ class JobCreateUploadSerializer(serializers.Serializer):
     skip_invalid_rows = serializers.BooleanField(required=False, default=False)
 
 
+# The JSON example's rows as a CSV file (an empty cell: no reference).
+_EXAMPLE_CSV = (
+    "email,reference,first_name,month\n"
+    "ada@example.com,acct-17,Ada,May\n"
+    "grace@example.com,,Grace,May\n"
+)
 # A text/csv body's other fields, in the query string.
 _CSV_QUERY = [
     OpenApiParameter(
@@ -181,6 +188,7 @@ _CSV_QUERY = [
         str,
         description="For a text/csv body only (JSON and forms carry it in the body): the "
         "template's id or slug.",
+        examples=[OpenApiExample("A slug", value="statement")],
     ),
     OpenApiParameter("send_at", OpenApiTypes.DATETIME, description="For a text/csv body only."),
     OpenApiParameter("skip_invalid_rows", bool, description="For a text/csv body only."),
@@ -353,6 +361,18 @@ class JobListCreate(ApiView):
                         },
                     ],
                 },
+            ),
+            OpenApiExample(
+                "Two rows in a CSV body",
+                request_only=True,
+                media_type="text/csv",
+                value=_EXAMPLE_CSV,
+            ),
+            OpenApiExample(
+                "Two rows in an uploaded CSV file",
+                request_only=True,
+                media_type="multipart/form-data",
+                value={"template": "statement", "file": _EXAMPLE_CSV},
             ),
             OpenApiExample(
                 "Accepted",

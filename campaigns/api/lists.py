@@ -14,14 +14,14 @@ from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
-from campaigns.api.serializers import StrictSerializer
+from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.contact_fields import contact_text_check
 from campaigns.models import ContactList
 
 
 class ListIn(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    name = TextField(max_length=200)
+    description = TextField(required=False, allow_blank=True, max_length=10_000)
 
     def validate_name(self, value: str) -> str:
         return _text(value, "name")
@@ -42,7 +42,7 @@ def _text(value: str, label: str, *, lines: bool = False) -> str:
 
 
 class ListPatch(ListIn):
-    name = serializers.CharField(max_length=200, required=False)
+    name = TextField(max_length=200, required=False)
 
 
 class CountsOut(serializers.Serializer):

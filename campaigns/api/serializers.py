@@ -47,6 +47,26 @@ def _known_check(data: dict, known) -> None:
         )
 
 
+class TextField(serializers.CharField):
+    """Text, and only text: DRF's CharField takes a number as its digits (`{"name": 0}` would
+    be saved as "0"), where the schema says a string. Every input field that holds text is one
+    of these; its other arguments are CharField's (max_length, allow_blank, required…)."""
+
+    default_error_messages = {"invalid": "Give text (a JSON string)."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def form_text(**kwargs) -> TextField:
+    """A text field whose values' rules (required, length, trimming) are a Django form's (the
+    admin's), answered 422 in the form's words: the field checks the type only, and trims
+    nothing (the form trims as the admin does)."""
+    return TextField(required=False, allow_blank=True, trim_whitespace=False, **kwargs)
+
+
 @extend_schema_field(
     {
         "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1}],
@@ -114,7 +134,7 @@ _MESSAGE_FIELDS: dict[str, serializers.Field] = {
     "to": AddressField(required=False),
     "contact": serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False),
     "personalisation": PersonalisationField(required=False, default=dict),
-    "reference": serializers.CharField(max_length=200, required=False, default=""),
+    "reference": TextField(max_length=200, required=False, default=""),
     "send_at": serializers.DateTimeField(required=False, allow_null=True, default=None),
 }
 

@@ -17,7 +17,7 @@ from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
-from campaigns.api.serializers import StrictSerializer
+from campaigns.api.serializers import StrictSerializer, form_text
 from campaigns.messages import message_preview
 from campaigns.models import Campaign
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
@@ -45,24 +45,7 @@ class TemplateSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-class TextField(serializers.CharField):
-    """Text, and only text (DRF's CharField takes a number as its digits). Types only: every
-    rule on the values (required, length, uniqueness, the language) is the admin form's,
-    answered 422; nothing trimmed here, the form trims as the admin does."""
-
-    default_error_messages = {"invalid": "Give text (a JSON string)."}
-
-    def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("required", False)
-        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-_text = TextField
+_text = form_text
 
 
 def page_serializer(item: type[serializers.Serializer], name: str) -> serializers.Serializer:

@@ -17,7 +17,7 @@ from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors
-from campaigns.api.serializers import StrictSerializer
+from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.models import ApiKey
 from tracking import callbacks
 from tracking.models import CallbackDelivery, CallbackEndpoint
@@ -27,22 +27,20 @@ WEBHOOK_MAX_BODY_BYTES = 64 * 1024
 
 
 class EventTypesField(serializers.ListField):
-    child = serializers.CharField(max_length=40)
+    child = TextField(max_length=40)
     max_length = 20
 
 
 class WebhookCreateSerializer(StrictSerializer):
-    url = serializers.CharField(max_length=2000, help_text="https:// (or http://), public host.")
+    url = TextField(max_length=2000, help_text="https:// (or http://), public host.")
     event_types = EventTypesField(help_text='Event types wanted, e.g. ["message.bounced"].')
-    description = serializers.CharField(
-        max_length=200, required=False, default="", allow_blank=True
-    )
+    description = TextField(max_length=200, required=False, default="", allow_blank=True)
 
 
 class WebhookUpdateSerializer(StrictSerializer):
-    url = serializers.CharField(max_length=2000, required=False)
+    url = TextField(max_length=2000, required=False)
     event_types = EventTypesField(required=False)
-    description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = TextField(max_length=200, required=False, allow_blank=True)
     enabled = serializers.BooleanField(
         required=False, help_text="false disables it; true enables it again (after a failure)."
     )
@@ -96,7 +94,11 @@ class DeliveryListSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class DeliveryQuerySerializer(PageQuery):
+class WebhookListQuery(PageQuery, StrictSerializer):
+    """GET /api/v1/webhooks's query parameters: a page's (an unknown one is refused)."""
+
+
+class DeliveryQuerySerializer(PageQuery, StrictSerializer):
     status = serializers.ChoiceField(choices=CallbackDelivery.Status.choices, required=False)
 
 
@@ -178,7 +180,7 @@ class WebhookListCreate(ApiView):
         examples=[answer_example("A page", {"results": [_WEBHOOK], "next": None})],
     )
     def get(self, request):
-        query = PageQuery(data=request.query_params)
+        query = WebhookListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         page = CursorPage(request, size=query.validated_data["limit"])
         rows = page.rows(CallbackEndpoint.objects.all())

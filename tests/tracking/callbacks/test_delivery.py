@@ -275,6 +275,12 @@ def test_logs_carry_no_address_url_or_body(receiver, endpoint, caplog):
         "http://user:pass@example.com/hook",
         "http://exa mple.com/hook",
         "http://example.com\r\nX: y/hook",
+        # Names no DNS could answer for, refused at once whether or not a resolver is here.
+        "https://hooks/mailwright",
+        "https://crm..example.com/hook",
+        "https://crm_1.example.com/hook",
+        "https://10.0.0.999/hook",
+        "https://-crm.example.com/hook",
     ],
 )
 def test_private_and_odd_targets_are_refused(url, settings):
@@ -299,6 +305,23 @@ def test_a_name_that_resolves_to_loopback_later_is_refused_at_delivery(
     row = CallbackDelivery.objects.get()
     assert row.status == D.PENDING and row.last_error.startswith("refused")
     assert receiver.requests == []
+
+
+def test_a_name_that_does_not_resolve_yet_is_saved_and_its_deliveries_wait(settings):
+    """An integrator's DNS may not be live yet (or a lookup fail for a moment): the endpoint is
+    saved, and nothing is posted until the name resolves to public addresses: its deliveries
+    are refused and retried, the log saying why (.invalid never resolves: RFC 6761)."""
+    settings.CALLBACKS_ALLOW_PRIVATE_TARGETS = False
+    endpoint = callbacks.endpoint_create(
+        url="https://crm.example.invalid/hooks", event_types=list(callbacks.EVENT_TYPES)
+    )
+    callbacks.endpoint_update(endpoint, url="https://crm2.example.invalid/hooks")
+    EventFactory(delivered=True)
+    run()
+    row = CallbackDelivery.objects.get()
+    assert row.status == D.PENDING and row.attempts == 1
+    assert row.last_error == "refused: The host does not resolve."
+    assert row.next_attempt_at > timezone.now()
 
 
 def test_a_deleted_event_posts_nothing(receiver, endpoint):

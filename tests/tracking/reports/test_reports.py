@@ -19,12 +19,14 @@ from campaigns.admin.notifications import CappedCountPaginator
 from campaigns.counters import campaign_counters, counters_add
 from campaigns.models import Campaign, CampaignCounter, CampaignLink, Contact, Notification
 from tests.factories import (
+    REPORT_COUNTERS,
     CampaignFactory,
-    CampaignLinkFactory,
     ContactFactory,
     EventFactory,
     NotificationFactory,
+    campaign_with_opens_and_clicks,
     list_with_contacts,
+    sent_campaign,
 )
 from tracking.models import Event
 from tracking.reports.journeys import contact_journeys, notification_journey
@@ -37,34 +39,11 @@ N = Notification.Status
 E = Event.Type
 
 
-def _campaign(recipients: int = 1000, links: int = 2) -> Campaign:
-    campaign = CampaignFactory(status=Campaign.Status.SENT, recipient_count=recipients)
-    for index in range(links):
-        CampaignLinkFactory(campaign=campaign, index=index, url=f"https://example.com/{index}")
-    return campaign
-
-
-REALISTIC = {
-    "sent": 900, "failed": 10, "unknown": 5, "skipped": 25,
-    "delivered": 800, "bounced_hard": 30, "bounced_soft": 20, "complained": 2, "rejected": 1,
-    "delayed": 7, "rendering_failed": 0,
-    "opens": 700, "unique_opens": 400, "human_opens": 300, "unique_human_opens": 200,
-    "clicks": 150, "unique_clicks": 100, "human_clicks": 90, "unique_human_clicks": 50,
-    "unsubscribed": 8,
-    "link:0:clicks": 120, "link:0:unique_clicks": 80, "link:0:human_clicks": 70,
-    "link:1:clicks": 30, "link:1:unique_clicks": 25, "link:1:human_clicks": 20,
-    "opens@2026-03-01T09": 500, "human_opens@2026-03-01T09": 200,
-    "opens@2026-03-01T12": 200, "human_opens@2026-03-01T12": 100,
-    "clicks@2026-03-01T10": 150, "human_clicks@2026-03-01T10": 90,
-}  # fmt: skip
-
-
 # -- the report from counters -------------------------------------------------------------------
 
 
 def test_report_numbers_and_rates_come_from_counters():
-    campaign = _campaign()
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    campaign = campaign_with_opens_and_clicks()
 
     report = campaign_report(campaign_id=campaign.pk)
 
@@ -97,7 +76,7 @@ def test_report_numbers_and_rates_come_from_counters():
 
 
 def test_rates_fall_back_to_sent_without_delivery_events_and_never_divide_by_zero():
-    campaign = _campaign(recipients=10)
+    campaign = sent_campaign(recipients=10)
     counters_add(campaign_id=campaign.pk, deltas={"sent": 10, "unique_clicks": 3})
     report = campaign_report(campaign_id=campaign.pk)
     assert report.rate_basis == "sent"
@@ -114,8 +93,7 @@ def test_rates_fall_back_to_sent_without_delivery_events_and_never_divide_by_zer
 
 
 def test_timeline_fills_the_hours_between_with_zeros():
-    campaign = _campaign()
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    campaign = campaign_with_opens_and_clicks()
     timeline = campaign_report(campaign_id=campaign.pk).timeline
     assert timeline.unit == "hour"
     assert timeline.labels == [f"2026-03-01 {h:02}:00" for h in (9, 10, 11, 12)]
@@ -126,7 +104,7 @@ def test_timeline_fills_the_hours_between_with_zeros():
 
 
 def test_timeline_longer_than_two_weeks_is_per_day():
-    campaign = _campaign()
+    campaign = sent_campaign()
     counters_add(
         campaign_id=campaign.pk,
         deltas={"opens@2026-03-01T09": 5, "opens@2026-03-01T23": 1, "opens@2026-03-20T00": 2,
@@ -143,8 +121,7 @@ def test_timeline_longer_than_two_weeks_is_per_day():
 
 
 def test_report_never_reads_the_ledger_or_the_events():
-    campaign = _campaign()
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    campaign = campaign_with_opens_and_clicks()
     with CaptureQueriesContext(connection) as queries:
         campaign_report(campaign_id=campaign.pk)
     sql = " ".join(q["sql"] for q in queries.captured_queries)
@@ -158,7 +135,7 @@ def test_report_never_reads_the_ledger_or_the_events():
 
 def _campaign_with_rows() -> Campaign:
     """Ledger rows and events made by hand, one of each kind the report counts."""
-    campaign = _campaign(recipients=7)
+    campaign = sent_campaign(recipients=7)
     link0, link1 = campaign.links.order_by("index")
     at = datetime(2026, 3, 1, 9, 15, tzinfo=UTC)
     row = functools.partial(NotificationFactory, campaign=campaign)
@@ -329,10 +306,10 @@ def _csv(response) -> list[list[str]]:
 
 
 def test_report_and_recipient_csv_exports_are_formula_safe(admin_client):
-    campaign = _campaign(recipients=3)
+    campaign = sent_campaign(recipients=3)
     Campaign.objects.filter(pk=campaign.pk).update(name="=cmd|' /C calc'!A0")
     CampaignLink.objects.filter(campaign=campaign, index=1).update(url="=1+1")
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    counters_add(campaign_id=campaign.pk, deltas=REPORT_COUNTERS)
     evil = Contact.objects.create(email="=2+5@example.com")
     NotificationFactory(campaign=campaign, contact=evil, sent=True, message_id="m-1")
     NotificationFactory(campaign=campaign, status=N.FAILED, reason="-ERR @ refused")
@@ -366,7 +343,7 @@ def test_report_and_recipient_csv_exports_are_formula_safe(admin_client):
 
 
 def test_journey_lists_ledger_times_and_every_event_in_time_order():
-    campaign = _campaign(recipients=1)
+    campaign = sent_campaign(recipients=1)
     contact = ContactFactory(email="ada@example.com")
     row = NotificationFactory(
         campaign=campaign, contact=contact, status=N.DELIVERED, message_id="m-1"
@@ -415,7 +392,7 @@ def test_journey_lists_ledger_times_and_every_event_in_time_order():
     assert "m-1" in journey.steps[2].detail
     assert journey.contact_email == "ada@example.com"
 
-    later = NotificationFactory(campaign=_campaign(recipients=1), contact=contact)
+    later = NotificationFactory(campaign=sent_campaign(recipients=1), contact=contact)
     assert [j.notification_id for j in contact_journeys(contact_id=contact.pk)] == [
         later.pk, row.pk,
     ]  # fmt: skip
@@ -426,8 +403,7 @@ def test_journey_lists_ledger_times_and_every_event_in_time_order():
 
 
 def test_campaign_page_shows_the_report_and_the_chart_data(admin_client):
-    campaign = _campaign()
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    campaign = campaign_with_opens_and_clicks()
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/")
     assert response.status_code == 200
@@ -470,7 +446,7 @@ def test_campaign_page_shows_the_report_and_the_chart_data(admin_client):
 def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
     admin_client, monkeypatch
 ):
-    campaign = _campaign(recipients=5)
+    campaign = sent_campaign(recipients=5)
     ada = ContactFactory(email="ada@example.com")
     NotificationFactory(campaign=campaign, contact=ada, sent=True, message_id="m-ada")
     NotificationFactory.create_batch(4, campaign=campaign)
@@ -497,7 +473,7 @@ def test_notification_list_searches_filters_and_never_counts_the_whole_ledger(
 
 
 def test_notification_and_contact_pages_show_journeys(admin_client):
-    campaign = _campaign(recipients=1)
+    campaign = sent_campaign(recipients=1)
     contact = ContactFactory(email="grace@example.com")
     row = NotificationFactory(campaign=campaign, contact=contact, sent=True, message_id="m-g")
     EventFactory(
@@ -526,7 +502,7 @@ def staff_client(client):
 
 
 def test_report_pages_are_refused_without_permission(staff_client):
-    campaign = _campaign(recipients=1)
+    campaign = sent_campaign(recipients=1)
     contact = ContactFactory()
     row = NotificationFactory(campaign=campaign, contact=contact)
     urls = [
@@ -555,8 +531,7 @@ def test_report_pages_are_refused_without_permission(staff_client):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_timeline_chart_draws_in_a_browser(page, live_server, tmp_path):  # noqa: F811
-    campaign = _campaign()
-    counters_add(campaign_id=campaign.pk, deltas=REALISTIC)
+    campaign = campaign_with_opens_and_clicks()
     page.goto(f"{live_server.url}/admin/campaigns/campaign/{campaign.pk}/change/")
     page.wait_for_selector("#campaign-timeline-chart[data-points='4']")
     box = page.locator("#campaign-timeline-chart").bounding_box()
