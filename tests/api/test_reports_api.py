@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from campaigns.counters import counters_add
 from tests.api.helpers import api_client
 from tests.factories import CampaignFactory, campaign_with_opens_and_clicks
 from tracking.reports.report import Rate
