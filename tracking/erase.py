@@ -21,7 +21,9 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.counters import CounterName
 from campaigns.erased import erased_address_keep
+from campaigns.ledger import ledger_transition
 from campaigns.models import Contact, ContactStatusChange, Membership, MessageRequest, Notification
 from tracking.models import Event
 
@@ -62,9 +64,29 @@ def contact_erase(*, contact_id: int) -> bool:
         if not mailed:
             contact.delete()
         else:
+            _skip_waiting(contact_id)
             _empty(contact_id)
     logger.info("contact %s erased (%s)", contact_id, "emptied" if mailed else "deleted")
     return True
+
+
+def _skip_waiting(contact_id: int) -> None:
+    # Its rows not claimed yet would otherwise be claimed later and read the emptied address
+    # (erased-<id>@erased.invalid): they end skipped here, each counted in its campaign. A row
+    # being claimed right now is either moved by the claim first (it read the real address
+    # before the erase) or waits for this transaction and finds it skipped.
+    waiting = Notification.objects.filter(contact_id=contact_id, status=Notification.Status.CREATED)
+    by_campaign: dict[int, list[int]] = {}
+    for row_id, campaign_id in waiting.values_list("id", "campaign_id"):
+        by_campaign.setdefault(campaign_id, []).append(row_id)
+    for campaign_id, ids in by_campaign.items():
+        ledger_transition(
+            ids=ids,
+            from_statuses={Notification.Status.CREATED},
+            to=Notification.Status.SKIPPED,
+            reason="contact erased",
+            counter=(campaign_id, CounterName.SKIPPED),
+        )
 
 
 def _empty(contact_id: int) -> None:

@@ -7,6 +7,7 @@ import logging
 import pytest
 from django.db import connection
 
+from campaigns.counters import CounterName, campaign_counters
 from campaigns.erased import address_digest, new_contact_status_sql
 from campaigns.models import (
     Contact,
@@ -230,3 +231,17 @@ def test_renaming_a_contact_to_an_erased_suppressed_address_does_not_lift_it(cli
     )
     assert changed.status_code == 302, changed.content[:2000]
     assert Contact.objects.get(pk=third.pk).status == S.BOUNCED
+
+
+def test_an_erased_contacts_waiting_rows_end_skipped_and_are_never_sent(client):
+    # A row frozen into a campaign but not claimed yet would be claimed later and read the
+    # emptied address: the erase ends it skipped, counted in its campaign's report.
+    contact = mailed_contact()
+    waiting = NotificationFactory(contact=contact)
+    other = NotificationFactory()  # another contact's waiting row is left alone
+    assert client.delete(f"/api/v1/contacts/{contact.pk}").status_code == 204
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.reason) == (Notification.Status.SKIPPED, "contact erased")
+    assert campaign_counters(campaign_id=waiting.campaign_id)[CounterName.SKIPPED] == 1
+    other.refresh_from_db()
+    assert other.status == Notification.Status.CREATED
