@@ -106,27 +106,17 @@ def stop(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def main() -> int:
-    args = parse_args()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-callbacks")
-    os.environ.update(ENV)
-    if not os.environ.get("REDIS_URL"):
-        os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"]
-    prepare_database()
-    import django
-
-    django.setup()
+def bench_endpoint(port: int):
+    """The run's one endpoint (every message event, to the local receiver on `port`), every
+    other endpoint disabled, and the fan-out's mark past every event stored before: only this
+    run's events are delivered. Made a minute ago, so outcomes are not held back for it.
+    Returns the endpoint and the mark (the last event id stored before the run)."""
     from django.db import connection
     from django.utils import timezone
 
     from tracking import callbacks
-    from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark
+    from tracking.models import CallbackEndpoint, CallbackMark
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
-    key = f"bench-callbacks:{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    # Only this run's events: the mark starts past every event stored before.
     CallbackEndpoint.objects.update(enabled=False)
     with connection.cursor() as cursor:
         cursor.execute("SELECT coalesce(max(id), 0) FROM tracking_event")
@@ -139,6 +129,28 @@ def main() -> int:
     CallbackEndpoint.objects.filter(pk=endpoint.pk).update(
         created_at=timezone.now() - timedelta(minutes=1)
     )
+    return endpoint, before
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-callbacks")
+    os.environ.update(ENV)
+    if not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"] = os.environ["CELERY_BROKER_URL"]
+    prepare_database()
+    import django
+
+    django.setup()
+
+    from tracking import callbacks
+    from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    key = f"bench-callbacks:{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    endpoint, before = bench_endpoint(port)
     started = time.monotonic()
     create_events(args.n)
     print(f"{args.n:,} events stored in {time.monotonic() - started:.1f} s", flush=True)

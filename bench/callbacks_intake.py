@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.callbacks import start, stop, wait_listening  # noqa: E402
+from bench.callbacks import bench_endpoint, start, stop, wait_listening  # noqa: E402
 from bench.common import cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
 
 PROBE_INTERVAL = 0.1
@@ -246,8 +246,7 @@ def main() -> int:
     from bench.tracking import start_flusher, start_gunicorn
     from infra.queue import buffer_backlog
     from tests.sns_signing import TestSigner
-    from tracking import callbacks
-    from tracking.models import CallbackDelivery, CallbackEndpoint, CallbackMark, Event
+    from tracking.models import CallbackDelivery, CallbackEndpoint, Event
     from tracking.ses_events.buffer import ESP_EVENTS_QUEUE
 
     n = args.events or max(2000, int(args.seconds * (args.rate * 1.2 if args.rate else 3000)))
@@ -256,19 +255,7 @@ def main() -> int:
     key = f"bench-callbacks:{uuid.uuid4().hex[:8]}"
     receiver_port, web_port = free_port(), free_port()
 
-    # Only this run's events: one endpoint, the mark past every event stored before.
-    CallbackEndpoint.objects.update(enabled=False)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(max(id), 0) FROM tracking_event")
-        (before,) = cursor.fetchone()
-    CallbackMark.objects.update_or_create(pk=1, defaults={"event_id": before})
-    endpoint = callbacks.endpoint_create(
-        url=f"http://127.0.0.1:{receiver_port}/hooks/bench",
-        event_types=[t for t in callbacks.EVENT_TYPES if t.startswith("message.")],
-    )
-    CallbackEndpoint.objects.filter(pk=endpoint.pk).update(
-        created_at=timezone.now() - timedelta(minutes=1)
-    )
+    endpoint, _ = bench_endpoint(receiver_port)
     started = time.monotonic()
     campaign_id, rows = create_sent_campaign(n + probe_n)
     signer = TestSigner(
