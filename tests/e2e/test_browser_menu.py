@@ -85,8 +85,13 @@ def test_the_template_editor_numbers_its_lines(browser, live_server, marketer):
     assert gutter.inner_text().split()[-1] == "80"
     # Scrolled to the end, the gutter shows the same lines as the text beside it.
     page.locator("#id_html").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    # (Filling already scrolled the text area to its caret: wait for the gutter to follow
+    # the last scroll, to the end, not the first.)
     page.wait_for_function(
-        "() => document.querySelector('.field-html .line-numbers').scrollTop > 0"
+        "() => { const text = document.querySelector('#id_html');"
+        " const gutter = document.querySelector('.field-html .line-numbers');"
+        " return gutter.scrollTop >= text.scrollHeight - text.clientHeight - 1; }",
+        timeout=5000,
     )
     offsets = page.evaluate(
         "() => [document.querySelector('#id_html').scrollTop,"
