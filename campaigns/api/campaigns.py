@@ -26,9 +26,8 @@ from campaigns.api.errors import ApiError, error, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import answer_example, errors
+from campaigns.api.schema import answer_example, errors, paginated
 from campaigns.api.serializers import StrictSerializer, TemplateRef, TextField, form_text
-from campaigns.api.templates import page_serializer
 from campaigns.api.views import template_lookup
 from campaigns.forms import CampaignForm
 from campaigns.models import ApiKey, Campaign
@@ -185,7 +184,7 @@ class CampaignListCreate(ApiView):
         operation_id="campaigns_list",
         summary="List campaigns",
         parameters=[CampaignListQuery],
-        responses={200: page_serializer(CampaignSerializer, "CampaignPage")},
+        responses={200: paginated(CampaignSerializer)},
         examples=[answer_example("A page", {"results": [_CAMPAIGN], "next": None})],
     )
     def get(self, request):

@@ -34,7 +34,7 @@ from campaigns.api.errors import ApiError, error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.jobs import JobJsonParser
 from campaigns.api.pagination import PAGE_SIZE_MAX, CursorPage, PageQuery
-from campaigns.api.schema import answer_example, errors
+from campaigns.api.schema import answer_example, errors, paginated
 from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.contact_upsert import contacts_upsert
 from campaigns.erased import status_for_new_address
@@ -77,11 +77,6 @@ class ContactOut(serializers.Serializer):
     lists = MembershipOut(many=True, source="membership_set.all")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
-
-
-class ContactPage(serializers.Serializer):
-    results = ContactOut(many=True)
-    next = serializers.URLField(allow_null=True)
 
 
 class ContactBody(StrictSerializer):
@@ -356,7 +351,7 @@ class ContactsView(ContactApiView):
     @extend_schema(
         operation_id="contacts_list",
         parameters=_LIST_PARAMETERS,
-        responses={200: ContactPage, **errors(400)},
+        responses={200: paginated(ContactOut, "Contact"), **errors(400)},
         examples=[answer_example("A page", {"results": [_CONTACT], "next": None})],
     )
     def get(self, request):

@@ -13,7 +13,7 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import answer_example, errors
+from campaigns.api.schema import answer_example, errors, paginated
 from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.contact_fields import contact_text_check
 from campaigns.models import ContactList
@@ -59,11 +59,6 @@ class ListOut(serializers.Serializer):
     description = serializers.CharField()
     created_at = serializers.DateTimeField()
     counts = CountsOut(source="api_counts")  # (lists_out reads a page's counts at once)
-
-
-class ListPage(serializers.Serializer):
-    results = ListOut(many=True)
-    next = serializers.URLField(allow_null=True)
 
 
 # The schema's example of a list (every answer below shows one).
@@ -120,7 +115,7 @@ class ListsView(ApiView):
     @extend_schema(
         operation_id="lists_list",
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
-        responses={200: ListPage, **errors(400)},
+        responses={200: paginated(ListOut, "List"), **errors(400)},
         examples=[answer_example("A page", {"results": [_LIST], "next": None})],
     )
     def get(self, request):

@@ -83,23 +83,27 @@ class JobErrorsSerializer(ErrorsSerializer):
     )
 
 
-def paginated(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
+def paginated(
+    serializer_class: type[serializers.Serializer], item: str | None = None
+) -> type[serializers.Serializer]:
     """The schema of a list endpoint's answer: a CursorPage (campaigns.api.pagination) of
     `serializer_class`'s items, `{"results": [...], "next": url | null}`. One component per
-    item serializer (`MessagePage` for `MessageSerializer`), however many views use it:
+    item serializer, named for the item (`MessagePage` for `MessageSerializer`, or `item`'s
+    name given: `paginated(ContactOut, "Contact")` is `ContactPage`), however many views use
+    it:
 
-        @extend_schema(responses={200: paginated(ContactSerializer)}, …)
+        @extend_schema(responses={200: paginated(MessageSerializer)}, …)
     """
     found = _pages.get(serializer_class)
     if found is None:
-        name = serializer_class.__name__.removesuffix("Serializer") + "Page"
+        item = item or serializer_class.__name__.removesuffix("Serializer")
+        name = item + "Page"
         found = type(
             f"{name}Serializer",
             (serializers.Serializer,),
             {
                 "__module__": serializer_class.__module__,
-                "__doc__": f"A page of {serializer_class.__name__.removesuffix('Serializer')}s, "
-                "newest first.",
+                "__doc__": f"One page of {item} items, newest first.",
                 "results": serializer_class(many=True),
                 "next": serializers.URLField(
                     allow_null=True,

@@ -16,7 +16,7 @@ from campaigns.api.errors import ApiError, error, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import answer_example, errors
+from campaigns.api.schema import answer_example, errors, paginated
 from campaigns.api.serializers import StrictSerializer, form_text
 from campaigns.messages import message_preview
 from campaigns.models import Campaign
@@ -46,17 +46,6 @@ class TemplateSerializer(serializers.Serializer):
 
 
 _text = form_text
-
-
-def page_serializer(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    """The schema of a page of `item`s: {results, next} (campaigns.api.pagination)."""
-    fields = {
-        "results": item(many=True),
-        "next": serializers.URLField(
-            allow_null=True, help_text="The next page's link; null on the last page."
-        ),
-    }
-    return type(name, (serializers.Serializer,), fields)()
 
 
 class TemplateWriteSerializer(StrictSerializer):
@@ -212,7 +201,7 @@ class TemplateListCreate(ApiView):
         operation_id="templates_list",
         summary="List templates",
         parameters=[TemplateListQuery],
-        responses={200: page_serializer(TemplateSerializer, "TemplatePage")},
+        responses={200: paginated(TemplateSerializer)},
         examples=[answer_example("A page", {"results": [_TEMPLATE], "next": None})],
     )
     def get(self, request):

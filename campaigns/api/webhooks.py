@@ -16,7 +16,7 @@ from campaigns.api.base import MAX_ID, ApiView
 from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
-from campaigns.api.schema import answer_example, errors
+from campaigns.api.schema import answer_example, errors, paginated
 from campaigns.api.serializers import StrictSerializer, TextField
 from campaigns.models import ApiKey
 from tracking import callbacks
@@ -69,11 +69,6 @@ class WebhookWithSecretSerializer(WebhookSerializer):
         read_only_fields = fields
 
 
-class WebhookListSerializer(serializers.Serializer):
-    results = WebhookSerializer(many=True)
-    next = serializers.URLField(allow_null=True)
-
-
 class RotatedSerializer(serializers.Serializer):
     secret = serializers.CharField()
     previous_secret_expires_at = serializers.DateTimeField()
@@ -87,11 +82,6 @@ class DeliverySerializer(serializers.ModelSerializer):
             "last_attempt_at", "last_status", "last_error", "delivered_at", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
-
-
-class DeliveryListSerializer(serializers.Serializer):
-    results = DeliverySerializer(many=True)
-    next = serializers.URLField(allow_null=True)
 
 
 class WebhookListQuery(PageQuery, StrictSerializer):
@@ -176,7 +166,7 @@ class WebhookListCreate(ApiView):
     @extend_schema(
         operation_id="webhooks_list",
         parameters=_LIST_PARAMETERS,
-        responses={200: WebhookListSerializer},
+        responses={200: paginated(WebhookSerializer)},
         examples=[answer_example("A page", {"results": [_WEBHOOK], "next": None})],
     )
     def get(self, request):
@@ -332,7 +322,7 @@ class WebhookDeliveries(ApiView):
             *_LIST_PARAMETERS,
             OpenApiParameter("status", OpenApiTypes.STR, enum=list(CallbackDelivery.Status.values)),
         ],
-        responses={200: DeliveryListSerializer, **errors(404)},
+        responses={200: paginated(DeliverySerializer), **errors(404)},
         examples=[
             answer_example(
                 "Delivered, and one waiting for a retry",
