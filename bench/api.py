@@ -44,7 +44,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, free_port, prepare_database, process_tree, wrk  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_reference_ms,
+    cpu_seconds,
+    free_port,
+    load_average,
+    prepare_database,
+    process_tree,
+    wrk,
+)
 from bench.send import (  # noqa: E402
     UNKNOWN,
     create_audience,
@@ -249,10 +257,6 @@ def handoffs(ids: list[int]) -> dict:
     }
 
 
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def phase(
     name: str,
     *,
@@ -385,6 +389,7 @@ def main() -> int:
 
 
 def run(args, tmp: Path, ses_url: str) -> int:
+    reference = cpu_reference_ms()  # before any load: the core's speed at this hour
     import django
 
     django.setup()
@@ -453,6 +458,7 @@ def run(args, tmp: Path, ses_url: str) -> int:
         "web": f"granian {args.web_workers}x{args.web_threads}",
         "worker_concurrency": args.worker_concurrency,
     })  # fmt: skip
+    result["cpu_reference_ms"] = reference
     print(json.dumps(result))
     failed = any(r["lost"] or r["duplicates"] not in (0, UNKNOWN) for r in results.values())
     return 1 if failed else 0

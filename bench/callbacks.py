@@ -36,7 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_reference_ms,
+    cpu_seconds,
+    free_port,
+    load_average,
+    prepare_database,
+    process_tree,
+)
 
 ENV = {"CALLBACKS_ALLOW_PRIVATE_TARGETS": "1", "LOG_LEVEL": "WARNING"}
 
@@ -134,6 +141,7 @@ def bench_endpoint(port: int):
 
 def main() -> int:
     args = parse_args()
+    reference = cpu_reference_ms()  # before any load: the core's speed at this hour
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-callbacks")
     os.environ.update(ENV)
@@ -236,7 +244,7 @@ def main() -> int:
         "duplicates": posts - distinct,
         "missing": args.n - distinct,
         "bad_signatures": bad,
-        "load_average": round(os.getloadavg()[0], 2),
+        "load_average": load_average(),
     }
     print(
         f"{delivered:,} callbacks in {elapsed:.1f} s: {result['callbacks_per_s']:,}/s "
@@ -244,6 +252,7 @@ def main() -> int:
         f"{result['cpu_s_per_1000_receiver']}); duplicates {result['duplicates']}, missing "
         f"{result['missing']}, bad signatures {bad}"
     )
+    result["cpu_reference_ms"] = reference
     print(json.dumps(result))
     return 0 if result["missing"] == 0 and bad == 0 else 1
 

@@ -61,7 +61,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.callbacks import bench_endpoint, start, stop, wait_listening  # noqa: E402
-from bench.common import cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_reference_ms,
+    cpu_seconds,
+    free_port,
+    load_average,
+    prepare_database,
+    process_tree,
+)
 
 PROBE_INTERVAL = 0.1
 SAMPLE_SECONDS = 2.0
@@ -220,6 +227,7 @@ def counts(run) -> tuple[int, int]:
 
 def main() -> int:
     args = parse_args()
+    reference = cpu_reference_ms()  # before any load: the core's speed at this hour
     for name, value in {
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_SECRET_KEY": "bench-callbacks-intake",
@@ -412,7 +420,7 @@ def main() -> int:
         else None,
         "cpu_us_per_event_web": round(web_cpu / answered * 1e6),
         "cpu_us_per_event_flusher": round(cpu["flusher"] / len(events) * 1e6) if events else None,
-        "load_average": round(os.getloadavg()[0], 2),
+        "load_average": load_average(),
     }
     print(
         f"intake {result['intake_events_per_s']:,} answers/s ({result['intake_stored_per_s']:,} "
@@ -422,6 +430,7 @@ def main() -> int:
         f"{result['lag_p99_s']} s ({result['probes']} probes); drained in {drain_s:.1f} s; "
         f"duplicates {result['duplicates']}, missing {result['missing']}, bad signatures {bad}"
     )
+    result["cpu_reference_ms"] = reference
     print(json.dumps(result))
     ok = result["missing"] == 0 and result["duplicates"] == 0 and bad == 0
     return 0 if ok and result["intake_failed"] == 0 and result["intake_lost"] == 0 else 1

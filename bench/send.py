@@ -30,7 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import TICKS, cpu_seconds, free_port, prepare_database, process_tree  # noqa: E402
+from bench.common import (  # noqa: E402
+    TICKS,
+    cpu_reference_ms,
+    cpu_seconds,
+    free_port,
+    prepare_database,
+    process_tree,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -216,6 +223,7 @@ def per_1000(seconds: float | None, n: int) -> float | None:
 
 def main() -> int:
     args = parse_args()
+    reference = cpu_reference_ms()  # before any load: the core's speed at this hour
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -341,6 +349,7 @@ def main() -> int:
         value = result[key]
         shown = "n/a" if value is None else value if isinstance(value, str) else json.dumps(value)
         print(f"{key}={shown}")
+    result["cpu_reference_ms"] = reference
     print(json.dumps(result))
     if counts["duplicates"] == UNKNOWN:  # the ledger is all there is to go by
         return 0 if statuses == {"sent": args.n} else 1

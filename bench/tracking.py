@@ -44,8 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
+    cpu_reference_ms,
     cpu_seconds,
     free_port,
+    load_average,
     prepare_database,
     process_tree,
     wrk,
@@ -304,10 +306,6 @@ def run_wrk(url: str, paths: list[str], args, tmp: Path, name: str) -> dict:
     }
 
 
-def load_average() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def wait_drained(campaign_id: int, timeout: float) -> tuple[int, float]:
     """Wait until the buffer is empty and the Event count stops moving: (events, seconds)."""
     from django.db import connection
@@ -346,6 +344,7 @@ def other_measure(module: str, **kwargs) -> dict | None:
 
 def main() -> int:
     args = parse_args()
+    reference = cpu_reference_ms()  # before any load: the core's speed at this hour
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
@@ -476,6 +475,7 @@ def main() -> int:
         else args.linger_ms,
         "connections": args.connections,
     }
+    result["cpu_reference_ms"] = reference
     print(json.dumps(result))
     return 0 if lost == 0 and result["failed_requests"] == 0 else 1
 

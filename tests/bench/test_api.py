@@ -39,3 +39,4 @@ def test_bench_api_follows_every_accepted_message_to_ses(tmp_path):
     assert 0 < report["handoff_p50_s"] <= report["handoff_p99_s"]
     assert report["p50_ms"] <= report["p99_ms"]
     assert all(report[f"cpu_s_per_1000_{k}"] > 0 for k in ("web", "worker", "postgres"))
+    assert report["cpu_reference_ms"] > 0

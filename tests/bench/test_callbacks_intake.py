@@ -42,3 +42,4 @@ def test_bench_callbacks_with_intake_delivers_every_stored_event_once(tmp_path):
     assert report["probes"] > 0 and 0 < report["lag_p50_s"] <= report["lag_p99_s"]
     assert 0 < report["stored_lag_p50_s"] <= report["stored_lag_p99_s"]
     assert report["cpu_us_per_callback_worker"] > 0
+    assert report["cpu_reference_ms"] > 0
