@@ -46,6 +46,7 @@ from campaigns.models import (
     Notification,
 )
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
+from campaigns.problems import problem
 from infra.tasks import task_enqueue_on_commit
 from templates_app.models import Template
 from templates_app.services import template_compile, template_snapshot
@@ -77,10 +78,7 @@ class JobRefused(Exception):
 
 
 def _error(code: str, message: str, field: str = "", row: int | None = None) -> dict:
-    error = {"code": code, "field": field, "message": message}
-    if row is not None:
-        error["row"] = row
-    return error
+    return problem(code, message, field, row)
 
 
 @dataclass(frozen=True)

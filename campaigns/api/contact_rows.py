@@ -15,6 +15,7 @@ from campaigns.api.base import MAX_ID
 from campaigns.audiences import custom_field_name_check, custom_field_value
 from campaigns.contact_fields import contact_text_check, contact_time_zone_check
 from campaigns.models import Contact, CustomField
+from campaigns.problems import problem
 
 # Lists one request may name, and custom fields one contact may carry: far above any honest
 # use, and a bound on what one row can make the database do.
@@ -38,10 +39,7 @@ class ContactIn:
 
 
 def error(code: str, message: str, field_name: str = "", row: int | None = None) -> dict:
-    problem = {"code": code, "field": field_name, "message": message}
-    if row is not None:
-        problem["row"] = row
-    return problem
+    return problem(code, message, field_name, row)
 
 
 def contact_in_check(

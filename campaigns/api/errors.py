@@ -10,9 +10,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from campaigns.problems import problem
+
 
 def error(code: str, message: str, field: str = "", **extra) -> dict:
-    return {"code": code, "field": field, "message": message, **extra}
+    return problem(code, message, field, **extra)
 
 
 class ApiError(exceptions.APIException):
