@@ -27,7 +27,13 @@ from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors, paginated
-from campaigns.api.serializers import StrictSerializer, TemplateRef, TextField, form_text
+from campaigns.api.serializers import (
+    StrictQuery,
+    StrictSerializer,
+    TemplateRef,
+    TextField,
+    form_text,
+)
 from campaigns.api.views import template_lookup
 from campaigns.forms import CampaignForm
 from campaigns.models import ApiKey, Campaign
@@ -151,7 +157,7 @@ class CampaignWriteSerializer(StrictSerializer):
     send_path = _text(help_text="bulk (default) or rendered.")
 
 
-class CampaignListQuery(PageQuery, StrictSerializer):
+class CampaignListQuery(PageQuery, StrictQuery):
     status = serializers.ChoiceField(choices=C.choices, required=False)
 
 
@@ -751,7 +757,7 @@ _REPORT = {
 }
 
 
-class ReportQuery(StrictSerializer):
+class ReportQuery(StrictQuery):
     time_zone = serializers.CharField(
         required=False, max_length=64, help_text="The IANA zone of the timeline's hours (UTC)."
     )

@@ -35,7 +35,7 @@ from campaigns.api.idempotency import idempotent_response
 from campaigns.api.jobs import JobJsonParser
 from campaigns.api.pagination import PAGE_SIZE_MAX, CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors, paginated
-from campaigns.api.serializers import StrictSerializer, TextField
+from campaigns.api.serializers import StrictQuery, StrictSerializer, TextField
 from campaigns.contact_upsert import contacts_upsert
 from campaigns.erased import status_for_new_address
 from campaigns.models import ApiKey, Contact, ContactList, CustomField, Membership
@@ -212,7 +212,7 @@ def _by(request) -> dict:
     return {"api_key": None, "user": request.user}
 
 
-class ContactListQuery(PageQuery, StrictSerializer):
+class ContactListQuery(PageQuery, StrictQuery):
     """GET /api/v1/contacts's query parameters (filters are and-ed); `attr.<name>=value`
     filters by a custom field's value as text, besides these."""
 

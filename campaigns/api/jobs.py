@@ -31,6 +31,7 @@ from campaigns.api.schema import ErrorSerializer, JobErrorsSerializer, errors, p
 from campaigns.api.serializers import (
     AddressField,
     PersonalisationField,
+    StrictQuery,
     StrictSerializer,
     TemplateRef,
     TextField,
@@ -124,7 +125,7 @@ def _idempotent(request, work, *, fingerprint: bytes | None) -> Response:
     return idempotent_response(request, work, fingerprint=fingerprint)
 
 
-class JobListQuerySerializer(PageQuery, StrictSerializer):
+class JobListQuerySerializer(PageQuery, StrictQuery):
     """GET /api/v1/jobs's query parameters (an unknown one is refused)."""
 
 

@@ -14,7 +14,7 @@ from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors, paginated
-from campaigns.api.serializers import StrictSerializer, TextField
+from campaigns.api.serializers import StrictQuery, StrictSerializer, TextField
 from campaigns.contact_fields import contact_text_check
 from campaigns.models import ContactList
 
@@ -77,7 +77,7 @@ _LIST = {
 }
 
 
-class ListQuery(PageQuery, StrictSerializer):
+class ListQuery(PageQuery, StrictQuery):
     pass  # no filters of its own
 
 

@@ -17,7 +17,7 @@ from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors, paginated
-from campaigns.api.serializers import StrictSerializer, form_text
+from campaigns.api.serializers import StrictQuery, StrictSerializer, form_text
 from campaigns.messages import message_preview
 from campaigns.models import Campaign
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
@@ -58,7 +58,7 @@ class TemplateWriteSerializer(StrictSerializer):
     text = _text()
 
 
-class TemplateListQuery(PageQuery, StrictSerializer):
+class TemplateListQuery(PageQuery, StrictQuery):
     """GET /api/v1/templates's filters (and-ed), as the contacts' and campaigns' lists have
     theirs."""
 

@@ -17,7 +17,7 @@ from campaigns.api.errors import ApiError
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import answer_example, errors, paginated
-from campaigns.api.serializers import StrictSerializer, TextField
+from campaigns.api.serializers import StrictQuery, StrictSerializer, TextField
 from campaigns.models import ApiKey
 from tracking import callbacks
 from tracking.models import CallbackDelivery, CallbackEndpoint
@@ -84,11 +84,11 @@ class DeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WebhookListQuery(PageQuery, StrictSerializer):
+class WebhookListQuery(PageQuery, StrictQuery):
     """GET /api/v1/webhooks's query parameters: a page's (an unknown one is refused)."""
 
 
-class DeliveryQuerySerializer(PageQuery, StrictSerializer):
+class DeliveryQuerySerializer(PageQuery, StrictQuery):
     status = serializers.ChoiceField(choices=CallbackDelivery.Status.choices, required=False)
 
 
