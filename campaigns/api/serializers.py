@@ -1,6 +1,7 @@
 """What the API accepts and answers, field by field (unknown fields are refused)."""
 
 import copy
+import re
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -34,26 +35,30 @@ class StrictSerializer(serializers.Serializer):
 
 class StrictQuery(StrictSerializer):
     """A query string's parameters: an unknown one is refused, as a body's unknown field is,
-    and so is one given empty (`?status=`). DRF reads an empty value as a parameter left out,
-    which the schema does not say; an empty filter is more likely a client's slip than a wish
-    for none."""
+    and so is one given empty (`?status=`) or a whole number written otherwise (`?limit=5.0`).
+    DRF reads an empty value as a parameter left out and takes "5.0" for 5, neither of which
+    the schema says; either is more likely a client's slip than what it meant."""
 
     def to_internal_value(self, data):
         _known_check(data, self.fields)
         values = data.getlist if hasattr(data, "getlist") else lambda name: [data[name]]
-        blank = sorted(name for name in data if "" in values(name))
-        if blank:
+        problems = {}
+        for name in sorted(data):
+            given = values(name)
+            if "" in given:
+                problems[name] = ("Give a value, or leave the parameter out.", "blank")
+            elif isinstance(self.fields[name], serializers.IntegerField) and not all(
+                isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value) for value in given
+            ):
+                problems[name] = ("A valid integer is required.", "invalid")
+        if problems:
             raise serializers.ValidationError(
-                {
-                    name: [
-                        serializers.ErrorDetail(
-                            "Give a value, or leave the parameter out.", "blank"
-                        )
-                    ]
-                    for name in blank
-                }
+                {name: [serializers.ErrorDetail(*problem)] for name, problem in problems.items()}
             )
         return super().to_internal_value(data)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
 
 
 def _object_check(data) -> None:

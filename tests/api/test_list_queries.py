@@ -1,6 +1,7 @@
 """Every list refuses a query parameter it does not know (a typo, `?statuss=sent`, must not
 answer the whole unfiltered list as if it had been read), and one given empty (`?limit=`,
-which DRF reads as left out), in the one error shape."""
+which DRF reads as left out) or a whole number written otherwise (`?limit=5.0`), in the one
+error shape."""
 
 import pytest
 
@@ -48,6 +49,16 @@ def test_an_empty_query_parameter_is_refused(path):
         {"code": "blank", "field": name, "message": "Give a value, or leave the parameter out."}
         for name in ("cursor", "limit")
     ]
+
+
+@pytest.mark.parametrize("limit", ["5.0", "5. ", " 5", "0x5", "5e0", "٥"])
+def test_a_whole_number_written_otherwise_is_refused(limit):
+    answer = api_client().get("/api/v1/contacts", {"limit": limit})
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["errors"] == [
+        {"code": "invalid", "field": "limit", "message": "A valid integer is required."}
+    ]
+    assert api_client().get("/api/v1/events", {"campaign": "3.0"}).status_code == 400
 
 
 def test_a_report_refuses_an_empty_time_zone():
