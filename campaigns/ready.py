@@ -73,10 +73,17 @@ def _client() -> redis.Redis | None:
 def message_ready_on_commit(*, stream_id: int, message_id: int) -> None:
     """Hand a message to the worker once the current transaction commits (at once outside
     one): onto the ready list with Redis, else as a task of its own."""
+    transaction.on_commit(lambda: messages_ready([(stream_id, message_id)]))
+
+
+def messages_ready(messages: list[tuple[int, int]]) -> None:
+    """Hand (stream id, message id) pairs already committed to the worker: onto the ready
+    list in one push with Redis, else as a task each."""
     if _client() is None:
-        task_enqueue_on_commit(DELIVER_MESSAGE, (stream_id, message_id))
+        for message in messages:
+            task_enqueue_on_commit(DELIVER_MESSAGE, message)
         return
-    transaction.on_commit(lambda: messages_push([(stream_id, message_id)]))
+    messages_push(messages)
 
 
 # RPUSH, then SET the drain flag NX PX (after the push: see messages_drain); 1 if it was set.

@@ -20,6 +20,8 @@ import hashlib
 import json
 import logging
 import secrets
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,8 +43,9 @@ from campaigns.personalisation import (  # noqa: F401 (the limits, where they we
     PERSONALISATION_MAX_BYTES,
     PERSONALISATION_MAX_KEYS,
 )
-from campaigns.ready import message_ready_on_commit
+from campaigns.ready import message_ready_on_commit, messages_ready
 from campaigns.services import contact_normalize_email
+from infra.group_commit import GroupCommit
 from templates_app.models import Template
 from templates_app.services import template_compile, template_snapshot
 
@@ -190,8 +193,9 @@ def message_create(
         template=template, test_mode=bool(api_key and api_key.test), api_key=api_key
     )
     address = address_normalized(email or "") if contact_id is None else None
+    handed_over = False
     if connection.vendor == "postgresql":
-        message = _message_write_pg(
+        message, handed_over = _message_write_pg(
             stream_id=stream_id,
             address=address,
             contact_id=contact_id,
@@ -213,9 +217,14 @@ def message_create(
             personalisation=personalisation or {},
             send_at=send_at,
         )
-    if send_at is None or send_at <= timezone.now():
+    if not handed_over and _due(send_at):
         message_ready_on_commit(stream_id=stream_id, message_id=message.pk)
     return message
+
+
+def _due(send_at: datetime | None) -> bool:
+    """Whether a message is sent now (else the message sweeper hands it over at send_at)."""
+    return send_at is None or send_at <= timezone.now()
 
 
 def _message_write_orm(
@@ -339,10 +348,12 @@ def _message_write_pg(
     personalisation: dict,
     send_at: datetime | None,
     record: AnswerRecord | None,
-) -> Notification:
+) -> tuple[Notification, bool]:
     """The contact found or made, the ledger row, its request and the idempotency record in
     one statement (data-modifying CTEs): one round trip where the ORM took four or five and a
-    transaction's BEGIN and COMMIT two more (docs/PERFORMANCE.md, Integrations API)."""
+    transaction's BEGIN and COMMIT two more (docs/PERFORMANCE.md, Integrations API). In
+    autocommit, with the messages other threads write at the same moment (group commit), whose
+    statement also hands the due ones to the worker: the message and whether it was."""
     now = timezone.now()
     repeat_key = _repeat_key()
     params = {
@@ -366,16 +377,13 @@ def _message_write_pg(
             record_response=json.dumps(record.response),
         )
     statement = _STATEMENTS[(address is not None, record is not None)]
-    for _ in range(_CONTACT_RACE_ATTEMPTS):
-        with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            row = cursor.fetchone()
-        if row is not None:
-            break
-        if address is None:
-            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
-    else:
-        raise RuntimeError("the contact of a new address kept being made by other requests")
+
+    def alone() -> tuple[int, int, bool]:
+        return (*_message_statement(statement, params), False)
+
+    # In autocommit, with whatever other threads of this process write at the same moment
+    # (group commit); in a caller's transaction (a test's), its statement there.
+    row = alone() if connection.in_atomic_block else _MESSAGE_WRITES.write(params, alone)
     # The row as the ORM's create would have returned it (what the caller reads: id, status).
     message = Notification(
         pk=row[0],
@@ -388,7 +396,155 @@ def _message_write_pg(
     )
     message._state.adding = False
     message._state.db = connection.alias
-    return message
+    return message, row[2]
+
+
+def message_statement_answered_at(database) -> float | None:
+    """When `database` (a thread's connection) last answered a message's statement (a
+    time.monotonic()), or None: the lean route skips its health check shortly after
+    (campaigns.api.direct)."""
+    return getattr(database, "message_statement_answered_at", None)
+
+
+def _answered() -> None:
+    connection.message_statement_answered_at = time.monotonic()
+
+
+def _message_statement(statement: str, params: dict) -> tuple[int, int]:
+    """The message's statement: (its id, its contact's id)."""
+    for _ in range(_CONTACT_RACE_ATTEMPTS):
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            row = cursor.fetchone()
+        _answered()
+        if row is not None:
+            return row
+        if params["address"] is None:
+            raise MessageRefused("contact_not_found", "No contact has this id.", field="contact")
+    raise RuntimeError("the contact of a new address kept being made by other requests")
+
+
+# Several messages' statement (group commit, infra.group_commit): the same writes as one
+# message's, for rows of arrays. A row whose contact it does not find (an unknown or erased
+# contact id, a new address made by another transaction after its snapshot) is left out and
+# written alone, where the rules for it are; a failure (a taken idempotency key, a deadlock on
+# two batches' new addresses) writes nothing, and every row is written alone.
+_BATCH_COLUMNS = {
+    "ord": "int",
+    "address": "text",
+    "contact_id": "bigint",
+    "now": "timestamptz",
+    "stream_id": "bigint",
+    "repeat_key": "bigint",
+    "api_key_id": "bigint",
+    "reference": "text",
+    "personalisation": "text",
+    "send_at": "timestamptz",
+    "record_api_key_id": "bigint",
+    "record_key": "text",
+    "record_hash": "text",
+    "record_status": "int",
+    "record_response": "text",
+}
+_BATCH_ARRAYS = ", ".join(f"%({name})s::{kind}[]" for name, kind in _BATCH_COLUMNS.items())
+_BATCH = f"""
+WITH
+    input AS (
+        SELECT * FROM unnest({_BATCH_ARRAYS}) AS i({", ".join(_BATCH_COLUMNS)})
+    ),
+    made AS (
+        INSERT INTO {Contact._meta.db_table}
+            (email, first_name, last_name, attributes, status, time_zone, created_at, updated_at)
+        SELECT address, '', '', '{{}}'::jsonb, {new_contact_status_sql("address")}, '',
+            min(now), min(now)
+        FROM input WHERE address IS NOT NULL
+        GROUP BY address
+        ORDER BY address
+        ON CONFLICT (email) DO NOTHING
+        RETURNING id, email
+    ),
+    found AS (
+        SELECT id, email FROM {Contact._meta.db_table}
+        WHERE email = ANY(%(address)s::text[])
+        FOR KEY SHARE
+    ),
+    by_id AS (
+        SELECT id FROM {Contact._meta.db_table}
+        WHERE id = ANY(%(contact_id)s::bigint[]) AND erased_at IS NULL
+        FOR KEY SHARE
+    ),
+    resolved AS (
+        SELECT i.*, coalesce(made.id, found.id, by_id.id) AS contact,
+            nextval(%(sequence)s::regclass) AS message_id
+        FROM input i
+        LEFT JOIN made ON made.email = i.address
+        LEFT JOIN found ON found.email = i.address
+        LEFT JOIN by_id ON by_id.id = i.contact_id
+        WHERE coalesce(made.id, found.id, by_id.id) IS NOT NULL
+    ),
+    message AS (
+        INSERT INTO {Notification._meta.db_table}
+            (id, campaign_id, contact_id, status, repeat_key, message_id, reason, created_at,
+             updated_at)
+        SELECT message_id, stream_id, contact, %(created)s, repeat_key, NULL, '', now, now
+        FROM resolved
+        RETURNING id
+    ),
+    request AS (
+        INSERT INTO {MessageRequest._meta.db_table}
+            (notification_id, api_key_id, reference, personalisation, send_at, queued_at)
+        SELECT r.message_id, r.api_key_id, r.reference, r.personalisation::jsonb, r.send_at,
+            NULL
+        FROM resolved r JOIN message ON message.id = r.message_id
+        RETURNING notification_id
+    ),
+    record AS (
+        INSERT INTO {IdempotencyRecord._meta.db_table}
+            (api_key_id, key, request_hash, status_code, response, created_at)
+        SELECT r.record_api_key_id, r.record_key, r.record_hash, r.record_status,
+            r.record_response::jsonb || jsonb_build_object('id', r.message_id), r.now
+        FROM resolved r JOIN request ON request.notification_id = r.message_id
+        WHERE r.record_key IS NOT NULL
+    )
+SELECT r.ord, r.message_id, r.contact FROM resolved r JOIN message ON message.id = r.message_id
+"""  # noqa: S608 (names from the models, values as parameters)
+
+
+@functools.cache
+def _message_id_sequence() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [Notification._meta.db_table])
+        return cursor.fetchone()[0]
+
+
+def _messages_write_batch(items: Sequence[dict]) -> list[tuple[int, int, bool] | None]:
+    """Each message's (id, contact id, handed over), or None for one left out: `_BATCH`, in
+    one statement; then the due ones handed to the worker together (one push for the batch,
+    where each message alone pushes its own)."""
+    params = {name: [item.get(name) for item in items] for name in _BATCH_COLUMNS if name != "ord"}
+    params.update(
+        ord=list(range(len(items))),
+        created=Notification.Status.CREATED,
+        sequence=_message_id_sequence(),
+    )
+    rows: list[tuple[int, int, bool] | None] = [None] * len(items)
+    with connection.cursor() as cursor:
+        cursor.execute(_BATCH, params)
+        written = cursor.fetchall()
+    _answered()
+    # Committed: from here nothing may raise (a batch that raises is written again, alone).
+    due = [(items[ord_]["stream_id"], message_id) for ord_, message_id, _ in written
+           if _due(items[ord_]["send_at"])]  # fmt: skip
+    try:
+        messages_ready(due)
+    except Exception:  # noqa: BLE001 (committed: the message sweeper hands them over)
+        logger.exception("batch of %d messages not handed over: left to the sweeper", len(due))
+    for ord_, message_id, contact_id in written:
+        rows[ord_] = (message_id, contact_id, True)
+    return rows
+
+
+_MESSAGE_WRITES = GroupCommit(_messages_write_batch)
 
 
 def send_at_check(send_at: datetime | None, *, now: datetime | None = None) -> None:

@@ -45,13 +45,14 @@ from campaigns.api.errors import api_exception_handler
 from campaigns.api.permissions import HasScope
 from campaigns.api.throttling import ApiRateThrottle
 from campaigns.api.views import MessageListCreate, message_post
+from campaigns.transactional import message_statement_answered_at
 from infra.wsgi_direct import content_type_parsed, direct_request, direct_response
 
 PATH = "/api/v1/messages"
 _ACCEPTS = frozenset(("", "*/*", "application/json"))
 _RENDERER = JSONRenderer()
 _MEDIA_TYPE = "application/json"
-# A connection that answered this thread's last 202 less than this long ago is not checked
+# A connection that answered a message's statement less than this long ago is not checked
 # again (CONN_HEALTH_CHECKS' SELECT 1 before the request's first statement): the check was a
 # round trip and ~7% of the web's CPU per message under load (docs/PERFORMANCE.md). What it
 # changes: a connection PostgreSQL dropped within that second answers one request 500 (nothing
@@ -84,19 +85,17 @@ def messages_direct(environ: dict) -> tuple[WSGIRequest, HttpResponse] | None:
     request = direct_request(environ)
     if request is None:
         return None
-    database = connections[DEFAULT_DB_ALIAS]
-    _health_check_only_if_idle(database)
-    response = _answer(request)
-    if response.status_code == 202 and database.connection is not None:
-        database.lean_answered_at = time.monotonic()  # (a 202 had the database answer)
-    return request, response
+    _health_check_only_if_idle(connections[DEFAULT_DB_ALIAS])
+    return request, _answer(request)
 
 
 def _health_check_only_if_idle(database) -> None:
-    """Skip this request's health check if the connection answered a 202 of this thread
+    """Skip this request's health check if the connection answered a message's statement
     within HEALTH_CHECK_IDLE_SECONDS (and nothing has gone wrong on it since: Django closes
-    a connection whose error left it unusable at the end of the request)."""
-    answered_at = getattr(database, "lean_answered_at", None)
+    a connection whose error left it unusable at the end of the request). A POST answered by
+    another thread's statement (group commit) does not count: its own connection may have
+    been idle since."""
+    answered_at = message_statement_answered_at(database)
     if (
         answered_at is not None
         and database.connection is not None
