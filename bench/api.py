@@ -2,7 +2,7 @@
 
 Runs on PostgreSQL and Redis (from `make bench-api`, via scripts/with-services.sh NEED_WRK=1)
 the way docker-compose.yml runs the API: granian serving config.wsgi as the `web` service does
-(the Dockerfile's GRANIAN_* settings: 2 workers of 4 threads), a Celery worker on the
+(the Dockerfile's GRANIAN_* settings: 2 workers of 8 threads), a Celery worker on the
 `transactional` and `periodic` queues as `worker-transactional` (prefork, concurrency 8), and
 the local SES endpoint (seslocal), or, with --ses-endpoint or AWS_ENDPOINT_URL_SESV2, any other
 SES endpoint and no seslocal. It makes a live API key and a small template, then:
@@ -91,8 +91,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--web-threads",
         type=int,
-        default=4,
-        help="granian blocking threads per worker (the Dockerfile's 4)",
+        default=8,
+        help="granian blocking threads per worker (the Dockerfile's 8)",
     )
     parser.add_argument(
         "--worker-concurrency",
