@@ -28,7 +28,7 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from infra.redis_client import redis_client, redis_clients_reset, redis_url
+from infra.redis_client import ScriptCall, redis_client, redis_clients_reset, redis_url
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +310,7 @@ class RateLimiter(BaseRateLimiter):
         self.share_key = f"ratelimit:{name}:priority"
         self._script = redis_client.register_script(_GCRA_LUA)
         self._script_clock = clock
+        self._packed: ScriptCall | None = None
 
     def acquire(
         self, n: int, *, timeout: float | None = None, on_wait: Callable[[], object] | None = None
@@ -333,8 +334,19 @@ class RateLimiter(BaseRateLimiter):
         horizon_us = -1 if horizon is None else math.floor(horizon * 1e6)
         args = [n, self.rate, self.burst, max_wait_us, now, horizon_us]
         args += [self.share_rate, self.share_burst]
-        granted, wait_us, later = self._script(keys=[self.key, self.share_key], args=args)
+        granted, wait_us, later = self._call(args)
         return bool(granted), wait_us / 1e6, bool(later)
+
+    def _call(self, args: list):
+        """The script with `args`; on a thread's own connection, a call like the last one (the
+        API's: one token, now or never) is sent as packed then (infra.redis_client.ScriptCall)."""
+        keys = [self.key, self.share_key]
+        client = self._script.registered_client
+        if client.connection is None:  # a pool's client
+            return self._script(keys=keys, args=args)
+        if self._packed is None or self._packed.args != args:
+            self._packed = ScriptCall(client, self._script, keys, args)
+        return self._packed()
 
 
 class LocalState:
