@@ -1,6 +1,7 @@
 """Fixtures the API tests share."""
 
 import pytest
+from django.db import connection
 from django.test.client import ClientHandler
 
 from campaigns.api.direct import messages_direct
@@ -13,6 +14,30 @@ def empty_broker():
     _forget_broker_state()
     yield
     _forget_broker_state()
+
+
+@pytest.fixture
+def failing_commit():
+    """A deferred constraint trigger: it runs at COMMIT, after everything the request wrote,
+    and refuses it: the latest point at which a transaction can fail. Yields the function
+    that removes it (a test may go on without it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;"
+            "CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON campaigns_notification "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit();"
+        )
+
+    def remove():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS test_refuse_commit ON campaigns_notification;"
+                "DROP FUNCTION IF EXISTS test_refuse_commit();"
+            )
+
+    yield remove
+    remove()
 
 
 class LeanRoute:

@@ -18,29 +18,6 @@ URL = "/api/v1/messages"
 BODY = {"template": "receipt", "to": "fresh.person@example.com", "personalisation": {"n": 1}}
 
 
-@pytest.fixture
-def failing_commit():
-    """A deferred constraint trigger: it runs at COMMIT, after everything the request wrote,
-    and refuses it: the latest point at which a transaction can fail."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;"
-            "CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON campaigns_notification "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit();"
-        )
-
-    def remove():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DROP TRIGGER IF EXISTS test_refuse_commit ON campaigns_notification;"
-                "DROP FUNCTION IF EXISTS test_refuse_commit();"
-            )
-
-    yield remove
-    remove()
-
-
 def queued() -> int:
     """Messages handed to the transactional worker: on the ready list (campaigns.ready)."""
     return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(READY_KEY)

@@ -175,24 +175,6 @@ def first_message(answer) -> Notification:
     return Notification.objects.get(pk=answer.json()["id"])
 
 
-@pytest.fixture
-def failing_commit():
-    """A deferred trigger refusing every ledger row at COMMIT (tests/api/test_messages_commit)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION test_refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'injected failure at commit'; END $$;"
-            "CREATE CONSTRAINT TRIGGER test_refuse_commit AFTER INSERT ON campaigns_notification "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refuse_commit();"
-        )
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "DROP TRIGGER IF EXISTS test_refuse_commit ON campaigns_notification;"
-            "DROP FUNCTION IF EXISTS test_refuse_commit();"
-        )
-
-
 def test_a_batch_that_fails_at_commit_stores_and_hands_over_nothing(
     template, batches, failing_commit
 ):
