@@ -73,8 +73,10 @@ class ScriptCall:
     single-connection client (redis_thread_client's), packed once: redis-py's command
     machinery (the encoding of each argument, its retry and response plumbing) cost ~100 µs a
     call where the round trip itself costs ~30 µs (docs/PERFORMANCE.md). What the client's
-    own call does on the way is kept: the script loaded when Redis does not have it
-    (NOSCRIPT: restarted, flushed), one retry after a dropped connection, the health check."""
+    own call does on the way is kept: the health check, the script loaded when Redis does not
+    have it (NOSCRIPT: restarted, flushed), and a dropped connection raised as
+    redis.ConnectionError with the socket closed (the caller's to handle, as the client's
+    clients here retry nothing: the next call connects again)."""
 
     def __init__(self, client: redis.Redis, script, keys: list, args: list) -> None:
         self.client = client
@@ -90,8 +92,6 @@ class ScriptCall:
             return self._send(connection)
         except redis.exceptions.NoScriptError:
             self.client.script_load(self.script.script)
-        except redis.ConnectionError:
-            connection.disconnect()  # (and sent once more, as the client's own call would)
         return self._send(connection)
 
     def _send(self, connection):
