@@ -77,10 +77,6 @@ class JobRefused(Exception):
         self.error_count = error_count or len(errors)
 
 
-def _error(code: str, message: str, field: str = "", row: int | None = None) -> dict:
-    return problem(code, message, field, row)
-
-
 @dataclass(frozen=True)
 class UnreadableRow:
     """A row of an uploaded file that could not be read as one (wrong width, broken quoting)."""
@@ -131,7 +127,7 @@ def job_rows_check(rows: Iterable[dict | UnreadableRow]) -> CheckedRows:
             continue
         line = getattr(item, "line", None)
         if line is not None:
-            problems = [{**problem, "line": line} for problem in problems]
+            problems = [{**found, "line": line} for found in problems]
         refused += 1
         error_count += len(problems)
         errors.extend(problems[: max(0, ROW_ERRORS_SHOWN - len(errors))])
@@ -140,47 +136,47 @@ def job_rows_check(rows: Iterable[dict | UnreadableRow]) -> CheckedRows:
 
 def _row_problems(number: int, item, first_row: dict[str, int]) -> StagedRow | list[dict]:
     if isinstance(item, UnreadableRow):
-        return [_error("unreadable_row", item.reason, "", number)]
+        return [problem("unreadable_row", item.reason, "", number)]
     if not isinstance(item, dict):
         return [
-            _error("invalid", "A row is an object (to, personalisation, reference).", "", number)
+            problem("invalid", "A row is an object (to, personalisation, reference).", "", number)
         ]
     problems = [
-        _error("unknown_field", "Unknown field.", name, number)
+        problem("unknown_field", "Unknown field.", name, number)
         for name in sorted(set(item) - ROW_FIELDS, key=str)
     ]
     email = ""
     if "to" not in item:
-        problems.append(_error("required", "Give the address (to).", "to", number))
+        problems.append(problem("required", "Give the address (to).", "to", number))
     else:
         try:
             email = address_normalize(item["to"])
         except InvalidAddress as err:
-            problems.append(_error("invalid_address", " ".join(err.messages), "to", number))
+            problems.append(problem("invalid_address", " ".join(err.messages), "to", number))
     personalisation = item.get("personalisation", {})
     try:
         personalisation = personalisation_check(personalisation)
     except PersonalisationInvalid as err:
-        problems.append(_error(err.code, err.message, "personalisation", number))
+        problems.append(problem(err.code, err.message, "personalisation", number))
     reference = item.get("reference", "")
     if reference is None:
         reference = ""
     if not isinstance(reference, str):
-        problems.append(_error("invalid", "A reference is text.", "reference", number))
+        problems.append(problem("invalid", "A reference is text.", "reference", number))
     elif _CONTROL.search(reference):
         problems.append(
-            _error("invalid", "A reference may not hold control characters.", "reference", number)
+            problem("invalid", "A reference may not hold control characters.", "reference", number)
         )
     elif len(reference) > REFERENCE_MAX:
         problems.append(
-            _error("too_long", f"At most {REFERENCE_MAX} characters.", "reference", number)
+            problem("too_long", f"At most {REFERENCE_MAX} characters.", "reference", number)
         )
     if problems:
         return problems
     first = first_row.setdefault(email, number)
     if first != number:
         return [
-            _error(
+            problem(
                 "duplicate_address",
                 f"Row {number} repeats the address of row {first}: a job sends one message "
                 "per address.",
@@ -203,13 +199,13 @@ def job_create(
     passed job_rows_check (the invalid ones are recorded as skipped). JobRefused if the
     template cannot be sent or no row is left to send."""
     if not checked.valid:
-        raise JobRefused([_error("no_valid_rows", "No row of this job can be sent.", "rows")])
+        raise JobRefused([problem("no_valid_rows", "No row of this job can be sent.", "rows")])
     snapshot = template_snapshot(template=template)
     try:
         template_compile(template=snapshot, tracking_base_url=settings.TRACKING_BASE_URL)
     except Exception as err:  # noqa: BLE001 (any reason it cannot compile is the client's answer)
         raise JobRefused(
-            [_error("template_invalid", f"The template cannot be sent: {err}", "template")]
+            [problem("template_invalid", f"The template cannot be sent: {err}", "template")]
         ) from None
     now = timezone.now()
     test_mode = bool(api_key and api_key.test)

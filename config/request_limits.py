@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from campaigns.api.errors import error
+from campaigns.problems import problem
 
 
 class RequestBodyLimitMiddleware:
@@ -27,7 +27,7 @@ class RequestBodyLimitMiddleware:
         if length > settings.MAX_REQUEST_BYTES:
             if request.path.startswith("/api/"):
                 return JsonResponse(
-                    {"errors": [error("request_too_large", "The request body is too large.")]},
+                    {"errors": [problem("request_too_large", "The request body is too large.")]},
                     status=413,
                 )
             return HttpResponse(

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from campaigns import services
 from campaigns.api.base import MAX_ID, ApiView
-from campaigns.api.errors import ApiError, error, error_response
+from campaigns.api.errors import ApiError, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
@@ -38,6 +38,7 @@ from campaigns.api.views import template_lookup
 from campaigns.forms import CampaignForm
 from campaigns.models import ApiKey, Campaign
 from campaigns.preferences import time_zone_check
+from campaigns.problems import problem
 from campaigns.selectors import campaign_status_label
 from tracking.reports.report import CampaignReport, Rate, campaign_report
 
@@ -170,7 +171,7 @@ def _form_data(given: dict) -> dict | Response:
         if template is None:
             return error_response(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                [error("template_not_found", "No template has this id or slug.", "template")],
+                [problem("template_not_found", "No template has this id or slug.", "template")],
             )
         data["template"] = template.pk
     return data
@@ -404,7 +405,7 @@ def _act(request, pk: int, action, **kwargs) -> Response:
         return error_response(
             status.HTTP_409_CONFLICT,
             [
-                error(
+                problem(
                     "audience_changed",
                     f"The campaign's list has {err.recipients:,} recipients now, not "
                     f"{err.expected:,}: nothing was changed. Check it, and send again with "

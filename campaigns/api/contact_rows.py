@@ -38,10 +38,6 @@ class ContactIn:
     lists: list[int] = field(default_factory=list)
 
 
-def error(code: str, message: str, field_name: str = "", row: int | None = None) -> dict:
-    return problem(code, message, field_name, row)
-
-
 def contact_in_check(
     data: object,
     *,
@@ -57,9 +53,9 @@ def contact_in_check(
     null custom field stays null (it removes the field); otherwise (create, upserts) an empty
     value is left out, as the CSV import leaves an empty cell out: it never erases."""
     if not isinstance(data, dict):
-        return [error("invalid", "A contact is a JSON object.", "", row)]
+        return [problem("invalid", "A contact is a JSON object.", "", row)]
     problems = [
-        error("unknown_field", "Unknown field.", str(name)[:100], row)
+        problem("unknown_field", "Unknown field.", str(name)[:100], row)
         for name in sorted(set(data) - allowed, key=str)
     ]
     checked = ContactIn()
@@ -69,15 +65,15 @@ def contact_in_check(
             if len(checked.email) > EMAIL_MAX:
                 raise InvalidAddress(f"An address has at most {EMAIL_MAX} characters.")
         except InvalidAddress as err:
-            problems.append(error("invalid_address", " ".join(err.messages), "email", row))
+            problems.append(problem("invalid_address", " ".join(err.messages), "email", row))
     elif email_required:
-        problems.append(error("required", "Give the contact's address (email).", "email", row))
+        problems.append(problem("required", "Give the contact's address (email).", "email", row))
     for name in (*NAME_FIELDS, "time_zone"):
         value = data.get(name)
         if value is None:
             continue
         if not isinstance(value, str):
-            problems.append(error("invalid", "Give text.", name, row))
+            problems.append(problem("invalid", "Give text.", name, row))
             continue
         try:
             if name == "time_zone":
@@ -87,7 +83,7 @@ def contact_in_check(
                 label = name.replace("_", " ")
                 value = contact_text_check(value, label=label, max_length=max_length)
         except ValidationError as err:
-            problems.append(error(err.code or "invalid", " ".join(err.messages), name, row))
+            problems.append(problem(err.code or "invalid", " ".join(err.messages), name, row))
             continue
         if value.strip() or keep_empty:
             checked.fields[name] = value
@@ -102,9 +98,9 @@ def _attributes(
     value: object, checked: ContactIn, declared: dict[str, CustomField], row, keep_empty: bool
 ) -> list[dict]:
     if not isinstance(value, dict):
-        return [error("invalid", 'Give an object such as {"city": "London"}.', "attributes", row)]
+        return [problem("invalid", 'Give an object such as {"city": "London"}.', "attributes", row)]
     if len(value) > ATTRIBUTES_MAX:
-        return [error("too_many", f"At most {ATTRIBUTES_MAX} custom fields.", "attributes", row)]
+        return [problem("too_many", f"At most {ATTRIBUTES_MAX} custom fields.", "attributes", row)]
     problems = []
     for name, raw in value.items():
         where = f"attributes.{name[:60]}"
@@ -117,7 +113,7 @@ def _attributes(
             field_ = declared.get(name) or CustomField(name=name, type=_json_type(raw))
             typed = custom_field_value(field_, raw)
         except ValidationError as err:
-            problems.append(error(err.code or "invalid", " ".join(err.messages), where, row))
+            problems.append(problem(err.code or "invalid", " ".join(err.messages), where, row))
             continue
         if typed is not None or keep_empty:
             checked.attributes[name] = typed
@@ -134,9 +130,9 @@ def _json_type(raw: object) -> str:
 
 def _lists(value: object, checked: ContactIn, row) -> list[dict]:
     if not isinstance(value, list) or len(value) > LISTS_MAX:
-        return [error("invalid", f"Give at most {LISTS_MAX} list ids.", "lists", row)]
+        return [problem("invalid", f"Give at most {LISTS_MAX} list ids.", "lists", row)]
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 < item <= MAX_ID:
-            return [error("invalid", "A list id is a positive whole number.", "lists", row)]
+            return [problem("invalid", "A list id is a positive whole number.", "lists", row)]
     checked.lists = sorted(set(value))
     return []

@@ -28,7 +28,6 @@ from campaigns.api.contact_rows import (
     PATCHABLE,
     ContactIn,
     contact_in_check,
-    error,
 )
 from campaigns.api.errors import ApiError, error_response
 from campaigns.api.idempotency import idempotent_response
@@ -39,6 +38,7 @@ from campaigns.api.serializers import StrictQuery, StrictSerializer, TextField
 from campaigns.contact_upsert import contacts_upsert
 from campaigns.erased import status_for_new_address
 from campaigns.models import ApiKey, Contact, ContactList, CustomField, Membership
+from campaigns.problems import problem
 from tracking.erase import contact_erase
 
 # Contacts one bulk upsert takes (the issue asks for at least 10,000), and its body at most.
@@ -530,7 +530,7 @@ class ContactBulkUpsert(ApiView):
             checked = contact_in_check(item, declared=declared, row=number)
             if isinstance(checked, ContactIn) and checked.email in first_row:
                 checked = [
-                    error(
+                    problem(
                         "duplicate_address",
                         f"Row {number} repeats the address of row {first_row[checked.email]}.",
                         "email",

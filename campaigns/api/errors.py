@@ -13,10 +13,6 @@ from rest_framework.views import exception_handler
 from campaigns.problems import problem
 
 
-def error(code: str, message: str, field: str = "", **extra) -> dict:
-    return problem(code, message, field, **extra)
-
-
 class ApiError(exceptions.APIException):
     """One error of ours, raised from anywhere under a view (inside a transaction, raising is
     what rolls it back) and answered in the one shape."""
@@ -40,11 +36,11 @@ def api_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         errors = list(_flatten(exc.detail))
     elif isinstance(exc, ApiError):
-        errors = [error(exc.detail.code, str(exc.detail), exc.field)]
+        errors = [problem(exc.detail.code, str(exc.detail), exc.field)]
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = getattr(detail, "code", None) or _DEFAULT_CODES.get(response.status_code, "error")
-        errors = [error(str(code), str(detail))]
+        errors = [problem(str(code), str(detail))]
     response.data = {"errors": errors}
     return response
 
@@ -73,7 +69,7 @@ def _flatten(detail, field: str = ""):
             else:
                 yield from _flatten(value, field)
     else:
-        yield error(getattr(detail, "code", "invalid") or "invalid", str(detail), field)
+        yield problem(getattr(detail, "code", "invalid") or "invalid", str(detail), field)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -85,7 +81,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return JsonResponse(
             {
                 "errors": [
-                    error(
+                    problem(
                         "server_error",
                         "The server failed while answering. Retry the request (a POST with the "
                         "same Idempotency-Key: one that was stored is answered, not repeated).",

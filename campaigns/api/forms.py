@@ -4,7 +4,7 @@ both run, and here its errors become the one error shape (422, the form's own co
 
 from django import forms
 
-from campaigns.api.errors import error
+from campaigns.problems import problem
 
 
 def form_errors(form: forms.BaseForm, *, fields: dict[str, str] | None = None) -> list[dict]:
@@ -18,5 +18,5 @@ def form_errors(form: forms.BaseForm, *, fields: dict[str, str] | None = None) -
         field = "" if name == forms.forms.NON_FIELD_ERRORS else renamed.get(name, name)
         for err in errors:
             for message in err.messages:
-                found.append(error(err.code or "invalid", message, field))
+                found.append(problem(err.code or "invalid", message, field))
     return found

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 
 from campaigns import jobs
 from campaigns.api.base import MAX_ID, ApiView
-from campaigns.api.errors import error, error_response
+from campaigns.api.errors import error_response
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
 from campaigns.api.schema import ErrorSerializer, JobErrorsSerializer, errors, paginated
@@ -40,6 +40,7 @@ from campaigns.api.views import template_lookup
 from campaigns.counters import HANDED_OFF, CounterName
 from campaigns.imports import ImportFileError, file_decode, file_delimiter, file_rows
 from campaigns.models import ApiKey, Campaign, CampaignCounter, JobRequest
+from campaigns.problems import problem
 from campaigns.services import (
     CampaignError,
     campaign_cancel,
@@ -420,7 +421,7 @@ class JobListCreate(ApiView):
         if template is None:
             return error_response(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                [error("template_not_found", "No template has this id or slug.", "template")],
+                [problem("template_not_found", "No template has this id or slug.", "template")],
             )
         try:
             rows = _rows_of(fields)
@@ -506,7 +507,7 @@ class JobCancel(ApiView):
         except CampaignError:
             return error_response(
                 status.HTTP_409_CONFLICT,
-                [error("not_cancellable", f"A {job.status} job cannot be cancelled.")],
+                [problem("not_cancellable", f"A {job.status} job cannot be cancelled.")],
             )
         job.refresh_from_db()
         return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))
@@ -534,7 +535,11 @@ class JobResume(ApiView):
         except CampaignError:
             return error_response(
                 status.HTTP_409_CONFLICT,
-                [error("not_paused", f"A {job.status} job cannot be resumed: only a paused one.")],
+                [
+                    problem(
+                        "not_paused", f"A {job.status} job cannot be resumed: only a paused one."
+                    )
+                ],
             )
         job.refresh_from_db()
         return Response(job_summary(job, JobRequest.objects.filter(pk=job.pk).first()))
@@ -593,12 +598,12 @@ def _rows_of(fields: dict) -> list:
     if fields.get("rows") is not None:
         if fields.get("file") is not None:
             raise jobs.JobRefused(
-                [error("rows_or_file", "Give the rows as JSON or as a CSV file, not both.")]
+                [problem("rows_or_file", "Give the rows as JSON or as a CSV file, not both.")]
             )
         return fields["rows"]
     upload = fields.get("file")
     if upload is None:
-        raise jobs.JobRefused([error("required", "Give the rows (JSON) or a CSV file.", "rows")])
+        raise jobs.JobRefused([problem("required", "Give the rows (JSON) or a CSV file.", "rows")])
     data = upload if isinstance(upload, bytes) else b"".join(upload.chunks())
     return csv_rows(data)
 
@@ -612,19 +617,19 @@ def csv_rows(data: bytes) -> list:
     contact's own value, if any, fills that field)."""
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise jobs.JobRefused(
-            [error("invalid_file", "This is not a CSV file (it holds binary data).", "file")]
+            [problem("invalid_file", "This is not a CSV file (it holds binary data).", "file")]
         )
     try:
         text, _ = file_decode(data)
         header, rows = file_rows(text, file_delimiter(text))
     except ImportFileError as err:
-        raise jobs.JobRefused([error("invalid_file", str(err), "file")]) from None
+        raise jobs.JobRefused([problem("invalid_file", str(err), "file")]) from None
     columns = _csv_columns(header)
     found = []
     for row in rows:
         if len(found) == jobs.JOB_MAX_ROWS:
             raise jobs.JobRefused(
-                [error("too_many_rows", f"At most {jobs.JOB_MAX_ROWS:,} rows a job.", "file")],
+                [problem("too_many_rows", f"At most {jobs.JOB_MAX_ROWS:,} rows a job.", "file")],
                 status=status.HTTP_400_BAD_REQUEST,  # as for JSON rows (the serializer)
             )
         if row.problem:
@@ -639,7 +644,7 @@ def csv_rows(data: bytes) -> list:
         found.append(jobs.FileRow(item, line=row.line))
     if not found:
         raise jobs.JobRefused(
-            [error("no_rows", "The file has no rows below its first line.", "file")]
+            [problem("no_rows", "The file has no rows below its first line.", "file")]
         )
     return found
 
@@ -658,7 +663,7 @@ def _csv_columns(header: list[str]) -> list[tuple[str, str]]:
             if name is None:
                 raise jobs.JobRefused(
                     [
-                        error(
+                        problem(
                             "invalid_column",
                             f"The column “{column[:80]}” cannot name a template field: "
                             "a field's name starts with a letter.",
@@ -669,7 +674,7 @@ def _csv_columns(header: list[str]) -> list[tuple[str, str]]:
         if name in taken:
             raise jobs.JobRefused(
                 [
-                    error(
+                    problem(
                         "duplicate_column",
                         f"The columns “{taken[name][:80]}” and “{column[:80]}” would both "
                         f"fill {name}: remove one.",
@@ -681,7 +686,7 @@ def _csv_columns(header: list[str]) -> list[tuple[str, str]]:
         columns.append((target, name))
     if "to" not in taken:
         raise jobs.JobRefused(
-            [error("no_address_column", "Name the address column email (or to).", "file")]
+            [problem("no_address_column", "Name the address column email (or to).", "file")]
         )
     return columns
 

@@ -12,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from campaigns.api.base import MAX_ID, ApiView
-from campaigns.api.errors import ApiError, error, error_response
+from campaigns.api.errors import ApiError, error_response
 from campaigns.api.forms import form_errors
 from campaigns.api.idempotency import idempotent_response
 from campaigns.api.pagination import CursorPage, PageQuery
@@ -21,6 +21,7 @@ from campaigns.api.serializers import StrictQuery, StrictSerializer, form_text
 from campaigns.messages import message_preview
 from campaigns.models import Campaign
 from campaigns.personalisation import PersonalisationInvalid, personalisation_check
+from campaigns.problems import problem
 from templates_app.forms import TemplateForm
 from templates_app.language import PARTS, TemplateSyntaxError
 from templates_app.models import Template
@@ -178,7 +179,7 @@ def _saved(form: TemplateForm, *, created: bool) -> Response:
     except IntegrityError:
         return error_response(
             status.HTTP_409_CONFLICT,
-            [error("unique", "Another template took this name or slug meanwhile.", "name")],
+            [problem("unique", "Another template took this name or slug meanwhile.", "name")],
         )
     code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return Response(TemplateSerializer(template).data, status=code)
@@ -341,6 +342,6 @@ class TemplatePreview(ApiView):
             part = err.part if err.part in PARTS else "html"
             return error_response(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                [error("template_invalid", str(err), part, line=err.line)],
+                [problem("template_invalid", str(err), part, line=err.line)],
             )
         return Response(PreviewSerializer(message).data)
