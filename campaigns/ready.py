@@ -37,7 +37,12 @@ from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.commands.core import Script
 
-from infra.redis_client import redis_client, redis_thread_client, redis_thread_client_drop
+from infra.redis_client import (
+    redis_client,
+    redis_thread_client,
+    redis_thread_client_drop,
+    script_run,
+)
 from infra.tasks import task_enqueue_on_commit, task_named
 
 logger = logging.getLogger(__name__)
@@ -87,14 +92,16 @@ def messages_ready(messages: list[tuple[int, int]]) -> None:
 
 
 # RPUSH, then SET the drain flag NX PX (after the push: see messages_drain); 1 if it was set.
-# One EVALSHA on the thread's own connection: a pipeline of the two commands on the shared
-# pool cost the web more (docs/PERFORMANCE.md, Integrations API).
+# One EVALSHA on the thread's own connection, packed without redis-py's command machinery
+# (infra.redis_client.script_run): a pipeline of the two commands on the shared pool, then
+# redis-py's own EVALSHA, cost the web more (docs/PERFORMANCE.md, Integrations API).
 _PUSH_LUA = b"""
 redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
 if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
 _PUSH = Script(None, _PUSH_LUA)  # loaded on first use (or after a restart)
+_PUSH_KEYS = [READY_KEY, DRAIN_FLAG_KEY]
 # Items per script call at most (Lua's unpack has a stack limit).
 _PUSH_CHUNK = 1000
 
@@ -108,13 +115,7 @@ def messages_push(messages: Iterable[tuple[int, int]]) -> bool:
     try:
         flagged = False
         for start in range(0, len(items), _PUSH_CHUNK):
-            flagged |= bool(
-                _PUSH(
-                    keys=[READY_KEY, DRAIN_FLAG_KEY],
-                    args=[DRAIN_FLAG_MS, *items[start : start + _PUSH_CHUNK]],
-                    client=redis_thread_client(_client()),
-                )
-            )
+            flagged |= bool(_push([DRAIN_FLAG_MS, *items[start : start + _PUSH_CHUNK]]))
     except redis.RedisError as err:
         redis_thread_client_drop()
         logger.error(
@@ -125,6 +126,19 @@ def messages_push(messages: Iterable[tuple[int, int]]) -> bool:
     if flagged:
         _drain_enqueue()
     return True
+
+
+def _push(args: list):
+    """_PUSH on this thread's connection; once more on a new one if that one was dropped
+    (Redis restarted, or closed it idle): the thread's connection is only replaced after an
+    error, and without this its first push after a restart failed and left the message to the
+    sweeper's grace. A push that Redis took before the connection dropped is pushed twice,
+    which sends nothing twice: a drain claims a message's ledger row once."""
+    try:
+        return script_run(redis_thread_client(_client()), _PUSH, _PUSH_KEYS, args)
+    except redis.ConnectionError:
+        redis_thread_client_drop()
+    return script_run(redis_thread_client(_client()), _PUSH, _PUSH_KEYS, args)
 
 
 def _drain_enqueue() -> None:

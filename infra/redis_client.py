@@ -73,27 +73,43 @@ class ScriptCall:
     single-connection client (redis_thread_client's), packed once: redis-py's command
     machinery (the encoding of each argument, its retry and response plumbing) cost ~100 µs a
     call where the round trip itself costs ~30 µs (docs/PERFORMANCE.md). What the client's
-    own call does on the way is kept: the health check, the script loaded when Redis does not
-    have it (NOSCRIPT: restarted, flushed), and a dropped connection raised as
-    redis.ConnectionError with the socket closed (the caller's to handle, as the client's
-    clients here retry nothing: the next call connects again)."""
+    own call does on the way is kept (script_run_packed)."""
 
     def __init__(self, client: redis.Redis, script, keys: list, args: list) -> None:
         self.client = client
         self.script = script
         self.args = args
-        self._packed = client.connection.pack_command(
-            "EVALSHA", script.sha, len(keys), *keys, *args
-        )
+        self._packed = script_packed(client, script, keys, args)
 
     def __call__(self):
-        connection = self.client.connection
-        try:
-            return self._send(connection)
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(self.script.script)
-        return self._send(connection)
+        return script_run_packed(self.client, self.script, self._packed)
 
-    def _send(self, connection):
-        connection.send_packed_command(self._packed)
-        return connection.read_response()
+
+def script_packed(client: redis.Redis, script, keys: list, args: list):
+    """`script`'s EVALSHA with these keys and arguments, as `client`'s connection sends it."""
+    return client.connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def script_run(client: redis.Redis, script, keys: list, args: list):
+    """`script` with these keys and arguments on a single-connection client, without
+    redis-py's command machinery (ScriptCall's, packed for this call)."""
+    return script_run_packed(client, script, script_packed(client, script, keys, args))
+
+
+def script_run_packed(client: redis.Redis, script, packed):
+    """A packed EVALSHA on a single-connection client, doing what the client's own call does
+    on the way: the health check, the script loaded when Redis does not have it (NOSCRIPT:
+    restarted, flushed), and a dropped connection raised as redis.ConnectionError with the
+    socket closed (the caller's to handle, as the client's clients here retry nothing: the
+    next call connects again)."""
+    connection = client.connection
+    try:
+        return _send(connection, packed)
+    except redis.exceptions.NoScriptError:
+        client.script_load(script.script)
+    return _send(connection, packed)
+
+
+def _send(connection, packed):
+    connection.send_packed_command(packed)
+    return connection.read_response()

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -14,6 +15,7 @@ from campaigns import ready
 from campaigns.message_sweeper import messages_sweep
 from campaigns.models import Notification
 from campaigns.tasks import deliver_ready
+from infra.redis_client import redis_thread_client
 from tests.api.helpers import api_client, post_message
 from tests.conftest import _forget_broker_state, _queued, _ready, _redis
 from tests.factories import TemplateFactory
@@ -147,6 +149,44 @@ def test_without_redis_each_message_is_a_task_of_its_own(template, settings):
     settings.CELERY_BROKER_URL = "filesystem://"  # what redis_url() reads; the app keeps its
     post_message(api_client(), to="demo@example.org")
     assert (_ready(), _queued("transactional")) == (0, 1)
+
+
+def test_a_push_whose_connection_was_dropped_goes_again_on_a_new_one(template):
+    """Redis restarted, or closed the thread's connection, since its last push: the push is
+    sent again on a new connection, not left to the sweeper's grace."""
+    client = api_client()
+    post_message(client, to="before@example.org")
+    mine = redis_thread_client(ready._client()).client_id()
+    _redis().client_kill_filter(_id=mine)
+
+    post_message(client, to="after@example.org")
+
+    assert _ready() == 2
+    assert redis_thread_client(ready._client()).client_id() != mine
+
+
+def test_a_push_loads_the_script_again_after_redis_lost_it(template):
+    client = api_client()
+    post_message(client, to="before@example.org")
+    _redis().script_flush()
+    post_message(client, to="after@example.org")
+    assert _ready() == 2
+
+
+def test_a_push_redis_cannot_take_is_left_to_the_sweeper(template, monkeypatch, caplog):
+    """Redis gone (the retry's connection refused too): the message is stored, answered 202,
+    and the log names how many and the first id, never an address."""
+    client = api_client()
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # refused
+    monkeypatch.setattr(ready, "_client", lambda: unreachable)
+    message = post_message(client, to="nowhere@example.org")
+    assert statuses([message]) == {message: N.CREATED}
+    assert _ready() == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "campaigns.ready"]
+    assert logged == [
+        "messages not pushed to the ready list (ConnectionError): 1 left to the sweeper, "
+        f"first {Notification.objects.get(pk=message).campaign_id}:{message}"
+    ]
 
 
 def test_a_stream_whose_batch_fails_does_not_hold_the_others():
