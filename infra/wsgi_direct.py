@@ -70,12 +70,15 @@ def direct_request(environ: dict) -> WSGIRequest | None:
 def direct_response(
     request: WSGIRequest, response: HttpResponse, start_response: Callable
 ) -> Iterable[bytes]:
-    """Start the response as Django's WSGI handler would, and give the server something to
-    close when it has sent it: the request is closed, and the database connection kept, or
-    closed if it broke or passed CONN_MAX_AGE, as after any Django request. request_started is
-    not sent (its receivers reset the query log and the connections' state, which these views
-    never use), and request_finished's receivers are called without the signal's dispatch
-    (costs: docs/PERFORMANCE.md)."""
+    """Start the response as Django's WSGI handler would and end the request: it is closed,
+    and the database connection kept, or closed if it broke or passed CONN_MAX_AGE, as after
+    any Django request. request_started is not sent (its receivers reset the query log and the
+    connections' state, which these views never use), and request_finished's receivers are
+    called without the signal's dispatch (costs: docs/PERFORMANCE.md).
+
+    The body is a list, ended before it is returned: granian sends a list in one call, where
+    it iterates any other body from Rust and then calls its close() (~5% of a message POST's
+    CPU in the web, docs/PERFORMANCE.md); the response is whole in memory by then anyway."""
     if response.streaming:  # not one of ours: closed as Django's handler would
         response._resource_closers.append(request.close)
         start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
@@ -83,28 +86,17 @@ def direct_response(
     # CommonMiddleware's Content-Length, so the server need not close the connection.
     response.headers.setdefault("Content-Length", str(len(response.content)))
     start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
-    return _Body(response.content, request)
+    _request_finished(request)
+    return [response.content]
 
 
-class _Body:
-    """A finished response's content as the server iterates it. Its close() does what
-    HttpResponse.close() would, minus the request_finished signal's dispatch: it calls that
-    signal's two receivers (Django's) itself."""
-
-    __slots__ = ("content", "request")
-
-    def __init__(self, content: bytes, request: WSGIRequest) -> None:
-        self.content = content
-        self.request = request
-
-    def __iter__(self):
-        yield self.content
-
-    def close(self) -> None:
-        self.request.close()
-        close_old_connections()
-        if _caches_close():
-            close_caches()
+def _request_finished(request: WSGIRequest) -> None:
+    """What HttpResponse.close() would do, minus the request_finished signal's dispatch: that
+    signal's two receivers (Django's), called here."""
+    request.close()
+    close_old_connections()
+    if _caches_close():
+        close_caches()
 
 
 @functools.cache

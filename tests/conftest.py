@@ -264,7 +264,8 @@ def call_wsgi(application, environ: dict, *, close_connections: bool = False):
             try:
                 body = b"".join(iterable)
             finally:
-                iterable.close()  # the server's job
+                if hasattr(iterable, "close"):  # the server's job (a list has nothing to close)
+                    iterable.close()
     finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)

@@ -46,7 +46,8 @@ def post(secret: str, n: int) -> int:
     try:
         b"".join(answer)
     finally:
-        answer.close()
+        if hasattr(answer, "close"):  # the server's job (a list has nothing to close)
+            answer.close()
     return int(statuses[0].split()[0])
 
 
