@@ -36,7 +36,10 @@ class _Write(Generic[Item, Result]):
 
     def __init__(self, item: Item) -> None:
         self.item = item
-        self.done = threading.Event()
+        # Held until the write is done or handed the lead, released once: a one-shot signal
+        # of two C calls, where an Event's Condition costs a few Python ones a wait and a set.
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: Result | None = None
         self.lead = False  # woken to lead, not with a result
 
@@ -67,7 +70,7 @@ class GroupCommit(Generic[Item, Result]):
             follow = self._leading
             self._leading = True
         if follow:
-            mine.done.wait()
+            mine.done.acquire()
             if not mine.lead:
                 return mine.result if mine.result is not None else alone()
         return self._lead(mine, alone)
@@ -91,7 +94,7 @@ class GroupCommit(Generic[Item, Result]):
         finally:
             for write in batch:  # (whatever happened: none is left waiting)
                 if write is not mine:
-                    write.done.set()
+                    write.done.release()
             self._hand_on()
         return mine.result if mine.result is not None else alone()
 
@@ -103,4 +106,4 @@ class GroupCommit(Generic[Item, Result]):
                 return
             successor = self._queued[0]
         successor.lead = True
-        successor.done.set()
+        successor.done.release()
