@@ -43,7 +43,9 @@ def api_key_from_header(request) -> ApiKey | None:
     """The key the request's Authorization header carries (None without the header), or the
     401/403 to answer (DRF's exceptions). Shared by the DRF authentication below and the lean
     route of POST /api/v1/messages (campaigns.api.direct)."""
-    header = authentication.get_authorization_header(request).decode("latin-1")
+    # From META, where WSGI puts it (text, as latin-1): request.headers, which DRF's
+    # get_authorization_header reads, first builds a dict of every header.
+    header = request.META.get("HTTP_AUTHORIZATION", "")
     if not header:
         return None
     keyword, _, raw = header.partition(" ")

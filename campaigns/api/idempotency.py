@@ -51,6 +51,8 @@ from infra.db import delete_in_chunks
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 HEADER = "Idempotency-Key"
+# Where WSGI puts it: read there, as request.headers would build a dict of every header first.
+_META_KEY = "HTTP_" + HEADER.upper().replace("-", "_")
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_MAX_LENGTH = 255
 # A record taken, then found gone (its request rolled back) or expired, is tried again; a key
@@ -247,7 +249,7 @@ def _as_json(data: object) -> object:
 
 
 def _header_key(request: Request) -> str | None:
-    raw = request.headers.get(HEADER)
+    raw = request.META.get(_META_KEY)
     if raw is None:
         return None
     if not 0 < len(raw) <= KEY_MAX_LENGTH or not all(" " <= char <= "~" for char in raw):
