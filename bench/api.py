@@ -2,7 +2,7 @@
 
 Runs on PostgreSQL and Redis (from `make bench-api`, via scripts/with-services.sh NEED_WRK=1)
 the way docker-compose.yml runs the API: granian serving config.wsgi as the `web` service does
-(the Dockerfile's GRANIAN_* settings: 2 workers of 8 threads), a Celery worker on the
+(the Dockerfile's GRANIAN_* settings: 2 workers of 16 threads), a Celery worker on the
 `transactional` and `periodic` queues as `worker-transactional` (prefork, concurrency 8), and
 the local SES endpoint (seslocal), or, with --ses-endpoint or AWS_ENDPOINT_URL_SESV2, any other
 SES endpoint and no seslocal. It makes a live API key and a small template, then:
@@ -83,7 +83,10 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="a second phase: the same load while a campaign to N recipients sends (0: none)",
     )
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    # A closed loop: each connection waits for its answer, so N connections cap the rate at
+    # N / latency (16 at ~14 ms: ~1,100/s, whatever the server could take). 32 keep the
+    # server, not the load tool, the bound (docs/PERFORMANCE.md, round 6).
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--web-workers", type=int, default=2, help="granian workers (the Dockerfile's 2)"
@@ -91,8 +94,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--web-threads",
         type=int,
-        default=8,
-        help="granian blocking threads per worker (the Dockerfile's 8)",
+        default=16,
+        help="granian blocking threads per worker (the Dockerfile's 16)",
     )
     parser.add_argument(
         "--worker-concurrency",
