@@ -10,12 +10,14 @@ so the next POSTs queue behind it, then lets it go: the queued POSTs are one bat
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import psycopg
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection, connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns import transactional
@@ -122,16 +124,18 @@ def test_messages_posted_while_a_statement_runs_are_one_batch(template, batches)
     Contact.objects.create(email=HELD)
     known = Contact.objects.create(email="known@example.com", first_name="Kim")
     client = api_client()
+    later = (timezone.now() + timedelta(hours=1)).replace(microsecond=123456)
     bodies = [
         {"template": "receipt", "to": "new.one@example.com", "reference": "a",
-         "personalisation": {"order": 1}},
-        {"template": "receipt", "to": "New.Two@Example.com ", "reference": "b"},
+         "personalisation": {"order": 1, "name": 'Zoë "Z" \\ ✓'}},
+        {"template": "receipt", "to": "New.Two@Example.com ", "reference": "b ✓ \"q\""},
         {"template": "receipt", "to": "known@example.com", "reference": "c"},
-        {"template": "receipt", "contact": known.pk, "reference": "d"},
+        {"template": "receipt", "contact": known.pk, "reference": "d",
+         "send_at": later.isoformat()},
         {"template": "receipt", "to": "new.one@example.com", "reference": "e"},
     ]  # fmt: skip
     keys = ["k-a", None, "k-c", None, "k-e"]
-    before = ready()
+    before, started = ready(), timezone.now()
     first, answers = post_queued_behind_a_held_message(client.secret, bodies, keys)
 
     assert first.status_code == 202, first.content
@@ -157,18 +161,22 @@ def test_messages_posted_while_a_statement_runs_are_one_batch(template, batches)
         Notification.objects.get(pk=first.json()["id"]).campaign_id
     }
     requests = [MessageRequest.objects.get(pk=m.pk) for m in messages]
-    assert [r.reference for r in requests] == ["a", "b", "c", "d", "e"]
-    assert requests[0].personalisation == {"order": 1}
+    assert [r.reference for r in requests] == ["a", 'b ✓ "q"', "c", "d", "e"]
+    assert requests[0].personalisation == {"order": 1, "name": 'Zoë "Z" \\ ✓'}
+    assert [r.send_at for r in requests] == [None, None, None, later, None]
+    assert all(started <= m.created_at <= timezone.now() for m in messages)
     assert {r.api_key_id for r in requests} == {client.key.pk}
     records = {r.key: r for r in IdempotencyRecord.objects.all()}
     assert sorted(records) == ["k-a", "k-c", "k-e"]
     for key, answer in zip(keys, answers, strict=True):
         if key:
             assert (records[key].status_code, records[key].response) == (202, answer.json())
-    # Each handed to the worker once: the batch's in one push after its commit.
+    # Each due one handed to the worker once: the batch's in one push after its commit; the
+    # one for later is the sweeper's at its send_at.
     handed = [item.decode() for item in ready()[len(before) :]]
     stream = messages[0].campaign_id
-    assert sorted(handed) == sorted(f"{stream}:{m.pk}" for m in [first_message(first), *messages])
+    due = [first_message(first), *messages[:3], messages[4]]
+    assert sorted(handed) == sorted(f"{stream}:{m.pk}" for m in due)
 
 
 def first_message(answer) -> Notification:
