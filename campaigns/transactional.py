@@ -523,7 +523,7 @@ def _messages_write_batch(items: Sequence[dict]) -> list[tuple[int, int, bool] |
     one statement; then the due ones handed to the worker together (one push for the batch,
     where each message alone pushes its own)."""
     # The rows as one JSON parameter (json.dumps is C), not an array a column: psycopg quotes
-    # each array element in Python, ~9% of the web's CPU under load (docs/PERFORMANCE.md).
+    # each array element in Python (237 against 62 µs for 8 rows, docs/PERFORMANCE.md).
     # The two lookups' arrays stay arrays: the planner reads `= ANY(array)` as index scans.
     params = {
         "rows": json.dumps(items, default=datetime.isoformat),
