@@ -1,5 +1,8 @@
-"""Shared by the API tests: keys and a client that sends them."""
+"""Shared by the API tests: keys and a client that sends them, and a second database
+connection beside Django's (another transaction, a watcher)."""
 
+import psycopg
+from django.db import connection
 from rest_framework.test import APIClient
 
 from campaigns.apikeys import SCOPES, api_key_create
@@ -21,3 +24,10 @@ def post_message(client, **fields) -> int:
     answer = client.post("/api/v1/messages", {"template": "reset", **fields}, format="json")
     assert answer.status_code == 202, answer.content
     return answer.json()["id"]
+
+
+def other_connection(*, autocommit: bool = False) -> psycopg.Connection:
+    """A psycopg connection to the test database, outside Django's (its own transactions)."""
+    params = connection.get_connection_params()
+    keys = ("dbname", "user", "password", "host", "port")
+    return psycopg.connect(**{k: params[k] for k in keys if k in params}, autocommit=autocommit)

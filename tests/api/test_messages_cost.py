@@ -6,7 +6,6 @@ BEGIN, no COMMIT)."""
 import threading
 import time
 
-import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -14,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from campaigns.apikeys import api_key_cache_clear
 from campaigns.models import Campaign, Contact, IdempotencyRecord, MessageRequest, Notification
 from templates_app.models import Template
-from tests.api.helpers import api_client
+from tests.api.helpers import api_client, other_connection
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,10 +124,7 @@ def test_a_contact_committed_while_the_insert_waits_on_it_is_found(template):
     client = api_client()
     for n in (-1, 0):
         client.post(URL, body(n), format="json")
-    params = connection.get_connection_params()
-    other = psycopg.connect(
-        **{k: params[k] for k in ("dbname", "user", "password", "host", "port") if k in params}
-    )
+    other = other_connection()
     (late,) = other.execute(
         "INSERT INTO campaigns_contact (email, first_name, last_name, attributes, status,"
         " time_zone, created_at, updated_at) VALUES ('late@example.com', '', '', '{}', 'active',"
@@ -138,10 +134,7 @@ def test_a_contact_committed_while_the_insert_waits_on_it_is_found(template):
     waited = []
 
     def commit_once_the_post_waits() -> None:
-        watcher = psycopg.connect(
-            **{k: params[k] for k in ("dbname", "user", "password", "host", "port") if k in params},
-            autocommit=True,
-        )
+        watcher = other_connection(autocommit=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             (waiting,) = watcher.execute(

@@ -8,22 +8,20 @@ Each test holds a first message's statement on a contact row locked by another c
 so the next POSTs queue behind it, then lets it go: the queued POSTs are one batch."""
 
 import threading
-import time
-from collections.abc import Callable
 from datetime import timedelta
 
-import psycopg
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns import transactional
 from campaigns.models import Contact, IdempotencyRecord, MessageRequest, Notification
 from campaigns.ready import READY_KEY
-from tests.api.helpers import api_client
+from tests.api.helpers import api_client, other_connection
+from tests.conftest import wait_for
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,19 +59,6 @@ def ready() -> list[bytes]:
     return redis.Redis.from_url(settings.CELERY_BROKER_URL).lrange(READY_KEY, 0, -1)
 
 
-def other_connection() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    keys = ("dbname", "user", "password", "host", "port")
-    return psycopg.connect(**{k: params[k] for k in keys if k in params})
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def lock_waits() -> int:
     with other_connection() as watcher:
         return watcher.execute(
@@ -103,7 +88,8 @@ def post_queued_behind_a_held_message(secret: str, bodies: list[dict], keys=None
 
     first = threading.Thread(target=post, args=(0, {"template": "receipt", "to": HELD}, None))
     first.start()
-    wait_for(lambda: lock_waits() == 1, "the first message waits on the locked contact")
+    wait_for(lambda: lock_waits() == 1, timeout=10, interval=0.01,
+             message="the first message waits on the locked contact")  # fmt: skip
     keys = keys or [None] * len(bodies)
     threads = [
         threading.Thread(target=post, args=(i + 1, body, key))
@@ -112,7 +98,8 @@ def post_queued_behind_a_held_message(secret: str, bodies: list[dict], keys=None
     for thread in threads:
         thread.start()
     queued = transactional._MESSAGE_WRITES._queued
-    wait_for(lambda: len(queued) == len(bodies), "the others queue behind the first")
+    wait_for(lambda: len(queued) == len(bodies), timeout=10, interval=0.01,
+             message="the others queue behind the first")  # fmt: skip
     locker.commit()
     locker.close()
     for thread in [first, *threads]:

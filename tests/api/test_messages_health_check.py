@@ -10,7 +10,6 @@ import io
 import json
 import time
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -18,6 +17,7 @@ from campaigns.api import direct
 from campaigns.apikeys import api_key_create
 from campaigns.models import Notification
 from config.wsgi import application
+from tests.api.helpers import other_connection
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,7 +60,7 @@ def backend_pid() -> int:
 def terminate(pid: int) -> None:
     """PostgreSQL drops the connection (as a restart or an idle timeout would), from another
     connection; waits until the backend is gone."""
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+    with other_connection(autocommit=True) as other:
         assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
         for _ in range(200):
             if not other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
