@@ -353,7 +353,8 @@ def _message_write_pg(
     one statement (data-modifying CTEs): one round trip where the ORM took four or five and a
     transaction's BEGIN and COMMIT two more (docs/PERFORMANCE.md, Integrations API). In
     autocommit, with the messages other threads write at the same moment (group commit), whose
-    statement also hands the due ones to the worker: the message and whether it was."""
+    statement also does their hand-off (the due ones pushed): the message and whether its
+    hand-off was done there."""
     now = timezone.now()
     repeat_key = _repeat_key()
     params = {
@@ -519,9 +520,9 @@ def _message_id_sequence() -> str:
 
 
 def _messages_write_batch(items: Sequence[dict]) -> list[tuple[int, int, bool] | None]:
-    """Each message's (id, contact id, handed over), or None for one left out: `_BATCH`, in
-    one statement; then the due ones handed to the worker together (one push for the batch,
-    where each message alone pushes its own)."""
+    """Each message's (id, contact id, True: its hand-off done), or None for one left out:
+    `_BATCH`, in one statement; then the due ones handed to the worker together (one push for
+    the batch, where each message alone pushes its own; a scheduled one is the sweeper's)."""
     # The rows as one JSON parameter (json.dumps is C), not an array a column: psycopg quotes
     # each array element in Python (237 against 62 µs for 8 rows, docs/PERFORMANCE.md).
     # The two lookups' arrays stay arrays: the planner reads `= ANY(array)` as index scans.
